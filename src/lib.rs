@@ -1,0 +1,18 @@
+//! cllm: train GPT-style language models on the CPU from a declarative `.cllm` spec.
+//!
+//! ```text
+//!  .cllm text ──pest──▶ Spec ──build──▶ Graph ──plan──▶ Plan ──jit──▶ Program ──runtime──▶ training run
+//!                (spec/)        (graph/)        (plan/)   │    (codegen, kernels/)   (runtime/)
+//!                                                         └──interp──▶ the same Plan, run by the reference interpreter
+//! ```
+//!
+//! Each stage is one module with one public entry point returning a `Result`; types
+//! flow one way and no stage reaches back into an earlier one. Built so far:
+//!
+//! | stage | module | entry point |
+//! |---|---|---|
+//! | spec | [`spec`] | [`spec::load`] / [`spec::parse`] → [`spec::Spec`] |
+//!
+//! See `docs/ARCHITECTURE.md` for what each module owns.
+
+pub mod spec;

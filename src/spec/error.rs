@@ -1,0 +1,144 @@
+//! Spec diagnostics: every problem points at a span and says how to fix it.
+//!
+//! Lowering collects [`Problem`]s (span + sentence + label + help) without the source
+//! text; [`SpecError`] attaches the source once, at the boundary, and renders through
+//! miette with line, column and a caret.
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+
+use super::ast::Span;
+
+/// One thing wrong with a spec, before the source text is attached.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    /// Which source the span indexes: 0 is the spec file, `i` is the `i`-th `--set`.
+    pub origin: usize,
+    pub span: Span,
+    pub message: String,
+    pub label: String,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    pub fn new(span: Span, message: impl Into<String>, label: impl Into<String>) -> Self {
+        Problem {
+            origin: 0,
+            span,
+            message: message.into(),
+            label: label.into(),
+            help: None,
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Moves the problem into another source (a `--set` override).
+    pub fn in_origin(mut self, origin: usize) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// Adds "did you mean `x`?" when `word` is close to one of `known`, else lists them.
+    pub fn suggest(self, word: &str, known: &[&str]) -> Self {
+        match did_you_mean(word, known) {
+            Some(best) => self.with_help(format!("did you mean `{best}`?")),
+            None => self.with_help(format!("expected one of: {}", quoted_list(known))),
+        }
+    }
+}
+
+/// An invalid spec: the first problem, with the rest attached as related diagnostics.
+/// (Boxed: an error is rare, and a small `Result` keeps the happy path cheap.)
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error(transparent)]
+#[diagnostic(transparent)]
+pub struct SpecError(Box<Located>);
+
+/// One located problem, renderable by miette.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+#[diagnostic(code(cllm::spec))]
+pub struct Located {
+    message: String,
+    #[source_code]
+    source_code: NamedSource<String>,
+    #[label("{label}")]
+    span: SourceSpan,
+    label: String,
+    #[help]
+    help: Option<String>,
+    #[related]
+    others: Vec<Located>,
+}
+
+impl SpecError {
+    /// Attaches the source texts, as `(name, text)` indexed by [`Problem::origin`], to
+    /// the problems. `problems` must not be empty.
+    pub fn new(sources: &[(String, String)], problems: Vec<Problem>) -> SpecError {
+        let mut errors = problems.into_iter().map(|p| {
+            let (name, text) = &sources[p.origin.min(sources.len() - 1)];
+            SpecError::one(name, text, p)
+        });
+        let mut first = errors
+            .next()
+            .expect("SpecError::new is called with at least one problem");
+        first.others = errors.collect();
+        SpecError(Box::new(first))
+    }
+
+    fn one(name: &str, source: &str, problem: Problem) -> Located {
+        Located {
+            message: problem.message,
+            source_code: NamedSource::new(name, source.to_string()),
+            span: problem.span.into(),
+            label: problem.label,
+            help: problem.help,
+            others: Vec::new(),
+        }
+    }
+
+    /// How many problems this error reports.
+    pub fn count(&self) -> usize {
+        1 + self.0.others.len()
+    }
+
+    /// The first problem's message, without rendering.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+}
+
+/// The closest of `known` to `word`, if it is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+    let (best, distance) = known
+        .iter()
+        .map(|k| (*k, strsim::damerau_levenshtein(word, k)))
+        .min_by_key(|(_, d)| *d)?;
+    let allowed = (word.chars().count().max(best.len()) / 3).max(1);
+    (distance <= allowed).then_some(best)
+}
+
+/// `a`, `b`, `c` → "`a`, `b`, `c`".
+pub fn quoted_list(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| format!("`{w}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Renders a diagnostic as plain text (no colour, fixed width): for tests and logs.
+pub fn render_plain(diagnostic: &dyn Diagnostic) -> String {
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_width(100)
+            .with_links(false);
+    let mut out = String::new();
+    handler
+        .render_report(&mut out, diagnostic)
+        .expect("writing to a String cannot fail");
+    out
+}

@@ -1,0 +1,155 @@
+//! Stage 1 of the pipeline: `.cllm` text → a validated [`Spec`].
+//!
+//! ```text
+//! text ──syntax (pest)──▶ ast::Document ──lower──▶ Spec ──validate──▶ Spec (resolved)
+//!  --set key=value ──syntax──┘ (applied after the file, so it wins)
+//! ```
+//!
+//! Every failure is a [`SpecError`]: miette diagnostics that point at the text.
+
+mod ast;
+mod choices;
+mod convert;
+mod error;
+mod lower;
+mod print;
+mod run_choices;
+mod syntax;
+mod types;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use ast::{Span, Spanned, Value};
+pub use choices::{Attention, Coords, Source, Vocab, identity_basis};
+pub use error::{Problem, SpecError, did_you_mean, render_plain};
+pub use print::to_cllm;
+pub use run_choices::{Gemm, Optimizer, Schedule, Threads};
+pub use types::{BLOCKS, Checkpoint, Data, Eval, Model, Plan, Sample, Spec, Train};
+
+/// The spec language version this build reads and writes.
+pub const VERSION: &str = "0.1";
+
+/// Why a spec file could not be loaded.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LoadError {
+    #[error("cannot read spec `{path}`: {source}")]
+    #[diagnostic(code(cllm::io), help("check the path; specs usually live in specs/"))]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// Reads, parses and validates the spec at `path`, then applies `overrides`
+/// (`block.key=value`, as given to `--set`). Relative paths inside the spec are
+/// resolved against the spec's folder.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Spec, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    Ok(parse(
+        &text,
+        &path.display().to_string(),
+        base_dir,
+        overrides,
+    )?)
+}
+
+/// Parses and validates spec `text` (called `name` in diagnostics), applying
+/// `overrides` after it. `base_dir` resolves relative paths.
+pub fn parse(
+    text: &str,
+    name: &str,
+    base_dir: &Path,
+    overrides: &[String],
+) -> Result<Spec, SpecError> {
+    let mut sources = vec![(name.to_string(), text.to_string())];
+    sources.extend(overrides.iter().map(|o| ("--set".to_string(), o.clone())));
+    let fail = |problems: Vec<Problem>| SpecError::new(&sources, problems);
+
+    let document = syntax::parse_document(text).map_err(|p| fail(vec![p]))?;
+    let mut problems = Vec::new();
+    let mut assignments = lower::assignments(&document, &mut problems);
+
+    let parsed_overrides: Vec<_> = overrides
+        .iter()
+        .enumerate()
+        .map(|(i, text)| syntax::parse_override(text).map_err(|p| p.in_origin(i + 1)))
+        .collect();
+    for (i, parsed) in parsed_overrides.iter().enumerate() {
+        match parsed {
+            Ok((keys, value)) if keys.len() == 2 => assignments.push(lower::Assignment {
+                origin: i + 1,
+                block: &keys[0],
+                key: &keys[1],
+                value,
+            }),
+            Ok((keys, _)) => problems.push(
+                Problem::new(
+                    Span::new(keys[0].span.start, keys[keys.len() - 1].span.end),
+                    "`--set` takes `block.key=value`",
+                    "expected two names joined by a dot",
+                )
+                .with_help(
+                    "e.g. `--set train.steps=100` or `--set train.optimizer=adamw(lr = 3e-4)`",
+                )
+                .in_origin(i + 1),
+            ),
+            Err(problem) => problems.push(problem.clone()),
+        }
+    }
+
+    let (mut spec, spans) = lower::apply(&assignments, &mut problems);
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    lower::resolve_derived(&mut spec, &spans);
+    let problems = validate::validate(&spec, &spans, base_dir, document.version.span);
+    if !problems.is_empty() {
+        return Err(fail(problems));
+    }
+    Ok(spec)
+}
+
+/// Parses a single value in spec syntax (e.g. `window(64)`), for tools and tests.
+pub fn parse_value(text: &str) -> Result<Spanned<Value>, SpecError> {
+    syntax::parse_value(text)
+        .map_err(|p| SpecError::new(&[("value".to_string(), text.to_string())], vec![p]))
+}
+
+impl Model {
+    /// Symbols in the vocabulary (V).
+    pub fn vocab_size(&self) -> u64 {
+        match self.vocab {
+            Vocab::Bytes => 256,
+            Vocab::Words { size } => size,
+        }
+    }
+
+    /// Hidden width of the MLP (4·C by default).
+    pub fn mlp_width(&self) -> u64 {
+        (self.width as f64 * self.mlp).round() as u64
+    }
+
+    /// Trainable parameters, GPT-2 layout (biases and LayerNorm gains included).
+    pub fn parameter_count(&self) -> u64 {
+        let (v, t, c, h) = (
+            self.vocab_size(),
+            self.context,
+            self.width,
+            self.mlp_width(),
+        );
+        let layernorm = 2 * c;
+        let attention = c * 3 * c + 3 * c + c * c + c;
+        let mlp = c * h + h + h * c + c;
+        let head = if self.tied_head { 0 } else { v * c };
+        v * c + t * c + self.layers * (2 * layernorm + attention + mlp) + layernorm + head
+    }
+}
