@@ -1,6 +1,22 @@
 //! cllm-kernels: every kernel family of a training step, one file each.
 //!
 //! Each file holds, in order: the math (doc comment), the reference forward and
-//! backward (plain loops, f32 storage, f64 accumulation), and the Cranelift emitter
-//! that JIT-compiles the same kernel specialised to its shapes. This crate knows
-//! nothing of specs: `cllm` hands it kernel descriptions and gets back callables.
+//! backward (plain loops, storage generic over f32/f64, f64 accumulation), and — as
+//! the JIT lands — the Cranelift emitter of the same kernel, specialised to its
+//! shapes. This crate knows nothing of specs: `cllm` hands it shapes and buffers.
+//!
+//! Conventions (llm.c's): `d<name>` is the gradient of `<name>`; every backward
+//! *accumulates* (`+=`) into its gradients, so a tensor used twice simply receives
+//! two contributions; shapes are named with B, T, C, NH, V, OC, N (= B·T).
+
+pub mod adamw;
+pub mod attention;
+pub mod embedding;
+pub mod gelu;
+pub mod layernorm;
+pub mod matmul;
+pub mod real;
+pub mod residual;
+pub mod softmax_xent;
+
+pub use real::Real;
