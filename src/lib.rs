@@ -15,4 +15,10 @@
 //!
 //! See `docs/ARCHITECTURE.md` for what each module owns.
 
+pub mod graph;
+pub mod checkpoint;
+pub mod data;
+pub mod interp;
+pub mod rng;
+pub mod runtime;
 pub mod spec;

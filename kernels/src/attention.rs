@@ -121,3 +121,39 @@ pub fn attention_backward<T: Real>(
         }
     }
 }
+
+/// The decode step of sampling: one new query (its k and v already appended to the
+/// cache at position `len − 1`) against the cached keys and values of positions
+/// `0..len`. O(len·C) per token instead of O(T²·C) for a whole forward.
+///
+/// Shapes: q, out (C); k_cache, v_cache (T_max, C).
+pub fn attention_decode<T: Real>(out: &mut [T], q: &[T], k_cache: &[T], v_cache: &[T], len: usize, heads: usize) {
+    let c = q.len();
+    let hs = c / heads;
+    let scale = 1.0 / (hs as f64).sqrt();
+    let mut pre = vec![0.0f64; len];
+    let mut acc = vec![0.0f64; hs];
+    for h in 0..heads {
+        let qh = &q[h * hs..(h + 1) * hs];
+        let mut max = f64::NEG_INFINITY;
+        for (t2, p) in pre.iter_mut().enumerate() {
+            *p = scale * dot(qh, &k_cache[t2 * c + h * hs..][..hs]);
+            max = max.max(*p);
+        }
+        let mut sum = 0.0;
+        for p in pre.iter_mut() {
+            *p = (*p - max).exp();
+            sum += *p;
+        }
+        acc.fill(0.0);
+        for (t2, p) in pre.iter().enumerate() {
+            let v = &v_cache[t2 * c + h * hs..][..hs];
+            for i in 0..hs {
+                acc[i] += p / sum * v[i].to_f64();
+            }
+        }
+        for i in 0..hs {
+            out[h * hs + i] = T::from_f64(acc[i]);
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Initial weights from a GPT-2 safetensors file (the layout of Hugging Face's `gpt2`):
+//! `wte`, `wpe`, `h.{i}.ln_1`, `h.{i}.attn.c_attn` (d, 3d), `h.{i}.attn.c_proj`,
+//! `h.{i}.ln_2`, `h.{i}.mlp.c_fc`, `h.{i}.mlp.c_proj`, `ln_f`, each optionally under
+//! `transformer.`. GPT-2's Conv1D matrices are (in, out); ours are (out, in), so those
+//! four are transposed on the way in.
+
+use std::path::Path;
+
+use super::{CheckpointError, Stored, load};
+
+/// Our parameter names that GPT-2 stores transposed.
+fn is_conv1d(name: &str) -> bool {
+    ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
+}
+
+/// Reads every parameter `(name, shape)` from the GPT-2 file at `path`, in our layout.
+pub fn import_gpt2(path: &Path, params: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f32>>, CheckpointError> {
+    let mut stored = load(path)?;
+    let mut out = Vec::with_capacity(params.len());
+    for (name, shape) in params {
+        let candidates = [name.clone(), format!("{name}.weight"), format!("transformer.{name}"), format!("transformer.{name}.weight")];
+        let key = candidates.iter().find(|c| stored.tensors.contains_key(*c)).cloned().unwrap_or_else(|| name.clone());
+        if is_conv1d(name) {
+            let (rows, cols) = (shape[0], shape[1]);
+            let values = take_any(&mut stored, path, &key, &[cols, rows])?;
+            let mut transposed = vec![0.0; values.len()];
+            for i in 0..cols {
+                for o in 0..rows {
+                    transposed[o * cols + i] = values[i * rows + o];
+                }
+            }
+            out.push(transposed);
+        } else {
+            out.push(take_any(&mut stored, path, &key, shape)?);
+        }
+    }
+    Ok(out)
+}
+
+fn take_any(stored: &mut Stored, path: &Path, key: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
+    // GPT-2's position table (1024 rows) is cut to the spec's context.
+    let is_position_table = key.ends_with("wpe") || key.ends_with("wpe.weight");
+    if is_position_table
+        && let Some((found, values)) = stored.tensors.get(key)
+        && found.len() == 2
+        && found[1] == shape[1]
+        && found[0] >= shape[0]
+    {
+        return Ok(values[..shape[0] * shape[1]].to_vec());
+    }
+    stored.take(path, key, shape)
+}

@@ -1,0 +1,51 @@
+//! `cllm check`: validate specs and print them resolved.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cllm::spec;
+
+pub fn check(paths: &[PathBuf], resolved: bool, json: bool, overrides: &[String]) -> ExitCode {
+    let mut failed = 0;
+    let mut specs = Vec::new();
+    for path in paths {
+        match spec::load(path, overrides) {
+            Ok(spec) => specs.push((path, spec)),
+            Err(error) => {
+                failed += 1;
+                super::report(error);
+            }
+        }
+    }
+    for (path, spec) in &specs {
+        if json {
+            let text = serde_json::to_string_pretty(spec).expect("a Spec always serializes");
+            println!("{text}");
+        } else if resolved {
+            if specs.len() > 1 {
+                println!("# {}", path.display());
+            }
+            print!("{}", spec::to_cllm(spec, true));
+        } else {
+            println!("{}: ok ({})", path.display(), summary(spec));
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} spec(s) failed to check", paths.len());
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn summary(spec: &spec::Spec) -> String {
+    let m = &spec.model;
+    format!(
+        "gpt, {} layers, width {}, {} heads, context {}, {:.2}M parameters",
+        m.layers,
+        m.width,
+        m.heads,
+        m.context,
+        m.parameter_count() as f64 / 1e6
+    )
+}

@@ -1,0 +1,11 @@
+//! The subcommands' bodies. Each turns library errors into a rendered diagnostic
+//! on stderr and an exit code: 0 success, 1 a user error, 130 interrupted.
+
+pub mod check;
+pub mod run;
+pub mod sample;
+
+/// Prints a diagnostic the way every subcommand does.
+pub fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {
+    eprintln!("{:?}", miette::Report::new(error));
+}

@@ -1,0 +1,87 @@
+//! `cllm sample`: generate text from a checkpoint, with a key/value cache.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cllm::checkpoint;
+use cllm::data::Tokenizer;
+use cllm::graph;
+use cllm::rng::Rng;
+use cllm::runtime::sampler::{Sampler, Sampling};
+use cllm::spec::Spec;
+
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// A run folder (or its checkpoint.safetensors).
+    checkpoint: PathBuf,
+    /// Text to continue (default: the spec's `sample.prompt`).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Tokens to generate.
+    #[arg(long)]
+    tokens: Option<u64>,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Keep only the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<u64>,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Sampling seed.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub fn sample(args: SampleArgs) -> ExitCode {
+    match generate(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn generate(args: &SampleArgs) -> miette::Result<()> {
+    let path = checkpoint::locate(&args.checkpoint);
+    let mut stored = checkpoint::load(&path)?;
+    let spec: Spec = serde_json::from_str(stored.field(&path, "spec_json")?)
+        .map_err(|e| miette::miette!("the spec stored in `{}` is unreadable: {e}", path.display()))?;
+    let tokenizer = match stored.metadata.get("words") {
+        Some(words) => Tokenizer::from_words(
+            serde_json::from_str(words).map_err(|e| miette::miette!("the word list in `{}` is unreadable: {e}", path.display()))?,
+        ),
+        None => Tokenizer::Bytes,
+    };
+    let graph = graph::build(&spec, 1);
+    let mut params = Vec::with_capacity(graph.params.len());
+    for p in &graph.params {
+        params.push(stored.take(&path, &p.name, &p.shape)?);
+    }
+    let s = &spec.sample;
+    let sampling = Sampling {
+        temperature: args.temperature.unwrap_or(s.temperature),
+        top_k: args.top_k.or(s.top_k).map(|k| k as usize),
+        top_p: args.top_p.unwrap_or(s.top_p),
+    };
+    if sampling.temperature < 0.0 || !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
+        miette::bail!("--temperature must be ≥ 0 and --top-p in (0, 1]");
+    }
+    let prompt_text = args.prompt.clone().unwrap_or_else(|| s.prompt.clone());
+    let prompt = tokenizer.encode(prompt_text.as_bytes());
+    if prompt.is_empty() {
+        miette::bail!(help = "give a prompt with --prompt", "the prompt is empty");
+    }
+    let count = args.tokens.unwrap_or(s.tokens) as usize;
+    let mut rng = Rng::new(args.seed.unwrap_or(s.seed));
+    let mut sampler = Sampler::new(&graph, spec.model.ln_eps, params.iter().map(Vec::as_slice).collect());
+    let out = sampler.generate(&prompt, count, sampling, &mut rng, |_| false);
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(prompt_text.as_bytes());
+    let _ = stdout.write_all(&tokenizer.decode(&out));
+    let _ = stdout.write_all(b"\n");
+    Ok(())
+}

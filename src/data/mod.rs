@@ -1,0 +1,171 @@
+//! Training data: tokenizers, text corpora, the built-in addition task, and the
+//! batches a step reads. Everything is deterministic given the spec's seed.
+
+mod addition;
+mod text;
+mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use cllm_kernels::softmax_xent::IGNORE;
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+use crate::spec::{Source, Spec, Vocab};
+
+pub use addition::Addition;
+pub use tokenizer::{Tokenizer, WordVocab};
+
+/// Why the data could not be prepared. Each says what to change.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum DataError {
+    #[error("cannot read `{path}`: {source}")]
+    #[diagnostic(code(cllm::data), help("check the path in `data.source`; it is relative to the spec's folder"))]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the corpus `{path}` is empty")]
+    #[diagnostic(code(cllm::data), help("point `data.source` at a file with text in it"))]
+    Empty { path: PathBuf },
+    #[error("the folder `{dir}` has no .txt files")]
+    #[diagnostic(code(cllm::data), help("a folder source reads every `*.txt` file in it"))]
+    NoTextFiles { dir: PathBuf },
+    #[error("the {split} split has {tokens} tokens, but one training window needs context + 1 = {needed}")]
+    #[diagnostic(code(cllm::data), help("use a larger corpus, a smaller `model.context`, or a smaller `data.val_split`"))]
+    TooShort { split: &'static str, tokens: usize, needed: usize },
+    #[error("a word vocabulary of size {size} needs {} distinct words, but the corpus has {distinct}", size.saturating_sub(256))]
+    #[diagnostic(code(cllm::data), help("lower `model.vocab = words(size = ...)` to at most {}", distinct + 256))]
+    VocabTooLarge { size: usize, distinct: usize },
+}
+
+/// One batch of B sequences of T tokens, with next-token targets.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub tokens: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+impl Batch {
+    pub fn new(rows: usize, t: usize) -> Batch {
+        Batch { tokens: vec![0; rows * t], targets: vec![IGNORE; rows * t] }
+    }
+
+    /// Targets that count towards the loss.
+    pub fn scored(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE).count()
+    }
+}
+
+/// Where the training stream stands; saved in checkpoints so a resumed run reads
+/// exactly the batches the uninterrupted run would have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub rng: Rng,
+    /// Windows read so far (for in-order reading of text).
+    pub windows: u64,
+}
+
+enum Corpus {
+    Text { train: Vec<u32>, val: Vec<u32> },
+    Addition(Addition),
+}
+
+/// The tokenized data of a run.
+pub struct Dataset {
+    pub tokenizer: Tokenizer,
+    corpus: Corpus,
+    context: usize,
+    shuffle: bool,
+}
+
+impl Dataset {
+    /// Prepares the data `spec` names; paths are relative to `base_dir`.
+    pub fn load(spec: &Spec, base_dir: &Path) -> Result<Dataset, DataError> {
+        let context = spec.model.context as usize;
+        let (tokenizer, corpus) = match &spec.data.source {
+            Source::Addition { digits, reverse, held_out } => {
+                let task = Addition::new(*digits as usize, *reverse, *held_out as usize, spec.train.seed);
+                (Tokenizer::Bytes, Corpus::Addition(task))
+            }
+            Source::Text { path } => {
+                let bytes = text::read_corpus(&base_dir.join(path))?;
+                let tokenizer = match spec.model.vocab {
+                    Vocab::Bytes => Tokenizer::Bytes,
+                    Vocab::Words { size } => Tokenizer::Words(WordVocab::build(&bytes, size as usize)?),
+                };
+                let tokens = tokenizer.encode(&bytes);
+                let split = ((tokens.len() as f64) * (1.0 - spec.data.val_split)).round() as usize;
+                let (train, val) = (tokens[..split].to_vec(), tokens[split..].to_vec());
+                for (name, part) in [("training", &train), ("validation", &val)] {
+                    if part.len() < context + 1 && !(name == "validation" && spec.data.val_split == 0.0) {
+                        return Err(DataError::TooShort { split: name, tokens: part.len(), needed: context + 1 });
+                    }
+                }
+                (tokenizer, Corpus::Text { train, val })
+            }
+        };
+        Ok(Dataset { tokenizer, corpus, context, shuffle: spec.data.shuffle })
+    }
+
+    /// The addition task, if that is the source.
+    pub fn addition(&self) -> Option<&Addition> {
+        match &self.corpus {
+            Corpus::Addition(task) => Some(task),
+            Corpus::Text { .. } => None,
+        }
+    }
+
+    /// The stream's starting point for `seed`.
+    pub fn cursor(seed: u64) -> Cursor {
+        Cursor { rng: Rng::derive(seed, "training data"), windows: 0 }
+    }
+
+    /// Fills `batch` with the next training sequences and advances the cursor.
+    pub fn next_train(&self, cursor: &mut Cursor, batch: &mut Batch) {
+        let t = self.context;
+        let rows = batch.tokens.len() / t;
+        for row in 0..rows {
+            let (tokens, targets) = (&mut batch.tokens[row * t..][..t], &mut batch.targets[row * t..][..t]);
+            match &self.corpus {
+                Corpus::Addition(task) => task.write(task.draw(&mut cursor.rng), tokens, targets),
+                Corpus::Text { train, .. } => {
+                    let windows = (train.len() - t) as u64;
+                    let start = if self.shuffle {
+                        cursor.rng.below(windows)
+                    } else {
+                        (cursor.windows * t as u64) % windows
+                    };
+                    write_window(train, start as usize, tokens, targets);
+                }
+            }
+            cursor.windows += 1;
+        }
+    }
+
+    /// Validation batch `index` of a fixed, deterministic sequence of batches.
+    pub fn val_batch(&self, index: usize, batch: &mut Batch) {
+        let t = self.context;
+        let rows = batch.tokens.len() / t;
+        for row in 0..rows {
+            let n = index * rows + row;
+            let (tokens, targets) = (&mut batch.tokens[row * t..][..t], &mut batch.targets[row * t..][..t]);
+            match &self.corpus {
+                Corpus::Addition(task) => task.write(task.held_out[n % task.held_out.len()], tokens, targets),
+                Corpus::Text { val, train } => {
+                    // With no validation split, validate on the training text (said in the log).
+                    let source = if val.len() > t { val } else { train };
+                    let windows = source.len() - t;
+                    write_window(source, (n * t) % windows, tokens, targets);
+                }
+            }
+        }
+    }
+}
+
+fn write_window(stream: &[u32], start: usize, tokens: &mut [u32], targets: &mut [u32]) {
+    let t = tokens.len();
+    tokens.copy_from_slice(&stream[start..start + t]);
+    targets.copy_from_slice(&stream[start + 1..start + t + 1]);
+}

@@ -1,0 +1,132 @@
+//! Tokenizers: raw bytes (256 symbols), or the most frequent words of the corpus on
+//! top of the 256 bytes (every byte stays a token, so any text can be encoded).
+
+use std::collections::HashMap;
+
+use super::DataError;
+
+/// Turns text into token ids and back.
+#[derive(Clone, Debug)]
+pub enum Tokenizer {
+    Bytes,
+    Words(WordVocab),
+}
+
+/// Token ids 0..256 are bytes; 256.. are words, most frequent first.
+#[derive(Clone, Debug)]
+pub struct WordVocab {
+    words: Vec<Vec<u8>>,
+    ids: HashMap<Vec<u8>, u32>,
+}
+
+/// A word is a maximal run of ASCII letters; everything else is bytes.
+fn word_runs(text: &[u8]) -> impl Iterator<Item = (&[u8], bool)> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let is_word = text[start].is_ascii_alphabetic();
+        let len = text[start..].iter().take_while(|b| b.is_ascii_alphabetic() == is_word).count();
+        let run = &text[start..start + len];
+        start += len;
+        Some((run, is_word))
+    })
+}
+
+impl WordVocab {
+    /// The `size − 256` most frequent words of `corpus` (ties broken by the word).
+    pub fn build(corpus: &[u8], size: usize) -> Result<WordVocab, DataError> {
+        let mut counts: HashMap<&[u8], u64> = HashMap::new();
+        for (run, is_word) in word_runs(corpus) {
+            if is_word {
+                *counts.entry(run).or_default() += 1;
+            }
+        }
+        let wanted = size.saturating_sub(256);
+        if counts.len() < wanted {
+            return Err(DataError::VocabTooLarge { size, distinct: counts.len() });
+        }
+        let mut ranked: Vec<(&[u8], u64)> = counts.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let words: Vec<Vec<u8>> = ranked.into_iter().take(wanted).map(|(w, _)| w.to_vec()).collect();
+        let ids = words.iter().enumerate().map(|(i, w)| (w.clone(), 256 + i as u32)).collect();
+        Ok(WordVocab { words, ids })
+    }
+}
+
+impl Tokenizer {
+    /// The word list of a word vocabulary (stored in checkpoints), `None` for bytes.
+    pub fn words(&self) -> Option<Vec<String>> {
+        match self {
+            Tokenizer::Bytes => None,
+            Tokenizer::Words(v) => Some(v.words.iter().map(|w| String::from_utf8_lossy(w).into_owned()).collect()),
+        }
+    }
+
+    /// A word tokenizer from a stored word list.
+    pub fn from_words(words: Vec<String>) -> Tokenizer {
+        let words: Vec<Vec<u8>> = words.into_iter().map(String::into_bytes).collect();
+        let ids = words.iter().enumerate().map(|(i, w)| (w.clone(), 256 + i as u32)).collect();
+        Tokenizer::Words(WordVocab { words, ids })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Bytes => 256,
+            Tokenizer::Words(v) => 256 + v.words.len(),
+        }
+    }
+
+    pub fn encode(&self, text: &[u8]) -> Vec<u32> {
+        match self {
+            Tokenizer::Bytes => text.iter().map(|&b| b as u32).collect(),
+            Tokenizer::Words(vocab) => {
+                let mut out = Vec::with_capacity(text.len() / 3);
+                for (run, is_word) in word_runs(text) {
+                    match vocab.ids.get(run) {
+                        Some(&id) if is_word => out.push(id),
+                        _ => out.extend(run.iter().map(|&b| b as u32)),
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    pub fn decode(&self, tokens: &[u32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(tokens.len());
+        for &t in tokens {
+            match self {
+                _ if t < 256 => out.push(t as u8),
+                Tokenizer::Words(vocab) => out.extend(vocab.words.get(t as usize - 256).into_iter().flatten()),
+                Tokenizer::Bytes => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip_and_fall_back_to_bytes() {
+        let corpus = b"the cat and the dog, the end. Cat!";
+        let tok = Tokenizer::Words(WordVocab::build(corpus, 258).unwrap());
+        assert_eq!(tok.vocab_size(), 258);
+        let ids = tok.encode(b"the cat sat");
+        assert_eq!(ids[0], 256, "`the` is the most frequent word");
+        assert!(ids.iter().filter(|&&t| t < 256).count() >= 4, "unknown words are bytes");
+        assert_eq!(tok.decode(&ids), b"the cat sat");
+    }
+
+    #[test]
+    fn a_vocabulary_larger_than_the_corpus_is_an_error() {
+        assert!(matches!(
+            WordVocab::build(b"one two", 300),
+            Err(DataError::VocabTooLarge { distinct: 2, .. })
+        ));
+    }
+}

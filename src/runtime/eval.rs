@@ -1,0 +1,33 @@
+//! Evaluation: validation loss on fixed batches, and for the addition task the
+//! exact-match accuracy of greedy decoding on the held-out problems.
+
+use crate::data::{Addition, Batch, Dataset};
+use crate::interp::Interpreter;
+use crate::rng::Rng;
+use crate::runtime::sampler::{Sampler, Sampling};
+
+/// Mean loss per scored target over `batches` fixed validation batches.
+pub fn validation_loss(interp: &mut Interpreter<f32>, data: &Dataset, batches: usize, scratch: &mut Batch) -> f64 {
+    let (mut sum, mut scored) = (0.0, 0usize);
+    for index in 0..batches {
+        data.val_batch(index, scratch);
+        sum += interp.forward(&scratch.tokens, &scratch.targets);
+        scored += scratch.scored();
+    }
+    sum / scored.max(1) as f64
+}
+
+/// How many held-out problems greedy decoding gets exactly right, out of how many.
+pub fn addition_accuracy(sampler: &mut Sampler<'_>, task: &Addition) -> (usize, usize) {
+    let mut right = 0;
+    let mut rng = Rng::new(0); // unused by greedy decoding
+    for &problem in &task.held_out {
+        let prompt: Vec<u32> = task.prompt(problem).bytes().map(u32::from).collect();
+        let answer = task.answer(problem);
+        let out = sampler.generate(&prompt, answer.len(), Sampling::GREEDY, &mut rng, |_| false);
+        if out.iter().map(|&t| t as u8).eq(answer.bytes()) {
+            right += 1;
+        }
+    }
+    (right, task.held_out.len())
+}

@@ -1,0 +1,59 @@
+//! Stage 6: the training loop. Today it drives the reference interpreter on one
+//! thread; the parallel runtime and the JIT take its place behind the same loop.
+
+mod eval;
+mod optimizer;
+mod report;
+pub mod sampler;
+mod trainer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::checkpoint::CheckpointError;
+use crate::data::DataError;
+
+pub use optimizer::learning_rate;
+pub use trainer::{RunSummary, train};
+
+/// How to run, beyond what the spec says.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Folder for the checkpoint and metrics.jsonl.
+    pub run_dir: PathBuf,
+    /// Continue from the checkpoint in this folder (or file).
+    pub resume: Option<PathBuf>,
+    /// Save a checkpoint and stop once this many steps are done (as Ctrl-C would).
+    pub stop_at: Option<u64>,
+    /// No stdout lines and no progress bar (metrics.jsonl is still written).
+    pub quiet: bool,
+    /// Set from outside (Ctrl-C) to save and stop after the current step.
+    pub interrupt: Arc<AtomicBool>,
+    /// The resolved spec text, stored in checkpoints.
+    pub spec_text: String,
+    /// Folder that relative paths in the spec are resolved against.
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RunError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the loss is {loss} at step {step}: training diverged")]
+    #[diagnostic(
+        code(cllm::diverged),
+        help("lower `train.optimizer = adamw(lr = ...)`, add warm-up, or set `train.clip_grad`; the last checkpoint before step {step} is kept")
+    )]
+    NonFinite { step: u64, loss: f64 },
+    #[error("cannot write to the run folder `{path}`: {source}")]
+    #[diagnostic(code(cllm::io))]
+    RunDir { path: PathBuf, source: std::io::Error },
+    #[error("the checkpoint in `{path}` is at step {step}, past this spec's {steps} steps")]
+    #[diagnostic(code(cllm::resume), help("raise `train.steps` (e.g. `--set train.steps=...`) to train further"))]
+    NothingToResume { path: PathBuf, step: u64, steps: u64 },
+}
