@@ -15,9 +15,9 @@
 //!
 //! See `docs/ARCHITECTURE.md` for what each module owns.
 
-pub mod graph;
 pub mod checkpoint;
 pub mod data;
+pub mod graph;
 pub mod interp;
 pub mod rng;
 pub mod runtime;

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cllm", version, about = "Train small GPT-style language models on the CPU from a .cllm spec")]
+#[command(
+    name = "cllm",
+    version,
+    about = "Train small GPT-style language models on the CPU from a .cllm spec"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,12 @@ struct NotYet {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { specs, resolved, json, overrides } => cli::check::check(&specs, resolved, json, &overrides),
+        Command::Check {
+            specs,
+            resolved,
+            json,
+            overrides,
+        } => cli::check::check(&specs, resolved, json, &overrides),
         Command::Run(args) => cli::run::run(args),
         Command::Sample(args) => cli::sample::sample(args),
         Command::Plan(_) => not_yet("plan", "the planner"),
@@ -63,6 +72,8 @@ fn main() -> ExitCode {
 }
 
 fn not_yet(command: &str, stage: &str) -> ExitCode {
-    eprintln!("cllm {command}: not built yet; it arrives with {stage}. `cllm check` and `cllm run` work today.");
+    eprintln!(
+        "cllm {command}: not built yet; it arrives with {stage}. `cllm check` and `cllm run` work today."
+    );
     ExitCode::from(2)
 }

@@ -127,7 +127,14 @@ pub fn attention_backward<T: Real>(
 /// `0..len`. O(len·C) per token instead of O(T²·C) for a whole forward.
 ///
 /// Shapes: q, out (C); k_cache, v_cache (T_max, C).
-pub fn attention_decode<T: Real>(out: &mut [T], q: &[T], k_cache: &[T], v_cache: &[T], len: usize, heads: usize) {
+pub fn attention_decode<T: Real>(
+    out: &mut [T],
+    q: &[T],
+    k_cache: &[T],
+    v_cache: &[T],
+    len: usize,
+    heads: usize,
+) {
     let c = q.len();
     let hs = c / heads;
     let scale = 1.0 / (hs as f64).sqrt();

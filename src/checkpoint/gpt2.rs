@@ -10,18 +10,35 @@ use super::{CheckpointError, Stored, load};
 
 /// Our parameter names that GPT-2 stores transposed.
 fn is_conv1d(name: &str) -> bool {
-    ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"]
-        .iter()
-        .any(|suffix| name.ends_with(suffix))
+    [
+        "attn.c_attn.weight",
+        "attn.c_proj.weight",
+        "mlp.c_fc.weight",
+        "mlp.c_proj.weight",
+    ]
+    .iter()
+    .any(|suffix| name.ends_with(suffix))
 }
 
 /// Reads every parameter `(name, shape)` from the GPT-2 file at `path`, in our layout.
-pub fn import_gpt2(path: &Path, params: &[(String, Vec<usize>)]) -> Result<Vec<Vec<f32>>, CheckpointError> {
+pub fn import_gpt2(
+    path: &Path,
+    params: &[(String, Vec<usize>)],
+) -> Result<Vec<Vec<f32>>, CheckpointError> {
     let mut stored = load(path)?;
     let mut out = Vec::with_capacity(params.len());
     for (name, shape) in params {
-        let candidates = [name.clone(), format!("{name}.weight"), format!("transformer.{name}"), format!("transformer.{name}.weight")];
-        let key = candidates.iter().find(|c| stored.tensors.contains_key(*c)).cloned().unwrap_or_else(|| name.clone());
+        let candidates = [
+            name.clone(),
+            format!("{name}.weight"),
+            format!("transformer.{name}"),
+            format!("transformer.{name}.weight"),
+        ];
+        let key = candidates
+            .iter()
+            .find(|c| stored.tensors.contains_key(*c))
+            .cloned()
+            .unwrap_or_else(|| name.clone());
         if is_conv1d(name) {
             let (rows, cols) = (shape[0], shape[1]);
             let values = take_any(&mut stored, path, &key, &[cols, rows])?;
@@ -39,7 +56,12 @@ pub fn import_gpt2(path: &Path, params: &[(String, Vec<usize>)]) -> Result<Vec<V
     Ok(out)
 }
 
-fn take_any(stored: &mut Stored, path: &Path, key: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
+fn take_any(
+    stored: &mut Stored,
+    path: &Path,
+    key: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, CheckpointError> {
     // GPT-2's position table (1024 rows) is cut to the spec's context.
     let is_position_table = key.ends_with("wpe") || key.ends_with("wpe.weight");
     if is_position_table

@@ -21,20 +21,45 @@ const FORMAT: &str = "cllm-checkpoint-1";
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum CheckpointError {
     #[error("cannot write checkpoint `{path}`: {source}")]
-    #[diagnostic(code(cllm::checkpoint), help("check that the run folder is writable and the disk has room"))]
-    Write { path: PathBuf, source: std::io::Error },
+    #[diagnostic(
+        code(cllm::checkpoint),
+        help("check that the run folder is writable and the disk has room")
+    )]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read `{path}`: {source}")]
-    #[diagnostic(code(cllm::checkpoint), help("give the run folder (or the .safetensors file) of an earlier `cllm run`"))]
-    Read { path: PathBuf, source: std::io::Error },
+    #[diagnostic(
+        code(cllm::checkpoint),
+        help("give the run folder (or the .safetensors file) of an earlier `cllm run`")
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{path}` is not a readable safetensors file: {reason}")]
     #[diagnostic(code(cllm::checkpoint))]
     Format { path: PathBuf, reason: String },
     #[error("`{path}` has no tensor `{name}`")]
-    #[diagnostic(code(cllm::checkpoint), help("the file does not match this model; check `model` in the spec"))]
+    #[diagnostic(
+        code(cllm::checkpoint),
+        help("the file does not match this model; check `model` in the spec")
+    )]
     Missing { path: PathBuf, name: String },
-    #[error("tensor `{name}` in `{path}` has shape {found:?}, but the spec's model needs {expected:?}")]
-    #[diagnostic(code(cllm::checkpoint), help("the file was written for a different model shape; check `model` in the spec"))]
-    Shape { path: PathBuf, name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error(
+        "tensor `{name}` in `{path}` has shape {found:?}, but the spec's model needs {expected:?}"
+    )]
+    #[diagnostic(
+        code(cllm::checkpoint),
+        help("the file was written for a different model shape; check `model` in the spec")
+    )]
+    Shape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
 }
 
 /// Named f32 tensors and string metadata, as stored.
@@ -60,24 +85,48 @@ pub struct Snapshot<'a> {
 
 /// Resolves a `--resume` or `sample` argument: a run folder or a checkpoint file.
 pub fn locate(path: &Path) -> PathBuf {
-    if path.is_dir() { path.join(FILE_NAME) } else { path.to_path_buf() }
+    if path.is_dir() {
+        path.join(FILE_NAME)
+    } else {
+        path.to_path_buf()
+    }
 }
 
 /// Writes `snapshot` to `path` atomically (temporary file, fsync, rename).
 pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError> {
-    let fail = |source| CheckpointError::Write { path: path.to_path_buf(), source };
+    let fail = |source| CheckpointError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut metadata = HashMap::new();
     metadata.insert("format".to_string(), FORMAT.to_string());
     metadata.insert("step".to_string(), snapshot.step.to_string());
-    metadata.insert("cursor".to_string(), serde_json::to_string(snapshot.cursor).expect("cursor serializes"));
+    metadata.insert(
+        "cursor".to_string(),
+        serde_json::to_string(snapshot.cursor).expect("cursor serializes"),
+    );
     metadata.insert("spec".to_string(), snapshot.spec_text.to_string());
     metadata.insert("spec_json".to_string(), snapshot.spec_json.clone());
     metadata.extend(snapshot.extra.iter().cloned());
-    metadata.insert("layout".to_string(), "matrices are (out, in), as in llm.c".to_string());
-    let bytes: Vec<Vec<u8>> = snapshot.tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
-    let views = snapshot.tensors.iter().zip(&bytes).map(|((name, shape, _), data)| {
-        (name.clone(), TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data"))
-    });
+    metadata.insert(
+        "layout".to_string(),
+        "matrices are (out, in), as in llm.c".to_string(),
+    );
+    let bytes: Vec<Vec<u8>> = snapshot
+        .tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = snapshot
+        .tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), data)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data"),
+            )
+        });
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
     if let Some(dir) = path.parent() {
@@ -93,17 +142,31 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
 
 /// Reads every f32 tensor and the metadata of a safetensors file.
 pub fn load(path: &Path) -> Result<Stored, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read { path: path.to_path_buf(), source })?;
-    let format = |reason: String| CheckpointError::Format { path: path.to_path_buf(), reason };
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let format = |reason: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        reason,
+    };
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let file = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
     let mut tensors = HashMap::new();
     for (name, view) in file.tensors() {
         let values = match view.dtype() {
-            Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F32 => view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             Dtype::BOOL | Dtype::U8 | Dtype::I64 => continue, // masks and buffers, not weights
-            other => return Err(format(format!("tensor `{name}` is {other:?}; only F32 is read"))),
+            other => {
+                return Err(format(format!(
+                    "tensor `{name}` is {other:?}; only F32 is read"
+                )));
+            }
         };
         tensors.insert(name, (view.shape().to_vec(), values));
     }
@@ -112,22 +175,38 @@ pub fn load(path: &Path) -> Result<Stored, CheckpointError> {
 
 impl Stored {
     /// The tensor `name`, checked against `expected` shape.
-    pub fn take(&mut self, path: &Path, name: &str, expected: &[usize]) -> Result<Vec<f32>, CheckpointError> {
-        let (shape, values) = self
-            .tensors
-            .remove(name)
-            .ok_or_else(|| CheckpointError::Missing { path: path.to_path_buf(), name: name.to_string() })?;
+    pub fn take(
+        &mut self,
+        path: &Path,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<Vec<f32>, CheckpointError> {
+        let (shape, values) =
+            self.tensors
+                .remove(name)
+                .ok_or_else(|| CheckpointError::Missing {
+                    path: path.to_path_buf(),
+                    name: name.to_string(),
+                })?;
         if shape != expected {
-            return Err(CheckpointError::Shape { path: path.to_path_buf(), name: name.to_string(), expected: expected.to_vec(), found: shape });
+            return Err(CheckpointError::Shape {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: shape,
+            });
         }
         Ok(values)
     }
 
     /// A metadata field, or a format error naming it.
     pub fn field(&self, path: &Path, key: &str) -> Result<&str, CheckpointError> {
-        self.metadata.get(key).map(String::as_str).ok_or_else(|| CheckpointError::Format {
-            path: path.to_path_buf(),
-            reason: format!("no `{key}` in its metadata; was it written by `cllm run`?"),
-        })
+        self.metadata
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| CheckpointError::Format {
+                path: path.to_path_buf(),
+                reason: format!("no `{key}` in its metadata; was it written by `cllm run`?"),
+            })
     }
 }

@@ -37,7 +37,9 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> ExitCode {
     if args.backend == "jit" {
-        eprintln!("cllm run: the JIT back end is not built yet; use `--backend interp` (the default).");
+        eprintln!(
+            "cllm run: the JIT back end is not built yet; use `--backend interp` (the default)."
+        );
         return ExitCode::from(2);
     }
     let mut overrides = args.overrides.clone();
@@ -52,10 +54,13 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     let base_dir = args.spec.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let run_dir = args.out.clone().unwrap_or_else(|| match &spec.checkpoint.dir {
-        Some(dir) => base_dir.join(dir),
-        None => Path::new("runs").join(args.spec.file_stem().unwrap_or_default()),
-    });
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| match &spec.checkpoint.dir {
+            Some(dir) => base_dir.join(dir),
+            None => Path::new("runs").join(args.spec.file_stem().unwrap_or_default()),
+        });
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     // A second Ctrl-C while saving falls through to the default (the process ends).
@@ -63,7 +68,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         if flag.swap(true, Ordering::Relaxed) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to quit now)");
+        eprintln!(
+            "\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
+        );
     });
     let options = RunOptions {
         run_dir: run_dir.clone(),
@@ -76,16 +83,26 @@ pub fn run(args: RunArgs) -> ExitCode {
     };
     match runtime::train(&spec, &options) {
         Ok(summary) => {
-            let mut line = format!("done: {} steps, final loss {:.4}", summary.steps, summary.final_loss);
+            let mut line = format!(
+                "done: {} steps, final loss {:.4}",
+                summary.steps, summary.final_loss
+            );
             if let Some(v) = summary.val_loss {
                 line += &format!(", val_loss {v:.4}");
             }
             if let Some((right, n)) = summary.accuracy {
-                line += &format!(", accuracy {:.1}% ({right}/{n})", 100.0 * right as f64 / n as f64);
+                line += &format!(
+                    ", accuracy {:.1}% ({right}/{n})",
+                    100.0 * right as f64 / n as f64
+                );
             }
             println!("{line}; checkpoint {}", summary.checkpoint.display());
             if interrupt.load(Ordering::Relaxed) {
-                println!("resume with: cllm run {} --resume {}", args.spec.display(), run_dir.display());
+                println!(
+                    "resume with: cllm run {} --resume {}",
+                    args.spec.display(),
+                    run_dir.display()
+                );
                 return ExitCode::from(130);
             }
             ExitCode::SUCCESS

@@ -48,12 +48,13 @@ pub fn sample(args: SampleArgs) -> ExitCode {
 fn generate(args: &SampleArgs) -> miette::Result<()> {
     let path = checkpoint::locate(&args.checkpoint);
     let mut stored = checkpoint::load(&path)?;
-    let spec: Spec = serde_json::from_str(stored.field(&path, "spec_json")?)
-        .map_err(|e| miette::miette!("the spec stored in `{}` is unreadable: {e}", path.display()))?;
+    let spec: Spec = serde_json::from_str(stored.field(&path, "spec_json")?).map_err(|e| {
+        miette::miette!("the spec stored in `{}` is unreadable: {e}", path.display())
+    })?;
     let tokenizer = match stored.metadata.get("words") {
-        Some(words) => Tokenizer::from_words(
-            serde_json::from_str(words).map_err(|e| miette::miette!("the word list in `{}` is unreadable: {e}", path.display()))?,
-        ),
+        Some(words) => Tokenizer::from_words(serde_json::from_str(words).map_err(|e| {
+            miette::miette!("the word list in `{}` is unreadable: {e}", path.display())
+        })?),
         None => Tokenizer::Bytes,
     };
     let graph = graph::build(&spec, 1);
@@ -77,7 +78,11 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     }
     let count = args.tokens.unwrap_or(s.tokens) as usize;
     let mut rng = Rng::new(args.seed.unwrap_or(s.seed));
-    let mut sampler = Sampler::new(&graph, spec.model.ln_eps, params.iter().map(Vec::as_slice).collect());
+    let mut sampler = Sampler::new(
+        &graph,
+        spec.model.ln_eps,
+        params.iter().map(Vec::as_slice).collect(),
+    );
     let out = sampler.generate(&prompt, count, sampling, &mut rng, |_| false);
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(prompt_text.as_bytes());

@@ -34,7 +34,12 @@ impl Addition {
                 problems.push(p);
             }
         }
-        Addition { digits, reverse, held_out: problems, held_out_set }
+        Addition {
+            digits,
+            reverse,
+            held_out: problems,
+            held_out_set,
+        }
     }
 
     /// Length of a whole line, newline included: `3·digits + 4`.
@@ -50,7 +55,11 @@ impl Addition {
     /// The answer the model should write after the prompt (without the newline).
     pub fn answer(&self, (a, b): (u64, u64)) -> String {
         let sum = format!("{:0d$}", a + b, d = self.digits + 1);
-        if self.reverse { sum.chars().rev().collect() } else { sum }
+        if self.reverse {
+            sum.chars().rev().collect()
+        } else {
+            sum
+        }
     }
 
     /// A training problem: uniform over all pairs except the held-out ones.
@@ -91,7 +100,11 @@ mod tests {
         task.write((123, 456), &mut tokens, &mut targets);
         let text: String = tokens.iter().map(|&t| t as u8 as char).collect();
         assert_eq!(text, "123+456=9750\n\n\n\n");
-        let scored: String = targets.iter().filter(|&&t| t != IGNORE).map(|&t| t as u8 as char).collect();
+        let scored: String = targets
+            .iter()
+            .filter(|&&t| t != IGNORE)
+            .map(|&t| t as u8 as char)
+            .collect();
         assert_eq!(scored, "9750\n");
         assert_eq!(targets[6], IGNORE);
         assert_eq!(targets[7], b'9' as u32);

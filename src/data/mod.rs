@@ -20,21 +20,39 @@ pub use tokenizer::{Tokenizer, WordVocab};
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum DataError {
     #[error("cannot read `{path}`: {source}")]
-    #[diagnostic(code(cllm::data), help("check the path in `data.source`; it is relative to the spec's folder"))]
+    #[diagnostic(
+        code(cllm::data),
+        help("check the path in `data.source`; it is relative to the spec's folder")
+    )]
     Unreadable {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     #[error("the corpus `{path}` is empty")]
-    #[diagnostic(code(cllm::data), help("point `data.source` at a file with text in it"))]
+    #[diagnostic(
+        code(cllm::data),
+        help("point `data.source` at a file with text in it")
+    )]
     Empty { path: PathBuf },
     #[error("the folder `{dir}` has no .txt files")]
-    #[diagnostic(code(cllm::data), help("a folder source reads every `*.txt` file in it"))]
+    #[diagnostic(
+        code(cllm::data),
+        help("a folder source reads every `*.txt` file in it")
+    )]
     NoTextFiles { dir: PathBuf },
-    #[error("the {split} split has {tokens} tokens, but one training window needs context + 1 = {needed}")]
-    #[diagnostic(code(cllm::data), help("use a larger corpus, a smaller `model.context`, or a smaller `data.val_split`"))]
-    TooShort { split: &'static str, tokens: usize, needed: usize },
+    #[error(
+        "the {split} split has {tokens} tokens, but one training window needs context + 1 = {needed}"
+    )]
+    #[diagnostic(
+        code(cllm::data),
+        help("use a larger corpus, a smaller `model.context`, or a smaller `data.val_split`")
+    )]
+    TooShort {
+        split: &'static str,
+        tokens: usize,
+        needed: usize,
+    },
     #[error("a word vocabulary of size {size} needs {} distinct words, but the corpus has {distinct}", size.saturating_sub(256))]
     #[diagnostic(code(cllm::data), help("lower `model.vocab = words(size = ...)` to at most {}", distinct + 256))]
     VocabTooLarge { size: usize, distinct: usize },
@@ -49,7 +67,10 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(rows: usize, t: usize) -> Batch {
-        Batch { tokens: vec![0; rows * t], targets: vec![IGNORE; rows * t] }
+        Batch {
+            tokens: vec![0; rows * t],
+            targets: vec![IGNORE; rows * t],
+        }
     }
 
     /// Targets that count towards the loss.
@@ -85,28 +106,50 @@ impl Dataset {
     pub fn load(spec: &Spec, base_dir: &Path) -> Result<Dataset, DataError> {
         let context = spec.model.context as usize;
         let (tokenizer, corpus) = match &spec.data.source {
-            Source::Addition { digits, reverse, held_out } => {
-                let task = Addition::new(*digits as usize, *reverse, *held_out as usize, spec.train.seed);
+            Source::Addition {
+                digits,
+                reverse,
+                held_out,
+            } => {
+                let task = Addition::new(
+                    *digits as usize,
+                    *reverse,
+                    *held_out as usize,
+                    spec.train.seed,
+                );
                 (Tokenizer::Bytes, Corpus::Addition(task))
             }
             Source::Text { path } => {
                 let bytes = text::read_corpus(&base_dir.join(path))?;
                 let tokenizer = match spec.model.vocab {
                     Vocab::Bytes => Tokenizer::Bytes,
-                    Vocab::Words { size } => Tokenizer::Words(WordVocab::build(&bytes, size as usize)?),
+                    Vocab::Words { size } => {
+                        Tokenizer::Words(WordVocab::build(&bytes, size as usize)?)
+                    }
                 };
                 let tokens = tokenizer.encode(&bytes);
                 let split = ((tokens.len() as f64) * (1.0 - spec.data.val_split)).round() as usize;
                 let (train, val) = (tokens[..split].to_vec(), tokens[split..].to_vec());
                 for (name, part) in [("training", &train), ("validation", &val)] {
-                    if part.len() < context + 1 && !(name == "validation" && spec.data.val_split == 0.0) {
-                        return Err(DataError::TooShort { split: name, tokens: part.len(), needed: context + 1 });
+                    if part.len() < context + 1
+                        && !(name == "validation" && spec.data.val_split == 0.0)
+                    {
+                        return Err(DataError::TooShort {
+                            split: name,
+                            tokens: part.len(),
+                            needed: context + 1,
+                        });
                     }
                 }
                 (tokenizer, Corpus::Text { train, val })
             }
         };
-        Ok(Dataset { tokenizer, corpus, context, shuffle: spec.data.shuffle })
+        Ok(Dataset {
+            tokenizer,
+            corpus,
+            context,
+            shuffle: spec.data.shuffle,
+        })
     }
 
     /// The addition task, if that is the source.
@@ -119,7 +162,10 @@ impl Dataset {
 
     /// The stream's starting point for `seed`.
     pub fn cursor(seed: u64) -> Cursor {
-        Cursor { rng: Rng::derive(seed, "training data"), windows: 0 }
+        Cursor {
+            rng: Rng::derive(seed, "training data"),
+            windows: 0,
+        }
     }
 
     /// Fills `batch` with the next training sequences and advances the cursor.
@@ -127,7 +173,10 @@ impl Dataset {
         let t = self.context;
         let rows = batch.tokens.len() / t;
         for row in 0..rows {
-            let (tokens, targets) = (&mut batch.tokens[row * t..][..t], &mut batch.targets[row * t..][..t]);
+            let (tokens, targets) = (
+                &mut batch.tokens[row * t..][..t],
+                &mut batch.targets[row * t..][..t],
+            );
             match &self.corpus {
                 Corpus::Addition(task) => task.write(task.draw(&mut cursor.rng), tokens, targets),
                 Corpus::Text { train, .. } => {
@@ -150,9 +199,14 @@ impl Dataset {
         let rows = batch.tokens.len() / t;
         for row in 0..rows {
             let n = index * rows + row;
-            let (tokens, targets) = (&mut batch.tokens[row * t..][..t], &mut batch.targets[row * t..][..t]);
+            let (tokens, targets) = (
+                &mut batch.tokens[row * t..][..t],
+                &mut batch.targets[row * t..][..t],
+            );
             match &self.corpus {
-                Corpus::Addition(task) => task.write(task.held_out[n % task.held_out.len()], tokens, targets),
+                Corpus::Addition(task) => {
+                    task.write(task.held_out[n % task.held_out.len()], tokens, targets)
+                }
                 Corpus::Text { val, train } => {
                     // With no validation split, validate on the training text (said in the log).
                     let source = if val.len() > t { val } else { train };

@@ -6,7 +6,10 @@ use super::DataError;
 
 /// Reads the corpus at `path`.
 pub fn read_corpus(path: &Path) -> Result<Vec<u8>, DataError> {
-    let unreadable = |source| DataError::Unreadable { path: path.to_path_buf(), source };
+    let unreadable = |source| DataError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
     let bytes = if path.is_dir() {
         let mut files: Vec<_> = std::fs::read_dir(path)
             .map_err(unreadable)?
@@ -14,12 +17,17 @@ pub fn read_corpus(path: &Path) -> Result<Vec<u8>, DataError> {
             .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "txt"))
             .collect();
         if files.is_empty() {
-            return Err(DataError::NoTextFiles { dir: path.to_path_buf() });
+            return Err(DataError::NoTextFiles {
+                dir: path.to_path_buf(),
+            });
         }
         files.sort();
         let mut all = Vec::new();
         for file in files {
-            let text = std::fs::read(&file).map_err(|source| DataError::Unreadable { path: file.clone(), source })?;
+            let text = std::fs::read(&file).map_err(|source| DataError::Unreadable {
+                path: file.clone(),
+                source,
+            })?;
             all.extend_from_slice(&text);
             if !all.ends_with(b"\n") {
                 all.push(b'\n');
@@ -30,7 +38,9 @@ pub fn read_corpus(path: &Path) -> Result<Vec<u8>, DataError> {
         std::fs::read(path).map_err(unreadable)?
     };
     if bytes.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(bytes)
 }

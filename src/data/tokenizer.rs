@@ -27,7 +27,10 @@ fn word_runs(text: &[u8]) -> impl Iterator<Item = (&[u8], bool)> {
             return None;
         }
         let is_word = text[start].is_ascii_alphabetic();
-        let len = text[start..].iter().take_while(|b| b.is_ascii_alphabetic() == is_word).count();
+        let len = text[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic() == is_word)
+            .count();
         let run = &text[start..start + len];
         start += len;
         Some((run, is_word))
@@ -45,12 +48,23 @@ impl WordVocab {
         }
         let wanted = size.saturating_sub(256);
         if counts.len() < wanted {
-            return Err(DataError::VocabTooLarge { size, distinct: counts.len() });
+            return Err(DataError::VocabTooLarge {
+                size,
+                distinct: counts.len(),
+            });
         }
         let mut ranked: Vec<(&[u8], u64)> = counts.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let words: Vec<Vec<u8>> = ranked.into_iter().take(wanted).map(|(w, _)| w.to_vec()).collect();
-        let ids = words.iter().enumerate().map(|(i, w)| (w.clone(), 256 + i as u32)).collect();
+        let words: Vec<Vec<u8>> = ranked
+            .into_iter()
+            .take(wanted)
+            .map(|(w, _)| w.to_vec())
+            .collect();
+        let ids = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), 256 + i as u32))
+            .collect();
         Ok(WordVocab { words, ids })
     }
 }
@@ -60,14 +74,23 @@ impl Tokenizer {
     pub fn words(&self) -> Option<Vec<String>> {
         match self {
             Tokenizer::Bytes => None,
-            Tokenizer::Words(v) => Some(v.words.iter().map(|w| String::from_utf8_lossy(w).into_owned()).collect()),
+            Tokenizer::Words(v) => Some(
+                v.words
+                    .iter()
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect(),
+            ),
         }
     }
 
     /// A word tokenizer from a stored word list.
     pub fn from_words(words: Vec<String>) -> Tokenizer {
         let words: Vec<Vec<u8>> = words.into_iter().map(String::into_bytes).collect();
-        let ids = words.iter().enumerate().map(|(i, w)| (w.clone(), 256 + i as u32)).collect();
+        let ids = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), 256 + i as u32))
+            .collect();
         Tokenizer::Words(WordVocab { words, ids })
     }
 
@@ -99,7 +122,9 @@ impl Tokenizer {
         for &t in tokens {
             match self {
                 _ if t < 256 => out.push(t as u8),
-                Tokenizer::Words(vocab) => out.extend(vocab.words.get(t as usize - 256).into_iter().flatten()),
+                Tokenizer::Words(vocab) => {
+                    out.extend(vocab.words.get(t as usize - 256).into_iter().flatten())
+                }
                 Tokenizer::Bytes => {}
             }
         }
@@ -118,7 +143,10 @@ mod tests {
         assert_eq!(tok.vocab_size(), 258);
         let ids = tok.encode(b"the cat sat");
         assert_eq!(ids[0], 256, "`the` is the most frequent word");
-        assert!(ids.iter().filter(|&&t| t < 256).count() >= 4, "unknown words are bytes");
+        assert!(
+            ids.iter().filter(|&&t| t < 256).count() >= 4,
+            "unknown words are bytes"
+        );
         assert_eq!(tok.decode(&ids), b"the cat sat");
     }
 

@@ -17,7 +17,10 @@ pub fn differentiate(graph: &mut Graph) {
                 inputs: vec![op.outputs[1], op.inputs[1]],
                 outputs: vec![grad_of(graph, &mut grads, op.inputs[0])],
             }),
-            _ => grads.get(&op.outputs[0]).copied().map(|dy| backward_op(graph, &mut grads, op, dy)),
+            _ => grads
+                .get(&op.outputs[0])
+                .copied()
+                .map(|dy| backward_op(graph, &mut grads, op, dy)),
         };
         graph.backward.extend(backward);
     }
@@ -41,11 +44,20 @@ fn grad_of(graph: &mut Graph, grads: &mut HashMap<TensorId, TensorId>, x: Tensor
     g
 }
 
-fn backward_op(graph: &mut Graph, grads: &mut HashMap<TensorId, TensorId>, op: &Op, dy: TensorId) -> Op {
+fn backward_op(
+    graph: &mut Graph,
+    grads: &mut HashMap<TensorId, TensorId>,
+    op: &Op,
+    dy: TensorId,
+) -> Op {
     let (i, o) = (&op.inputs, &op.outputs);
     let mut d = |x: TensorId| grad_of(graph, grads, x);
     let (kind, inputs, outputs) = match op.kind {
-        OpKind::Embedding => (OpKind::EmbeddingBackward, vec![dy, i[0]], vec![d(i[1]), d(i[2])]),
+        OpKind::Embedding => (
+            OpKind::EmbeddingBackward,
+            vec![dy, i[0]],
+            vec![d(i[1]), d(i[2])],
+        ),
         OpKind::LayerNorm { .. } => (
             OpKind::LayerNormBackward,
             vec![dy, i[0], i[1], o[1], o[2]],
@@ -56,14 +68,24 @@ fn backward_op(graph: &mut Graph, grads: &mut HashMap<TensorId, TensorId>, op: &
             if bias {
                 outputs.push(d(i[2]));
             }
-            (OpKind::MatmulBackward { bias }, vec![dy, i[0], i[1]], outputs)
+            (
+                OpKind::MatmulBackward { bias },
+                vec![dy, i[0], i[1]],
+                outputs,
+            )
         }
         OpKind::Gelu => (OpKind::GeluBackward, vec![dy, i[0]], vec![d(i[0])]),
         OpKind::Residual => (OpKind::ResidualBackward, vec![dy], vec![d(i[0]), d(i[1])]),
-        OpKind::Attention { heads } => {
-            (OpKind::AttentionBackward { heads }, vec![dy, i[0], o[1]], vec![d(i[0])])
-        }
+        OpKind::Attention { heads } => (
+            OpKind::AttentionBackward { heads },
+            vec![dy, i[0], o[1]],
+            vec![d(i[0])],
+        ),
         kind => unreachable!("{kind:?} is not a forward op with a gradient rule"),
     };
-    Op { kind, inputs, outputs }
+    Op {
+        kind,
+        inputs,
+        outputs,
+    }
 }

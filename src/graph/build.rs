@@ -29,7 +29,11 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
     let wte = b.param("wte", vec![dims.vocab, c], Init::Normal { std }, true);
     let wpe = b.param("wpe", vec![t, c], Init::Normal { std }, true);
     let tokens = b.graph.tokens;
-    let mut x = b.op(OpKind::Embedding, vec![tokens, wte, wpe], &[("encoded", vec![bt, c], Role::Activation)])[0];
+    let mut x = b.op(
+        OpKind::Embedding,
+        vec![tokens, wte, wpe],
+        &[("encoded", vec![bt, c], Role::Activation)],
+    )[0];
 
     for l in 0..dims.layers {
         let p = format!("h.{l}");
@@ -39,25 +43,52 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
         let outs = b.op(
             OpKind::Attention { heads: dims.heads },
             vec![qkv],
-            &[(&format!("{p}.atty"), vec![bt, c], Role::Activation), (&format!("{p}.att"), att_shape, Role::Saved)],
+            &[
+                (&format!("{p}.atty"), vec![bt, c], Role::Activation),
+                (&format!("{p}.att"), att_shape, Role::Saved),
+            ],
         );
         let attproj = b.linear(&format!("{p}.attn.c_proj"), outs[0], c, residual_std);
         let x1 = b.residual(&format!("{p}.residual1"), x, attproj);
         let ln2 = b.layernorm(&format!("{p}.ln_2"), x1, m.ln_eps);
         let fch = b.linear(&format!("{p}.mlp.c_fc"), ln2, dims.hidden, std);
-        let gelu = b.op(OpKind::Gelu, vec![fch], &[(&format!("{p}.fch_gelu"), vec![bt, dims.hidden], Role::Activation)])[0];
+        let gelu = b.op(
+            OpKind::Gelu,
+            vec![fch],
+            &[(
+                &format!("{p}.fch_gelu"),
+                vec![bt, dims.hidden],
+                Role::Activation,
+            )],
+        )[0];
         let fcproj = b.linear(&format!("{p}.mlp.c_proj"), gelu, c, residual_std);
         x = b.residual(&format!("{p}.residual2"), x1, fcproj);
     }
 
     let lnf = b.layernorm("ln_f", x, m.ln_eps);
-    let head = if m.tied_head { wte } else { b.param("lm_head.weight", vec![dims.vocab, c], Init::Normal { std }, true) };
-    let logits = b.op(OpKind::Matmul { bias: false }, vec![lnf, head], &[("logits", vec![bt, dims.vocab], Role::Activation)])[0];
+    let head = if m.tied_head {
+        wte
+    } else {
+        b.param(
+            "lm_head.weight",
+            vec![dims.vocab, c],
+            Init::Normal { std },
+            true,
+        )
+    };
+    let logits = b.op(
+        OpKind::Matmul { bias: false },
+        vec![lnf, head],
+        &[("logits", vec![bt, dims.vocab], Role::Activation)],
+    )[0];
     let targets = b.graph.targets;
     let outs = b.op(
         OpKind::SoftmaxXent,
         vec![logits, targets],
-        &[("losses", vec![bt], Role::Activation), ("probs", vec![bt, dims.vocab], Role::Saved)],
+        &[
+            ("losses", vec![bt], Role::Activation),
+            ("probs", vec![bt, dims.vocab], Role::Saved),
+        ],
     );
     b.graph.logits = logits;
     b.graph.losses = outs[0];
@@ -92,19 +123,42 @@ impl Builder {
 
     fn param(&mut self, name: &str, shape: Vec<usize>, init: Init, decay: bool) -> TensorId {
         let index = self.graph.params.len();
-        let tensor = self.graph.add_tensor(name.to_string(), shape.clone(), Role::Param(index));
-        let grad = self.graph.add_tensor(format!("d{name}"), shape.clone(), Role::ParamGrad(index));
-        self.graph.params.push(Param { name: name.to_string(), shape, init, decay, tensor, grad });
+        let tensor = self
+            .graph
+            .add_tensor(name.to_string(), shape.clone(), Role::Param(index));
+        let grad = self
+            .graph
+            .add_tensor(format!("d{name}"), shape.clone(), Role::ParamGrad(index));
+        self.graph.params.push(Param {
+            name: name.to_string(),
+            shape,
+            init,
+            decay,
+            tensor,
+            grad,
+        });
         tensor
     }
 
     /// Appends a forward op and creates its outputs.
-    fn op(&mut self, kind: OpKind, inputs: Vec<TensorId>, outputs: &[(&str, Vec<usize>, Role)]) -> Vec<TensorId> {
+    fn op(
+        &mut self,
+        kind: OpKind,
+        inputs: Vec<TensorId>,
+        outputs: &[(&str, Vec<usize>, Role)],
+    ) -> Vec<TensorId> {
         let outputs: Vec<TensorId> = outputs
             .iter()
-            .map(|(name, shape, role)| self.graph.add_tensor(name.to_string(), shape.clone(), *role))
+            .map(|(name, shape, role)| {
+                self.graph
+                    .add_tensor(name.to_string(), shape.clone(), *role)
+            })
             .collect();
-        self.graph.forward.push(Op { kind, inputs, outputs: outputs.clone() });
+        self.graph.forward.push(Op {
+            kind,
+            inputs,
+            outputs: outputs.clone(),
+        });
         outputs
     }
 
@@ -115,7 +169,11 @@ impl Builder {
         let outs = self.op(
             OpKind::LayerNorm { eps },
             vec![x, w, b],
-            &[(name, vec![bt, c], Role::Activation), (&format!("{name}.mean"), vec![bt], Role::Saved), (&format!("{name}.rstd"), vec![bt], Role::Saved)],
+            &[
+                (name, vec![bt, c], Role::Activation),
+                (&format!("{name}.mean"), vec![bt], Role::Saved),
+                (&format!("{name}.rstd"), vec![bt], Role::Saved),
+            ],
         );
         outs[0]
     }
@@ -123,14 +181,32 @@ impl Builder {
     /// `y = x · Wᵀ + b` with W of shape (out, in).
     fn linear(&mut self, name: &str, x: TensorId, out: usize, std: f64) -> TensorId {
         let bt = self.graph.dims.batch * self.graph.dims.t;
-        let inp = *self.graph.tensor(x).shape.last().expect("activations have a channel dimension");
-        let w = self.param(&format!("{name}.weight"), vec![out, inp], Init::Normal { std }, true);
+        let inp = *self
+            .graph
+            .tensor(x)
+            .shape
+            .last()
+            .expect("activations have a channel dimension");
+        let w = self.param(
+            &format!("{name}.weight"),
+            vec![out, inp],
+            Init::Normal { std },
+            true,
+        );
         let b = self.param(&format!("{name}.bias"), vec![out], Init::Zeros, false);
-        self.op(OpKind::Matmul { bias: true }, vec![x, w, b], &[(&format!("{name}.out"), vec![bt, out], Role::Activation)])[0]
+        self.op(
+            OpKind::Matmul { bias: true },
+            vec![x, w, b],
+            &[(&format!("{name}.out"), vec![bt, out], Role::Activation)],
+        )[0]
     }
 
     fn residual(&mut self, name: &str, a: TensorId, b: TensorId) -> TensorId {
         let shape = self.graph.tensor(a).shape.clone();
-        self.op(OpKind::Residual, vec![a, b], &[(name, shape, Role::Activation)])[0]
+        self.op(
+            OpKind::Residual,
+            vec![a, b],
+            &[(name, shape, Role::Activation)],
+        )[0]
     }
 }

@@ -159,7 +159,10 @@ impl Graph {
 
     /// Total trainable parameters.
     pub fn parameter_count(&self) -> usize {
-        self.params.iter().map(|p| self.tensor(p.tensor).len()).sum()
+        self.params
+            .iter()
+            .map(|p| self.tensor(p.tensor).len())
+            .sum()
     }
 
     /// The parameter called `name`, if any.

@@ -34,7 +34,12 @@ impl<T: Real> Interpreter<T> {
             })
             .collect();
         let n = graph.dims.batch * graph.dims.t;
-        Interpreter { graph, buffers, tokens: vec![0; n], targets: vec![0; n] }
+        Interpreter {
+            graph,
+            buffers,
+            tokens: vec![0; n],
+            targets: vec![0; n],
+        }
     }
 
     pub fn graph(&self) -> &Graph {
@@ -55,7 +60,11 @@ impl<T: Real> Interpreter<T> {
     pub fn param_and_grad(&mut self, i: usize) -> (&mut [T], &[T]) {
         let (p, g) = (self.graph.params[i].tensor.0, self.graph.params[i].grad.0);
         let (low, high) = self.buffers.split_at_mut(p.max(g));
-        if p < g { (&mut low[p], &high[0]) } else { (&mut high[0], &low[g]) }
+        if p < g {
+            (&mut low[p], &high[0])
+        } else {
+            (&mut high[0], &low[g])
+        }
     }
 
     /// Parameter `i`'s accumulated gradient.
@@ -106,14 +115,20 @@ impl<T: Real> Interpreter<T> {
 
     /// Runs one op; returns the loss sum for `SoftmaxXent`, else 0.
     fn run(&mut self, op: &Op, loss_scale: f64) -> f64 {
-        let mut outs: Vec<Vec<T>> = op.outputs.iter().map(|id| std::mem::take(&mut self.buffers[id.0])).collect();
+        let mut outs: Vec<Vec<T>> = op
+            .outputs
+            .iter()
+            .map(|id| std::mem::take(&mut self.buffers[id.0]))
+            .collect();
         let inp = |k: usize| -> &[T] { &self.buffers[op.inputs[k].0] };
         let d = self.graph.dims;
         let (t, c) = (d.t, d.c);
         let mut loss_sum = 0.0;
         match (op.kind, outs.as_mut_slice()) {
             (OpKind::Embedding, [x]) => embedding_forward(x, &self.tokens, inp(1), inp(2), t, c),
-            (OpKind::EmbeddingBackward, [dwte, dwpe]) => embedding_backward(dwte, dwpe, inp(0), &self.tokens, t, c),
+            (OpKind::EmbeddingBackward, [dwte, dwpe]) => {
+                embedding_backward(dwte, dwpe, inp(0), &self.tokens, t, c)
+            }
             (OpKind::LayerNorm { eps }, [y, mean, rstd]) => {
                 layernorm_forward(y, mean, rstd, inp(0), inp(1), inp(2), c, eps)
             }
@@ -140,11 +155,21 @@ impl<T: Real> Interpreter<T> {
             (OpKind::Residual, [y]) => residual_forward(y, inp(0), inp(1)),
             (OpKind::ResidualBackward, [da, db]) => residual_backward(da, db, inp(0)),
             (OpKind::Attention { heads }, [y, att]) => {
-                let shape = AttentionShape { batch: d.batch, t_len: t, channels: c, heads };
+                let shape = AttentionShape {
+                    batch: d.batch,
+                    t_len: t,
+                    channels: c,
+                    heads,
+                };
                 attention_forward(y, att, inp(0), shape)
             }
             (OpKind::AttentionBackward { heads }, [dqkv]) => {
-                let shape = AttentionShape { batch: d.batch, t_len: t, channels: c, heads };
+                let shape = AttentionShape {
+                    batch: d.batch,
+                    t_len: t,
+                    channels: c,
+                    heads,
+                };
                 attention_backward(dqkv, inp(0), inp(1), inp(2), shape)
             }
             (OpKind::SoftmaxXent, [losses, probs]) => {

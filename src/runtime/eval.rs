@@ -7,7 +7,12 @@ use crate::rng::Rng;
 use crate::runtime::sampler::{Sampler, Sampling};
 
 /// Mean loss per scored target over `batches` fixed validation batches.
-pub fn validation_loss(interp: &mut Interpreter<f32>, data: &Dataset, batches: usize, scratch: &mut Batch) -> f64 {
+pub fn validation_loss(
+    interp: &mut Interpreter<f32>,
+    data: &Dataset,
+    batches: usize,
+    scratch: &mut Batch,
+) -> f64 {
     let (mut sum, mut scored) = (0.0, 0usize);
     for index in 0..batches {
         data.val_batch(index, scratch);

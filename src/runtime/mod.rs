@@ -47,13 +47,25 @@ pub enum RunError {
     #[error("the loss is {loss} at step {step}: training diverged")]
     #[diagnostic(
         code(cllm::diverged),
-        help("lower `train.optimizer = adamw(lr = ...)`, add warm-up, or set `train.clip_grad`; the last checkpoint before step {step} is kept")
+        help(
+            "lower `train.optimizer = adamw(lr = ...)`, add warm-up, or set `train.clip_grad`; the last checkpoint before step {step} is kept"
+        )
     )]
     NonFinite { step: u64, loss: f64 },
     #[error("cannot write to the run folder `{path}`: {source}")]
     #[diagnostic(code(cllm::io))]
-    RunDir { path: PathBuf, source: std::io::Error },
+    RunDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the checkpoint in `{path}` is at step {step}, past this spec's {steps} steps")]
-    #[diagnostic(code(cllm::resume), help("raise `train.steps` (e.g. `--set train.steps=...`) to train further"))]
-    NothingToResume { path: PathBuf, step: u64, steps: u64 },
+    #[diagnostic(
+        code(cllm::resume),
+        help("raise `train.steps` (e.g. `--set train.steps=...`) to train further")
+    )]
+    NothingToResume {
+        path: PathBuf,
+        step: u64,
+        steps: u64,
+    },
 }

@@ -18,7 +18,11 @@ pub fn learning_rate(train: &Train, step: u64) -> f64 {
     }
     let decay_steps = train.steps.saturating_sub(warmup).max(1);
     let progress = ((step - warmup) as f64 / decay_steps as f64).min(1.0);
-    let shape = if cosine { 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) } else { 1.0 - progress };
+    let shape = if cosine {
+        0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    } else {
+        1.0 - progress
+    };
     min_lr + shape * (peak - min_lr)
 }
 
@@ -43,7 +47,12 @@ pub struct StepStats {
 }
 
 /// Clips and applies the accumulated gradients; `step` is 0-based.
-pub fn apply(interp: &mut Interpreter<f32>, state: &mut AdamWState, train: &Train, step: u64) -> StepStats {
+pub fn apply(
+    interp: &mut Interpreter<f32>,
+    state: &mut AdamWState,
+    train: &Train,
+    step: u64,
+) -> StepStats {
     let params = interp.graph().params.len();
     let norm_sq: f64 = (0..params).map(|i| grad_norm_squared(interp.grad(i))).sum();
     let grad_norm = norm_sq.sqrt();
@@ -52,7 +61,12 @@ pub fn apply(interp: &mut Interpreter<f32>, state: &mut AdamWState, train: &Trai
         _ => 1.0,
     };
     let lr = learning_rate(train, step);
-    let Optimizer::AdamW { betas, eps, weight_decay, .. } = train.optimizer;
+    let Optimizer::AdamW {
+        betas,
+        eps,
+        weight_decay,
+        ..
+    } = train.optimizer;
     for i in 0..params {
         let decay = interp.graph().params[i].decay;
         let hyper = AdamWStep {
@@ -77,7 +91,14 @@ mod tests {
 
     #[test]
     fn cosine_warms_up_then_decays_to_min_lr() {
-        let train = Train { steps: 110, schedule: Schedule::Cosine { warmup: 10, min_lr: Some(1e-4) }, ..Train::default() };
+        let train = Train {
+            steps: 110,
+            schedule: Schedule::Cosine {
+                warmup: 10,
+                min_lr: Some(1e-4),
+            },
+            ..Train::default()
+        };
         let peak = train.optimizer.lr();
         assert!((learning_rate(&train, 0) - peak / 10.0).abs() < 1e-12);
         assert!((learning_rate(&train, 9) - peak).abs() < 1e-12);

@@ -19,7 +19,13 @@ pub struct Reporter {
 
 impl Reporter {
     /// `fresh` truncates metrics.jsonl; a resumed run appends to it.
-    pub fn new(run_dir: &Path, start: u64, total: u64, fresh: bool, quiet: bool) -> std::io::Result<Reporter> {
+    pub fn new(
+        run_dir: &Path,
+        start: u64,
+        total: u64,
+        fresh: bool,
+        quiet: bool,
+    ) -> std::io::Result<Reporter> {
         std::fs::create_dir_all(run_dir)?;
         let metrics = std::fs::OpenOptions::new()
             .create(true)
@@ -27,14 +33,24 @@ impl Reporter {
             .write(true)
             .truncate(fresh)
             .open(run_dir.join("metrics.jsonl"))?;
-        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
         let bar = ProgressBar::with_draw_target(Some(total), target);
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
                 .expect("the template is valid"),
         );
         bar.set_position(start);
-        Ok(Reporter { bar, metrics: Some(metrics), quiet, window_start: Instant::now(), window_steps: 0 })
+        Ok(Reporter {
+            bar,
+            metrics: Some(metrics),
+            quiet,
+            window_start: Instant::now(),
+            window_steps: 0,
+        })
     }
 
     /// A line for the user (stdout), kept clear of the progress bar.
@@ -54,11 +70,20 @@ impl Reporter {
 
     /// Called after every step; prints and records every `log_every` steps.
     #[allow(clippy::too_many_arguments)]
-    pub fn step(&mut self, step: u64, total: u64, loss: f64, lr: f64, grad_norm: f64, tokens: usize, log_every: u64) {
+    pub fn step(
+        &mut self,
+        step: u64,
+        total: u64,
+        loss: f64,
+        lr: f64,
+        grad_norm: f64,
+        tokens: usize,
+        log_every: u64,
+    ) {
         self.window_steps += 1;
         self.bar.set_position(step);
         self.bar.set_message(format!("loss {loss:.4}"));
-        if step % log_every != 0 && step != total {
+        if !step.is_multiple_of(log_every) && step != total {
             return;
         }
         let seconds = self.window_start.elapsed().as_secs_f64();
@@ -75,7 +100,10 @@ impl Reporter {
     /// An evaluation's results.
     pub fn eval(&mut self, step: u64, val_loss: f64, accuracy: Option<(usize, usize)>) {
         let acc_text = accuracy.map_or(String::new(), |(right, n)| {
-            format!("  accuracy {:.1}% ({right}/{n})", 100.0 * right as f64 / n as f64)
+            format!(
+                "  accuracy {:.1}% ({right}/{n})",
+                100.0 * right as f64 / n as f64
+            )
         });
         self.say(&format!("eval {step:>6}  val_loss {val_loss:.4}{acc_text}"));
         let accuracy = accuracy.map(|(right, n)| right as f64 / n as f64);

@@ -21,7 +21,11 @@ pub struct Sampling {
 }
 
 impl Sampling {
-    pub const GREEDY: Sampling = Sampling { temperature: 0.0, top_k: None, top_p: 1.0 };
+    pub const GREEDY: Sampling = Sampling {
+        temperature: 0.0,
+        top_k: None,
+        top_p: 1.0,
+    };
 }
 
 struct Layer {
@@ -53,8 +57,17 @@ pub struct Sampler<'a> {
 impl<'a> Sampler<'a> {
     /// `params[i]` holds the values of `graph.params[i]`.
     pub fn new(graph: &Graph, eps: f64, params: Vec<&'a [f32]>) -> Sampler<'a> {
-        let find = |name: &str| graph.param_index(name).unwrap_or_else(|| panic!("the GPT graph has `{name}`"));
-        let pair = |name: &str| [find(&format!("{name}.weight")), find(&format!("{name}.bias"))];
+        let find = |name: &str| {
+            graph
+                .param_index(name)
+                .unwrap_or_else(|| panic!("the GPT graph has `{name}`"))
+        };
+        let pair = |name: &str| {
+            [
+                find(&format!("{name}.weight")),
+                find(&format!("{name}.bias")),
+            ]
+        };
         let layers = (0..graph.dims.layers)
             .map(|l| Layer {
                 ln_1: pair(&format!("h.{l}.ln_1")),
@@ -116,21 +129,90 @@ impl<'a> Sampler<'a> {
         let mut fch = vec![0.0; self.dims.hidden];
         let mut gelu = vec![0.0; self.dims.hidden];
         for (l, layer) in self.layers.iter().enumerate() {
-            layernorm_forward(&mut ln, &mut mean, &mut rstd, &x, p[layer.ln_1[0]], p[layer.ln_1[1]], c, self.eps);
-            matmul_forward(&mut qkv, &ln, p[layer.c_attn[0]], Some(p[layer.c_attn[1]]), c, 3 * c);
+            layernorm_forward(
+                &mut ln,
+                &mut mean,
+                &mut rstd,
+                &x,
+                p[layer.ln_1[0]],
+                p[layer.ln_1[1]],
+                c,
+                self.eps,
+            );
+            matmul_forward(
+                &mut qkv,
+                &ln,
+                p[layer.c_attn[0]],
+                Some(p[layer.c_attn[1]]),
+                c,
+                3 * c,
+            );
             self.k_cache[l][pos * c..(pos + 1) * c].copy_from_slice(&qkv[c..2 * c]);
             self.v_cache[l][pos * c..(pos + 1) * c].copy_from_slice(&qkv[2 * c..]);
-            attention_decode(&mut atty, &qkv[..c], &self.k_cache[l], &self.v_cache[l], pos + 1, self.dims.heads);
-            matmul_forward(&mut proj, &atty, p[layer.c_proj[0]], Some(p[layer.c_proj[1]]), c, c);
+            attention_decode(
+                &mut atty,
+                &qkv[..c],
+                &self.k_cache[l],
+                &self.v_cache[l],
+                pos + 1,
+                self.dims.heads,
+            );
+            matmul_forward(
+                &mut proj,
+                &atty,
+                p[layer.c_proj[0]],
+                Some(p[layer.c_proj[1]]),
+                c,
+                c,
+            );
             let x1: Vec<f32> = x.iter().zip(&proj).map(|(a, b)| a + b).collect();
-            layernorm_forward(&mut ln, &mut mean, &mut rstd, &x1, p[layer.ln_2[0]], p[layer.ln_2[1]], c, self.eps);
-            matmul_forward(&mut fch, &ln, p[layer.c_fc[0]], Some(p[layer.c_fc[1]]), c, self.dims.hidden);
+            layernorm_forward(
+                &mut ln,
+                &mut mean,
+                &mut rstd,
+                &x1,
+                p[layer.ln_2[0]],
+                p[layer.ln_2[1]],
+                c,
+                self.eps,
+            );
+            matmul_forward(
+                &mut fch,
+                &ln,
+                p[layer.c_fc[0]],
+                Some(p[layer.c_fc[1]]),
+                c,
+                self.dims.hidden,
+            );
             gelu_forward(&mut gelu, &fch);
-            matmul_forward(&mut proj, &gelu, p[layer.mlp_proj[0]], Some(p[layer.mlp_proj[1]]), self.dims.hidden, c);
+            matmul_forward(
+                &mut proj,
+                &gelu,
+                p[layer.mlp_proj[0]],
+                Some(p[layer.mlp_proj[1]]),
+                self.dims.hidden,
+                c,
+            );
             residual_forward(&mut x, &x1, &proj);
         }
-        layernorm_forward(&mut ln, &mut mean, &mut rstd, &x, p[self.ln_f[0]], p[self.ln_f[1]], c, self.eps);
-        matmul_forward(&mut self.logits, &ln, p[self.head], None, c, self.dims.vocab);
+        layernorm_forward(
+            &mut ln,
+            &mut mean,
+            &mut rstd,
+            &x,
+            p[self.ln_f[0]],
+            p[self.ln_f[1]],
+            c,
+            self.eps,
+        );
+        matmul_forward(
+            &mut self.logits,
+            &ln,
+            p[self.head],
+            None,
+            c,
+            self.dims.vocab,
+        );
         self.history.push(token);
     }
 
@@ -176,7 +258,10 @@ pub fn pick(logits: &[f32], sampling: Sampling, rng: &mut Rng) -> u32 {
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     order.truncate(sampling.top_k.unwrap_or(logits.len()).max(1));
     let max = logits[order[0]] as f64;
-    let mut probs: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - max) / sampling.temperature).exp()).collect();
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - max) / sampling.temperature).exp())
+        .collect();
     let total: f64 = probs.iter().sum();
     let mut mass = 0.0;
     let mut keep = probs.len();

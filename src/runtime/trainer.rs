@@ -50,11 +50,27 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         None => fresh(graph, spec, &options.base_dir)?,
     };
     let total = spec.train.steps;
-    if state.step >= total && options.resume.is_some() {
-        return Err(RunError::NothingToResume { path: checkpoint::locate(options.resume.as_ref().unwrap()), step: state.step, steps: total });
+    if let Some(from) = &options.resume
+        && state.step >= total
+    {
+        return Err(RunError::NothingToResume {
+            path: checkpoint::locate(from),
+            step: state.step,
+            steps: total,
+        });
     }
-    let run_dir_error = |source| RunError::RunDir { path: options.run_dir.clone(), source };
-    let mut report = Reporter::new(&options.run_dir, state.step, total, options.resume.is_none(), options.quiet).map_err(run_dir_error)?;
+    let run_dir_error = |source| RunError::RunDir {
+        path: options.run_dir.clone(),
+        source,
+    };
+    let mut report = Reporter::new(
+        &options.run_dir,
+        state.step,
+        total,
+        options.resume.is_none(),
+        options.quiet,
+    )
+    .map_err(run_dir_error)?;
     report.say(&format!(
         "training {} parameters for {} steps of {} sequences × {} tokens (interpreter, 1 thread); run folder {}",
         state.interp.graph().parameter_count(),
@@ -65,39 +81,58 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     ));
 
     let t = spec.model.context as usize;
-    let mut micro_batches: Vec<Batch> = (0..spec.train.accumulate).map(|_| Batch::new(micro_batch, t)).collect();
+    let mut micro_batches: Vec<Batch> = (0..spec.train.accumulate)
+        .map(|_| Batch::new(micro_batch, t))
+        .collect();
     let mut val_scratch = Batch::new(micro_batch, t);
     let mut losses = Vec::new();
     let mut last_eval = None;
     let mut stopped_early = false;
 
     while state.step < total {
-        if options.interrupt.load(Ordering::Relaxed) || options.stop_at.is_some_and(|k| state.step >= k) {
+        if options.interrupt.load(Ordering::Relaxed)
+            || options.stop_at.is_some_and(|k| state.step >= k)
+        {
             stopped_early = true;
             break;
         }
         let loss = step(&mut state, &data, &mut micro_batches);
         if !loss.is_finite() {
             report.finish();
-            return Err(RunError::NonFinite { step: state.step + 1, loss });
+            return Err(RunError::NonFinite {
+                step: state.step + 1,
+                loss,
+            });
         }
         let stats = optimizer::apply(&mut state.interp, &mut state.adamw, &spec.train, state.step);
         state.step += 1;
         losses.push(loss);
-        report.step(state.step, total, loss, stats.lr, stats.grad_norm, spec.train.batch as usize * t, spec.train.log_every);
-        if state.step % spec.eval.every == 0 || state.step == total {
+        report.step(
+            state.step,
+            total,
+            loss,
+            stats.lr,
+            stats.grad_norm,
+            spec.train.batch as usize * t,
+            spec.train.log_every,
+        );
+        if state.step.is_multiple_of(spec.eval.every) || state.step == total {
             last_eval = Some(evaluate(&mut state, spec, &data, &mut val_scratch));
             let (val_loss, accuracy) = last_eval.expect("just set");
             report.eval(state.step, val_loss, accuracy);
         }
-        if state.step % spec.checkpoint.every == 0 && state.step < total {
+        if state.step.is_multiple_of(spec.checkpoint.every) && state.step < total {
             save(&state, &checkpoint_path, spec, &data, &options.spec_text)?;
         }
     }
     save(&state, &checkpoint_path, spec, &data, &options.spec_text)?;
     report.finish();
     if stopped_early {
-        report.say(&format!("stopped at step {}; checkpoint saved to {}", state.step, checkpoint_path.display()));
+        report.say(&format!(
+            "stopped at step {}; checkpoint saved to {}",
+            state.step,
+            checkpoint_path.display()
+        ));
     }
     Ok(RunSummary {
         steps: state.step,
@@ -128,11 +163,18 @@ fn step(state: &mut State, data: &Dataset, micro_batches: &mut [Batch]) -> f64 {
     loss_sum * loss_scale
 }
 
-fn evaluate(state: &mut State, spec: &Spec, data: &Dataset, scratch: &mut Batch) -> (f64, Option<(usize, usize)>) {
+fn evaluate(
+    state: &mut State,
+    spec: &Spec,
+    data: &Dataset,
+    scratch: &mut Batch,
+) -> (f64, Option<(usize, usize)>) {
     let val_loss = validation_loss(&mut state.interp, data, spec.eval.batches as usize, scratch);
     let accuracy = data.addition().map(|task| {
         let interp = &state.interp;
-        let params = (0..interp.graph().params.len()).map(|i| interp.param(i)).collect();
+        let params = (0..interp.graph().params.len())
+            .map(|i| interp.param(i))
+            .collect();
         let mut sampler = Sampler::new(interp.graph(), spec.model.ln_eps, params);
         addition_accuracy(&mut sampler, task)
     });
@@ -143,7 +185,10 @@ fn fresh(graph: Graph, spec: &Spec, base_dir: &Path) -> Result<State, RunError> 
     let mut interp = Interpreter::new(graph);
     let params = interp.graph().params.clone();
     if let Some(weights) = &spec.model.weights {
-        let shapes: Vec<(String, Vec<usize>)> = params.iter().map(|p| (p.name.clone(), p.shape.clone())).collect();
+        let shapes: Vec<(String, Vec<usize>)> = params
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect();
         let values = checkpoint::import_gpt2(&base_dir.join(weights), &shapes)?;
         for (i, v) in values.into_iter().enumerate() {
             interp.param_mut(i).copy_from_slice(&v);
@@ -153,21 +198,35 @@ fn fresh(graph: Graph, spec: &Spec, base_dir: &Path) -> Result<State, RunError> 
         for (i, p) in params.iter().enumerate() {
             let values = interp.param_mut(i);
             match p.init {
-                Init::Normal { std } => values.iter_mut().for_each(|x| *x = (std * rng.normal()) as f32),
+                Init::Normal { std } => values
+                    .iter_mut()
+                    .for_each(|x| *x = (std * rng.normal()) as f32),
                 Init::Zeros => values.fill(0.0),
                 Init::Ones => values.fill(1.0),
             }
         }
     }
     let adamw = AdamWState::zeros(params.iter().map(|p| p.shape.iter().product()));
-    Ok(State { interp, adamw, step: 0, cursor: Dataset::cursor(spec.train.seed) })
+    Ok(State {
+        interp,
+        adamw,
+        step: 0,
+        cursor: Dataset::cursor(spec.train.seed),
+    })
 }
 
 fn resume(graph: Graph, path: &Path) -> Result<State, RunError> {
     let mut stored = checkpoint::load(path)?;
-    let format = |reason: &str| checkpoint::CheckpointError::Format { path: path.to_path_buf(), reason: reason.to_string() };
-    let step = stored.field(path, "step")?.parse().map_err(|_| format("its `step` is not a number"))?;
-    let cursor: Cursor = serde_json::from_str(stored.field(path, "cursor")?).map_err(|_| format("its `cursor` is unreadable"))?;
+    let format = |reason: &str| checkpoint::CheckpointError::Format {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let step = stored
+        .field(path, "step")?
+        .parse()
+        .map_err(|_| format("its `step` is not a number"))?;
+    let cursor: Cursor = serde_json::from_str(stored.field(path, "cursor")?)
+        .map_err(|_| format("its `cursor` is unreadable"))?;
     let mut interp = Interpreter::new(graph);
     let params = interp.graph().params.clone();
     let mut adamw = AdamWState::zeros(params.iter().map(|p| p.shape.iter().product()));
@@ -177,21 +236,52 @@ fn resume(graph: Graph, path: &Path) -> Result<State, RunError> {
         adamw.m[i] = stored.take(path, &format!("adamw.m.{}", p.name), &p.shape)?;
         adamw.v[i] = stored.take(path, &format!("adamw.v.{}", p.name), &p.shape)?;
     }
-    Ok(State { interp, adamw, step, cursor })
+    Ok(State {
+        interp,
+        adamw,
+        step,
+        cursor,
+    })
 }
 
-fn save(state: &State, path: &Path, spec: &Spec, data: &Dataset, spec_text: &str) -> Result<(), RunError> {
+fn save(
+    state: &State,
+    path: &Path,
+    spec: &Spec,
+    data: &Dataset,
+    spec_text: &str,
+) -> Result<(), RunError> {
     let graph = state.interp.graph();
     let mut tensors = Vec::new();
     for (i, p) in graph.params.iter().enumerate() {
         tensors.push((p.name.clone(), p.shape.clone(), state.interp.param(i)));
     }
     for (i, p) in graph.params.iter().enumerate() {
-        tensors.push((format!("adamw.m.{}", p.name), p.shape.clone(), state.adamw.m[i].as_slice()));
-        tensors.push((format!("adamw.v.{}", p.name), p.shape.clone(), state.adamw.v[i].as_slice()));
+        tensors.push((
+            format!("adamw.m.{}", p.name),
+            p.shape.clone(),
+            state.adamw.m[i].as_slice(),
+        ));
+        tensors.push((
+            format!("adamw.v.{}", p.name),
+            p.shape.clone(),
+            state.adamw.v[i].as_slice(),
+        ));
     }
     let spec_json = serde_json::to_string(spec).expect("a Spec serializes");
-    let extra = data.tokenizer.words().map(|w| ("words".to_string(), serde_json::to_string(&w).expect("strings serialize")));
-    let snapshot = Snapshot { step: state.step, cursor: &state.cursor, spec_text, spec_json, extra: extra.into_iter().collect(), tensors };
+    let extra = data.tokenizer.words().map(|w| {
+        (
+            "words".to_string(),
+            serde_json::to_string(&w).expect("strings serialize"),
+        )
+    });
+    let snapshot = Snapshot {
+        step: state.step,
+        cursor: &state.cursor,
+        spec_text,
+        spec_json,
+        extra: extra.into_iter().collect(),
+        tensors,
+    };
     Ok(checkpoint::save(path, &snapshot)?)
 }

@@ -1,0 +1,146 @@
+//! `cllm run` and `cllm sample` as a user types them: exit codes, output, and the
+//! errors a user sees for bad data.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cllm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cllm"))
+        .args(args)
+        .output()
+        .expect("cllm runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write_spec(dir: &Path, data: &str, model: &str) -> String {
+    let path = dir.join("spec.cllm");
+    let body = format!(
+        "cllm 0.1\ndata {{ {data} }}\nmodel gpt {{ {model} }}\n\
+         train {{ steps = 12  batch = 4 seqs  log_every = 4 steps }}\neval {{ every = 6 steps  batches = 1 }}\n"
+    );
+    std::fs::write(&path, body).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn run_trains_logs_and_sample_continues_the_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("corpus.txt"),
+        "hello world, hello cllm. ".repeat(40),
+    )
+    .unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "source = text(\"corpus.txt\")",
+        "context = 16 tokens  width = 16  layers = 1  heads = 2",
+    );
+    let out_dir = dir.path().join("run");
+    let out = cllm(&["run", &spec, "--out", out_dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("step      4/12  loss "), "{stdout}");
+    assert!(stdout.contains("eval     12  val_loss "), "{stdout}");
+    assert!(stdout.contains("done: 12 steps"), "{stdout}");
+
+    let out = cllm(&[
+        "sample",
+        out_dir.to_str().unwrap(),
+        "--prompt",
+        "hello",
+        "--tokens",
+        "10",
+        "--seed",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sample = text(&out.stdout);
+    assert!(sample.starts_with("hello") && sample.len() > 5, "{sample}");
+}
+
+#[test]
+fn word_vocabularies_train_and_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("corpus.txt"),
+        "the cat sat on the mat and the dog sat too. ".repeat(30),
+    )
+    .unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "source = text(\"corpus.txt\")",
+        "vocab = words(size = 260)  context = 8 tokens  width = 16  layers = 1  heads = 2",
+    );
+    let out_dir = dir.path().join("run");
+    let out = cllm(&["run", &spec, "--out", out_dir.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cllm(&[
+        "sample",
+        out_dir.to_str().unwrap(),
+        "--prompt",
+        "the cat",
+        "--tokens",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("the cat"));
+}
+
+#[test]
+fn bad_data_is_a_clear_error_with_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "empty.txt",
+            "",
+            "context = 8 tokens  width = 16  heads = 2",
+            "is empty",
+        ),
+        (
+            "short.txt",
+            "too short",
+            "context = 64 tokens  width = 16  heads = 2",
+            "the training split has 9 tokens",
+        ),
+        (
+            "words.txt",
+            "one two three two one",
+            "vocab = words(size = 300)  context = 2 tokens  width = 16  heads = 2",
+            "needs 44 distinct words",
+        ),
+    ];
+    for (file, contents, model, expected) in cases {
+        std::fs::write(dir.path().join(file), contents).unwrap();
+        let spec = write_spec(
+            dir.path(),
+            &format!("source = text(\"{file}\")  val_split = 0%"),
+            model,
+        );
+        let out = cllm(&[
+            "run",
+            &spec,
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{file}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn sampling_a_missing_checkpoint_is_a_clear_error() {
+    let out = cllm(&["sample", "runs/there-is-no-such-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,139 @@
+//! Initial weights from a GPT-2 safetensors file: names with or without
+//! `transformer.`, Conv1D matrices transposed into our (out, in) layout, and a clear
+//! error naming any tensor whose shape does not fit the spec.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cllm::checkpoint::{self, CheckpointError};
+use cllm::graph;
+use cllm::rng::Rng;
+use cllm::spec;
+use safetensors::{Dtype, tensor::TensorView};
+
+const C: usize = 8;
+
+fn spec_text() -> String {
+    format!(
+        "cllm 0.1\ndata {{ source = text(\"data/tinyshakespeare.txt\") }}\n\
+         model gpt {{ context = 4 tokens  width = {C}  layers = 1  heads = 2 }}\ntrain {{ batch = 1 seqs }}\n"
+    )
+}
+
+/// Writes a GPT-2-layout file: (name, shape) → values, HF names under `prefix`.
+fn write_gpt2(path: &Path, prefix: &str, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            (
+                format!("{prefix}{name}"),
+                TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let mask = vec![1u8; 16];
+    views.push((
+        format!("{prefix}h.0.attn.bias"),
+        TensorView::new(Dtype::U8, vec![4, 4], &mask).unwrap(),
+    ));
+    std::fs::write(
+        path,
+        safetensors::serialize(views, None::<HashMap<String, String>>).unwrap(),
+    )
+    .unwrap();
+}
+
+/// GPT-2's tensors for our model, with random values; Conv1D weights as (in, out).
+fn gpt2_tensors(position_rows: usize) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let spec = spec::parse(&spec_text(), "t", Path::new("specs"), &[]).unwrap();
+    let graph = graph::build(&spec, 1);
+    let mut rng = Rng::new(9);
+    graph
+        .params
+        .iter()
+        .map(|p| {
+            let mut shape = p.shape.clone();
+            let conv1d = ["c_attn.weight", "c_proj.weight", "c_fc.weight"]
+                .iter()
+                .any(|s| p.name.ends_with(s));
+            if conv1d {
+                shape.reverse();
+            }
+            let name = match p.name.as_str() {
+                "wte" | "wpe" => format!("{}.weight", p.name),
+                other => other.to_string(),
+            };
+            if p.name == "wpe" {
+                shape[0] = position_rows;
+            }
+            let n = shape.iter().product();
+            (name, shape, (0..n).map(|_| rng.normal() as f32).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn gpt2_layout_is_read_and_transposed() {
+    let spec = spec::parse(&spec_text(), "t", Path::new("specs"), &[]).unwrap();
+    let graph = graph::build(&spec, 1);
+    let shapes: Vec<(String, Vec<usize>)> = graph
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
+    let tensors = gpt2_tensors(16); // GPT-2 has more positions than our context: cut
+    for prefix in ["", "transformer."] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gpt2.safetensors");
+        write_gpt2(&file, prefix, &tensors);
+        let imported = checkpoint::import_gpt2(&file, &shapes).expect("imports");
+        let c_attn = graph.param_index("h.0.attn.c_attn.weight").unwrap();
+        let source = &tensors
+            .iter()
+            .find(|t| t.0 == "h.0.attn.c_attn.weight")
+            .unwrap()
+            .2; // (C, 3C)
+        for i in 0..C {
+            for o in 0..3 * C {
+                assert_eq!(imported[c_attn][o * C + i], source[i * 3 * C + o]);
+            }
+        }
+        let wpe = graph.param_index("wpe").unwrap();
+        assert_eq!(imported[wpe], tensors[1].2[..4 * C]);
+    }
+}
+
+#[test]
+fn a_misshapen_tensor_is_named_in_the_error() {
+    let spec = spec::parse(&spec_text(), "t", Path::new("specs"), &[]).unwrap();
+    let graph = graph::build(&spec, 1);
+    let shapes: Vec<(String, Vec<usize>)> = graph
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
+    let mut tensors = gpt2_tensors(4);
+    let ln = tensors.iter_mut().find(|t| t.0 == "h.0.ln_2.bias").unwrap();
+    ln.1 = vec![C + 1];
+    ln.2.push(0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpt2.safetensors");
+    write_gpt2(&file, "", &tensors);
+    match checkpoint::import_gpt2(&file, &shapes) {
+        Err(CheckpointError::Shape {
+            name,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(name, "h.0.ln_2.bias");
+            assert_eq!((expected, found), (vec![C], vec![C + 1]));
+        }
+        other => panic!("expected a shape error, got {other:?}"),
+    }
+}

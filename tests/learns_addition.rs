@@ -1,0 +1,35 @@
+//! The default job learns its task: `specs/add.cllm`, as shipped, trained by the
+//! reference interpreter, must get at least 90% of its 1000 held-out 3-digit additions
+//! exactly right by greedy decoding. (About three minutes on one core; measured
+//! figures are in the closing notes and PERF.md, never asserted here.)
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cllm::runtime::{self, RunOptions};
+use cllm::spec;
+
+#[test]
+fn the_default_spec_learns_three_digit_addition() {
+    let spec = spec::load(Path::new("specs/add.cllm"), &[]).expect("add.cllm checks");
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        run_dir: dir.path().to_path_buf(),
+        resume: None,
+        stop_at: None,
+        quiet: true,
+        interrupt: Arc::new(AtomicBool::new(false)),
+        spec_text: spec::to_cllm(&spec, false),
+        base_dir: PathBuf::from("specs"),
+    };
+    let summary = runtime::train(&spec, &options).expect("training runs");
+    let (right, total) = summary
+        .accuracy
+        .expect("the addition task reports accuracy");
+    assert_eq!(total, 1000);
+    assert!(
+        right * 10 >= total * 9,
+        "only {right}/{total} held-out problems right"
+    );
+}

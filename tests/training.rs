@@ -1,0 +1,174 @@
+//! End-to-end training with the reference interpreter: determinism, stop and resume
+//! bit for bit, learning the addition task, and clear failures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use cllm::checkpoint;
+use cllm::runtime::{self, RunError, RunOptions, RunSummary};
+use cllm::spec::{self, Spec};
+
+/// A small addition model that trains in well under a second per 10 steps.
+fn tiny_addition(extra: &str) -> Spec {
+    let text = format!(
+        "cllm 0.1\n\
+         data {{ source = addition(digits = 2, held_out = 200) }}\n\
+         model gpt {{ context = 10 tokens  width = 32  layers = 1  heads = 2 }}\n\
+         train {{ steps = 30  batch = 8 seqs  accumulate = 2  optimizer = adamw(lr = 3e-3)  schedule = cosine(warmup = 5 steps) }}\n\
+         eval {{ every = 1000 steps  batches = 2 }}\n\
+         checkpoint {{ every = 10 steps }}\n\
+         {extra}\n"
+    );
+    spec::parse(&text, "tiny", Path::new("specs"), &[])
+        .unwrap_or_else(|e| panic!("{}", spec::render_plain(&e)))
+}
+
+fn options(run_dir: &Path) -> RunOptions {
+    RunOptions {
+        run_dir: run_dir.to_path_buf(),
+        resume: None,
+        stop_at: None,
+        quiet: true,
+        interrupt: Arc::new(AtomicBool::new(false)),
+        spec_text: String::new(),
+        base_dir: PathBuf::from("specs"),
+    }
+}
+
+fn run(spec: &Spec, options: &RunOptions) -> RunSummary {
+    runtime::train(spec, options).unwrap_or_else(|e| panic!("training failed: {e}"))
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run_bit_for_bit() {
+    let spec = tiny_addition("");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = run(&spec, &options(a.path()));
+    let second = run(&spec, &options(b.path()));
+    let bits = |s: &RunSummary| s.losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&first), bits(&second));
+    assert!(
+        first.losses[29] < first.losses[0],
+        "the loss goes down: {:?}",
+        first.losses
+    );
+
+    let mut other_seed = spec.clone();
+    other_seed.train.seed = 7;
+    let c = tempfile::tempdir().unwrap();
+    assert_ne!(
+        bits(&first),
+        bits(&run(&other_seed, &options(c.path()))),
+        "the seed must matter"
+    );
+}
+
+#[test]
+fn stop_and_resume_gives_the_uninterrupted_run_bit_for_bit() {
+    let spec = tiny_addition("");
+    let (whole_dir, split_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let whole = run(&spec, &options(whole_dir.path()));
+
+    let mut first = options(split_dir.path());
+    first.stop_at = Some(13);
+    let part1 = run(&spec, &first);
+    assert!(part1.stopped_early);
+    assert_eq!(part1.steps, 13);
+
+    let mut second = options(split_dir.path());
+    second.resume = Some(split_dir.path().to_path_buf());
+    let part2 = run(&spec, &second);
+    assert_eq!(part2.steps, 30);
+
+    let joined: Vec<u64> = part1
+        .losses
+        .iter()
+        .chain(&part2.losses)
+        .map(|l| l.to_bits())
+        .collect();
+    let expected: Vec<u64> = whole.losses.iter().map(|l| l.to_bits()).collect();
+    assert_eq!(joined, expected, "losses of the resumed run differ");
+    assert_eq!(part2.final_loss.to_bits(), whole.final_loss.to_bits());
+
+    let load = |dir: &Path| {
+        checkpoint::load(&dir.join(checkpoint::FILE_NAME))
+            .unwrap()
+            .tensors
+    };
+    let (a, b) = (load(whole_dir.path()), load(split_dir.path()));
+    assert_eq!(a.len(), b.len());
+    for (name, (_, values)) in &a {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(values),
+            bits(&b[name].1),
+            "tensor {name} differs after resume"
+        );
+    }
+}
+
+#[test]
+fn resuming_a_finished_run_says_so() {
+    let spec = tiny_addition("");
+    let dir = tempfile::tempdir().unwrap();
+    run(&spec, &options(dir.path()));
+    let mut again = options(dir.path());
+    again.resume = Some(dir.path().to_path_buf());
+    assert!(matches!(
+        runtime::train(&spec, &again),
+        Err(RunError::NothingToResume { step: 30, .. })
+    ));
+}
+
+#[test]
+fn a_diverging_run_stops_and_names_the_step() {
+    let spec = tiny_addition("");
+    let mut spec = spec;
+    spec.train.optimizer = spec::Optimizer::AdamW {
+        lr: 1e30,
+        betas: (0.9, 0.95),
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    spec.train.clip_grad = None;
+    spec.train.schedule = spec::Schedule::Constant { warmup: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    match runtime::train(&spec, &options(dir.path())) {
+        Err(RunError::NonFinite { step, .. }) => assert!(step >= 2, "step {step}"),
+        other => panic!("expected a divergence error, got {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_and_checkpoint_are_written() {
+    let spec = tiny_addition("");
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run(&spec, &options(dir.path()));
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["step"] == 30 && l["loss"].is_number())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["step"] == 30 && l["accuracy"].is_number()),
+        "{metrics}"
+    );
+    assert!(summary.checkpoint.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "a temporary checkpoint was left behind"
+    );
+}
