@@ -12,6 +12,12 @@
 //! | stage | module | entry point |
 //! |---|---|---|
 //! | spec | [`spec`] | [`spec::load`] / [`spec::parse`] → [`spec::Spec`] |
+//! | graph | [`graph`] | [`graph::build`] → [`graph::Graph`] (forward ops + autodiff backward) |
+//! | interp | [`interp`] | [`interp::Interpreter`]: the reference, op by op |
+//! | runtime | [`runtime`] | [`runtime::train`] → [`runtime::RunSummary`] |
+//!
+//! Beside them: [`data`] (tokenizers, corpora, the addition task), [`checkpoint`]
+//! (safetensors), [`rng`] (the one PRNG).
 //!
 //! See `docs/ARCHITECTURE.md` for what each module owns.
 
@@ -19,6 +25,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod graph;
 pub mod interp;
+pub mod plan;
 pub mod rng;
 pub mod runtime;
 pub mod spec;

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use cllm::graph;
 use cllm::interp::Interpreter;
+use cllm::plan::{self, PassOptions, Recompute};
 use cllm::rng::Rng;
 use cllm::spec;
 use cllm_kernels::softmax_xent::IGNORE;
@@ -27,10 +27,9 @@ fn tiny_spec(tied: bool) -> spec::Spec {
     spec::parse(&text, "tiny", Path::new("specs"), &[]).expect("tiny spec is valid")
 }
 
-fn check_model(tied: bool) {
+fn check_model(tied: bool, options: PassOptions) {
     let spec = tiny_spec(tied);
-    let graph = graph::build(&spec, 2);
-    let mut interp = Interpreter::<f64>::new(graph);
+    let mut interp = Interpreter::<f64>::new(plan::plan_with(&spec, options).expect("plans"));
     let mut rng = Rng::new(42);
     for i in 0..interp.graph().params.len() {
         // Random values everywhere (not the real init) so no term is trivially zero.
@@ -45,7 +44,7 @@ fn check_model(tied: bool) {
     let scale = 1.0 / (n - 1) as f64;
 
     interp.zero_param_grads();
-    interp.forward(&tokens, &targets);
+    interp.forward(&tokens, &targets, scale);
     interp.backward(scale);
     let analytic: Vec<Vec<f64>> = (0..interp.graph().params.len())
         .map(|i| interp.grad(i).to_vec())
@@ -64,9 +63,9 @@ fn check_model(tied: bool) {
         for j in picks {
             let original = interp.param(i)[j];
             interp.param_mut(i)[j] = original + H;
-            let up = scale * interp.forward(&tokens, &targets);
+            let up = scale * interp.forward(&tokens, &targets, scale);
             interp.param_mut(i)[j] = original - H;
-            let down = scale * interp.forward(&tokens, &targets);
+            let down = scale * interp.forward(&tokens, &targets, scale);
             interp.param_mut(i)[j] = original;
             let numeric = (up - down) / (2.0 * H);
             let a = analytic[i][j];
@@ -86,10 +85,16 @@ fn check_model(tied: bool) {
 
 #[test]
 fn tied_model_gradient_matches_finite_differences() {
-    check_model(true);
+    check_model(true, PassOptions::default());
 }
 
 #[test]
 fn untied_model_gradient_matches_finite_differences() {
-    check_model(false);
+    check_model(false, PassOptions::default());
+}
+
+#[test]
+fn gradient_is_right_unfused_and_with_everything_recomputed() {
+    check_model(true, PassOptions { fuse: false, recompute: Recompute::Never });
+    check_model(true, PassOptions { fuse: true, recompute: Recompute::All });
 }

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use cllm::graph;
 use cllm::interp::Interpreter;
+use cllm::plan;
 use cllm::rng::Rng;
 use cllm::runtime::sampler::{Sampler, Sampling, pick};
 use cllm::spec;
@@ -12,10 +12,11 @@ use cllm::spec;
 #[test]
 fn cached_decoding_matches_the_full_forward_at_every_position() {
     let text = "cllm 0.1\ndata { source = text(\"data/tinyshakespeare.txt\") }\n\
-                model gpt { context = 12 tokens  width = 24  layers = 2  heads = 3 }\nplan { shards = 1 }";
+                model gpt { context = 12 tokens  width = 24  layers = 2  heads = 3 }\ntrain { batch = 1 seqs }\nplan { shards = 1 }";
     let spec = spec::parse(text, "kv", Path::new("specs"), &[]).unwrap();
-    let graph = graph::build(&spec, 1);
-    let mut interp = Interpreter::<f32>::new(graph.clone());
+    let plan = plan::plan(&spec).unwrap();
+    let graph = plan.graph.clone();
+    let mut interp = Interpreter::<f32>::new(plan);
     let mut rng = Rng::new(3);
     for i in 0..graph.params.len() {
         for x in interp.param_mut(i) {
@@ -23,7 +24,7 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
         }
     }
     let tokens: Vec<u32> = b"To be, or no".iter().map(|&b| b as u32).collect();
-    interp.forward(&tokens, &tokens);
+    interp.forward(&tokens, &tokens, 1.0);
     let full = interp.tensor(graph.logits).to_vec();
 
     let params = (0..graph.params.len()).map(|i| interp.param(i)).collect();

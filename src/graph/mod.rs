@@ -170,7 +170,7 @@ impl Graph {
         self.params.iter().position(|p| p.name == name)
     }
 
-    fn add_tensor(&mut self, name: String, shape: Vec<usize>, role: Role) -> TensorId {
+    pub(crate) fn add_tensor(&mut self, name: String, shape: Vec<usize>, role: Role) -> TensorId {
         self.tensors.push(Tensor { name, shape, role });
         TensorId(self.tensors.len() - 1)
     }

@@ -14,9 +14,12 @@ pub fn validation_loss(
     scratch: &mut Batch,
 ) -> f64 {
     let (mut sum, mut scored) = (0.0, 0usize);
+    let shard_len = interp.graph().dims.batch * interp.graph().dims.t;
     for index in 0..batches {
         data.val_batch(index, scratch);
-        sum += interp.forward(&scratch.tokens, &scratch.targets);
+        for (tokens, targets) in scratch.tokens.chunks_exact(shard_len).zip(scratch.targets.chunks_exact(shard_len)) {
+            sum += interp.forward(tokens, targets, 0.0);
+        }
         scored += scratch.scored();
     }
     sum / scored.max(1) as f64

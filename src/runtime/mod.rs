@@ -44,6 +44,9 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Plan(#[from] crate::plan::PlanError),
     #[error("the loss is {loss} at step {step}: training diverged")]
     #[diagnostic(
         code(cllm::diverged),

@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 
 use crate::checkpoint::{self, Snapshot};
 use crate::data::{Batch, Cursor, Dataset};
-use crate::graph::{self, Graph, Init};
+use crate::graph::Init;
+use crate::plan::{self, Plan};
 use crate::interp::Interpreter;
 use crate::rng::Rng;
 use crate::runtime::eval::{addition_accuracy, validation_loss};
@@ -43,11 +44,12 @@ struct State {
 pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> {
     let data = Dataset::load(spec, &options.base_dir)?;
     let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
-    let graph = graph::build(spec, micro_batch);
+    // Refused here, before any buffer is allocated, if it cannot fit the budget.
+    let plan = plan::plan(spec)?;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
     let mut state = match &options.resume {
-        Some(from) => resume(graph, &checkpoint::locate(from))?,
-        None => fresh(graph, spec, &options.base_dir)?,
+        Some(from) => resume(plan, &checkpoint::locate(from))?,
+        None => fresh(plan, spec, &options.base_dir)?,
     };
     let total = spec.train.steps;
     if let Some(from) = &options.resume
@@ -156,9 +158,12 @@ fn step(state: &mut State, data: &Dataset, micro_batches: &mut [Batch]) -> f64 {
     let loss_scale = 1.0 / scored.max(1) as f64;
     state.interp.zero_param_grads();
     let mut loss_sum = 0.0;
+    let shard_len = state.interp.graph().dims.batch * state.interp.graph().dims.t;
     for batch in micro_batches.iter() {
-        loss_sum += state.interp.forward(&batch.tokens, &batch.targets);
-        state.interp.backward(loss_scale);
+        for (tokens, targets) in batch.tokens.chunks_exact(shard_len).zip(batch.targets.chunks_exact(shard_len)) {
+            loss_sum += state.interp.forward(tokens, targets, loss_scale);
+            state.interp.backward(loss_scale);
+        }
     }
     loss_sum * loss_scale
 }
@@ -181,8 +186,8 @@ fn evaluate(
     (val_loss, accuracy)
 }
 
-fn fresh(graph: Graph, spec: &Spec, base_dir: &Path) -> Result<State, RunError> {
-    let mut interp = Interpreter::new(graph);
+fn fresh(plan: Plan, spec: &Spec, base_dir: &Path) -> Result<State, RunError> {
+    let mut interp = Interpreter::new(plan);
     let params = interp.graph().params.clone();
     if let Some(weights) = &spec.model.weights {
         let shapes: Vec<(String, Vec<usize>)> = params
@@ -215,7 +220,7 @@ fn fresh(graph: Graph, spec: &Spec, base_dir: &Path) -> Result<State, RunError> 
     })
 }
 
-fn resume(graph: Graph, path: &Path) -> Result<State, RunError> {
+fn resume(plan: Plan, path: &Path) -> Result<State, RunError> {
     let mut stored = checkpoint::load(path)?;
     let format = |reason: &str| checkpoint::CheckpointError::Format {
         path: path.to_path_buf(),
@@ -227,7 +232,7 @@ fn resume(graph: Graph, path: &Path) -> Result<State, RunError> {
         .map_err(|_| format("its `step` is not a number"))?;
     let cursor: Cursor = serde_json::from_str(stored.field(path, "cursor")?)
         .map_err(|_| format("its `cursor` is unreadable"))?;
-    let mut interp = Interpreter::new(graph);
+    let mut interp = Interpreter::new(plan);
     let params = interp.graph().params.clone();
     let mut adamw = AdamWState::zeros(params.iter().map(|p| p.shape.iter().product()));
     for (i, p) in params.iter().enumerate() {

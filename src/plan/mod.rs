@@ -1,0 +1,211 @@
+//! Stage 3: a [`Graph`] → the [`Plan`] of one training step, decided ahead of time.
+//!
+//! The plan is the ordered list of kernels (each a fusion group of graph ops), the
+//! static memory plan (every activation, saved tensor and activation gradient at an
+//! offset in one arena per worker, reusing bytes between tensors whose lifetimes do
+//! not overlap), which activations are kept for backward and which are recomputed,
+//! and the shard split of the batch. Each decision is a named pass `Plan → Plan`
+//! that [`PassOptions`] can switch off; `allocate` always runs last.
+//!
+//! ```text
+//! schedule ─▶ fuse_softmax_xent ─▶ fuse_bias_gelu ─▶ fuse_residual_layernorm ─▶ recompute ─▶ allocate
+//! ```
+
+mod cost;
+mod fusion;
+mod memory;
+mod recompute;
+mod svg;
+
+use serde::Serialize;
+
+use crate::graph::{Graph, Op, OpKind, Role, TensorId};
+use crate::spec::{Spec, Threads};
+
+pub use memory::{ArenaStats, Slot};
+pub use svg::lifetimes_svg;
+
+/// When a kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    Forward,
+    /// Recomputes a forward activation in the backward pass (not kept to save memory).
+    Recompute,
+    Backward,
+}
+
+/// One kernel: a fusion group of graph ops run back to back, and what it costs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Kernel {
+    pub name: String,
+    pub phase: Phase,
+    pub ops: Vec<Op>,
+    pub flops: u64,
+    /// Bytes read and written, counting each tensor the group touches once.
+    pub bytes: u64,
+    /// Activation gradients this kernel writes first: zeroed just before it runs.
+    pub zero_first: Vec<TensorId>,
+}
+
+/// Which optional passes run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PassOptions {
+    pub fuse: bool,
+    pub recompute: Recompute,
+}
+
+/// Keep or recompute activations needed by backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recompute {
+    /// Keep everything that fits; recompute (cheapest bytes first) only to fit the budget.
+    Auto,
+    /// Keep everything (the budget must still hold).
+    Never,
+    /// Recompute every candidate (for tests and for the tightest budgets).
+    All,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions { fuse: true, recompute: Recompute::Auto }
+    }
+}
+
+/// The whole step, planned.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// The graph of one shard (`dims.batch` = rows per shard), with recomputed copies added.
+    pub graph: Graph,
+    pub shards: usize,
+    /// Workers that each hold an arena (min(threads, shards)).
+    pub workers: usize,
+    pub kernels: Vec<Kernel>,
+    /// Arena slot of every tensor that lives in the arena (indexed by tensor id).
+    pub slots: Vec<Option<Slot>>,
+    pub arena: ArenaStats,
+    /// Bytes of parameters, their gradients and AdamW's two moments (fixed region).
+    pub fixed_bytes: u64,
+    pub memory_budget: u64,
+    pub recomputed: Vec<String>,
+    pub passes: Vec<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PlanError {
+    #[error(
+        "the plan needs {} ({} of parameters, gradients and AdamW state + {} worker arena(s) of {}), over the memory budget of {}",
+        human_bytes(*needed), human_bytes(*fixed), workers, human_bytes(*arena), human_bytes(*budget)
+    )]
+    #[diagnostic(
+        code(cllm::plan::budget),
+        help("raise `plan.memory_budget` to at least {}, or lower `train.batch` (or raise `train.accumulate`), `model.context` or `plan.threads`", human_bytes(*needed))
+    )]
+    OverBudget { needed: u64, fixed: u64, arena: u64, workers: u64, budget: u64 },
+    #[error("plan.shards = {shards} does not divide the micro-batch of {micro_batch} sequences")]
+    #[diagnostic(code(cllm::plan::shards), help("choose a divisor of batch / accumulate, e.g. `shards = {suggestion}`"))]
+    Shards { shards: usize, micro_batch: usize, suggestion: usize },
+}
+
+/// "1.5 GiB", "12.0 MiB", "512 B".
+pub fn human_bytes(bytes: u64) -> String {
+    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (name, size) in units {
+        if bytes >= size {
+            return format!("{:.1} {name}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
+/// Plans one optimizer step of `spec` with the default passes.
+pub fn plan(spec: &Spec) -> Result<Plan, PlanError> {
+    plan_with(spec, PassOptions::default())
+}
+
+/// Plans with the given passes switched on or off.
+pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
+    let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
+    let shards = spec.plan.shards as usize;
+    if shards == 0 || !micro_batch.is_multiple_of(shards) {
+        let suggestion = (1..=shards.min(micro_batch)).rev().find(|s| micro_batch.is_multiple_of(*s)).unwrap_or(1);
+        return Err(PlanError::Shards { shards, micro_batch, suggestion });
+    }
+    let graph = crate::graph::build(spec, micro_batch / shards);
+    let threads = match spec.plan.threads {
+        Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Threads::Count(n) => n as usize,
+    };
+    let fixed_bytes = 4 * 4 * graph.parameter_count() as u64;
+    let mut plan = schedule(graph, shards, threads.min(shards).max(1), fixed_bytes, spec.plan.memory_budget);
+    if options.fuse {
+        plan = fusion::fuse_softmax_xent(plan);
+        plan = fusion::fuse_bias_gelu(plan);
+        plan = fusion::fuse_residual_layernorm(plan);
+    }
+    plan = recompute::recompute(plan, options.recompute)?;
+    Ok(plan)
+}
+
+/// The first pass: one kernel per graph op, forward then backward.
+fn schedule(graph: Graph, shards: usize, workers: usize, fixed_bytes: u64, memory_budget: u64) -> Plan {
+    let mut kernels = Vec::new();
+    for (phase, ops) in [(Phase::Forward, &graph.forward), (Phase::Backward, &graph.backward)] {
+        for op in ops {
+            kernels.push(Kernel { name: kernel_name(op.kind).to_string(), phase, ops: vec![op.clone()], flops: 0, bytes: 0, zero_first: Vec::new() });
+        }
+    }
+    let mut plan = Plan {
+        graph,
+        shards,
+        workers,
+        kernels,
+        slots: Vec::new(),
+        arena: ArenaStats::default(),
+        fixed_bytes,
+        memory_budget,
+        recomputed: Vec::new(),
+        passes: vec!["schedule"],
+    };
+    memory::allocate(&mut plan);
+    plan
+}
+
+/// The kernel family name of a single op.
+pub fn kernel_name(kind: OpKind) -> &'static str {
+    match kind {
+        OpKind::Embedding => "embedding",
+        OpKind::EmbeddingBackward => "embedding_backward",
+        OpKind::LayerNorm { .. } => "layernorm",
+        OpKind::LayerNormBackward => "layernorm_backward",
+        OpKind::Matmul { bias: true } => "matmul_bias",
+        OpKind::Matmul { bias: false } => "matmul",
+        OpKind::MatmulBackward { .. } => "matmul_backward",
+        OpKind::Gelu => "gelu",
+        OpKind::GeluBackward => "gelu_backward",
+        OpKind::Residual => "residual",
+        OpKind::ResidualBackward => "residual_backward",
+        OpKind::Attention { .. } => "attention",
+        OpKind::AttentionBackward { .. } => "attention_backward",
+        OpKind::SoftmaxXent => "softmax_xent",
+        OpKind::SoftmaxXentBackward => "softmax_xent_backward",
+    }
+}
+
+impl Plan {
+    /// Whether a tensor lives in the arena (activations, saved tensors, activation
+    /// gradients) rather than the fixed region or the token inputs.
+    pub fn in_arena(&self, id: TensorId) -> bool {
+        matches!(self.graph.tensor(id).role, Role::Activation | Role::Saved | Role::Grad)
+    }
+
+    /// FLOPs of one whole optimizer step (every shard and micro-batch).
+    pub fn step_flops(&self, accumulate: u64) -> u64 {
+        let per_shard: u64 = self.kernels.iter().map(|k| k.flops).sum();
+        per_shard * self.shards as u64 * accumulate
+    }
+
+    /// Total bytes the plan needs: the fixed region and every worker's arena.
+    pub fn total_bytes(&self) -> u64 {
+        self.fixed_bytes + self.workers as u64 * self.arena.peak_bytes
+    }
+}
