@@ -39,8 +39,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Generate text from a checkpoint.
     Sample(cli::sample::SampleArgs),
-    /// Print what the planner decides: kernels, memory arena, shards.
-    Plan(NotYet),
+    /// Print what the planner decides: kernels, memory arena, keep or recompute, shards.
+    Plan(cli::plan::PlanArgs),
     /// Print the Cranelift IR of every kernel.
     Ir(NotYet),
     /// Measure training-step speed.
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         } => cli::check::check(&specs, resolved, json, &overrides),
         Command::Run(args) => cli::run::run(args),
         Command::Sample(args) => cli::sample::sample(args),
-        Command::Plan(_) => not_yet("plan", "the planner"),
+        Command::Plan(args) => cli::plan::plan(args),
         Command::Ir(_) => not_yet("ir", "the Cranelift JIT"),
         Command::Bench(_) => not_yet("bench", "the parallel runtime"),
     }
@@ -73,7 +73,7 @@ fn main() -> ExitCode {
 
 fn not_yet(command: &str, stage: &str) -> ExitCode {
     eprintln!(
-        "cllm {command}: not built yet; it arrives with {stage}. `cllm check` and `cllm run` work today."
+        "cllm {command}: not built yet; it arrives with {stage}. `check`, `run`, `sample` and `plan` work today."
     );
     ExitCode::from(2)
 }

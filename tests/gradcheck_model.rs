@@ -95,6 +95,18 @@ fn untied_model_gradient_matches_finite_differences() {
 
 #[test]
 fn gradient_is_right_unfused_and_with_everything_recomputed() {
-    check_model(true, PassOptions { fuse: false, recompute: Recompute::Never });
-    check_model(true, PassOptions { fuse: true, recompute: Recompute::All });
+    check_model(
+        true,
+        PassOptions {
+            fuse: false,
+            recompute: Recompute::Never,
+        },
+    );
+    check_model(
+        true,
+        PassOptions {
+            fuse: true,
+            recompute: Recompute::All,
+        },
+    );
 }

@@ -3,9 +3,7 @@
 //! exactly right by greedy decoding. (About three minutes on one core; measured
 //! figures are in the closing notes and PERF.md, never asserted here.)
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
 
 use cllm::runtime::{self, RunOptions};
 use cllm::spec;
@@ -15,13 +13,9 @@ fn the_default_spec_learns_three_digit_addition() {
     let spec = spec::load(Path::new("specs/add.cllm"), &[]).expect("add.cllm checks");
     let dir = tempfile::tempdir().unwrap();
     let options = RunOptions {
-        run_dir: dir.path().to_path_buf(),
-        resume: None,
-        stop_at: None,
         quiet: true,
-        interrupt: Arc::new(AtomicBool::new(false)),
         spec_text: spec::to_cllm(&spec, false),
-        base_dir: PathBuf::from("specs"),
+        ..RunOptions::new(dir.path().to_path_buf(), "specs")
     };
     let summary = runtime::train(&spec, &options).expect("training runs");
     let (right, total) = summary

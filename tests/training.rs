@@ -1,9 +1,7 @@
 //! End-to-end training with the reference interpreter: determinism, stop and resume
 //! bit for bit, learning the addition task, and clear failures.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
 
 use cllm::checkpoint;
 use cllm::runtime::{self, RunError, RunOptions, RunSummary};
@@ -26,13 +24,9 @@ fn tiny_addition(extra: &str) -> Spec {
 
 fn options(run_dir: &Path) -> RunOptions {
     RunOptions {
-        run_dir: run_dir.to_path_buf(),
-        resume: None,
-        stop_at: None,
         quiet: true,
-        interrupt: Arc::new(AtomicBool::new(false)),
         spec_text: String::new(),
-        base_dir: PathBuf::from("specs"),
+        ..RunOptions::new(run_dir.to_path_buf(), "specs")
     }
 }
 

@@ -73,13 +73,12 @@ pub fn run(args: RunArgs) -> ExitCode {
         );
     });
     let options = RunOptions {
-        run_dir: run_dir.clone(),
         resume: args.resume.clone(),
         stop_at: args.stop_at,
         quiet: args.quiet,
         interrupt: interrupt.clone(),
         spec_text: spec::to_cllm(&spec, false),
-        base_dir,
+        ..RunOptions::new(run_dir.clone(), base_dir)
     };
     match runtime::train(&spec, &options) {
         Ok(summary) => {

@@ -23,7 +23,10 @@ fn split_disjoint<'a, T>(mut buffer: &'a mut [T], ranges: &[(usize, usize)]) -> 
     let mut base = 0;
     for i in order {
         let (start, len) = ranges[i];
-        assert!(start >= base, "two tensors of one op overlap in the arena: the memory plan is wrong");
+        assert!(
+            start >= base,
+            "two tensors of one op overlap in the arena: the memory plan is wrong"
+        );
         let rest = std::mem::take(&mut buffer);
         let (_, tail) = rest.split_at_mut(start - base);
         let (mine, tail) = tail.split_at_mut(len);
@@ -31,18 +34,42 @@ fn split_disjoint<'a, T>(mut buffer: &'a mut [T], ranges: &[(usize, usize)]) -> 
         buffer = tail;
         base = start + len;
     }
-    out.into_iter().map(|s| s.expect("every range was split")).collect()
+    out.into_iter()
+        .map(|s| s.expect("every range was split"))
+        .collect()
 }
 
 /// Runs op `o` of kernel `k`; returns the loss sum for `SoftmaxXent`, else 0.
 pub(super) fn run_op<T: Real>(it: &mut Interpreter<T>, k: usize, o: usize, loss_scale: f64) -> f64 {
-    let Interpreter { plan, arena, params, grads, places, tokens, targets, .. } = it;
+    let Interpreter {
+        plan,
+        arena,
+        params,
+        grads,
+        places,
+        tokens,
+        targets,
+        ..
+    } = it;
     let op = &plan.kernels[k].ops[o];
-    let tensors: Vec<_> = op.inputs.iter().chain(&op.outputs).map(|id| places[id.0]).collect();
+    let tensors: Vec<_> = op
+        .inputs
+        .iter()
+        .chain(&op.outputs)
+        .map(|id| places[id.0])
+        .collect();
     let n_in = op.inputs.len();
 
-    let arena_ranges: Vec<(usize, usize)> = tensors.iter().filter(|p| p.0 == Region::Arena).map(|p| (p.1, p.2)).collect();
-    let grad_ranges: Vec<(usize, usize)> = tensors.iter().filter(|p| p.0 == Region::Grads).map(|p| (p.1, p.2)).collect();
+    let arena_ranges: Vec<(usize, usize)> = tensors
+        .iter()
+        .filter(|p| p.0 == Region::Arena)
+        .map(|p| (p.1, p.2))
+        .collect();
+    let grad_ranges: Vec<(usize, usize)> = tensors
+        .iter()
+        .filter(|p| p.0 == Region::Grads)
+        .map(|p| (p.1, p.2))
+        .collect();
     let mut arena_slices = split_disjoint(arena, &arena_ranges).into_iter();
     let mut grad_slices = split_disjoint(grads, &grad_ranges).into_iter();
     let mut ins: Vec<&[T]> = Vec::with_capacity(n_in);
@@ -61,37 +88,77 @@ pub(super) fn run_op<T: Real>(it: &mut Interpreter<T>, k: usize, o: usize, loss_
                 continue;
             }
         };
-        if i < n_in { ins.push(slice) } else { outs.push(slice) }
+        if i < n_in {
+            ins.push(slice)
+        } else {
+            outs.push(slice)
+        }
     }
 
     let d = plan.graph.dims;
     let (t, c, rows) = (d.t, d.c, d.batch * d.t);
-    let attention = |heads| AttentionShape { batch: d.batch, t_len: t, channels: c, heads };
+    let attention = |heads| AttentionShape {
+        batch: d.batch,
+        t_len: t,
+        channels: c,
+        heads,
+    };
     let mut loss_sum = 0.0;
     match (op.kind, outs.as_mut_slice()) {
         (OpKind::Embedding, [x]) => embedding_forward(x, tokens, ins[1], ins[2], t, c),
-        (OpKind::EmbeddingBackward, [dwte, dwpe]) => embedding_backward(dwte, dwpe, ins[0], tokens, t, c),
-        (OpKind::LayerNorm { eps }, [y, mean, rstd]) => layernorm_forward(y, mean, rstd, ins[0], ins[1], ins[2], c, eps),
+        (OpKind::EmbeddingBackward, [dwte, dwpe]) => {
+            embedding_backward(dwte, dwpe, ins[0], tokens, t, c)
+        }
+        (OpKind::LayerNorm { eps }, [y, mean, rstd]) => {
+            layernorm_forward(y, mean, rstd, ins[0], ins[1], ins[2], c, eps)
+        }
         (OpKind::LayerNormBackward, [dx, dw, db]) => {
             layernorm_backward(dx, dw, db, ins[0], ins[1], ins[2], ins[3], ins[4], c)
         }
         (OpKind::Matmul { bias }, [y]) => {
             let cin = ins[0].len() / rows;
-            matmul_forward(y, ins[0], ins[1], bias.then(|| ins[2]), cin, ins[1].len() / cin)
+            matmul_forward(
+                y,
+                ins[0],
+                ins[1],
+                bias.then(|| ins[2]),
+                cin,
+                ins[1].len() / cin,
+            )
         }
         (OpKind::MatmulBackward { bias: false }, [dx, dw]) => {
             let cin = ins[1].len() / rows;
-            matmul_backward(dx, dw, None, ins[0], ins[1], ins[2], cin, ins[2].len() / cin)
+            matmul_backward(
+                dx,
+                dw,
+                None,
+                ins[0],
+                ins[1],
+                ins[2],
+                cin,
+                ins[2].len() / cin,
+            )
         }
         (OpKind::MatmulBackward { bias: true }, [dx, dw, db]) => {
             let cin = ins[1].len() / rows;
-            matmul_backward(dx, dw, Some(db), ins[0], ins[1], ins[2], cin, ins[2].len() / cin)
+            matmul_backward(
+                dx,
+                dw,
+                Some(db),
+                ins[0],
+                ins[1],
+                ins[2],
+                cin,
+                ins[2].len() / cin,
+            )
         }
         (OpKind::Gelu, [y]) => gelu_forward(y, ins[0]),
         (OpKind::GeluBackward, [dx]) => gelu_backward(dx, ins[0], ins[1]),
         (OpKind::Residual, [y]) => residual_forward(y, ins[0], ins[1]),
         (OpKind::ResidualBackward, [da, db]) => residual_backward(da, db, ins[0]),
-        (OpKind::Attention { heads }, [y, att]) => attention_forward(y, att, ins[0], attention(heads)),
+        (OpKind::Attention { heads }, [y, att]) => {
+            attention_forward(y, att, ins[0], attention(heads))
+        }
         (OpKind::AttentionBackward { heads }, [dqkv]) => {
             attention_backward(dqkv, ins[0], ins[1], ins[2], attention(heads))
         }

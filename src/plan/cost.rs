@@ -32,7 +32,13 @@ pub fn op_flops(graph: &Graph, op: &Op) -> u64 {
 /// touches (a fused intermediate is counted, since the reference materialises it).
 pub fn kernel_cost(graph: &Graph, ops: &[Op]) -> (u64, u64) {
     let flops = ops.iter().map(|op| op_flops(graph, op)).sum();
-    let touched: BTreeSet<_> = ops.iter().flat_map(|op| op.inputs.iter().chain(&op.outputs)).collect();
-    let bytes = touched.iter().map(|&&id| 4 * graph.tensor(id).len() as u64).sum();
+    let touched: BTreeSet<_> = ops
+        .iter()
+        .flat_map(|op| op.inputs.iter().chain(&op.outputs))
+        .collect();
+    let bytes = touched
+        .iter()
+        .map(|&&id| 4 * graph.tensor(id).len() as u64)
+        .sum();
     (flops, bytes)
 }

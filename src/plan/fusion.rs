@@ -6,7 +6,11 @@ use super::{Kernel, Plan, memory};
 use crate::graph::OpKind;
 
 /// Merges kernel `i + 1` into kernel `i` wherever `merge(a, b)` names the result.
-fn merge_adjacent(mut plan: Plan, pass: &'static str, merge: impl Fn(&Kernel, &Kernel) -> Option<String>) -> Plan {
+fn merge_adjacent(
+    mut plan: Plan,
+    pass: &'static str,
+    merge: impl Fn(&Kernel, &Kernel) -> Option<String>,
+) -> Plan {
     let mut kernels: Vec<Kernel> = Vec::with_capacity(plan.kernels.len());
     for kernel in plan.kernels {
         if let Some(last) = kernels.last_mut()
@@ -37,17 +41,28 @@ fn single(kernel: &Kernel) -> Option<&crate::graph::Op> {
 /// gradient is written while the probabilities are at hand, so they never outlive
 /// the kernel (the runtime knows the loss scale before the forward starts).
 pub fn fuse_softmax_xent(mut plan: Plan) -> Plan {
-    let Some(backward) = plan.kernels.iter().position(|k| single(k).is_some_and(|op| op.kind == OpKind::SoftmaxXentBackward)) else {
+    let Some(backward) = plan
+        .kernels
+        .iter()
+        .position(|k| single(k).is_some_and(|op| op.kind == OpKind::SoftmaxXentBackward))
+    else {
         return plan;
     };
     let moved = plan.kernels.remove(backward);
-    let Some(forward) = plan.kernels.iter().position(|k| single(k).is_some_and(|op| op.kind == OpKind::SoftmaxXent)) else {
+    let Some(forward) = plan
+        .kernels
+        .iter()
+        .position(|k| single(k).is_some_and(|op| op.kind == OpKind::SoftmaxXent))
+    else {
         plan.kernels.insert(backward, moved);
         return plan;
     };
     plan.kernels[forward].ops.extend(moved.ops);
     plan.kernels[forward].name = "softmax_xent_fused".into();
-    if forward > 0 && single(&plan.kernels[forward - 1]).is_some_and(|op| op.kind == OpKind::Matmul { bias: false }) {
+    if forward > 0
+        && single(&plan.kernels[forward - 1])
+            .is_some_and(|op| op.kind == OpKind::Matmul { bias: false })
+    {
         let matmul = plan.kernels.remove(forward - 1);
         let fused = &mut plan.kernels[forward - 1];
         fused.ops.splice(0..0, matmul.ops);
@@ -64,10 +79,14 @@ pub fn fuse_bias_gelu(plan: Plan) -> Plan {
     merge_adjacent(plan, "fuse_bias_gelu", |a, b| {
         let (first, second) = (single(a)?, single(b)?);
         match (first.kind, second.kind) {
-            (OpKind::Matmul { bias: true }, OpKind::Gelu) if second.inputs[0] == first.outputs[0] => {
+            (OpKind::Matmul { bias: true }, OpKind::Gelu)
+                if second.inputs[0] == first.outputs[0] =>
+            {
                 Some("matmul_bias_gelu".into())
             }
-            (OpKind::GeluBackward, OpKind::MatmulBackward { .. }) if second.inputs[0] == first.outputs[0] => {
+            (OpKind::GeluBackward, OpKind::MatmulBackward { .. })
+                if second.inputs[0] == first.outputs[0] =>
+            {
                 Some("gelu_backward_matmul_backward".into())
             }
             _ => None,
@@ -80,7 +99,9 @@ pub fn fuse_residual_layernorm(plan: Plan) -> Plan {
     merge_adjacent(plan, "fuse_residual_layernorm", |a, b| {
         let (first, second) = (single(a)?, single(b)?);
         match (first.kind, second.kind) {
-            (OpKind::Residual, OpKind::LayerNorm { .. }) if second.inputs[0] == first.outputs[0] => {
+            (OpKind::Residual, OpKind::LayerNorm { .. })
+                if second.inputs[0] == first.outputs[0] =>
+            {
                 Some("residual_layernorm".into())
             }
             _ => None,

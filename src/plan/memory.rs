@@ -71,8 +71,16 @@ pub fn allocate(plan: &mut Plan) {
     }
 
     // Largest first; among equals, earliest first (a stable, deterministic order).
-    let mut order: Vec<usize> = (0..lifetimes.len()).filter(|&i| lifetimes[i].is_some()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(graph.tensors[i].len()), lifetimes[i].unwrap().0, i));
+    let mut order: Vec<usize> = (0..lifetimes.len())
+        .filter(|&i| lifetimes[i].is_some())
+        .collect();
+    order.sort_by_key(|&i| {
+        (
+            std::cmp::Reverse(graph.tensors[i].len()),
+            lifetimes[i].unwrap().0,
+            i,
+        )
+    });
     let mut slots: Vec<Option<Slot>> = vec![None; graph.tensors.len()];
     let mut placed: Vec<Slot> = Vec::new();
     for i in order {
@@ -85,14 +93,25 @@ pub fn allocate(plan: &mut Plan) {
             .collect();
         busy.sort_unstable();
         let offset = best_fit(&busy, len);
-        let slot = Slot { offset, len, first, last };
+        let slot = Slot {
+            offset,
+            len,
+            first,
+            last,
+        };
         placed.push(slot);
         slots[i] = Some(slot);
     }
 
     let peak = placed.iter().map(|s| s.offset + s.len).max().unwrap_or(0);
     let lower_bound = (0..plan.kernels.len())
-        .map(|k| placed.iter().filter(|s| s.first <= k && k <= s.last).map(|s| s.len).sum::<usize>())
+        .map(|k| {
+            placed
+                .iter()
+                .filter(|s| s.first <= k && k <= s.last)
+                .map(|s| s.len)
+                .sum::<usize>()
+        })
         .max()
         .unwrap_or(0);
     plan.arena = ArenaStats {

@@ -15,6 +15,7 @@ mod cost;
 mod fusion;
 mod memory;
 mod recompute;
+mod report;
 mod svg;
 
 use serde::Serialize;
@@ -23,6 +24,7 @@ use crate::graph::{Graph, Op, OpKind, Role, TensorId};
 use crate::spec::{Spec, Threads};
 
 pub use memory::{ArenaStats, Slot};
+pub use report::describe;
 pub use svg::lifetimes_svg;
 
 /// When a kernel runs.
@@ -67,7 +69,10 @@ pub enum Recompute {
 
 impl Default for PassOptions {
     fn default() -> Self {
-        PassOptions { fuse: true, recompute: Recompute::Auto }
+        PassOptions {
+            fuse: true,
+            recompute: Recompute::Auto,
+        }
     }
 }
 
@@ -100,10 +105,23 @@ pub enum PlanError {
         code(cllm::plan::budget),
         help("raise `plan.memory_budget` to at least {}, or lower `train.batch` (or raise `train.accumulate`), `model.context` or `plan.threads`", human_bytes(*needed))
     )]
-    OverBudget { needed: u64, fixed: u64, arena: u64, workers: u64, budget: u64 },
+    OverBudget {
+        needed: u64,
+        fixed: u64,
+        arena: u64,
+        workers: u64,
+        budget: u64,
+    },
     #[error("plan.shards = {shards} does not divide the micro-batch of {micro_batch} sequences")]
-    #[diagnostic(code(cllm::plan::shards), help("choose a divisor of batch / accumulate, e.g. `shards = {suggestion}`"))]
-    Shards { shards: usize, micro_batch: usize, suggestion: usize },
+    #[diagnostic(
+        code(cllm::plan::shards),
+        help("choose a divisor of batch / accumulate, e.g. `shards = {suggestion}`")
+    )]
+    Shards {
+        shards: usize,
+        micro_batch: usize,
+        suggestion: usize,
+    },
 }
 
 /// "1.5 GiB", "12.0 MiB", "512 B".
@@ -127,8 +145,15 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
     let shards = spec.plan.shards as usize;
     if shards == 0 || !micro_batch.is_multiple_of(shards) {
-        let suggestion = (1..=shards.min(micro_batch)).rev().find(|s| micro_batch.is_multiple_of(*s)).unwrap_or(1);
-        return Err(PlanError::Shards { shards, micro_batch, suggestion });
+        let suggestion = (1..=shards.min(micro_batch))
+            .rev()
+            .find(|s| micro_batch.is_multiple_of(*s))
+            .unwrap_or(1);
+        return Err(PlanError::Shards {
+            shards,
+            micro_batch,
+            suggestion,
+        });
     }
     let graph = crate::graph::build(spec, micro_batch / shards);
     let threads = match spec.plan.threads {
@@ -136,7 +161,13 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
         Threads::Count(n) => n as usize,
     };
     let fixed_bytes = 4 * 4 * graph.parameter_count() as u64;
-    let mut plan = schedule(graph, shards, threads.min(shards).max(1), fixed_bytes, spec.plan.memory_budget);
+    let mut plan = schedule(
+        graph,
+        shards,
+        threads.min(shards).max(1),
+        fixed_bytes,
+        spec.plan.memory_budget,
+    );
     if options.fuse {
         plan = fusion::fuse_softmax_xent(plan);
         plan = fusion::fuse_bias_gelu(plan);
@@ -147,11 +178,27 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
 }
 
 /// The first pass: one kernel per graph op, forward then backward.
-fn schedule(graph: Graph, shards: usize, workers: usize, fixed_bytes: u64, memory_budget: u64) -> Plan {
+fn schedule(
+    graph: Graph,
+    shards: usize,
+    workers: usize,
+    fixed_bytes: u64,
+    memory_budget: u64,
+) -> Plan {
     let mut kernels = Vec::new();
-    for (phase, ops) in [(Phase::Forward, &graph.forward), (Phase::Backward, &graph.backward)] {
+    for (phase, ops) in [
+        (Phase::Forward, &graph.forward),
+        (Phase::Backward, &graph.backward),
+    ] {
         for op in ops {
-            kernels.push(Kernel { name: kernel_name(op.kind).to_string(), phase, ops: vec![op.clone()], flops: 0, bytes: 0, zero_first: Vec::new() });
+            kernels.push(Kernel {
+                name: kernel_name(op.kind).to_string(),
+                phase,
+                ops: vec![op.clone()],
+                flops: 0,
+                bytes: 0,
+                zero_first: Vec::new(),
+            });
         }
     }
     let mut plan = Plan {
@@ -195,7 +242,10 @@ impl Plan {
     /// Whether a tensor lives in the arena (activations, saved tensors, activation
     /// gradients) rather than the fixed region or the token inputs.
     pub fn in_arena(&self, id: TensorId) -> bool {
-        matches!(self.graph.tensor(id).role, Role::Activation | Role::Saved | Role::Grad)
+        matches!(
+            self.graph.tensor(id).role,
+            Role::Activation | Role::Saved | Role::Grad
+        )
     }
 
     /// FLOPs of one whole optimizer step (every shard and micro-batch).

@@ -14,12 +14,24 @@ pub fn lifetimes_svg(plan: &Plan) -> String {
     let x = |k: usize| 60.0 + (width - 80.0) * k as f64 / kernels;
     let y = |offset: usize| 30.0 + (height - 60.0) * offset as f64 / peak;
     let mut svg = String::new();
-    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">"#);
-    let _ = writeln!(svg, r#"<text x="60" y="18">arena: {} peak, {} lower bound, {} naive; x = kernel, y = offset</text>"#,
-        super::human_bytes(plan.arena.peak_bytes), super::human_bytes(plan.arena.lower_bound_bytes), super::human_bytes(plan.arena.naive_bytes));
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace" font-size="11">"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="60" y="18">arena: {} peak, {} lower bound, {} naive; x = kernel, y = offset</text>"#,
+        super::human_bytes(plan.arena.peak_bytes),
+        super::human_bytes(plan.arena.lower_bound_bytes),
+        super::human_bytes(plan.arena.naive_bytes)
+    );
     if let Some(first_backward) = plan.kernels.iter().position(|k| k.phase != Phase::Forward) {
         let bx = x(first_backward);
-        let _ = writeln!(svg, r##"<line x1="{bx}" y1="25" x2="{bx}" y2="{}" stroke="#888" stroke-dasharray="4"/>"##, height - 25.0);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{bx}" y1="25" x2="{bx}" y2="{}" stroke="#888" stroke-dasharray="4"/>"##,
+            height - 25.0
+        );
     }
     for (id, slot) in plan.slots.iter().enumerate() {
         let Some(slot) = slot else { continue };

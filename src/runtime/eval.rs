@@ -17,7 +17,11 @@ pub fn validation_loss(
     let shard_len = interp.graph().dims.batch * interp.graph().dims.t;
     for index in 0..batches {
         data.val_batch(index, scratch);
-        for (tokens, targets) in scratch.tokens.chunks_exact(shard_len).zip(scratch.targets.chunks_exact(shard_len)) {
+        for (tokens, targets) in scratch
+            .tokens
+            .chunks_exact(shard_len)
+            .zip(scratch.targets.chunks_exact(shard_len))
+        {
             sum += interp.forward(tokens, targets, 0.0);
         }
         scored += scratch.scored();

@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::checkpoint::CheckpointError;
 use crate::data::DataError;
+use crate::plan::PassOptions;
 
 pub use optimizer::learning_rate;
 pub use trainer::{RunSummary, train};
@@ -34,6 +35,27 @@ pub struct RunOptions {
     pub spec_text: String,
     /// Folder that relative paths in the spec are resolved against.
     pub base_dir: PathBuf,
+    /// Which planner passes run (all by default; tests switch them off).
+    pub passes: PassOptions,
+    /// Fill every arena tensor with NaN when its lifetime ends (a liveness check).
+    pub poison: bool,
+}
+
+impl RunOptions {
+    /// Options for a run in `run_dir` of a spec whose relative paths start at `base_dir`.
+    pub fn new(run_dir: impl Into<PathBuf>, base_dir: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            run_dir: run_dir.into(),
+            resume: None,
+            stop_at: None,
+            quiet: false,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            spec_text: String::new(),
+            base_dir: base_dir.into(),
+            passes: PassOptions::default(),
+            poison: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

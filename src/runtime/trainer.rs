@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use crate::checkpoint::{self, Snapshot};
 use crate::data::{Batch, Cursor, Dataset};
 use crate::graph::Init;
-use crate::plan::{self, Plan};
 use crate::interp::Interpreter;
+use crate::plan::{self, Plan};
 use crate::rng::Rng;
 use crate::runtime::eval::{addition_accuracy, validation_loss};
 use crate::runtime::optimizer::{self, AdamWState};
@@ -42,15 +42,16 @@ struct State {
 
 /// Trains the model `spec` describes; see [`RunOptions`] for the how.
 pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> {
+    // Refused here, before any buffer is allocated or data read, if it cannot fit the budget.
+    let plan = plan::plan_with(spec, options.passes)?;
     let data = Dataset::load(spec, &options.base_dir)?;
     let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
-    // Refused here, before any buffer is allocated, if it cannot fit the budget.
-    let plan = plan::plan(spec)?;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
     let mut state = match &options.resume {
         Some(from) => resume(plan, &checkpoint::locate(from))?,
         None => fresh(plan, spec, &options.base_dir)?,
     };
+    state.interp.set_poison(options.poison);
     let total = spec.train.steps;
     if let Some(from) = &options.resume
         && state.step >= total
@@ -74,11 +75,13 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     )
     .map_err(run_dir_error)?;
     report.say(&format!(
-        "training {} parameters for {} steps of {} sequences × {} tokens (interpreter, 1 thread); run folder {}",
+        "training {} parameters for {} steps of {} sequences × {} tokens ({} shards; interpreter, 1 thread; arena {}); run folder {}",
         state.interp.graph().parameter_count(),
         total,
         spec.train.batch,
         spec.model.context,
+        state.interp.plan().shards,
+        plan::human_bytes(state.interp.plan().arena.peak_bytes),
         options.run_dir.display()
     ));
 
@@ -160,7 +163,11 @@ fn step(state: &mut State, data: &Dataset, micro_batches: &mut [Batch]) -> f64 {
     let mut loss_sum = 0.0;
     let shard_len = state.interp.graph().dims.batch * state.interp.graph().dims.t;
     for batch in micro_batches.iter() {
-        for (tokens, targets) in batch.tokens.chunks_exact(shard_len).zip(batch.targets.chunks_exact(shard_len)) {
+        for (tokens, targets) in batch
+            .tokens
+            .chunks_exact(shard_len)
+            .zip(batch.targets.chunks_exact(shard_len))
+        {
             loss_sum += state.interp.forward(tokens, targets, loss_scale);
             state.interp.backward(loss_scale);
         }

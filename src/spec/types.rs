@@ -177,7 +177,7 @@ spec_block! {
     pub struct Plan = "plan" {
         /// worker threads: auto (every core) or a number
         threads: Threads = Threads::Auto,
-        /// fixed split of each micro-batch; defaults to min(8, micro-batch)
+        /// equal split of each micro-batch (must divide it); defaults to its largest divisor ≤ 8
         shards: u64 = 8,
         /// refuse plans whose arenas need more than this
         memory_budget: u64 [Bytes] = 8 * 1024 * 1024 * 1024,

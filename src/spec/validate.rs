@@ -94,13 +94,13 @@ pub fn validate(spec: &Spec, spans: &KeySpans, base_dir: &Path, fallback: Span) 
     );
     let micro_batch = spec.train.batch / spec.train.accumulate.max(1);
     c.require(
-        p.shards >= 1 && p.shards <= micro_batch,
+        p.shards >= 1 && micro_batch.is_multiple_of(p.shards),
         &["plan.shards", "train.batch", "train.accumulate"],
         format!(
-            "shards must be between 1 and the micro-batch ({micro_batch} seqs), found {}",
+            "shards ({}) must divide the micro-batch of {micro_batch} sequences (batch / accumulate)",
             p.shards
         ),
-        "each shard holds at least one sequence of a micro-batch (batch / accumulate)",
+        "shards split each micro-batch into equal parts: choose a divisor of batch / accumulate",
     );
     c.require(
         p.memory_budget > 0,

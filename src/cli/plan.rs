@@ -1,0 +1,57 @@
+//! `cllm plan`: what the planner decided — kernels, arena, keep or recompute, shards.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cllm::plan;
+use cllm::spec;
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// The spec to plan.
+    spec: PathBuf,
+    /// Override a key: `--set plan.memory_budget=64MiB` (repeatable).
+    #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Print the whole plan as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also draw buffer lifetimes against kernel order into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+}
+
+pub fn plan(args: PlanArgs) -> ExitCode {
+    let spec = match spec::load(&args.spec, &args.overrides) {
+        Ok(spec) => spec,
+        Err(error) => {
+            super::report(error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = match plan::plan(&spec) {
+        Ok(plan) => plan,
+        Err(error) => {
+            super::report(error);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = &args.svg
+        && let Err(error) = std::fs::write(path, plan::lifetimes_svg(&plan))
+    {
+        eprintln!("cannot write {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("a Plan serializes")
+        );
+    } else {
+        print!(
+            "{}",
+            plan::describe(&args.spec.display().to_string(), &spec, &plan)
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,135 @@
+//! `cllm plan`'s report: kernels, the arena map, keep or recompute, memory.
+
+use std::fmt::Write as _;
+
+use super::{Phase, Plan, human_bytes, kernel_name};
+use crate::spec::Spec;
+
+/// The human-readable report.
+pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
+    let d = plan.graph.dims;
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "plan for {name}: {} layers, width {}, {} heads, context {}, vocab {}",
+        d.layers, d.c, d.heads, d.t, d.vocab
+    );
+    let _ = writeln!(
+        w,
+        "batch {} = {} micro-batch(es) × {} shard(s) × {} sequence(s); {} worker arena(s)",
+        spec.train.batch, spec.train.accumulate, plan.shards, d.batch, plan.workers
+    );
+    let _ = writeln!(w, "passes: {}\n", plan.passes.join(" → "));
+
+    let _ = writeln!(w, "kernels of one shard (B={}, T={}):", d.batch, d.t);
+    let _ = writeln!(
+        w,
+        "  {:>3}  {:<30} {:<9} {:<44} {:>18} {:>9} {:>8} {:>7}",
+        "#", "kernel", "phase", "ops", "output", "GFLOP", "MB", "FLOP/B"
+    );
+    for (k, kernel) in plan.kernels.iter().enumerate() {
+        let ops: Vec<&str> = kernel.ops.iter().map(|op| kernel_name(op.kind)).collect();
+        let last = kernel.ops.last().expect("a kernel has ops");
+        let shape = format!("{:?}", plan.graph.tensor(last.outputs[0]).shape);
+        let phase = match kernel.phase {
+            Phase::Forward => "forward",
+            Phase::Recompute => "recompute",
+            Phase::Backward => "backward",
+        };
+        let _ = writeln!(
+            w,
+            "  {k:>3}  {:<30} {phase:<9} {:<44} {shape:>18} {:>9.4} {:>8.2} {:>7.1}",
+            kernel.name,
+            ops.join("+"),
+            kernel.flops as f64 / 1e9,
+            kernel.bytes as f64 / 1e6,
+            kernel.flops as f64 / kernel.bytes.max(1) as f64
+        );
+    }
+    let step_flops = plan.step_flops(spec.train.accumulate);
+    let _ = writeln!(
+        w,
+        "step: {} shard pass(es) × {:.3} GFLOP = {:.3} GFLOP per optimizer step (forward + backward)\n",
+        plan.shards as u64 * spec.train.accumulate,
+        step_flops as f64 / (plan.shards as u64 * spec.train.accumulate) as f64 / 1e9,
+        step_flops as f64 / 1e9
+    );
+
+    let _ = writeln!(w, "arena of one worker:");
+    let _ = writeln!(
+        w,
+        "  {:<32} {:<18} {:>10} {:>10}  live",
+        "buffer", "shape", "offset", "size"
+    );
+    let mut slots: Vec<(usize, _)> = plan
+        .slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.map(|s| (i, s)))
+        .collect();
+    slots.sort_by_key(|(i, s)| (s.first, *i));
+    for (i, slot) in &slots {
+        let t = &plan.graph.tensors[*i];
+        let _ = writeln!(
+            w,
+            "  {:<32} {:<18} {:>10} {:>10}  {}..{}",
+            t.name,
+            format!("{:?}", t.shape),
+            human_bytes(4 * slot.offset as u64),
+            human_bytes(4 * slot.len as u64),
+            slot.first,
+            slot.last
+        );
+    }
+    let a = plan.arena;
+    let _ = writeln!(
+        w,
+        "  peak {} = {:.2} × the lower bound {} (most bytes live at once) = {:.0}% of the naive sum {}\n",
+        human_bytes(a.peak_bytes),
+        a.peak_bytes as f64 / a.lower_bound_bytes.max(1) as f64,
+        human_bytes(a.lower_bound_bytes),
+        100.0 * a.peak_bytes as f64 / a.naive_bytes.max(1) as f64,
+        human_bytes(a.naive_bytes)
+    );
+
+    let first_backward = plan
+        .kernels
+        .iter()
+        .position(|k| k.phase != Phase::Forward)
+        .unwrap_or(plan.kernels.len());
+    let kept: Vec<&str> = slots
+        .iter()
+        .filter(|(i, s)| {
+            s.first < first_backward
+                && s.last >= first_backward
+                && !plan.graph.tensors[*i].name.starts_with('d')
+        })
+        .map(|(i, _)| plan.graph.tensors[*i].name.as_str())
+        .collect();
+    let _ = writeln!(w, "kept for backward ({}): {}", kept.len(), kept.join(", "));
+    let _ = writeln!(
+        w,
+        "  (`encoded`, the gathered token + position embeddings, is computed once per step and kept)"
+    );
+    let recomputed = if plan.recomputed.is_empty() {
+        "none".to_string()
+    } else {
+        plan.recomputed.join(", ")
+    };
+    let _ = writeln!(
+        w,
+        "recomputed in backward ({}): {recomputed}",
+        plan.recomputed.len()
+    );
+    let _ = writeln!(
+        w,
+        "memory: {} fixed (parameters, gradients, AdamW m and v) + {} × {} arena = {} of the {} budget",
+        human_bytes(plan.fixed_bytes),
+        plan.workers,
+        human_bytes(a.peak_bytes),
+        human_bytes(plan.total_bytes()),
+        human_bytes(plan.memory_budget)
+    );
+    out
+}

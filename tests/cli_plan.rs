@@ -1,0 +1,76 @@
+//! `cllm plan` as a user types it, and budget errors before anything is allocated.
+
+use std::process::{Command, Output};
+
+fn cllm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cllm"))
+        .args(args)
+        .output()
+        .expect("cllm runs")
+}
+
+#[test]
+fn plan_prints_the_table_json_and_svg() {
+    let out = cllm(&["plan", "specs/bench-xs.cllm"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "kernels of one shard",
+        "matmul_bias_gelu",
+        "logits_softmax_xent",
+        "peak",
+        "naive sum",
+        "recomputed in backward",
+        "GFLOP per optimizer step",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}`:\n{text}");
+    }
+    let out = cllm(&["plan", "specs/bench-xs.cllm", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(json["kernels"].as_array().is_some_and(|k| !k.is_empty()));
+    assert!(json["arena"]["peak_bytes"].as_u64().is_some_and(|b| b > 0));
+
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("arena.svg");
+    let out = cllm(&[
+        "plan",
+        "specs/bench-xs.cllm",
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let picture = std::fs::read_to_string(svg).unwrap();
+    assert!(
+        picture.starts_with("<svg")
+            && picture.trim_end().ends_with("</svg>")
+            && picture.contains("<rect")
+    );
+}
+
+#[test]
+fn a_budget_too_small_is_refused_before_training() {
+    for command in ["plan", "run"] {
+        let out = cllm(&[
+            command,
+            "specs/bench-s.cllm",
+            "--set",
+            "plan.memory_budget=64 MiB",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("over the memory budget"),
+            "{command}: {stderr}"
+        );
+        assert!(stderr.contains("plan.memory_budget"), "{command}: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{command} started anyway: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! The planner changes speed and memory, never the numbers: every combination of
+//! passes trains to the same losses as the graph interpreter did before there was a
+//! planner; dead buffers can be poisoned without effect; the arena reuses memory; a
+//! plan over budget is refused.
+
+use std::path::Path;
+
+use cllm::plan::{self, PassOptions, PlanError, Recompute};
+use cllm::runtime::{self, RunOptions};
+use cllm::spec::{self, Spec};
+
+fn spec_with(shards: u64, extra: &str) -> Spec {
+    let text = format!(
+        "cllm 0.1\ndata {{ source = addition(digits = 2, held_out = 200) }}\n\
+         model gpt {{ context = 10 tokens  width = 32  layers = 2  heads = 2 }}\n\
+         train {{ steps = 12  batch = 8 seqs  accumulate = 2  optimizer = adamw(lr = 3e-3)  schedule = cosine(warmup = 3 steps) }}\n\
+         eval {{ every = 1000 steps  batches = 2 }}\nplan {{ shards = {shards} {extra} }}\n"
+    );
+    spec::parse(&text, "planner", Path::new("specs"), &[])
+        .unwrap_or_else(|e| panic!("{}", spec::render_plain(&e)))
+}
+
+/// Losses (as f64 bits) of `spec_with(1, "")` trained by the op-by-op graph
+/// interpreter of commit "Reference trainer tests" (before the planner existed).
+const GOLDEN: [u64; 12] = [
+    4617877213338756897,
+    4617727402856905172,
+    4617533568270127121,
+    4617358845455554700,
+    4617179869814940790,
+    4617059181555768518,
+    4616883901293610289,
+    4616762366542995328,
+    4616624604616500846,
+    4616588393870269680,
+    4616554074220566038,
+    4616485089927460512,
+];
+
+fn losses(spec: &Spec, passes: PassOptions, poison: bool) -> Vec<f64> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        quiet: true,
+        passes,
+        poison,
+        ..RunOptions::new(dir.path(), "specs")
+    };
+    runtime::train(spec, &options).expect("trains").losses
+}
+
+const PASS_VARIANTS: [PassOptions; 4] = [
+    PassOptions {
+        fuse: true,
+        recompute: Recompute::Auto,
+    },
+    PassOptions {
+        fuse: false,
+        recompute: Recompute::Never,
+    },
+    PassOptions {
+        fuse: true,
+        recompute: Recompute::All,
+    },
+    PassOptions {
+        fuse: false,
+        recompute: Recompute::All,
+    },
+];
+
+#[test]
+fn every_pass_combination_trains_to_the_pre_planner_losses() {
+    let spec = spec_with(1, "");
+    for passes in PASS_VARIANTS {
+        let bits: Vec<u64> = losses(&spec, passes, false)
+            .iter()
+            .map(|l| l.to_bits())
+            .collect();
+        assert_eq!(bits, GOLDEN, "{passes:?} changed the numbers");
+    }
+}
+
+#[test]
+fn poisoning_dead_buffers_changes_nothing() {
+    for shards in [1, 4] {
+        let spec = spec_with(shards, "");
+        for passes in PASS_VARIANTS {
+            let clean = losses(&spec, passes, false);
+            let poisoned = losses(&spec, passes, true);
+            assert!(
+                poisoned.iter().all(|l| l.is_finite()),
+                "{passes:?}: {poisoned:?}"
+            );
+            assert_eq!(
+                clean, poisoned,
+                "{passes:?}, {shards} shards: a buffer was read after its lifetime"
+            );
+        }
+    }
+}
+
+#[test]
+fn sharding_changes_only_the_rounding() {
+    let one = losses(&spec_with(1, ""), PassOptions::default(), false);
+    for shards in [2, 4] {
+        let split = losses(&spec_with(shards, ""), PassOptions::default(), false);
+        for (a, b) in one.iter().zip(&split) {
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs(),
+                "{shards} shards: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bench_s_arena_is_at_most_half_the_naive_sum() {
+    let spec = spec::load(Path::new("specs/bench-s.cllm"), &[]).unwrap();
+    let plan = plan::plan(&spec).unwrap();
+    let a = plan.arena;
+    assert!(
+        a.peak_bytes * 2 <= a.naive_bytes,
+        "peak {} vs naive {}",
+        a.peak_bytes,
+        a.naive_bytes
+    );
+    assert!(a.peak_bytes >= a.lower_bound_bytes);
+    // Only the cheap (elementwise) recomputations: attention fits the default budget.
+    assert!(
+        plan.recomputed.iter().all(|name| !name.contains("atty")),
+        "{:?}",
+        plan.recomputed
+    );
+}
+
+#[test]
+fn recomputing_shrinks_the_arena_and_a_small_budget_forces_it() {
+    let spec = spec::load(Path::new("specs/long-dense.cllm"), &[]).unwrap();
+    let keep = plan::plan_with(
+        &spec,
+        PassOptions {
+            fuse: true,
+            recompute: Recompute::Never,
+        },
+    )
+    .unwrap();
+    let default = plan::plan(&spec).unwrap();
+    assert!(
+        default.arena.peak_bytes < keep.arena.peak_bytes,
+        "cheap recomputation saves memory"
+    );
+    let all = plan::plan_with(
+        &spec,
+        PassOptions {
+            fuse: true,
+            recompute: Recompute::All,
+        },
+    )
+    .unwrap();
+    assert!(all.arena.peak_bytes < keep.arena.peak_bytes);
+    // A budget between the two: Auto recomputes some activations, not necessarily all.
+    let mut tight = spec.clone();
+    tight.plan.memory_budget = (keep.total_bytes() + all.total_bytes()) / 2;
+    let auto = plan::plan(&tight).unwrap();
+    assert!(!auto.recomputed.is_empty() && auto.total_bytes() <= tight.plan.memory_budget);
+    // Below what recomputing everything needs: refused, saying how much it needs.
+    tight.plan.memory_budget = all.total_bytes() - 1;
+    match plan::plan(&tight) {
+        Err(PlanError::OverBudget { needed, budget, .. }) => assert!(needed > budget),
+        other => panic!(
+            "expected OverBudget, got {:?}",
+            other.map(|p| p.total_bytes())
+        ),
+    }
+}
+
+#[test]
+fn shards_must_divide_the_micro_batch() {
+    let mut spec = spec_with(1, "");
+    spec.plan.shards = 3;
+    assert!(matches!(
+        plan::plan(&spec),
+        Err(PlanError::Shards {
+            shards: 3,
+            micro_batch: 4,
+            suggestion: 2
+        })
+    ));
+}
+
+#[test]
+fn the_add_plan_report_is_stable() {
+    let mut spec = spec::load(Path::new("specs/add.cllm"), &[]).unwrap();
+    spec.plan.threads = cllm::spec::Threads::Count(2); // the worker count shows in the report
+    let plan = plan::plan(&spec).unwrap();
+    insta::assert_snapshot!(plan::describe("specs/add.cllm", &spec, &plan));
+}
