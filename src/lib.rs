@@ -13,7 +13,8 @@
 //! |---|---|---|
 //! | spec | [`spec`] | [`spec::load`] / [`spec::parse`] → [`spec::Spec`] |
 //! | graph | [`graph`] | [`graph::build`] → [`graph::Graph`] (forward ops + autodiff backward) |
-//! | interp | [`interp`] | [`interp::Interpreter`]: the reference, op by op |
+//! | plan | [`plan`] | [`plan::plan`] → [`plan::Plan`] (fusion, keep or recompute, arena, shards) |
+//! | interp | [`interp`] | [`interp::Interpreter`]: the reference, running the plan kernel by kernel |
 //! | runtime | [`runtime`] | [`runtime::train`] → [`runtime::RunSummary`] |
 //!
 //! Beside them: [`data`] (tokenizers, corpora, the addition task), [`checkpoint`]

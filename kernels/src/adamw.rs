@@ -50,3 +50,79 @@ pub fn adamw_update<T: Real>(
 pub fn grad_norm_squared<T: Real>(grads: &[T]) -> f64 {
     grads.iter().map(|g| g.to_f64() * g.to_f64()).sum()
 }
+
+// ── Cranelift emitters ────────────────────────────────────────────────────────
+
+use crate::jit::Emitter;
+use cranelift_codegen::ir::{InstBuilder, Value, types};
+
+/// One AdamW pass over every parameter: `segments` are (offset, length, decayed) in
+/// the flat parameter, gradient and moment buffers (args 0..4). Run-time scalars:
+/// lr, β₁, β₂, ε, λ, 1/(1−β₁ᵗ), 1/(1−β₂ᵗ), the gradient scale.
+pub fn emit_adamw(e: &mut Emitter<'_>, params: Value, grads: Value, m: Value, v: Value, segments: &[(usize, usize, bool)]) {
+    let scalars: Vec<Value> = (0..8)
+        .map(|i| {
+            let s = e.scalar(i);
+            e.b.ins().fdemote(types::F32, s)
+        })
+        .collect();
+    let [lr, beta1, beta2, eps, wd, inv_c1, inv_c2, grad_scale] = scalars[..] else { unreachable!() };
+    let one = e.b.ins().f32const(1.0);
+    let one_minus_b1 = e.b.ins().fsub(one, beta1);
+    let one_minus_b2 = e.b.ins().fsub(one, beta2);
+    let zero = e.b.ins().f32const(0.0);
+    let neg_lr = e.b.ins().fneg(lr);
+    for &(offset, len, decayed) in segments {
+        let at = e.int(offset as i64);
+        let (p, g, mm, vv) = (e.element(params, at), e.element(grads, at), e.element(m, at), e.element(v, at));
+        let decay = if decayed { wd } else { zero };
+        e.lanes(len, |e, lanes, i| {
+            let w = |e: &mut Emitter<'_>, x| e.widen(lanes, x);
+            let gv = e.load(lanes, g, i, 0);
+            let gs = w(e, grad_scale);
+            let gv = e.b.ins().fmul(gv, gs);
+            let (b1, ob1, b2, ob2) = (w(e, beta1), w(e, one_minus_b1), w(e, beta2), w(e, one_minus_b2));
+            let mv = e.load(lanes, mm, i, 0);
+            let mv = e.b.ins().fmul(mv, b1);
+            let mv = e.b.ins().fma(ob1, gv, mv);
+            e.store(mv, mm, i, 0);
+            let g2 = e.b.ins().fmul(gv, gv);
+            let vv2 = e.load(lanes, vv, i, 0);
+            let vv2 = e.b.ins().fmul(vv2, b2);
+            let vv2 = e.b.ins().fma(ob2, g2, vv2);
+            e.store(vv2, vv, i, 0);
+            let (c1, c2, epsw, dw, nlr) = (w(e, inv_c1), w(e, inv_c2), w(e, eps), w(e, decay), w(e, neg_lr));
+            let m_hat = e.b.ins().fmul(mv, c1);
+            let v_hat = e.b.ins().fmul(vv2, c2);
+            let root = e.b.ins().sqrt(v_hat);
+            let denominator = e.b.ins().fadd(root, epsw);
+            let step = e.b.ins().fdiv(m_hat, denominator);
+            let pv = e.load(lanes, p, i, 0);
+            let step = e.b.ins().fma(dw, pv, step);
+            let r = e.b.ins().fma(nlr, step, pv);
+            e.store(r, p, i, 0);
+        });
+    }
+}
+
+/// Returns Σ g² over `len` floats: f32 four-lane partial sums per block of 4096,
+/// each block added to an f64 total in order.
+pub fn emit_grad_norm_squared(e: &mut Emitter<'_>, grads: Value, len: usize) {
+    const BLOCK: usize = 4096;
+    let zero = e.b.ins().f64const(0.0);
+    let total = e.var(zero);
+    let mut start = 0;
+    while start < len {
+        let n = BLOCK.min(len - start);
+        let at = e.int(start as i64);
+        let g = e.element(grads, at);
+        let partial = e.dot(g, g, n);
+        let partial = e.b.ins().fpromote(types::F64, partial);
+        let acc = e.get(total);
+        let acc = e.b.ins().fadd(acc, partial);
+        e.set(total, acc);
+        start += n;
+    }
+    let result = e.get(total);
+    e.set_result(result);
+}

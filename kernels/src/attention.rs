@@ -164,3 +164,146 @@ pub fn attention_decode<T: Real>(
         }
     }
 }
+
+// ── Cranelift emitters ────────────────────────────────────────────────────────
+// Loops over (b, h, t) with the causal length t + 1 known only at run time; dot
+// products and axpys run over the head size, four lanes at a time. The softmax is
+// computed in place in the `att` row.
+
+use crate::jit::{Emitter, Lanes};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+/// Pointer to head `h` of part `part` (0 q, 1 k, 2 v) of position (b, t) in qkv.
+fn qkv_head(e: &mut Emitter<'_>, qkv: Value, shape: AttentionShape, b: i64, t: Value, part: usize, h: i64) -> Value {
+    let c = shape.channels;
+    let hs = shape.head_size();
+    let row = e.b.ins().iadd_imm_s(t, b * shape.t_len as i64);
+    let base = e.row(qkv, row, 3 * c);
+    let offset = e.int((part * c) as i64 + h * hs as i64);
+    e.element(base, offset)
+}
+
+/// Causal attention forward: `out` and the probabilities `att`.
+pub fn emit_attention_forward(e: &mut Emitter<'_>, out: Value, att: Value, qkv: Value, shape: AttentionShape) {
+    let (t_len, c, hs, heads) = (shape.t_len, shape.channels, shape.head_size(), shape.heads);
+    let scale = (1.0 / (hs as f64).sqrt()) as f32;
+    for b in 0..shape.batch as i64 {
+        for h in 0..heads as i64 {
+            e.for_n(0, t_len as i64, 1, |e, t| {
+                let q = qkv_head(e, qkv, shape, b, t, 0, h);
+                let att_index = e.b.ins().iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
+                let row = e.row(att, att_index, t_len);
+                let len = e.b.ins().iadd_imm_s(t, 1);
+                let neg = e.b.ins().f32const(f32::NEG_INFINITY);
+                let max = e.var(neg);
+                let zero = e.int(0);
+                e.for_range(zero, len, 1, |e, t2| {
+                    let k = qkv_head(e, qkv, shape, b, t2, 1, h);
+                    let d = e.dot(q, k, hs);
+                    let sc = e.b.ins().f32const(scale);
+                    let s = e.b.ins().fmul(d, sc);
+                    e.store(s, row, t2, 0);
+                    let m = e.get(max);
+                    let m = e.b.ins().fmax(m, s);
+                    e.set(max, m);
+                });
+                let m = e.get(max);
+                let zero4 = e.constant(Lanes::Four, 0.0);
+                let zero1 = e.constant(Lanes::One, 0.0);
+                let (s4, s1) = (e.var(zero4), e.var(zero1));
+                e.lanes_dyn(len, |e, lanes, i| {
+                    let x = e.load(lanes, row, i, 0);
+                    let mw = e.widen(lanes, m);
+                    let d = e.b.ins().fsub(x, mw);
+                    let ex = e.exp(lanes, d);
+                    e.store(ex, row, i, 0);
+                    let var = if lanes == Lanes::Four { s4 } else { s1 };
+                    let acc = e.get(var);
+                    let acc = e.b.ins().fadd(acc, ex);
+                    e.set(var, acc);
+                });
+                let s = e.get(s4);
+                let s = e.sum_lanes(s);
+                let tail = e.get(s1);
+                let sum = e.b.ins().fadd(s, tail);
+                let one = e.b.ins().f32const(1.0);
+                let inv = e.b.ins().fdiv(one, sum);
+                e.lanes_dyn(len, |e, lanes, i| {
+                    let x = e.load(lanes, row, i, 0);
+                    let iv = e.widen(lanes, inv);
+                    let r = e.b.ins().fmul(x, iv);
+                    e.store(r, row, i, 0);
+                });
+                let end = e.int(t_len as i64);
+                e.for_range(len, end, 1, |e, t2| {
+                    let z = e.b.ins().f32const(0.0);
+                    e.store(z, row, t2, 0);
+                });
+                let out_row = e.b.ins().iadd_imm_s(t, b * t_len as i64);
+                let o = e.row(out, out_row, c);
+                let offset = e.int(h * hs as i64);
+                let o = e.element(o, offset);
+                e.lanes(hs, |e, lanes, i| {
+                    let z = e.constant(lanes, 0.0);
+                    e.store(z, o, i, 0);
+                });
+                let zero = e.int(0);
+                e.for_range(zero, len, 1, |e, t2| {
+                    let a = e.load(Lanes::One, row, t2, 0);
+                    let v = qkv_head(e, qkv, shape, b, t2, 2, h);
+                    e.axpy(a, v, o, hs);
+                });
+            });
+        }
+    }
+}
+
+/// Causal attention backward: accumulates into `dqkv` from `dout` and the saved `att`.
+pub fn emit_attention_backward(e: &mut Emitter<'_>, dqkv: Value, dout: Value, qkv: Value, att: Value, shape: AttentionShape) {
+    let (t_len, c, hs, heads) = (shape.t_len, shape.channels, shape.head_size(), shape.heads);
+    let scale = (1.0 / (hs as f64).sqrt()) as f32;
+    let datt = e.stack_buffer(t_len);
+    for b in 0..shape.batch as i64 {
+        for h in 0..heads as i64 {
+            e.for_n(0, t_len as i64, 1, |e, t| {
+                let att_index = e.b.ins().iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
+                let row = e.row(att, att_index, t_len);
+                let out_row = e.b.ins().iadd_imm_s(t, b * t_len as i64);
+                let d = e.row(dout, out_row, c);
+                let offset = e.int(h * hs as i64);
+                let d = e.element(d, offset);
+                let len = e.b.ins().iadd_imm_s(t, 1);
+                let zero = e.b.ins().f32const(0.0);
+                let weighted = e.var(zero);
+                let start = e.int(0);
+                e.for_range(start, len, 1, |e, t2| {
+                    let v = qkv_head(e, qkv, shape, b, t2, 2, h);
+                    let da = e.dot(d, v, hs);
+                    e.store(da, datt, t2, 0);
+                    let a = e.load(Lanes::One, row, t2, 0);
+                    let w = e.get(weighted);
+                    let w = e.b.ins().fma(a, da, w);
+                    e.set(weighted, w);
+                });
+                let w = e.get(weighted);
+                let q = qkv_head(e, qkv, shape, b, t, 0, h);
+                let dq = qkv_head(e, dqkv, shape, b, t, 0, h);
+                let start = e.int(0);
+                e.for_range(start, len, 1, |e, t2| {
+                    let a = e.load(Lanes::One, row, t2, 0);
+                    let da = e.load(Lanes::One, datt, t2, 0);
+                    let diff = e.b.ins().fsub(da, w);
+                    let sc = e.b.ins().f32const(scale);
+                    let dpre = e.b.ins().fmul(a, diff);
+                    let dpre = e.b.ins().fmul(dpre, sc);
+                    let k = qkv_head(e, qkv, shape, b, t2, 1, h);
+                    e.axpy(dpre, k, dq, hs);
+                    let dk = qkv_head(e, dqkv, shape, b, t2, 1, h);
+                    e.axpy(dpre, q, dk, hs);
+                    let dv = qkv_head(e, dqkv, shape, b, t2, 2, h);
+                    e.axpy(a, d, dv, hs);
+                });
+            });
+        }
+    }
+}

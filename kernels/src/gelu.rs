@@ -36,3 +36,59 @@ pub fn gelu_backward<T: Real>(dinp: &mut [T], dout: &[T], inp: &[T]) {
         *dx = T::from_f64(dx.to_f64() + dy.to_f64() * gelu_grad(x.to_f64()));
     }
 }
+
+// ── Cranelift emitters ────────────────────────────────────────────────────────
+// The JIT uses the identity ½(1 + tanh u) = σ(2u): `y = x·σ(2u)`, and
+// `y' = σ + x·σ(1 − σ)·2k(1 + 3A·x²)`; exp is the inline polynomial of jit::math.
+
+use crate::jit::{Emitter, Lanes};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+/// (x, σ(2u)) for one lane group.
+fn gate(e: &mut Emitter<'_>, lanes: Lanes, x: Value) -> Value {
+    let two_k = e.constant(lanes, (2.0 * K) as f32);
+    let a = e.constant(lanes, A as f32);
+    let one = e.constant(lanes, 1.0);
+    let x2 = e.b.ins().fmul(x, x);
+    let inner = e.b.ins().fma(a, x2, one); // 1 + A·x²
+    let u2 = e.b.ins().fmul(x, inner);
+    let u2 = e.b.ins().fmul(u2, two_k); // 2u
+    e.sigmoid(lanes, u2)
+}
+
+/// GELU of one lane group.
+pub fn emit_gelu_value(e: &mut Emitter<'_>, lanes: Lanes, x: Value) -> Value {
+    let s = gate(e, lanes, x);
+    e.b.ins().fmul(x, s)
+}
+
+/// `out = gelu(inp)` over `n` floats.
+pub fn emit_gelu_forward(e: &mut Emitter<'_>, out: Value, inp: Value, n: usize) {
+    e.lanes(n, |e, lanes, i| {
+        let x = e.load(lanes, inp, i, 0);
+        let y = emit_gelu_value(e, lanes, x);
+        e.store(y, out, i, 0);
+    });
+}
+
+/// `dinp += dout · gelu'(inp)` over `n` floats.
+pub fn emit_gelu_backward(e: &mut Emitter<'_>, dinp: Value, dout: Value, inp: Value, n: usize) {
+    e.lanes(n, |e, lanes, i| {
+        let x = e.load(lanes, inp, i, 0);
+        let s = gate(e, lanes, x);
+        let one = e.constant(lanes, 1.0);
+        let three_a = e.constant(lanes, (3.0 * A) as f32);
+        let two_k = e.constant(lanes, (2.0 * K) as f32);
+        let x2 = e.b.ins().fmul(x, x);
+        let du = e.b.ins().fma(three_a, x2, one);
+        let du = e.b.ins().fmul(du, two_k); // d(2u)/dx
+        let one_minus_s = e.b.ins().fsub(one, s);
+        let slope = e.b.ins().fmul(s, one_minus_s);
+        let slope = e.b.ins().fmul(slope, du);
+        let grad = e.b.ins().fma(x, slope, s);
+        let dy = e.load(lanes, dout, i, 0);
+        let dx = e.load(lanes, dinp, i, 0);
+        let r = e.b.ins().fma(dy, grad, dx);
+        e.store(r, dinp, i, 0);
+    });
+}

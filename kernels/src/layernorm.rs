@@ -75,3 +75,138 @@ pub fn layernorm_backward<T: Real>(
     add_into(dweight, &dw);
     add_into(dbias, &db);
 }
+
+// ── Cranelift emitters ────────────────────────────────────────────────────────
+// Per row: f32 four-lane partial sums (the reference sums in f64; the differential
+// tests allow the difference, which grows with C).
+
+use crate::jit::{Emitter, Lanes};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+/// Σ over `n` floats of `f(x)` for one row, as an f32.
+fn row_sum(e: &mut Emitter<'_>, x: Value, n: usize, f: impl Fn(&mut Emitter<'_>, Lanes, Value) -> Value) -> Value {
+    let zero4 = e.constant(Lanes::Four, 0.0);
+    let zero1 = e.constant(Lanes::One, 0.0);
+    let (acc4, acc1) = (e.var(zero4), e.var(zero1));
+    e.lanes(n, |e, lanes, i| {
+        let v = e.load(lanes, x, i, 0);
+        let term = f(e, lanes, v);
+        let var = if lanes == Lanes::Four { acc4 } else { acc1 };
+        let acc = e.get(var);
+        let next = e.b.ins().fadd(acc, term);
+        e.set(var, next);
+    });
+    let v = e.get(acc4);
+    let total = e.sum_lanes(v);
+    let tail = e.get(acc1);
+    e.b.ins().fadd(total, tail)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn emit_layernorm_forward(e: &mut Emitter<'_>, out: Value, mean: Value, rstd: Value, inp: Value, weight: Value, bias: Value, rows: usize, c: usize, eps: f64) {
+    let inv_c = 1.0 / c as f32;
+    e.for_n(0, rows as i64, 1, |e, row| {
+        let (x, y) = (e.row(inp, row, c), e.row(out, row, c));
+        let sum = row_sum(e, x, c, |_, _, v| v);
+        let scale = e.b.ins().f32const(inv_c);
+        let mu = e.b.ins().fmul(sum, scale);
+        let var = row_sum(e, x, c, |e, lanes, v| {
+            let m = e.widen(lanes, mu);
+            let d = e.b.ins().fsub(v, m);
+            e.b.ins().fmul(d, d)
+        });
+        let var = e.b.ins().fmul(var, scale);
+        let eps = e.b.ins().f32const(eps as f32);
+        let var = e.b.ins().fadd(var, eps);
+        let sd = e.b.ins().sqrt(var);
+        let one = e.b.ins().f32const(1.0);
+        let s = e.b.ins().fdiv(one, sd);
+        e.lanes(c, |e, lanes, i| {
+            let (m, sv) = (e.widen(lanes, mu), e.widen(lanes, s));
+            let v = e.load(lanes, x, i, 0);
+            let d = e.b.ins().fsub(v, m);
+            let xhat = e.b.ins().fmul(d, sv);
+            let w = e.load(lanes, weight, i, 0);
+            let b = e.load(lanes, bias, i, 0);
+            let r = e.b.ins().fma(xhat, w, b);
+            e.store(r, y, i, 0);
+        });
+        e.store(mu, mean, row, 0);
+        e.store(s, rstd, row, 0);
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn emit_layernorm_backward(
+    e: &mut Emitter<'_>,
+    dinp: Value,
+    dweight: Value,
+    dbias: Value,
+    dout: Value,
+    inp: Value,
+    weight: Value,
+    mean: Value,
+    rstd: Value,
+    rows: usize,
+    c: usize,
+) {
+    let inv_c = 1.0 / c as f32;
+    e.for_n(0, rows as i64, 1, |e, row| {
+        let (x, dy, dx) = (e.row(inp, row, c), e.row(dout, row, c), e.row(dinp, row, c));
+        let mu = e.load(Lanes::One, mean, row, 0);
+        let s = e.load(Lanes::One, rstd, row, 0);
+        let zero4 = e.constant(Lanes::Four, 0.0);
+        let zero1 = e.constant(Lanes::One, 0.0);
+        let (g4, g1, gx4, gx1) = (e.var(zero4), e.var(zero1), e.var(zero4), e.var(zero1));
+        // Pass 1: mean(g), mean(g·x̂); dweight += dy·x̂; dbias += dy.
+        e.lanes(c, |e, lanes, i| {
+            let (m, sv) = (e.widen(lanes, mu), e.widen(lanes, s));
+            let v = e.load(lanes, x, i, 0);
+            let d = e.b.ins().fsub(v, m);
+            let xhat = e.b.ins().fmul(d, sv);
+            let dyv = e.load(lanes, dy, i, 0);
+            let w = e.load(lanes, weight, i, 0);
+            let g = e.b.ins().fmul(dyv, w);
+            let (gv, gxv) = if lanes == Lanes::Four { (g4, gx4) } else { (g1, gx1) };
+            let acc = e.get(gv);
+            let acc = e.b.ins().fadd(acc, g);
+            e.set(gv, acc);
+            let acc = e.get(gxv);
+            let acc = e.b.ins().fma(g, xhat, acc);
+            e.set(gxv, acc);
+            let dw = e.load(lanes, dweight, i, 0);
+            let dw = e.b.ins().fma(dyv, xhat, dw);
+            e.store(dw, dweight, i, 0);
+            let db = e.load(lanes, dbias, i, 0);
+            let db = e.b.ins().fadd(db, dyv);
+            e.store(db, dbias, i, 0);
+        });
+        let scale = e.b.ins().f32const(inv_c);
+        let reduce = |e: &mut Emitter<'_>, four, one| {
+            let v = e.get(four);
+            let v = e.sum_lanes(v);
+            let t = e.get(one);
+            let total = e.b.ins().fadd(v, t);
+            e.b.ins().fmul(total, scale)
+        };
+        let mean_g = reduce(e, g4, g1);
+        let mean_gx = reduce(e, gx4, gx1);
+        // Pass 2: dx += σ⁻¹·(g − mean(g) − x̂·mean(g·x̂)).
+        e.lanes(c, |e, lanes, i| {
+            let (m, sv) = (e.widen(lanes, mu), e.widen(lanes, s));
+            let (mg, mgx) = (e.widen(lanes, mean_g), e.widen(lanes, mean_gx));
+            let v = e.load(lanes, x, i, 0);
+            let d = e.b.ins().fsub(v, m);
+            let xhat = e.b.ins().fmul(d, sv);
+            let dyv = e.load(lanes, dy, i, 0);
+            let w = e.load(lanes, weight, i, 0);
+            let g = e.b.ins().fmul(dyv, w);
+            let t = e.b.ins().fsub(g, mg);
+            let xm = e.b.ins().fmul(xhat, mgx);
+            let t = e.b.ins().fsub(t, xm);
+            let old = e.load(lanes, dx, i, 0);
+            let r = e.b.ins().fma(sv, t, old);
+            e.store(r, dx, i, 0);
+        });
+    });
+}

@@ -13,6 +13,7 @@ pub mod adamw;
 pub mod attention;
 pub mod embedding;
 pub mod gelu;
+pub mod jit;
 pub mod layernorm;
 pub mod matmul;
 pub mod real;

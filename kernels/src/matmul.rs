@@ -73,3 +73,115 @@ pub fn matmul_backward<T: Real>(
         add_into(dbias, &sums);
     }
 }
+
+// ── The native GEMM and the Cranelift emitters ───────────────────────────────
+// The multiply itself goes to the `gemm` crate's 256-bit micro-kernels (Cranelift
+// has 128-bit vectors only); JIT code does the epilogues (bias, bias + GELU) and the
+// bias-gradient reduction around it. Transposes are strides, never copies.
+
+use crate::jit::Emitter;
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, every operand given by base pointer and
+/// (row, column) strides in elements; `accumulate ≠ 0` adds to `dst`.
+///
+/// # Safety
+/// The pointers and strides must describe valid, non-overlapping (for `dst`) f32
+/// matrices; the JIT only calls it with tensors of the plan.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cllm_sgemm(
+    m: i64,
+    n: i64,
+    k: i64,
+    dst: *mut f32,
+    dst_rs: i64,
+    dst_cs: i64,
+    lhs: *const f32,
+    lhs_rs: i64,
+    lhs_cs: i64,
+    rhs: *const f32,
+    rhs_rs: i64,
+    rhs_cs: i64,
+    accumulate: i64,
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m as usize,
+            n as usize,
+            k as usize,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate != 0,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Emits a call of `cllm_sgemm`; each matrix is (pointer, row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn call_gemm(e: &mut Emitter<'_>, m: usize, n: usize, k: usize, dst: (Value, usize, usize), lhs: (Value, usize, usize), rhs: (Value, usize, usize), accumulate: bool) {
+    let mut args = vec![e.int(m as i64), e.int(n as i64), e.int(k as i64)];
+    for (p, rs, cs) in [dst, lhs, rhs] {
+        let (rs, cs) = (e.int(rs as i64), e.int(cs as i64));
+        args.extend([p, rs, cs]);
+    }
+    args.push(e.int(accumulate as i64));
+    e.call("cllm_sgemm", &args);
+}
+
+/// `out = inp · weightᵀ (+ bias)`, then optionally `gelu_out = gelu(out)` in the same
+/// pass over the output (the fused epilogue).
+#[allow(clippy::too_many_arguments)]
+pub fn emit_matmul_forward(e: &mut Emitter<'_>, out: Value, inp: Value, weight: Value, bias: Option<Value>, gelu_out: Option<Value>, n: usize, c: usize, oc: usize) {
+    call_gemm(e, n, oc, c, (out, oc, 1), (inp, c, 1), (weight, 1, c), false);
+    if bias.is_none() && gelu_out.is_none() {
+        return;
+    }
+    e.for_n(0, n as i64, 1, |e, row| {
+        let y = e.row(out, row, oc);
+        let g = gelu_out.map(|g| e.row(g, row, oc));
+        e.lanes(oc, |e, lanes, i| {
+            let mut v = e.load(lanes, y, i, 0);
+            if let Some(b) = bias {
+                let bv = e.load(lanes, b, i, 0);
+                v = e.b.ins().fadd(v, bv);
+                e.store(v, y, i, 0);
+            }
+            if let Some(g) = g {
+                let r = crate::gelu::emit_gelu_value(e, lanes, v);
+                e.store(r, g, i, 0);
+            }
+        });
+    });
+}
+
+/// `dinp += dout · weight`, `dweight += doutᵀ · inp`, `dbias += Σ_rows dout`.
+#[allow(clippy::too_many_arguments)]
+pub fn emit_matmul_backward(e: &mut Emitter<'_>, dinp: Value, dweight: Value, dbias: Option<Value>, dout: Value, inp: Value, weight: Value, n: usize, c: usize, oc: usize) {
+    call_gemm(e, n, c, oc, (dinp, c, 1), (dout, oc, 1), (weight, c, 1), true);
+    call_gemm(e, oc, c, n, (dweight, c, 1), (dout, 1, oc), (inp, c, 1), true);
+    if let Some(db) = dbias {
+        e.for_n(0, n as i64, 1, |e, row| {
+            let d = e.row(dout, row, oc);
+            e.lanes(oc, |e, lanes, i| {
+                let x = e.load(lanes, db, i, 0);
+                let y = e.load(lanes, d, i, 0);
+                let s = e.b.ins().fadd(x, y);
+                e.store(s, db, i, 0);
+            });
+        });
+    }
+}

@@ -20,3 +20,40 @@ pub fn residual_backward<T: Real>(da: &mut [T], db: &mut [T], dout: &[T]) {
         *x2 = T::from_f64(x2.to_f64() + d.to_f64());
     }
 }
+
+// ── Cranelift emitters ────────────────────────────────────────────────────────
+
+use crate::jit::Emitter;
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+/// `out = a + b` over `n` floats.
+pub fn emit_residual_forward(e: &mut Emitter<'_>, out: Value, a: Value, b: Value, n: usize) {
+    e.lanes(n, |e, lanes, i| {
+        let x = e.load(lanes, a, i, 0);
+        let y = e.load(lanes, b, i, 0);
+        let s = e.b.ins().fadd(x, y);
+        e.store(s, out, i, 0);
+    });
+}
+
+/// `da += dout`, `db += dout` over `n` floats.
+pub fn emit_residual_backward(e: &mut Emitter<'_>, da: Value, db: Value, dout: Value, n: usize) {
+    e.lanes(n, |e, lanes, i| {
+        let d = e.load(lanes, dout, i, 0);
+        for target in [da, db] {
+            let x = e.load(lanes, target, i, 0);
+            let s = e.b.ins().fadd(x, d);
+            e.store(s, target, i, 0);
+        }
+    });
+}
+
+/// `dst += src` over `n` floats (the shard-gradient sum).
+pub fn emit_add_into(e: &mut Emitter<'_>, dst: Value, src: Value, n: usize) {
+    e.lanes(n, |e, lanes, i| {
+        let x = e.load(lanes, dst, i, 0);
+        let y = e.load(lanes, src, i, 0);
+        let s = e.b.ins().fadd(x, y);
+        e.store(s, dst, i, 0);
+    });
+}

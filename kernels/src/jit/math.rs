@@ -1,0 +1,108 @@
+//! Transcendentals emitted inline as polynomials, on four lanes at a time.
+//!
+//! `exp(x)`: Cody–Waite range reduction x = k·ln2 + r, |r| ≤ ln2/2, then Cephes'
+//! degree-5 minimax polynomial for e^r, then 2^k built in the exponent bits. Inputs
+//! are clamped to [-87, 88] so 2^k stays a normal float: below −87 the result is
+//! e^−87 ≈ 1.6e−38 instead of a smaller or subnormal value (it only ever meets sums
+//! ≥ 1 here), above 88 it is e^88. Measured relative error over the whole clamped
+//! range: below [`exp_max_relative_error`] (the test sweeps every 2^−10 step).
+//!
+//! `tanh(x) = 1 − 2/(e^{2x} + 1)`, saturating to ±1; absolute error below
+//! [`tanh_max_abs_error`] on all of ℝ (relative error grows near 0, where tanh ≈ x;
+//! GELU uses the equivalent, well-conditioned `x · σ(2u)` form instead).
+
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+
+use super::emitter::{Emitter, Lanes, V4};
+
+/// Bound on |exp_jit(x) / e^x − 1| for x in [−87, 88], verified by a test.
+pub fn exp_max_relative_error() -> f64 {
+    3e-7
+}
+
+/// Bound on |tanh_jit(x) − tanh(x)| for every finite x, verified by a test.
+pub fn tanh_max_abs_error() -> f64 {
+    3e-7
+}
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exactly representable
+const LN2_LO: f32 = -2.121_944_4e-4;
+const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
+
+impl Emitter<'_> {
+    /// e^x on four lanes.
+    pub fn exp4(&mut self, x: Value) -> Value {
+        let lo = self.constant(Lanes::Four, -87.0);
+        let hi = self.constant(Lanes::Four, 88.0);
+        let x = self.b.ins().fmax(x, lo);
+        let x = self.b.ins().fmin(x, hi);
+        let log2e = self.constant(Lanes::Four, LOG2E);
+        let scaled = self.b.ins().fmul(x, log2e);
+        let k = self.b.ins().nearest(scaled);
+        let minus_hi = self.constant(Lanes::Four, -LN2_HI);
+        let minus_lo = self.constant(Lanes::Four, -LN2_LO);
+        let r = self.b.ins().fma(k, minus_hi, x);
+        let r = self.b.ins().fma(k, minus_lo, r);
+        // e^r ≈ 1 + r + r²·P(r)
+        let mut p = self.constant(Lanes::Four, P[0]);
+        for &c in &P[1..] {
+            let cv = self.constant(Lanes::Four, c);
+            p = self.b.ins().fma(p, r, cv);
+        }
+        let r2 = self.b.ins().fmul(r, r);
+        let one = self.constant(Lanes::Four, 1.0);
+        let one_plus_r = self.b.ins().fadd(one, r);
+        let e_r = self.b.ins().fma(r2, p, one_plus_r);
+        // 2^k: (k + 127) << 23 in the exponent field.
+        let ki = self.b.ins().fcvt_to_sint_sat(types::I32X4, k);
+        let bias = self.b.ins().iconst(types::I32, 127);
+        let bias = self.b.ins().splat(types::I32X4, bias);
+        let biased = self.b.ins().iadd(ki, bias);
+        let bits = self.b.ins().ishl_imm_u(biased, 23);
+        let two_k = self.b.ins().bitcast(V4, MemFlagsData::new(), bits);
+        self.b.ins().fmul(e_r, two_k)
+    }
+
+    /// e^x of `lanes` width (one lane goes through the four-lane code).
+    pub fn exp(&mut self, lanes: Lanes, x: Value) -> Value {
+        self.through_four(lanes, x, Self::exp4)
+    }
+
+    /// tanh on four lanes: 1 − 2/(e^{2x} + 1).
+    pub fn tanh4(&mut self, x: Value) -> Value {
+        let two = self.constant(Lanes::Four, 2.0);
+        let one = self.constant(Lanes::Four, 1.0);
+        let twice = self.b.ins().fmul(x, two);
+        let e = self.exp4(twice);
+        let denominator = self.b.ins().fadd(e, one);
+        let fraction = self.b.ins().fdiv(two, denominator);
+        self.b.ins().fsub(one, fraction)
+    }
+
+    pub fn tanh(&mut self, lanes: Lanes, x: Value) -> Value {
+        self.through_four(lanes, x, Self::tanh4)
+    }
+
+    /// The logistic σ(x) = 1/(1 + e^−x).
+    pub fn sigmoid(&mut self, lanes: Lanes, x: Value) -> Value {
+        self.through_four(lanes, x, |e, x| {
+            let minus = e.b.ins().fneg(x);
+            let ex = e.exp4(minus);
+            let one = e.constant(Lanes::Four, 1.0);
+            let denominator = e.b.ins().fadd(one, ex);
+            e.b.ins().fdiv(one, denominator)
+        })
+    }
+
+    fn through_four(&mut self, lanes: Lanes, x: Value, f: impl FnOnce(&mut Self, Value) -> Value) -> Value {
+        match lanes {
+            Lanes::Four => f(self, x),
+            Lanes::One => {
+                let v = self.b.ins().splat(V4, x);
+                let r = f(self, v);
+                self.b.ins().extractlane(r, 0)
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The JIT: one Cranelift module per plan, compiling every kernel specialised to its
+//! exact shapes, in the shape of cranelift-jit-demo: [`JitBuilder`] owns the module
+//! and the contexts; each kernel family's `emit_*` function translates one kernel
+//! through an [`Emitter`]; `finish` defines, finalises and hands back pointers.
+//!
+//! Every kernel has one signature, `fn(args, scalars) -> f64`: `args` points at the
+//! kernel's tensor base pointers (inputs, then outputs, as in the plan), `scalars` at
+//! its run-time scalars (the loss scale; AdamW's learning rate), and the return value
+//! is the loss sum of a loss kernel, else 0. Shapes are constants in the code.
+
+mod emitter;
+mod math;
+
+use cranelift_codegen::ir::{AbiParam, types};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::{Context, ir};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
+
+pub use emitter::{Emitter, Lanes, V4};
+pub use math::{exp_max_relative_error, tanh_max_abs_error};
+
+/// A compiled kernel: `args` are the tensors' base pointers, `scalars` run-time scalars.
+pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, scalars: *const f64) -> f64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    #[error("this CPU cannot run the JIT: {0}")]
+    Host(String),
+    #[error("Cranelift rejected kernel `{name}`: {message}")]
+    Compile { name: String, message: String },
+}
+
+/// Compilation settings.
+#[derive(Clone, Copy, Debug)]
+pub struct JitOptions {
+    /// Run Cranelift's IR verifier on every function (on in debug builds and tests).
+    pub verify: bool,
+    /// `speed` (the e-graph optimiser) rather than `none`.
+    pub optimize: bool,
+}
+
+impl Default for JitOptions {
+    fn default() -> Self {
+        JitOptions { verify: cfg!(debug_assertions), optimize: true }
+    }
+}
+
+/// Builds one module of kernels.
+pub struct JitBuilder {
+    module: JITModule,
+    ctx: Context,
+    fctx: FunctionBuilderContext,
+    kernels: Vec<(String, FuncId, String)>,
+    /// Rust helpers the kernels may call (the GEMM, ln), by symbol name.
+    imports: Vec<(&'static str, FuncId)>,
+}
+
+/// Natural logarithm for the JIT (one call per row of a loss kernel).
+extern "C" fn cllm_ln(x: f64) -> f64 {
+    x.ln()
+}
+
+/// Rust helpers kernels may call: symbol, address, parameter and return types
+/// (`None` is the pointer type).
+type Helper = (&'static str, *const u8, Vec<Option<types::Type>>, Vec<types::Type>);
+
+fn helpers() -> Vec<Helper> {
+    let i64 = Some(types::I64);
+    // cllm_sgemm(m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
+    let mut gemm = vec![i64, i64, i64];
+    for _ in 0..3 {
+        gemm.extend([None, i64, i64]);
+    }
+    gemm.push(i64);
+    vec![
+        ("cllm_sgemm", crate::matmul::cllm_sgemm as *const u8, gemm, vec![]),
+        ("cllm_ln", cllm_ln as *const u8, vec![Some(types::F64)], vec![types::F64]),
+    ]
+}
+
+impl JitBuilder {
+    pub fn new(options: JitOptions) -> Result<JitBuilder, JitError> {
+        let mut flags = settings::builder();
+        let set = |flags: &mut settings::Builder, key: &str, value: &str| {
+            flags.set(key, value).map_err(|e| JitError::Host(format!("{key}={value}: {e}")))
+        };
+        set(&mut flags, "opt_level", if options.optimize { "speed" } else { "none" })?;
+        set(&mut flags, "enable_verifier", if options.verify { "true" } else { "false" })?;
+        set(&mut flags, "is_pic", "false")?;
+        set(&mut flags, "use_colocated_libcalls", "false")?;
+        let isa_builder = cranelift_native::builder().map_err(|e| JitError::Host(e.to_string()))?;
+        let isa = isa_builder
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| JitError::Host(e.to_string()))?;
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        for (name, address, _, _) in helpers() {
+            builder.symbol(name, address);
+        }
+        let mut module = JITModule::new(builder);
+        let mut imports = Vec::new();
+        let ptr = module.target_config().pointer_type();
+        for (name, _, params, returns) in helpers() {
+            let mut sig = module.make_signature();
+            sig.params.extend(params.into_iter().map(|t| AbiParam::new(t.unwrap_or(ptr))));
+            sig.returns.extend(returns.into_iter().map(AbiParam::new));
+            let id = module.declare_function(name, Linkage::Import, &sig).map_err(|e| JitError::Host(e.to_string()))?;
+            imports.push((name, id));
+        }
+        Ok(JitBuilder { ctx: module.make_context(), module, fctx: FunctionBuilderContext::new(), kernels: Vec::new(), imports })
+    }
+
+    /// Translates one kernel with `body`; returns its index in the finished module.
+    pub fn kernel(&mut self, name: &str, body: impl FnOnce(&mut Emitter<'_>)) -> Result<usize, JitError> {
+        let fail = |message: String| JitError::Compile { name: name.to_string(), message };
+        let ptr = self.module.target_config().pointer_type();
+        self.module.clear_context(&mut self.ctx);
+        self.ctx.func.signature.params.push(AbiParam::new(ptr));
+        self.ctx.func.signature.params.push(AbiParam::new(ptr));
+        self.ctx.func.signature.returns.push(AbiParam::new(types::F64));
+        let id = self
+            .module
+            .declare_function(&format!("k{}_{name}", self.kernels.len()), Linkage::Local, &self.ctx.func.signature)
+            .map_err(|e| fail(e.to_string()))?;
+        let imports: Vec<(&'static str, ir::FuncRef)> = self
+            .imports
+            .iter()
+            .map(|(symbol, fid)| (*symbol, self.module.declare_func_in_func(*fid, &mut self.ctx.func)))
+            .collect();
+        {
+            let builder = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let mut emitter = Emitter::start(builder, ptr, imports);
+            body(&mut emitter);
+            emitter.finish(self.module.target_config());
+        }
+        let ir = self.ctx.func.display().to_string();
+        self.module.define_function(id, &mut self.ctx).map_err(|e| fail(format!("{e:?}")))?;
+        self.kernels.push((name.to_string(), id, ir));
+        Ok(self.kernels.len() - 1)
+    }
+
+    /// Finalises the module: every kernel becomes callable.
+    pub fn finish(mut self) -> Result<Compiled, JitError> {
+        self.module
+            .finalize_definitions()
+            .map_err(|e| JitError::Compile { name: "module".into(), message: e.to_string() })?;
+        let functions = self
+            .kernels
+            .iter()
+            .map(|(_, id, _)| {
+                let code = self.module.get_finalized_function(*id);
+                // SAFETY: every kernel was declared with the `KernelFn` signature above.
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
+            })
+            .collect();
+        let ir = self.kernels.into_iter().map(|(name, _, ir)| (name, ir)).collect();
+        Ok(Compiled { _module: self.module, functions, ir })
+    }
+}
+
+/// A finished module: its kernels' entry points and IR text. The code lives as long
+/// as this value.
+pub struct Compiled {
+    _module: JITModule,
+    pub functions: Vec<KernelFn>,
+    /// (kernel name, Cranelift IR text), in compilation order.
+    pub ir: Vec<(String, String)>,
+}
+
+// SAFETY: the module is only kept alive, never touched after `finish`; the finalized
+// code is immutable and the kernels share no state, so calling them from any thread
+// (on disjoint buffers) is sound.
+unsafe impl Send for Compiled {}
+unsafe impl Sync for Compiled {}
