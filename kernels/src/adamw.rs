@@ -59,14 +59,23 @@ use cranelift_codegen::ir::{InstBuilder, Value, types};
 /// One AdamW pass over every parameter: `segments` are (offset, length, decayed) in
 /// the flat parameter, gradient and moment buffers (args 0..4). Run-time scalars:
 /// lr, β₁, β₂, ε, λ, 1/(1−β₁ᵗ), 1/(1−β₂ᵗ), the gradient scale.
-pub fn emit_adamw(e: &mut Emitter<'_>, params: Value, grads: Value, m: Value, v: Value, segments: &[(usize, usize, bool)]) {
+pub fn emit_adamw(
+    e: &mut Emitter<'_>,
+    params: Value,
+    grads: Value,
+    m: Value,
+    v: Value,
+    segments: &[(usize, usize, bool)],
+) {
     let scalars: Vec<Value> = (0..8)
         .map(|i| {
             let s = e.scalar(i);
             e.b.ins().fdemote(types::F32, s)
         })
         .collect();
-    let [lr, beta1, beta2, eps, wd, inv_c1, inv_c2, grad_scale] = scalars[..] else { unreachable!() };
+    let [lr, beta1, beta2, eps, wd, inv_c1, inv_c2, grad_scale] = scalars[..] else {
+        unreachable!()
+    };
     let one = e.b.ins().f32const(1.0);
     let one_minus_b1 = e.b.ins().fsub(one, beta1);
     let one_minus_b2 = e.b.ins().fsub(one, beta2);
@@ -74,14 +83,24 @@ pub fn emit_adamw(e: &mut Emitter<'_>, params: Value, grads: Value, m: Value, v:
     let neg_lr = e.b.ins().fneg(lr);
     for &(offset, len, decayed) in segments {
         let at = e.int(offset as i64);
-        let (p, g, mm, vv) = (e.element(params, at), e.element(grads, at), e.element(m, at), e.element(v, at));
+        let (p, g, mm, vv) = (
+            e.element(params, at),
+            e.element(grads, at),
+            e.element(m, at),
+            e.element(v, at),
+        );
         let decay = if decayed { wd } else { zero };
         e.lanes(len, |e, lanes, i| {
             let w = |e: &mut Emitter<'_>, x| e.widen(lanes, x);
             let gv = e.load(lanes, g, i, 0);
             let gs = w(e, grad_scale);
             let gv = e.b.ins().fmul(gv, gs);
-            let (b1, ob1, b2, ob2) = (w(e, beta1), w(e, one_minus_b1), w(e, beta2), w(e, one_minus_b2));
+            let (b1, ob1, b2, ob2) = (
+                w(e, beta1),
+                w(e, one_minus_b1),
+                w(e, beta2),
+                w(e, one_minus_b2),
+            );
             let mv = e.load(lanes, mm, i, 0);
             let mv = e.b.ins().fmul(mv, b1);
             let mv = e.b.ins().fma(ob1, gv, mv);
@@ -91,7 +110,13 @@ pub fn emit_adamw(e: &mut Emitter<'_>, params: Value, grads: Value, m: Value, v:
             let vv2 = e.b.ins().fmul(vv2, b2);
             let vv2 = e.b.ins().fma(ob2, g2, vv2);
             e.store(vv2, vv, i, 0);
-            let (c1, c2, epsw, dw, nlr) = (w(e, inv_c1), w(e, inv_c2), w(e, eps), w(e, decay), w(e, neg_lr));
+            let (c1, c2, epsw, dw, nlr) = (
+                w(e, inv_c1),
+                w(e, inv_c2),
+                w(e, eps),
+                w(e, decay),
+                w(e, neg_lr),
+            );
             let m_hat = e.b.ins().fmul(mv, c1);
             let v_hat = e.b.ins().fmul(vv2, c2);
             let root = e.b.ins().sqrt(v_hat);

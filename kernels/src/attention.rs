@@ -174,7 +174,15 @@ use crate::jit::{Emitter, Lanes};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Pointer to head `h` of part `part` (0 q, 1 k, 2 v) of position (b, t) in qkv.
-fn qkv_head(e: &mut Emitter<'_>, qkv: Value, shape: AttentionShape, b: i64, t: Value, part: usize, h: i64) -> Value {
+fn qkv_head(
+    e: &mut Emitter<'_>,
+    qkv: Value,
+    shape: AttentionShape,
+    b: i64,
+    t: Value,
+    part: usize,
+    h: i64,
+) -> Value {
     let c = shape.channels;
     let hs = shape.head_size();
     let row = e.b.ins().iadd_imm_s(t, b * shape.t_len as i64);
@@ -184,14 +192,22 @@ fn qkv_head(e: &mut Emitter<'_>, qkv: Value, shape: AttentionShape, b: i64, t: V
 }
 
 /// Causal attention forward: `out` and the probabilities `att`.
-pub fn emit_attention_forward(e: &mut Emitter<'_>, out: Value, att: Value, qkv: Value, shape: AttentionShape) {
+pub fn emit_attention_forward(
+    e: &mut Emitter<'_>,
+    out: Value,
+    att: Value,
+    qkv: Value,
+    shape: AttentionShape,
+) {
     let (t_len, c, hs, heads) = (shape.t_len, shape.channels, shape.head_size(), shape.heads);
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
     for b in 0..shape.batch as i64 {
         for h in 0..heads as i64 {
             e.for_n(0, t_len as i64, 1, |e, t| {
                 let q = qkv_head(e, qkv, shape, b, t, 0, h);
-                let att_index = e.b.ins().iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
+                let att_index =
+                    e.b.ins()
+                        .iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
                 let row = e.row(att, att_index, t_len);
                 let len = e.b.ins().iadd_imm_s(t, 1);
                 let neg = e.b.ins().f32const(f32::NEG_INFINITY);
@@ -259,14 +275,23 @@ pub fn emit_attention_forward(e: &mut Emitter<'_>, out: Value, att: Value, qkv: 
 }
 
 /// Causal attention backward: accumulates into `dqkv` from `dout` and the saved `att`.
-pub fn emit_attention_backward(e: &mut Emitter<'_>, dqkv: Value, dout: Value, qkv: Value, att: Value, shape: AttentionShape) {
+pub fn emit_attention_backward(
+    e: &mut Emitter<'_>,
+    dqkv: Value,
+    dout: Value,
+    qkv: Value,
+    att: Value,
+    shape: AttentionShape,
+) {
     let (t_len, c, hs, heads) = (shape.t_len, shape.channels, shape.head_size(), shape.heads);
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
     let datt = e.stack_buffer(t_len);
     for b in 0..shape.batch as i64 {
         for h in 0..heads as i64 {
             e.for_n(0, t_len as i64, 1, |e, t| {
-                let att_index = e.b.ins().iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
+                let att_index =
+                    e.b.ins()
+                        .iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
                 let row = e.row(att, att_index, t_len);
                 let out_row = e.b.ins().iadd_imm_s(t, b * t_len as i64);
                 let d = e.row(dout, out_row, c);

@@ -55,7 +55,16 @@ use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Gathers `rows·t_len` positions: `out[n] = wte[tokens[n]] + wpe[n mod T]`.
-pub fn emit_embedding_forward(e: &mut Emitter<'_>, out: Value, tokens: Value, wte: Value, wpe: Value, rows: usize, t_len: usize, c: usize) {
+pub fn emit_embedding_forward(
+    e: &mut Emitter<'_>,
+    out: Value,
+    tokens: Value,
+    wte: Value,
+    wpe: Value,
+    rows: usize,
+    t_len: usize,
+    c: usize,
+) {
     e.for_n(0, rows as i64, 1, |e, b| {
         e.for_n(0, t_len as i64, 1, |e, t| {
             let n = e.b.ins().imul_imm_s(b, t_len as i64);
@@ -73,13 +82,23 @@ pub fn emit_embedding_forward(e: &mut Emitter<'_>, out: Value, tokens: Value, wt
 }
 
 /// Scatter-adds every position's gradient into its token's and position's rows.
-pub fn emit_embedding_backward(e: &mut Emitter<'_>, dwte: Value, dwpe: Value, dout: Value, tokens: Value, rows: usize, t_len: usize, c: usize) {
+pub fn emit_embedding_backward(
+    e: &mut Emitter<'_>,
+    dwte: Value,
+    dwpe: Value,
+    dout: Value,
+    tokens: Value,
+    rows: usize,
+    t_len: usize,
+    c: usize,
+) {
     e.for_n(0, rows as i64, 1, |e, b| {
         e.for_n(0, t_len as i64, 1, |e, t| {
             let n = e.b.ins().imul_imm_s(b, t_len as i64);
             let n = e.b.ins().iadd(n, t);
             let token = e.load_u32(tokens, n);
-            let (d, tok_row, pos_row) = (e.row(dout, n, c), e.row(dwte, token, c), e.row(dwpe, t, c));
+            let (d, tok_row, pos_row) =
+                (e.row(dout, n, c), e.row(dwte, token, c), e.row(dwpe, t, c));
             let one = e.b.ins().f32const(1.0);
             e.axpy(one, d, tok_row, c);
             e.axpy(one, d, pos_row, c);

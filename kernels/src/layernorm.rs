@@ -84,7 +84,12 @@ use crate::jit::{Emitter, Lanes};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Σ over `n` floats of `f(x)` for one row, as an f32.
-fn row_sum(e: &mut Emitter<'_>, x: Value, n: usize, f: impl Fn(&mut Emitter<'_>, Lanes, Value) -> Value) -> Value {
+fn row_sum(
+    e: &mut Emitter<'_>,
+    x: Value,
+    n: usize,
+    f: impl Fn(&mut Emitter<'_>, Lanes, Value) -> Value,
+) -> Value {
     let zero4 = e.constant(Lanes::Four, 0.0);
     let zero1 = e.constant(Lanes::One, 0.0);
     let (acc4, acc1) = (e.var(zero4), e.var(zero1));
@@ -103,7 +108,18 @@ fn row_sum(e: &mut Emitter<'_>, x: Value, n: usize, f: impl Fn(&mut Emitter<'_>,
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn emit_layernorm_forward(e: &mut Emitter<'_>, out: Value, mean: Value, rstd: Value, inp: Value, weight: Value, bias: Value, rows: usize, c: usize, eps: f64) {
+pub fn emit_layernorm_forward(
+    e: &mut Emitter<'_>,
+    out: Value,
+    mean: Value,
+    rstd: Value,
+    inp: Value,
+    weight: Value,
+    bias: Value,
+    rows: usize,
+    c: usize,
+    eps: f64,
+) {
     let inv_c = 1.0 / c as f32;
     e.for_n(0, rows as i64, 1, |e, row| {
         let (x, y) = (e.row(inp, row, c), e.row(out, row, c));
@@ -167,7 +183,11 @@ pub fn emit_layernorm_backward(
             let dyv = e.load(lanes, dy, i, 0);
             let w = e.load(lanes, weight, i, 0);
             let g = e.b.ins().fmul(dyv, w);
-            let (gv, gxv) = if lanes == Lanes::Four { (g4, gx4) } else { (g1, gx1) };
+            let (gv, gxv) = if lanes == Lanes::Four {
+                (g4, gx4)
+            } else {
+                (g1, gx1)
+            };
             let acc = e.get(gv);
             let acc = e.b.ins().fadd(acc, g);
             e.set(gv, acc);

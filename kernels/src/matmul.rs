@@ -132,7 +132,16 @@ pub unsafe extern "C" fn cllm_sgemm(
 
 /// Emits a call of `cllm_sgemm`; each matrix is (pointer, row stride, column stride).
 #[allow(clippy::too_many_arguments)]
-fn call_gemm(e: &mut Emitter<'_>, m: usize, n: usize, k: usize, dst: (Value, usize, usize), lhs: (Value, usize, usize), rhs: (Value, usize, usize), accumulate: bool) {
+fn call_gemm(
+    e: &mut Emitter<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (Value, usize, usize),
+    lhs: (Value, usize, usize),
+    rhs: (Value, usize, usize),
+    accumulate: bool,
+) {
     let mut args = vec![e.int(m as i64), e.int(n as i64), e.int(k as i64)];
     for (p, rs, cs) in [dst, lhs, rhs] {
         let (rs, cs) = (e.int(rs as i64), e.int(cs as i64));
@@ -145,8 +154,27 @@ fn call_gemm(e: &mut Emitter<'_>, m: usize, n: usize, k: usize, dst: (Value, usi
 /// `out = inp · weightᵀ (+ bias)`, then optionally `gelu_out = gelu(out)` in the same
 /// pass over the output (the fused epilogue).
 #[allow(clippy::too_many_arguments)]
-pub fn emit_matmul_forward(e: &mut Emitter<'_>, out: Value, inp: Value, weight: Value, bias: Option<Value>, gelu_out: Option<Value>, n: usize, c: usize, oc: usize) {
-    call_gemm(e, n, oc, c, (out, oc, 1), (inp, c, 1), (weight, 1, c), false);
+pub fn emit_matmul_forward(
+    e: &mut Emitter<'_>,
+    out: Value,
+    inp: Value,
+    weight: Value,
+    bias: Option<Value>,
+    gelu_out: Option<Value>,
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    call_gemm(
+        e,
+        n,
+        oc,
+        c,
+        (out, oc, 1),
+        (inp, c, 1),
+        (weight, 1, c),
+        false,
+    );
     if bias.is_none() && gelu_out.is_none() {
         return;
     }
@@ -170,9 +198,38 @@ pub fn emit_matmul_forward(e: &mut Emitter<'_>, out: Value, inp: Value, weight: 
 
 /// `dinp += dout · weight`, `dweight += doutᵀ · inp`, `dbias += Σ_rows dout`.
 #[allow(clippy::too_many_arguments)]
-pub fn emit_matmul_backward(e: &mut Emitter<'_>, dinp: Value, dweight: Value, dbias: Option<Value>, dout: Value, inp: Value, weight: Value, n: usize, c: usize, oc: usize) {
-    call_gemm(e, n, c, oc, (dinp, c, 1), (dout, oc, 1), (weight, c, 1), true);
-    call_gemm(e, oc, c, n, (dweight, c, 1), (dout, 1, oc), (inp, c, 1), true);
+pub fn emit_matmul_backward(
+    e: &mut Emitter<'_>,
+    dinp: Value,
+    dweight: Value,
+    dbias: Option<Value>,
+    dout: Value,
+    inp: Value,
+    weight: Value,
+    n: usize,
+    c: usize,
+    oc: usize,
+) {
+    call_gemm(
+        e,
+        n,
+        c,
+        oc,
+        (dinp, c, 1),
+        (dout, oc, 1),
+        (weight, c, 1),
+        true,
+    );
+    call_gemm(
+        e,
+        oc,
+        c,
+        n,
+        (dweight, c, 1),
+        (dout, 1, oc),
+        (inp, c, 1),
+        true,
+    );
     if let Some(db) = dbias {
         e.for_n(0, n as i64, 1, |e, row| {
             let d = e.row(dout, row, oc);

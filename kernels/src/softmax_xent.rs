@@ -85,7 +85,15 @@ fn target_of(e: &mut Emitter<'_>, targets: Value, row: Value) -> (Value, Value) 
 }
 
 /// Writes probabilities and per-row losses; the kernel returns Σ loss (f64).
-pub fn emit_softmax_xent_forward(e: &mut Emitter<'_>, losses: Value, probs: Value, logits: Value, targets: Value, rows: usize, v: usize) {
+pub fn emit_softmax_xent_forward(
+    e: &mut Emitter<'_>,
+    losses: Value,
+    probs: Value,
+    logits: Value,
+    targets: Value,
+    rows: usize,
+    v: usize,
+) {
     let zero = e.b.ins().f64const(0.0);
     let total = e.var(zero);
     e.for_n(0, rows as i64, 1, |e, row| {
@@ -152,7 +160,14 @@ pub fn emit_softmax_xent_forward(e: &mut Emitter<'_>, losses: Value, probs: Valu
 }
 
 /// `dlogits += scale · (p − onehot(y))` for scored rows; `scale` is run-time scalar 0.
-pub fn emit_softmax_xent_backward(e: &mut Emitter<'_>, dlogits: Value, probs: Value, targets: Value, rows: usize, v: usize) {
+pub fn emit_softmax_xent_backward(
+    e: &mut Emitter<'_>,
+    dlogits: Value,
+    probs: Value,
+    targets: Value,
+    rows: usize,
+    v: usize,
+) {
     let scale64 = e.scalar(0);
     let scale = e.b.ins().fdemote(types::F32, scale64);
     e.for_n(0, rows as i64, 1, |e, row| {

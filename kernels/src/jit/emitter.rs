@@ -48,13 +48,23 @@ fn flags() -> MemFlagsData {
 }
 
 impl<'a> Emitter<'a> {
-    pub(super) fn start(mut b: FunctionBuilder<'a>, _ptr: Type, imports: Vec<(&'static str, FuncRef)>) -> Emitter<'a> {
+    pub(super) fn start(
+        mut b: FunctionBuilder<'a>,
+        _ptr: Type,
+        imports: Vec<(&'static str, FuncRef)>,
+    ) -> Emitter<'a> {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
         let (args, scalars) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-        Emitter { b, args, scalars, imports, result: None }
+        Emitter {
+            b,
+            args,
+            scalars,
+            imports,
+            result: None,
+        }
     }
 
     pub(super) fn finish(mut self, config: TargetFrontendConfig) {
@@ -75,18 +85,27 @@ impl<'a> Emitter<'a> {
     /// Base pointer of tensor argument `i`.
     pub fn arg(&mut self, i: usize) -> Value {
         let flags = flags().with_readonly();
-        self.b.ins().load(types::I64, flags, self.args, (8 * i) as i32)
+        self.b
+            .ins()
+            .load(types::I64, flags, self.args, (8 * i) as i32)
     }
 
     /// Run-time scalar `i` (f64).
     pub fn scalar(&mut self, i: usize) -> Value {
         let flags = flags().with_readonly();
-        self.b.ins().load(types::F64, flags, self.scalars, (8 * i) as i32)
+        self.b
+            .ins()
+            .load(types::F64, flags, self.scalars, (8 * i) as i32)
     }
 
     /// Calls a Rust helper registered in `jit::helpers`; returns its result, if any.
     pub fn call(&mut self, symbol: &str, args: &[Value]) -> Option<Value> {
-        let func = self.imports.iter().find(|(s, _)| *s == symbol).map(|(_, f)| *f).expect("helper is registered in jit::helpers");
+        let func = self
+            .imports
+            .iter()
+            .find(|(s, _)| *s == symbol)
+            .map(|(_, f)| *f)
+            .expect("helper is registered in jit::helpers");
         let call = self.b.ins().call(func, args);
         self.b.inst_results(call).first().copied()
     }
@@ -113,7 +132,9 @@ impl<'a> Emitter<'a> {
     /// Loads `lanes` f32 at element `index + offset` of `base`.
     pub fn load(&mut self, lanes: Lanes, base: Value, index: Value, offset: i64) -> Value {
         let at = self.element(base, index);
-        self.b.ins().load(lanes.ty(), flags(), at, (4 * offset) as i32)
+        self.b
+            .ins()
+            .load(lanes.ty(), flags(), at, (4 * offset) as i32)
     }
 
     pub fn store(&mut self, value: Value, base: Value, index: Value, offset: i64) {
@@ -145,7 +166,13 @@ impl<'a> Emitter<'a> {
     }
 
     /// `for i in (start..end).step_by(step) { body(i) }`, tested at the top.
-    pub fn for_range(&mut self, start: Value, end: Value, step: i64, mut body: impl FnMut(&mut Self, Value)) {
+    pub fn for_range(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        mut body: impl FnMut(&mut Self, Value),
+    ) {
         let header = self.b.create_block();
         let looping = self.b.create_block();
         let exit = self.b.create_block();
@@ -192,7 +219,11 @@ impl<'a> Emitter<'a> {
     /// A scratch buffer of `floats` f32 on the kernel's stack; returns its address.
     pub fn stack_buffer(&mut self, floats: usize) -> Value {
         use cranelift_codegen::ir::{StackSlotData, StackSlotKind};
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, (4 * floats) as u32, 4));
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (4 * floats) as u32,
+            4,
+        ));
         self.b.ins().stack_addr(types::I64, slot, 0)
     }
 

@@ -28,7 +28,14 @@ pub fn tanh_max_abs_error() -> f64 {
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exactly representable
 const LN2_LO: f32 = -2.121_944_4e-4;
-const P: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5];
+const P: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
 
 impl Emitter<'_> {
     /// e^x on four lanes.
@@ -95,7 +102,12 @@ impl Emitter<'_> {
         })
     }
 
-    fn through_four(&mut self, lanes: Lanes, x: Value, f: impl FnOnce(&mut Self, Value) -> Value) -> Value {
+    fn through_four(
+        &mut self,
+        lanes: Lanes,
+        x: Value,
+        f: impl FnOnce(&mut Self, Value) -> Value,
+    ) -> Value {
         match lanes {
             Lanes::Four => f(self, x),
             Lanes::One => {

@@ -43,7 +43,10 @@ pub struct JitOptions {
 
 impl Default for JitOptions {
     fn default() -> Self {
-        JitOptions { verify: cfg!(debug_assertions), optimize: true }
+        JitOptions {
+            verify: cfg!(debug_assertions),
+            optimize: true,
+        }
     }
 }
 
@@ -64,7 +67,12 @@ extern "C" fn cllm_ln(x: f64) -> f64 {
 
 /// Rust helpers kernels may call: symbol, address, parameter and return types
 /// (`None` is the pointer type).
-type Helper = (&'static str, *const u8, Vec<Option<types::Type>>, Vec<types::Type>);
+type Helper = (
+    &'static str,
+    *const u8,
+    Vec<Option<types::Type>>,
+    Vec<types::Type>,
+);
 
 fn helpers() -> Vec<Helper> {
     let i64 = Some(types::I64);
@@ -75,8 +83,18 @@ fn helpers() -> Vec<Helper> {
     }
     gemm.push(i64);
     vec![
-        ("cllm_sgemm", crate::matmul::cllm_sgemm as *const u8, gemm, vec![]),
-        ("cllm_ln", cllm_ln as *const u8, vec![Some(types::F64)], vec![types::F64]),
+        (
+            "cllm_sgemm",
+            crate::matmul::cllm_sgemm as *const u8,
+            gemm,
+            vec![],
+        ),
+        (
+            "cllm_ln",
+            cllm_ln as *const u8,
+            vec![Some(types::F64)],
+            vec![types::F64],
+        ),
     ]
 }
 
@@ -84,10 +102,20 @@ impl JitBuilder {
     pub fn new(options: JitOptions) -> Result<JitBuilder, JitError> {
         let mut flags = settings::builder();
         let set = |flags: &mut settings::Builder, key: &str, value: &str| {
-            flags.set(key, value).map_err(|e| JitError::Host(format!("{key}={value}: {e}")))
+            flags
+                .set(key, value)
+                .map_err(|e| JitError::Host(format!("{key}={value}: {e}")))
         };
-        set(&mut flags, "opt_level", if options.optimize { "speed" } else { "none" })?;
-        set(&mut flags, "enable_verifier", if options.verify { "true" } else { "false" })?;
+        set(
+            &mut flags,
+            "opt_level",
+            if options.optimize { "speed" } else { "none" },
+        )?;
+        set(
+            &mut flags,
+            "enable_verifier",
+            if options.verify { "true" } else { "false" },
+        )?;
         set(&mut flags, "is_pic", "false")?;
         set(&mut flags, "use_colocated_libcalls", "false")?;
         let isa_builder = cranelift_native::builder().map_err(|e| JitError::Host(e.to_string()))?;
@@ -103,30 +131,59 @@ impl JitBuilder {
         let ptr = module.target_config().pointer_type();
         for (name, _, params, returns) in helpers() {
             let mut sig = module.make_signature();
-            sig.params.extend(params.into_iter().map(|t| AbiParam::new(t.unwrap_or(ptr))));
+            sig.params
+                .extend(params.into_iter().map(|t| AbiParam::new(t.unwrap_or(ptr))));
             sig.returns.extend(returns.into_iter().map(AbiParam::new));
-            let id = module.declare_function(name, Linkage::Import, &sig).map_err(|e| JitError::Host(e.to_string()))?;
+            let id = module
+                .declare_function(name, Linkage::Import, &sig)
+                .map_err(|e| JitError::Host(e.to_string()))?;
             imports.push((name, id));
         }
-        Ok(JitBuilder { ctx: module.make_context(), module, fctx: FunctionBuilderContext::new(), kernels: Vec::new(), imports })
+        Ok(JitBuilder {
+            ctx: module.make_context(),
+            module,
+            fctx: FunctionBuilderContext::new(),
+            kernels: Vec::new(),
+            imports,
+        })
     }
 
     /// Translates one kernel with `body`; returns its index in the finished module.
-    pub fn kernel(&mut self, name: &str, body: impl FnOnce(&mut Emitter<'_>)) -> Result<usize, JitError> {
-        let fail = |message: String| JitError::Compile { name: name.to_string(), message };
+    pub fn kernel(
+        &mut self,
+        name: &str,
+        body: impl FnOnce(&mut Emitter<'_>),
+    ) -> Result<usize, JitError> {
+        let fail = |message: String| JitError::Compile {
+            name: name.to_string(),
+            message,
+        };
         let ptr = self.module.target_config().pointer_type();
         self.module.clear_context(&mut self.ctx);
         self.ctx.func.signature.params.push(AbiParam::new(ptr));
         self.ctx.func.signature.params.push(AbiParam::new(ptr));
-        self.ctx.func.signature.returns.push(AbiParam::new(types::F64));
+        self.ctx
+            .func
+            .signature
+            .returns
+            .push(AbiParam::new(types::F64));
         let id = self
             .module
-            .declare_function(&format!("k{}_{name}", self.kernels.len()), Linkage::Local, &self.ctx.func.signature)
+            .declare_function(
+                &format!("k{}_{name}", self.kernels.len()),
+                Linkage::Local,
+                &self.ctx.func.signature,
+            )
             .map_err(|e| fail(e.to_string()))?;
         let imports: Vec<(&'static str, ir::FuncRef)> = self
             .imports
             .iter()
-            .map(|(symbol, fid)| (*symbol, self.module.declare_func_in_func(*fid, &mut self.ctx.func)))
+            .map(|(symbol, fid)| {
+                (
+                    *symbol,
+                    self.module.declare_func_in_func(*fid, &mut self.ctx.func),
+                )
+            })
             .collect();
         {
             let builder = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
@@ -135,7 +192,9 @@ impl JitBuilder {
             emitter.finish(self.module.target_config());
         }
         let ir = self.ctx.func.display().to_string();
-        self.module.define_function(id, &mut self.ctx).map_err(|e| fail(format!("{e:?}")))?;
+        self.module
+            .define_function(id, &mut self.ctx)
+            .map_err(|e| fail(format!("{e:?}")))?;
         self.kernels.push((name.to_string(), id, ir));
         Ok(self.kernels.len() - 1)
     }
@@ -144,7 +203,10 @@ impl JitBuilder {
     pub fn finish(mut self) -> Result<Compiled, JitError> {
         self.module
             .finalize_definitions()
-            .map_err(|e| JitError::Compile { name: "module".into(), message: e.to_string() })?;
+            .map_err(|e| JitError::Compile {
+                name: "module".into(),
+                message: e.to_string(),
+            })?;
         let functions = self
             .kernels
             .iter()
@@ -154,8 +216,16 @@ impl JitBuilder {
                 unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
             })
             .collect();
-        let ir = self.kernels.into_iter().map(|(name, _, ir)| (name, ir)).collect();
-        Ok(Compiled { _module: self.module, functions, ir })
+        let ir = self
+            .kernels
+            .into_iter()
+            .map(|(name, _, ir)| (name, ir))
+            .collect();
+        Ok(Compiled {
+            _module: self.module,
+            functions,
+            ir,
+        })
     }
 }
 
