@@ -14,7 +14,7 @@
 //! | spec | [`spec`] | [`spec::load`] / [`spec::parse`] → [`spec::Spec`] |
 //! | graph | [`graph`] | [`graph::build`] → [`graph::Graph`] (forward ops + autodiff backward) |
 //! | plan | [`plan`] | [`plan::plan`] → [`plan::Plan`] (fusion, keep or recompute, arena, shards) |
-//! | interp | [`interp`] | [`interp::Interpreter`]: the reference, running the plan kernel by kernel |
+//! | machine | [`machine`] | [`machine::Machine`]: the plan's memory, run kernel by kernel (reference or JIT) |
 //! | runtime | [`runtime`] | [`runtime::train`] → [`runtime::RunSummary`] |
 //!
 //! Beside them: [`data`] (tokenizers, corpora, the addition task), [`checkpoint`]
@@ -23,9 +23,10 @@
 //! See `docs/ARCHITECTURE.md` for what each module owns.
 
 pub mod checkpoint;
+pub mod codegen;
 pub mod data;
 pub mod graph;
-pub mod interp;
+pub mod machine;
 pub mod plan;
 pub mod rng;
 pub mod runtime;

@@ -42,7 +42,7 @@ enum Command {
     /// Print what the planner decides: kernels, memory arena, keep or recompute, shards.
     Plan(cli::plan::PlanArgs),
     /// Print the Cranelift IR of every kernel.
-    Ir(NotYet),
+    Ir(cli::ir::IrArgs),
     /// Measure training-step speed.
     Bench(NotYet),
 }
@@ -66,14 +66,14 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Sample(args) => cli::sample::sample(args),
         Command::Plan(args) => cli::plan::plan(args),
-        Command::Ir(_) => not_yet("ir", "the Cranelift JIT"),
+        Command::Ir(args) => cli::ir::ir(args),
         Command::Bench(_) => not_yet("bench", "the parallel runtime"),
     }
 }
 
 fn not_yet(command: &str, stage: &str) -> ExitCode {
     eprintln!(
-        "cllm {command}: not built yet; it arrives with {stage}. `check`, `run`, `sample` and `plan` work today."
+        "cllm {command}: not built yet; it arrives with {stage}. `check`, `run`, `sample`, `plan` and `ir` work today."
     );
     ExitCode::from(2)
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use cllm::interp::Interpreter;
+use cllm::machine::Machine;
 use cllm::plan::{self, PassOptions, Recompute};
 use cllm::rng::Rng;
 use cllm::spec;
@@ -29,11 +29,11 @@ fn tiny_spec(tied: bool) -> spec::Spec {
 
 fn check_model(tied: bool, options: PassOptions) {
     let spec = tiny_spec(tied);
-    let mut interp = Interpreter::<f64>::new(plan::plan_with(&spec, options).expect("plans"));
+    let mut machine = Machine::<f64>::new(plan::plan_with(&spec, options).expect("plans"));
     let mut rng = Rng::new(42);
-    for i in 0..interp.graph().params.len() {
+    for i in 0..machine.graph().params.len() {
         // Random values everywhere (not the real init) so no term is trivially zero.
-        for x in interp.param_mut(i) {
+        for x in machine.param_mut(i) {
             *x = 0.3 * rng.normal();
         }
     }
@@ -43,15 +43,15 @@ fn check_model(tied: bool, options: PassOptions) {
     targets[3] = IGNORE;
     let scale = 1.0 / (n - 1) as f64;
 
-    interp.zero_param_grads();
-    interp.forward(&tokens, &targets, scale);
-    interp.backward(scale);
-    let analytic: Vec<Vec<f64>> = (0..interp.graph().params.len())
-        .map(|i| interp.grad(i).to_vec())
+    machine.zero_param_grads();
+    machine.forward(&tokens, &targets, scale);
+    machine.backward(scale);
+    let analytic: Vec<Vec<f64>> = (0..machine.graph().params.len())
+        .map(|i| machine.grad(i).to_vec())
         .collect();
 
     let mut checked = 0;
-    for (i, param) in interp.graph().params.clone().iter().enumerate() {
+    for (i, param) in machine.graph().params.clone().iter().enumerate() {
         let len = analytic[i].len();
         // Every element of small tensors; a spread of 12 elements of large ones.
         let picks: Vec<usize> = if len <= 16 {
@@ -61,12 +61,12 @@ fn check_model(tied: bool, options: PassOptions) {
         };
         let mut worst: f64 = 0.0;
         for j in picks {
-            let original = interp.param(i)[j];
-            interp.param_mut(i)[j] = original + H;
-            let up = scale * interp.forward(&tokens, &targets, scale);
-            interp.param_mut(i)[j] = original - H;
-            let down = scale * interp.forward(&tokens, &targets, scale);
-            interp.param_mut(i)[j] = original;
+            let original = machine.param(i)[j];
+            machine.param_mut(i)[j] = original + H;
+            let up = scale * machine.forward(&tokens, &targets, scale);
+            machine.param_mut(i)[j] = original - H;
+            let down = scale * machine.forward(&tokens, &targets, scale);
+            machine.param_mut(i)[j] = original;
             let numeric = (up - down) / (2.0 * H);
             let a = analytic[i][j];
             let error = (numeric - a).abs() / numeric.abs().max(a.abs()).max(1e-3);

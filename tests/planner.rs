@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use cllm::plan::{self, PassOptions, PlanError, Recompute};
-use cllm::runtime::{self, RunOptions};
+use cllm::runtime::{self, Backend, RunOptions};
 use cllm::spec::{self, Spec};
 
 fn spec_with(shards: u64, extra: &str) -> Spec {
@@ -37,12 +37,13 @@ const GOLDEN: [u64; 12] = [
     4616485089927460512,
 ];
 
-fn losses(spec: &Spec, passes: PassOptions, poison: bool) -> Vec<f64> {
+fn losses(spec: &Spec, passes: PassOptions, poison: bool, backend: Backend) -> Vec<f64> {
     let dir = tempfile::tempdir().unwrap();
     let options = RunOptions {
         quiet: true,
         passes,
         poison,
+        backend,
         ..RunOptions::new(dir.path(), "specs")
     };
     runtime::train(spec, &options).expect("trains").losses
@@ -71,7 +72,7 @@ const PASS_VARIANTS: [PassOptions; 4] = [
 fn every_pass_combination_trains_to_the_pre_planner_losses() {
     let spec = spec_with(1, "");
     for passes in PASS_VARIANTS {
-        let bits: Vec<u64> = losses(&spec, passes, false)
+        let bits: Vec<u64> = losses(&spec, passes, false, Backend::Interp)
             .iter()
             .map(|l| l.to_bits())
             .collect();
@@ -81,32 +82,59 @@ fn every_pass_combination_trains_to_the_pre_planner_losses() {
 
 #[test]
 fn poisoning_dead_buffers_changes_nothing() {
-    for shards in [1, 4] {
-        let spec = spec_with(shards, "");
-        for passes in PASS_VARIANTS {
-            let clean = losses(&spec, passes, false);
-            let poisoned = losses(&spec, passes, true);
-            assert!(
-                poisoned.iter().all(|l| l.is_finite()),
-                "{passes:?}: {poisoned:?}"
-            );
-            assert_eq!(
-                clean, poisoned,
-                "{passes:?}, {shards} shards: a buffer was read after its lifetime"
-            );
+    for backend in [Backend::Interp, Backend::Jit] {
+        for shards in [1, 4] {
+            let spec = spec_with(shards, "");
+            for passes in PASS_VARIANTS {
+                let clean = losses(&spec, passes, false, backend);
+                let poisoned = losses(&spec, passes, true, backend);
+                assert!(
+                    poisoned.iter().all(|l| l.is_finite()),
+                    "{backend:?} {passes:?}: {poisoned:?}"
+                );
+                assert_eq!(
+                    clean, poisoned,
+                    "{backend:?} {passes:?}, {shards} shards: a buffer was read after its lifetime"
+                );
+            }
         }
     }
 }
 
 #[test]
 fn sharding_changes_only_the_rounding() {
-    let one = losses(&spec_with(1, ""), PassOptions::default(), false);
+    let one = losses(
+        &spec_with(1, ""),
+        PassOptions::default(),
+        false,
+        Backend::Interp,
+    );
     for shards in [2, 4] {
-        let split = losses(&spec_with(shards, ""), PassOptions::default(), false);
+        let split = losses(
+            &spec_with(shards, ""),
+            PassOptions::default(),
+            false,
+            Backend::Interp,
+        );
         for (a, b) in one.iter().zip(&split) {
             assert!(
                 (a - b).abs() <= 1e-6 * a.abs(),
                 "{shards} shards: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_jit_trains_to_the_reference_losses() {
+    let spec = spec_with(2, "");
+    let reference = losses(&spec, PassOptions::default(), false, Backend::Interp);
+    for passes in PASS_VARIANTS {
+        let jit = losses(&spec, passes, false, Backend::Jit);
+        for (step, (a, b)) in reference.iter().zip(&jit).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs(),
+                "{passes:?} step {step}: reference {a} vs JIT {b}"
             );
         }
     }

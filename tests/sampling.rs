@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cllm::interp::Interpreter;
+use cllm::machine::Machine;
 use cllm::plan;
 use cllm::rng::Rng;
 use cllm::runtime::sampler::{Sampler, Sampling, pick};
@@ -16,18 +16,18 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
     let spec = spec::parse(text, "kv", Path::new("specs"), &[]).unwrap();
     let plan = plan::plan(&spec).unwrap();
     let graph = plan.graph.clone();
-    let mut interp = Interpreter::<f32>::new(plan);
+    let mut machine = Machine::<f32>::new(plan);
     let mut rng = Rng::new(3);
     for i in 0..graph.params.len() {
-        for x in interp.param_mut(i) {
+        for x in machine.param_mut(i) {
             *x = (0.2 * rng.normal()) as f32;
         }
     }
     let tokens: Vec<u32> = b"To be, or no".iter().map(|&b| b as u32).collect();
-    interp.forward(&tokens, &tokens, 1.0);
-    let full = interp.tensor(graph.logits).to_vec();
+    machine.forward(&tokens, &tokens, 1.0);
+    let full = machine.tensor(graph.logits).to_vec();
 
-    let params = (0..graph.params.len()).map(|i| interp.param(i)).collect();
+    let params = (0..graph.params.len()).map(|i| machine.param(i)).collect();
     let mut sampler = Sampler::new(&graph, spec.model.ln_eps, params);
     let v = graph.dims.vocab;
     for (t, &token) in tokens.iter().enumerate() {

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use cllm::checkpoint;
-use cllm::runtime::{self, RunError, RunOptions, RunSummary};
+use cllm::runtime::{self, Backend, RunError, RunOptions, RunSummary};
+
+mod common;
 use cllm::spec::{self, Spec};
 
 /// A small addition model that trains in well under a second per 10 steps.
@@ -22,10 +24,10 @@ fn tiny_addition(extra: &str) -> Spec {
         .unwrap_or_else(|e| panic!("{}", spec::render_plain(&e)))
 }
 
-fn options(run_dir: &Path) -> RunOptions {
+fn options(run_dir: &Path, backend: Backend) -> RunOptions {
     RunOptions {
         quiet: true,
-        spec_text: String::new(),
+        backend,
         ..RunOptions::new(run_dir.to_path_buf(), "specs")
     }
 }
@@ -34,12 +36,12 @@ fn run(spec: &Spec, options: &RunOptions) -> RunSummary {
     runtime::train(spec, options).unwrap_or_else(|e| panic!("training failed: {e}"))
 }
 
-#[test]
-fn the_same_seed_gives_the_same_run_bit_for_bit() {
+on_both_backends! {
+fn the_same_seed_gives_the_same_run_bit_for_bit(backend) {
     let spec = tiny_addition("");
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = run(&spec, &options(a.path()));
-    let second = run(&spec, &options(b.path()));
+    let first = run(&spec, &options(a.path(), backend));
+    let second = run(&spec, &options(b.path(), backend));
     let bits = |s: &RunSummary| s.losses.iter().map(|l| l.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&first), bits(&second));
     assert!(
@@ -53,24 +55,23 @@ fn the_same_seed_gives_the_same_run_bit_for_bit() {
     let c = tempfile::tempdir().unwrap();
     assert_ne!(
         bits(&first),
-        bits(&run(&other_seed, &options(c.path()))),
+        bits(&run(&other_seed, &options(c.path(), backend))),
         "the seed must matter"
     );
 }
 
-#[test]
-fn stop_and_resume_gives_the_uninterrupted_run_bit_for_bit() {
+fn stop_and_resume_gives_the_uninterrupted_run_bit_for_bit(backend) {
     let spec = tiny_addition("");
     let (whole_dir, split_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let whole = run(&spec, &options(whole_dir.path()));
+    let whole = run(&spec, &options(whole_dir.path(), backend));
 
-    let mut first = options(split_dir.path());
+    let mut first = options(split_dir.path(), backend);
     first.stop_at = Some(13);
     let part1 = run(&spec, &first);
     assert!(part1.stopped_early);
     assert_eq!(part1.steps, 13);
 
-    let mut second = options(split_dir.path());
+    let mut second = options(split_dir.path(), backend);
     second.resume = Some(split_dir.path().to_path_buf());
     let part2 = run(&spec, &second);
     assert_eq!(part2.steps, 30);
@@ -102,12 +103,11 @@ fn stop_and_resume_gives_the_uninterrupted_run_bit_for_bit() {
     }
 }
 
-#[test]
-fn resuming_a_finished_run_says_so() {
+fn resuming_a_finished_run_says_so(backend) {
     let spec = tiny_addition("");
     let dir = tempfile::tempdir().unwrap();
-    run(&spec, &options(dir.path()));
-    let mut again = options(dir.path());
+    run(&spec, &options(dir.path(), backend));
+    let mut again = options(dir.path(), backend);
     again.resume = Some(dir.path().to_path_buf());
     assert!(matches!(
         runtime::train(&spec, &again),
@@ -115,8 +115,7 @@ fn resuming_a_finished_run_says_so() {
     ));
 }
 
-#[test]
-fn a_diverging_run_stops_and_names_the_step() {
+fn a_diverging_run_stops_and_names_the_step(backend) {
     let spec = tiny_addition("");
     let mut spec = spec;
     spec.train.optimizer = spec::Optimizer::AdamW {
@@ -128,17 +127,16 @@ fn a_diverging_run_stops_and_names_the_step() {
     spec.train.clip_grad = None;
     spec.train.schedule = spec::Schedule::Constant { warmup: 0 };
     let dir = tempfile::tempdir().unwrap();
-    match runtime::train(&spec, &options(dir.path())) {
+    match runtime::train(&spec, &options(dir.path(), backend)) {
         Err(RunError::NonFinite { step, .. }) => assert!(step >= 2, "step {step}"),
         other => panic!("expected a divergence error, got {other:?}"),
     }
 }
 
-#[test]
-fn metrics_and_checkpoint_are_written() {
+fn metrics_and_checkpoint_are_written(backend) {
     let spec = tiny_addition("");
     let dir = tempfile::tempdir().unwrap();
-    let summary = run(&spec, &options(dir.path()));
+    let summary = run(&spec, &options(dir.path(), backend));
     let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = metrics
         .lines()
@@ -165,4 +163,5 @@ fn metrics_and_checkpoint_are_written() {
         leftovers.is_empty(),
         "a temporary checkpoint was left behind"
     );
+}
 }

@@ -13,7 +13,7 @@
 use crate::real::{Real, add_into, dot};
 
 /// Sizes of one attention call.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionShape {
     pub batch: usize,
     pub t_len: usize,

@@ -2,6 +2,7 @@
 //! on stderr and an exit code: 0 success, 1 a user error, 130 interrupted.
 
 pub mod check;
+pub mod ir;
 pub mod plan;
 pub mod run;
 pub mod sample;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cllm::runtime::{self, RunOptions};
+use cllm::runtime::{self, Backend, RunOptions};
 use cllm::spec;
 
 #[derive(clap::Args)]
@@ -15,8 +15,8 @@ pub struct RunArgs {
     /// Override a key: `--set train.steps=100` (repeatable).
     #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
     overrides: Vec<String>,
-    /// Who runs the kernels: `interp` (the reference interpreter).
-    #[arg(long, default_value = "interp", value_parser = ["interp", "jit"])]
+    /// Who runs the kernels: `jit` (Cranelift + native GEMM) or `interp` (the reference).
+    #[arg(long, default_value = "jit", value_parser = ["interp", "jit"])]
     backend: String,
     /// Train for N steps in all (the same as `--set train.steps=N`).
     #[arg(long, value_name = "N")]
@@ -36,12 +36,6 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
-    if args.backend == "jit" {
-        eprintln!(
-            "cllm run: the JIT back end is not built yet; use `--backend interp` (the default)."
-        );
-        return ExitCode::from(2);
-    }
     let mut overrides = args.overrides.clone();
     if let Some(steps) = args.steps {
         overrides.push(format!("train.steps={steps}"));
@@ -78,6 +72,11 @@ pub fn run(args: RunArgs) -> ExitCode {
         quiet: args.quiet,
         interrupt: interrupt.clone(),
         spec_text: spec::to_cllm(&spec, false),
+        backend: if args.backend == "jit" {
+            Backend::Jit
+        } else {
+            Backend::Interp
+        },
         ..RunOptions::new(run_dir.clone(), base_dir)
     };
     match runtime::train(&spec, &options) {

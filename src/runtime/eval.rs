@@ -2,19 +2,19 @@
 //! exact-match accuracy of greedy decoding on the held-out problems.
 
 use crate::data::{Addition, Batch, Dataset};
-use crate::interp::Interpreter;
+use crate::machine::Machine;
 use crate::rng::Rng;
 use crate::runtime::sampler::{Sampler, Sampling};
 
 /// Mean loss per scored target over `batches` fixed validation batches.
 pub fn validation_loss(
-    interp: &mut Interpreter<f32>,
+    machine: &mut Machine<f32>,
     data: &Dataset,
     batches: usize,
     scratch: &mut Batch,
 ) -> f64 {
     let (mut sum, mut scored) = (0.0, 0usize);
-    let shard_len = interp.graph().dims.batch * interp.graph().dims.t;
+    let shard_len = machine.graph().dims.batch * machine.graph().dims.t;
     for index in 0..batches {
         data.val_batch(index, scratch);
         for (tokens, targets) in scratch
@@ -22,7 +22,7 @@ pub fn validation_loss(
             .chunks_exact(shard_len)
             .zip(scratch.targets.chunks_exact(shard_len))
         {
-            sum += interp.forward(tokens, targets, 0.0);
+            sum += machine.forward(tokens, targets, 0.0);
         }
         scored += scratch.scored();
     }

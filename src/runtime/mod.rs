@@ -39,6 +39,17 @@ pub struct RunOptions {
     pub passes: PassOptions,
     /// Fill every arena tensor with NaN when its lifetime ends (a liveness check).
     pub poison: bool,
+    /// Who runs the kernels.
+    pub backend: Backend,
+}
+
+/// Who runs the plan's kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The reference interpreter (plain loops, f64 accumulation).
+    Interp,
+    /// Cranelift-compiled kernels and native GEMM.
+    Jit,
 }
 
 impl RunOptions {
@@ -54,6 +65,7 @@ impl RunOptions {
             base_dir: base_dir.into(),
             passes: PassOptions::default(),
             poison: false,
+            backend: Backend::Jit,
         }
     }
 }
@@ -69,6 +81,12 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    #[error("the JIT could not compile this plan: {0}")]
+    #[diagnostic(
+        code(cllm::jit),
+        help("run with `--backend interp` to use the reference interpreter")
+    )]
+    Jit(#[from] cllm_kernels::jit::JitError),
     #[error("the loss is {loss} at step {step}: training diverged")]
     #[diagnostic(
         code(cllm::diverged),

@@ -1,8 +1,6 @@
 //! The optimizer step: learning-rate schedule, clipping by global norm, AdamW.
 
-use cllm_kernels::adamw::{AdamWStep, adamw_update, grad_norm_squared};
-
-use crate::interp::Interpreter;
+use crate::machine::{AdamW, Machine};
 use crate::spec::{Optimizer, Schedule, Train};
 
 /// The learning rate at 0-based `step`: linear warm-up to the peak, then the decay.
@@ -26,19 +24,6 @@ pub fn learning_rate(train: &Train, step: u64) -> f64 {
     min_lr + shape * (peak - min_lr)
 }
 
-/// AdamW's moments, one pair per parameter tensor.
-pub struct AdamWState {
-    pub m: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
-}
-
-impl AdamWState {
-    pub fn zeros(sizes: impl Iterator<Item = usize>) -> AdamWState {
-        let m: Vec<Vec<f32>> = sizes.map(|n| vec![0.0; n]).collect();
-        AdamWState { v: m.clone(), m }
-    }
-}
-
 /// What one optimizer step did.
 pub struct StepStats {
     pub lr: f64,
@@ -47,15 +32,8 @@ pub struct StepStats {
 }
 
 /// Clips and applies the accumulated gradients; `step` is 0-based.
-pub fn apply(
-    interp: &mut Interpreter<f32>,
-    state: &mut AdamWState,
-    train: &Train,
-    step: u64,
-) -> StepStats {
-    let params = interp.graph().params.len();
-    let norm_sq: f64 = (0..params).map(|i| grad_norm_squared(interp.grad(i))).sum();
-    let grad_norm = norm_sq.sqrt();
+pub fn apply(machine: &mut Machine<f32>, train: &Train, step: u64) -> StepStats {
+    let grad_norm = machine.grad_norm_squared().sqrt();
     let grad_scale = match train.clip_grad {
         Some(max) if grad_norm > max => max / grad_norm,
         _ => 1.0,
@@ -67,20 +45,15 @@ pub fn apply(
         weight_decay,
         ..
     } = train.optimizer;
-    for i in 0..params {
-        let decay = interp.graph().params[i].decay;
-        let hyper = AdamWStep {
-            lr,
-            beta1: betas.0,
-            beta2: betas.1,
-            eps,
-            weight_decay: if decay { weight_decay } else { 0.0 },
-            t: step + 1,
-            grad_scale,
-        };
-        let (p, g) = interp.param_and_grad(i);
-        adamw_update(p, g, &mut state.m[i], &mut state.v[i], &hyper);
-    }
+    machine.adamw(AdamW {
+        lr,
+        beta1: betas.0,
+        beta2: betas.1,
+        eps,
+        weight_decay,
+        t: step + 1,
+        grad_scale,
+    });
     StepStats { lr, grad_norm }
 }
 

@@ -4,17 +4,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::checkpoint::{self, Snapshot};
+use crate::codegen;
 use crate::data::{Batch, Cursor, Dataset};
 use crate::graph::Init;
-use crate::interp::Interpreter;
+use crate::machine::Machine;
 use crate::plan::{self, Plan};
 use crate::rng::Rng;
 use crate::runtime::eval::{addition_accuracy, validation_loss};
-use crate::runtime::optimizer::{self, AdamWState};
+use crate::runtime::optimizer;
 use crate::runtime::report::Reporter;
 use crate::runtime::sampler::Sampler;
-use crate::runtime::{RunError, RunOptions};
+use crate::runtime::{Backend, RunError, RunOptions};
 use crate::spec::Spec;
+use cllm_kernels::jit::JitOptions;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,8 +36,7 @@ pub struct RunSummary {
 }
 
 struct State {
-    interp: Interpreter<f32>,
-    adamw: AdamWState,
+    machine: Machine<f32>,
     step: u64,
     cursor: Cursor,
 }
@@ -47,11 +48,18 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     let data = Dataset::load(spec, &options.base_dir)?;
     let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
+    let program = match options.backend {
+        Backend::Jit => Some(codegen::compile(&plan, JitOptions::default())?),
+        Backend::Interp => None,
+    };
     let mut state = match &options.resume {
         Some(from) => resume(plan, &checkpoint::locate(from))?,
         None => fresh(plan, spec, &options.base_dir)?,
     };
-    state.interp.set_poison(options.poison);
+    if let Some(program) = program {
+        state.machine.attach_jit(program);
+    }
+    state.machine.set_poison(options.poison);
     let total = spec.train.steps;
     if let Some(from) = &options.resume
         && state.step >= total
@@ -75,13 +83,17 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     )
     .map_err(run_dir_error)?;
     report.say(&format!(
-        "training {} parameters for {} steps of {} sequences × {} tokens ({} shards; interpreter, 1 thread; arena {}); run folder {}",
-        state.interp.graph().parameter_count(),
+        "training {} parameters for {} steps of {} sequences × {} tokens ({} shards; {}, 1 thread; arena {}); run folder {}",
+        state.machine.graph().parameter_count(),
         total,
         spec.train.batch,
         spec.model.context,
-        state.interp.plan().shards,
-        plan::human_bytes(state.interp.plan().arena.peak_bytes),
+        state.machine.plan().shards,
+        match state.machine.compile_seconds() {
+            Some(seconds) => format!("JIT compiled in {:.0} ms", 1e3 * seconds),
+            None => "reference interpreter".to_string(),
+        },
+        plan::human_bytes(state.machine.plan().arena.peak_bytes),
         options.run_dir.display()
     ));
 
@@ -109,7 +121,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
                 loss,
             });
         }
-        let stats = optimizer::apply(&mut state.interp, &mut state.adamw, &spec.train, state.step);
+        let stats = optimizer::apply(&mut state.machine, &spec.train, state.step);
         state.step += 1;
         losses.push(loss);
         report.step(
@@ -159,17 +171,17 @@ fn step(state: &mut State, data: &Dataset, micro_batches: &mut [Batch]) -> f64 {
     // the step, however it is split into micro-batches (see softmax_xent).
     let scored: usize = micro_batches.iter().map(Batch::scored).sum();
     let loss_scale = 1.0 / scored.max(1) as f64;
-    state.interp.zero_param_grads();
+    state.machine.zero_param_grads();
     let mut loss_sum = 0.0;
-    let shard_len = state.interp.graph().dims.batch * state.interp.graph().dims.t;
+    let shard_len = state.machine.graph().dims.batch * state.machine.graph().dims.t;
     for batch in micro_batches.iter() {
         for (tokens, targets) in batch
             .tokens
             .chunks_exact(shard_len)
             .zip(batch.targets.chunks_exact(shard_len))
         {
-            loss_sum += state.interp.forward(tokens, targets, loss_scale);
-            state.interp.backward(loss_scale);
+            loss_sum += state.machine.forward(tokens, targets, loss_scale);
+            state.machine.backward(loss_scale);
         }
     }
     loss_sum * loss_scale
@@ -181,21 +193,26 @@ fn evaluate(
     data: &Dataset,
     scratch: &mut Batch,
 ) -> (f64, Option<(usize, usize)>) {
-    let val_loss = validation_loss(&mut state.interp, data, spec.eval.batches as usize, scratch);
+    let val_loss = validation_loss(
+        &mut state.machine,
+        data,
+        spec.eval.batches as usize,
+        scratch,
+    );
     let accuracy = data.addition().map(|task| {
-        let interp = &state.interp;
-        let params = (0..interp.graph().params.len())
-            .map(|i| interp.param(i))
+        let machine = &state.machine;
+        let params = (0..machine.graph().params.len())
+            .map(|i| machine.param(i))
             .collect();
-        let mut sampler = Sampler::new(interp.graph(), spec.model.ln_eps, params);
+        let mut sampler = Sampler::new(machine.graph(), spec.model.ln_eps, params);
         addition_accuracy(&mut sampler, task)
     });
     (val_loss, accuracy)
 }
 
 fn fresh(plan: Plan, spec: &Spec, base_dir: &Path) -> Result<State, RunError> {
-    let mut interp = Interpreter::new(plan);
-    let params = interp.graph().params.clone();
+    let mut machine = Machine::new(plan);
+    let params = machine.graph().params.clone();
     if let Some(weights) = &spec.model.weights {
         let shapes: Vec<(String, Vec<usize>)> = params
             .iter()
@@ -203,12 +220,12 @@ fn fresh(plan: Plan, spec: &Spec, base_dir: &Path) -> Result<State, RunError> {
             .collect();
         let values = checkpoint::import_gpt2(&base_dir.join(weights), &shapes)?;
         for (i, v) in values.into_iter().enumerate() {
-            interp.param_mut(i).copy_from_slice(&v);
+            machine.param_mut(i).copy_from_slice(&v);
         }
     } else {
         let mut rng = Rng::derive(spec.train.seed, "parameter init");
         for (i, p) in params.iter().enumerate() {
-            let values = interp.param_mut(i);
+            let values = machine.param_mut(i);
             match p.init {
                 Init::Normal { std } => values
                     .iter_mut()
@@ -218,10 +235,8 @@ fn fresh(plan: Plan, spec: &Spec, base_dir: &Path) -> Result<State, RunError> {
             }
         }
     }
-    let adamw = AdamWState::zeros(params.iter().map(|p| p.shape.iter().product()));
     Ok(State {
-        interp,
-        adamw,
+        machine,
         step: 0,
         cursor: Dataset::cursor(spec.train.seed),
     })
@@ -239,18 +254,19 @@ fn resume(plan: Plan, path: &Path) -> Result<State, RunError> {
         .map_err(|_| format("its `step` is not a number"))?;
     let cursor: Cursor = serde_json::from_str(stored.field(path, "cursor")?)
         .map_err(|_| format("its `cursor` is unreadable"))?;
-    let mut interp = Interpreter::new(plan);
-    let params = interp.graph().params.clone();
-    let mut adamw = AdamWState::zeros(params.iter().map(|p| p.shape.iter().product()));
+    let mut machine = Machine::new(plan);
+    let params = machine.graph().params.clone();
     for (i, p) in params.iter().enumerate() {
         let values = stored.take(path, &p.name, &p.shape)?;
-        interp.param_mut(i).copy_from_slice(&values);
-        adamw.m[i] = stored.take(path, &format!("adamw.m.{}", p.name), &p.shape)?;
-        adamw.v[i] = stored.take(path, &format!("adamw.v.{}", p.name), &p.shape)?;
+        machine.param_mut(i).copy_from_slice(&values);
+        let m = stored.take(path, &format!("adamw.m.{}", p.name), &p.shape)?;
+        let v = stored.take(path, &format!("adamw.v.{}", p.name), &p.shape)?;
+        let (m_dst, v_dst) = machine.moments_mut(i);
+        m_dst.copy_from_slice(&m);
+        v_dst.copy_from_slice(&v);
     }
     Ok(State {
-        interp,
-        adamw,
+        machine,
         step,
         cursor,
     })
@@ -263,22 +279,15 @@ fn save(
     data: &Dataset,
     spec_text: &str,
 ) -> Result<(), RunError> {
-    let graph = state.interp.graph();
+    let graph = state.machine.graph();
     let mut tensors = Vec::new();
     for (i, p) in graph.params.iter().enumerate() {
-        tensors.push((p.name.clone(), p.shape.clone(), state.interp.param(i)));
+        tensors.push((p.name.clone(), p.shape.clone(), state.machine.param(i)));
     }
     for (i, p) in graph.params.iter().enumerate() {
-        tensors.push((
-            format!("adamw.m.{}", p.name),
-            p.shape.clone(),
-            state.adamw.m[i].as_slice(),
-        ));
-        tensors.push((
-            format!("adamw.v.{}", p.name),
-            p.shape.clone(),
-            state.adamw.v[i].as_slice(),
-        ));
+        let (m, v) = state.machine.moments(i);
+        tensors.push((format!("adamw.m.{}", p.name), p.shape.clone(), m));
+        tensors.push((format!("adamw.v.{}", p.name), p.shape.clone(), v));
     }
     let spec_json = serde_json::to_string(spec).expect("a Spec serializes");
     let extra = data.tokenizer.words().map(|w| {

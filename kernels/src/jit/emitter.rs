@@ -42,9 +42,11 @@ pub struct Emitter<'a> {
     result: Option<Value>,
 }
 
-/// Plain memory access to our own buffers: aligned to the element, never trapping.
+/// Plain memory access to our own buffers: never trapping. Not `aligned`: four-lane
+/// accesses start at any element, and the flag would allow folding them into
+/// legacy-SSE instructions that fault on unaligned addresses.
 fn flags() -> MemFlagsData {
-    MemFlagsData::trusted()
+    MemFlagsData::new().with_notrap()
 }
 
 impl<'a> Emitter<'a> {
@@ -84,7 +86,7 @@ impl<'a> Emitter<'a> {
 
     /// Base pointer of tensor argument `i`.
     pub fn arg(&mut self, i: usize) -> Value {
-        let flags = flags().with_readonly();
+        let flags = MemFlagsData::trusted().with_readonly();
         self.b
             .ins()
             .load(types::I64, flags, self.args, (8 * i) as i32)
@@ -92,7 +94,7 @@ impl<'a> Emitter<'a> {
 
     /// Run-time scalar `i` (f64).
     pub fn scalar(&mut self, i: usize) -> Value {
-        let flags = flags().with_readonly();
+        let flags = MemFlagsData::trusted().with_readonly();
         self.b
             .ins()
             .load(types::F64, flags, self.scalars, (8 * i) as i32)

@@ -11,7 +11,7 @@ use cllm_kernels::matmul::{matmul_backward, matmul_forward};
 use cllm_kernels::residual::{residual_backward, residual_forward};
 use cllm_kernels::softmax_xent::{softmax_xent_backward, softmax_xent_forward};
 
-use super::{Interpreter, Region};
+use super::{Machine, Region};
 use crate::graph::OpKind;
 
 /// Splits `buffer` into the given `(start, len)` ranges, returned in the given order.
@@ -40,8 +40,8 @@ fn split_disjoint<'a, T>(mut buffer: &'a mut [T], ranges: &[(usize, usize)]) -> 
 }
 
 /// Runs op `o` of kernel `k`; returns the loss sum for `SoftmaxXent`, else 0.
-pub(super) fn run_op<T: Real>(it: &mut Interpreter<T>, k: usize, o: usize, loss_scale: f64) -> f64 {
-    let Interpreter {
+pub(super) fn run_op<T: Real>(it: &mut Machine<T>, k: usize, o: usize, loss_scale: f64) -> f64 {
+    let Machine {
         plan,
         arena,
         params,

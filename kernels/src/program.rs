@@ -1,0 +1,160 @@
+//! Kernel descriptions → one compiled module. This is the crate's whole interface to
+//! the rest of cllm: a [`KernelDesc`] lists the [`Step`]s of one kernel (a fusion
+//! group), each with its shapes and the argument slots of its tensors; [`compile`]
+//! returns one callable function per description.
+
+use cranelift_codegen::ir::Value;
+
+use crate::adamw::{emit_adamw, emit_grad_norm_squared};
+use crate::attention::{AttentionShape, emit_attention_backward, emit_attention_forward};
+use crate::embedding::{emit_embedding_backward, emit_embedding_forward};
+use crate::gelu::{emit_gelu_backward, emit_gelu_forward};
+use crate::jit::{Compiled, Emitter, JitBuilder, JitError, JitOptions};
+use crate::layernorm::{emit_layernorm_backward, emit_layernorm_forward};
+use crate::matmul::{emit_matmul_backward, emit_matmul_forward};
+use crate::residual::{emit_residual_backward, emit_residual_forward};
+use crate::softmax_xent::{emit_softmax_xent_backward, emit_softmax_xent_forward};
+
+/// One piece of work with its exact shapes. The argument slots that go with it are
+/// listed in the order given on each variant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// [out, tokens, wte, wpe]
+    Embedding { batch: usize, t: usize, c: usize },
+    /// [dwte, dwpe, dout, tokens]
+    EmbeddingBackward { batch: usize, t: usize, c: usize },
+    /// [out, mean, rstd, inp, weight, bias]
+    LayerNorm { rows: usize, c: usize, eps: f64 },
+    /// [dinp, dweight, dbias, dout, inp, weight, mean, rstd]
+    LayerNormBackward { rows: usize, c: usize },
+    /// [out, inp, weight, bias?, gelu_out?]
+    Matmul {
+        rows: usize,
+        c: usize,
+        oc: usize,
+        bias: bool,
+        gelu: bool,
+    },
+    /// [dinp, dweight, dbias?, dout, inp, weight]
+    MatmulBackward {
+        rows: usize,
+        c: usize,
+        oc: usize,
+        bias: bool,
+    },
+    /// [out, inp]
+    Gelu { n: usize },
+    /// [dinp, dout, inp]
+    GeluBackward { n: usize },
+    /// [out, a, b]
+    Residual { n: usize },
+    /// [da, db, dout]
+    ResidualBackward { n: usize },
+    /// [out, att, qkv]
+    Attention(AttentionShape),
+    /// [dqkv, dout, qkv, att]
+    AttentionBackward(AttentionShape),
+    /// [losses, probs, logits, targets]; the kernel returns Σ loss
+    SoftmaxXent { rows: usize, v: usize },
+    /// [dlogits, probs, targets]; scalar 0 is the loss scale
+    SoftmaxXentBackward { rows: usize, v: usize },
+    /// [grads]; the kernel returns Σ g²
+    GradNormSquared { len: usize },
+    /// [params, grads, m, v]; segments are (offset, length, decayed); scalars as in `emit_adamw`
+    AdamW { segments: Vec<(usize, usize, bool)> },
+}
+
+/// One kernel: a name and its steps, each with its argument slots.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelDesc {
+    pub name: String,
+    pub steps: Vec<(Step, Vec<usize>)>,
+}
+
+/// Compiles every description into one module; functions come back in order.
+pub fn compile(kernels: &[KernelDesc], options: JitOptions) -> Result<Compiled, JitError> {
+    let mut jit = JitBuilder::new(options)?;
+    for kernel in kernels {
+        let slots = kernel
+            .steps
+            .iter()
+            .flat_map(|(_, s)| s.iter())
+            .max()
+            .map_or(0, |m| m + 1);
+        jit.kernel(&kernel.name, |e| {
+            let args: Vec<Value> = (0..slots).map(|i| e.arg(i)).collect();
+            for (step, slots) in &kernel.steps {
+                let a: Vec<Value> = slots.iter().map(|&s| args[s]).collect();
+                emit_step(e, step, &a);
+            }
+        })?;
+    }
+    jit.finish()
+}
+
+fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
+    match step.clone() {
+        Step::Embedding { batch, t, c } => {
+            emit_embedding_forward(e, a[0], a[1], a[2], a[3], batch, t, c)
+        }
+        Step::EmbeddingBackward { batch, t, c } => {
+            emit_embedding_backward(e, a[0], a[1], a[2], a[3], batch, t, c)
+        }
+        Step::LayerNorm { rows, c, eps } => {
+            emit_layernorm_forward(e, a[0], a[1], a[2], a[3], a[4], a[5], rows, c, eps)
+        }
+        Step::LayerNormBackward { rows, c } => {
+            emit_layernorm_backward(e, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], rows, c)
+        }
+        Step::Matmul {
+            rows,
+            c,
+            oc,
+            bias,
+            gelu,
+        } => {
+            let bias_at = bias.then_some(3);
+            let gelu_at = gelu.then_some(3 + bias as usize);
+            emit_matmul_forward(
+                e,
+                a[0],
+                a[1],
+                a[2],
+                bias_at.map(|k| a[k]),
+                gelu_at.map(|k| a[k]),
+                rows,
+                c,
+                oc,
+            )
+        }
+        Step::MatmulBackward { rows, c, oc, bias } => {
+            let rest = if bias { 3 } else { 2 };
+            emit_matmul_backward(
+                e,
+                a[0],
+                a[1],
+                bias.then(|| a[2]),
+                a[rest],
+                a[rest + 1],
+                a[rest + 2],
+                rows,
+                c,
+                oc,
+            )
+        }
+        Step::Gelu { n } => emit_gelu_forward(e, a[0], a[1], n),
+        Step::GeluBackward { n } => emit_gelu_backward(e, a[0], a[1], a[2], n),
+        Step::Residual { n } => emit_residual_forward(e, a[0], a[1], a[2], n),
+        Step::ResidualBackward { n } => emit_residual_backward(e, a[0], a[1], a[2], n),
+        Step::Attention(shape) => emit_attention_forward(e, a[0], a[1], a[2], shape),
+        Step::AttentionBackward(shape) => emit_attention_backward(e, a[0], a[1], a[2], a[3], shape),
+        Step::SoftmaxXent { rows, v } => {
+            emit_softmax_xent_forward(e, a[0], a[1], a[2], a[3], rows, v)
+        }
+        Step::SoftmaxXentBackward { rows, v } => {
+            emit_softmax_xent_backward(e, a[0], a[1], a[2], rows, v)
+        }
+        Step::GradNormSquared { len } => emit_grad_norm_squared(e, a[0], len),
+        Step::AdamW { segments } => emit_adamw(e, a[0], a[1], a[2], a[3], &segments),
+    }
+}

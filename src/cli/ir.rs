@@ -1,0 +1,74 @@
+//! `cllm ir`: the Cranelift IR of every kernel the plan compiles to.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cllm::{codegen, plan, spec};
+use cllm_kernels::jit::JitOptions;
+
+#[derive(clap::Args)]
+pub struct IrArgs {
+    /// The spec to compile.
+    spec: PathBuf,
+    /// Only kernels whose name contains this (e.g. `attention`, `adamw`).
+    #[arg(long, value_name = "NAME")]
+    kernel: Option<String>,
+    /// Override a key (repeatable).
+    #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+pub fn ir(args: IrArgs) -> ExitCode {
+    let spec = match spec::load(&args.spec, &args.overrides) {
+        Ok(spec) => spec,
+        Err(error) => {
+            super::report(error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = match plan::plan(&spec) {
+        Ok(plan) => plan,
+        Err(error) => {
+            super::report(error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let program = match codegen::compile(
+        &plan,
+        JitOptions {
+            verify: true,
+            optimize: true,
+        },
+    ) {
+        Ok(program) => program,
+        Err(error) => {
+            eprintln!("cllm ir: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut shown = 0;
+    for (index, (name, ir)) in program.ir().iter().enumerate() {
+        if args
+            .kernel
+            .as_ref()
+            .is_some_and(|wanted| !name.contains(wanted.as_str()))
+        {
+            continue;
+        }
+        println!("; kernel {index}: {name}\n{ir}");
+        shown += 1;
+    }
+    if shown == 0 {
+        let names: Vec<&str> = program.ir().iter().map(|(n, _)| n.as_str()).collect();
+        eprintln!(
+            "cllm ir: no kernel matches; the kernels are: {}",
+            names.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "{shown} kernel(s); compiled in {:.0} ms",
+        1e3 * program.compile_seconds
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,208 @@
+//! Stage 4: a [`Plan`] → a [`Program`]: every plan kernel as a kernel description for
+//! `cllm-kernels` (its ops as steps with exact shapes and argument slots; the matmul +
+//! bias + GELU epilogue fused into one pass), plus the optimizer's two kernels (global
+//! gradient norm, AdamW over every parameter), compiled once into one module.
+//! `src/` knows nothing of Cranelift: it describes, `cllm-kernels` compiles.
+
+use std::time::Instant;
+
+use cllm_kernels::attention::AttentionShape;
+use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
+use cllm_kernels::program::{self, KernelDesc, Step};
+
+use crate::graph::{Graph, Op, OpKind, TensorId};
+use crate::plan::Plan;
+
+/// One compiled plan kernel: its function and the tensors of its argument table.
+pub struct CompiledKernel {
+    pub function: KernelFn,
+    pub args: Vec<TensorId>,
+}
+
+/// The compiled plan.
+pub struct Program {
+    compiled: Compiled,
+    /// One per plan kernel, in plan order.
+    pub kernels: Vec<CompiledKernel>,
+    /// Σ g² over the flat gradient buffer (args: [grads]).
+    pub grad_norm: KernelFn,
+    /// AdamW over the flat buffers (args: [params, grads, m, v]).
+    pub adamw: KernelFn,
+    /// Wall time of translation, compilation and finalisation.
+    pub compile_seconds: f64,
+}
+
+impl Program {
+    /// (kernel name, Cranelift IR) of every function, in order.
+    pub fn ir(&self) -> &[(String, String)] {
+        &self.compiled.ir
+    }
+}
+
+/// The descriptions of every kernel of `plan`, then grad_norm and adamw, with the
+/// tensors behind each plan kernel's argument slots.
+pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>) {
+    let mut descs = Vec::with_capacity(plan.kernels.len() + 2);
+    let mut tables = Vec::with_capacity(plan.kernels.len());
+    for kernel in &plan.kernels {
+        let mut args: Vec<TensorId> = Vec::new();
+        let mut slot = |id: TensorId| match args.iter().position(|&a| a == id) {
+            Some(i) => i,
+            None => {
+                args.push(id);
+                args.len() - 1
+            }
+        };
+        let mut steps = Vec::new();
+        let mut i = 0;
+        while i < kernel.ops.len() {
+            let op = &kernel.ops[i];
+            let gelu = match (op.kind, kernel.ops.get(i + 1)) {
+                (OpKind::Matmul { .. }, Some(next))
+                    if next.kind == OpKind::Gelu && next.inputs[0] == op.outputs[0] =>
+                {
+                    Some(next.outputs[0])
+                }
+                _ => None,
+            };
+            let (step, tensors) = step_of(&plan.graph, op, gelu);
+            steps.push((step, tensors.into_iter().map(&mut slot).collect()));
+            i += if gelu.is_some() { 2 } else { 1 };
+        }
+        descs.push(KernelDesc {
+            name: kernel.name.clone(),
+            steps,
+        });
+        tables.push(args);
+    }
+    let mut segments = Vec::new();
+    let mut offset = 0;
+    for p in &plan.graph.params {
+        let len = plan.graph.tensor(p.tensor).len();
+        segments.push((offset, len, p.decay));
+        offset += len;
+    }
+    descs.push(KernelDesc {
+        name: "grad_norm_squared".into(),
+        steps: vec![(Step::GradNormSquared { len: offset }, vec![0])],
+    });
+    descs.push(KernelDesc {
+        name: "adamw".into(),
+        steps: vec![(Step::AdamW { segments }, vec![0, 1, 2, 3])],
+    });
+    (descs, tables)
+}
+
+/// Compiles every kernel of `plan`.
+pub fn compile(plan: &Plan, options: JitOptions) -> Result<Program, JitError> {
+    let started = Instant::now();
+    let (descs, tables) = describe(plan);
+    let compiled = program::compile(&descs, options)?;
+    let n = tables.len();
+    let kernels = tables
+        .into_iter()
+        .enumerate()
+        .map(|(i, args)| CompiledKernel {
+            function: compiled.functions[i],
+            args,
+        })
+        .collect();
+    Ok(Program {
+        grad_norm: compiled.functions[n],
+        adamw: compiled.functions[n + 1],
+        kernels,
+        compiled,
+        compile_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The step of one op and its tensors in the step's slot order.
+fn step_of(graph: &Graph, op: &Op, gelu_out: Option<TensorId>) -> (Step, Vec<TensorId>) {
+    let d = graph.dims;
+    let (t, c, rows) = (d.t, d.c, d.batch * d.t);
+    let (i, o) = (&op.inputs, &op.outputs);
+    let len = |id: TensorId| graph.tensor(id).len();
+    let attention = |heads| AttentionShape {
+        batch: d.batch,
+        t_len: t,
+        channels: c,
+        heads,
+    };
+    match op.kind {
+        OpKind::Embedding => (
+            Step::Embedding {
+                batch: d.batch,
+                t,
+                c,
+            },
+            vec![o[0], i[0], i[1], i[2]],
+        ),
+        OpKind::EmbeddingBackward => (
+            Step::EmbeddingBackward {
+                batch: d.batch,
+                t,
+                c,
+            },
+            vec![o[0], o[1], i[0], i[1]],
+        ),
+        OpKind::LayerNorm { eps } => (
+            Step::LayerNorm { rows, c, eps },
+            vec![o[0], o[1], o[2], i[0], i[1], i[2]],
+        ),
+        OpKind::LayerNormBackward => (
+            Step::LayerNormBackward { rows, c },
+            vec![o[0], o[1], o[2], i[0], i[1], i[2], i[3], i[4]],
+        ),
+        OpKind::Matmul { bias } => {
+            let cin = len(i[0]) / rows;
+            let mut tensors = vec![o[0], i[0], i[1]];
+            tensors.extend(bias.then(|| i[2]));
+            tensors.extend(gelu_out);
+            (
+                Step::Matmul {
+                    rows,
+                    c: cin,
+                    oc: len(i[1]) / cin,
+                    bias,
+                    gelu: gelu_out.is_some(),
+                },
+                tensors,
+            )
+        }
+        OpKind::MatmulBackward { bias } => {
+            let cin = len(i[1]) / rows;
+            let mut tensors = vec![o[0], o[1]];
+            tensors.extend(bias.then(|| o[2]));
+            tensors.extend([i[0], i[1], i[2]]);
+            (
+                Step::MatmulBackward {
+                    rows,
+                    c: cin,
+                    oc: len(i[2]) / cin,
+                    bias,
+                },
+                tensors,
+            )
+        }
+        OpKind::Gelu => (Step::Gelu { n: len(i[0]) }, vec![o[0], i[0]]),
+        OpKind::GeluBackward => (Step::GeluBackward { n: len(i[0]) }, vec![o[0], i[0], i[1]]),
+        OpKind::Residual => (Step::Residual { n: len(i[0]) }, vec![o[0], i[0], i[1]]),
+        OpKind::ResidualBackward => (
+            Step::ResidualBackward { n: len(i[0]) },
+            vec![o[0], o[1], i[0]],
+        ),
+        OpKind::Attention { heads } => (Step::Attention(attention(heads)), vec![o[0], o[1], i[0]]),
+        OpKind::AttentionBackward { heads } => (
+            Step::AttentionBackward(attention(heads)),
+            vec![o[0], i[0], i[1], i[2]],
+        ),
+        OpKind::SoftmaxXent => (
+            Step::SoftmaxXent { rows, v: d.vocab },
+            vec![o[0], o[1], i[0], i[1]],
+        ),
+        OpKind::SoftmaxXentBackward => (
+            Step::SoftmaxXentBackward { rows, v: d.vocab },
+            vec![o[0], i[0], i[1]],
+        ),
+    }
+}

@@ -1,0 +1,33 @@
+//! The Cranelift IR of every kernel of tests/ir/tiny.cllm, snapshotted: any change to
+//! code generation shows up as a reviewed diff (`cargo insta review`).
+
+use std::path::Path;
+
+use cllm::{codegen, plan, spec};
+use cllm_kernels::jit::JitOptions;
+
+#[test]
+fn tiny_spec_ir_is_stable() {
+    let spec = spec::load(Path::new("tests/ir/tiny.cllm"), &[]).unwrap();
+    let plan = plan::plan(&spec).unwrap();
+    let program = codegen::compile(
+        &plan,
+        JitOptions {
+            verify: true,
+            optimize: true,
+        },
+    )
+    .expect("compiles and verifies");
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, (name, ir)) in program.ir().iter().enumerate() {
+        // One snapshot per distinct kernel family name (repeats differ only in shapes).
+        if seen.insert(name.clone()) {
+            insta::assert_snapshot!(format!("ir_{index:02}_{name}"), ir);
+        }
+    }
+    assert!(
+        seen.contains("adamw")
+            && seen.contains("attention")
+            && seen.contains("logits_softmax_xent")
+    );
+}
