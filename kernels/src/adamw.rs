@@ -131,22 +131,27 @@ pub fn emit_adamw(
 }
 
 /// Returns Σ g² over `len` floats: f32 four-lane partial sums per block of 4096,
-/// each block added to an f64 total in order.
+/// each block added to an f64 total in order (a run-time loop over the blocks, so the
+/// code size does not grow with the parameter count).
 pub fn emit_grad_norm_squared(e: &mut Emitter<'_>, grads: Value, len: usize) {
     const BLOCK: usize = 4096;
     let zero = e.b.ins().f64const(0.0);
     let total = e.var(zero);
-    let mut start = 0;
-    while start < len {
-        let n = BLOCK.min(len - start);
-        let at = e.int(start as i64);
-        let g = e.element(grads, at);
+    let blocks = len / BLOCK;
+    let add_block = |e: &mut Emitter<'_>, start: Value, n: usize| {
+        let g = e.element(grads, start);
         let partial = e.dot(g, g, n);
         let partial = e.b.ins().fpromote(types::F64, partial);
         let acc = e.get(total);
         let acc = e.b.ins().fadd(acc, partial);
         e.set(total, acc);
-        start += n;
+    };
+    e.for_n(0, (blocks * BLOCK) as i64, BLOCK as i64, |e, start| {
+        add_block(e, start, BLOCK)
+    });
+    if len > blocks * BLOCK {
+        let start = e.int((blocks * BLOCK) as i64);
+        add_block(e, start, len - blocks * BLOCK);
     }
     let result = e.get(total);
     e.set_result(result);

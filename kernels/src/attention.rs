@@ -178,17 +178,60 @@ fn qkv_head(
     e: &mut Emitter<'_>,
     qkv: Value,
     shape: AttentionShape,
-    b: i64,
+    b: Value,
     t: Value,
     part: usize,
-    h: i64,
+    h: Value,
 ) -> Value {
     let c = shape.channels;
-    let hs = shape.head_size();
-    let row = e.b.ins().iadd_imm_s(t, b * shape.t_len as i64);
+    let row = e.b.ins().imul_imm_s(b, shape.t_len as i64);
+    let row = e.b.ins().iadd(row, t);
     let base = e.row(qkv, row, 3 * c);
-    let offset = e.int((part * c) as i64 + h * hs as i64);
+    let offset = e.b.ins().imul_imm_s(h, shape.head_size() as i64);
+    let offset = e.b.ins().iadd_imm_s(offset, (part * c) as i64);
     e.element(base, offset)
+}
+
+/// Runs `body(b, h)` for every batch row and head as run-time loops: one copy of
+/// the body whatever B and NH are (compile time stays flat).
+fn for_each_head(
+    e: &mut Emitter<'_>,
+    shape: AttentionShape,
+    mut body: impl FnMut(&mut Emitter<'_>, Value, Value),
+) {
+    e.for_n(0, shape.batch as i64, 1, |e, b| {
+        e.for_n(0, shape.heads as i64, 1, |e, h| body(e, b, h));
+    });
+}
+
+/// Index of row t of head (b, h) among the (B, NH, T) rows of `att`.
+fn att_row_index(
+    e: &mut Emitter<'_>,
+    shape: AttentionShape,
+    b: Value,
+    h: Value,
+    t: Value,
+) -> Value {
+    let bh = e.b.ins().imul_imm_s(b, shape.heads as i64);
+    let bh = e.b.ins().iadd(bh, h);
+    let index = e.b.ins().imul_imm_s(bh, shape.t_len as i64);
+    e.b.ins().iadd(index, t)
+}
+
+/// Pointer to head h of row (b, t) of a (B, T, C) tensor.
+fn bt_head(
+    e: &mut Emitter<'_>,
+    base: Value,
+    shape: AttentionShape,
+    b: Value,
+    t: Value,
+    h: Value,
+) -> Value {
+    let row = e.b.ins().imul_imm_s(b, shape.t_len as i64);
+    let row = e.b.ins().iadd(row, t);
+    let p = e.row(base, row, shape.channels);
+    let offset = e.b.ins().imul_imm_s(h, shape.head_size() as i64);
+    e.element(p, offset)
 }
 
 /// Causal attention forward: `out` and the probabilities `att`.
@@ -199,79 +242,72 @@ pub fn emit_attention_forward(
     qkv: Value,
     shape: AttentionShape,
 ) {
-    let (t_len, c, hs, heads) = (shape.t_len, shape.channels, shape.head_size(), shape.heads);
+    let (t_len, hs) = (shape.t_len, shape.head_size());
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
-    for b in 0..shape.batch as i64 {
-        for h in 0..heads as i64 {
-            e.for_n(0, t_len as i64, 1, |e, t| {
-                let q = qkv_head(e, qkv, shape, b, t, 0, h);
-                let att_index =
-                    e.b.ins()
-                        .iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
-                let row = e.row(att, att_index, t_len);
-                let len = e.b.ins().iadd_imm_s(t, 1);
-                let neg = e.b.ins().f32const(f32::NEG_INFINITY);
-                let max = e.var(neg);
-                let zero = e.int(0);
-                e.for_range(zero, len, 1, |e, t2| {
-                    let k = qkv_head(e, qkv, shape, b, t2, 1, h);
-                    let d = e.dot(q, k, hs);
-                    let sc = e.b.ins().f32const(scale);
-                    let s = e.b.ins().fmul(d, sc);
-                    e.store(s, row, t2, 0);
-                    let m = e.get(max);
-                    let m = e.b.ins().fmax(m, s);
-                    e.set(max, m);
-                });
+    for_each_head(e, shape, |e, b, h| {
+        e.for_n(0, t_len as i64, 1, |e, t| {
+            let q = qkv_head(e, qkv, shape, b, t, 0, h);
+            let att_index = att_row_index(e, shape, b, h, t);
+            let row = e.row(att, att_index, t_len);
+            let len = e.b.ins().iadd_imm_s(t, 1);
+            let neg = e.b.ins().f32const(f32::NEG_INFINITY);
+            let max = e.var(neg);
+            let zero = e.int(0);
+            e.for_range(zero, len, 1, |e, t2| {
+                let k = qkv_head(e, qkv, shape, b, t2, 1, h);
+                let d = e.dot(q, k, hs);
+                let sc = e.b.ins().f32const(scale);
+                let s = e.b.ins().fmul(d, sc);
+                e.store(s, row, t2, 0);
                 let m = e.get(max);
-                let zero4 = e.constant(Lanes::Four, 0.0);
-                let zero1 = e.constant(Lanes::One, 0.0);
-                let (s4, s1) = (e.var(zero4), e.var(zero1));
-                e.lanes_dyn(len, |e, lanes, i| {
-                    let x = e.load(lanes, row, i, 0);
-                    let mw = e.widen(lanes, m);
-                    let d = e.b.ins().fsub(x, mw);
-                    let ex = e.exp(lanes, d);
-                    e.store(ex, row, i, 0);
-                    let var = if lanes == Lanes::Four { s4 } else { s1 };
-                    let acc = e.get(var);
-                    let acc = e.b.ins().fadd(acc, ex);
-                    e.set(var, acc);
-                });
-                let s = e.get(s4);
-                let s = e.sum_lanes(s);
-                let tail = e.get(s1);
-                let sum = e.b.ins().fadd(s, tail);
-                let one = e.b.ins().f32const(1.0);
-                let inv = e.b.ins().fdiv(one, sum);
-                e.lanes_dyn(len, |e, lanes, i| {
-                    let x = e.load(lanes, row, i, 0);
-                    let iv = e.widen(lanes, inv);
-                    let r = e.b.ins().fmul(x, iv);
-                    e.store(r, row, i, 0);
-                });
-                let end = e.int(t_len as i64);
-                e.for_range(len, end, 1, |e, t2| {
-                    let z = e.b.ins().f32const(0.0);
-                    e.store(z, row, t2, 0);
-                });
-                let out_row = e.b.ins().iadd_imm_s(t, b * t_len as i64);
-                let o = e.row(out, out_row, c);
-                let offset = e.int(h * hs as i64);
-                let o = e.element(o, offset);
-                e.lanes(hs, |e, lanes, i| {
-                    let z = e.constant(lanes, 0.0);
-                    e.store(z, o, i, 0);
-                });
-                let zero = e.int(0);
-                e.for_range(zero, len, 1, |e, t2| {
-                    let a = e.load(Lanes::One, row, t2, 0);
-                    let v = qkv_head(e, qkv, shape, b, t2, 2, h);
-                    e.axpy(a, v, o, hs);
-                });
+                let m = e.b.ins().fmax(m, s);
+                e.set(max, m);
             });
-        }
-    }
+            let m = e.get(max);
+            let zero4 = e.constant(Lanes::Four, 0.0);
+            let zero1 = e.constant(Lanes::One, 0.0);
+            let (s4, s1) = (e.var(zero4), e.var(zero1));
+            e.lanes_dyn(len, |e, lanes, i| {
+                let x = e.load(lanes, row, i, 0);
+                let mw = e.widen(lanes, m);
+                let d = e.b.ins().fsub(x, mw);
+                let ex = e.exp(lanes, d);
+                e.store(ex, row, i, 0);
+                let var = if lanes == Lanes::Four { s4 } else { s1 };
+                let acc = e.get(var);
+                let acc = e.b.ins().fadd(acc, ex);
+                e.set(var, acc);
+            });
+            let s = e.get(s4);
+            let s = e.sum_lanes(s);
+            let tail = e.get(s1);
+            let sum = e.b.ins().fadd(s, tail);
+            let one = e.b.ins().f32const(1.0);
+            let inv = e.b.ins().fdiv(one, sum);
+            e.lanes_dyn(len, |e, lanes, i| {
+                let x = e.load(lanes, row, i, 0);
+                let iv = e.widen(lanes, inv);
+                let r = e.b.ins().fmul(x, iv);
+                e.store(r, row, i, 0);
+            });
+            let end = e.int(t_len as i64);
+            e.for_range(len, end, 1, |e, t2| {
+                let z = e.b.ins().f32const(0.0);
+                e.store(z, row, t2, 0);
+            });
+            let o = bt_head(e, out, shape, b, t, h);
+            e.lanes(hs, |e, lanes, i| {
+                let z = e.constant(lanes, 0.0);
+                e.store(z, o, i, 0);
+            });
+            let zero = e.int(0);
+            e.for_range(zero, len, 1, |e, t2| {
+                let a = e.load(Lanes::One, row, t2, 0);
+                let v = qkv_head(e, qkv, shape, b, t2, 2, h);
+                e.axpy(a, v, o, hs);
+            });
+        });
+    });
 }
 
 /// Causal attention backward: accumulates into `dqkv` from `dout` and the saved `att`.
@@ -283,52 +319,45 @@ pub fn emit_attention_backward(
     att: Value,
     shape: AttentionShape,
 ) {
-    let (t_len, c, hs, heads) = (shape.t_len, shape.channels, shape.head_size(), shape.heads);
+    let (t_len, hs) = (shape.t_len, shape.head_size());
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
     let datt = e.stack_buffer(t_len);
-    for b in 0..shape.batch as i64 {
-        for h in 0..heads as i64 {
-            e.for_n(0, t_len as i64, 1, |e, t| {
-                let att_index =
-                    e.b.ins()
-                        .iadd_imm_s(t, (b * heads as i64 + h) * t_len as i64);
-                let row = e.row(att, att_index, t_len);
-                let out_row = e.b.ins().iadd_imm_s(t, b * t_len as i64);
-                let d = e.row(dout, out_row, c);
-                let offset = e.int(h * hs as i64);
-                let d = e.element(d, offset);
-                let len = e.b.ins().iadd_imm_s(t, 1);
-                let zero = e.b.ins().f32const(0.0);
-                let weighted = e.var(zero);
-                let start = e.int(0);
-                e.for_range(start, len, 1, |e, t2| {
-                    let v = qkv_head(e, qkv, shape, b, t2, 2, h);
-                    let da = e.dot(d, v, hs);
-                    e.store(da, datt, t2, 0);
-                    let a = e.load(Lanes::One, row, t2, 0);
-                    let w = e.get(weighted);
-                    let w = e.b.ins().fma(a, da, w);
-                    e.set(weighted, w);
-                });
+    for_each_head(e, shape, |e, b, h| {
+        e.for_n(0, t_len as i64, 1, |e, t| {
+            let att_index = att_row_index(e, shape, b, h, t);
+            let row = e.row(att, att_index, t_len);
+            let d = bt_head(e, dout, shape, b, t, h);
+            let len = e.b.ins().iadd_imm_s(t, 1);
+            let zero = e.b.ins().f32const(0.0);
+            let weighted = e.var(zero);
+            let start = e.int(0);
+            e.for_range(start, len, 1, |e, t2| {
+                let v = qkv_head(e, qkv, shape, b, t2, 2, h);
+                let da = e.dot(d, v, hs);
+                e.store(da, datt, t2, 0);
+                let a = e.load(Lanes::One, row, t2, 0);
                 let w = e.get(weighted);
-                let q = qkv_head(e, qkv, shape, b, t, 0, h);
-                let dq = qkv_head(e, dqkv, shape, b, t, 0, h);
-                let start = e.int(0);
-                e.for_range(start, len, 1, |e, t2| {
-                    let a = e.load(Lanes::One, row, t2, 0);
-                    let da = e.load(Lanes::One, datt, t2, 0);
-                    let diff = e.b.ins().fsub(da, w);
-                    let sc = e.b.ins().f32const(scale);
-                    let dpre = e.b.ins().fmul(a, diff);
-                    let dpre = e.b.ins().fmul(dpre, sc);
-                    let k = qkv_head(e, qkv, shape, b, t2, 1, h);
-                    e.axpy(dpre, k, dq, hs);
-                    let dk = qkv_head(e, dqkv, shape, b, t2, 1, h);
-                    e.axpy(dpre, q, dk, hs);
-                    let dv = qkv_head(e, dqkv, shape, b, t2, 2, h);
-                    e.axpy(a, d, dv, hs);
-                });
+                let w = e.b.ins().fma(a, da, w);
+                e.set(weighted, w);
             });
-        }
-    }
+            let w = e.get(weighted);
+            let q = qkv_head(e, qkv, shape, b, t, 0, h);
+            let dq = qkv_head(e, dqkv, shape, b, t, 0, h);
+            let start = e.int(0);
+            e.for_range(start, len, 1, |e, t2| {
+                let a = e.load(Lanes::One, row, t2, 0);
+                let da = e.load(Lanes::One, datt, t2, 0);
+                let diff = e.b.ins().fsub(da, w);
+                let sc = e.b.ins().f32const(scale);
+                let dpre = e.b.ins().fmul(a, diff);
+                let dpre = e.b.ins().fmul(dpre, sc);
+                let k = qkv_head(e, qkv, shape, b, t2, 1, h);
+                e.axpy(dpre, k, dq, hs);
+                let dk = qkv_head(e, dqkv, shape, b, t2, 1, h);
+                e.axpy(dpre, q, dk, hs);
+                let dv = qkv_head(e, dqkv, shape, b, t2, 2, h);
+                e.axpy(a, d, dv, hs);
+            });
+        });
+    });
 }

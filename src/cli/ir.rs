@@ -55,7 +55,8 @@ pub fn ir(args: IrArgs) -> ExitCode {
         {
             continue;
         }
-        println!("; kernel {index}: {name}\n{ir}");
+        let ms = 1e3 * program.kernel_seconds()[index];
+        println!("; kernel {index}: {name} (compiled in {ms:.1} ms)\n{ir}");
         shown += 1;
     }
     if shown == 0 {

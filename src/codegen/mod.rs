@@ -37,6 +37,11 @@ impl Program {
     pub fn ir(&self) -> &[(String, String)] {
         &self.compiled.ir
     }
+
+    /// Seconds each function took to compile, in the order of [`Program::ir`].
+    pub fn kernel_seconds(&self) -> &[f64] {
+        &self.compiled.seconds
+    }
 }
 
 /// The descriptions of every kernel of `plan`, then grad_norm and adamw, with the

@@ -55,7 +55,7 @@ pub struct JitBuilder {
     module: JITModule,
     ctx: Context,
     fctx: FunctionBuilderContext,
-    kernels: Vec<(String, FuncId, String)>,
+    kernels: Vec<(String, FuncId, String, f64)>,
     /// Rust helpers the kernels may call (the GEMM, ln), by symbol name.
     imports: Vec<(&'static str, FuncId)>,
 }
@@ -154,6 +154,7 @@ impl JitBuilder {
         name: &str,
         body: impl FnOnce(&mut Emitter<'_>),
     ) -> Result<usize, JitError> {
+        let started = std::time::Instant::now();
         let fail = |message: String| JitError::Compile {
             name: name.to_string(),
             message,
@@ -195,7 +196,8 @@ impl JitBuilder {
         self.module
             .define_function(id, &mut self.ctx)
             .map_err(|e| fail(format!("{e:?}")))?;
-        self.kernels.push((name.to_string(), id, ir));
+        self.kernels
+            .push((name.to_string(), id, ir, started.elapsed().as_secs_f64()));
         Ok(self.kernels.len() - 1)
     }
 
@@ -210,21 +212,23 @@ impl JitBuilder {
         let functions = self
             .kernels
             .iter()
-            .map(|(_, id, _)| {
+            .map(|(_, id, _, _)| {
                 let code = self.module.get_finalized_function(*id);
                 // SAFETY: every kernel was declared with the `KernelFn` signature above.
                 unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
             })
             .collect();
+        let seconds = self.kernels.iter().map(|k| k.3).collect();
         let ir = self
             .kernels
             .into_iter()
-            .map(|(name, _, ir)| (name, ir))
+            .map(|(name, _, ir, _)| (name, ir))
             .collect();
         Ok(Compiled {
             _module: self.module,
             functions,
             ir,
+            seconds,
         })
     }
 }
@@ -236,6 +240,8 @@ pub struct Compiled {
     pub functions: Vec<KernelFn>,
     /// (kernel name, Cranelift IR text), in compilation order.
     pub ir: Vec<(String, String)>,
+    /// Seconds each kernel took to translate and compile, in the same order.
+    pub seconds: Vec<f64>,
 }
 
 // SAFETY: the module is only kept alive, never touched after `finish`; the finalized
