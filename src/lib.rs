@@ -27,6 +27,7 @@ pub mod codegen;
 pub mod data;
 pub mod graph;
 pub mod machine;
+pub mod peak;
 pub mod plan;
 pub mod rng;
 pub mod runtime;

@@ -43,15 +43,8 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// Print the Cranelift IR of every kernel.
     Ir(cli::ir::IrArgs),
-    /// Measure training-step speed.
-    Bench(NotYet),
-}
-
-/// Arguments of a subcommand that is not built yet: accepted, then refused plainly.
-#[derive(clap::Args)]
-struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// Measure training-step speed against this machine's measured peak.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,13 +60,6 @@ fn main() -> ExitCode {
         Command::Sample(args) => cli::sample::sample(args),
         Command::Plan(args) => cli::plan::plan(args),
         Command::Ir(args) => cli::ir::ir(args),
-        Command::Bench(_) => not_yet("bench", "the parallel runtime"),
+        Command::Bench(args) => cli::bench::bench(args),
     }
-}
-
-fn not_yet(command: &str, stage: &str) -> ExitCode {
-    eprintln!(
-        "cllm {command}: not built yet; it arrives with {stage}. `check`, `run`, `sample`, `plan` and `ir` work today."
-    );
-    ExitCode::from(2)
 }

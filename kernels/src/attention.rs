@@ -171,6 +171,7 @@ pub fn attention_decode<T: Real>(
 // computed in place in the `att` row.
 
 use crate::jit::{Emitter, Lanes};
+use crate::matmul::call_gemm;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Pointer to head `h` of part `part` (0 q, 1 k, 2 v) of position (b, t) in qkv.
@@ -234,7 +235,69 @@ fn bt_head(
     e.element(p, offset)
 }
 
-/// Causal attention forward: `out` and the probabilities `att`.
+/// The causal softmax of row t of a T×T block, in place: entries t2 ≤ t become
+/// softmax(scale · x), the rest 0.
+fn causal_softmax_row(e: &mut Emitter<'_>, row: Value, t: Value, t_len: usize, scale: f32) {
+    let len = e.b.ins().iadd_imm_s(t, 1);
+    let neg4 = e.constant(Lanes::Four, f32::NEG_INFINITY);
+    let neg1 = e.constant(Lanes::One, f32::NEG_INFINITY);
+    let (m4, m1) = (e.var(neg4), e.var(neg1));
+    e.lanes_dyn(len, |e, lanes, i| {
+        let x = e.load(lanes, row, i, 0);
+        let var = if lanes == Lanes::Four { m4 } else { m1 };
+        let m = e.get(var);
+        let m = e.b.ins().fmax(m, x);
+        e.set(var, m);
+    });
+    let m = e.get(m4);
+    let m = e.max_lanes(m);
+    let tail = e.get(m1);
+    let max = e.b.ins().fmax(m, tail);
+    let zero4 = e.constant(Lanes::Four, 0.0);
+    let zero1 = e.constant(Lanes::One, 0.0);
+    let (s4, s1) = (e.var(zero4), e.var(zero1));
+    e.lanes_dyn(len, |e, lanes, i| {
+        let x = e.load(lanes, row, i, 0);
+        let mw = e.widen(lanes, max);
+        let d = e.b.ins().fsub(x, mw);
+        let sc = e.constant(lanes, scale);
+        let d = e.b.ins().fmul(d, sc);
+        let ex = e.exp(lanes, d);
+        e.store(ex, row, i, 0);
+        let var = if lanes == Lanes::Four { s4 } else { s1 };
+        let acc = e.get(var);
+        let acc = e.b.ins().fadd(acc, ex);
+        e.set(var, acc);
+    });
+    let s = e.get(s4);
+    let s = e.sum_lanes(s);
+    let tail = e.get(s1);
+    let sum = e.b.ins().fadd(s, tail);
+    let one = e.b.ins().f32const(1.0);
+    let inv = e.b.ins().fdiv(one, sum);
+    e.lanes_dyn(len, |e, lanes, i| {
+        let x = e.load(lanes, row, i, 0);
+        let iv = e.widen(lanes, inv);
+        let r = e.b.ins().fmul(x, iv);
+        e.store(r, row, i, 0);
+    });
+    let end = e.int(t_len as i64);
+    e.for_range(len, end, 1, |e, t2| {
+        let z = e.b.ins().f32const(0.0);
+        e.store(z, row, t2, 0);
+    });
+}
+
+/// Pointer to the T×T block of head (b, h) in `att`.
+fn att_block(e: &mut Emitter<'_>, att: Value, shape: AttentionShape, b: Value, h: Value) -> Value {
+    let zero = e.int(0);
+    let index = att_row_index(e, shape, b, h, zero);
+    e.row(att, index, shape.t_len)
+}
+
+/// Causal attention forward, per head: `pre = Q·Kᵀ` and `out = att·V` by the native
+/// GEMM (the full T×T square: the zeroed upper half costs twice the causal FLOPs but
+/// runs at GEMM speed), the masked, scaled softmax row by row in between.
 pub fn emit_attention_forward(
     e: &mut Emitter<'_>,
     out: Value,
@@ -242,122 +305,137 @@ pub fn emit_attention_forward(
     qkv: Value,
     shape: AttentionShape,
 ) {
-    let (t_len, hs) = (shape.t_len, shape.head_size());
+    let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
     for_each_head(e, shape, |e, b, h| {
+        let zero = e.int(0);
+        let (q, k, v) = (
+            qkv_head(e, qkv, shape, b, zero, 0, h),
+            qkv_head(e, qkv, shape, b, zero, 1, h),
+            qkv_head(e, qkv, shape, b, zero, 2, h),
+        );
+        let block = att_block(e, att, shape, b, h);
+        call_gemm(
+            e,
+            t_len,
+            t_len,
+            hs,
+            (block, t_len, 1),
+            (q, 3 * c, 1),
+            (k, 1, 3 * c),
+            false,
+        );
         e.for_n(0, t_len as i64, 1, |e, t| {
-            let q = qkv_head(e, qkv, shape, b, t, 0, h);
-            let att_index = att_row_index(e, shape, b, h, t);
-            let row = e.row(att, att_index, t_len);
-            let len = e.b.ins().iadd_imm_s(t, 1);
-            let neg = e.b.ins().f32const(f32::NEG_INFINITY);
-            let max = e.var(neg);
-            let zero = e.int(0);
-            e.for_range(zero, len, 1, |e, t2| {
-                let k = qkv_head(e, qkv, shape, b, t2, 1, h);
-                let d = e.dot(q, k, hs);
-                let sc = e.b.ins().f32const(scale);
-                let s = e.b.ins().fmul(d, sc);
-                e.store(s, row, t2, 0);
-                let m = e.get(max);
-                let m = e.b.ins().fmax(m, s);
-                e.set(max, m);
-            });
-            let m = e.get(max);
-            let zero4 = e.constant(Lanes::Four, 0.0);
-            let zero1 = e.constant(Lanes::One, 0.0);
-            let (s4, s1) = (e.var(zero4), e.var(zero1));
-            e.lanes_dyn(len, |e, lanes, i| {
-                let x = e.load(lanes, row, i, 0);
-                let mw = e.widen(lanes, m);
-                let d = e.b.ins().fsub(x, mw);
-                let ex = e.exp(lanes, d);
-                e.store(ex, row, i, 0);
-                let var = if lanes == Lanes::Four { s4 } else { s1 };
-                let acc = e.get(var);
-                let acc = e.b.ins().fadd(acc, ex);
-                e.set(var, acc);
-            });
-            let s = e.get(s4);
-            let s = e.sum_lanes(s);
-            let tail = e.get(s1);
-            let sum = e.b.ins().fadd(s, tail);
-            let one = e.b.ins().f32const(1.0);
-            let inv = e.b.ins().fdiv(one, sum);
-            e.lanes_dyn(len, |e, lanes, i| {
-                let x = e.load(lanes, row, i, 0);
-                let iv = e.widen(lanes, inv);
-                let r = e.b.ins().fmul(x, iv);
-                e.store(r, row, i, 0);
-            });
-            let end = e.int(t_len as i64);
-            e.for_range(len, end, 1, |e, t2| {
-                let z = e.b.ins().f32const(0.0);
-                e.store(z, row, t2, 0);
-            });
-            let o = bt_head(e, out, shape, b, t, h);
-            e.lanes(hs, |e, lanes, i| {
-                let z = e.constant(lanes, 0.0);
-                e.store(z, o, i, 0);
-            });
-            let zero = e.int(0);
-            e.for_range(zero, len, 1, |e, t2| {
-                let a = e.load(Lanes::One, row, t2, 0);
-                let v = qkv_head(e, qkv, shape, b, t2, 2, h);
-                e.axpy(a, v, o, hs);
-            });
+            let row = e.row(block, t, t_len);
+            causal_softmax_row(e, row, t, t_len, scale);
         });
+        let o = bt_head(e, out, shape, b, zero, h);
+        call_gemm(
+            e,
+            t_len,
+            hs,
+            t_len,
+            (o, c, 1),
+            (block, t_len, 1),
+            (v, 3 * c, 1),
+            false,
+        );
     });
 }
 
-/// Causal attention backward: accumulates into `dqkv` from `dout` and the saved `att`.
+/// Causal attention backward, per head, with the T×T `workspace`:
+/// `datt = dout·Vᵀ`; `dpre = s·att ⊙ (datt − rowsum(att ⊙ datt))` (masked);
+/// `dQ += dpre·K`, `dK += dpreᵀ·Q`, `dV += attᵀ·dout` — four GEMMs and a row pass.
 pub fn emit_attention_backward(
     e: &mut Emitter<'_>,
     dqkv: Value,
     dout: Value,
     qkv: Value,
     att: Value,
+    workspace: Value,
     shape: AttentionShape,
 ) {
-    let (t_len, hs) = (shape.t_len, shape.head_size());
+    let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
-    let datt = e.stack_buffer(t_len);
     for_each_head(e, shape, |e, b, h| {
+        let zero = e.int(0);
+        let (q, k, v) = (
+            qkv_head(e, qkv, shape, b, zero, 0, h),
+            qkv_head(e, qkv, shape, b, zero, 1, h),
+            qkv_head(e, qkv, shape, b, zero, 2, h),
+        );
+        let (dq, dk, dv) = (
+            qkv_head(e, dqkv, shape, b, zero, 0, h),
+            qkv_head(e, dqkv, shape, b, zero, 1, h),
+            qkv_head(e, dqkv, shape, b, zero, 2, h),
+        );
+        let block = att_block(e, att, shape, b, h);
+        let d = bt_head(e, dout, shape, b, zero, h);
+        call_gemm(
+            e,
+            t_len,
+            t_len,
+            hs,
+            (workspace, t_len, 1),
+            (d, c, 1),
+            (v, 1, 3 * c),
+            false,
+        );
         e.for_n(0, t_len as i64, 1, |e, t| {
-            let att_index = att_row_index(e, shape, b, h, t);
-            let row = e.row(att, att_index, t_len);
-            let d = bt_head(e, dout, shape, b, t, h);
+            let a = e.row(block, t, t_len);
+            let w = e.row(workspace, t, t_len);
             let len = e.b.ins().iadd_imm_s(t, 1);
             let zero = e.b.ins().f32const(0.0);
             let weighted = e.var(zero);
             let start = e.int(0);
             e.for_range(start, len, 1, |e, t2| {
-                let v = qkv_head(e, qkv, shape, b, t2, 2, h);
-                let da = e.dot(d, v, hs);
-                e.store(da, datt, t2, 0);
-                let a = e.load(Lanes::One, row, t2, 0);
-                let w = e.get(weighted);
-                let w = e.b.ins().fma(a, da, w);
-                e.set(weighted, w);
+                let av = e.load(Lanes::One, a, t2, 0);
+                let wv = e.load(Lanes::One, w, t2, 0);
+                let acc = e.get(weighted);
+                let acc = e.b.ins().fma(av, wv, acc);
+                e.set(weighted, acc);
             });
-            let w = e.get(weighted);
-            let q = qkv_head(e, qkv, shape, b, t, 0, h);
-            let dq = qkv_head(e, dqkv, shape, b, t, 0, h);
-            let start = e.int(0);
-            e.for_range(start, len, 1, |e, t2| {
-                let a = e.load(Lanes::One, row, t2, 0);
-                let da = e.load(Lanes::One, datt, t2, 0);
-                let diff = e.b.ins().fsub(da, w);
-                let sc = e.b.ins().f32const(scale);
-                let dpre = e.b.ins().fmul(a, diff);
-                let dpre = e.b.ins().fmul(dpre, sc);
-                let k = qkv_head(e, qkv, shape, b, t2, 1, h);
-                e.axpy(dpre, k, dq, hs);
-                let dk = qkv_head(e, dqkv, shape, b, t2, 1, h);
-                e.axpy(dpre, q, dk, hs);
-                let dv = qkv_head(e, dqkv, shape, b, t2, 2, h);
-                e.axpy(a, d, dv, hs);
+            let total = e.get(weighted);
+            e.lanes(t_len, |e, lanes, i| {
+                let av = e.load(lanes, a, i, 0);
+                let wv = e.load(lanes, w, i, 0);
+                let tw = e.widen(lanes, total);
+                let diff = e.b.ins().fsub(wv, tw);
+                let sc = e.constant(lanes, scale);
+                let r = e.b.ins().fmul(av, diff);
+                let r = e.b.ins().fmul(r, sc);
+                e.store(r, w, i, 0); // att is 0 above the diagonal, so dpre is too
             });
         });
+        call_gemm(
+            e,
+            t_len,
+            hs,
+            t_len,
+            (dq, 3 * c, 1),
+            (workspace, t_len, 1),
+            (k, 3 * c, 1),
+            true,
+        );
+        call_gemm(
+            e,
+            t_len,
+            hs,
+            t_len,
+            (dk, 3 * c, 1),
+            (workspace, 1, t_len),
+            (q, 3 * c, 1),
+            true,
+        );
+        call_gemm(
+            e,
+            t_len,
+            hs,
+            t_len,
+            (dv, 3 * c, 1),
+            (block, 1, t_len),
+            (d, c, 1),
+            true,
+        );
     });
 }

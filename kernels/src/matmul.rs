@@ -131,8 +131,7 @@ pub unsafe extern "C" fn cllm_sgemm(
 }
 
 /// Emits a call of `cllm_sgemm`; each matrix is (pointer, row stride, column stride).
-#[allow(clippy::too_many_arguments)]
-fn call_gemm(
+pub(crate) fn call_gemm(
     e: &mut Emitter<'_>,
     m: usize,
     n: usize,

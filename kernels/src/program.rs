@@ -52,7 +52,7 @@ pub enum Step {
     ResidualBackward { n: usize },
     /// [out, att, qkv]
     Attention(AttentionShape),
-    /// [dqkv, dout, qkv, att]
+    /// [dqkv, dout, qkv, att, workspace (T×T)]
     AttentionBackward(AttentionShape),
     /// [losses, probs, logits, targets]; the kernel returns Σ loss
     SoftmaxXent { rows: usize, v: usize },
@@ -147,7 +147,9 @@ fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
         Step::Residual { n } => emit_residual_forward(e, a[0], a[1], a[2], n),
         Step::ResidualBackward { n } => emit_residual_backward(e, a[0], a[1], a[2], n),
         Step::Attention(shape) => emit_attention_forward(e, a[0], a[1], a[2], shape),
-        Step::AttentionBackward(shape) => emit_attention_backward(e, a[0], a[1], a[2], a[3], shape),
+        Step::AttentionBackward(shape) => {
+            emit_attention_backward(e, a[0], a[1], a[2], a[3], a[4], shape)
+        }
         Step::SoftmaxXent { rows, v } => {
             emit_softmax_xent_forward(e, a[0], a[1], a[2], a[3], rows, v)
         }

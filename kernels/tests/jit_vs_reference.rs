@@ -381,7 +381,10 @@ fn attention_kernels_match() {
         let mut qkv = rng.vec(batch * t_len * 3 * channels, 1.0);
         let att_len = batch * heads * t_len * t_len;
         let compiled = compile(3, |e, p| emit_attention_forward(e, p[0], p[1], p[2], shape));
-        let (mut out, mut att) = (vec![0.0; batch * t_len * channels], vec![7.0; att_len]);
+        let (mut out, mut att) = (
+            vec![f32::NAN; batch * t_len * channels],
+            vec![f32::NAN; att_len],
+        );
         call(
             &compiled,
             &mut [ptr(&mut out), ptr(&mut att), ptr(&mut qkv)],
@@ -399,10 +402,11 @@ fn attention_kernels_match() {
 
         let mut dout = rng.vec(out.len(), 1.0);
         let d0 = rng.vec(qkv.len(), 1.0);
-        let compiled = compile(4, |e, p| {
-            emit_attention_backward(e, p[0], p[1], p[2], p[3], shape)
+        let compiled = compile(5, |e, p| {
+            emit_attention_backward(e, p[0], p[1], p[2], p[3], p[4], shape)
         });
         let mut dqkv = d0.clone();
+        let mut workspace = vec![f32::NAN; t_len * t_len]; // must be fully overwritten
         call(
             &compiled,
             &mut [
@@ -410,6 +414,7 @@ fn attention_kernels_match() {
                 ptr(&mut dout),
                 ptr(&mut qkv),
                 ptr(&mut r_att),
+                ptr(&mut workspace),
             ],
             &[],
         );

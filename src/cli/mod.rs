@@ -1,6 +1,7 @@
 //! The subcommands' bodies. Each turns library errors into a rendered diagnostic
 //! on stderr and an exit code: 0 success, 1 a user error, 130 interrupted.
 
+pub mod bench;
 pub mod check;
 pub mod ir;
 pub mod plan;

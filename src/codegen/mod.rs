@@ -199,7 +199,7 @@ fn step_of(graph: &Graph, op: &Op, gelu_out: Option<TensorId>) -> (Step, Vec<Ten
         OpKind::Attention { heads } => (Step::Attention(attention(heads)), vec![o[0], o[1], i[0]]),
         OpKind::AttentionBackward { heads } => (
             Step::AttentionBackward(attention(heads)),
-            vec![o[0], i[0], i[1], i[2]],
+            vec![o[0], i[0], i[1], i[2], o[1]],
         ),
         OpKind::SoftmaxXent => (
             Step::SoftmaxXent { rows, v: d.vocab },

@@ -51,6 +51,18 @@ fn backward_op(
     dy: TensorId,
 ) -> Op {
     let (i, o) = (&op.inputs, &op.outputs);
+    if let OpKind::Attention { heads } = op.kind {
+        // Attention's backward also needs a T×T scratch (dpre) while it runs.
+        let dqkv = grad_of(graph, grads, i[0]);
+        let t = graph.dims.t;
+        let name = format!("{}.workspace", graph.tensor(o[1]).name);
+        let workspace = graph.add_tensor(name, vec![t, t], Role::Workspace);
+        return Op {
+            kind: OpKind::AttentionBackward { heads },
+            inputs: vec![dy, i[0], o[1]],
+            outputs: vec![dqkv, workspace],
+        };
+    }
     let mut d = |x: TensorId| grad_of(graph, grads, x);
     let (kind, inputs, outputs) = match op.kind {
         OpKind::Embedding => (
@@ -76,11 +88,6 @@ fn backward_op(
         }
         OpKind::Gelu => (OpKind::GeluBackward, vec![dy, i[0]], vec![d(i[0])]),
         OpKind::Residual => (OpKind::ResidualBackward, vec![dy], vec![d(i[0]), d(i[1])]),
-        OpKind::Attention { heads } => (
-            OpKind::AttentionBackward { heads },
-            vec![dy, i[0], o[1]],
-            vec![d(i[0])],
-        ),
         kind => unreachable!("{kind:?} is not a forward op with a gradient rule"),
     };
     Op {

@@ -36,6 +36,8 @@ pub enum Role {
     Saved,
     /// The gradient of an activation; zeroed before each backward pass.
     Grad,
+    /// Scratch space a kernel needs only while it runs (attention backward's T×T).
+    Workspace,
 }
 
 /// One tensor: its name (llm.c's letters in the shape), shape and role.
@@ -103,7 +105,7 @@ pub enum OpKind {
     ResidualBackward,
     /// in [qkv] → out [y, att]
     Attention { heads: usize },
-    /// in [dy, qkv, att] → out [dqkv]
+    /// in [dy, qkv, att] → out [dqkv, workspace (T,T)]
     AttentionBackward { heads: usize },
     /// in [logits, targets] → out [losses, probs]
     SoftmaxXent,

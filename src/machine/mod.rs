@@ -47,6 +47,8 @@ pub struct Machine<T: Real> {
     /// Fill every arena tensor with NaN right after its last use (tests liveness).
     poison: bool,
     jit: Option<Bound>,
+    /// Seconds spent in each kernel, when profiling.
+    profile: Option<Vec<f64>>,
 }
 
 /// A compiled program with every kernel's argument table pointing into this machine.
@@ -87,11 +89,13 @@ impl<T: Real> Machine<T> {
                 Role::Targets => (Region::Targets, 0, t.len()),
                 Role::Param(i) => (Region::Params, param_offsets[i], t.len()),
                 Role::ParamGrad(i) => (Region::Grads, param_offsets[i], t.len()),
-                Role::Activation | Role::Saved | Role::Grad => match plan.slots[id] {
-                    Some(slot) => (Region::Arena, slot.offset, slot.len),
-                    // Never touched by any kernel (e.g. the loss gradient's seed).
-                    None => (Region::Arena, 0, 0),
-                },
+                Role::Activation | Role::Saved | Role::Grad | Role::Workspace => {
+                    match plan.slots[id] {
+                        Some(slot) => (Region::Arena, slot.offset, slot.len),
+                        // Never touched by any kernel (e.g. the loss gradient's seed).
+                        None => (Region::Arena, 0, 0),
+                    }
+                }
             })
             .collect();
         let n = graph.dims.batch * graph.dims.t;
@@ -107,6 +111,7 @@ impl<T: Real> Machine<T> {
             targets: vec![0; n],
             poison: false,
             jit: None,
+            profile: None,
             plan,
         }
     }
@@ -139,6 +144,16 @@ impl<T: Real> Machine<T> {
 
     pub fn graph(&self) -> &Graph {
         &self.plan.graph
+    }
+
+    /// Starts timing every kernel call (one clock read before and after each).
+    pub fn enable_profile(&mut self) {
+        self.profile = Some(vec![0.0; self.plan.kernels.len()]);
+    }
+
+    /// Seconds spent in each plan kernel since profiling started.
+    pub fn profile(&self) -> Option<&[f64]> {
+        self.profile.as_deref()
     }
 
     /// Poisons every arena tensor with NaN when its lifetime ends.
@@ -272,6 +287,7 @@ impl<T: Real> Machine<T> {
             if !select(self.plan.kernels[k].phase) {
                 continue;
             }
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             for z in 0..self.plan.kernels[k].zero_first.len() {
                 let (_, offset, len) = self.places[self.plan.kernels[k].zero_first[z].0];
                 self.arena[offset..offset + len].fill(T::default());
@@ -287,6 +303,9 @@ impl<T: Real> Machine<T> {
                 for o in 0..self.plan.kernels[k].ops.len() {
                     loss_sum += reference::run_op(self, k, o, loss_scale);
                 }
+            }
+            if let (Some(profile), Some(started)) = (&mut self.profile, started) {
+                profile[k] += started.elapsed().as_secs_f64();
             }
             if self.poison {
                 self.poison_after(k);

@@ -159,7 +159,7 @@ pub(super) fn run_op<T: Real>(it: &mut Machine<T>, k: usize, o: usize, loss_scal
         (OpKind::Attention { heads }, [y, att]) => {
             attention_forward(y, att, ins[0], attention(heads))
         }
-        (OpKind::AttentionBackward { heads }, [dqkv]) => {
+        (OpKind::AttentionBackward { heads }, [dqkv, _workspace]) => {
             attention_backward(dqkv, ins[0], ins[1], ins[2], attention(heads))
         }
         (OpKind::SoftmaxXent, [losses, probs]) => {

@@ -43,7 +43,10 @@ pub fn allocate(plan: &mut Plan) {
         for op in &kernel.ops {
             for &id in op.outputs.iter() {
                 let t = graph.tensor(id);
-                if !matches!(t.role, Role::Activation | Role::Saved | Role::Grad) {
+                if !matches!(
+                    t.role,
+                    Role::Activation | Role::Saved | Role::Grad | Role::Workspace
+                ) {
                     continue;
                 }
                 match &mut lifetimes[id.0] {

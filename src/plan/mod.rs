@@ -244,7 +244,7 @@ impl Plan {
     pub fn in_arena(&self, id: TensorId) -> bool {
         matches!(
             self.graph.tensor(id).role,
-            Role::Activation | Role::Saved | Role::Grad
+            Role::Activation | Role::Saved | Role::Grad | Role::Workspace
         )
     }
 

@@ -1,6 +1,7 @@
 //! Stage 6: the training loop. Today it drives the reference interpreter on one
 //! thread; the parallel runtime and the JIT take its place behind the same loop.
 
+pub mod bench;
 mod eval;
 mod optimizer;
 mod report;

@@ -164,24 +164,35 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
 
 /// Forward and backward over every micro-batch of one step; returns the step's loss.
 fn step(state: &mut State, data: &Dataset, micro_batches: &mut [Batch]) -> f64 {
+    step_once(&mut state.machine, &mut state.cursor, data, micro_batches)
+}
+
+/// Reads the step's micro-batches, zeroes the gradients and runs forward and backward
+/// over every shard of every micro-batch; returns the step's loss.
+pub(crate) fn step_once(
+    machine: &mut Machine<f32>,
+    cursor: &mut Cursor,
+    data: &Dataset,
+    micro_batches: &mut [Batch],
+) -> f64 {
     for batch in micro_batches.iter_mut() {
-        data.next_train(&mut state.cursor, batch);
+        data.next_train(cursor, batch);
     }
     // One scale for the whole step: the loss is the mean over every scored target of
     // the step, however it is split into micro-batches (see softmax_xent).
     let scored: usize = micro_batches.iter().map(Batch::scored).sum();
     let loss_scale = 1.0 / scored.max(1) as f64;
-    state.machine.zero_param_grads();
+    machine.zero_param_grads();
     let mut loss_sum = 0.0;
-    let shard_len = state.machine.graph().dims.batch * state.machine.graph().dims.t;
+    let shard_len = machine.graph().dims.batch * machine.graph().dims.t;
     for batch in micro_batches.iter() {
         for (tokens, targets) in batch
             .tokens
             .chunks_exact(shard_len)
             .zip(batch.targets.chunks_exact(shard_len))
         {
-            loss_sum += state.machine.forward(tokens, targets, loss_scale);
-            state.machine.backward(loss_scale);
+            loss_sum += machine.forward(tokens, targets, loss_scale);
+            machine.backward(loss_scale);
         }
     }
     loss_sum * loss_scale

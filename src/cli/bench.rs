@@ -1,0 +1,104 @@
+//! `cllm bench`: step time, throughput and the fraction of this machine's measured peak.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cllm::runtime::Backend;
+use cllm::runtime::bench::bench as run_bench;
+use cllm::{peak, spec};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The spec whose training step to time.
+    spec: PathBuf,
+    /// Timed steps (after the warm-up).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// `jit` (default) or `interp`.
+    #[arg(long, default_value = "jit", value_parser = ["interp", "jit"])]
+    backend: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Override a key (repeatable).
+    #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+/// Peak resident memory of this process (VmHWM), in bytes, where the OS says.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+pub fn bench(args: BenchArgs) -> ExitCode {
+    let spec = match spec::load(&args.spec, &args.overrides) {
+        Ok(spec) => spec,
+        Err(error) => {
+            super::report(error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let base_dir = args.spec.parent().unwrap_or(Path::new("."));
+    let backend = if args.backend == "jit" {
+        Backend::Jit
+    } else {
+        Backend::Interp
+    };
+    let report = match run_bench(&spec, base_dir, backend, args.warmup, args.steps.max(1)) {
+        Ok(report) => report,
+        Err(error) => {
+            super::report(error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let peak = peak::fma_peak_gflops(1);
+    let rss = peak_rss();
+    if args.json {
+        let value = serde_json::json!({ "spec": args.spec, "backend": args.backend, "threads": 1, "report": report, "fma_peak_gflops_1_thread": peak, "peak_rss_bytes": rss });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("serializes")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{} ({} backend, 1 thread), {} timed steps after {} warm-up:",
+        args.spec.display(),
+        args.backend,
+        report.steps,
+        args.warmup
+    );
+    println!(
+        "  step      {:.1} ms median ({:.1}–{:.1})",
+        report.step_ms_median, report.step_ms_min, report.step_ms_max
+    );
+    println!("  tokens/s  {:.0}", report.tokens_per_s);
+    println!(
+        "  GFLOP/s   {:.1} of {:.2} GFLOP per step = {:.0}% of the measured 1-thread 256-bit FMA peak ({:.1} GFLOP/s)",
+        report.gflops,
+        report.step_gflop,
+        100.0 * report.gflops / peak,
+        peak
+    );
+    println!(
+        "  plan      {:.1} ms, JIT {:.1} ms",
+        report.plan_ms, report.jit_ms
+    );
+    if let Some(rss) = rss {
+        println!("  peak RSS  {:.1} MiB", rss as f64 / (1 << 20) as f64);
+    }
+    println!("  time by kernel family:");
+    for (name, share, gflops) in &report.kernels {
+        println!(
+            "    {name:<32} {:>5.1}%  {gflops:>7.1} GFLOP/s",
+            100.0 * share
+        );
+    }
+    ExitCode::SUCCESS
+}
