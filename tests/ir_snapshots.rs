@@ -15,6 +15,7 @@ fn tiny_spec_ir_is_stable() {
         JitOptions {
             verify: true,
             optimize: true,
+            native_gemm: true,
         },
     )
     .expect("compiles and verifies");

@@ -15,13 +15,21 @@ use cllm_kernels::jit::JitOptions;
 
 #[test]
 fn a_bench_xs_step_matches_the_reference_in_loss_and_every_gradient() {
-    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &[]).unwrap();
+    for gemm in ["native", "jit"] {
+        eprintln!("-- plan.gemm = {gemm}");
+        check_step(&format!("plan.gemm={gemm}"));
+    }
+}
+
+fn check_step(gemm: &str) {
+    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &[gemm.to_string()]).unwrap();
     let plan = plan::plan(&spec).unwrap();
     let program = codegen::compile(
         &plan,
         JitOptions {
             verify: true,
             optimize: true,
+            native_gemm: true,
         },
     )
     .expect("compiles");

@@ -16,6 +16,7 @@ pub mod adamw;
 pub mod attention;
 pub mod embedding;
 pub mod gelu;
+pub mod gemm;
 pub mod jit;
 pub mod layernorm;
 pub mod matmul;

@@ -141,6 +141,10 @@ pub(crate) fn call_gemm(
     rhs: (Value, usize, usize),
     accumulate: bool,
 ) {
+    if !e.native_gemm() {
+        crate::gemm::emit_gemm(e, m, n, k, dst, lhs, rhs, accumulate);
+        return;
+    }
     let mut args = vec![e.int(m as i64), e.int(n as i64), e.int(k as i64)];
     for (p, rs, cs) in [dst, lhs, rhs] {
         let (rs, cs) = (e.int(rs as i64), e.int(cs as i64));

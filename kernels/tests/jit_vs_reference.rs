@@ -35,6 +35,21 @@ impl Lcg {
 }
 
 /// Compiles one kernel from `body`, which receives the emitter and its argument pointers.
+thread_local! {
+    /// Whether kernels under test multiply with the native GEMM or the Cranelift one.
+    static NATIVE_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `test` once with each GEMM back end.
+fn with_both_gemms(test: impl Fn()) {
+    for native in [true, false] {
+        NATIVE_GEMM.with(|n| n.set(native));
+        eprintln!("-- {} GEMM", if native { "native" } else { "Cranelift" });
+        test();
+    }
+    NATIVE_GEMM.with(|n| n.set(true));
+}
+
 fn compile(
     arguments: usize,
     body: impl FnOnce(&mut Emitter<'_>, &[cranelift_codegen::ir::Value]),
@@ -42,6 +57,7 @@ fn compile(
     let mut jit = JitBuilder::new(JitOptions {
         verify: true,
         optimize: true,
+        native_gemm: NATIVE_GEMM.with(|n| n.get()),
     })
     .expect("host ISA");
     jit.kernel("under_test", |e| {
@@ -177,6 +193,10 @@ fn elementwise_kernels_match() {
 
 #[test]
 fn matmul_kernels_match() {
+    with_both_gemms(matmul_kernels_match_once);
+}
+
+fn matmul_kernels_match_once() {
     for (n, c, oc) in [(5, 7, 3), (16, 32, 48), (13, 37, 29), (64, 128, 384)] {
         let mut rng = Lcg((n * c * oc) as u64);
         let (mut inp, mut weight, mut bias) =
@@ -368,6 +388,10 @@ fn softmax_xent_kernels_match() {
 
 #[test]
 fn attention_kernels_match() {
+    with_both_gemms(attention_kernels_match_once);
+}
+
+fn attention_kernels_match_once() {
     for (batch, t_len, channels, heads) in
         [(1, 5, 8, 2), (2, 7, 12, 3), (1, 33, 64, 2), (1, 64, 96, 4)]
     {
@@ -548,4 +572,83 @@ fn adamw_and_grad_norm_match() {
         (jit - reference).abs() <= 1e-5 * reference,
         "grad norm² {jit} vs {reference}"
     );
+}
+
+#[test]
+fn cranelift_gemm_matches_on_every_stride_pattern() {
+    use cllm_kernels::gemm::emit_gemm;
+    NATIVE_GEMM.with(|n| n.set(false));
+    // (m, n, k): full tiles, ragged edges, and smaller than one tile.
+    for (m, n, k) in [(8, 16, 12), (13, 19, 7), (3, 5, 2), (33, 65, 31)] {
+        let mut rng = Lcg((m * n * k) as u64);
+        let (a, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0));
+        let mut expected = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                expected[i * n + j] = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        // lhs row-major or transposed; rhs row-major (broadcast tiles), transposed (dot tiles).
+        let mut a_t = vec![0.0f32; m * k];
+        for i in 0..m {
+            for p in 0..k {
+                a_t[p * m + i] = a[i * k + p];
+            }
+        }
+        let mut b_t = vec![0.0f32; k * n];
+        for p in 0..k {
+            for j in 0..n {
+                b_t[j * k + p] = b[p * n + j];
+            }
+        }
+        let cases = [
+            ("NN", false, false),
+            ("TN", true, false),
+            ("NT", false, true),
+            ("TT", true, true),
+        ];
+        for (name, lhs_t, rhs_t) in cases {
+            for accumulate in [false, true] {
+                let lhs_strides = if lhs_t { (1, m) } else { (k, 1) };
+                let rhs_strides = if rhs_t { (1, k) } else { (n, 1) };
+                let compiled = compile(3, |e, p| {
+                    emit_gemm(
+                        e,
+                        m,
+                        n,
+                        k,
+                        (p[0], n, 1),
+                        (p[1], lhs_strides.0, lhs_strides.1),
+                        (p[2], rhs_strides.0, rhs_strides.1),
+                        accumulate,
+                    )
+                });
+                let start = rng.vec(m * n, 1.0);
+                let mut dst = start.clone();
+                let (mut lhs, mut rhs) = (
+                    if lhs_t { a_t.clone() } else { a.clone() },
+                    if rhs_t { b_t.clone() } else { b.clone() },
+                );
+                call(
+                    &compiled,
+                    &mut [ptr(&mut dst), ptr(&mut lhs), ptr(&mut rhs)],
+                    &[],
+                );
+                let want: Vec<f32> = expected
+                    .iter()
+                    .zip(&start)
+                    .map(|(x, s)| if accumulate { x + s } else { *x })
+                    .collect();
+                assert_close(
+                    &format!("gemm {name} {m}x{n}x{k} acc={accumulate}"),
+                    &dst,
+                    &want,
+                    k,
+                );
+            }
+        }
+    }
+    NATIVE_GEMM.with(|n| n.set(true));
 }

@@ -38,6 +38,7 @@ pub fn ir(args: IrArgs) -> ExitCode {
         JitOptions {
             verify: true,
             optimize: true,
+            native_gemm: true,
         },
     ) {
         Ok(program) => program,

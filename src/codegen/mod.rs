@@ -102,6 +102,10 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>) {
 pub fn compile(plan: &Plan, options: JitOptions) -> Result<Program, JitError> {
     let started = Instant::now();
     let (descs, tables) = describe(plan);
+    let options = JitOptions {
+        native_gemm: plan.gemm == crate::spec::Gemm::Native,
+        ..options
+    };
     let compiled = program::compile(&descs, options)?;
     let n = tables.len();
     let kernels = tables

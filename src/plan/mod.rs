@@ -21,7 +21,7 @@ mod svg;
 use serde::Serialize;
 
 use crate::graph::{Graph, Op, OpKind, Role, TensorId};
-use crate::spec::{Spec, Threads};
+use crate::spec::{Gemm, Spec, Threads};
 
 pub use memory::{ArenaStats, Slot};
 pub use report::describe;
@@ -93,6 +93,8 @@ pub struct Plan {
     pub memory_budget: u64,
     pub recomputed: Vec<String>,
     pub passes: Vec<&'static str>,
+    /// Who multiplies matrices (from `plan.gemm`).
+    pub gemm: Gemm,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -168,6 +170,7 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
         fixed_bytes,
         spec.plan.memory_budget,
     );
+    plan.gemm = spec.plan.gemm;
     if options.fuse {
         plan = fusion::fuse_softmax_xent(plan);
         plan = fusion::fuse_bias_gelu(plan);
@@ -212,6 +215,7 @@ fn schedule(
         memory_budget,
         recomputed: Vec::new(),
         passes: vec!["schedule"],
+        gemm: Gemm::Native,
     };
     memory::allocate(&mut plan);
     plan

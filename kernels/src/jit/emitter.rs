@@ -40,6 +40,7 @@ pub struct Emitter<'a> {
     scalars: Value,
     imports: Vec<(&'static str, FuncRef)>,
     result: Option<Value>,
+    native_gemm: bool,
 }
 
 /// Plain memory access to our own buffers: never trapping. Not `aligned`: four-lane
@@ -54,6 +55,7 @@ impl<'a> Emitter<'a> {
         mut b: FunctionBuilder<'a>,
         _ptr: Type,
         imports: Vec<(&'static str, FuncRef)>,
+        native_gemm: bool,
     ) -> Emitter<'a> {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -66,6 +68,7 @@ impl<'a> Emitter<'a> {
             scalars,
             imports,
             result: None,
+            native_gemm,
         }
     }
 
@@ -77,6 +80,11 @@ impl<'a> Emitter<'a> {
         self.b.ins().return_(&[result]);
         self.b.seal_all_blocks();
         self.b.finalize(config);
+    }
+
+    /// Whether products call the native GEMM (else the Cranelift one, inline).
+    pub fn native_gemm(&self) -> bool {
+        self.native_gemm
     }
 
     /// The kernel's return value (a loss sum, in f64).

@@ -39,6 +39,9 @@ pub struct JitOptions {
     pub verify: bool,
     /// `speed` (the e-graph optimiser) rather than `none`.
     pub optimize: bool,
+    /// Products go to the `gemm` crate's 256-bit micro-kernels (`plan.gemm = native`)
+    /// rather than the Cranelift F32X4 GEMM (`jit`).
+    pub native_gemm: bool,
 }
 
 impl Default for JitOptions {
@@ -46,6 +49,7 @@ impl Default for JitOptions {
         JitOptions {
             verify: cfg!(debug_assertions),
             optimize: true,
+            native_gemm: true,
         }
     }
 }
@@ -58,6 +62,7 @@ pub struct JitBuilder {
     kernels: Vec<(String, FuncId, String, f64)>,
     /// Rust helpers the kernels may call (the GEMM, ln), by symbol name.
     imports: Vec<(&'static str, FuncId)>,
+    native_gemm: bool,
 }
 
 /// Natural logarithm for the JIT (one call per row of a loss kernel).
@@ -145,6 +150,7 @@ impl JitBuilder {
             fctx: FunctionBuilderContext::new(),
             kernels: Vec::new(),
             imports,
+            native_gemm: options.native_gemm,
         })
     }
 
@@ -188,7 +194,7 @@ impl JitBuilder {
             .collect();
         {
             let builder = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let mut emitter = Emitter::start(builder, ptr, imports);
+            let mut emitter = Emitter::start(builder, ptr, imports, self.native_gemm);
             body(&mut emitter);
             emitter.finish(self.module.target_config());
         }
