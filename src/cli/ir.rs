@@ -13,6 +13,10 @@ pub struct IrArgs {
     /// Only kernels whose name contains this (e.g. `attention`, `adamw`).
     #[arg(long, value_name = "NAME")]
     kernel: Option<String>,
+    /// Also write each shown kernel's machine code to DIR/NNN_name.bin, for
+    /// `objdump -D -b binary -mi386:x86-64 DIR/NNN_name.bin`.
+    #[arg(long, value_name = "DIR")]
+    code: Option<PathBuf>,
     /// Override a key (repeatable).
     #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
     overrides: Vec<String>,
@@ -59,6 +63,15 @@ pub fn ir(args: IrArgs) -> ExitCode {
         let ms = 1e3 * program.kernel_seconds()[index];
         println!("; kernel {index}: {name} (compiled in {ms:.1} ms)\n{ir}");
         shown += 1;
+        if let Some(dir) = &args.code {
+            let path = dir.join(format!("{index:03}_{name}.bin"));
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|_| std::fs::write(&path, &program.machine_code()[index]));
+            if let Err(error) = written {
+                eprintln!("cllm ir: cannot write {}: {error}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
     }
     if shown == 0 {
         let names: Vec<&str> = program.ir().iter().map(|(n, _)| n.as_str()).collect();

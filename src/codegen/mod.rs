@@ -38,6 +38,11 @@ impl Program {
         &self.compiled.ir
     }
 
+    /// Each function's machine code, in the order of [`Program::ir`].
+    pub fn machine_code(&self) -> &[Vec<u8>] {
+        &self.compiled.code
+    }
+
     /// Seconds each function took to compile, in the order of [`Program::ir`].
     pub fn kernel_seconds(&self) -> &[f64] {
         &self.compiled.seconds

@@ -307,14 +307,14 @@ fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: &Path) {
             c.require(
                 full.exists(),
                 &["data.source"],
-                format!("no file or folder at `{}`", full.display()),
+                format!("no file or folder at `{path}` (relative to the spec's folder)"),
                 "paths are relative to the spec's folder",
             );
         }
     }
     if let Some(weights) = &spec.model.weights {
         let full = base_dir.join(weights);
-        c.require(full.is_file(), &["model.weights"], format!("no weights file at `{}`", full.display()), "paths are relative to the spec's folder; write `weights = none` to start from random weights");
+        c.require(full.is_file(), &["model.weights"], format!("no weights file at `{weights}` (relative to the spec's folder)"), "paths are relative to the spec's folder; write `weights = none` to start from random weights");
     }
 }
 

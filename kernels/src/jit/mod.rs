@@ -60,6 +60,8 @@ pub struct JitBuilder {
     ctx: Context,
     fctx: FunctionBuilderContext,
     kernels: Vec<(String, FuncId, String, f64)>,
+    /// Machine code of each kernel, for reading the disassembly.
+    code: Vec<Vec<u8>>,
     /// Rust helpers the kernels may call (the GEMM, ln), by symbol name.
     imports: Vec<(&'static str, FuncId)>,
     native_gemm: bool,
@@ -149,6 +151,7 @@ impl JitBuilder {
             module,
             fctx: FunctionBuilderContext::new(),
             kernels: Vec::new(),
+            code: Vec::new(),
             imports,
             native_gemm: options.native_gemm,
         })
@@ -202,6 +205,8 @@ impl JitBuilder {
         self.module
             .define_function(id, &mut self.ctx)
             .map_err(|e| fail(format!("{e:?}")))?;
+        let code = self.ctx.compiled_code().map(|c| c.code_buffer().to_vec());
+        self.code.push(code.unwrap_or_default());
         self.kernels
             .push((name.to_string(), id, ir, started.elapsed().as_secs_f64()));
         Ok(self.kernels.len() - 1)
@@ -235,6 +240,7 @@ impl JitBuilder {
             functions,
             ir,
             seconds,
+            code: self.code,
         })
     }
 }
@@ -248,6 +254,8 @@ pub struct Compiled {
     pub ir: Vec<(String, String)>,
     /// Seconds each kernel took to translate and compile, in the same order.
     pub seconds: Vec<f64>,
+    /// Each kernel's machine code (`objdump -D -b binary -mi386:x86-64 FILE`).
+    pub code: Vec<Vec<u8>>,
 }
 
 // SAFETY: the module is only kept alive, never touched after `finish`; the finalized

@@ -1,0 +1,222 @@
+//! Kernel benchmarks on bench-s shapes (one shard: B = 1, T = 256, C = 384, NH = 6,
+//! V = 256; AdamW over bench-s's 10.8M parameters), JIT-compiled exactly as a plan
+//! compiles them. Compute-bound kernels report FLOP/s (criterion's "elem/s" = FLOP/s),
+//! memory-bound ones bytes/s. The machine's own peaks are measured first and printed,
+//! so every figure sits beside the ceiling it is measured against.
+//!
+//!     cargo bench --bench kernels
+//!     cargo bench --bench kernels -- attention     # one group
+
+use cllm::peak;
+use cllm_kernels::attention::AttentionShape;
+use cllm_kernels::jit::{Compiled, JitOptions};
+use cllm_kernels::program::{KernelDesc, Step, compile};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const T: usize = 256;
+const C: usize = 384;
+const HEADS: usize = 6;
+const V: usize = 256;
+const PARAMS: usize = 10_844_160;
+
+fn build(step: Step, slots: usize, native_gemm: bool) -> Compiled {
+    let desc = KernelDesc {
+        name: "bench".into(),
+        steps: vec![(step, (0..slots).collect())],
+    };
+    compile(
+        &[desc],
+        JitOptions {
+            verify: false,
+            optimize: true,
+            native_gemm,
+        },
+    )
+    .expect("compiles")
+}
+
+/// Buffers for one kernel, with a value pattern that keeps exp and sqrt finite.
+fn buffers(lengths: &[usize]) -> Vec<Vec<f32>> {
+    lengths
+        .iter()
+        .map(|&n| (0..n).map(|i| ((i % 97) as f32 - 48.0) * 0.01).collect())
+        .collect()
+}
+
+fn run(compiled: &Compiled, buffers: &mut [Vec<f32>], scalars: &[f64]) {
+    let pointers: Vec<*mut u8> = buffers
+        .iter_mut()
+        .map(|b| b.as_mut_ptr() as *mut u8)
+        .collect();
+    // SAFETY: the buffers are sized for the shapes the kernel was compiled with.
+    unsafe { (compiled.functions[0])(pointers.as_ptr(), scalars.as_ptr()) };
+}
+
+fn bench_kernel(
+    c: &mut Criterion,
+    name: &str,
+    step: Step,
+    lengths: &[usize],
+    throughput: Throughput,
+    scalars: &[f64],
+    native_gemm: bool,
+) {
+    let compiled = build(step.clone(), lengths.len(), native_gemm);
+    let mut bufs = buffers(lengths);
+    if let Step::SoftmaxXent { v, .. } = step {
+        // targets are u32 ids: store valid ones' bits
+        for (i, x) in bufs[3].iter_mut().enumerate() {
+            *x = f32::from_bits((i % v) as u32);
+        }
+    }
+    let mut group = c.benchmark_group(name);
+    group.throughput(throughput);
+    group.bench_function("jit", |b| b.iter(|| run(&compiled, &mut bufs, scalars)));
+    group.finish();
+}
+
+fn kernels(c: &mut Criterion) {
+    let peak1 = peak::fma_peak_gflops(1);
+    let triad = peak::triad_gbps();
+    eprintln!("measured peaks: 256-bit FMA {peak1:.1} GFLOP/s on 1 thread; triad {triad:.1} GB/s");
+    let n = T; // rows of one shard
+    let flops = |x: usize| Throughput::Elements(x as u64);
+    let bytes = |x: usize| Throughput::Bytes(4 * x as u64);
+    for (label, native) in [("native", true), ("cranelift", false)] {
+        bench_kernel(
+            c,
+            &format!("matmul_fwd_qkv_{label}"),
+            Step::Matmul {
+                rows: n,
+                c: C,
+                oc: 3 * C,
+                bias: true,
+                gelu: false,
+            },
+            &[n * 3 * C, n * C, 3 * C * C, 3 * C],
+            flops(2 * n * C * 3 * C),
+            &[],
+            native,
+        );
+    }
+    bench_kernel(
+        c,
+        "matmul_bias_gelu_fwd_fc",
+        Step::Matmul {
+            rows: n,
+            c: C,
+            oc: 4 * C,
+            bias: true,
+            gelu: true,
+        },
+        &[n * 4 * C, n * C, 4 * C * C, 4 * C, n * 4 * C],
+        flops(2 * n * C * 4 * C),
+        &[],
+        true,
+    );
+    bench_kernel(
+        c,
+        "matmul_bwd_fc",
+        Step::MatmulBackward {
+            rows: n,
+            c: C,
+            oc: 4 * C,
+            bias: true,
+        },
+        &[n * C, 4 * C * C, 4 * C, n * 4 * C, n * C, 4 * C * C],
+        flops(4 * n * C * 4 * C),
+        &[],
+        true,
+    );
+    let shape = AttentionShape {
+        batch: 1,
+        t_len: T,
+        channels: C,
+        heads: HEADS,
+    };
+    bench_kernel(
+        c,
+        "attention_fwd",
+        Step::Attention(shape),
+        &[n * C, HEADS * T * T, n * 3 * C],
+        flops(4 * T * T * C),
+        &[],
+        true,
+    );
+    bench_kernel(
+        c,
+        "attention_bwd",
+        Step::AttentionBackward(shape),
+        &[n * 3 * C, n * C, n * 3 * C, HEADS * T * T, T * T],
+        flops(8 * T * T * C),
+        &[],
+        true,
+    );
+    bench_kernel(
+        c,
+        "layernorm_fwd",
+        Step::LayerNorm {
+            rows: n,
+            c: C,
+            eps: 1e-5,
+        },
+        &[n * C, n, n, n * C, C, C],
+        bytes(2 * n * C),
+        &[],
+        true,
+    );
+    bench_kernel(
+        c,
+        "layernorm_bwd",
+        Step::LayerNormBackward { rows: n, c: C },
+        &[n * C, C, C, n * C, n * C, C, n, n],
+        bytes(4 * n * C),
+        &[],
+        true,
+    );
+    bench_kernel(
+        c,
+        "gelu_bwd",
+        Step::GeluBackward { n: n * 4 * C },
+        &[n * 4 * C, n * 4 * C, n * 4 * C],
+        bytes(4 * n * 4 * C),
+        &[],
+        true,
+    );
+    bench_kernel(
+        c,
+        "residual_fwd",
+        Step::Residual { n: n * C },
+        &[n * C, n * C, n * C],
+        bytes(3 * n * C),
+        &[],
+        true,
+    );
+    bench_kernel(
+        c,
+        "softmax_xent_fwd",
+        Step::SoftmaxXent { rows: n, v: V },
+        &[n, n * V, n * V, n],
+        bytes(2 * n * V),
+        &[],
+        true,
+    );
+    let segments = vec![(0, PARAMS, true)];
+    let adamw_scalars = [1e-3, 0.9, 0.95, 1e-8, 0.1, 10.0, 20.0, 1.0];
+    bench_kernel(
+        c,
+        "adamw",
+        Step::AdamW { segments },
+        &[PARAMS, PARAMS, PARAMS, PARAMS],
+        bytes(7 * PARAMS),
+        &adamw_scalars,
+        true,
+    );
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
+    targets = kernels
+}
+criterion_main!(benches);
