@@ -11,6 +11,7 @@
 //! [`tanh_max_abs_error`] on all of ℝ (relative error grows near 0, where tanh ≈ x;
 //! GELU uses the equivalent, well-conditioned `x · σ(2u)` form instead).
 
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 
 use super::emitter::{Emitter, Lanes, V4};
@@ -26,6 +27,8 @@ pub fn tanh_max_abs_error() -> f64 {
 }
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// 1.5·2^23: adding it to |y| < 2^22 rounds y to the nearest integer.
+const MAGIC: f32 = 12_582_912.0;
 const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exactly representable
 const LN2_LO: f32 = -2.121_944_4e-4;
 const P: [f32; 6] = [
@@ -38,15 +41,28 @@ const P: [f32; 6] = [
 ];
 
 impl Emitter<'_> {
+    /// `max(lo, min(x, hi))` as compare + blend: Cranelift's `fmin`/`fmax` carry
+    /// IEEE NaN semantics and lower to eight instructions each on x86.
+    fn clamp4(&mut self, x: Value, lo: f32, hi: f32) -> Value {
+        let lo = self.constant(Lanes::Four, lo);
+        let hi = self.constant(Lanes::Four, hi);
+        let below = self.b.ins().fcmp(FloatCC::LessThan, x, lo);
+        let below = self.b.ins().bitcast(V4, MemFlagsData::new(), below);
+        let x = self.b.ins().bitselect(below, lo, x);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, x, hi);
+        let above = self.b.ins().bitcast(V4, MemFlagsData::new(), above);
+        self.b.ins().bitselect(above, hi, x)
+    }
+
     /// e^x on four lanes.
     pub fn exp4(&mut self, x: Value) -> Value {
-        let lo = self.constant(Lanes::Four, -87.0);
-        let hi = self.constant(Lanes::Four, 88.0);
-        let x = self.b.ins().fmax(x, lo);
-        let x = self.b.ins().fmin(x, hi);
+        let x = self.clamp4(x, -87.0, 88.0);
+        // k = round(x·log2 e) by the 1.5·2^23 trick: adding it rounds to an integer in
+        // the low mantissa bits, so k's integer value is the sum's bits minus MAGIC's.
         let log2e = self.constant(Lanes::Four, LOG2E);
-        let scaled = self.b.ins().fmul(x, log2e);
-        let k = self.b.ins().nearest(scaled);
+        let magic = self.constant(Lanes::Four, MAGIC);
+        let shifted = self.b.ins().fma(x, log2e, magic);
+        let k = self.b.ins().fsub(shifted, magic);
         let minus_hi = self.constant(Lanes::Four, -LN2_HI);
         let minus_lo = self.constant(Lanes::Four, -LN2_LO);
         let r = self.b.ins().fma(k, minus_hi, x);
@@ -62,12 +78,12 @@ impl Emitter<'_> {
         let one_plus_r = self.b.ins().fadd(one, r);
         let e_r = self.b.ins().fma(r2, p, one_plus_r);
         // 2^k: (k + 127) << 23 in the exponent field.
-        let ki = self.b.ins().fcvt_to_sint_sat(types::I32X4, k);
-        let bias = self.b.ins().iconst(types::I32, 127);
+        let bits = self.b.ins().bitcast(types::I32X4, MemFlagsData::new(), shifted);
+        let bias = self.b.ins().iconst(types::I32, 127 - MAGIC.to_bits() as i64);
         let bias = self.b.ins().splat(types::I32X4, bias);
-        let biased = self.b.ins().iadd(ki, bias);
-        let bits = self.b.ins().ishl_imm_u(biased, 23);
-        let two_k = self.b.ins().bitcast(V4, MemFlagsData::new(), bits);
+        let biased = self.b.ins().iadd(bits, bias);
+        let exponent = self.b.ins().ishl_imm_u(biased, 23);
+        let two_k = self.b.ins().bitcast(V4, MemFlagsData::new(), exponent);
         self.b.ins().fmul(e_r, two_k)
     }
 
