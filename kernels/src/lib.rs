@@ -23,6 +23,7 @@ pub mod matmul;
 pub mod program;
 pub mod real;
 pub mod residual;
+pub mod shard_sum;
 pub mod softmax_xent;
 
 pub use real::Real;

@@ -82,6 +82,19 @@ pub fn matmul_backward<T: Real>(
 use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+thread_local! {
+    /// Threads one native GEMM call may use (set per worker by the runtime).
+    static GEMM_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Lets GEMMs called from this thread split their output over `threads` rayon threads
+/// (of the pool the caller runs in). Used when there are fewer shards than threads.
+/// The `gemm` crate splits rows and columns of the output, never the reduction over
+/// k, so every element is summed in the same order on any thread count (tested).
+pub fn set_gemm_threads(threads: usize) {
+    GEMM_THREADS.with(|t| t.set(threads.max(1)));
+}
+
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, every operand given by base pointer and
 /// (row, column) strides in elements; `accumulate ≠ 0` adds to `dst`.
 ///
@@ -125,7 +138,10 @@ pub unsafe extern "C" fn cllm_sgemm(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            match GEMM_THREADS.with(|t| t.get()) {
+                1 => gemm::Parallelism::None,
+                threads => gemm::Parallelism::Rayon(threads),
+            },
         )
     }
 }

@@ -13,6 +13,7 @@ use crate::jit::{Compiled, Emitter, JitBuilder, JitError, JitOptions};
 use crate::layernorm::{emit_layernorm_backward, emit_layernorm_forward};
 use crate::matmul::{emit_matmul_backward, emit_matmul_forward};
 use crate::residual::{emit_residual_backward, emit_residual_forward};
+use crate::shard_sum::emit_shard_grad_sum;
 use crate::softmax_xent::{emit_softmax_xent_backward, emit_softmax_xent_forward};
 
 /// One piece of work with its exact shapes. The argument slots that go with it are
@@ -60,6 +61,8 @@ pub enum Step {
     SoftmaxXentBackward { rows: usize, v: usize },
     /// [grads]; the kernel returns Σ g²
     GradNormSquared { len: usize },
+    /// [g0, g1, …, g(shards−1)]: g0 = the fixed-tree sum of all; the kernel returns Σ g0²
+    ShardGradSum { shards: usize, len: usize },
     /// [params, grads, m, v]; segments are (offset, length, decayed); scalars as in `emit_adamw`
     AdamW { segments: Vec<(usize, usize, bool)> },
 }
@@ -157,6 +160,7 @@ fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
             emit_softmax_xent_backward(e, a[0], a[1], a[2], rows, v)
         }
         Step::GradNormSquared { len } => emit_grad_norm_squared(e, a[0], len),
+        Step::ShardGradSum { shards, len } => emit_shard_grad_sum(e, &a[..shards], len),
         Step::AdamW { segments } => emit_adamw(e, a[0], a[1], a[2], a[3], &segments),
     }
 }

@@ -47,13 +47,3 @@ pub fn emit_residual_backward(e: &mut Emitter<'_>, da: Value, db: Value, dout: V
         }
     });
 }
-
-/// `dst += src` over `n` floats (the shard-gradient sum).
-pub fn emit_add_into(e: &mut Emitter<'_>, dst: Value, src: Value, n: usize) {
-    e.lanes(n, |e, lanes, i| {
-        let x = e.load(lanes, dst, i, 0);
-        let y = e.load(lanes, src, i, 0);
-        let s = e.b.ins().fadd(x, y);
-        e.store(s, dst, i, 0);
-    });
-}

@@ -1,7 +1,8 @@
 //! Stage 4: a [`Plan`] → a [`Program`]: every plan kernel as a kernel description for
 //! `cllm-kernels` (its ops as steps with exact shapes and argument slots; the matmul +
-//! bias + GELU epilogue fused into one pass), plus the optimizer's two kernels (global
-//! gradient norm, AdamW over every parameter), compiled once into one module.
+//! bias + GELU epilogue fused into one pass), plus the kernels of the optimizer side,
+//! one per distinct parameter-chunk shape: the shard-gradient tree sum (which also
+//! returns the chunk's Σ g²) and AdamW. All compiled once into one module.
 //! `src/` knows nothing of Cranelift: it describes, `cllm-kernels` compiles.
 
 use std::time::Instant;
@@ -24,10 +25,11 @@ pub struct Program {
     compiled: Compiled,
     /// One per plan kernel, in plan order.
     pub kernels: Vec<CompiledKernel>,
-    /// Σ g² over the flat gradient buffer (args: [grads]).
-    pub grad_norm: KernelFn,
-    /// AdamW over the flat buffers (args: [params, grads, m, v]).
-    pub adamw: KernelFn,
+    /// Per parameter chunk: the tree sum of the shards' gradients into shard 0's,
+    /// returning Σ g² (args: each shard's gradient buffer at the chunk).
+    pub shard_sum: Vec<KernelFn>,
+    /// Per parameter chunk: AdamW (args: params, gradient, m, v at the chunk).
+    pub adamw: Vec<KernelFn>,
     /// Wall time of translation, compilation and finalisation.
     pub compile_seconds: f64,
 }
@@ -49,9 +51,15 @@ impl Program {
     }
 }
 
-/// The descriptions of every kernel of `plan`, then grad_norm and adamw, with the
+/// Which description serves each parameter chunk.
+pub struct ChunkKernels {
+    pub shard_sum: Vec<usize>,
+    pub adamw: Vec<usize>,
+}
+
+/// The descriptions of every kernel of `plan`, then of the chunk kernels, with the
 /// tensors behind each plan kernel's argument slots.
-pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>) {
+pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKernels) {
     let mut descs = Vec::with_capacity(plan.kernels.len() + 2);
     let mut tables = Vec::with_capacity(plan.kernels.len());
     for kernel in &plan.kernels {
@@ -85,34 +93,56 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>) {
         });
         tables.push(args);
     }
-    let mut segments = Vec::new();
-    let mut offset = 0;
-    for p in &plan.graph.params {
-        let len = plan.graph.tensor(p.tensor).len();
-        segments.push((offset, len, p.decay));
-        offset += len;
+    let mut chunk_kernels = ChunkKernels {
+        shard_sum: Vec::new(),
+        adamw: Vec::new(),
+    };
+    let index_of = |descs: &mut Vec<KernelDesc>, desc: KernelDesc| match descs
+        .iter()
+        .position(|d| *d == desc)
+    {
+        Some(i) => i,
+        None => {
+            descs.push(desc);
+            descs.len() - 1
+        }
+    };
+    let shards = plan.shards;
+    for chunk in &plan.param_chunks {
+        let sum = KernelDesc {
+            name: "shard_grad_sum".into(),
+            steps: vec![(
+                Step::ShardGradSum {
+                    shards,
+                    len: chunk.len,
+                },
+                (0..shards).collect(),
+            )],
+        };
+        chunk_kernels.shard_sum.push(index_of(&mut descs, sum));
+        let adamw = KernelDesc {
+            name: "adamw".into(),
+            steps: vec![(
+                Step::AdamW {
+                    segments: vec![(0, chunk.len, chunk.decay)],
+                },
+                vec![0, 1, 2, 3],
+            )],
+        };
+        chunk_kernels.adamw.push(index_of(&mut descs, adamw));
     }
-    descs.push(KernelDesc {
-        name: "grad_norm_squared".into(),
-        steps: vec![(Step::GradNormSquared { len: offset }, vec![0])],
-    });
-    descs.push(KernelDesc {
-        name: "adamw".into(),
-        steps: vec![(Step::AdamW { segments }, vec![0, 1, 2, 3])],
-    });
-    (descs, tables)
+    (descs, tables, chunk_kernels)
 }
 
 /// Compiles every kernel of `plan`.
 pub fn compile(plan: &Plan, options: JitOptions) -> Result<Program, JitError> {
     let started = Instant::now();
-    let (descs, tables) = describe(plan);
+    let (descs, tables, chunk_kernels) = describe(plan);
     let options = JitOptions {
         native_gemm: plan.gemm == crate::spec::Gemm::Native,
         ..options
     };
     let compiled = program::compile(&descs, options)?;
-    let n = tables.len();
     let kernels = tables
         .into_iter()
         .enumerate()
@@ -121,9 +151,10 @@ pub fn compile(plan: &Plan, options: JitOptions) -> Result<Program, JitError> {
             args,
         })
         .collect();
+    let functions = |indices: &[usize]| indices.iter().map(|&i| compiled.functions[i]).collect();
     Ok(Program {
-        grad_norm: compiled.functions[n],
-        adamw: compiled.functions[n + 1],
+        shard_sum: functions(&chunk_kernels.shard_sum),
+        adamw: functions(&chunk_kernels.adamw),
         kernels,
         compiled,
         compile_seconds: started.elapsed().as_secs_f64(),

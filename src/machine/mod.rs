@@ -1,23 +1,35 @@
-//! The machine: a [`Plan`]'s memory, and the loop that runs its kernels in order on
-//! the plan's own arena offsets — either with the reference kernels of
-//! `cllm-kernels` (the interpreter: plain loops, f64 accumulation; the correctness
-//! baseline) or with the JIT-compiled [`Program`]. Storage is generic: `f32` for
-//! training, `f64` for the end-to-end gradient check (reference only).
+//! The machine: a [`Plan`]'s memory, and the means to run it on every core.
 //!
-//! Memory: one arena (the plan's peak) for activations, saved tensors and activation
-//! gradients; parameters, their gradients and AdamW's two moments each in one flat
-//! buffer, in parameter order. Nothing is allocated per step on the JIT path: every
-//! kernel's argument table is built once, when the program is attached.
+//! Memory, all allocated once:
+//! - one arena per worker (the plan's peak) for activations, saved tensors and
+//!   activation gradients, plus the worker's token inputs (`worker.rs`);
+//! - the parameters and AdamW's two moments, flat, in parameter order;
+//! - one flat gradient buffer per shard. A shard's backward accumulates into its own
+//!   buffer over every micro-batch of the step; the buffers are then summed in a fixed
+//!   tree over shard indices (`parallel.rs`), so the step's gradient is the same bits
+//!   whichever worker ran which shard, on any number of threads.
+//!
+//! Kernels run either JIT-compiled (a [`Program`]) or with the reference kernels of
+//! `cllm-kernels` (the interpreter: plain loops, f64 accumulation; the correctness
+//! baseline). Storage is generic: `f32` for training, `f64` for the end-to-end
+//! gradient check (reference only). On the JIT path nothing is allocated per step:
+//! every argument table is built once, when the program is attached.
 
+mod parallel;
 mod reference;
+mod worker;
+
+use std::sync::Arc;
 
 use cllm_kernels::Real;
-use cllm_kernels::adamw::{AdamWStep, adamw_update, grad_norm_squared};
 
 use crate::codegen::Program;
-
 use crate::graph::{Graph, Role, TensorId};
 use crate::plan::{Phase, Plan};
+use worker::{Shared, Worker};
+
+
+pub use parallel::AdamW;
 
 /// Where a tensor's floats are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,49 +41,72 @@ enum Region {
     Targets,
 }
 
+/// A tensor's region, offset and length (in elements).
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    region: Region,
+    offset: usize,
+    len: usize,
+}
+
+/// A raw base pointer that may cross threads: each user touches a part no other
+/// thread touches at the same time (said at every use).
+struct SyncPtr<T>(*mut T);
+
+// SAFETY: see the type's contract; the pointee buffers outlive every use.
+unsafe impl<T> Send for SyncPtr<T> {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// # Safety
+    /// No one else may access these `len` elements while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, len: usize) -> &mut [T] {
+        // SAFETY: forwarded to the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0, len) }
+    }
+}
+
+/// A kernel's argument table: the base pointer of each of its tensors.
+struct Table(Vec<*mut u8>);
+
+// SAFETY: a table is only read; the kernels it is passed to write through it only to
+// memory that the caller has to itself (a worker's arena, a shard's or chunk's part).
+unsafe impl Send for Table {}
+unsafe impl Sync for Table {}
+
 /// A plan's buffers and the means to run it.
 pub struct Machine<T: Real> {
     plan: Plan,
-    arena: Vec<T>,
     params: Vec<T>,
-    grads: Vec<T>,
-    /// Offset of each parameter in `params` (and of its gradient in `grads`).
-    param_offsets: Vec<usize>,
-    /// (region, offset, length) of every tensor.
-    places: Vec<(Region, usize, usize)>,
-    tokens: Vec<u32>,
-    targets: Vec<u32>,
+    /// One gradient buffer per shard; after a step's tree sum, shard 0's holds the
+    /// step's gradient. Never resized, so `shard_grad_ptrs` stay valid.
+    shard_grads: Vec<Vec<T>>,
+    shard_grad_ptrs: Vec<SyncPtr<T>>,
     /// AdamW's first and second moments, flat like `params`.
     m: Vec<T>,
     v: Vec<T>,
+    /// Offset of each parameter in `params` (and of its gradient in every shard buffer).
+    param_offsets: Vec<usize>,
+    places: Vec<Place>,
+    workers: Vec<Worker<T>>,
+    /// Σ g² of each parameter chunk of the last tree sum.
+    chunk_squares: Vec<f64>,
+    program: Option<Bound>,
+    pool: Arc<rayon::ThreadPool>,
     /// Fill every arena tensor with NaN right after its last use (tests liveness).
     poison: bool,
-    jit: Option<Bound>,
-    /// Seconds spent in each kernel, when profiling.
-    profile: Option<Vec<f64>>,
 }
 
-/// A compiled program with every kernel's argument table pointing into this machine.
+/// A compiled program and the argument tables of its optimizer kernels, per chunk.
 struct Bound {
     program: Program,
-    tables: Vec<Vec<*mut u8>>,
-}
-
-/// AdamW's hyperparameters for one step (weight decay applies to decayed tensors only).
-#[derive(Clone, Copy, Debug)]
-pub struct AdamW {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// 1-based step number.
-    pub t: u64,
-    pub grad_scale: f64,
+    shard_sum_tables: Vec<Table>,
+    adamw_tables: Vec<Table>,
 }
 
 impl<T: Real> Machine<T> {
-    /// Allocates the arena and the parameter region (parameters start at zero).
+    /// Allocates every buffer and starts the plan's threads (parameters start at zero).
     pub fn new(plan: Plan) -> Self {
         let graph = &plan.graph;
         let mut param_offsets = Vec::with_capacity(graph.params.len());
@@ -84,58 +119,69 @@ impl<T: Real> Machine<T> {
             .tensors
             .iter()
             .enumerate()
-            .map(|(id, t)| match t.role {
-                Role::Tokens => (Region::Tokens, 0, t.len()),
-                Role::Targets => (Region::Targets, 0, t.len()),
-                Role::Param(i) => (Region::Params, param_offsets[i], t.len()),
-                Role::ParamGrad(i) => (Region::Grads, param_offsets[i], t.len()),
-                Role::Activation | Role::Saved | Role::Grad | Role::Workspace => {
-                    match plan.slots[id] {
-                        Some(slot) => (Region::Arena, slot.offset, slot.len),
-                        // Never touched by any kernel (e.g. the loss gradient's seed).
-                        None => (Region::Arena, 0, 0),
+            .map(|(id, t)| {
+                let (region, offset) = match t.role {
+                    Role::Tokens => (Region::Tokens, 0),
+                    Role::Targets => (Region::Targets, 0),
+                    Role::Param(i) => (Region::Params, param_offsets[i]),
+                    Role::ParamGrad(i) => (Region::Grads, param_offsets[i]),
+                    Role::Activation | Role::Saved | Role::Grad | Role::Workspace => {
+                        match plan.slots[id] {
+                            Some(slot) => (Region::Arena, slot.offset),
+                            // Never touched by any kernel (e.g. the loss gradient's seed).
+                            None => {
+                                return Place {
+                                    region: Region::Arena,
+                                    offset: 0,
+                                    len: 0,
+                                };
+                            }
+                        }
                     }
+                };
+                Place {
+                    region,
+                    offset,
+                    len: t.len(),
                 }
             })
             .collect();
-        let n = graph.dims.batch * graph.dims.t;
+        let mut shard_grads: Vec<Vec<T>> =
+            (0..plan.shards).map(|_| vec![T::default(); total]).collect();
+        let shard_grad_ptrs = shard_grads
+            .iter_mut()
+            .map(|g| SyncPtr(g.as_mut_ptr()))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(plan.threads)
+            .thread_name(|i| format!("cllm-worker-{i}"))
+            .build()
+            .expect("the OS can start the plan's threads");
         Machine {
-            arena: vec![T::default(); (plan.arena.peak_bytes / 4) as usize],
             params: vec![T::default(); total],
-            grads: vec![T::default(); total],
-            param_offsets,
-            places,
+            shard_grads,
+            shard_grad_ptrs,
             m: vec![T::default(); total],
             v: vec![T::default(); total],
-            tokens: vec![0; n],
-            targets: vec![0; n],
+            param_offsets,
+            places,
+            workers: (0..plan.workers).map(|_| Worker::new(&plan)).collect(),
+            chunk_squares: vec![0.0; plan.param_chunks.len()],
+            program: None,
+            pool: Arc::new(pool),
             poison: false,
-            jit: None,
-            profile: None,
             plan,
         }
     }
 
     /// Whether kernels run JIT-compiled (else by the reference interpreter).
     pub fn is_jit(&self) -> bool {
-        self.jit.is_some()
+        self.program.is_some()
     }
 
     /// Seconds the attached program took to compile.
     pub fn compile_seconds(&self) -> Option<f64> {
-        self.jit.as_ref().map(|b| b.program.compile_seconds)
-    }
-
-    fn pointer(&mut self, id: TensorId) -> *mut u8 {
-        let (region, offset, _) = self.places[id.0];
-        let base: *mut u8 = match region {
-            Region::Arena => self.arena.as_mut_ptr().cast(),
-            Region::Params => self.params.as_mut_ptr().cast(),
-            Region::Grads => self.grads.as_mut_ptr().cast(),
-            Region::Tokens => return self.tokens.as_mut_ptr().cast(),
-            Region::Targets => return self.targets.as_mut_ptr().cast(),
-        };
-        base.wrapping_add(offset * std::mem::size_of::<T>())
+        self.program.as_ref().map(|b| b.program.compile_seconds)
     }
 
     pub fn plan(&self) -> &Plan {
@@ -146,14 +192,28 @@ impl<T: Real> Machine<T> {
         &self.plan.graph
     }
 
-    /// Starts timing every kernel call (one clock read before and after each).
-    pub fn enable_profile(&mut self) {
-        self.profile = Some(vec![0.0; self.plan.kernels.len()]);
+    /// The machine's thread pool. Run a training loop inside `pool.install(..)` so
+    /// that each step's parallel work is forked from a pool thread (no allocation).
+    pub fn pool(&self) -> Arc<rayon::ThreadPool> {
+        Arc::clone(&self.pool)
     }
 
-    /// Seconds spent in each plan kernel since profiling started.
-    pub fn profile(&self) -> Option<&[f64]> {
-        self.profile.as_deref()
+    /// Starts timing every kernel call (one clock read before and after each).
+    pub fn enable_profile(&mut self) {
+        for worker in &mut self.workers {
+            worker.profile = Some(vec![0.0; self.plan.kernels.len()]);
+        }
+    }
+
+    /// Seconds spent in each plan kernel since profiling started, summed over workers.
+    pub fn profile(&self) -> Option<Vec<f64>> {
+        let mut total = vec![0.0; self.plan.kernels.len()];
+        for worker in &self.workers {
+            for (t, s) in total.iter_mut().zip(worker.profile.as_ref()?) {
+                *t += s;
+            }
+        }
+        Some(total)
     }
 
     /// Poisons every arena tensor with NaN when its lifetime ends.
@@ -176,9 +236,10 @@ impl<T: Real> Machine<T> {
         &mut self.params[range]
     }
 
-    /// Parameter `i`'s accumulated gradient.
+    /// Parameter `i`'s gradient: after a step, the sum over every shard; after the
+    /// single-shard [`Machine::backward`], shard 0's.
     pub fn grad(&self, i: usize) -> &[T] {
-        &self.grads[self.param_range(i)]
+        &self.shard_grads[0][self.param_range(i)]
     }
 
     /// Parameter `i`'s AdamW moments (m, v).
@@ -192,134 +253,75 @@ impl<T: Real> Machine<T> {
         (&mut self.m[range.clone()], &mut self.v[range])
     }
 
-    /// Σ g² over every parameter gradient, in a fixed order.
-    pub fn grad_norm_squared(&mut self) -> f64 {
-        match &self.jit {
-            Some(bound) => {
-                let table = [self.grads.as_mut_ptr().cast::<u8>()];
-                // SAFETY: the kernel was compiled for exactly this flat gradient buffer.
-                unsafe { (bound.program.grad_norm)(table.as_ptr(), [0.0f64].as_ptr()) }
-            }
-            None => grad_norm_squared(&self.grads),
-        }
+    /// Σ g² of the step's gradient (from the last tree sum), added in chunk order.
+    pub fn grad_norm_squared(&self) -> f64 {
+        self.chunk_squares.iter().sum()
     }
 
-    /// One AdamW update of every parameter from the accumulated gradients.
-    pub fn adamw(&mut self, h: AdamW) {
-        if let Some(bound) = &self.jit {
-            let table = [
-                self.params.as_mut_ptr().cast::<u8>(),
-                self.grads.as_mut_ptr().cast(),
-                self.m.as_mut_ptr().cast(),
-                self.v.as_mut_ptr().cast(),
-            ];
-            let inv_c1 = 1.0 / (1.0 - h.beta1.powf(h.t as f64));
-            let inv_c2 = 1.0 / (1.0 - h.beta2.powf(h.t as f64));
-            let scalars = [
-                h.lr,
-                h.beta1,
-                h.beta2,
-                h.eps,
-                h.weight_decay,
-                inv_c1,
-                inv_c2,
-                h.grad_scale,
-            ];
-            // SAFETY: the kernel was compiled for exactly these flat buffers.
-            unsafe { (bound.program.adamw)(table.as_ptr(), scalars.as_ptr()) };
-            return;
-        }
-        for i in 0..self.graph().params.len() {
-            let decay = if self.graph().params[i].decay {
-                h.weight_decay
-            } else {
-                0.0
-            };
-            let step = AdamWStep {
-                lr: h.lr,
-                beta1: h.beta1,
-                beta2: h.beta2,
-                eps: h.eps,
-                weight_decay: decay,
-                t: h.t,
-                grad_scale: h.grad_scale,
-            };
-            let range = self.param_range(i);
-            let (p, g) = (&mut self.params[range.clone()], &self.grads[range.clone()]);
-            adamw_update(p, g, &mut self.m[range.clone()], &mut self.v[range], &step);
-        }
-    }
-
-    /// A tensor's current contents; an arena tensor's are valid only while it is live.
+    /// A tensor's current contents in worker 0's view; an arena tensor's are valid
+    /// only while it is live.
     pub fn tensor(&self, id: TensorId) -> &[T] {
-        let (region, offset, len) = self.places[id.0];
+        let Place {
+            region,
+            offset,
+            len,
+        } = self.places[id.0];
         match region {
-            Region::Arena => &self.arena[offset..offset + len],
+            Region::Arena => &self.workers[0].arena[offset..offset + len],
             Region::Params => &self.params[offset..offset + len],
-            Region::Grads => &self.grads[offset..offset + len],
+            Region::Grads => &self.shard_grads[0][offset..offset + len],
             Region::Tokens | Region::Targets => &[],
         }
     }
 
-    /// Sets every parameter gradient to zero (once per optimizer step).
+    /// Sets every shard's gradients to zero.
     pub fn zero_param_grads(&mut self) {
-        self.grads.fill(T::default());
+        for g in &mut self.shard_grads {
+            g.fill(T::default());
+        }
     }
 
-    /// Runs the forward kernels on one shard's `tokens` and `targets` (B·T each);
-    /// returns Σ loss over scored targets. `loss_scale` is the step's 1/(scored
-    /// targets), used by the fused loss kernel to write the logits' gradient.
+    /// The read-only view every worker shares, and the workers, borrowed apart.
+    fn split(&mut self) -> (Shared<'_, T>, &mut [Worker<T>]) {
+        let Machine {
+            plan,
+            places,
+            params,
+            shard_grad_ptrs,
+            program,
+            poison,
+            workers,
+            ..
+        } = self;
+        let shared = Shared {
+            plan,
+            places,
+            params,
+            shard_grads: shard_grad_ptrs,
+            grads_len: params.len(),
+            kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),
+            poison: *poison,
+        };
+        (shared, workers)
+    }
+
+    /// Runs the forward kernels of shard 0 on worker 0 (a one-shard plan's whole
+    /// batch: B·T tokens and targets); returns Σ loss over scored targets.
+    /// `loss_scale` is the step's 1/(scored targets), which the fused loss kernel
+    /// uses to write the logits' gradient.
     pub fn forward(&mut self, tokens: &[u32], targets: &[u32], loss_scale: f64) -> f64 {
-        self.tokens.copy_from_slice(tokens);
-        self.targets.copy_from_slice(targets);
-        self.run_phase(|phase| phase == Phase::Forward, loss_scale)
+        let (shared, workers) = self.split();
+        let worker = &mut workers[0];
+        worker.tokens.copy_from_slice(tokens);
+        worker.targets.copy_from_slice(targets);
+        worker.run(&shared, 0, 0, |p| p == Phase::Forward, loss_scale)
     }
 
-    /// Runs the recompute and backward kernels of the last forward, accumulating into
-    /// the parameter gradients.
+    /// Runs the recompute and backward kernels of the last [`Machine::forward`],
+    /// accumulating into shard 0's gradients.
     pub fn backward(&mut self, loss_scale: f64) {
-        self.run_phase(|phase| phase != Phase::Forward, loss_scale);
-    }
-
-    fn run_phase(&mut self, select: impl Fn(Phase) -> bool, loss_scale: f64) -> f64 {
-        let mut loss_sum = 0.0;
-        for k in 0..self.plan.kernels.len() {
-            if !select(self.plan.kernels[k].phase) {
-                continue;
-            }
-            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
-            for z in 0..self.plan.kernels[k].zero_first.len() {
-                let (_, offset, len) = self.places[self.plan.kernels[k].zero_first[z].0];
-                self.arena[offset..offset + len].fill(T::default());
-            }
-            if let Some(bound) = &self.jit {
-                let scalars = [loss_scale];
-                // SAFETY: the table points at this kernel's tensors, sized by the plan
-                // the kernel was compiled from; the buffers never move.
-                loss_sum += unsafe {
-                    (bound.program.kernels[k].function)(bound.tables[k].as_ptr(), scalars.as_ptr())
-                };
-            } else {
-                for o in 0..self.plan.kernels[k].ops.len() {
-                    loss_sum += reference::run_op(self, k, o, loss_scale);
-                }
-            }
-            if let (Some(profile), Some(started)) = (&mut self.profile, started) {
-                profile[k] += started.elapsed().as_secs_f64();
-            }
-            if self.poison {
-                self.poison_after(k);
-            }
-        }
-        loss_sum
-    }
-
-    fn poison_after(&mut self, k: usize) {
-        for slot in self.plan.slots.iter().flatten() {
-            if slot.last == k {
-                self.arena[slot.offset..slot.offset + slot.len].fill(T::from_f64(f64::NAN));
-            }
-        }
+        let (shared, workers) = self.split();
+        workers[0].run(&shared, 0, 0, |p| p != Phase::Forward, loss_scale);
     }
 }
 
@@ -331,15 +333,64 @@ impl Machine<f32> {
             self.plan.kernels.len(),
             "the program was compiled from another plan"
         );
-        let tables = program
-            .kernels
+        let params = self.params.as_mut_ptr();
+        let (shards, workers) = (self.plan.shards, self.plan.workers);
+        for (w, worker) in self.workers.iter_mut().enumerate() {
+            worker.tables = (w..shards)
+                .step_by(workers)
+                .map(|s| {
+                    let grads = self.shard_grads[s].as_mut_ptr();
+                    program
+                        .kernels
+                        .iter()
+                        .map(|k| {
+                            Table(
+                                k.args
+                                    .iter()
+                                    .map(|&id| worker.pointer(self.places[id.0], params, grads))
+                                    .collect(),
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+        }
+        let chunks = &self.plan.param_chunks;
+        let shard_sum_tables = chunks
             .iter()
-            .map(|k| k.args.iter().map(|&id| self.pointer(id)).collect())
+            .map(|c| {
+                Table(
+                    self.shard_grads
+                        .iter_mut()
+                        .map(|g| g[c.offset..].as_mut_ptr().cast())
+                        .collect(),
+                )
+            })
             .collect();
-        self.jit = Some(Bound { program, tables });
+        let adamw_tables = chunks
+            .iter()
+            .map(|c| {
+                Table(
+                    [
+                        &mut self.params,
+                        &mut self.shard_grads[0],
+                        &mut self.m,
+                        &mut self.v,
+                    ]
+                    .into_iter()
+                    .map(|b| b[c.offset..].as_mut_ptr().cast())
+                    .collect(),
+                )
+            })
+            .collect();
+        self.program = Some(Bound {
+            program,
+            shard_sum_tables,
+            adamw_tables,
+        });
     }
 }
 
-// SAFETY: the raw pointers in `Bound` point into this machine's own buffers, which
-// move with it and are only used through `&mut self`.
+// SAFETY: the raw pointers in `Bound` and the workers' tables point into this
+// machine's own heap buffers, which move with it and are only used through `&mut self`.
 unsafe impl<T: Real> Send for Machine<T> {}

@@ -11,8 +11,20 @@ use cllm_kernels::matmul::{matmul_backward, matmul_forward};
 use cllm_kernels::residual::{residual_backward, residual_forward};
 use cllm_kernels::softmax_xent::{softmax_xent_backward, softmax_xent_forward};
 
-use super::{Machine, Region};
+use super::{Place, Region};
 use crate::graph::OpKind;
+use crate::plan::Plan;
+
+/// The memory one op of one shard sees.
+pub(super) struct OpContext<'a, T> {
+    pub plan: &'a Plan,
+    pub places: &'a [Place],
+    pub arena: &'a mut [T],
+    pub params: &'a [T],
+    pub grads: &'a mut [T],
+    pub tokens: &'a [u32],
+    pub targets: &'a [u32],
+}
 
 /// Splits `buffer` into the given `(start, len)` ranges, returned in the given order.
 /// Panics if two ranges overlap: that would be a bug in the memory plan.
@@ -40,8 +52,8 @@ fn split_disjoint<'a, T>(mut buffer: &'a mut [T], ranges: &[(usize, usize)]) -> 
 }
 
 /// Runs op `o` of kernel `k`; returns the loss sum for `SoftmaxXent`, else 0.
-pub(super) fn run_op<T: Real>(it: &mut Machine<T>, k: usize, o: usize, loss_scale: f64) -> f64 {
-    let Machine {
+pub(super) fn run_op<T: Real>(it: &mut OpContext<'_, T>, k: usize, o: usize, loss_scale: f64) -> f64 {
+    let OpContext {
         plan,
         arena,
         params,
@@ -49,14 +61,16 @@ pub(super) fn run_op<T: Real>(it: &mut Machine<T>, k: usize, o: usize, loss_scal
         places,
         tokens,
         targets,
-        ..
     } = it;
     let op = &plan.kernels[k].ops[o];
-    let tensors: Vec<_> = op
+    let tensors: Vec<(Region, usize, usize)> = op
         .inputs
         .iter()
         .chain(&op.outputs)
-        .map(|id| places[id.0])
+        .map(|id| {
+            let p = places[id.0];
+            (p.region, p.offset, p.len)
+        })
         .collect();
     let n_in = op.inputs.len();
 

@@ -49,6 +49,23 @@ pub struct Kernel {
     pub zero_first: Vec<TensorId>,
 }
 
+/// A fixed piece of the flat parameter buffer: the unit of parallel work of the
+/// shard-gradient sum and AdamW. Chunks never straddle two parameters (so each has
+/// one weight-decay flag) and are fixed by the plan, so the chunk-ordered sum of the
+/// gradient norm never depends on the thread count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ParamChunk {
+    /// Offset in floats in the flat parameter (and gradient, moment) buffers.
+    pub offset: usize,
+    pub len: usize,
+    /// Whether AdamW's weight decay applies.
+    pub decay: bool,
+}
+
+/// Floats per parameter chunk at most: 128 KiB per shard, so the chunk of every
+/// shard's gradient stays in L2 while the tree sums it.
+pub const PARAM_CHUNK: usize = 1 << 15;
+
 /// Which optional passes run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PassOptions {
@@ -82,13 +99,19 @@ pub struct Plan {
     /// The graph of one shard (`dims.batch` = rows per shard), with recomputed copies added.
     pub graph: Graph,
     pub shards: usize,
-    /// Workers that each hold an arena (min(threads, shards)).
+    /// Threads of the run (`plan.threads`; `auto` is every core).
+    pub threads: usize,
+    /// Workers that each hold an arena (min(threads, shards)); worker w runs shards
+    /// w, w + workers, …
     pub workers: usize,
+    /// The parameter buffer cut into chunks for the gradient sum and AdamW.
+    pub param_chunks: Vec<ParamChunk>,
     pub kernels: Vec<Kernel>,
     /// Arena slot of every tensor that lives in the arena (indexed by tensor id).
     pub slots: Vec<Option<Slot>>,
     pub arena: ArenaStats,
-    /// Bytes of parameters, their gradients and AdamW's two moments (fixed region).
+    /// Bytes of parameters, AdamW's two moments and one gradient buffer per shard
+    /// (the fixed region).
     pub fixed_bytes: u64,
     pub memory_budget: u64,
     pub recomputed: Vec<String>,
@@ -162,11 +185,12 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
         Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Threads::Count(n) => n as usize,
     };
-    let fixed_bytes = 4 * 4 * graph.parameter_count() as u64;
+    let threads = threads.max(1);
+    let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
     let mut plan = schedule(
         graph,
         shards,
-        threads.min(shards).max(1),
+        threads,
         fixed_bytes,
         spec.plan.memory_budget,
     );
@@ -184,7 +208,7 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
 fn schedule(
     graph: Graph,
     shards: usize,
-    workers: usize,
+    threads: usize,
     fixed_bytes: u64,
     memory_budget: u64,
 ) -> Plan {
@@ -204,10 +228,13 @@ fn schedule(
             });
         }
     }
+    let param_chunks = param_chunks(&graph);
     let mut plan = Plan {
         graph,
         shards,
-        workers,
+        threads,
+        workers: threads.min(shards),
+        param_chunks,
         kernels,
         slots: Vec::new(),
         arena: ArenaStats::default(),
@@ -219,6 +246,24 @@ fn schedule(
     };
     memory::allocate(&mut plan);
     plan
+}
+
+/// Every parameter cut into chunks of at most [`PARAM_CHUNK`] floats, in order.
+fn param_chunks(graph: &Graph) -> Vec<ParamChunk> {
+    let mut chunks = Vec::new();
+    let mut offset = 0;
+    for p in &graph.params {
+        let len = graph.tensor(p.tensor).len();
+        for start in (0..len).step_by(PARAM_CHUNK) {
+            chunks.push(ParamChunk {
+                offset: offset + start,
+                len: PARAM_CHUNK.min(len - start),
+                decay: p.decay,
+            });
+        }
+        offset += len;
+    }
+    chunks
 }
 
 /// The kernel family name of a single op.

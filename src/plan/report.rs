@@ -17,8 +17,27 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
     );
     let _ = writeln!(
         w,
-        "batch {} = {} micro-batch(es) × {} shard(s) × {} sequence(s); {} worker arena(s)",
-        spec.train.batch, spec.train.accumulate, plan.shards, d.batch, plan.workers
+        "batch {} = {} micro-batch(es) × {} shard(s) × {} sequence(s); {} thread(s), {} worker arena(s){}",
+        spec.train.batch,
+        spec.train.accumulate,
+        plan.shards,
+        d.batch,
+        plan.threads,
+        plan.workers,
+        if plan.threads > plan.workers {
+            format!(
+                " (fewer shards than threads: each GEMM splits over {} threads)",
+                plan.threads / plan.workers
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        w,
+        "gradients: one buffer per shard, summed in a fixed tree over shards in {} parameter chunk(s) of up to {} floats; AdamW over the same chunks",
+        plan.param_chunks.len(),
+        super::PARAM_CHUNK
     );
     let _ = writeln!(w, "passes: {}\n", plan.passes.join(" → "));
 
@@ -124,8 +143,9 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
     );
     let _ = writeln!(
         w,
-        "memory: {} fixed (parameters, gradients, AdamW m and v) + {} × {} arena = {} of the {} budget",
+        "memory: {} fixed (parameters, AdamW m and v, {} shard gradient buffers) + {} × {} arena = {} of the {} budget",
         human_bytes(plan.fixed_bytes),
+        plan.shards,
         plan.workers,
         human_bytes(a.peak_bytes),
         human_bytes(plan.total_bytes()),

@@ -14,16 +14,9 @@ pub fn validation_loss(
     scratch: &mut Batch,
 ) -> f64 {
     let (mut sum, mut scored) = (0.0, 0usize);
-    let shard_len = machine.graph().dims.batch * machine.graph().dims.t;
     for index in 0..batches {
         data.val_batch(index, scratch);
-        for (tokens, targets) in scratch
-            .tokens
-            .chunks_exact(shard_len)
-            .zip(scratch.targets.chunks_exact(shard_len))
-        {
-            sum += machine.forward(tokens, targets, 0.0);
-        }
+        sum += machine.forward_batch(scratch);
         scored += scratch.scored();
     }
     sum / scored.max(1) as f64

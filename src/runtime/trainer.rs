@@ -83,12 +83,13 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     )
     .map_err(run_dir_error)?;
     report.say(&format!(
-        "training {} parameters for {} steps of {} sequences × {} tokens ({} shards; {}, 1 thread; arena {}); run folder {}",
+        "training {} parameters for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); run folder {}",
         state.machine.graph().parameter_count(),
         total,
         spec.train.batch,
         spec.model.context,
         state.machine.plan().shards,
+        state.machine.plan().threads,
         match state.machine.compile_seconds() {
             Some(seconds) => format!("JIT compiled in {:.0} ms", 1e3 * seconds),
             None => "reference interpreter".to_string(),
@@ -106,42 +107,48 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     let mut last_eval = None;
     let mut stopped_early = false;
 
-    while state.step < total {
-        if options.interrupt.load(Ordering::Relaxed)
-            || options.stop_at.is_some_and(|k| state.step >= k)
-        {
-            stopped_early = true;
-            break;
-        }
-        let loss = step(&mut state, &data, &mut micro_batches);
-        if !loss.is_finite() {
-            report.finish();
-            return Err(RunError::NonFinite {
-                step: state.step + 1,
+    // The loop runs on a thread of the machine's pool, so each step forks its
+    // parallel work from inside the pool: no job is injected, nothing is allocated.
+    let pool = state.machine.pool();
+    pool.install(|| -> Result<(), RunError> {
+        while state.step < total {
+            if options.interrupt.load(Ordering::Relaxed)
+                || options.stop_at.is_some_and(|k| state.step >= k)
+            {
+                stopped_early = true;
+                break;
+            }
+            let loss = step(&mut state, &data, &mut micro_batches);
+            if !loss.is_finite() {
+                report.finish();
+                return Err(RunError::NonFinite {
+                    step: state.step + 1,
+                    loss,
+                });
+            }
+            let stats = optimizer::apply(&mut state.machine, &spec.train, state.step);
+            state.step += 1;
+            losses.push(loss);
+            report.step(
+                state.step,
+                total,
                 loss,
-            });
+                stats.lr,
+                stats.grad_norm,
+                spec.train.batch as usize * t,
+                spec.train.log_every,
+            );
+            if state.step.is_multiple_of(spec.eval.every) || state.step == total {
+                last_eval = Some(evaluate(&mut state, spec, &data, &mut val_scratch));
+                let (val_loss, accuracy) = last_eval.expect("just set");
+                report.eval(state.step, val_loss, accuracy);
+            }
+            if state.step.is_multiple_of(spec.checkpoint.every) && state.step < total {
+                save(&state, &checkpoint_path, spec, &data, &options.spec_text)?;
+            }
         }
-        let stats = optimizer::apply(&mut state.machine, &spec.train, state.step);
-        state.step += 1;
-        losses.push(loss);
-        report.step(
-            state.step,
-            total,
-            loss,
-            stats.lr,
-            stats.grad_norm,
-            spec.train.batch as usize * t,
-            spec.train.log_every,
-        );
-        if state.step.is_multiple_of(spec.eval.every) || state.step == total {
-            last_eval = Some(evaluate(&mut state, spec, &data, &mut val_scratch));
-            let (val_loss, accuracy) = last_eval.expect("just set");
-            report.eval(state.step, val_loss, accuracy);
-        }
-        if state.step.is_multiple_of(spec.checkpoint.every) && state.step < total {
-            save(&state, &checkpoint_path, spec, &data, &options.spec_text)?;
-        }
-    }
+        Ok(())
+    })?;
     save(&state, &checkpoint_path, spec, &data, &options.spec_text)?;
     report.finish();
     if stopped_early {
@@ -167,8 +174,8 @@ fn step(state: &mut State, data: &Dataset, micro_batches: &mut [Batch]) -> f64 {
     step_once(&mut state.machine, &mut state.cursor, data, micro_batches)
 }
 
-/// Reads the step's micro-batches, zeroes the gradients and runs forward and backward
-/// over every shard of every micro-batch; returns the step's loss.
+/// Reads the step's micro-batches and runs forward and backward over every shard of
+/// every micro-batch on the machine's threads; returns the step's loss.
 pub(crate) fn step_once(
     machine: &mut Machine<f32>,
     cursor: &mut Cursor,
@@ -182,20 +189,7 @@ pub(crate) fn step_once(
     // the step, however it is split into micro-batches (see softmax_xent).
     let scored: usize = micro_batches.iter().map(Batch::scored).sum();
     let loss_scale = 1.0 / scored.max(1) as f64;
-    machine.zero_param_grads();
-    let mut loss_sum = 0.0;
-    let shard_len = machine.graph().dims.batch * machine.graph().dims.t;
-    for batch in micro_batches.iter() {
-        for (tokens, targets) in batch
-            .tokens
-            .chunks_exact(shard_len)
-            .zip(batch.targets.chunks_exact(shard_len))
-        {
-            loss_sum += machine.forward(tokens, targets, loss_scale);
-            machine.backward(loss_scale);
-        }
-    }
-    loss_sum * loss_scale
+    machine.forward_backward(micro_batches, loss_scale) * loss_scale
 }
 
 fn evaluate(

@@ -1,0 +1,205 @@
+//! A step on every core, with the same bits on any number of threads.
+//!
+//! ```text
+//!  shards ──▶ worker w runs shards w, w+W, …: zero the shard's gradients, then forward
+//!             + backward of that shard of every micro-batch, accumulating into them
+//!  chunks ──▶ per parameter chunk (in parallel): tree sum of the shard gradients into
+//!             shard 0's buffer, and the chunk's Σ g²; the norm adds chunks in order
+//!  chunks ──▶ per parameter chunk (in parallel): AdamW
+//! ```
+//!
+//! Why the bits do not depend on threads: a shard's gradient depends only on its own
+//! tokens (kernels overwrite or zero what they read from the arena; the planner's
+//! poisoning test checks it), the shard sum is a fixed tree over shard indices, the
+//! norm a fixed order over chunks, and losses are added in (micro-batch, shard) order.
+//! With fewer shards than threads, each worker's GEMMs split their output rows and
+//! columns over the spare threads, which leaves every element's sum in the same order.
+//! The hot path takes no lock and allocates nothing: rayon forks with stack jobs when
+//! called from inside the machine's pool, and every table is built before the first step.
+
+use rayon::prelude::*;
+
+use cllm_kernels::Real;
+use cllm_kernels::adamw::{AdamWStep, adamw_update};
+use cllm_kernels::shard_sum::shard_grad_sum;
+
+use super::{Machine, SyncPtr};
+use crate::data::Batch;
+use crate::plan::Phase;
+
+/// AdamW's hyperparameters for one step (weight decay applies to decayed tensors only).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1-based step number.
+    pub t: u64,
+    pub grad_scale: f64,
+}
+
+impl<T: Real> Machine<T> {
+    /// Forward and backward of every shard of every micro-batch (each `batch` holds
+    /// `shards` shards of B·T tokens), then the tree sum of the shard gradients;
+    /// returns Σ loss over scored targets. `loss_scale` is the step's 1/(scored targets).
+    pub fn forward_backward(&mut self, batches: &[Batch], loss_scale: f64) -> f64 {
+        let loss = self.run_shards(batches, loss_scale, true);
+        self.sum_shard_grads();
+        loss
+    }
+
+    /// Forward only, over every shard of one batch (evaluation); returns Σ loss.
+    pub fn forward_batch(&mut self, batch: &Batch) -> f64 {
+        self.run_shards(std::slice::from_ref(batch), 0.0, false)
+    }
+
+    fn run_shards(&mut self, batches: &[Batch], loss_scale: f64, backward: bool) -> f64 {
+        let (shards, workers) = (self.plan.shards, self.plan.workers);
+        let gemm_threads = (self.plan.threads / workers).max(1);
+        let dims = self.plan.graph.dims;
+        let shard_len = dims.batch * dims.t;
+        let passes = batches.len() * shards;
+        let pool = std::sync::Arc::clone(&self.pool);
+        let (shared, worker_list) = self.split();
+        pool.install(|| {
+            worker_list
+                .par_iter_mut()
+                .enumerate()
+                .for_each(|(w, worker)| {
+                    cllm_kernels::matmul::set_gemm_threads(gemm_threads);
+                    if worker.losses.len() < passes {
+                        worker.losses.resize(passes, 0.0); // the first step only
+                    }
+                    for (local, s) in (w..shards).step_by(workers).enumerate() {
+                        if backward {
+                            // SAFETY: shard s is run by this worker alone.
+                            unsafe { shared.shard_grads[s].slice(shared.grads_len) }
+                                .fill(T::default());
+                        }
+                        for (a, batch) in batches.iter().enumerate() {
+                            let rows = s * shard_len..(s + 1) * shard_len;
+                            worker.tokens.copy_from_slice(&batch.tokens[rows.clone()]);
+                            worker.targets.copy_from_slice(&batch.targets[rows]);
+                            let forward = |p| p == Phase::Forward;
+                            let loss = worker.run(&shared, s, local, forward, loss_scale);
+                            if backward {
+                                worker.run(&shared, s, local, |p| !forward(p), loss_scale);
+                            }
+                            worker.losses[a * shards + s] = loss;
+                        }
+                    }
+                });
+        });
+        let mut total = 0.0;
+        for pass in 0..passes {
+            total += self.workers[(pass % shards) % workers].losses[pass];
+        }
+        total
+    }
+
+    /// Sums every shard's gradient into shard 0's in the fixed tree, chunk by chunk in
+    /// parallel, recording each chunk's Σ g².
+    fn sum_shard_grads(&mut self) {
+        let pool = std::sync::Arc::clone(&self.pool);
+        let Machine {
+            plan,
+            shard_grad_ptrs,
+            chunk_squares,
+            program,
+            params,
+            ..
+        } = self;
+        let len = params.len();
+        let chunks = &plan.param_chunks;
+        pool.install(|| match program {
+            Some(bound) => chunk_squares
+                .par_iter_mut()
+                .zip(&bound.shard_sum_tables)
+                .zip(&bound.program.shard_sum)
+                .for_each(|((squares, table), kernel)| {
+                    // SAFETY: the table points at this chunk of every shard buffer;
+                    // chunks are disjoint, so no other task touches these floats.
+                    *squares = unsafe { kernel(table.0.as_ptr(), [0.0f64].as_ptr()) };
+                }),
+            None => chunk_squares
+                .par_iter_mut()
+                .zip(chunks)
+                .for_each(|(squares, chunk)| {
+                    let mut parts: Vec<&mut [T]> = shard_grad_ptrs
+                        .iter()
+                        // SAFETY: chunks are disjoint and each task takes its own.
+                        .map(|g| unsafe { &mut g.slice(len)[chunk.offset..][..chunk.len] })
+                        .collect();
+                    *squares = shard_grad_sum(&mut parts);
+                }),
+        });
+    }
+
+    /// One AdamW update of every parameter from the summed gradient, chunk by chunk
+    /// in parallel (elementwise: the chunking changes no bits).
+    pub fn adamw(&mut self, h: AdamW) {
+        let pool = std::sync::Arc::clone(&self.pool);
+        let Machine {
+            plan,
+            params,
+            shard_grads,
+            m,
+            v,
+            program,
+            ..
+        } = self;
+        let chunks = &plan.param_chunks;
+        if let Some(bound) = program {
+            let inv_c1 = 1.0 / (1.0 - h.beta1.powf(h.t as f64));
+            let inv_c2 = 1.0 / (1.0 - h.beta2.powf(h.t as f64));
+            let scalars = [
+                h.lr,
+                h.beta1,
+                h.beta2,
+                h.eps,
+                h.weight_decay,
+                inv_c1,
+                inv_c2,
+                h.grad_scale,
+            ];
+            pool.install(|| {
+                bound
+                    .adamw_tables
+                    .par_iter()
+                    .zip(&bound.program.adamw)
+                    .for_each(|(table, kernel)| {
+                        // SAFETY: the table points at this chunk of the parameter,
+                        // gradient and moment buffers; chunks are disjoint.
+                        unsafe { kernel(table.0.as_ptr(), scalars.as_ptr()) };
+                    })
+            });
+            return;
+        }
+        let len = params.len();
+        let buffers = [
+            SyncPtr(params.as_mut_ptr()),
+            SyncPtr(shard_grads[0].as_mut_ptr()),
+            SyncPtr(m.as_mut_ptr()),
+            SyncPtr(v.as_mut_ptr()),
+        ];
+        pool.install(|| {
+            chunks.par_iter().for_each(|chunk| {
+                let step = AdamWStep {
+                    lr: h.lr,
+                    beta1: h.beta1,
+                    beta2: h.beta2,
+                    eps: h.eps,
+                    weight_decay: if chunk.decay { h.weight_decay } else { 0.0 },
+                    t: h.t,
+                    grad_scale: h.grad_scale,
+                };
+                // SAFETY: chunks are disjoint and each task takes its own.
+                let [p, g, m, v] =
+                    buffers.each_ref().map(|b| unsafe { &mut b.slice(len)[chunk.offset..][..chunk.len] });
+                adamw_update(p, g, m, v, &step);
+            })
+        });
+    }
+}

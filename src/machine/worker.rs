@@ -1,0 +1,127 @@
+//! A worker: one arena and one shard's token inputs, and the loop that runs the plan's
+//! kernels in order on them — JIT-compiled, or op by op with the reference kernels.
+//! Worker w runs shards w, w + workers, w + 2·workers, … of every step; the shard
+//! decides which gradient buffer the backward kernels accumulate into.
+
+use cllm_kernels::Real;
+
+use super::reference::{self, OpContext};
+use super::{Place, Region, SyncPtr, Table};
+use crate::codegen::CompiledKernel;
+use crate::plan::{Phase, Plan};
+
+pub(super) struct Worker<T: Real> {
+    pub(super) arena: Vec<T>,
+    pub(super) tokens: Vec<u32>,
+    pub(super) targets: Vec<u32>,
+    /// Loss sum of each (micro-batch, shard) pass this worker ran in the last step,
+    /// at index `micro_batch · shards + shard`; the machine adds them in that order.
+    pub(super) losses: Vec<f64>,
+    /// JIT argument tables, `tables[j][k]`: this worker's j-th shard, kernel k.
+    pub(super) tables: Vec<Vec<Table>>,
+    /// Seconds spent in each plan kernel, when profiling.
+    pub(super) profile: Option<Vec<f64>>,
+}
+
+/// What every worker shares, read-only, while a step runs.
+pub(super) struct Shared<'a, T: Real> {
+    pub plan: &'a Plan,
+    pub places: &'a [Place],
+    pub params: &'a [T],
+    /// Base of each shard's gradient buffer (each written by one worker at a time).
+    pub shard_grads: &'a [SyncPtr<T>],
+    pub grads_len: usize,
+    /// The compiled plan kernels (none: run the reference kernels).
+    pub kernels: Option<&'a [CompiledKernel]>,
+    pub poison: bool,
+}
+
+impl<T: Real> Worker<T> {
+    pub(super) fn new(plan: &Plan) -> Worker<T> {
+        let n = plan.graph.dims.batch * plan.graph.dims.t;
+        Worker {
+            arena: vec![T::default(); (plan.arena.peak_bytes / 4) as usize],
+            tokens: vec![0; n],
+            targets: vec![0; n],
+            losses: Vec::new(),
+            tables: Vec::new(),
+            profile: None,
+        }
+    }
+
+    /// Runs the kernels of `phase`s for `shard` (the worker's `local`-th shard);
+    /// returns the loss sum of the loss kernel.
+    pub(super) fn run(
+        &mut self,
+        shared: &Shared<'_, T>,
+        shard: usize,
+        local: usize,
+        select: impl Fn(Phase) -> bool,
+        loss_scale: f64,
+    ) -> f64 {
+        let plan = shared.plan;
+        let mut loss_sum = 0.0;
+        for (k, kernel) in plan.kernels.iter().enumerate() {
+            if !select(kernel.phase) {
+                continue;
+            }
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
+            for id in &kernel.zero_first {
+                let place = shared.places[id.0];
+                self.arena[place.offset..place.offset + place.len].fill(T::default());
+            }
+            match shared.kernels {
+                Some(compiled) => {
+                    let scalars = [loss_scale];
+                    // SAFETY: the table points at this worker's arena and inputs, the
+                    // shared parameters and this shard's gradients, sized by the plan
+                    // the kernel was compiled from; none of them moves.
+                    loss_sum += unsafe {
+                        (compiled[k].function)(
+                            self.tables[local][k].0.as_ptr(),
+                            scalars.as_ptr(),
+                        )
+                    };
+                }
+                None => {
+                    // SAFETY: this worker is the only one running `shard` now, so its
+                    // gradient buffer is ours alone for the duration of the kernel.
+                    let grads = unsafe { shared.shard_grads[shard].slice(shared.grads_len) };
+                    let mut context = OpContext {
+                        plan,
+                        places: shared.places,
+                        arena: &mut self.arena,
+                        params: shared.params,
+                        grads,
+                        tokens: &self.tokens,
+                        targets: &self.targets,
+                    };
+                    for o in 0..kernel.ops.len() {
+                        loss_sum += reference::run_op(&mut context, k, o, loss_scale);
+                    }
+                }
+            }
+            if let (Some(profile), Some(started)) = (&mut self.profile, started) {
+                profile[k] += started.elapsed().as_secs_f64();
+            }
+            if shared.poison {
+                for slot in plan.slots.iter().flatten().filter(|s| s.last == k) {
+                    self.arena[slot.offset..slot.offset + slot.len].fill(T::from_f64(f64::NAN));
+                }
+            }
+        }
+        loss_sum
+    }
+
+    /// Base pointer of a tensor in this worker's view of memory.
+    pub(super) fn pointer(&mut self, place: Place, params: *mut T, grads: *mut T) -> *mut u8 {
+        let base: *mut T = match place.region {
+            Region::Arena => self.arena.as_mut_ptr(),
+            Region::Params => params,
+            Region::Grads => grads,
+            Region::Tokens => return self.tokens.as_mut_ptr().cast(),
+            Region::Targets => return self.targets.as_mut_ptr().cast(),
+        };
+        base.wrapping_add(place.offset).cast()
+    }
+}
