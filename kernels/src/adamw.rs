@@ -1,4 +1,5 @@
-//! AdamW with bias correction and decoupled weight decay, and the global gradient norm.
+//! AdamW with bias correction and decoupled weight decay (the global gradient norm
+//! comes from the shard-gradient sum, `shard_sum.rs`).
 //!
 //! For step t ≥ 1, gradient g (already multiplied by the clipping factor):
 //!   `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, `m̂ = m/(1−β₁ᵗ)`, `v̂ = v/(1−β₂ᵗ)`,
@@ -44,11 +45,6 @@ pub fn adamw_update<T: Real>(
         m[i] = T::from_f64(m_i);
         v[i] = T::from_f64(v_i);
     }
-}
-
-/// Σ g², in f64, in a fixed order.
-pub fn grad_norm_squared<T: Real>(grads: &[T]) -> f64 {
-    grads.iter().map(|g| g.to_f64() * g.to_f64()).sum()
 }
 
 // ── Cranelift emitters ────────────────────────────────────────────────────────
@@ -128,31 +124,4 @@ pub fn emit_adamw(
             e.store(r, p, i, 0);
         });
     }
-}
-
-/// Returns Σ g² over `len` floats: f32 four-lane partial sums per block of 4096,
-/// each block added to an f64 total in order (a run-time loop over the blocks, so the
-/// code size does not grow with the parameter count).
-pub fn emit_grad_norm_squared(e: &mut Emitter<'_>, grads: Value, len: usize) {
-    const BLOCK: usize = 4096;
-    let zero = e.b.ins().f64const(0.0);
-    let total = e.var(zero);
-    let blocks = len / BLOCK;
-    let add_block = |e: &mut Emitter<'_>, start: Value, n: usize| {
-        let g = e.element(grads, start);
-        let partial = e.dot(g, g, n);
-        let partial = e.b.ins().fpromote(types::F64, partial);
-        let acc = e.get(total);
-        let acc = e.b.ins().fadd(acc, partial);
-        e.set(total, acc);
-    };
-    e.for_n(0, (blocks * BLOCK) as i64, BLOCK as i64, |e, start| {
-        add_block(e, start, BLOCK)
-    });
-    if len > blocks * BLOCK {
-        let start = e.int((blocks * BLOCK) as i64);
-        add_block(e, start, len - blocks * BLOCK);
-    }
-    let result = e.get(total);
-    e.set_result(result);
 }

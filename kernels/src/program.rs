@@ -5,7 +5,7 @@
 
 use cranelift_codegen::ir::Value;
 
-use crate::adamw::{emit_adamw, emit_grad_norm_squared};
+use crate::adamw::emit_adamw;
 use crate::attention::{AttentionShape, emit_attention_backward, emit_attention_forward};
 use crate::embedding::{emit_embedding_backward, emit_embedding_forward};
 use crate::gelu::{emit_gelu_backward, emit_gelu_forward};
@@ -59,8 +59,6 @@ pub enum Step {
     SoftmaxXent { rows: usize, v: usize },
     /// [dlogits, probs, targets]; scalar 0 is the loss scale
     SoftmaxXentBackward { rows: usize, v: usize },
-    /// [grads]; the kernel returns Σ g²
-    GradNormSquared { len: usize },
     /// [g0, g1, …, g(shards−1)]: g0 = the fixed-tree sum of all; the kernel returns Σ g0²
     ShardGradSum { shards: usize, len: usize },
     /// [params, grads, m, v]; segments are (offset, length, decayed); scalars as in `emit_adamw`
@@ -159,7 +157,6 @@ fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
         Step::SoftmaxXentBackward { rows, v } => {
             emit_softmax_xent_backward(e, a[0], a[1], a[2], rows, v)
         }
-        Step::GradNormSquared { len } => emit_grad_norm_squared(e, a[0], len),
         Step::ShardGradSum { shards, len } => emit_shard_grad_sum(e, &a[..shards], len),
         Step::AdamW { segments } => emit_adamw(e, a[0], a[1], a[2], a[3], &segments),
     }

@@ -54,7 +54,7 @@ use cranelift_codegen::ir::{InstBuilder, Value, types};
 
 /// `shards[0] = tree sum of shards[..]` over `len` floats, returning Σ of the squared
 /// sums: f32 four-lane partial squares per block of 4096 floats, each block added to
-/// an f64 total in order (as `emit_grad_norm_squared` does).
+/// an f64 total in order.
 pub fn emit_shard_grad_sum(e: &mut Emitter<'_>, shards: &[Value], len: usize) {
     const BLOCK: usize = 4096;
     let zero = e.b.ins().f64const(0.0);
@@ -68,7 +68,11 @@ pub fn emit_shard_grad_sum(e: &mut Emitter<'_>, shards: &[Value], len: usize) {
             let mut values: Vec<Value> = base.iter().map(|&g| e.load(lanes, g, i, 0)).collect();
             tree_sum(&mut values, |a, b| e.b.ins().fadd(a, b));
             e.store(values[0], base[0], i, 0);
-            let var = if lanes == crate::jit::Lanes::Four { acc4 } else { acc1 };
+            let var = if lanes == crate::jit::Lanes::Four {
+                acc4
+            } else {
+                acc1
+            };
             let acc = e.get(var);
             let next = e.b.ins().fma(values[0], values[0], acc);
             e.set(var, next);

@@ -21,6 +21,9 @@ pub struct RunArgs {
     /// Train for N steps in all (the same as `--set train.steps=N`).
     #[arg(long, value_name = "N")]
     steps: Option<u64>,
+    /// Threads (the same as `--set plan.threads=N`; never changes the numbers).
+    #[arg(long, value_name = "N")]
+    threads: Option<u64>,
     /// Continue from the checkpoint in this run folder (or .safetensors file).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
@@ -39,6 +42,9 @@ pub fn run(args: RunArgs) -> ExitCode {
     let mut overrides = args.overrides.clone();
     if let Some(steps) = args.steps {
         overrides.push(format!("train.steps={steps}"));
+    }
+    if let Some(threads) = args.threads {
+        overrides.push(format!("plan.threads={threads}"));
     }
     let spec = match spec::load(&args.spec, &overrides) {
         Ok(spec) => spec,

@@ -97,16 +97,15 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
         shard_sum: Vec::new(),
         adamw: Vec::new(),
     };
-    let index_of = |descs: &mut Vec<KernelDesc>, desc: KernelDesc| match descs
-        .iter()
-        .position(|d| *d == desc)
-    {
-        Some(i) => i,
-        None => {
-            descs.push(desc);
-            descs.len() - 1
-        }
-    };
+    let index_of =
+        |descs: &mut Vec<KernelDesc>, desc: KernelDesc| match descs.iter().position(|d| *d == desc)
+        {
+            Some(i) => i,
+            None => {
+                descs.push(desc);
+                descs.len() - 1
+            }
+        };
     let shards = plan.shards;
     for chunk in &plan.param_chunks {
         let sum = KernelDesc {

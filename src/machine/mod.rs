@@ -28,7 +28,6 @@ use crate::graph::{Graph, Role, TensorId};
 use crate::plan::{Phase, Plan};
 use worker::{Shared, Worker};
 
-
 pub use parallel::AdamW;
 
 /// Where a tensor's floats are.
@@ -146,8 +145,9 @@ impl<T: Real> Machine<T> {
                 }
             })
             .collect();
-        let mut shard_grads: Vec<Vec<T>> =
-            (0..plan.shards).map(|_| vec![T::default(); total]).collect();
+        let mut shard_grads: Vec<Vec<T>> = (0..plan.shards)
+            .map(|_| vec![T::default(); total])
+            .collect();
         let shard_grad_ptrs = shard_grads
             .iter_mut()
             .map(|g| SyncPtr(g.as_mut_ptr()))

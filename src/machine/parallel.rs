@@ -196,8 +196,9 @@ impl<T: Real> Machine<T> {
                     grad_scale: h.grad_scale,
                 };
                 // SAFETY: chunks are disjoint and each task takes its own.
-                let [p, g, m, v] =
-                    buffers.each_ref().map(|b| unsafe { &mut b.slice(len)[chunk.offset..][..chunk.len] });
+                let [p, g, m, v] = buffers
+                    .each_ref()
+                    .map(|b| unsafe { &mut b.slice(len)[chunk.offset..][..chunk.len] });
                 adamw_update(p, g, m, v, &step);
             })
         });

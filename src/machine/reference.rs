@@ -52,7 +52,12 @@ fn split_disjoint<'a, T>(mut buffer: &'a mut [T], ranges: &[(usize, usize)]) -> 
 }
 
 /// Runs op `o` of kernel `k`; returns the loss sum for `SoftmaxXent`, else 0.
-pub(super) fn run_op<T: Real>(it: &mut OpContext<'_, T>, k: usize, o: usize, loss_scale: f64) -> f64 {
+pub(super) fn run_op<T: Real>(
+    it: &mut OpContext<'_, T>,
+    k: usize,
+    o: usize,
+    loss_scale: f64,
+) -> f64 {
     let OpContext {
         plan,
         arena,

@@ -77,10 +77,7 @@ impl<T: Real> Worker<T> {
                     // shared parameters and this shard's gradients, sized by the plan
                     // the kernel was compiled from; none of them moves.
                     loss_sum += unsafe {
-                        (compiled[k].function)(
-                            self.tables[local][k].0.as_ptr(),
-                            scalars.as_ptr(),
-                        )
+                        (compiled[k].function)(self.tables[local][k].0.as_ptr(), scalars.as_ptr())
                     };
                 }
                 None => {

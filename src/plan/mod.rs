@@ -187,13 +187,7 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     };
     let threads = threads.max(1);
     let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
-    let mut plan = schedule(
-        graph,
-        shards,
-        threads,
-        fixed_bytes,
-        spec.plan.memory_budget,
-    );
+    let mut plan = schedule(graph, shards, threads, fixed_bytes, spec.plan.memory_budget);
     plan.gemm = spec.plan.gemm;
     if options.fuse {
         plan = fusion::fuse_softmax_xent(plan);

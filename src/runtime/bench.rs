@@ -7,12 +7,14 @@ use cllm_kernels::jit::JitOptions;
 use serde::Serialize;
 
 use crate::codegen;
-use crate::data::{Batch, Dataset};
+use std::path::Path;
+
+use crate::data::{Batch, Cursor, Dataset};
 use crate::machine::Machine;
 use crate::plan;
 use crate::rng::Rng;
 use crate::runtime::{Backend, RunError, optimizer, trainer};
-use crate::spec::Spec;
+use crate::spec::{Spec, Train};
 
 /// What `cllm bench` measured.
 #[derive(Clone, Debug, Serialize)]
@@ -26,64 +28,122 @@ pub struct BenchReport {
     pub gflops: f64,
     pub plan_ms: f64,
     pub jit_ms: f64,
-    /// (kernel family, share of step time, GFLOP/s), slowest first.
+    pub threads: usize,
+    /// (kernel family, share of the kernels' summed time, GFLOP/s of one thread), slowest first.
     pub kernels: Vec<(String, f64, f64)>,
+}
+
+/// The training step alone, as `cllm run` runs it (data, forward and backward of every
+/// shard, the shard-gradient sum, clipping, AdamW), from a GPT-2-style random init:
+/// what `cllm bench` times and the zero-allocation test counts.
+pub struct StepLoop {
+    pub machine: Machine<f32>,
+    data: Dataset,
+    cursor: Cursor,
+    batches: Vec<Batch>,
+    train: Train,
+    step: u64,
+    /// Milliseconds spent planning and compiling.
+    pub plan_ms: f64,
+    pub jit_ms: f64,
+}
+
+impl StepLoop {
+    pub fn new(spec: &Spec, base_dir: &Path, backend: Backend) -> Result<StepLoop, RunError> {
+        let started = Instant::now();
+        let plan = plan::plan(spec)?;
+        let plan_ms = 1e3 * started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let program = match backend {
+            Backend::Jit => Some(codegen::compile(&plan, JitOptions::default())?),
+            Backend::Interp => None,
+        };
+        let jit_ms = 1e3 * started.elapsed().as_secs_f64();
+        let data = Dataset::load(spec, base_dir)?;
+        let mut machine = Machine::<f32>::new(plan);
+        if let Some(program) = program {
+            machine.attach_jit(program);
+        }
+        let mut rng = Rng::derive(spec.train.seed, "parameter init");
+        for i in 0..machine.graph().params.len() {
+            machine
+                .param_mut(i)
+                .iter_mut()
+                .for_each(|x| *x = (0.02 * rng.normal()) as f32);
+        }
+        let micro = (spec.train.batch / spec.train.accumulate) as usize;
+        let t = spec.model.context as usize;
+        Ok(StepLoop {
+            machine,
+            data,
+            cursor: Dataset::cursor(spec.train.seed),
+            batches: (0..spec.train.accumulate)
+                .map(|_| Batch::new(micro, t))
+                .collect(),
+            train: spec.train.clone(),
+            step: 0,
+            plan_ms,
+            jit_ms,
+        })
+    }
+
+    /// One whole optimizer step; returns its loss.
+    pub fn step(&mut self) -> f64 {
+        let loss = trainer::step_once(
+            &mut self.machine,
+            &mut self.cursor,
+            &self.data,
+            &mut self.batches,
+        );
+        optimizer::apply(&mut self.machine, &self.train, self.step);
+        self.step += 1;
+        loss
+    }
 }
 
 /// Times `steps` steps after `warmup` steps.
 pub fn bench(
     spec: &Spec,
-    base_dir: &std::path::Path,
+    base_dir: &Path,
     backend: Backend,
     warmup: usize,
     steps: usize,
 ) -> Result<BenchReport, RunError> {
-    let started = Instant::now();
-    let plan = plan::plan(spec)?;
-    let plan_ms = 1e3 * started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let program = match backend {
-        Backend::Jit => Some(codegen::compile(&plan, JitOptions::default())?),
-        Backend::Interp => None,
-    };
-    let jit_ms = 1e3 * started.elapsed().as_secs_f64();
-    let data = Dataset::load(spec, base_dir)?;
-    let step_flops = plan.step_flops(spec.train.accumulate) as f64;
-    let kernel_flops: Vec<u64> = plan.kernels.iter().map(|k| k.flops).collect();
-    let names: Vec<String> = plan.kernels.iter().map(|k| k.name.clone()).collect();
-    let mut machine = Machine::<f32>::new(plan);
-    if let Some(program) = program {
-        machine.attach_jit(program);
-    }
-    let mut rng = Rng::derive(spec.train.seed, "parameter init");
-    for i in 0..machine.graph().params.len() {
-        machine
-            .param_mut(i)
-            .iter_mut()
-            .for_each(|x| *x = (0.02 * rng.normal()) as f32);
-    }
-    let micro = (spec.train.batch / spec.train.accumulate) as usize;
-    let t = spec.model.context as usize;
-    let mut batches: Vec<Batch> = (0..spec.train.accumulate)
-        .map(|_| Batch::new(micro, t))
+    let mut looped = StepLoop::new(spec, base_dir, backend)?;
+    let step_flops = looped.machine.plan().step_flops(spec.train.accumulate) as f64;
+    let kernel_flops: Vec<u64> = looped
+        .machine
+        .plan()
+        .kernels
+        .iter()
+        .map(|k| k.flops)
         .collect();
-    let mut cursor = Dataset::cursor(spec.train.seed);
+    let names: Vec<String> = looped
+        .machine
+        .plan()
+        .kernels
+        .iter()
+        .map(|k| k.name.clone())
+        .collect();
     let mut times = Vec::with_capacity(steps);
-    for s in 0..warmup + steps {
-        if s == warmup {
-            machine.enable_profile();
+    let pool = looped.machine.pool();
+    pool.install(|| {
+        for s in 0..warmup + steps {
+            if s == warmup {
+                looped.machine.enable_profile();
+            }
+            let started = Instant::now();
+            looped.step();
+            if s >= warmup {
+                times.push(1e3 * started.elapsed().as_secs_f64());
+            }
         }
-        let started = Instant::now();
-        trainer::step_once(&mut machine, &mut cursor, &data, &mut batches);
-        optimizer::apply(&mut machine, &spec.train, s as u64);
-        if s >= warmup {
-            times.push(1e3 * started.elapsed().as_secs_f64());
-        }
-    }
+    });
+    let machine = &looped.machine;
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
-    let profile = machine.profile().expect("profiling was enabled").to_vec();
+    let profile = machine.profile().expect("profiling was enabled");
     let total: f64 = profile.iter().sum::<f64>().max(1e-12);
     let mut families: Vec<(String, f64, f64)> = Vec::new();
     for (k, seconds) in profile.iter().enumerate() {
@@ -113,8 +173,9 @@ pub fn bench(
         tokens_per_s: tokens / (median / 1e3),
         step_gflop: step_flops / 1e9,
         gflops: step_flops / (median / 1e3) / 1e9,
-        plan_ms,
-        jit_ms,
+        plan_ms: looped.plan_ms,
+        jit_ms: looped.jit_ms,
+        threads: machine.plan().threads,
         kernels,
     })
 }

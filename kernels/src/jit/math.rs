@@ -78,8 +78,14 @@ impl Emitter<'_> {
         let one_plus_r = self.b.ins().fadd(one, r);
         let e_r = self.b.ins().fma(r2, p, one_plus_r);
         // 2^k: (k + 127) << 23 in the exponent field.
-        let bits = self.b.ins().bitcast(types::I32X4, MemFlagsData::new(), shifted);
-        let bias = self.b.ins().iconst(types::I32, 127 - MAGIC.to_bits() as i64);
+        let bits = self
+            .b
+            .ins()
+            .bitcast(types::I32X4, MemFlagsData::new(), shifted);
+        let bias = self
+            .b
+            .ins()
+            .iconst(types::I32, 127 - MAGIC.to_bits() as i64);
         let bias = self.b.ins().splat(types::I32X4, bias);
         let biased = self.b.ins().iadd(bits, bias);
         let exponent = self.b.ins().ishl_imm_u(biased, 23);

@@ -1,0 +1,67 @@
+//! The same bits on any thread count: losses after every step and the final
+//! parameters and AdamW moments are identical for 1, 2, 3 and 4 threads, and from run
+//! to run; and the check has teeth: a different shard count does change the bits.
+
+use std::path::Path;
+
+use cllm::runtime::{self, Backend, RunOptions};
+use cllm::spec;
+
+mod common;
+
+/// (loss bits of every step, every checkpoint tensor's bytes by name).
+type Outcome = (Vec<u64>, Vec<(String, Vec<u8>)>);
+
+fn train(backend: Backend, threads: u64, shards: u64) -> Outcome {
+    let text = format!(
+        "cllm 0.1\n\
+         data {{ source = addition(digits = 2, held_out = 100) }}\n\
+         model gpt {{ context = 10 tokens  width = 32  layers = 2  heads = 2 }}\n\
+         train {{ steps = 8  batch = 8 seqs  accumulate = 2  optimizer = adamw(lr = 3e-3)  clip_grad = 0.5 }}\n\
+         eval {{ every = 1000 steps  batches = 2 }}\n\
+         plan {{ threads = {threads}  shards = {shards} }}\n"
+    );
+    let spec = spec::parse(&text, "threads", Path::new("specs"), &[])
+        .unwrap_or_else(|e| panic!("{}", spec::render_plain(&e)));
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        quiet: true,
+        backend,
+        ..RunOptions::new(dir.path(), "specs")
+    };
+    let summary = runtime::train(&spec, &options).expect("trains");
+    let bytes = std::fs::read(&summary.checkpoint).unwrap();
+    let stored = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>)> = stored
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect();
+    tensors.sort();
+    let losses = summary.losses.iter().map(|l| l.to_bits()).collect();
+    (losses, tensors)
+}
+
+on_both_backends! {
+fn every_thread_count_gives_the_same_bits(backend) {
+    let one = train(backend, 1, 4);
+    // 28 parameters of a 2-layer GPT (wte, wpe, 12 per layer, ln_f), each with m and v.
+    assert_eq!(one.1.len(), 3 * 28, "parameters and both moments are compared");
+    for threads in [2, 3, 4] {
+        let many = train(backend, threads, 4);
+        assert!(one.0 == many.0, "{threads} threads changed the losses");
+        for ((name, a), (_, b)) in one.1.iter().zip(&many.1) {
+            assert!(a == b, "{threads} threads changed `{name}`");
+        }
+    }
+    assert!(one == train(backend, 2, 4), "two runs on 2 threads differ");
+}
+
+fn the_check_can_see_rounding(backend) {
+    // Another shard count sums the gradient in another order: close, not the same bits.
+    let (four, two) = (train(backend, 2, 4), train(backend, 2, 2));
+    assert_ne!(four.0, two.0);
+    let (a, b) = (f64::from_bits(four.0[7]), f64::from_bits(two.0[7]));
+    assert!((a - b).abs() < 1e-4 * a.abs(), "{a} vs {b}");
+}
+}

@@ -1,0 +1,75 @@
+//! No allocation during a step: a counting global allocator sees none over 10 whole
+//! training steps (data, forward and backward of every shard on two threads, the
+//! shard-gradient sum, clipping, AdamW) after two warm-up steps.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use cllm::runtime::Backend;
+use cllm::runtime::bench::StepLoop;
+use cllm::spec;
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by 10 steps of `spec` (after 2 warm-up steps) with `overrides`.
+fn allocations_per_10_steps(overrides: &[&str]) -> usize {
+    let mut overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    overrides.push("plan.threads=2".into());
+    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &overrides).expect("the spec loads");
+    let mut steps = StepLoop::new(&spec, Path::new("specs"), Backend::Jit).expect("compiles");
+    let pool = steps.machine.pool();
+    pool.install(|| {
+        steps.step();
+        steps.step();
+        ALLOCATIONS.store(0, Ordering::SeqCst);
+        COUNTING.store(true, Ordering::SeqCst);
+        for _ in 0..10 {
+            std::hint::black_box(steps.step());
+        }
+        COUNTING.store(false, Ordering::SeqCst);
+    });
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
+#[test]
+fn a_step_allocates_nothing() {
+    // Small enough for CI: bench-xs's shapes at context 64, batch 8 in 4 shards on two
+    // threads, two micro-batches accumulated. With `plan.gemm = jit` every kernel is
+    // ours. The native GEMM (the `gemm` crate) allocates its packing buffers inside
+    // each call (gemm-common 0.19, gemm.rs: `MemBuffer::new` per call), which this
+    // test would count: replacing it with a GEMM that packs into preallocated buffers
+    // is open work (see PERF.md).
+    let count = allocations_per_10_steps(&[
+        "model.context=64",
+        "train.accumulate=2",
+        "plan.shards=4",
+        "plan.gemm=jit",
+    ]);
+    assert_eq!(count, 0, "{count} allocations in 10 steps");
+}
