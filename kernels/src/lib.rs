@@ -20,6 +20,7 @@ pub mod gemm;
 pub mod jit;
 pub mod layernorm;
 pub mod matmul;
+pub mod packed_gemm;
 pub mod program;
 pub mod real;
 pub mod residual;

@@ -117,12 +117,46 @@ pub unsafe extern "C" fn cllm_sgemm(
     rhs_cs: i64,
     accumulate: i64,
 ) {
+    let threads = GEMM_THREADS.with(|t| t.get());
+    let (m, n, k) = (m as usize, n as usize, k as usize);
+    if crate::packed_gemm::available() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::packed_gemm::{View, gemm};
+            let view = |ptr: *const f32, rs: i64, cs: i64| View {
+                ptr,
+                rs: rs as isize,
+                cs: cs as isize,
+            };
+            let (d, l, r) = (
+                view(dst, dst_rs, dst_cs),
+                view(lhs, lhs_rs, lhs_cs),
+                view(rhs, rhs_rs, rhs_cs),
+            );
+            // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
+            let width = n.div_ceil(threads.max(1)).next_multiple_of(16).max(16);
+            let parts = n.div_ceil(width);
+            let part = |t: usize| {
+                let cols = t * width..n.min((t + 1) * width);
+                // SAFETY: forwarded from the caller's contract; the parts write
+                // disjoint columns of dst.
+                unsafe { gemm(m, k, cols, d, l, r, accumulate != 0) }
+            };
+            if parts <= 1 {
+                part(0);
+            } else {
+                use rayon::prelude::*;
+                (0..parts).into_par_iter().for_each(part);
+            }
+            return;
+        }
+    }
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         gemm::gemm(
-            m as usize,
-            n as usize,
-            k as usize,
+            m,
+            n,
+            k,
             dst,
             dst_cs as isize,
             dst_rs as isize,
@@ -138,7 +172,7 @@ pub unsafe extern "C" fn cllm_sgemm(
             false,
             false,
             false,
-            match GEMM_THREADS.with(|t| t.get()) {
+            match threads {
                 1 => gemm::Parallelism::None,
                 threads => gemm::Parallelism::Rayon(threads),
             },

@@ -1,0 +1,89 @@
+//! The packed AVX2 GEMM against an f64 reference on ragged shapes that cross every
+//! blocking edge (MR = 6, NR = 16, KC = 256, MC = 132), every stride pattern (each
+//! operand row- or column-major, a destination with a wider row stride), both
+//! overwrite and accumulate, and k = 0. Tolerance as in every differential test:
+//! `1e-6·(4 + K/8)` relative to max(|ref|, rms(ref)).
+
+mod common;
+use common::*;
+
+use cllm_kernels::packed_gemm::{View, available, gemm};
+
+/// A (rows × cols) matrix stored row- or column-major.
+fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {
+    let _ = rows;
+    let (rs, cs) = if column_major {
+        (1, rows as isize)
+    } else {
+        (cols as isize, 1)
+    };
+    View {
+        ptr: data.as_ptr(),
+        rs,
+        cs,
+    }
+}
+
+#[test]
+fn packed_gemm_matches_the_reference() {
+    if !available() {
+        eprintln!("no AVX2 + FMA on this CPU: the packed GEMM is not used here");
+        return;
+    }
+    let mut rng = Lcg(31);
+    let shapes = [
+        (1, 1, 1),
+        (5, 17, 3),
+        (7, 33, 255),
+        (13, 15, 257),
+        (133, 40, 300),
+        (270, 31, 9),
+        (6, 16, 520),
+        (3, 5, 0),
+    ];
+    for (m, n, k) in shapes {
+        for a_cm in [false, true] {
+            for b_cm in [false, true] {
+                for accumulate in [false, true] {
+                    let (a, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0));
+                    // dst rows are n + 3 wide: the extra columns must stay untouched.
+                    let width = n + 3;
+                    let start = rng.vec(m * width, 1.0);
+                    let mut dst = start.clone();
+                    let (lhs, rhs) = (view(&a, m, k, a_cm), view(&b, k, n, b_cm));
+                    let out = View {
+                        ptr: dst.as_mut_ptr(),
+                        rs: width as isize,
+                        cs: 1,
+                    };
+                    // SAFETY: the buffers hold these shapes.
+                    unsafe { gemm(m, k, 0..n, out, lhs, rhs, accumulate) };
+                    let at = |v: &View, i: usize, j: usize| unsafe {
+                        *v.ptr.offset(i as isize * v.rs + j as isize * v.cs) as f64
+                    };
+                    let mut expected = start.clone();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let sum: f64 = (0..k).map(|p| at(&lhs, i, p) * at(&rhs, p, j)).sum();
+                            let base = if accumulate {
+                                start[i * width + j] as f64
+                            } else {
+                                0.0
+                            };
+                            expected[i * width + j] = (base + sum) as f32;
+                        }
+                    }
+                    let name = format!("{m}×{n}×{k} a_cm={a_cm} b_cm={b_cm} acc={accumulate}");
+                    assert_close(&name, &dst, &expected, k);
+                    for i in 0..m {
+                        assert_eq!(
+                            dst[i * width + n..(i + 1) * width],
+                            start[i * width + n..(i + 1) * width],
+                            "{name}: wrote outside the tile"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
