@@ -14,7 +14,7 @@
 //! | spec | [`spec`] | [`spec::load`] / [`spec::parse`] → [`spec::Spec`] |
 //! | graph | [`graph`] | [`graph::build`] → [`graph::Graph`] (forward ops + autodiff backward) |
 //! | plan | [`plan`] | [`plan::plan`] → [`plan::Plan`] (fusion, keep or recompute, arena, shards) |
-//! | machine | [`machine`] | [`machine::Machine`]: the plan's memory, run kernel by kernel (reference or JIT) |
+//! | machine | [`machine`] | [`machine::Machine`]: the plan's memory; shards on every core, kernels JIT or reference |
 //! | runtime | [`runtime`] | [`runtime::train`] → [`runtime::RunSummary`] |
 //!
 //! Beside them: [`data`] (tokenizers, corpora, the addition task), [`checkpoint`]

@@ -1,5 +1,6 @@
-//! Stage 6: the training loop. Today it drives the reference interpreter on one
-//! thread; the parallel runtime and the JIT take its place behind the same loop.
+//! Stage 6: the training loop: data, the machine's parallel step (JIT or reference
+//! interpreter, on every core, the same bits on any thread count), the optimizer,
+//! evaluation, checkpoints and sampling.
 
 pub mod bench;
 mod eval;
