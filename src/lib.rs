@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod codegen;
 pub mod data;
 pub mod graph;
+pub mod lattice;
 pub mod machine;
 pub mod peak;
 pub mod plan;

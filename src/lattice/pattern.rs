@@ -1,0 +1,158 @@
+//! Attention patterns: which keys each query may attend to, as a T×T causal mask, and
+//! the block-sparse view of it (query block → key blocks, a mask only where a block is
+//! partial) that sparse kernels iterate.
+
+use serde::Serialize;
+
+use super::{LatticeError, coords, default_delta, lll, short_vectors};
+use crate::spec::{Attention, Coords};
+
+/// How a lattice pattern reaches back, for `cllm plan`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reach {
+    /// The LLL-reduced basis (δ = 0.99).
+    pub reduced_basis: Vec<Vec<i64>>,
+    /// Every lattice vector v with 0 < ‖v‖ ≤ radius.
+    pub vectors: Vec<Vec<i64>>,
+}
+
+/// One attention pattern over T positions.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pattern {
+    pub t: usize,
+    /// Allowed keys of each query, ascending; each ends with the query itself.
+    pub keys: Vec<Vec<u32>>,
+    /// Present for lattice patterns.
+    pub reach: Option<Reach>,
+}
+
+/// Blocks of the block-sparse layout.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct BlockStats {
+    pub block: usize,
+    /// (query block, key block) pairs with at least one allowed key.
+    pub blocks: usize,
+    /// Of those, the ones whose every causal pair is allowed (no mask needed).
+    pub full: usize,
+    /// Blocks of dense causal attention at the same block size.
+    pub dense_blocks: usize,
+}
+
+impl Pattern {
+    /// The pattern `attention` draws over `t` positions.
+    pub fn new(attention: &Attention, t: usize) -> Result<Pattern, LatticeError> {
+        let mut reach = None;
+        let keys = match attention {
+            Attention::Dense => (0..t).map(|p| (0..=p as u32).collect()).collect(),
+            Attention::Window { window } => (0..t)
+                .map(|p| (p.saturating_sub(*window as usize - 1) as u32..=p as u32).collect())
+                .collect(),
+            Attention::Strided { stride, window } => (0..t)
+                .map(|p| {
+                    (0..=p)
+                        .filter(|q| p - q < *window as usize || (p - q) % *stride as usize == 0)
+                        .map(|q| q as u32)
+                        .collect()
+                })
+                .collect(),
+            Attention::Lattice {
+                coords: system,
+                basis,
+                radius,
+                window,
+            } => {
+                let reduced = lll(basis, default_delta())?;
+                let vectors = short_vectors(&reduced, *radius)?;
+                let point = |p: usize| match system {
+                    Coords::Grid { width } => coords::grid(*width, p as u64),
+                    Coords::Ulam => coords::ulam(p as u64),
+                };
+                let position = |x: (i64, i64)| match system {
+                    Coords::Grid { width } => coords::grid_inverse(*width, x),
+                    Coords::Ulam => Some(coords::ulam_inverse(x)),
+                };
+                let keys = (0..t)
+                    .map(|p| {
+                        let (x, y) = point(p);
+                        let mut keys: Vec<u32> = (p.saturating_sub(*window as usize - 1)..=p)
+                            .map(|q| q as u32)
+                            .collect();
+                        for v in &vectors {
+                            if let Some(q) = position((x - v[0], y - v[1]))
+                                && (q as usize) < p
+                            {
+                                keys.push(q as u32);
+                            }
+                        }
+                        keys.sort_unstable();
+                        keys.dedup();
+                        keys
+                    })
+                    .collect();
+                reach = Some(Reach {
+                    reduced_basis: reduced,
+                    vectors,
+                });
+                keys
+            }
+        };
+        Ok(Pattern { t, keys, reach })
+    }
+
+    /// Keys per query: (min, mean, max).
+    pub fn keys_per_query(&self) -> (usize, f64, usize) {
+        let counts = self.keys.iter().map(Vec::len);
+        let total: usize = counts.clone().sum();
+        (
+            counts.clone().min().unwrap_or(0),
+            total as f64 / self.t.max(1) as f64,
+            counts.max().unwrap_or(0),
+        )
+    }
+
+    /// Allowed pairs over the pairs of dense causal attention, T(T+1)/2.
+    pub fn density(&self) -> f64 {
+        let total: usize = self.keys.iter().map(Vec::len).sum();
+        total as f64 / (self.t * (self.t + 1) / 2).max(1) as f64
+    }
+
+    /// The T×T mask as 1.0 (may attend) and 0.0, row = query.
+    pub fn mask(&self) -> Vec<f32> {
+        let mut mask = vec![0.0; self.t * self.t];
+        for (p, keys) in self.keys.iter().enumerate() {
+            for &q in keys {
+                mask[p * self.t + q as usize] = 1.0;
+            }
+        }
+        mask
+    }
+
+    /// The block-sparse view at `block` × `block` tiles.
+    pub fn blocks(&self, block: usize) -> BlockStats {
+        let n = self.t.div_ceil(block);
+        let mut count = vec![0usize; n * n];
+        for (p, keys) in self.keys.iter().enumerate() {
+            for &q in keys {
+                count[(p / block) * n + q as usize / block] += 1;
+            }
+        }
+        let (mut blocks, mut full, mut dense_blocks) = (0, 0, 0);
+        for qb in 0..n {
+            for kb in 0..=qb {
+                dense_blocks += 1;
+                let causal: usize = (qb * block..((qb + 1) * block).min(self.t))
+                    .map(|p| (p + 1).min((kb + 1) * block).saturating_sub(kb * block))
+                    .sum();
+                let c = count[qb * n + kb];
+                blocks += (c > 0) as usize;
+                full += (c > 0 && c == causal) as usize;
+            }
+        }
+        BlockStats {
+            block,
+            blocks,
+            full,
+            dense_blocks,
+        }
+    }
+}
