@@ -137,7 +137,10 @@ fn kernels(c: &mut Criterion) {
     bench_kernel(
         c,
         "attention_fwd",
-        Step::Attention(shape),
+        Step::Attention {
+            shape,
+            masked: false,
+        },
         &[n * C, HEADS * T * T, n * 3 * C],
         flops(4 * T * T * C),
         &[],

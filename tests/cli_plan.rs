@@ -74,3 +74,40 @@ fn a_budget_too_small_is_refused_before_training() {
         );
     }
 }
+
+#[test]
+fn plan_shows_the_attention_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("mask.svg");
+    let out = cllm(&[
+        "plan",
+        "specs/long-lattice.cllm",
+        "--mask-svg",
+        svg.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "LLL-reduced basis (δ = 0.99): [[1, 0], [0, 1]]",
+        "12 lattice vectors",
+        "keys per query: min 1, mean 65.9, max 67; density 6.4% of dense causal",
+        "64×64 blocks: 93 of dense's 528",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}`:\n{text}");
+    }
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains("6.4% of dense causal"));
+    // A singular basis is refused by the spec check, pointing at the pattern.
+    let out = cllm(&[
+        "plan",
+        "specs/long-lattice.cllm",
+        "--set",
+        "model.attention=lattice(grid(64), basis = [[1, 2], [2, 4]])",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("singular"));
+}

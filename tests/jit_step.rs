@@ -15,14 +15,18 @@ use cllm_kernels::jit::JitOptions;
 
 #[test]
 fn a_bench_xs_step_matches_the_reference_in_loss_and_every_gradient() {
-    for gemm in ["native", "jit"] {
-        eprintln!("-- plan.gemm = {gemm}");
-        check_step(&format!("plan.gemm={gemm}"));
+    for setting in [
+        "plan.gemm=native",
+        "plan.gemm=jit",
+        "model.attention=lattice(grid(16), radius = 2, window = 16)",
+    ] {
+        eprintln!("-- {setting}");
+        check_step(setting);
     }
 }
 
-fn check_step(gemm: &str) {
-    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &[gemm.to_string()]).unwrap();
+fn check_step(setting: &str) {
+    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &[setting.to_string()]).unwrap();
     let plan = plan::plan(&spec).unwrap();
     let program = codegen::compile(
         &plan,

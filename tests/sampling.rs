@@ -11,9 +11,24 @@ use cllm::spec;
 
 #[test]
 fn cached_decoding_matches_the_full_forward_at_every_position() {
-    let text = "cllm 0.1\ndata { source = text(\"data/tinyshakespeare.txt\") }\n\
-                model gpt { context = 12 tokens  width = 24  layers = 2  heads = 3 }\ntrain { batch = 1 seqs }\nplan { shards = 1 }";
-    let spec = spec::parse(text, "kv", Path::new("specs"), &[]).unwrap();
+    for attention in [
+        "dense",
+        "window(4)",
+        "strided(3, 2)",
+        "lattice(grid(4), radius = 1, window = 2)",
+        "lattice(ulam, radius = 1.5, window = 1)",
+    ] {
+        cached_decoding_matches(attention);
+    }
+}
+
+fn cached_decoding_matches(attention: &str) {
+    let text = format!(
+        "cllm 0.1\ndata {{ source = text(\"data/tinyshakespeare.txt\") }}\n\
+         model gpt {{ context = 12 tokens  width = 24  layers = 2  heads = 3  attention = {attention} }}\n\
+         train {{ batch = 1 seqs }}\nplan {{ shards = 1 }}"
+    );
+    let spec = spec::parse(&text, "kv", Path::new("specs"), &[]).unwrap();
     let plan = plan::plan(&spec).unwrap();
     let graph = plan.graph.clone();
     let mut machine = Machine::<f32>::new(plan);
@@ -28,7 +43,8 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
     let full = machine.tensor(graph.logits).to_vec();
 
     let params = (0..graph.params.len()).map(|i| machine.param(i)).collect();
-    let mut sampler = Sampler::new(&graph, spec.model.ln_eps, params);
+    let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
+    let mut sampler = Sampler::new(&graph, spec.model.ln_eps, params).with_mask(mask);
     let v = graph.dims.vocab;
     for (t, &token) in tokens.iter().enumerate() {
         let cached = sampler.feed(token).to_vec();
@@ -39,7 +55,7 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
             .fold(0.0f32, f32::max);
         assert!(
             worst < 1e-5,
-            "position {t}: cached logits differ by {worst}"
+            "{attention}, position {t}: cached logits differ by {worst}"
         );
     }
 }

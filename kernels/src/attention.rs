@@ -7,8 +7,12 @@
 //!   `dpre[t2] = att[t,t2]·(datt[t2] − Σ_j att[t,j]·datt[j])`,
 //!   `dq_t += s·Σ_t2 dpre[t2]·k_t2`, `dk_t2 += s·dpre[t2]·q_t`
 //!
+//! A sparse pattern restricts t2 further to the keys its mask keeps (`keep[t,t2] = 1`;
+//! the diagonal always is): the others get probability exactly 0, so backward, which
+//! reads only `att`, needs no mask.
+//!
 //! Shapes: qkv (B,T,3C) holding q | k | v, head h at channels h·hs..(h+1)·hs of each;
-//! out (B,T,C); att (B,NH,T,T), zero above the diagonal.
+//! out (B,T,C); att (B,NH,T,T), zero above the diagonal; keep (T,T) or none (dense).
 
 use crate::real::{Real, add_into, dot};
 
@@ -31,8 +35,15 @@ impl AttentionShape {
     }
 }
 
-/// Computes `out` and saves the attention probabilities in `att`.
-pub fn attention_forward<T: Real>(out: &mut [T], att: &mut [T], qkv: &[T], shape: AttentionShape) {
+/// Computes `out` and saves the attention probabilities in `att`; `keep` is the
+/// pattern's (T,T) mask, `None` for dense causal attention.
+pub fn attention_forward<T: Real>(
+    out: &mut [T],
+    att: &mut [T],
+    qkv: &[T],
+    keep: Option<&[T]>,
+    shape: AttentionShape,
+) {
     let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
     let scale = 1.0 / (hs as f64).sqrt();
     let mut pre = vec![0.0f64; t_len];
@@ -41,15 +52,18 @@ pub fn attention_forward<T: Real>(out: &mut [T], att: &mut [T], qkv: &[T], shape
         for h in 0..shape.heads {
             for t in 0..t_len {
                 let q = &qkv[shape.qkv_row(b, t) + h * hs..][..hs];
+                let kept = |t2: usize| keep.is_none_or(|m| m[t * t_len + t2].to_f64() != 0.0);
                 let mut max = f64::NEG_INFINITY;
                 for (t2, p) in pre.iter_mut().enumerate().take(t + 1) {
                     let k = &qkv[shape.qkv_row(b, t2) + c + h * hs..][..hs];
                     *p = scale * dot(q, k);
-                    max = max.max(*p);
+                    if kept(t2) {
+                        max = max.max(*p);
+                    }
                 }
                 let mut sum = 0.0;
-                for p in pre.iter_mut().take(t + 1) {
-                    *p = (*p - max).exp();
+                for (t2, p) in pre.iter_mut().enumerate().take(t + 1) {
+                    *p = if kept(t2) { (*p - max).exp() } else { 0.0 };
                     sum += *p;
                 }
                 let att_row = &mut att[((b * shape.heads + h) * t_len + t) * t_len..][..t_len];
@@ -126,12 +140,15 @@ pub fn attention_backward<T: Real>(
 /// cache at position `len − 1`) against the cached keys and values of positions
 /// `0..len`. O(len·C) per token instead of O(T²·C) for a whole forward.
 ///
+/// `keep` is the query's row of the pattern's mask (`len` entries), `None` for dense.
+///
 /// Shapes: q, out (C); k_cache, v_cache (T_max, C).
 pub fn attention_decode<T: Real>(
     out: &mut [T],
     q: &[T],
     k_cache: &[T],
     v_cache: &[T],
+    keep: Option<&[f32]>,
     len: usize,
     heads: usize,
 ) {
@@ -142,14 +159,17 @@ pub fn attention_decode<T: Real>(
     let mut acc = vec![0.0f64; hs];
     for h in 0..heads {
         let qh = &q[h * hs..(h + 1) * hs];
+        let kept = |t2: usize| keep.is_none_or(|m| m[t2] != 0.0);
         let mut max = f64::NEG_INFINITY;
         for (t2, p) in pre.iter_mut().enumerate() {
             *p = scale * dot(qh, &k_cache[t2 * c + h * hs..][..hs]);
-            max = max.max(*p);
+            if kept(t2) {
+                max = max.max(*p);
+            }
         }
         let mut sum = 0.0;
-        for p in pre.iter_mut() {
-            *p = (*p - max).exp();
+        for (t2, p) in pre.iter_mut().enumerate() {
+            *p = if kept(t2) { (*p - max).exp() } else { 0.0 };
             sum += *p;
         }
         acc.fill(0.0);
@@ -237,13 +257,34 @@ fn bt_head(
 
 /// The causal softmax of row t of a T×T block, in place: entries t2 ≤ t become
 /// softmax(scale · x), the rest 0.
-fn causal_softmax_row(e: &mut Emitter<'_>, row: Value, t: Value, t_len: usize, scale: f32) {
+///
+/// With a pattern, `keep` points at row t of its (T,T) mask: entries it drops are left
+/// out of the maximum (pushed down by 2^100) and multiplied by 0 after exp.
+fn causal_softmax_row(
+    e: &mut Emitter<'_>,
+    row: Value,
+    keep: Option<Value>,
+    t: Value,
+    t_len: usize,
+    scale: f32,
+) {
     let len = e.b.ins().iadd_imm_s(t, 1);
     let neg4 = e.constant(Lanes::Four, f32::NEG_INFINITY);
     let neg1 = e.constant(Lanes::One, f32::NEG_INFINITY);
     let (m4, m1) = (e.var(neg4), e.var(neg1));
     e.lanes_dyn(len, |e, lanes, i| {
         let x = e.load(lanes, row, i, 0);
+        let x = match keep {
+            // x + (keep − 1)·2^100: x where kept, about −2^100 where dropped.
+            Some(keep) => {
+                let k = e.load(lanes, keep, i, 0);
+                let one = e.constant(lanes, 1.0);
+                let big = e.constant(lanes, 2f32.powi(100));
+                let off = e.b.ins().fsub(k, one);
+                e.b.ins().fma(off, big, x)
+            }
+            None => x,
+        };
         let var = if lanes == Lanes::Four { m4 } else { m1 };
         let m = e.get(var);
         let m = e.b.ins().fmax(m, x);
@@ -263,6 +304,13 @@ fn causal_softmax_row(e: &mut Emitter<'_>, row: Value, t: Value, t_len: usize, s
         let sc = e.constant(lanes, scale);
         let d = e.b.ins().fmul(d, sc);
         let ex = e.exp(lanes, d);
+        let ex = match keep {
+            Some(keep) => {
+                let k = e.load(lanes, keep, i, 0);
+                e.b.ins().fmul(ex, k)
+            }
+            None => ex,
+        };
         e.store(ex, row, i, 0);
         let var = if lanes == Lanes::Four { s4 } else { s1 };
         let acc = e.get(var);
@@ -297,12 +345,14 @@ fn att_block(e: &mut Emitter<'_>, att: Value, shape: AttentionShape, b: Value, h
 
 /// Causal attention forward, per head: `pre = Q·Kᵀ` and `out = att·V` by the native
 /// GEMM (the full T×T square: the zeroed upper half costs twice the causal FLOPs but
-/// runs at GEMM speed), the masked, scaled softmax row by row in between.
+/// runs at GEMM speed), the masked, scaled softmax row by row in between. `keep` is a
+/// sparse pattern's (T,T) mask (applied in the softmax; the products stay dense).
 pub fn emit_attention_forward(
     e: &mut Emitter<'_>,
     out: Value,
     att: Value,
     qkv: Value,
+    keep: Option<Value>,
     shape: AttentionShape,
 ) {
     let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
@@ -327,7 +377,8 @@ pub fn emit_attention_forward(
         );
         e.for_n(0, t_len as i64, 1, |e, t| {
             let row = e.row(block, t, t_len);
-            causal_softmax_row(e, row, t, t_len, scale);
+            let keep_row = keep.map(|k| e.row(k, t, t_len));
+            causal_softmax_row(e, row, keep_row, t, t_len, scale);
         });
         let o = bt_head(e, out, shape, b, zero, h);
         call_gemm(

@@ -51,8 +51,8 @@ pub enum Step {
     Residual { n: usize },
     /// [da, db, dout]
     ResidualBackward { n: usize },
-    /// [out, att, qkv]
-    Attention(AttentionShape),
+    /// [out, att, qkv, keep?]: `masked` when a sparse pattern's (T,T) mask follows
+    Attention { shape: AttentionShape, masked: bool },
     /// [dqkv, dout, qkv, att, workspace (T×T)]
     AttentionBackward(AttentionShape),
     /// [losses, probs, logits, targets]; the kernel returns Σ loss
@@ -147,7 +147,9 @@ fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
         Step::GeluBackward { n } => emit_gelu_backward(e, a[0], a[1], a[2], n),
         Step::Residual { n } => emit_residual_forward(e, a[0], a[1], a[2], n),
         Step::ResidualBackward { n } => emit_residual_backward(e, a[0], a[1], a[2], n),
-        Step::Attention(shape) => emit_attention_forward(e, a[0], a[1], a[2], shape),
+        Step::Attention { shape, masked } => {
+            emit_attention_forward(e, a[0], a[1], a[2], masked.then(|| a[3]), shape)
+        }
         Step::AttentionBackward(shape) => {
             emit_attention_backward(e, a[0], a[1], a[2], a[3], a[4], shape)
         }

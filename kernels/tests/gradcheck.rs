@@ -172,15 +172,27 @@ fn attention_gradients() {
         let qkv = rng.vec(batch * t_len * 3 * channels);
         let w = rng.vec(batch * t_len * channels);
         let att_len = batch * heads * t_len * t_len;
-        let forward = |qkv: &[f64]| {
-            let (mut out, mut att) = (vec![0.0; w.len()], vec![0.0; att_len]);
-            attention_forward(&mut out, &mut att, qkv, shape);
-            (weighted(&out, &w), att)
-        };
-        let (_, att) = forward(&qkv);
-        let mut dqkv = vec![0.0; qkv.len()];
-        attention_backward(&mut dqkv, &w, &qkv, &att, shape);
-        assert_gradient("attention.qkv", &qkv, &dqkv, |x| forward(x).0);
+        // Dense, and a sparse pattern: every other earlier key dropped (not the diagonal).
+        let sparse: Vec<f64> = (0..t_len * t_len)
+            .map(|i| ((i % t_len == i / t_len) || (i * 7 % 3 != 0)) as u8 as f64)
+            .collect();
+        for keep in [None, Some(sparse.as_slice())] {
+            let forward = |qkv: &[f64]| {
+                let (mut out, mut att) = (vec![0.0; w.len()], vec![0.0; att_len]);
+                attention_forward(&mut out, &mut att, qkv, keep, shape);
+                (weighted(&out, &w), att)
+            };
+            let (_, att) = forward(&qkv);
+            if let Some(keep) = keep {
+                for (i, a) in att.iter().enumerate() {
+                    let kept = keep[i % (t_len * t_len)] != 0.0;
+                    assert!(kept || *a == 0.0, "a dropped key got probability {a}");
+                }
+            }
+            let mut dqkv = vec![0.0; qkv.len()];
+            attention_backward(&mut dqkv, &w, &qkv, &att, shape);
+            assert_gradient("attention.qkv", &qkv, &dqkv, |x| forward(x).0);
+        }
     }
 }
 
@@ -196,7 +208,7 @@ fn attention_is_causal() {
     let mut qkv = rng.vec(6 * 12);
     let run = |qkv: &[f64]| {
         let (mut out, mut att) = (vec![0.0; 24], vec![0.0; 2 * 36]);
-        attention_forward(&mut out, &mut att, qkv, shape);
+        attention_forward(&mut out, &mut att, qkv, None, shape);
         out
     };
     let before = run(&qkv);

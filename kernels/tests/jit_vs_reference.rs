@@ -326,7 +326,41 @@ fn attention_kernels_match_once() {
         let mut rng = Lcg((batch * t_len * channels) as u64);
         let mut qkv = rng.vec(batch * t_len * 3 * channels, 1.0);
         let att_len = batch * heads * t_len * t_len;
-        let compiled = compile(3, |e, p| emit_attention_forward(e, p[0], p[1], p[2], shape));
+        // A sparse pattern's mask (the diagonal kept); the dense case runs below.
+        let mut keep: Vec<f32> = (0..t_len * t_len)
+            .map(|i| ((i % t_len == i / t_len) || rng.next() > 0.0) as u8 as f32)
+            .collect();
+        let compiled = compile(4, |e, p| {
+            emit_attention_forward(e, p[0], p[1], p[2], Some(p[3]), shape)
+        });
+        let (mut out, mut att) = (
+            vec![f32::NAN; batch * t_len * channels],
+            vec![f32::NAN; att_len],
+        );
+        call(
+            &compiled,
+            &mut [ptr(&mut out), ptr(&mut att), ptr(&mut qkv), ptr(&mut keep)],
+            &[],
+        );
+        let (mut r_out, mut r_att) = (vec![0.0; out.len()], vec![0.0; att_len]);
+        attention_forward(&mut r_out, &mut r_att, &qkv, Some(&keep), shape);
+        assert_close(
+            "masked attention.out",
+            &out,
+            &r_out,
+            t_len * channels / heads,
+        );
+        assert_close("masked attention.att", &att, &r_att, channels / heads);
+        assert!(
+            att.iter()
+                .enumerate()
+                .all(|(i, a)| keep[i % (t_len * t_len)] != 0.0 || *a == 0.0),
+            "dropped keys get probability exactly 0"
+        );
+
+        let compiled = compile(3, |e, p| {
+            emit_attention_forward(e, p[0], p[1], p[2], None, shape)
+        });
         let (mut out, mut att) = (
             vec![f32::NAN; batch * t_len * channels],
             vec![f32::NAN; att_len],
@@ -337,7 +371,7 @@ fn attention_kernels_match_once() {
             &[],
         );
         let (mut r_out, mut r_att) = (vec![0.0; out.len()], vec![0.0; att_len]);
-        attention_forward(&mut r_out, &mut r_att, &qkv, shape);
+        attention_forward(&mut r_out, &mut r_att, &qkv, None, shape);
         assert_close(
             "attention_forward.out",
             &out,

@@ -19,6 +19,10 @@ pub struct PlanArgs {
     /// Also draw buffer lifetimes against kernel order into this SVG file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Also draw the attention pattern (the T×T causal mask, query rows down, key
+    /// columns across) into this SVG file.
+    #[arg(long, value_name = "FILE")]
+    mask_svg: Option<PathBuf>,
 }
 
 pub fn plan(args: PlanArgs) -> ExitCode {
@@ -41,6 +45,25 @@ pub fn plan(args: PlanArgs) -> ExitCode {
     {
         eprintln!("cannot write {}: {error}", path.display());
         return ExitCode::FAILURE;
+    }
+    if let Some(path) = &args.mask_svg {
+        let picture = match &plan.pattern {
+            Some(pattern) => cllm::lattice::mask_svg(pattern),
+            None => match cllm::lattice::Pattern::new(
+                &spec.model.attention,
+                spec.model.context as usize,
+            ) {
+                Ok(dense) => cllm::lattice::mask_svg(&dense),
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        if let Err(error) = std::fs::write(path, picture) {
+            eprintln!("cannot write {}: {error}", path.display());
+            return ExitCode::FAILURE;
+        }
     }
     if args.json {
         println!(

@@ -78,11 +78,20 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     }
     let count = args.tokens.unwrap_or(s.tokens) as usize;
     let mut rng = Rng::new(args.seed.unwrap_or(s.seed));
+    let mask = match spec.model.attention {
+        cllm::spec::Attention::Dense => None,
+        ref pattern => Some(
+            cllm::lattice::Pattern::new(pattern, spec.model.context as usize)
+                .map_err(|e| miette::miette!("{e}"))?
+                .mask(),
+        ),
+    };
     let mut sampler = Sampler::new(
         &graph,
         spec.model.ln_eps,
         params.iter().map(Vec::as_slice).collect(),
-    );
+    )
+    .with_mask(mask);
     let out = sampler.generate(&prompt, count, sampling, &mut rng, |_| false);
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(prompt_text.as_bytes());

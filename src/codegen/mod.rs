@@ -235,7 +235,13 @@ fn step_of(graph: &Graph, op: &Op, gelu_out: Option<TensorId>) -> (Step, Vec<Ten
             Step::ResidualBackward { n: len(i[0]) },
             vec![o[0], o[1], i[0]],
         ),
-        OpKind::Attention { heads } => (Step::Attention(attention(heads)), vec![o[0], o[1], i[0]]),
+        OpKind::Attention { heads } => (
+            Step::Attention {
+                shape: attention(heads),
+                masked: i.len() == 2,
+            },
+            [o[0], o[1]].into_iter().chain(i.iter().copied()).collect(),
+        ),
         OpKind::AttentionBackward { heads } => (
             Step::AttentionBackward(attention(heads)),
             vec![o[0], i[0], i[1], i[2], o[1]],

@@ -4,7 +4,7 @@
 //! LayerNorm → MLP (GELU) → residual ] → LayerNorm → head (tied to `wte` unless
 //! `tied_head = false`) → softmax cross-entropy.
 
-use crate::spec::Spec;
+use crate::spec::{Attention, Spec};
 
 use super::{Dims, Graph, Init, Op, OpKind, Param, Role, TensorId, autodiff};
 
@@ -29,6 +29,11 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
     let wte = b.param("wte", vec![dims.vocab, c], Init::Normal { std }, true);
     let wpe = b.param("wpe", vec![t, c], Init::Normal { std }, true);
     let tokens = b.graph.tokens;
+    if m.attention != Attention::Dense {
+        let mask = b.graph.add_tensor("keep".into(), vec![t, t], Role::Mask);
+        b.graph.mask = Some(mask);
+    }
+    let mask = b.graph.mask;
     let mut x = b.op(
         OpKind::Embedding,
         vec![tokens, wte, wpe],
@@ -42,7 +47,7 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
         let att_shape = vec![dims.batch, dims.heads, t, t];
         let outs = b.op(
             OpKind::Attention { heads: dims.heads },
-            vec![qkv],
+            std::iter::once(qkv).chain(mask).collect(),
             &[
                 (&format!("{p}.atty"), vec![bt, c], Role::Activation),
                 (&format!("{p}.att"), att_shape, Role::Saved),
@@ -114,6 +119,7 @@ impl Builder {
             targets: TensorId(0),
             logits: TensorId(0),
             losses: TensorId(0),
+            mask: None,
         };
         let bt = vec![dims.batch, dims.t];
         graph.tokens = graph.add_tensor("tokens".into(), bt.clone(), Role::Tokens);

@@ -38,6 +38,9 @@ pub enum Role {
     Grad,
     /// Scratch space a kernel needs only while it runs (attention backward's T×T).
     Workspace,
+    /// A sparse attention pattern's (T,T) mask: 1 where a query may attend a key. Fixed
+    /// for the run, filled once from the plan's pattern.
+    Mask,
 }
 
 /// One tensor: its name (llm.c's letters in the shape), shape and role.
@@ -103,7 +106,7 @@ pub enum OpKind {
     Residual,
     /// in [dy] → out [da, db]
     ResidualBackward,
-    /// in [qkv] → out [y, att]
+    /// in [qkv, keep?] → out [y, att]; `keep` (the pattern's mask) unless dense
     Attention { heads: usize },
     /// in [dy, qkv, att] → out [dqkv, workspace (T,T)]
     AttentionBackward { heads: usize },
@@ -152,6 +155,8 @@ pub struct Graph {
     pub targets: TensorId,
     pub logits: TensorId,
     pub losses: TensorId,
+    /// The attention pattern's mask, when the pattern is not dense.
+    pub mask: Option<TensorId>,
 }
 
 impl Graph {

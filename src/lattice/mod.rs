@@ -16,7 +16,7 @@ mod rational;
 pub use coords::{grid, grid_inverse, ulam, ulam_inverse};
 pub use enumerate::short_vectors;
 pub use lll::{gram_schmidt, lll, nearest_plane};
-pub use pattern::{BlockStats, Pattern, Reach};
+pub use pattern::{BlockStats, Pattern, Reach, mask_svg};
 pub use rational::Rat;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

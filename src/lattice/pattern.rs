@@ -21,6 +21,7 @@ pub struct Reach {
 pub struct Pattern {
     pub t: usize,
     /// Allowed keys of each query, ascending; each ends with the query itself.
+    #[serde(skip)]
     pub keys: Vec<Vec<u32>>,
     /// Present for lattice patterns.
     pub reach: Option<Reach>,
@@ -155,4 +156,56 @@ impl Pattern {
             dense_blocks,
         }
     }
+}
+
+/// The mask as an SVG picture: query rows down, key columns across, at most 512 cells
+/// a side; each cell is shaded by the share of its pairs that are kept.
+pub fn mask_svg(pattern: &Pattern) -> String {
+    use std::fmt::Write as _;
+    let t = pattern.t;
+    let cells = t.min(512);
+    let per = t.div_ceil(cells);
+    let n = t.div_ceil(per);
+    let mut kept = vec![0u32; n * n];
+    for (p, keys) in pattern.keys.iter().enumerate() {
+        for &q in keys {
+            kept[(p / per) * n + q as usize / per] += 1;
+        }
+    }
+    let size = 2 * n + 40;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{}\" font-family=\"monospace\" font-size=\"11\">",
+        size + 20
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"20\" y=\"14\">attention mask, T = {t}: {:.1}% of dense causal (query ↓, key →, {per}×{per} positions a cell)</text>",
+        100.0 * pattern.density()
+    );
+    let _ = writeln!(
+        svg,
+        "<rect x=\"20\" y=\"30\" width=\"{}\" height=\"{}\" fill=\"white\" stroke=\"#999\"/>",
+        2 * n,
+        2 * n
+    );
+    for row in 0..n {
+        for col in 0..=row {
+            let count = kept[row * n + col];
+            if count == 0 {
+                continue;
+            }
+            let share = count as f64 / (per * per) as f64;
+            let shade = (255.0 * (1.0 - share.min(1.0))) as u8;
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{}\" y=\"{}\" width=\"2\" height=\"2\" fill=\"rgb({shade},{shade},255)\"/>",
+                20 + 2 * col,
+                30 + 2 * row
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
 }

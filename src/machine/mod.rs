@@ -38,6 +38,7 @@ enum Region {
     Grads,
     Tokens,
     Targets,
+    Mask,
 }
 
 /// A tensor's region, offset and length (in elements).
@@ -85,6 +86,8 @@ pub struct Machine<T: Real> {
     /// AdamW's first and second moments, flat like `params`.
     m: Vec<T>,
     v: Vec<T>,
+    /// The attention pattern's (T,T) mask (empty for dense attention).
+    mask: Vec<T>,
     /// Offset of each parameter in `params` (and of its gradient in every shard buffer).
     param_offsets: Vec<usize>,
     places: Vec<Place>,
@@ -121,6 +124,7 @@ impl<T: Real> Machine<T> {
             .map(|(id, t)| {
                 let (region, offset) = match t.role {
                     Role::Tokens => (Region::Tokens, 0),
+                    Role::Mask => (Region::Mask, 0),
                     Role::Targets => (Region::Targets, 0),
                     Role::Param(i) => (Region::Params, param_offsets[i]),
                     Role::ParamGrad(i) => (Region::Grads, param_offsets[i]),
@@ -163,6 +167,12 @@ impl<T: Real> Machine<T> {
             shard_grad_ptrs,
             m: vec![T::default(); total],
             v: vec![T::default(); total],
+            mask: plan.pattern.as_ref().map_or(Vec::new(), |p| {
+                p.mask()
+                    .into_iter()
+                    .map(|x| T::from_f64(x as f64))
+                    .collect()
+            }),
             param_offsets,
             places,
             workers: (0..plan.workers).map(|_| Worker::new(&plan)).collect(),
@@ -270,6 +280,7 @@ impl<T: Real> Machine<T> {
             Region::Arena => &self.workers[0].arena[offset..offset + len],
             Region::Params => &self.params[offset..offset + len],
             Region::Grads => &self.shard_grads[0][offset..offset + len],
+            Region::Mask => &self.mask[offset..offset + len],
             Region::Tokens | Region::Targets => &[],
         }
     }
@@ -287,6 +298,7 @@ impl<T: Real> Machine<T> {
             plan,
             places,
             params,
+            mask,
             shard_grad_ptrs,
             program,
             poison,
@@ -297,6 +309,7 @@ impl<T: Real> Machine<T> {
             plan,
             places,
             params,
+            mask,
             shard_grads: shard_grad_ptrs,
             grads_len: params.len(),
             kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),
@@ -334,6 +347,7 @@ impl Machine<f32> {
             "the program was compiled from another plan"
         );
         let params = self.params.as_mut_ptr();
+        let mask = self.mask.as_mut_ptr();
         let (shards, workers) = (self.plan.shards, self.plan.workers);
         for (w, worker) in self.workers.iter_mut().enumerate() {
             worker.tables = (w..shards)
@@ -347,7 +361,9 @@ impl Machine<f32> {
                             Table(
                                 k.args
                                     .iter()
-                                    .map(|&id| worker.pointer(self.places[id.0], params, grads))
+                                    .map(|&id| {
+                                        worker.pointer(self.places[id.0], params, grads, mask)
+                                    })
                                     .collect(),
                             )
                         })

@@ -21,6 +21,7 @@ pub(super) struct OpContext<'a, T> {
     pub places: &'a [Place],
     pub arena: &'a mut [T],
     pub params: &'a [T],
+    pub mask: &'a [T],
     pub grads: &'a mut [T],
     pub tokens: &'a [u32],
     pub targets: &'a [u32],
@@ -62,6 +63,7 @@ pub(super) fn run_op<T: Real>(
         plan,
         arena,
         params,
+        mask,
         grads,
         places,
         tokens,
@@ -100,6 +102,10 @@ pub(super) fn run_op<T: Real>(
             Region::Params => {
                 debug_assert!(i < n_in, "parameters are only read by kernels");
                 ins.push(&params[offset..offset + len]);
+                continue;
+            }
+            Region::Mask => {
+                ins.push(&mask[offset..offset + len]);
                 continue;
             }
             Region::Tokens | Region::Targets => {
@@ -176,7 +182,7 @@ pub(super) fn run_op<T: Real>(
         (OpKind::Residual, [y]) => residual_forward(y, ins[0], ins[1]),
         (OpKind::ResidualBackward, [da, db]) => residual_backward(da, db, ins[0]),
         (OpKind::Attention { heads }, [y, att]) => {
-            attention_forward(y, att, ins[0], attention(heads))
+            attention_forward(y, att, ins[0], ins.get(1).copied(), attention(heads))
         }
         (OpKind::AttentionBackward { heads }, [dqkv, _workspace]) => {
             attention_backward(dqkv, ins[0], ins[1], ins[2], attention(heads))

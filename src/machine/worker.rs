@@ -28,6 +28,8 @@ pub(super) struct Shared<'a, T: Real> {
     pub plan: &'a Plan,
     pub places: &'a [Place],
     pub params: &'a [T],
+    /// The attention pattern's mask (empty when dense).
+    pub mask: &'a [T],
     /// Base of each shard's gradient buffer (each written by one worker at a time).
     pub shard_grads: &'a [SyncPtr<T>],
     pub grads_len: usize,
@@ -89,6 +91,7 @@ impl<T: Real> Worker<T> {
                         places: shared.places,
                         arena: &mut self.arena,
                         params: shared.params,
+                        mask: shared.mask,
                         grads,
                         tokens: &self.tokens,
                         targets: &self.targets,
@@ -111,11 +114,18 @@ impl<T: Real> Worker<T> {
     }
 
     /// Base pointer of a tensor in this worker's view of memory.
-    pub(super) fn pointer(&mut self, place: Place, params: *mut T, grads: *mut T) -> *mut u8 {
+    pub(super) fn pointer(
+        &mut self,
+        place: Place,
+        params: *mut T,
+        grads: *mut T,
+        mask: *mut T,
+    ) -> *mut u8 {
         let base: *mut T = match place.region {
             Region::Arena => self.arena.as_mut_ptr(),
             Region::Params => params,
             Region::Grads => grads,
+            Region::Mask => mask,
             Region::Tokens => return self.tokens.as_mut_ptr().cast(),
             Region::Targets => return self.targets.as_mut_ptr().cast(),
         };

@@ -21,7 +21,8 @@ mod svg;
 use serde::Serialize;
 
 use crate::graph::{Graph, Op, OpKind, Role, TensorId};
-use crate::spec::{Gemm, Spec, Threads};
+use crate::lattice::{LatticeError, Pattern};
+use crate::spec::{Attention, Gemm, Spec, Threads};
 
 pub use memory::{ArenaStats, Slot};
 pub use report::describe;
@@ -118,6 +119,8 @@ pub struct Plan {
     pub passes: Vec<&'static str>,
     /// Who multiplies matrices (from `plan.gemm`).
     pub gemm: Gemm,
+    /// The attention pattern, when it is not dense (its mask is the graph's `keep`).
+    pub pattern: Option<Pattern>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -137,6 +140,14 @@ pub enum PlanError {
         workers: u64,
         budget: u64,
     },
+    #[error("the attention pattern cannot be built: {0}")]
+    #[diagnostic(
+        code(cllm::plan::pattern),
+        help(
+            "check `model.attention`: a lattice basis needs two independent rows of small integers"
+        )
+    )]
+    Pattern(#[from] LatticeError),
     #[error("plan.shards = {shards} does not divide the micro-batch of {micro_batch} sequences")]
     #[diagnostic(
         code(cllm::plan::shards),
@@ -189,6 +200,12 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
     let mut plan = schedule(graph, shards, threads, fixed_bytes, spec.plan.memory_budget);
     plan.gemm = spec.plan.gemm;
+    if spec.model.attention != Attention::Dense {
+        plan.pattern = Some(Pattern::new(
+            &spec.model.attention,
+            spec.model.context as usize,
+        )?);
+    }
     if options.fuse {
         plan = fusion::fuse_softmax_xent(plan);
         plan = fusion::fuse_bias_gelu(plan);
@@ -237,6 +254,7 @@ fn schedule(
         recomputed: Vec::new(),
         passes: vec!["schedule"],
         gemm: Gemm::Native,
+        pattern: None,
     };
     memory::allocate(&mut plan);
     plan

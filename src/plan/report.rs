@@ -5,6 +5,58 @@ use std::fmt::Write as _;
 use super::{Phase, Plan, human_bytes, kernel_name};
 use crate::spec::Spec;
 
+/// The attention pattern: its reach, keys per query, density and blocks.
+fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
+    use crate::spec::{Attention, Coords};
+    let written = match &spec.model.attention {
+        Attention::Dense => "dense".to_string(),
+        Attention::Window { window } => format!("window({window})"),
+        Attention::Strided { stride, window } => format!("strided({stride}, {window})"),
+        Attention::Lattice {
+            coords,
+            basis,
+            radius,
+            window,
+        } => {
+            let coords = match coords {
+                Coords::Grid { width } => format!("grid({width})"),
+                Coords::Ulam => "ulam".to_string(),
+            };
+            format!("lattice({coords}, basis = {basis:?}, radius = {radius}, window = {window})")
+        }
+    };
+    let Some(pattern) = &plan.pattern else {
+        let _ = writeln!(w, "attention: {written} (every earlier position)");
+        return;
+    };
+    let (min, mean, max) = pattern.keys_per_query();
+    let _ = writeln!(w, "attention: {written}");
+    if let Some(reach) = &pattern.reach {
+        let _ = writeln!(
+            w,
+            "  LLL-reduced basis (δ = 0.99): {:?}; {} lattice vectors with 0 < ‖v‖ ≤ radius: {:?}",
+            reach.reduced_basis,
+            reach.vectors.len(),
+            reach.vectors
+        );
+    }
+    let blocks = pattern.blocks(64.min(pattern.t));
+    let _ = writeln!(
+        w,
+        "  keys per query: min {min}, mean {mean:.1}, max {max}; density {:.1}% of dense causal",
+        100.0 * pattern.density()
+    );
+    let _ = writeln!(
+        w,
+        "  {}×{} blocks: {} of dense's {} have a kept key ({} need no mask beyond causal)",
+        blocks.block, blocks.block, blocks.blocks, blocks.dense_blocks, blocks.full
+    );
+    let _ = writeln!(
+        w,
+        "  kernels: the pattern masks the softmax; the products still cover every block (block-sparse kernels are open work)"
+    );
+}
+
 /// The human-readable report.
 pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
     let d = plan.graph.dims;
@@ -39,7 +91,9 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
         plan.param_chunks.len(),
         super::PARAM_CHUNK
     );
-    let _ = writeln!(w, "passes: {}\n", plan.passes.join(" → "));
+    let _ = writeln!(w, "passes: {}", plan.passes.join(" → "));
+    attention(w, spec, plan);
+    let _ = writeln!(w);
 
     let _ = writeln!(w, "kernels of one shard (B={}, T={}):", d.batch, d.t);
     let _ = writeln!(

@@ -52,6 +52,8 @@ pub struct Sampler<'a> {
     /// Tokens in the cache, in order (to rebuild it when the context is full).
     history: Vec<u32>,
     logits: Vec<f32>,
+    /// The attention pattern's (T,T) mask; none for dense attention.
+    keep: Option<Vec<f32>>,
 }
 
 impl<'a> Sampler<'a> {
@@ -93,7 +95,14 @@ impl<'a> Sampler<'a> {
             v_cache: vec![vec![0.0; d.t * d.c]; d.layers],
             history: Vec::with_capacity(d.t),
             logits: vec![0.0; d.vocab],
+            keep: None,
         }
+    }
+
+    /// Attends only where the pattern's (T,T) `mask` is 1, as training did.
+    pub fn with_mask(mut self, mask: Option<Vec<f32>>) -> Self {
+        self.keep = mask;
+        self
     }
 
     /// Empties the cache.
@@ -154,6 +163,9 @@ impl<'a> Sampler<'a> {
                 &qkv[..c],
                 &self.k_cache[l],
                 &self.v_cache[l],
+                self.keep
+                    .as_ref()
+                    .map(|m| &m[pos * self.dims.t..][..pos + 1]),
                 pos + 1,
                 self.dims.heads,
             );

@@ -209,7 +209,8 @@ fn evaluate(
         let params = (0..machine.graph().params.len())
             .map(|i| machine.param(i))
             .collect();
-        let mut sampler = Sampler::new(machine.graph(), spec.model.ln_eps, params);
+        let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
+        let mut sampler = Sampler::new(machine.graph(), spec.model.ln_eps, params).with_mask(mask);
         addition_accuracy(&mut sampler, task)
     });
     (val_loss, accuracy)
