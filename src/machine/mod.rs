@@ -28,8 +28,6 @@ use crate::graph::{Graph, Role, TensorId};
 use crate::plan::{Phase, Plan};
 use worker::{Shared, Worker};
 
-pub use parallel::AdamW;
-
 /// Where a tensor's floats are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Region {

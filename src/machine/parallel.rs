@@ -27,19 +27,6 @@ use super::{Machine, SyncPtr};
 use crate::data::Batch;
 use crate::plan::Phase;
 
-/// AdamW's hyperparameters for one step (weight decay applies to decayed tensors only).
-#[derive(Clone, Copy, Debug)]
-pub struct AdamW {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    /// 1-based step number.
-    pub t: u64,
-    pub grad_scale: f64,
-}
-
 impl<T: Real> Machine<T> {
     /// Forward and backward of every shard of every micro-batch (each `batch` holds
     /// `shards` shards of B·T tokens), then the tree sum of the shard gradients;
@@ -138,8 +125,9 @@ impl<T: Real> Machine<T> {
     }
 
     /// One AdamW update of every parameter from the summed gradient, chunk by chunk
-    /// in parallel (elementwise: the chunking changes no bits).
-    pub fn adamw(&mut self, h: AdamW) {
+    /// in parallel (elementwise: the chunking changes no bits). `h.weight_decay`
+    /// applies to decayed parameters only (not biases and LayerNorm parameters).
+    pub fn adamw(&mut self, h: AdamWStep) {
         let pool = std::sync::Arc::clone(&self.pool);
         let Machine {
             plan,
@@ -187,13 +175,8 @@ impl<T: Real> Machine<T> {
         pool.install(|| {
             chunks.par_iter().for_each(|chunk| {
                 let step = AdamWStep {
-                    lr: h.lr,
-                    beta1: h.beta1,
-                    beta2: h.beta2,
-                    eps: h.eps,
                     weight_decay: if chunk.decay { h.weight_decay } else { 0.0 },
-                    t: h.t,
-                    grad_scale: h.grad_scale,
+                    ..h
                 };
                 // SAFETY: chunks are disjoint and each task takes its own.
                 let [p, g, m, v] = buffers

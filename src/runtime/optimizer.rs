@@ -1,6 +1,8 @@
 //! The optimizer step: learning-rate schedule, clipping by global norm, AdamW.
 
-use crate::machine::{AdamW, Machine};
+use cllm_kernels::adamw::AdamWStep;
+
+use crate::machine::Machine;
 use crate::spec::{Optimizer, Schedule, Train};
 
 /// The learning rate at 0-based `step`: linear warm-up to the peak, then the decay.
@@ -45,7 +47,7 @@ pub fn apply(machine: &mut Machine<f32>, train: &Train, step: u64) -> StepStats 
         weight_decay,
         ..
     } = train.optimizer;
-    machine.adamw(AdamW {
+    machine.adamw(AdamWStep {
         lr,
         beta1: betas.0,
         beta2: betas.1,
