@@ -140,6 +140,7 @@ fn kernels(c: &mut Criterion) {
         Step::Attention {
             shape,
             masked: false,
+            blocks: None,
         },
         &[n * C, HEADS * T * T, n * 3 * C],
         flops(4 * T * T * C),
@@ -149,7 +150,10 @@ fn kernels(c: &mut Criterion) {
     bench_kernel(
         c,
         "attention_bwd",
-        Step::AttentionBackward(shape),
+        Step::AttentionBackward {
+            shape,
+            blocks: None,
+        },
         &[n * 3 * C, n * C, n * 3 * C, HEADS * T * T, T * T],
         flops(8 * T * T * C),
         &[],

@@ -26,7 +26,7 @@ pub struct AttentionShape {
 }
 
 impl AttentionShape {
-    fn head_size(&self) -> usize {
+    pub(crate) fn head_size(&self) -> usize {
         self.channels / self.heads
     }
     /// Offset of (b, t) in a (B,T,3C) tensor.
@@ -215,7 +215,7 @@ fn qkv_head(
 
 /// Runs `body(b, h)` for every batch row and head as run-time loops: one copy of
 /// the body whatever B and NH are (compile time stays flat).
-fn for_each_head(
+pub(crate) fn for_each_head(
     e: &mut Emitter<'_>,
     shape: AttentionShape,
     mut body: impl FnMut(&mut Emitter<'_>, Value, Value),
@@ -240,7 +240,7 @@ fn att_row_index(
 }
 
 /// Pointer to head h of row (b, t) of a (B, T, C) tensor.
-fn bt_head(
+pub(crate) fn bt_head(
     e: &mut Emitter<'_>,
     base: Value,
     shape: AttentionShape,
@@ -268,28 +268,57 @@ fn causal_softmax_row(
     t_len: usize,
     scale: f32,
 ) {
-    let len = e.b.ins().iadd_imm_s(t, 1);
+    masked_softmax_segments(e, row, keep, t, &[(0, t_len)], scale);
+}
+
+/// The softmax of row t over `segments` (start, length) of the row, in place. A
+/// segment that reaches past t (the diagonal block) counts only up to t and is zeroed
+/// beyond; `keep`, a pattern's mask row, drops entries as in `causal_softmax_row`.
+pub(crate) fn masked_softmax_segments(
+    e: &mut Emitter<'_>,
+    row: Value,
+    keep: Option<Value>,
+    t: Value,
+    segments: &[(usize, usize)],
+    scale: f32,
+) {
+    // Each segment: its row pointer, mask pointer and causal length (≤ its size).
+    let parts: Vec<(Value, Option<Value>, Value, usize)> = segments
+        .iter()
+        .map(|&(start, size)| {
+            let at = e.int(start as i64);
+            let pointer = e.element(row, at);
+            let mask = keep.map(|k| e.element(k, at));
+            // min(size, t + 1 − start): past the diagonal nothing counts.
+            let reach = e.b.ins().iadd_imm_s(t, 1 - start as i64);
+            let cap = e.int(size as i64);
+            let len = e.b.ins().smin(reach, cap);
+            (pointer, mask, len, size)
+        })
+        .collect();
     let neg4 = e.constant(Lanes::Four, f32::NEG_INFINITY);
     let neg1 = e.constant(Lanes::One, f32::NEG_INFINITY);
     let (m4, m1) = (e.var(neg4), e.var(neg1));
-    e.lanes_dyn(len, |e, lanes, i| {
-        let x = e.load(lanes, row, i, 0);
-        let x = match keep {
-            // x + (keep − 1)·2^100: x where kept, about −2^100 where dropped.
-            Some(keep) => {
-                let k = e.load(lanes, keep, i, 0);
-                let one = e.constant(lanes, 1.0);
-                let big = e.constant(lanes, 2f32.powi(100));
-                let off = e.b.ins().fsub(k, one);
-                e.b.ins().fma(off, big, x)
-            }
-            None => x,
-        };
-        let var = if lanes == Lanes::Four { m4 } else { m1 };
-        let m = e.get(var);
-        let m = e.b.ins().fmax(m, x);
-        e.set(var, m);
-    });
+    for &(row, keep, len, _) in &parts {
+        e.lanes_dyn(len, |e, lanes, i| {
+            let x = e.load(lanes, row, i, 0);
+            let x = match keep {
+                // x + (keep − 1)·2^100: x where kept, about −2^100 where dropped.
+                Some(keep) => {
+                    let k = e.load(lanes, keep, i, 0);
+                    let one = e.constant(lanes, 1.0);
+                    let big = e.constant(lanes, 2f32.powi(100));
+                    let off = e.b.ins().fsub(k, one);
+                    e.b.ins().fma(off, big, x)
+                }
+                None => x,
+            };
+            let var = if lanes == Lanes::Four { m4 } else { m1 };
+            let m = e.get(var);
+            let m = e.b.ins().fmax(m, x);
+            e.set(var, m);
+        });
+    }
     let m = e.get(m4);
     let m = e.max_lanes(m);
     let tail = e.get(m1);
@@ -297,43 +326,74 @@ fn causal_softmax_row(
     let zero4 = e.constant(Lanes::Four, 0.0);
     let zero1 = e.constant(Lanes::One, 0.0);
     let (s4, s1) = (e.var(zero4), e.var(zero1));
-    e.lanes_dyn(len, |e, lanes, i| {
-        let x = e.load(lanes, row, i, 0);
-        let mw = e.widen(lanes, max);
-        let d = e.b.ins().fsub(x, mw);
-        let sc = e.constant(lanes, scale);
-        let d = e.b.ins().fmul(d, sc);
-        let ex = e.exp(lanes, d);
-        let ex = match keep {
-            Some(keep) => {
-                let k = e.load(lanes, keep, i, 0);
-                e.b.ins().fmul(ex, k)
-            }
-            None => ex,
-        };
-        e.store(ex, row, i, 0);
-        let var = if lanes == Lanes::Four { s4 } else { s1 };
-        let acc = e.get(var);
-        let acc = e.b.ins().fadd(acc, ex);
-        e.set(var, acc);
-    });
+    for &(row, keep, len, _) in &parts {
+        e.lanes_dyn(len, |e, lanes, i| {
+            let x = e.load(lanes, row, i, 0);
+            let mw = e.widen(lanes, max);
+            let d = e.b.ins().fsub(x, mw);
+            let sc = e.constant(lanes, scale);
+            let d = e.b.ins().fmul(d, sc);
+            let ex = e.exp(lanes, d);
+            let ex = match keep {
+                Some(keep) => {
+                    let k = e.load(lanes, keep, i, 0);
+                    e.b.ins().fmul(ex, k)
+                }
+                None => ex,
+            };
+            e.store(ex, row, i, 0);
+            let var = if lanes == Lanes::Four { s4 } else { s1 };
+            let acc = e.get(var);
+            let acc = e.b.ins().fadd(acc, ex);
+            e.set(var, acc);
+        });
+    }
     let s = e.get(s4);
     let s = e.sum_lanes(s);
     let tail = e.get(s1);
     let sum = e.b.ins().fadd(s, tail);
     let one = e.b.ins().f32const(1.0);
     let inv = e.b.ins().fdiv(one, sum);
-    e.lanes_dyn(len, |e, lanes, i| {
-        let x = e.load(lanes, row, i, 0);
-        let iv = e.widen(lanes, inv);
-        let r = e.b.ins().fmul(x, iv);
-        e.store(r, row, i, 0);
-    });
-    let end = e.int(t_len as i64);
-    e.for_range(len, end, 1, |e, t2| {
-        let z = e.b.ins().f32const(0.0);
-        e.store(z, row, t2, 0);
-    });
+    for &(row, _, len, size) in &parts {
+        e.lanes_dyn(len, |e, lanes, i| {
+            let x = e.load(lanes, row, i, 0);
+            let iv = e.widen(lanes, inv);
+            let r = e.b.ins().fmul(x, iv);
+            e.store(r, row, i, 0);
+        });
+        let end = e.int(size as i64);
+        e.for_range(len, end, 1, |e, t2| {
+            let z = e.b.ins().f32const(0.0);
+            e.store(z, row, t2, 0);
+        });
+    }
+}
+
+/// The q, k, v pointers of head (b, h) at position 0, and its T×T block of `att`.
+pub(crate) struct HeadPointers {
+    pub q: Value,
+    pub k: Value,
+    pub v: Value,
+    pub att: Value,
+    pub zero: Value,
+}
+
+pub(crate) fn head_pointers(
+    e: &mut Emitter<'_>,
+    qkv: Value,
+    att: Value,
+    shape: AttentionShape,
+    b: Value,
+    h: Value,
+) -> HeadPointers {
+    let zero = e.int(0);
+    HeadPointers {
+        q: qkv_head(e, qkv, shape, b, zero, 0, h),
+        k: qkv_head(e, qkv, shape, b, zero, 1, h),
+        v: qkv_head(e, qkv, shape, b, zero, 2, h),
+        att: att_block(e, att, shape, b, h),
+        zero,
+    }
 }
 
 /// Pointer to the T×T block of head (b, h) in `att`.

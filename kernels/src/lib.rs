@@ -14,6 +14,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod block_attention;
 pub mod embedding;
 pub mod gelu;
 pub mod gemm;

@@ -7,6 +7,9 @@ use cranelift_codegen::ir::Value;
 
 use crate::adamw::emit_adamw;
 use crate::attention::{AttentionShape, emit_attention_backward, emit_attention_forward};
+use crate::block_attention::{
+    BlockLists, emit_block_attention_backward, emit_block_attention_forward,
+};
 use crate::embedding::{emit_embedding_backward, emit_embedding_forward};
 use crate::gelu::{emit_gelu_backward, emit_gelu_forward};
 use crate::jit::{Compiled, Emitter, JitBuilder, JitError, JitOptions};
@@ -51,10 +54,18 @@ pub enum Step {
     Residual { n: usize },
     /// [da, db, dout]
     ResidualBackward { n: usize },
-    /// [out, att, qkv, keep?]: `masked` when a sparse pattern's (T,T) mask follows
-    Attention { shape: AttentionShape, masked: bool },
-    /// [dqkv, dout, qkv, att, workspace (T×T)]
-    AttentionBackward(AttentionShape),
+    /// [out, att, qkv, keep?]: `masked` when a sparse pattern's (T,T) mask follows;
+    /// with `blocks`, only the listed (query block, key block) tiles are computed
+    Attention {
+        shape: AttentionShape,
+        masked: bool,
+        blocks: Option<BlockLists>,
+    },
+    /// [dqkv, dout, qkv, att, workspace (T×T)]; `blocks` as for `Attention`
+    AttentionBackward {
+        shape: AttentionShape,
+        blocks: Option<BlockLists>,
+    },
     /// [losses, probs, logits, targets]; the kernel returns Σ loss
     SoftmaxXent { rows: usize, v: usize },
     /// [dlogits, probs, targets]; scalar 0 is the loss scale
@@ -147,12 +158,25 @@ fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
         Step::GeluBackward { n } => emit_gelu_backward(e, a[0], a[1], a[2], n),
         Step::Residual { n } => emit_residual_forward(e, a[0], a[1], a[2], n),
         Step::ResidualBackward { n } => emit_residual_backward(e, a[0], a[1], a[2], n),
-        Step::Attention { shape, masked } => {
-            emit_attention_forward(e, a[0], a[1], a[2], masked.then(|| a[3]), shape)
+        Step::Attention {
+            shape,
+            masked,
+            blocks,
+        } => {
+            let keep = masked.then(|| a[3]);
+            match &blocks {
+                Some(blocks) => {
+                    emit_block_attention_forward(e, a[0], a[1], a[2], keep, shape, blocks)
+                }
+                None => emit_attention_forward(e, a[0], a[1], a[2], keep, shape),
+            }
         }
-        Step::AttentionBackward(shape) => {
-            emit_attention_backward(e, a[0], a[1], a[2], a[3], a[4], shape)
-        }
+        Step::AttentionBackward { shape, blocks } => match &blocks {
+            Some(blocks) => {
+                emit_block_attention_backward(e, a[0], a[1], a[2], a[3], a[4], shape, blocks)
+            }
+            None => emit_attention_backward(e, a[0], a[1], a[2], a[3], a[4], shape),
+        },
         Step::SoftmaxXent { rows, v } => {
             emit_softmax_xent_forward(e, a[0], a[1], a[2], a[3], rows, v)
         }

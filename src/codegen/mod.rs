@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use cllm_kernels::attention::AttentionShape;
+use cllm_kernels::block_attention::BlockLists;
 use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
 use cllm_kernels::program::{self, KernelDesc, Step};
 
@@ -51,6 +52,9 @@ impl Program {
     }
 }
 
+/// Query and key block size of block-sparse attention.
+const ATTENTION_BLOCK: usize = 64;
+
 /// Which description serves each parameter chunk.
 pub struct ChunkKernels {
     pub shard_sum: Vec<usize>,
@@ -61,6 +65,14 @@ pub struct ChunkKernels {
 /// tensors behind each plan kernel's argument slots.
 pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKernels) {
     let mut descs = Vec::with_capacity(plan.kernels.len() + 2);
+    // A sparse pattern's attention visits only its listed 64×64 tiles.
+    let blocks = plan.pattern.as_ref().map(|p| {
+        let block = ATTENTION_BLOCK.min(p.t);
+        BlockLists {
+            block,
+            lists: p.block_lists(block),
+        }
+    });
     let mut tables = Vec::with_capacity(plan.kernels.len());
     for kernel in &plan.kernels {
         let mut args: Vec<TensorId> = Vec::new();
@@ -83,7 +95,7 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
                 }
                 _ => None,
             };
-            let (step, tensors) = step_of(&plan.graph, op, gelu);
+            let (step, tensors) = step_of(&plan.graph, op, gelu, &blocks);
             steps.push((step, tensors.into_iter().map(&mut slot).collect()));
             i += if gelu.is_some() { 2 } else { 1 };
         }
@@ -161,7 +173,12 @@ pub fn compile(plan: &Plan, options: JitOptions) -> Result<Program, JitError> {
 }
 
 /// The step of one op and its tensors in the step's slot order.
-fn step_of(graph: &Graph, op: &Op, gelu_out: Option<TensorId>) -> (Step, Vec<TensorId>) {
+fn step_of(
+    graph: &Graph,
+    op: &Op,
+    gelu_out: Option<TensorId>,
+    blocks: &Option<BlockLists>,
+) -> (Step, Vec<TensorId>) {
     let d = graph.dims;
     let (t, c, rows) = (d.t, d.c, d.batch * d.t);
     let (i, o) = (&op.inputs, &op.outputs);
@@ -239,11 +256,15 @@ fn step_of(graph: &Graph, op: &Op, gelu_out: Option<TensorId>) -> (Step, Vec<Ten
             Step::Attention {
                 shape: attention(heads),
                 masked: i.len() == 2,
+                blocks: blocks.clone(),
             },
             [o[0], o[1]].into_iter().chain(i.iter().copied()).collect(),
         ),
         OpKind::AttentionBackward { heads } => (
-            Step::AttentionBackward(attention(heads)),
+            Step::AttentionBackward {
+                shape: attention(heads),
+                blocks: blocks.clone(),
+            },
             vec![o[0], i[0], i[1], i[2], o[1]],
         ),
         OpKind::SoftmaxXent => (

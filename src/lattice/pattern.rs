@@ -128,6 +128,23 @@ impl Pattern {
         mask
     }
 
+    /// For each query block, the key blocks with at least one kept key, ascending
+    /// (always ending with the diagonal block).
+    pub fn block_lists(&self, block: usize) -> Vec<Vec<usize>> {
+        let n = self.t.div_ceil(block);
+        let mut lists: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (p, keys) in self.keys.iter().enumerate() {
+            for &q in keys {
+                lists[p / block].push(q as usize / block);
+            }
+        }
+        for list in &mut lists {
+            list.sort_unstable();
+            list.dedup();
+        }
+        lists
+    }
+
     /// The block-sparse view at `block` × `block` tiles.
     pub fn blocks(&self, block: usize) -> BlockStats {
         let n = self.t.div_ceil(block);

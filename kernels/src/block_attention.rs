@@ -1,0 +1,216 @@
+//! Block-sparse attention: the emitters of `attention.rs` restricted to a static list
+//! of key blocks per query block, so a sparse pattern costs O(T·k), not O(T²).
+//!
+//! The math and the reference are `attention.rs`'s (with the pattern's `keep` mask):
+//! a query block qb (rows r0..r0+BS) multiplies only the key blocks kb of its list,
+//! each a (BS × BS × hs) GEMM into the (qb, kb) tile of the (T,T) `att` buffer; the
+//! softmax runs over the listed tiles of each row; `att·V` adds one GEMM per tile.
+//! Tiles outside the lists are never read or written (their bytes are not defined),
+//! which is why backward, too, visits only the listed tiles:
+//!
+//!   `datt = dout·Vᵀ` per tile; `dpre = s·att ⊙ (datt − Σ att ⊙ datt)` over the row's
+//!   tiles; per tile `dQ += dpre·K`, `dK += dpreᵀ·Q`, `dV += attᵀ·dout`.
+//!
+//! Lists hold kb ≤ qb, ascending, always including the diagonal block.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+use crate::attention::{AttentionShape, for_each_head, head_pointers, masked_softmax_segments};
+use crate::jit::{Emitter, Lanes};
+use crate::matmul::call_gemm;
+
+/// A pattern's block lists: `lists[qb]` are the key blocks of query block qb.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockLists {
+    pub block: usize,
+    pub lists: Vec<Vec<usize>>,
+}
+
+impl BlockLists {
+    fn rows(&self, t_len: usize, qb: usize) -> (usize, usize) {
+        let start = qb * self.block;
+        (start, self.block.min(t_len - start))
+    }
+}
+
+/// Block-sparse attention forward (see the module doc).
+pub fn emit_block_attention_forward(
+    e: &mut Emitter<'_>,
+    out: Value,
+    att: Value,
+    qkv: Value,
+    keep: Option<Value>,
+    shape: AttentionShape,
+    blocks: &BlockLists,
+) {
+    let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
+    let scale = (1.0 / (hs as f64).sqrt()) as f32;
+    for_each_head(e, shape, |e, b, h| {
+        let p = head_pointers(e, qkv, att, shape, b, h);
+        let o = crate::attention::bt_head(e, out, shape, b, p.zero, h);
+        for (qb, list) in blocks.lists.iter().enumerate() {
+            let (r0, rows) = blocks.rows(t_len, qb);
+            for &kb in list {
+                let (c0, cols) = blocks.rows(t_len, kb);
+                let tile = e.int((r0 * t_len + c0) as i64);
+                let tile = e.element(p.att, tile);
+                let q = e.int((r0 * 3 * c) as i64);
+                let q = e.element(p.q, q);
+                let k = e.int((c0 * 3 * c) as i64);
+                let k = e.element(p.k, k);
+                call_gemm(
+                    e,
+                    rows,
+                    cols,
+                    hs,
+                    (tile, t_len, 1),
+                    (q, 3 * c, 1),
+                    (k, 1, 3 * c),
+                    false,
+                );
+            }
+            let segments: Vec<(usize, usize)> =
+                list.iter().map(|&kb| blocks.rows(t_len, kb)).collect();
+            e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
+                let row = e.row(p.att, t, t_len);
+                let keep_row = keep.map(|k| e.row(k, t, t_len));
+                masked_softmax_segments(e, row, keep_row, t, &segments, scale);
+            });
+            for (i, &kb) in list.iter().enumerate() {
+                let (c0, cols) = blocks.rows(t_len, kb);
+                let tile = e.int((r0 * t_len + c0) as i64);
+                let tile = e.element(p.att, tile);
+                let v = e.int((c0 * 3 * c) as i64);
+                let v = e.element(p.v, v);
+                let o_rows = e.int((r0 * c) as i64);
+                let o_rows = e.element(o, o_rows);
+                call_gemm(
+                    e,
+                    rows,
+                    hs,
+                    cols,
+                    (o_rows, c, 1),
+                    (tile, t_len, 1),
+                    (v, 3 * c, 1),
+                    i > 0,
+                );
+            }
+        }
+    });
+}
+
+/// Block-sparse attention backward (see the module doc), with the (T,T) `workspace`
+/// used on the listed tiles only.
+pub fn emit_block_attention_backward(
+    e: &mut Emitter<'_>,
+    dqkv: Value,
+    dout: Value,
+    qkv: Value,
+    att: Value,
+    workspace: Value,
+    shape: AttentionShape,
+    blocks: &BlockLists,
+) {
+    let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
+    let scale = (1.0 / (hs as f64).sqrt()) as f32;
+    for_each_head(e, shape, |e, b, h| {
+        let p = head_pointers(e, qkv, att, shape, b, h);
+        let dp = head_pointers(e, dqkv, att, shape, b, h);
+        let d = crate::attention::bt_head(e, dout, shape, b, p.zero, h);
+        let at = |e: &mut Emitter<'_>, base: Value, index: usize| {
+            let i = e.int(index as i64);
+            e.element(base, i)
+        };
+        for (qb, list) in blocks.lists.iter().enumerate() {
+            let (r0, rows) = blocks.rows(t_len, qb);
+            let d_rows = at(e, d, r0 * c);
+            for &kb in list {
+                let (c0, cols) = blocks.rows(t_len, kb);
+                let w = at(e, workspace, r0 * t_len + c0);
+                let v = at(e, p.v, c0 * 3 * c);
+                call_gemm(
+                    e,
+                    rows,
+                    cols,
+                    hs,
+                    (w, t_len, 1),
+                    (d_rows, c, 1),
+                    (v, 1, 3 * c),
+                    false,
+                );
+            }
+            let segments: Vec<(usize, usize)> =
+                list.iter().map(|&kb| blocks.rows(t_len, kb)).collect();
+            e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
+                let a = e.row(p.att, t, t_len);
+                let w = e.row(workspace, t, t_len);
+                let zero = e.b.ins().f32const(0.0);
+                let weighted = e.var(zero);
+                for &(c0, cols) in &segments {
+                    let (a0, w0) = (at(e, a, c0), at(e, w, c0));
+                    let partial = e.dot(a0, w0, cols);
+                    let acc = e.get(weighted);
+                    let acc = e.b.ins().fadd(acc, partial);
+                    e.set(weighted, acc);
+                }
+                let total = e.get(weighted);
+                for &(c0, cols) in &segments {
+                    let (a0, w0) = (at(e, a, c0), at(e, w, c0));
+                    e.lanes(cols, |e, lanes, i| {
+                        let av = e.load(lanes, a0, i, 0);
+                        let wv = e.load(lanes, w0, i, 0);
+                        let tw = e.widen(lanes, total);
+                        let diff = e.b.ins().fsub(wv, tw);
+                        let sc = e.constant(lanes, scale);
+                        let r = e.b.ins().fmul(av, diff);
+                        let r = e.b.ins().fmul(r, sc);
+                        e.store(r, w0, i, 0); // att is 0 past the diagonal, so dpre is too
+                    });
+                }
+            });
+            let q_rows = at(e, p.q, r0 * 3 * c);
+            let dq_rows = at(e, dp.q, r0 * 3 * c);
+            for &kb in list {
+                let (c0, cols) = blocks.rows(t_len, kb);
+                let w = at(e, workspace, r0 * t_len + c0);
+                let a = at(e, p.att, r0 * t_len + c0);
+                let (k, dk, dv) = (
+                    at(e, p.k, c0 * 3 * c),
+                    at(e, dp.k, c0 * 3 * c),
+                    at(e, dp.v, c0 * 3 * c),
+                );
+                call_gemm(
+                    e,
+                    rows,
+                    hs,
+                    cols,
+                    (dq_rows, 3 * c, 1),
+                    (w, t_len, 1),
+                    (k, 3 * c, 1),
+                    true,
+                );
+                call_gemm(
+                    e,
+                    cols,
+                    hs,
+                    rows,
+                    (dk, 3 * c, 1),
+                    (w, 1, t_len),
+                    (q_rows, 3 * c, 1),
+                    true,
+                );
+                call_gemm(
+                    e,
+                    cols,
+                    hs,
+                    rows,
+                    (dv, 3 * c, 1),
+                    (a, 1, t_len),
+                    (d_rows, c, 1),
+                    true,
+                );
+            }
+        }
+        let _ = Lanes::One;
+    });
+}
