@@ -52,9 +52,6 @@ impl Program {
     }
 }
 
-/// Query and key block size of block-sparse attention.
-const ATTENTION_BLOCK: usize = 64;
-
 /// Which description serves each parameter chunk.
 pub struct ChunkKernels {
     pub shard_sum: Vec<usize>,
@@ -65,13 +62,10 @@ pub struct ChunkKernels {
 /// tensors behind each plan kernel's argument slots.
 pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKernels) {
     let mut descs = Vec::with_capacity(plan.kernels.len() + 2);
-    // A sparse pattern's attention visits only its listed 64×64 tiles.
-    let blocks = plan.pattern.as_ref().map(|p| {
-        let block = ATTENTION_BLOCK.min(p.t);
-        BlockLists {
-            block,
-            lists: p.block_lists(block),
-        }
+    // A sparse pattern's attention visits only its listed tiles (the planner decides).
+    let blocks = plan.attention_blocks.as_ref().map(|b| BlockLists {
+        block: b.block,
+        lists: b.lists.clone(),
     });
     let mut tables = Vec::with_capacity(plan.kernels.len());
     for kernel in &plan.kernels {

@@ -121,7 +121,20 @@ pub struct Plan {
     pub gemm: Gemm,
     /// The attention pattern, when it is not dense (its mask is the graph's `keep`).
     pub pattern: Option<Pattern>,
+    /// The tiles block-sparse attention visits, when the pattern leaves at most half
+    /// of dense's tiles (else masked dense products are as fast and compile faster).
+    pub attention_blocks: Option<AttentionBlocks>,
 }
+
+/// Block-sparse attention's tiles: for each query block, its key blocks.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AttentionBlocks {
+    pub block: usize,
+    pub lists: Vec<Vec<usize>>,
+}
+
+/// Query and key block size of block-sparse attention.
+pub const ATTENTION_BLOCK: usize = 64;
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PlanError {
@@ -191,7 +204,24 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
             suggestion,
         });
     }
-    let graph = crate::graph::build(spec, micro_batch / shards);
+    let mut graph = crate::graph::build(spec, micro_batch / shards);
+    let pattern = match spec.model.attention {
+        Attention::Dense => None,
+        ref attention => Some(Pattern::new(attention, spec.model.context as usize)?),
+    };
+    let attention_blocks = pattern.as_ref().and_then(|p| {
+        let block = ATTENTION_BLOCK.min(p.t);
+        let stats = p.blocks(block);
+        (2 * stats.blocks <= stats.dense_blocks).then(|| AttentionBlocks {
+            block,
+            lists: p.block_lists(block),
+        })
+    });
+    if let Some(blocks) = &attention_blocks {
+        let tiles: usize = blocks.lists.iter().map(Vec::len).sum();
+        graph.attention_fraction =
+            (tiles * blocks.block * blocks.block) as f64 / (graph.dims.t * graph.dims.t) as f64;
+    }
     let threads = match spec.plan.threads {
         Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Threads::Count(n) => n as usize,
@@ -200,12 +230,8 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
     let mut plan = schedule(graph, shards, threads, fixed_bytes, spec.plan.memory_budget);
     plan.gemm = spec.plan.gemm;
-    if spec.model.attention != Attention::Dense {
-        plan.pattern = Some(Pattern::new(
-            &spec.model.attention,
-            spec.model.context as usize,
-        )?);
-    }
+    plan.pattern = pattern;
+    plan.attention_blocks = attention_blocks;
     if options.fuse {
         plan = fusion::fuse_softmax_xent(plan);
         plan = fusion::fuse_bias_gelu(plan);
@@ -255,6 +281,7 @@ fn schedule(
         passes: vec!["schedule"],
         gemm: Gemm::Native,
         pattern: None,
+        attention_blocks: None,
     };
     memory::allocate(&mut plan);
     plan

@@ -51,10 +51,18 @@ fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
         "  {}×{} blocks: {} of dense's {} have a kept key ({} need no mask beyond causal)",
         blocks.block, blocks.block, blocks.blocks, blocks.dense_blocks, blocks.full
     );
-    let _ = writeln!(
-        w,
-        "  kernels: the pattern masks the softmax; the products still cover every block (block-sparse kernels are open work)"
-    );
+    let kernels = match &plan.attention_blocks {
+        Some(b) => format!(
+            "block-sparse: {} tiles of {}×{} per head, {:.1}% of the T×T square",
+            b.lists.iter().map(Vec::len).sum::<usize>(),
+            b.block,
+            b.block,
+            100.0 * plan.graph.attention_fraction
+        ),
+        None => "masked dense (over half of the tiles are needed: dense products are as fast)"
+            .to_string(),
+    };
+    let _ = writeln!(w, "  kernels: {kernels}");
 }
 
 /// The human-readable report.
