@@ -186,12 +186,15 @@ pub fn attention_decode<T: Real>(
 }
 
 // ── Cranelift emitters ────────────────────────────────────────────────────────
-// Loops over (b, h, t) with the causal length t + 1 known only at run time; dot
-// products and axpys run over the head size, four lanes at a time. The softmax is
-// computed in place in the `att` row.
+// Run-time loops over (b, h); products by the native GEMM; the softmax in place in
+// the `att` rows, with the causal length t + 1 known only at run time. The dense
+// kernels are `block_attention.rs`'s with a single T×T tile; this file keeps the
+// helpers both share.
 
+use crate::block_attention::{
+    BlockLists, emit_block_attention_backward, emit_block_attention_forward,
+};
 use crate::jit::{Emitter, Lanes};
-use crate::matmul::call_gemm;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Pointer to head `h` of part `part` (0 q, 1 k, 2 v) of position (b, t) in qkv.
@@ -255,25 +258,10 @@ pub(crate) fn bt_head(
     e.element(p, offset)
 }
 
-/// The causal softmax of row t of a T×T block, in place: entries t2 ≤ t become
-/// softmax(scale · x), the rest 0.
-///
-/// With a pattern, `keep` points at row t of its (T,T) mask: entries it drops are left
-/// out of the maximum (pushed down by 2^100) and multiplied by 0 after exp.
-fn causal_softmax_row(
-    e: &mut Emitter<'_>,
-    row: Value,
-    keep: Option<Value>,
-    t: Value,
-    t_len: usize,
-    scale: f32,
-) {
-    masked_softmax_segments(e, row, keep, t, &[(0, t_len)], scale);
-}
-
 /// The softmax of row t over `segments` (start, length) of the row, in place. A
 /// segment that reaches past t (the diagonal block) counts only up to t and is zeroed
-/// beyond; `keep`, a pattern's mask row, drops entries as in `causal_softmax_row`.
+/// beyond. With a pattern, `keep` points at row t of its (T,T) mask: entries it drops
+/// are left out of the maximum (pushed down by 2^100) and multiplied by 0 after exp.
 pub(crate) fn masked_softmax_segments(
     e: &mut Emitter<'_>,
     row: Value,
@@ -403,10 +391,11 @@ fn att_block(e: &mut Emitter<'_>, att: Value, shape: AttentionShape, b: Value, h
     e.row(att, index, shape.t_len)
 }
 
-/// Causal attention forward, per head: `pre = Q·Kᵀ` and `out = att·V` by the native
-/// GEMM (the full T×T square: the zeroed upper half costs twice the causal FLOPs but
-/// runs at GEMM speed), the masked, scaled softmax row by row in between. `keep` is a
-/// sparse pattern's (T,T) mask (applied in the softmax; the products stay dense).
+/// Causal attention forward over the full square: the block-sparse kernel with one
+/// T×T tile, so per head `pre = Q·Kᵀ` and `out = att·V` are single native GEMMs (the
+/// zeroed upper half costs twice the causal FLOPs but runs at GEMM speed), with the
+/// masked, scaled softmax row by row in between. `keep` is a sparse pattern's (T,T)
+/// mask when the planner chose dense products for it.
 pub fn emit_attention_forward(
     e: &mut Emitter<'_>,
     out: Value,
@@ -415,48 +404,14 @@ pub fn emit_attention_forward(
     keep: Option<Value>,
     shape: AttentionShape,
 ) {
-    let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
-    let scale = (1.0 / (hs as f64).sqrt()) as f32;
-    for_each_head(e, shape, |e, b, h| {
-        let zero = e.int(0);
-        let (q, k, v) = (
-            qkv_head(e, qkv, shape, b, zero, 0, h),
-            qkv_head(e, qkv, shape, b, zero, 1, h),
-            qkv_head(e, qkv, shape, b, zero, 2, h),
-        );
-        let block = att_block(e, att, shape, b, h);
-        call_gemm(
-            e,
-            t_len,
-            t_len,
-            hs,
-            (block, t_len, 1),
-            (q, 3 * c, 1),
-            (k, 1, 3 * c),
-            false,
-        );
-        e.for_n(0, t_len as i64, 1, |e, t| {
-            let row = e.row(block, t, t_len);
-            let keep_row = keep.map(|k| e.row(k, t, t_len));
-            causal_softmax_row(e, row, keep_row, t, t_len, scale);
-        });
-        let o = bt_head(e, out, shape, b, zero, h);
-        call_gemm(
-            e,
-            t_len,
-            hs,
-            t_len,
-            (o, c, 1),
-            (block, t_len, 1),
-            (v, 3 * c, 1),
-            false,
-        );
-    });
+    let whole = BlockLists::whole(shape.t_len);
+    emit_block_attention_forward(e, out, att, qkv, keep, shape, &whole);
 }
 
-/// Causal attention backward, per head, with the T×T `workspace`:
-/// `datt = dout·Vᵀ`; `dpre = s·att ⊙ (datt − rowsum(att ⊙ datt))` (masked);
-/// `dQ += dpre·K`, `dK += dpreᵀ·Q`, `dV += attᵀ·dout` — four GEMMs and a row pass.
+/// Causal attention backward over the full square, with the T×T `workspace`:
+/// `datt = dout·Vᵀ`; `dpre = s·att ⊙ (datt − rowsum(att ⊙ datt))`;
+/// `dQ += dpre·K`, `dK += dpreᵀ·Q`, `dV += attᵀ·dout` — four GEMMs and a row pass
+/// (the block-sparse kernel with one T×T tile).
 pub fn emit_attention_backward(
     e: &mut Emitter<'_>,
     dqkv: Value,
@@ -466,87 +421,6 @@ pub fn emit_attention_backward(
     workspace: Value,
     shape: AttentionShape,
 ) {
-    let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
-    let scale = (1.0 / (hs as f64).sqrt()) as f32;
-    for_each_head(e, shape, |e, b, h| {
-        let zero = e.int(0);
-        let (q, k, v) = (
-            qkv_head(e, qkv, shape, b, zero, 0, h),
-            qkv_head(e, qkv, shape, b, zero, 1, h),
-            qkv_head(e, qkv, shape, b, zero, 2, h),
-        );
-        let (dq, dk, dv) = (
-            qkv_head(e, dqkv, shape, b, zero, 0, h),
-            qkv_head(e, dqkv, shape, b, zero, 1, h),
-            qkv_head(e, dqkv, shape, b, zero, 2, h),
-        );
-        let block = att_block(e, att, shape, b, h);
-        let d = bt_head(e, dout, shape, b, zero, h);
-        call_gemm(
-            e,
-            t_len,
-            t_len,
-            hs,
-            (workspace, t_len, 1),
-            (d, c, 1),
-            (v, 1, 3 * c),
-            false,
-        );
-        e.for_n(0, t_len as i64, 1, |e, t| {
-            let a = e.row(block, t, t_len);
-            let w = e.row(workspace, t, t_len);
-            let len = e.b.ins().iadd_imm_s(t, 1);
-            let zero = e.b.ins().f32const(0.0);
-            let weighted = e.var(zero);
-            let start = e.int(0);
-            e.for_range(start, len, 1, |e, t2| {
-                let av = e.load(Lanes::One, a, t2, 0);
-                let wv = e.load(Lanes::One, w, t2, 0);
-                let acc = e.get(weighted);
-                let acc = e.b.ins().fma(av, wv, acc);
-                e.set(weighted, acc);
-            });
-            let total = e.get(weighted);
-            e.lanes(t_len, |e, lanes, i| {
-                let av = e.load(lanes, a, i, 0);
-                let wv = e.load(lanes, w, i, 0);
-                let tw = e.widen(lanes, total);
-                let diff = e.b.ins().fsub(wv, tw);
-                let sc = e.constant(lanes, scale);
-                let r = e.b.ins().fmul(av, diff);
-                let r = e.b.ins().fmul(r, sc);
-                e.store(r, w, i, 0); // att is 0 above the diagonal, so dpre is too
-            });
-        });
-        call_gemm(
-            e,
-            t_len,
-            hs,
-            t_len,
-            (dq, 3 * c, 1),
-            (workspace, t_len, 1),
-            (k, 3 * c, 1),
-            true,
-        );
-        call_gemm(
-            e,
-            t_len,
-            hs,
-            t_len,
-            (dk, 3 * c, 1),
-            (workspace, 1, t_len),
-            (q, 3 * c, 1),
-            true,
-        );
-        call_gemm(
-            e,
-            t_len,
-            hs,
-            t_len,
-            (dv, 3 * c, 1),
-            (block, 1, t_len),
-            (d, c, 1),
-            true,
-        );
-    });
+    let whole = BlockLists::whole(shape.t_len);
+    emit_block_attention_backward(e, dqkv, dout, qkv, att, workspace, shape, &whole);
 }

@@ -16,7 +16,7 @@
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 use crate::attention::{AttentionShape, for_each_head, head_pointers, masked_softmax_segments};
-use crate::jit::{Emitter, Lanes};
+use crate::jit::Emitter;
 use crate::matmul::call_gemm;
 
 /// A pattern's block lists: `lists[qb]` are the key blocks of query block qb.
@@ -27,6 +27,14 @@ pub struct BlockLists {
 }
 
 impl BlockLists {
+    /// Dense attention: one T×T tile.
+    pub fn whole(t_len: usize) -> BlockLists {
+        BlockLists {
+            block: t_len,
+            lists: vec![vec![0]],
+        }
+    }
+
     fn rows(&self, t_len: usize, qb: usize) -> (usize, usize) {
         let start = qb * self.block;
         (start, self.block.min(t_len - start))
@@ -211,6 +219,5 @@ pub fn emit_block_attention_backward(
                 );
             }
         }
-        let _ = Lanes::One;
     });
 }
