@@ -26,7 +26,18 @@ pub struct BlockLists {
     pub lists: Vec<Vec<usize>>,
 }
 
+/// Pointer to element `index` of `base`.
+fn at(e: &mut Emitter<'_>, base: Value, index: usize) -> Value {
+    let i = e.int(index as i64);
+    e.element(base, i)
+}
+
 impl BlockLists {
+    /// (start, length) of each key block of `list`: the row segments a softmax covers.
+    fn segments(&self, t_len: usize, list: &[usize]) -> Vec<(usize, usize)> {
+        list.iter().map(|&kb| self.rows(t_len, kb)).collect()
+    }
+
     /// Dense attention: one T×T tile.
     pub fn whole(t_len: usize) -> BlockLists {
         BlockLists {
@@ -58,14 +69,12 @@ pub fn emit_block_attention_forward(
         let o = crate::attention::bt_head(e, out, shape, b, p.zero, h);
         for (qb, list) in blocks.lists.iter().enumerate() {
             let (r0, rows) = blocks.rows(t_len, qb);
+            let q = at(e, p.q, r0 * 3 * c);
+            let o_rows = at(e, o, r0 * c);
             for &kb in list {
                 let (c0, cols) = blocks.rows(t_len, kb);
-                let tile = e.int((r0 * t_len + c0) as i64);
-                let tile = e.element(p.att, tile);
-                let q = e.int((r0 * 3 * c) as i64);
-                let q = e.element(p.q, q);
-                let k = e.int((c0 * 3 * c) as i64);
-                let k = e.element(p.k, k);
+                let tile = at(e, p.att, r0 * t_len + c0);
+                let k = at(e, p.k, c0 * 3 * c);
                 call_gemm(
                     e,
                     rows,
@@ -77,8 +86,7 @@ pub fn emit_block_attention_forward(
                     false,
                 );
             }
-            let segments: Vec<(usize, usize)> =
-                list.iter().map(|&kb| blocks.rows(t_len, kb)).collect();
+            let segments = blocks.segments(t_len, list);
             e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
                 let row = e.row(p.att, t, t_len);
                 let keep_row = keep.map(|k| e.row(k, t, t_len));
@@ -86,12 +94,8 @@ pub fn emit_block_attention_forward(
             });
             for (i, &kb) in list.iter().enumerate() {
                 let (c0, cols) = blocks.rows(t_len, kb);
-                let tile = e.int((r0 * t_len + c0) as i64);
-                let tile = e.element(p.att, tile);
-                let v = e.int((c0 * 3 * c) as i64);
-                let v = e.element(p.v, v);
-                let o_rows = e.int((r0 * c) as i64);
-                let o_rows = e.element(o, o_rows);
+                let tile = at(e, p.att, r0 * t_len + c0);
+                let v = at(e, p.v, c0 * 3 * c);
                 call_gemm(
                     e,
                     rows,
@@ -125,10 +129,6 @@ pub fn emit_block_attention_backward(
         let p = head_pointers(e, qkv, att, shape, b, h);
         let dp = head_pointers(e, dqkv, att, shape, b, h);
         let d = crate::attention::bt_head(e, dout, shape, b, p.zero, h);
-        let at = |e: &mut Emitter<'_>, base: Value, index: usize| {
-            let i = e.int(index as i64);
-            e.element(base, i)
-        };
         for (qb, list) in blocks.lists.iter().enumerate() {
             let (r0, rows) = blocks.rows(t_len, qb);
             let d_rows = at(e, d, r0 * c);
@@ -147,8 +147,7 @@ pub fn emit_block_attention_backward(
                     false,
                 );
             }
-            let segments: Vec<(usize, usize)> =
-                list.iter().map(|&kb| blocks.rows(t_len, kb)).collect();
+            let segments = blocks.segments(t_len, list);
             e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
                 let a = e.row(p.att, t, t_len);
                 let w = e.row(workspace, t, t_len);
