@@ -1,18 +1,36 @@
 //! The machine's own ceilings, measured rather than assumed: float32 FMA throughput
-//! with 256-bit vectors (ten independent accumulator chains, enough to cover the FMA
-//! latency on current x86 cores) and streaming memory bandwidth (a triad). Measured
-//! per run so a figure always sits beside the peak of the machine that produced it.
+//! at each vector width the CPU has (independent accumulator chains enough to cover
+//! the FMA latency of two FMA units on current x86 cores) and streaming memory
+//! bandwidth (a triad). Measured per run so a figure always sits beside the peak of
+//! the machine that produced it. Fractions of peak are taken against the widest
+//! width ([`widest`]): that is what the CPU can do, whatever our kernels use.
 
 use std::time::Instant;
 
-/// GFLOP/s of `threads` threads each running a 256-bit FMA loop, best of 5 tries.
+use cllm_kernels::cpu::{self, Isa};
+
+/// The widest vector level this CPU supports (512-bit where `avx512f` is present,
+/// else 256-bit with AVX2 + FMA), regardless of `CLLM_ISA`.
+pub fn widest() -> Isa {
+    *cpu::supported()
+        .last()
+        .expect("portable is always supported")
+}
+
+/// GFLOP/s of `threads` threads each running an FMA loop at the widest width.
 pub fn fma_peak_gflops(threads: usize) -> f64 {
-    const ITERATIONS: u64 = 20_000_000;
+    fma_peak_gflops_at(widest(), threads)
+}
+
+/// GFLOP/s of `threads` threads each running an FMA loop at `isa`'s width, best of 5
+/// tries (0 for the portable level, which has no FMA loop of its own).
+pub fn fma_peak_gflops_at(isa: Isa, threads: usize) -> f64 {
+    const ITERATIONS: u64 = 10_000_000;
     let run = || {
         let started = Instant::now();
         let sink: f32 = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads.max(1))
-                .map(|_| s.spawn(|| fma_loop(ITERATIONS)))
+                .map(|_| s.spawn(|| fma_loop(isa, ITERATIONS)))
                 .collect();
             handles
                 .into_iter()
@@ -20,10 +38,27 @@ pub fn fma_peak_gflops(threads: usize) -> f64 {
                 .sum()
         });
         std::hint::black_box(sink);
-        let flops = threads.max(1) as f64 * ITERATIONS as f64 * 10.0 * 8.0 * 2.0;
+        let flops = threads.max(1) as f64
+            * ITERATIONS as f64
+            * chains(isa) as f64
+            * isa.f32_lanes() as f64
+            * 2.0;
         flops / started.elapsed().as_secs_f64() / 1e9
     };
+    if isa == Isa::Portable {
+        return 0.0;
+    }
     (0..5).map(|_| run()).fold(0.0, f64::max)
+}
+
+/// Independent FMA chains per loop: at least two FMA units × 4 cycles of latency,
+/// and as many as the register file holds beside the two operands (16 ymm registers
+/// for AVX2, 32 zmm for AVX-512).
+const fn chains(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 16,
+        _ => 10,
+    }
 }
 
 /// Streaming bandwidth in GB/s (`a = b + s·c` over 3 × 64 MiB; bytes read and written),
@@ -44,17 +79,17 @@ pub fn triad_gbps() -> f64 {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn fma_loop(iterations: u64) -> f32 {
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected.
-        unsafe { fma_loop_avx2(iterations) }
-    } else {
-        0.0
+fn fma_loop(isa: Isa, iterations: u64) -> f32 {
+    // SAFETY: `isa` is one the CPU supports (the callers take it from `cpu`).
+    match isa {
+        Isa::Avx512 if cpu::supports(Isa::Avx512) => unsafe { fma_loop_avx512(iterations) },
+        Isa::Avx2 if cpu::supports(Isa::Avx2) => unsafe { fma_loop_avx2(iterations) },
+        _ => 0.0,
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn fma_loop(_iterations: u64) -> f32 {
+fn fma_loop(_isa: Isa, _iterations: u64) -> f32 {
     0.0
 }
 
@@ -63,7 +98,7 @@ fn fma_loop(_iterations: u64) -> f32 {
 unsafe fn fma_loop_avx2(iterations: u64) -> f32 {
     use std::arch::x86_64::*;
     let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
-    let mut acc = [_mm256_set1_ps(1.0); 10];
+    let mut acc = [_mm256_set1_ps(1.0); chains(Isa::Avx2)];
     for _ in 0..iterations {
         for x in acc.iter_mut() {
             *x = _mm256_fmadd_ps(*x, a, b);
@@ -77,4 +112,22 @@ unsafe fn fma_loop_avx2(iterations: u64) -> f32 {
     // SAFETY: `lanes` holds eight floats.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
     lanes.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_loop_avx512(iterations: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut acc = [_mm512_set1_ps(1.0); chains(Isa::Avx512)];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for x in acc {
+        sum = _mm512_add_ps(sum, x);
+    }
+    _mm512_reduce_add_ps(sum)
 }

@@ -15,12 +15,14 @@
 pub mod adamw;
 pub mod attention;
 pub mod block_attention;
+pub mod cpu;
 pub mod embedding;
 pub mod gelu;
 pub mod gemm;
 pub mod jit;
 pub mod layernorm;
 pub mod matmul;
+#[cfg(target_arch = "x86_64")]
 pub mod packed_gemm;
 pub mod program;
 pub mod real;

@@ -75,9 +75,10 @@ pub fn matmul_backward<T: Real>(
 }
 
 // ── The native GEMM and the Cranelift emitters ───────────────────────────────
-// The multiply itself goes to the `gemm` crate's 256-bit micro-kernels (Cranelift
-// has 128-bit vectors only); JIT code does the epilogues (bias, bias + GELU) and the
-// bias-gradient reduction around it. Transposes are strides, never copies.
+// The multiply itself is native code at the CPU's full width (`packed_gemm`'s AVX-512
+// or AVX2 micro-kernels, chosen at run time; the `gemm` crate on other CPUs), since
+// Cranelift has 128-bit vectors only; JIT code does the epilogues (bias, bias + GELU)
+// and the bias-gradient reduction around it. Transposes are strides, never copies.
 
 use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value};
@@ -89,8 +90,9 @@ thread_local! {
 
 /// Lets GEMMs called from this thread split their output over `threads` rayon threads
 /// (of the pool the caller runs in). Used when there are fewer shards than threads.
-/// The `gemm` crate splits rows and columns of the output, never the reduction over
-/// k, so every element is summed in the same order on any thread count (tested).
+/// Threads take disjoint columns of the output (the `gemm` crate fallback: rows and
+/// columns), never a split of the reduction over k, so every element is summed in the
+/// same order on any thread count (tested).
 pub fn set_gemm_threads(threads: usize) {
     GEMM_THREADS.with(|t| t.set(threads.max(1)));
 }
@@ -119,37 +121,37 @@ pub unsafe extern "C" fn cllm_sgemm(
 ) {
     let threads = GEMM_THREADS.with(|t| t.get());
     let (m, n, k) = (m as usize, n as usize, k as usize);
+    #[cfg(target_arch = "x86_64")]
     if crate::packed_gemm::available() {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use crate::packed_gemm::{View, gemm};
-            let view = |ptr: *const f32, rs: i64, cs: i64| View {
-                ptr,
-                rs: rs as isize,
-                cs: cs as isize,
-            };
-            let (d, l, r) = (
-                view(dst, dst_rs, dst_cs),
-                view(lhs, lhs_rs, lhs_cs),
-                view(rhs, rhs_rs, rhs_cs),
-            );
-            // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
-            let width = n.div_ceil(threads.max(1)).next_multiple_of(16).max(16);
-            let parts = n.div_ceil(width);
-            let part = |t: usize| {
-                let cols = t * width..n.min((t + 1) * width);
-                // SAFETY: forwarded from the caller's contract; the parts write
-                // disjoint columns of dst.
-                unsafe { gemm(m, k, cols, d, l, r, accumulate != 0) }
-            };
-            if parts <= 1 {
-                part(0);
-            } else {
-                use rayon::prelude::*;
-                (0..parts).into_par_iter().for_each(part);
-            }
-            return;
+        use crate::packed_gemm::{View, gemm, tile_columns};
+        let isa = crate::cpu::isa();
+        let view = |ptr: *const f32, rs: i64, cs: i64| View {
+            ptr,
+            rs: rs as isize,
+            cs: cs as isize,
+        };
+        let (d, l, r) = (
+            view(dst, dst_rs, dst_cs),
+            view(lhs, lhs_rs, lhs_cs),
+            view(rhs, rhs_rs, rhs_cs),
+        );
+        // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
+        let tile = tile_columns(isa);
+        let width = n.div_ceil(threads.max(1)).next_multiple_of(tile).max(tile);
+        let parts = n.div_ceil(width);
+        let part = |t: usize| {
+            let cols = t * width..n.min((t + 1) * width);
+            // SAFETY: forwarded from the caller's contract; the parts write
+            // disjoint columns of dst; `available` checked the CPU.
+            unsafe { gemm(isa, m, k, cols, d, l, r, accumulate != 0) }
+        };
+        if parts <= 1 {
+            part(0);
+        } else {
+            use rayon::prelude::*;
+            (0..parts).into_par_iter().for_each(part);
         }
+        return;
     }
     // SAFETY: forwarded from the caller's contract.
     unsafe {

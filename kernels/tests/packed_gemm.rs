@@ -1,5 +1,6 @@
-//! The packed AVX2 GEMM against an f64 reference on ragged shapes that cross every
-//! blocking edge (MR = 6, NR = 16, KC = 256, MC = 132), every stride pattern (each
+//! The packed GEMM, every micro-kernel this CPU runs (AVX2 6 × 16; AVX-512 12 × 32),
+//! against an f64 reference on ragged shapes that cross every blocking edge (MR = 6
+//! and 12, NR = 16 and 32, KC = 256, MC = 132 and 960), every stride pattern (each
 //! operand row- or column-major, a destination with a wider row stride), both
 //! overwrite and accumulate, and k = 0. Tolerance as in every differential test:
 //! `1e-6·(4 + K/8)` relative to max(|ref|, rms(ref)).
@@ -7,7 +8,8 @@
 mod common;
 use common::*;
 
-use cllm_kernels::packed_gemm::{View, available, gemm};
+use cllm_kernels::cpu::{self, Isa};
+use cllm_kernels::packed_gemm::{View, gemm};
 
 /// A (rows × cols) matrix stored row- or column-major.
 fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {
@@ -25,9 +27,21 @@ fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {
 }
 
 #[test]
-fn packed_gemm_matches_the_reference() {
-    if !available() {
-        eprintln!("no AVX2 + FMA on this CPU: the packed GEMM is not used here");
+fn avx2_micro_kernel_matches_the_reference() {
+    matches_the_reference(Isa::Avx2);
+}
+
+#[test]
+fn avx512_micro_kernel_matches_the_reference() {
+    matches_the_reference(Isa::Avx512);
+}
+
+fn matches_the_reference(isa: Isa) {
+    if !cpu::supports(isa) {
+        eprintln!(
+            "this CPU has no {}: its micro-kernel is not used here",
+            isa.name()
+        );
         return;
     }
     let mut rng = Lcg(31);
@@ -39,6 +53,10 @@ fn packed_gemm_matches_the_reference() {
         (133, 40, 300),
         (270, 31, 9),
         (6, 16, 520),
+        (12, 32, 256),
+        (25, 64, 513),
+        (971, 70, 20),
+        (23, 4100, 3),
         (3, 5, 0),
     ];
     for (m, n, k) in shapes {
@@ -57,7 +75,7 @@ fn packed_gemm_matches_the_reference() {
                         cs: 1,
                     };
                     // SAFETY: the buffers hold these shapes.
-                    unsafe { gemm(m, k, 0..n, out, lhs, rhs, accumulate) };
+                    unsafe { gemm(isa, m, k, 0..n, out, lhs, rhs, accumulate) };
                     let at = |v: &View, i: usize, j: usize| unsafe {
                         *v.ptr.offset(i as isize * v.rs + j as isize * v.cs) as f64
                     };
@@ -73,7 +91,8 @@ fn packed_gemm_matches_the_reference() {
                             expected[i * width + j] = (base + sum) as f32;
                         }
                     }
-                    let name = format!("{m}×{n}×{k} a_cm={a_cm} b_cm={b_cm} acc={accumulate}");
+                    let name = format!("{} {m}×{n}×{k}", isa.name());
+                    let name = format!("{name} a_cm={a_cm} b_cm={b_cm} acc={accumulate}");
                     assert_close(&name, &dst, &expected, k);
                     for i in 0..m {
                         assert_eq!(

@@ -65,10 +65,13 @@ pub fn bench(args: BenchArgs) -> ExitCode {
         }
     };
     let threads = report.threads;
-    let peak = peak::fma_peak_gflops(threads);
+    let widest = peak::widest();
+    let bits = widest.vector_bits();
+    let peak = peak::fma_peak_gflops_at(widest, threads);
+    let kernels = cllm_kernels::cpu::isa();
     let rss = peak_rss();
     if args.json {
-        let value = serde_json::json!({ "spec": args.spec, "backend": args.backend, "threads": threads, "report": report, "fma_peak_gflops": peak, "peak_rss_bytes": rss });
+        let value = serde_json::json!({ "spec": args.spec, "backend": args.backend, "threads": threads, "report": report, "fma_peak_gflops": peak, "fma_peak_vector_bits": bits, "gemm_isa": kernels.name(), "peak_rss_bytes": rss });
         println!(
             "{}",
             serde_json::to_string_pretty(&value).expect("serializes")
@@ -88,11 +91,16 @@ pub fn bench(args: BenchArgs) -> ExitCode {
     );
     println!("  tokens/s  {:.0}", report.tokens_per_s);
     println!(
-        "  GFLOP/s   {:.1} of {:.2} GFLOP per step = {:.0}% of the measured {threads}-thread 256-bit FMA peak ({:.1} GFLOP/s)",
+        "  GFLOP/s   {:.1} of {:.2} GFLOP per step = {:.0}% of the measured {threads}-thread {bits}-bit FMA peak ({:.1} GFLOP/s)",
         report.gflops,
         report.step_gflop,
         100.0 * report.gflops / peak,
         peak
+    );
+    println!(
+        "  kernels   {}-bit native GEMM micro-kernels ({}), 128-bit Cranelift JIT for the rest",
+        kernels.vector_bits(),
+        kernels.name()
     );
     println!(
         "  plan      {:.1} ms, JIT {:.1} ms",

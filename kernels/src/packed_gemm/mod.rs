@@ -1,0 +1,238 @@
+//! The native GEMM: `C (+)= A·B` at the full vector width of the CPU, packing into
+//! per-thread buffers that are allocated once (the first call on a thread), so a
+//! training step allocates nothing. The layout is BLIS's:
+//!
+//! ```text
+//! for jc in columns, NC at a time          B block (KC × NC) packed into NR-wide panels (L3)
+//!   for pc in depth, KC at a time          (in order: each C element sums its k blocks in order)
+//!     pack B[pc.., jc..]
+//!     for ic in rows, MC at a time         A block (MC × KC) packed into MR-tall panels (L2)
+//!       (pack A[ic.., pc..] unless the micro-kernel reads it in place)
+//!       for each NR panel, each MR panel:  MR × NR micro-kernel, accumulators in registers (L1)
+//! ```
+//!
+//! Two micro-kernels, chosen once at run time by [`crate::cpu::isa`]:
+//! - [`avx512`]: 12 × 32, 24 zmm accumulators, A always packed (one pointer, broadcasts
+//!   folded into the FMAs), ragged row counts compiled as their own kernels;
+//! - [`avx2`]: 6 × 16, 12 ymm accumulators, row-major A read in place.
+//!
+//! CPUs with neither use the `gemm` crate (see `matmul::cllm_sgemm`).
+//!
+//! Any strides: transposes are read through strides while packing, never copied
+//! first. Ragged edges are zero-padded in the packed panels and stored through a
+//! mask or a small tile. Every element of C is summed over k in the same order
+//! whatever the thread split (threads take disjoint column ranges), so the bits do not
+//! depend on the thread count.
+
+mod avx2;
+mod avx512;
+mod pack;
+
+use std::cell::RefCell;
+
+use crate::cpu::Isa;
+
+/// One cache line of floats: packed panels start on a line, so the micro-kernels'
+/// vector loads of B never straddle two lines.
+#[derive(Clone, Copy)]
+#[repr(align(64))]
+struct Line(#[allow(dead_code)] [f32; 16]);
+
+thread_local! {
+    /// This thread's packing buffers (A block, B block), grown on first use to the
+    /// largest blocking of any micro-kernel it runs, never again.
+    static PACKS: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A buffer of lines as floats.
+fn floats(lines: &mut [Line]) -> &mut [f32] {
+    // SAFETY: `Line` is 16 f32s with no padding (64 bytes, align 64).
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+}
+
+/// A matrix view: base pointer and (row, column) strides in elements.
+#[derive(Clone, Copy)]
+pub struct View {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+// SAFETY: a view is an address and strides; `gemm`'s contract says who may write where
+// (threads of one call write disjoint columns).
+unsafe impl Send for View {}
+unsafe impl Sync for View {}
+
+impl View {
+    #[inline(always)]
+    unsafe fn at(self, i: usize, j: usize) -> *const f32 {
+        self.ptr
+            .wrapping_offset(i as isize * self.rs + j as isize * self.cs)
+    }
+}
+
+/// Where one micro-tile goes.
+#[derive(Clone, Copy)]
+struct Tile {
+    dst: View,
+    row: usize,
+    col: usize,
+    rows: usize,
+    cols: usize,
+    /// Add to dst (else overwrite).
+    add: bool,
+}
+
+/// A register-blocked micro-kernel and the cache blocking derived for it.
+trait MicroKernel {
+    /// Rows of the tile.
+    const MR: usize;
+    /// Columns of the tile.
+    const NR: usize;
+    /// Depth of one packed block: the KC × NR panel of B stays in L1.
+    const KC: usize;
+    /// Rows of one packed A block (MC × KC, in L2).
+    const MC: usize;
+    /// Columns of one packed B block (KC × NC, in L3).
+    const NC: usize;
+    /// Whether row-major A is read in place (else always packed).
+    const A_IN_PLACE: bool;
+    /// `tile (+)= a[rows × kc] · b[kc × NR]`; `a` is a packed panel (rs 1, cs MR) or,
+    /// when `A_IN_PLACE`, MR rows of A itself.
+    unsafe fn tile(kc: usize, a: View, b: *const f32, tile: Tile);
+}
+
+/// Whether this CPU runs a native micro-kernel (AVX2 + FMA at least).
+pub fn available() -> bool {
+    crate::cpu::isa() >= Isa::Avx2
+}
+
+/// Columns of the micro-tile of `isa` (thread splits of the columns are multiples of it).
+pub fn tile_columns(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => avx512::Kernel::NR,
+        _ => avx2::Kernel::NR,
+    }
+}
+
+/// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k]·rhs[k×n]` over columns
+/// `cols.start..cols.end` of dst and rhs, with the micro-kernel of `isa`.
+///
+/// # Safety
+/// `isa` must be Avx2 or Avx512 and supported by this CPU ([`crate::cpu::supports`]);
+/// the views must describe valid f32 matrices of these shapes, `dst` writable and
+/// overlapping neither input.
+pub unsafe fn gemm(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    cols: std::ops::Range<usize>,
+    dst: View,
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+) {
+    // SAFETY: forwarded.
+    unsafe {
+        match isa {
+            Isa::Avx512 => blocked::<avx512::Kernel>(m, k, cols, dst, lhs, rhs, accumulate),
+            Isa::Avx2 => blocked::<avx2::Kernel>(m, k, cols, dst, lhs, rhs, accumulate),
+            Isa::Portable => panic!("the packed GEMM needs AVX2 or AVX-512"),
+        }
+    }
+}
+
+/// The five BLIS loops around micro-kernel `K`.
+unsafe fn blocked<K: MicroKernel>(
+    m: usize,
+    k: usize,
+    cols: std::ops::Range<usize>,
+    dst: View,
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+) {
+    PACKS.with(|packs| {
+        let mut packs = packs.borrow_mut();
+        let (a_lines, b_lines) = &mut *packs;
+        let (a_need, b_need) = ((K::MC * K::KC).div_ceil(16), (K::KC * K::NC).div_ceil(16));
+        if a_lines.len() < a_need {
+            a_lines.resize(a_need, Line([0.0; 16]));
+        }
+        if b_lines.len() < b_need {
+            b_lines.resize(b_need, Line([0.0; 16]));
+        }
+        let (a_pack, b_pack) = (floats(a_lines), floats(b_lines));
+        let mut jc = cols.start;
+        while jc < cols.end {
+            let nc = K::NC.min(cols.end - jc);
+            let mut pc = 0;
+            while pc < k || (k == 0 && pc == 0) {
+                let kc = K::KC.min(k - pc);
+                // SAFETY: the caller's contract covers every element packed or stored.
+                unsafe {
+                    pack::pack_b::<K>(b_pack, rhs, pc, kc, jc, nc);
+                    let mut ic = 0;
+                    while ic < m {
+                        let mc = K::MC.min(m - ic);
+                        let in_place = K::A_IN_PLACE && lhs.cs == 1;
+                        if !in_place {
+                            pack::pack_a::<K>(a_pack, lhs, ic, mc, pc, kc);
+                        } else if !mc.is_multiple_of(K::MR) {
+                            // The ragged last panel is packed (zero rows past the end).
+                            let last = mc / K::MR * K::MR;
+                            let rest = &mut a_pack[last * kc..];
+                            pack::pack_a::<K>(rest, lhs, ic + last, mc - last, pc, kc);
+                        }
+                        let add = accumulate || pc > 0;
+                        for jr in (0..nc).step_by(K::NR) {
+                            for ir in (0..mc).step_by(K::MR) {
+                                let rows = K::MR.min(mc - ir);
+                                let a = if in_place && rows == K::MR {
+                                    View {
+                                        ptr: lhs.at(ic + ir, pc),
+                                        rs: lhs.rs,
+                                        cs: lhs.cs,
+                                    }
+                                } else {
+                                    View {
+                                        ptr: a_pack.as_ptr().add(ir * kc),
+                                        rs: 1,
+                                        cs: K::MR as isize,
+                                    }
+                                };
+                                let tile = Tile {
+                                    dst,
+                                    row: ic + ir,
+                                    col: jc + jr,
+                                    rows,
+                                    cols: K::NR.min(nc - jr),
+                                    add,
+                                };
+                                K::tile(kc, a, b_pack.as_ptr().add(jr * kc), tile);
+                            }
+                        }
+                        ic += mc;
+                    }
+                }
+                if k == 0 {
+                    break;
+                }
+                pc += kc;
+            }
+            jc += nc;
+        }
+    });
+}
+
+/// Stores (or adds) row `i` of a tile lane by lane: the path for ragged columns and
+/// for a destination whose columns are not contiguous.
+unsafe fn store_scalar(tile: Tile, i: usize, lanes: &[f32]) {
+    for (j, x) in lanes.iter().enumerate().take(tile.cols) {
+        // SAFETY: the tile is inside dst.
+        unsafe {
+            let at = tile.dst.at(tile.row + i, tile.col + j) as *mut f32;
+            *at = if tile.add { *at + x } else { *x };
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Packing: copying a block of A or B into the panel order a micro-kernel streams,
+//! reading any strides (transposed operands included) and zero-padding ragged edges.
+
+use super::{MicroKernel, View};
+
+/// Packs B[pc..pc+kc, jc..jc+nc] into panels of NR columns: panel jr holds, for each
+/// p, NR consecutive floats (zero past the last column).
+pub(super) unsafe fn pack_b<K: MicroKernel>(
+    pack: &mut [f32],
+    rhs: View,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+) {
+    let nr = K::NR;
+    for jr in (0..nc).step_by(nr) {
+        let width = nr.min(nc - jr);
+        let panel = &mut pack[jr * kc..(jr + nr) * kc];
+        if rhs.rs == 1 && width == nr {
+            // Columns are contiguous (a transposed operand): 8 × 8 transposes in registers.
+            let whole = kc / 8 * 8;
+            // SAFETY: columns jc + jr .. + NR hold kc floats each from row pc; the
+            // micro-kernels that pack need AVX2 (AVX-512 CPUs have it too).
+            unsafe { transpose_into_panel(panel, nr, rhs.at(pc, jc + jr), rhs.cs, whole) };
+            for p in whole..kc {
+                for j in 0..nr {
+                    // SAFETY: inside the matrix.
+                    panel[p * nr + j] = unsafe { *rhs.at(pc + p, jc + jr + j) };
+                }
+            }
+            continue;
+        }
+        if rhs.rs == 1 {
+            // A ragged panel of a transposed operand: read each column straight.
+            for j in 0..nr {
+                if j < width {
+                    // SAFETY: kc contiguous floats of column jc + jr + j.
+                    let column = unsafe { std::slice::from_raw_parts(rhs.at(pc, jc + jr + j), kc) };
+                    for (p, x) in column.iter().enumerate() {
+                        panel[p * nr + j] = *x;
+                    }
+                } else {
+                    (0..kc).for_each(|p| panel[p * nr + j] = 0.0);
+                }
+            }
+            continue;
+        }
+        for p in 0..kc {
+            let row = &mut panel[p * nr..(p + 1) * nr];
+            if rhs.cs == 1 && width == nr {
+                // SAFETY: NR contiguous floats of row pc + p.
+                let src = unsafe { std::slice::from_raw_parts(rhs.at(pc + p, jc + jr), nr) };
+                row.copy_from_slice(src);
+            } else {
+                for (j, x) in row.iter_mut().enumerate() {
+                    // SAFETY: inside the matrix when j < width.
+                    *x = if j < width {
+                        unsafe { *rhs.at(pc + p, jc + jr + j) }
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Writes rows 0..kc (a multiple of 8) of an `nr`-wide panel (a multiple of 8) from
+/// `nr` columns that are contiguous in memory (`column j` starts at
+/// `origin + j·stride`), eight by eight.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_into_panel(
+    panel: &mut [f32],
+    nr: usize,
+    origin: *const f32,
+    stride: isize,
+    kc: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees kc floats in each of the nr columns; the panel
+    // holds kc·nr floats.
+    unsafe {
+        for p in (0..kc).step_by(8) {
+            for group in 0..nr / 8 {
+                let r: [__m256; 8] = std::array::from_fn(|j| {
+                    _mm256_loadu_ps(
+                        origin.wrapping_offset((8 * group + j) as isize * stride + p as isize),
+                    )
+                });
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let rows = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                for (q, row) in rows.iter().enumerate() {
+                    _mm256_storeu_ps(panel.as_mut_ptr().add((p + q) * nr + 8 * group), *row);
+                }
+            }
+        }
+    }
+}
+
+/// Packs A[ic..ic+mc, pc..pc+kc] into panels of MR rows: panel ir holds, for each p,
+/// MR consecutive floats (zero past the last row).
+pub(super) unsafe fn pack_a<K: MicroKernel>(
+    pack: &mut [f32],
+    lhs: View,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+) {
+    let mr = K::MR;
+    for ir in (0..mc).step_by(mr) {
+        let height = mr.min(mc - ir);
+        let panel = &mut pack[ir * kc..(ir + mr) * kc];
+        if lhs.rs == 1 {
+            // Columns are contiguous (a transposed operand): MR floats per p.
+            for p in 0..kc {
+                for i in 0..mr {
+                    // SAFETY: inside the matrix when i < height.
+                    panel[p * mr + i] = if i < height {
+                        unsafe { *lhs.at(ic + ir + i, pc + p) }
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            continue;
+        }
+        for i in 0..mr {
+            if i < height {
+                // SAFETY: inside the matrix.
+                for p in 0..kc {
+                    panel[p * mr + i] = unsafe { *lhs.at(ic + ir + i, pc + p) };
+                }
+            } else {
+                (0..kc).for_each(|p| panel[p * mr + i] = 0.0);
+            }
+        }
+    }
+}
