@@ -69,7 +69,8 @@ unsafe fn rows<const R: usize>(kc: usize, a: *const f32, b: *const f32, tile: Ti
         }
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let (mut ap, mut bp) = (a, b);
-        for _ in 0..kc {
+        // One step of p: two vectors of B, R broadcasts of A, 2R FMAs.
+        let step = |acc: &mut [[__m512; 2]; R], ap: *const f32, bp: *const f32| {
             let b0 = _mm512_loadu_ps(bp);
             let b1 = _mm512_loadu_ps(bp.add(16));
             for (i, row) in acc.iter_mut().enumerate() {
@@ -77,6 +78,18 @@ unsafe fn rows<const R: usize>(kc: usize, a: *const f32, b: *const f32, tile: Ti
                 row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
+        };
+        // Four steps per trip: the loop's pointer and counter updates (integer ops
+        // that can take the FMA ports) come once per 8R FMAs instead of once per 2R.
+        for _ in 0..kc / 4 {
+            for u in 0..4 {
+                step(&mut acc, ap.add(u * MR), bp.add(u * NR));
+            }
+            ap = ap.add(4 * MR);
+            bp = bp.add(4 * NR);
+        }
+        for _ in 0..kc % 4 {
+            step(&mut acc, ap, bp);
             ap = ap.add(MR);
             bp = bp.add(NR);
         }

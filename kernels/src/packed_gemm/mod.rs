@@ -185,31 +185,37 @@ unsafe fn blocked<K: MicroKernel>(
                             pack::pack_a::<K>(rest, lhs, ic + last, mc - last, pc, kc);
                         }
                         let add = accumulate || pc > 0;
+                        let micro = |jr: usize, ir: usize| {
+                            let rows = K::MR.min(mc - ir);
+                            let a = if in_place && rows == K::MR {
+                                View {
+                                    ptr: lhs.at(ic + ir, pc),
+                                    rs: lhs.rs,
+                                    cs: lhs.cs,
+                                }
+                            } else {
+                                View {
+                                    ptr: a_pack.as_ptr().add(ir * kc),
+                                    rs: 1,
+                                    cs: K::MR as isize,
+                                }
+                            };
+                            let tile = Tile {
+                                dst,
+                                row: ic + ir,
+                                col: jc + jr,
+                                rows,
+                                cols: K::NR.min(nc - jr),
+                                add,
+                            };
+                            K::tile(kc, a, b_pack.as_ptr().add(jr * kc), tile);
+                        };
+                        // One KC × NR panel of B stays in L1 while the A panels stream
+                        // from L2. (The other order, an A panel in L1 and B from L2,
+                        // measured the same on Sapphire Rapids.)
                         for jr in (0..nc).step_by(K::NR) {
                             for ir in (0..mc).step_by(K::MR) {
-                                let rows = K::MR.min(mc - ir);
-                                let a = if in_place && rows == K::MR {
-                                    View {
-                                        ptr: lhs.at(ic + ir, pc),
-                                        rs: lhs.rs,
-                                        cs: lhs.cs,
-                                    }
-                                } else {
-                                    View {
-                                        ptr: a_pack.as_ptr().add(ir * kc),
-                                        rs: 1,
-                                        cs: K::MR as isize,
-                                    }
-                                };
-                                let tile = Tile {
-                                    dst,
-                                    row: ic + ir,
-                                    col: jc + jr,
-                                    rows,
-                                    cols: K::NR.min(nc - jr),
-                                    add,
-                                };
-                                K::tile(kc, a, b_pack.as_ptr().add(jr * kc), tile);
+                                micro(jr, ir);
                             }
                         }
                         ic += mc;
