@@ -13,12 +13,14 @@ use std::time::Instant;
 
 use cllm::peak;
 use cllm_kernels::cpu::{self, Isa};
-use cllm_kernels::packed_gemm::{View, gemm};
+use cllm_kernels::packed_gemm::{Epilogue, View, gemm};
 
-/// (name, m, k, n, lhs transposed, rhs transposed).
-const SHAPES: [(&str, usize, usize, usize, bool, bool); 7] = [
+/// (name, m, k, n, lhs transposed, rhs transposed); a name ending in "+ bias + GELU"
+/// runs the fused epilogue.
+const SHAPES: [(&str, usize, usize, usize, bool, bool); 8] = [
     ("qkv x·Wᵀ", 256, 384, 1152, false, true),
     ("fc x·Wᵀ", 256, 384, 1536, false, true),
+    ("fc x·Wᵀ + bias + GELU", 256, 384, 1536, false, true),
     ("proj x·Wᵀ", 256, 1536, 384, false, true),
     ("fc dx = dy·W", 256, 1536, 384, false, false),
     ("fc dW = dyᵀ·x", 1536, 256, 384, true, false),
@@ -46,12 +48,22 @@ struct Case {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
+    bias: Vec<f32>,
+    gelu: Vec<f32>,
     times: Vec<f64>,
 }
 
 impl Case {
     fn run(&mut self) {
-        let (_, m, k, n, lt, rt) = SHAPES[self.shape];
+        let (name, m, k, n, lt, rt) = SHAPES[self.shape];
+        let epilogue = if name.ends_with("GELU") {
+            Epilogue {
+                bias: self.bias.as_ptr(),
+                gelu: self.gelu.as_mut_ptr(),
+            }
+        } else {
+            Epilogue::NONE
+        };
         let (lhs, rhs) = (view(&self.a, m, k, lt), view(&self.b, k, n, rt));
         let dst = View {
             ptr: self.c.as_mut_ptr(),
@@ -60,7 +72,7 @@ impl Case {
         };
         let started = Instant::now();
         // SAFETY: the buffers hold these shapes; the ISA is supported.
-        unsafe { gemm(self.isa, m, k, 0..n, dst, lhs, rhs, false) };
+        unsafe { gemm(self.isa, m, k, 0..n, dst, lhs, rhs, false, epilogue) };
         self.times.push(started.elapsed().as_secs_f64());
     }
 }
@@ -95,6 +107,8 @@ fn main() {
                     .map(|i| ((i % 83) as f32 - 41.0) * 0.01)
                     .collect(),
                 c: vec![0.0; m * n],
+                bias: vec![0.01; n],
+                gelu: vec![0.0; m * n],
                 times: Vec::new(),
             })
         })

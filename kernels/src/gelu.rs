@@ -44,6 +44,17 @@ pub fn gelu_backward<T: Real>(dinp: &mut [T], dout: &[T], inp: &[T]) {
 use crate::jit::{Emitter, Lanes};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+/// GELU in f32 exactly as [`emit_gelu_value`] computes it, `x · σ(2u)` operation for
+/// operation (the native GEMM's fused epilogue; without FMA hardware `mul_add` is a
+/// slow library call, so only code compiled with FMA should use it in a loop).
+#[inline(always)]
+pub fn gelu_f32(x: f32) -> f32 {
+    let (a, two_k) = (A as f32, (2.0 * K) as f32);
+    let inner = a.mul_add(x * x, 1.0);
+    let u2 = (x * inner) * two_k;
+    x * (1.0 / (1.0 + crate::jit::math::exp_f32(-u2)))
+}
+
 /// (x, σ(2u)) for one lane group.
 fn gate(e: &mut Emitter<'_>, lanes: Lanes, x: Value) -> Value {
     let two_k = e.constant(lanes, (2.0 * K) as f32);

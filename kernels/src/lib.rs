@@ -27,6 +27,7 @@ pub mod packed_gemm;
 pub mod program;
 pub mod real;
 pub mod residual;
+pub mod sgemm;
 pub mod shard_sum;
 pub mod softmax_xent;
 

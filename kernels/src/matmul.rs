@@ -74,113 +74,14 @@ pub fn matmul_backward<T: Real>(
     }
 }
 
-// ── The native GEMM and the Cranelift emitters ───────────────────────────────
-// The multiply itself is native code at the CPU's full width (`packed_gemm`'s AVX-512
-// or AVX2 micro-kernels, chosen at run time; the `gemm` crate on other CPUs), since
-// Cranelift has 128-bit vectors only; JIT code does the epilogues (bias, bias + GELU)
-// and the bias-gradient reduction around it. Transposes are strides, never copies.
+// ── The Cranelift emitters ───────────────────────────────────────────────────
+// The multiply itself is a call of the native GEMM (`sgemm`: full vector width, the
+// bias and GELU epilogues fused into its tiles); with `plan.gemm = jit` it is the
+// Cranelift GEMM (`gemm.rs`) and the epilogues are a JIT pass over the output. JIT
+// code does the bias-gradient reduction. Transposes are strides, never copies.
 
 use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value};
-
-thread_local! {
-    /// Threads one native GEMM call may use (set per worker by the runtime).
-    static GEMM_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
-}
-
-/// Lets GEMMs called from this thread split their output over `threads` rayon threads
-/// (of the pool the caller runs in). Used when there are fewer shards than threads.
-/// Threads take disjoint columns of the output (the `gemm` crate fallback: rows and
-/// columns), never a split of the reduction over k, so every element is summed in the
-/// same order on any thread count (tested).
-pub fn set_gemm_threads(threads: usize) {
-    GEMM_THREADS.with(|t| t.set(threads.max(1)));
-}
-
-/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, every operand given by base pointer and
-/// (row, column) strides in elements; `accumulate ≠ 0` adds to `dst`.
-///
-/// # Safety
-/// The pointers and strides must describe valid, non-overlapping (for `dst`) f32
-/// matrices; the JIT only calls it with tensors of the plan.
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn cllm_sgemm(
-    m: i64,
-    n: i64,
-    k: i64,
-    dst: *mut f32,
-    dst_rs: i64,
-    dst_cs: i64,
-    lhs: *const f32,
-    lhs_rs: i64,
-    lhs_cs: i64,
-    rhs: *const f32,
-    rhs_rs: i64,
-    rhs_cs: i64,
-    accumulate: i64,
-) {
-    let threads = GEMM_THREADS.with(|t| t.get());
-    let (m, n, k) = (m as usize, n as usize, k as usize);
-    #[cfg(target_arch = "x86_64")]
-    if crate::packed_gemm::available() {
-        use crate::packed_gemm::{View, gemm, tile_columns};
-        let isa = crate::cpu::isa();
-        let view = |ptr: *const f32, rs: i64, cs: i64| View {
-            ptr,
-            rs: rs as isize,
-            cs: cs as isize,
-        };
-        let (d, l, r) = (
-            view(dst, dst_rs, dst_cs),
-            view(lhs, lhs_rs, lhs_cs),
-            view(rhs, rhs_rs, rhs_cs),
-        );
-        // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
-        let tile = tile_columns(isa);
-        let width = n.div_ceil(threads.max(1)).next_multiple_of(tile).max(tile);
-        let parts = n.div_ceil(width);
-        let part = |t: usize| {
-            let cols = t * width..n.min((t + 1) * width);
-            // SAFETY: forwarded from the caller's contract; the parts write
-            // disjoint columns of dst; `available` checked the CPU.
-            unsafe { gemm(isa, m, k, cols, d, l, r, accumulate != 0) }
-        };
-        if parts <= 1 {
-            part(0);
-        } else {
-            use rayon::prelude::*;
-            (0..parts).into_par_iter().for_each(part);
-        }
-        return;
-    }
-    // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs as isize,
-            dst_rs as isize,
-            accumulate != 0,
-            lhs,
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs,
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            match threads {
-                1 => gemm::Parallelism::None,
-                threads => gemm::Parallelism::Rayon(threads),
-            },
-        )
-    }
-}
 
 /// Emits a call of `cllm_sgemm`; each matrix is (pointer, row stride, column stride).
 pub(crate) fn call_gemm(
@@ -206,8 +107,9 @@ pub(crate) fn call_gemm(
     e.call("cllm_sgemm", &args);
 }
 
-/// `out = inp · weightᵀ (+ bias)`, then optionally `gelu_out = gelu(out)` in the same
-/// pass over the output (the fused epilogue).
+/// `out = inp · weightᵀ (+ bias)`, then optionally `gelu_out = gelu(out)`: with the
+/// native GEMM both are its fused epilogue (applied to each tile while it is in L1);
+/// with the Cranelift GEMM, one JIT pass over the output.
 #[allow(clippy::too_many_arguments)]
 pub fn emit_matmul_forward(
     e: &mut Emitter<'_>,
@@ -220,6 +122,15 @@ pub fn emit_matmul_forward(
     c: usize,
     oc: usize,
 ) {
+    if e.native_gemm() && (bias.is_some() || gelu_out.is_some()) {
+        let null = e.int(0);
+        let mut args = vec![e.int(n as i64), e.int(oc as i64), e.int(c as i64)];
+        let (oc_, c_, one) = (e.int(oc as i64), e.int(c as i64), e.int(1));
+        args.extend([out, oc_, inp, c_, one, weight, one, c_]);
+        args.extend([bias.unwrap_or(null), gelu_out.unwrap_or(null)]);
+        e.call("cllm_sgemm_bias_gelu", &args);
+        return;
+    }
     call_gemm(
         e,
         n,

@@ -1,15 +1,16 @@
 //! The packed GEMM, every micro-kernel this CPU runs (AVX2 6 × 16; AVX-512 12 × 32),
 //! against an f64 reference on ragged shapes that cross every blocking edge (MR = 6
 //! and 12, NR = 16 and 32, KC = 256, MC = 132 and 960), every stride pattern (each
-//! operand row- or column-major, a destination with a wider row stride), both
-//! overwrite and accumulate, and k = 0. Tolerance as in every differential test:
+//! operand row- or column-major, a destination with a wider row stride), overwrite,
+//! accumulate and the fused bias + GELU epilogue, and k = 0. Tolerance as in every differential test:
 //! `1e-6·(4 + K/8)` relative to max(|ref|, rms(ref)).
 
 mod common;
 use common::*;
 
 use cllm_kernels::cpu::{self, Isa};
-use cllm_kernels::packed_gemm::{View, gemm};
+use cllm_kernels::gelu::gelu;
+use cllm_kernels::packed_gemm::{Epilogue, View, gemm};
 
 /// A (rows × cols) matrix stored row- or column-major.
 fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {
@@ -62,7 +63,8 @@ fn matches_the_reference(isa: Isa) {
     for (m, n, k) in shapes {
         for a_cm in [false, true] {
             for b_cm in [false, true] {
-                for accumulate in [false, true] {
+                // (accumulate, with the bias + GELU epilogue)
+                for (accumulate, fused) in [(false, false), (true, false), (false, true)] {
                     let (a, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0));
                     // dst rows are n + 3 wide: the extra columns must stay untouched.
                     let width = n + 3;
@@ -74,8 +76,18 @@ fn matches_the_reference(isa: Isa) {
                         rs: width as isize,
                         cs: 1,
                     };
+                    let bias = rng.vec(n, 1.0);
+                    let mut activated = vec![0.0f32; m * width];
+                    let epilogue = if fused {
+                        Epilogue {
+                            bias: bias.as_ptr(),
+                            gelu: activated.as_mut_ptr(),
+                        }
+                    } else {
+                        Epilogue::NONE
+                    };
                     // SAFETY: the buffers hold these shapes.
-                    unsafe { gemm(isa, m, k, 0..n, out, lhs, rhs, accumulate) };
+                    unsafe { gemm(isa, m, k, 0..n, out, lhs, rhs, accumulate, epilogue) };
                     let at = |v: &View, i: usize, j: usize| unsafe {
                         *v.ptr.offset(i as isize * v.rs + j as isize * v.cs) as f64
                     };
@@ -88,11 +100,24 @@ fn matches_the_reference(isa: Isa) {
                             } else {
                                 0.0
                             };
-                            expected[i * width + j] = (base + sum) as f32;
+                            let bias = if fused { bias[j] as f64 } else { 0.0 };
+                            expected[i * width + j] = (base + sum + bias) as f32;
                         }
                     }
+                    if fused {
+                        let name =
+                            format!("{} {m}×{n}×{k} a_cm={a_cm} b_cm={b_cm}: GELU", isa.name());
+                        let mut want = vec![0.0f32; m * width];
+                        for i in 0..m {
+                            for j in 0..n {
+                                want[i * width + j] = gelu(expected[i * width + j] as f64) as f32;
+                            }
+                        }
+                        assert_close(&name, &activated, &want, k);
+                    }
                     let name = format!("{} {m}×{n}×{k}", isa.name());
-                    let name = format!("{name} a_cm={a_cm} b_cm={b_cm} acc={accumulate}");
+                    let name =
+                        format!("{name} a_cm={a_cm} b_cm={b_cm} acc={accumulate} fused={fused}");
                     assert_close(&name, &dst, &expected, k);
                     for i in 0..m {
                         assert_eq!(

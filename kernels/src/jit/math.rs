@@ -26,12 +26,16 @@ pub fn tanh_max_abs_error() -> f64 {
     3e-7
 }
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
+// Shared with the native GEMM's fused epilogue (`packed_gemm::epilogue`), which
+// computes the same exp operation for operation.
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// 1.5·2^23: adding it to |y| < 2^22 rounds y to the nearest integer.
-const MAGIC: f32 = 12_582_912.0;
-const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exactly representable
-const LN2_LO: f32 = -2.121_944_4e-4;
-const P: [f32; 6] = [
+pub(crate) const MAGIC: f32 = 12_582_912.0;
+pub(crate) const LN2_HI: f32 = 0.693_359_4; // 0.693359375, exactly representable
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+/// The range exp's input is clamped to.
+pub(crate) const EXP_CLAMP: (f32, f32) = (-87.0, 88.0);
+pub(crate) const EXP_P: [f32; 6] = [
     1.987_569_1e-4,
     1.398_199_9e-3,
     8.333_452e-3,
@@ -39,6 +43,25 @@ const P: [f32; 6] = [
     0.166_666_65,
     0.5,
 ];
+
+/// e^x in f32 exactly as [`Emitter::exp4`] computes it, operation for operation (the
+/// native GEMM's fused GELU epilogue uses it; the compiler vectorises it there).
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    let x = if x < EXP_CLAMP.0 { EXP_CLAMP.0 } else { x };
+    let x = if x > EXP_CLAMP.1 { EXP_CLAMP.1 } else { x };
+    let shifted = x.mul_add(LOG2E, MAGIC);
+    let k = shifted - MAGIC;
+    let r = k.mul_add(-LN2_HI, x);
+    let r = k.mul_add(-LN2_LO, r);
+    let mut p = EXP_P[0];
+    for c in &EXP_P[1..] {
+        p = p.mul_add(r, *c);
+    }
+    let e_r = (r * r).mul_add(p, 1.0 + r);
+    let biased = (shifted.to_bits() as i32).wrapping_add(127 - MAGIC.to_bits() as i32);
+    e_r * f32::from_bits((biased << 23) as u32)
+}
 
 impl Emitter<'_> {
     /// `max(lo, min(x, hi))` as compare + blend: Cranelift's `fmin`/`fmax` carry
@@ -56,7 +79,7 @@ impl Emitter<'_> {
 
     /// e^x on four lanes.
     pub fn exp4(&mut self, x: Value) -> Value {
-        let x = self.clamp4(x, -87.0, 88.0);
+        let x = self.clamp4(x, EXP_CLAMP.0, EXP_CLAMP.1);
         // k = round(x·log2 e) by the 1.5·2^23 trick: adding it rounds to an integer in
         // the low mantissa bits, so k's integer value is the sum's bits minus MAGIC's.
         let log2e = self.constant(Lanes::Four, LOG2E);
@@ -68,8 +91,8 @@ impl Emitter<'_> {
         let r = self.b.ins().fma(k, minus_hi, x);
         let r = self.b.ins().fma(k, minus_lo, r);
         // e^r ≈ 1 + r + r²·P(r)
-        let mut p = self.constant(Lanes::Four, P[0]);
-        for &c in &P[1..] {
+        let mut p = self.constant(Lanes::Four, EXP_P[0]);
+        for &c in &EXP_P[1..] {
             let cv = self.constant(Lanes::Four, c);
             p = self.b.ins().fma(p, r, cv);
         }

@@ -9,7 +9,7 @@
 //! is the loss sum of a loss kernel, else 0. Shapes are constants in the code.
 
 mod emitter;
-mod math;
+pub(crate) mod math;
 
 use cranelift_codegen::ir::{AbiParam, types};
 use cranelift_codegen::settings::{self, Configurable};
@@ -89,11 +89,22 @@ fn helpers() -> Vec<Helper> {
         gemm.extend([None, i64, i64]);
     }
     gemm.push(i64);
+    // cllm_sgemm_bias_gelu(m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+    //                      bias, gelu_out)
+    let fused = vec![
+        i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None,
+    ];
     vec![
         (
             "cllm_sgemm",
-            crate::matmul::cllm_sgemm as *const u8,
+            crate::sgemm::cllm_sgemm as *const u8,
             gemm,
+            vec![],
+        ),
+        (
+            "cllm_sgemm_bias_gelu",
+            crate::sgemm::cllm_sgemm_bias_gelu as *const u8,
+            fused,
             vec![],
         ),
         (

@@ -1,7 +1,7 @@
 //! The 256-bit micro-kernel: 6 × 16, 12 ymm accumulators; per p two loads of B, six
 //! broadcasts of A (a packed panel, or MR rows of A in place) and twelve FMAs.
 
-use super::{MicroKernel, Tile, View};
+use super::{Epilogue, MicroKernel, Tile, View};
 
 pub(super) struct Kernel;
 
@@ -15,6 +15,11 @@ impl MicroKernel for Kernel {
     /// KC×NC floats = 2 MiB, in L3.
     const NC: usize = 2048;
     const A_IN_PLACE: bool = true;
+
+    unsafe fn epilogue(tile: Tile, epilogue: Epilogue) {
+        // SAFETY: forwarded; the CPU has the features (this kernel was chosen).
+        unsafe { finish_avx2(tile, epilogue) }
+    }
 
     unsafe fn tile(kc: usize, a: View, b: *const f32, tile: Tile) {
         // SAFETY: forwarded; the dispatcher chose this kernel because the CPU has AVX2.
@@ -70,4 +75,11 @@ unsafe fn kernel_6x16(kc: usize, a: View, b: *const f32, tile: Tile) {
             }
         }
     }
+}
+
+/// The epilogue, compiled for this kernel's vector width.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn finish_avx2(tile: Tile, epilogue: Epilogue) {
+    // SAFETY: forwarded.
+    unsafe { super::epilogue::apply(tile, epilogue) }
 }

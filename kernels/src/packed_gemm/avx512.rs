@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{MicroKernel, Tile, View};
+use super::{Epilogue, MicroKernel, Tile, View};
 
 pub(super) struct Kernel;
 
@@ -27,6 +27,11 @@ impl MicroKernel for Kernel {
     /// KC × NC floats = 4 MiB, in L3.
     const NC: usize = 4096;
     const A_IN_PLACE: bool = false;
+
+    unsafe fn epilogue(tile: Tile, epilogue: Epilogue) {
+        // SAFETY: forwarded; the CPU has the features (this kernel was chosen).
+        unsafe { finish_avx512(tile, epilogue) }
+    }
 
     unsafe fn tile(kc: usize, a: View, b: *const f32, tile: Tile) {
         debug_assert!(a.rs == 1 && a.cs == Self::MR as isize);
@@ -141,4 +146,11 @@ unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: Tile) {
             }
         }
     }
+}
+
+/// The epilogue, compiled for this kernel's vector width.
+#[target_feature(enable = "avx512f")]
+unsafe fn finish_avx512(tile: Tile, epilogue: Epilogue) {
+    // SAFETY: forwarded.
+    unsafe { super::epilogue::apply(tile, epilogue) }
 }

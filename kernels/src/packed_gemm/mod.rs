@@ -16,7 +16,7 @@
 //!   folded into the FMAs), ragged row counts compiled as their own kernels;
 //! - [`avx2`]: 6 × 16, 12 ymm accumulators, row-major A read in place.
 //!
-//! CPUs with neither use the `gemm` crate (see `matmul::cllm_sgemm`).
+//! CPUs with neither use the `gemm` crate (see `sgemm`).
 //!
 //! Any strides: transposes are read through strides while packing, never copied
 //! first. Ragged edges are zero-padded in the packed panels and stored through a
@@ -26,7 +26,10 @@
 
 mod avx2;
 mod avx512;
+mod epilogue;
 mod pack;
+
+pub use epilogue::Epilogue;
 
 use std::cell::RefCell;
 
@@ -100,6 +103,8 @@ trait MicroKernel {
     /// `tile (+)= a[rows × kc] · b[kc × NR]`; `a` is a packed panel (rs 1, cs MR) or,
     /// when `A_IN_PLACE`, MR rows of A itself.
     unsafe fn tile(kc: usize, a: View, b: *const f32, tile: Tile);
+    /// Applies an epilogue to a finished tile (vectorised at the kernel's width).
+    unsafe fn epilogue(tile: Tile, epilogue: Epilogue);
 }
 
 /// Whether this CPU runs a native micro-kernel (AVX2 + FMA at least).
@@ -116,12 +121,14 @@ pub fn tile_columns(isa: Isa) -> usize {
 }
 
 /// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k]·rhs[k×n]` over columns
-/// `cols.start..cols.end` of dst and rhs, with the micro-kernel of `isa`.
+/// `cols.start..cols.end` of dst and rhs, with the micro-kernel of `isa`, then the
+/// epilogue on each finished tile.
 ///
 /// # Safety
 /// `isa` must be Avx2 or Avx512 and supported by this CPU ([`crate::cpu::supports`]);
 /// the views must describe valid f32 matrices of these shapes, `dst` writable and
-/// overlapping neither input.
+/// overlapping neither input; an epilogue needs dst's columns contiguous, its bias
+/// n floats and its GELU output dst's layout.
 pub unsafe fn gemm(
     isa: Isa,
     m: usize,
@@ -131,15 +138,37 @@ pub unsafe fn gemm(
     lhs: View,
     rhs: View,
     accumulate: bool,
+    epilogue: Epilogue,
 ) {
+    assert!(
+        epilogue.is_none() || dst.cs == 1,
+        "an epilogue needs contiguous rows"
+    );
+    let operands = Operands {
+        dst,
+        lhs,
+        rhs,
+        accumulate,
+        epilogue,
+    };
     // SAFETY: forwarded.
     unsafe {
         match isa {
-            Isa::Avx512 => blocked::<avx512::Kernel>(m, k, cols, dst, lhs, rhs, accumulate),
-            Isa::Avx2 => blocked::<avx2::Kernel>(m, k, cols, dst, lhs, rhs, accumulate),
+            Isa::Avx512 => blocked::<avx512::Kernel>(m, k, cols, operands),
+            Isa::Avx2 => blocked::<avx2::Kernel>(m, k, cols, operands),
             Isa::Portable => panic!("the packed GEMM needs AVX2 or AVX-512"),
         }
     }
+}
+
+/// The matrices of one call and what to do with the result.
+#[derive(Clone, Copy)]
+struct Operands {
+    dst: View,
+    lhs: View,
+    rhs: View,
+    accumulate: bool,
+    epilogue: Epilogue,
 }
 
 /// The five BLIS loops around micro-kernel `K`.
@@ -147,11 +176,15 @@ unsafe fn blocked<K: MicroKernel>(
     m: usize,
     k: usize,
     cols: std::ops::Range<usize>,
-    dst: View,
-    lhs: View,
-    rhs: View,
-    accumulate: bool,
+    operands: Operands,
 ) {
+    let Operands {
+        dst,
+        lhs,
+        rhs,
+        accumulate,
+        epilogue,
+    } = operands;
     PACKS.with(|packs| {
         let mut packs = packs.borrow_mut();
         let (a_lines, b_lines) = &mut *packs;
@@ -185,6 +218,7 @@ unsafe fn blocked<K: MicroKernel>(
                             pack::pack_a::<K>(rest, lhs, ic + last, mc - last, pc, kc);
                         }
                         let add = accumulate || pc > 0;
+                        let last = pc + kc >= k;
                         let micro = |jr: usize, ir: usize| {
                             let rows = K::MR.min(mc - ir);
                             let a = if in_place && rows == K::MR {
@@ -209,6 +243,9 @@ unsafe fn blocked<K: MicroKernel>(
                                 add,
                             };
                             K::tile(kc, a, b_pack.as_ptr().add(jr * kc), tile);
+                            if last && !epilogue.is_none() {
+                                K::epilogue(tile, epilogue);
+                            }
                         };
                         // One KC × NR panel of B stays in L1 while the A panels stream
                         // from L2. (The other order, an A panel in L1 and B from L2,

@@ -1,0 +1,183 @@
+//! The GEMM entry points the JIT calls: `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, every
+//! operand a base pointer and (row, column) strides in elements, optionally followed
+//! by an epilogue (bias, bias + GELU) applied to each tile of dst while it is hot.
+//!
+//! The multiply is native code at the CPU's full width: `packed_gemm`'s AVX-512 or
+//! AVX2 micro-kernels, chosen at run time; on other CPUs the `gemm` crate, with the
+//! epilogue as a second pass. Cranelift has 128-bit vectors only, which is why the
+//! JIT calls out for the FLOPs and does everything around them itself.
+
+thread_local! {
+    /// Threads one native GEMM call may use (set per worker by the runtime).
+    static GEMM_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Lets GEMMs called from this thread split their output over `threads` rayon threads
+/// (of the pool the caller runs in). Used when there are fewer shards than threads.
+/// Threads take disjoint columns of the output (the `gemm` crate fallback: rows and
+/// columns), never a split of the reduction over k, so every element is summed in the
+/// same order on any thread count (tested).
+pub fn set_gemm_threads(threads: usize) {
+    GEMM_THREADS.with(|t| t.set(threads.max(1)));
+}
+
+/// `dst (+)= lhs · rhs`; `accumulate ≠ 0` adds to `dst`.
+///
+/// # Safety
+/// The pointers and strides must describe valid, non-overlapping (for `dst`) f32
+/// matrices; the JIT only calls it with tensors of the plan.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cllm_sgemm(
+    m: i64,
+    n: i64,
+    k: i64,
+    dst: *mut f32,
+    dst_rs: i64,
+    dst_cs: i64,
+    lhs: *const f32,
+    lhs_rs: i64,
+    lhs_cs: i64,
+    rhs: *const f32,
+    rhs_rs: i64,
+    rhs_cs: i64,
+    accumulate: i64,
+) {
+    let operand = |ptr, rs: i64, cs: i64| (ptr, rs as isize, cs as isize);
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        sgemm(
+            [m, n, k].map(|x| x as usize),
+            operand(dst as *const f32, dst_rs, dst_cs),
+            operand(lhs, lhs_rs, lhs_cs),
+            operand(rhs, rhs_rs, rhs_cs),
+            accumulate != 0,
+            (std::ptr::null(), std::ptr::null_mut()),
+        )
+    }
+}
+
+/// `dst = lhs · rhs + bias` (bias a row vector of n floats, or null) and, unless
+/// `gelu_out` is null, `gelu_out = gelu(dst)` (gelu_out has dst's layout; dst's rows
+/// must be contiguous): the fused forward of a linear layer.
+///
+/// # Safety
+/// As [`cllm_sgemm`]; `bias` holds n floats, `gelu_out` m rows of dst's row stride.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
+    m: i64,
+    n: i64,
+    k: i64,
+    dst: *mut f32,
+    dst_rs: i64,
+    lhs: *const f32,
+    lhs_rs: i64,
+    lhs_cs: i64,
+    rhs: *const f32,
+    rhs_rs: i64,
+    rhs_cs: i64,
+    bias: *const f32,
+    gelu_out: *mut f32,
+) {
+    let operand = |ptr, rs: i64, cs: i64| (ptr, rs as isize, cs as isize);
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        sgemm(
+            [m, n, k].map(|x| x as usize),
+            operand(dst as *const f32, dst_rs, 1),
+            operand(lhs, lhs_rs, lhs_cs),
+            operand(rhs, rhs_rs, rhs_cs),
+            false,
+            (bias, gelu_out),
+        )
+    }
+}
+
+type Operand = (*const f32, isize, isize);
+
+/// The dispatcher: the packed GEMM split over this thread's GEMM threads, or the
+/// `gemm` crate and a separate epilogue pass.
+unsafe fn sgemm(
+    [m, n, k]: [usize; 3],
+    dst: Operand,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+    (bias, gelu): (*const f32, *mut f32),
+) {
+    let threads = GEMM_THREADS.with(|t| t.get());
+    #[cfg(target_arch = "x86_64")]
+    if crate::packed_gemm::available() {
+        use crate::packed_gemm::{Epilogue, View, gemm, tile_columns};
+        let isa = crate::cpu::isa();
+        let view = |(ptr, rs, cs): Operand| View { ptr, rs, cs };
+        let (d, l, r) = (view(dst), view(lhs), view(rhs));
+        let epilogue = Epilogue { bias, gelu };
+        // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
+        let tile = tile_columns(isa);
+        let width = n.div_ceil(threads.max(1)).next_multiple_of(tile).max(tile);
+        let parts = n.div_ceil(width);
+        let part = |t: usize| {
+            let cols = t * width..n.min((t + 1) * width);
+            // SAFETY: forwarded from the caller's contract; the parts write
+            // disjoint columns of dst; `available` checked the CPU.
+            unsafe { gemm(isa, m, k, cols, d, l, r, accumulate, epilogue) }
+        };
+        if parts <= 1 {
+            part(0);
+        } else {
+            use rayon::prelude::*;
+            (0..parts).into_par_iter().for_each(part);
+        }
+        return;
+    }
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0 as *mut f32,
+            dst.2,
+            dst.1,
+            accumulate,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            match threads {
+                1 => gemm::Parallelism::None,
+                threads => gemm::Parallelism::Rayon(threads),
+            },
+        );
+        epilogue_pass(m, n, dst, bias, gelu);
+    }
+}
+
+/// The epilogue as a second pass over dst (the `gemm` crate's path).
+unsafe fn epilogue_pass(m: usize, n: usize, dst: Operand, bias: *const f32, gelu: *mut f32) {
+    if bias.is_null() && gelu.is_null() {
+        return;
+    }
+    for i in 0..m {
+        for j in 0..n {
+            // SAFETY: inside dst, bias and gelu by the caller's contract.
+            unsafe {
+                let at = (dst.0 as *mut f32).offset(i as isize * dst.1 + j as isize * dst.2);
+                if !bias.is_null() {
+                    *at += *bias.add(j);
+                }
+                if !gelu.is_null() {
+                    *gelu.offset(i as isize * dst.1 + j as isize * dst.2) =
+                        crate::gelu::gelu_f32(*at);
+                }
+            }
+        }
+    }
+}
