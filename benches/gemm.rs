@@ -8,6 +8,7 @@
 //! width the CPU has.
 //!
 //!     cargo bench --bench gemm
+//!     ONLY=GELU cargo bench --bench gemm      # the shapes whose name contains GELU
 
 use std::time::Instant;
 
@@ -95,6 +96,7 @@ fn main() {
         );
     }
     let mut cases: Vec<Case> = (0..SHAPES.len())
+        .filter(|s| std::env::var("ONLY").map_or(true, |o| SHAPES[*s].0.contains(o.as_str())))
         .flat_map(|shape| {
             let (_, m, k, n, _, _) = SHAPES[shape];
             isas.iter().map(move |&isa| Case {

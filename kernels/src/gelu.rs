@@ -52,7 +52,16 @@ pub fn gelu_f32(x: f32) -> f32 {
     let (a, two_k) = (A as f32, (2.0 * K) as f32);
     let inner = a.mul_add(x * x, 1.0);
     let u2 = (x * inner) * two_k;
-    x * (1.0 / (1.0 + crate::jit::math::exp_f32(-u2)))
+    // σ(2u) as `Emitter::sigmoid` computes it: −2u clamped as there, then exp.
+    use crate::jit::math::{EXP_CLAMP, SIGMOID_EXP_MAX, exp_f32};
+    let z = -u2;
+    let z = if z < EXP_CLAMP.0 { EXP_CLAMP.0 } else { z };
+    let z = if z > SIGMOID_EXP_MAX {
+        SIGMOID_EXP_MAX
+    } else {
+        z
+    };
+    x * (1.0 / (1.0 + exp_f32(z)))
 }
 
 /// (x, σ(2u)) for one lane group.
