@@ -3,8 +3,10 @@
 //!
 //! The math and the reference are `attention.rs`'s (with the pattern's `keep` mask):
 //! a query block qb (rows r0..r0+BS) multiplies only the key blocks kb of its list,
-//! each a (BS × BS × hs) GEMM into the (qb, kb) tile of the (T,T) `att` buffer; the
-//! softmax runs over the listed tiles of each row; `att·V` adds one GEMM per tile.
+//! one (BS × run × hs) GEMM per run of consecutive blocks into those tiles of the
+//! (T,T) `att` buffer; the softmax runs over the listed tiles of each row; `att·V`
+//! adds one GEMM per run. Dense causal attention is the triangle's lists (qb sees
+//! 0..=qb, one run per query block), so the masked upper half is never computed.
 //! Tiles outside the lists are never read or written (their bytes are not defined),
 //! which is why backward, too, visits only the listed tiles:
 //!
@@ -33,9 +35,29 @@ fn at(e: &mut Emitter<'_>, base: Value, index: usize) -> Value {
 }
 
 impl BlockLists {
-    /// (start, length) of each key block of `list`: the row segments a softmax covers.
-    fn segments(&self, t_len: usize, list: &[usize]) -> Vec<(usize, usize)> {
-        list.iter().map(|&kb| self.rows(t_len, kb)).collect()
+    /// (start, length) of each run of consecutive key blocks of `list`: one GEMM per
+    /// run and product (the causal triangle's row of tiles is a single run), and the
+    /// row segments a softmax covers.
+    fn runs(&self, t_len: usize, list: &[usize]) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &kb in list {
+            let (start, len) = self.rows(t_len, kb);
+            match runs.last_mut() {
+                Some((s, l)) if *s + *l == start => *l += len,
+                _ => runs.push((start, len)),
+            }
+        }
+        runs
+    }
+
+    /// The causal triangle in `block`-sized tiles: query block qb sees 0..=qb.
+    pub fn causal(t_len: usize, block: usize) -> BlockLists {
+        BlockLists {
+            block,
+            lists: (0..t_len.div_ceil(block))
+                .map(|qb| (0..=qb).collect())
+                .collect(),
+        }
     }
 
     /// Dense attention: one T×T tile.
@@ -71,8 +93,8 @@ pub fn emit_block_attention_forward(
             let (r0, rows) = blocks.rows(t_len, qb);
             let q = at(e, p.q, r0 * 3 * c);
             let o_rows = at(e, o, r0 * c);
-            for &kb in list {
-                let (c0, cols) = blocks.rows(t_len, kb);
+            let runs = blocks.runs(t_len, list);
+            for &(c0, cols) in &runs {
                 let tile = at(e, p.att, r0 * t_len + c0);
                 let k = at(e, p.k, c0 * 3 * c);
                 call_gemm(
@@ -86,14 +108,12 @@ pub fn emit_block_attention_forward(
                     false,
                 );
             }
-            let segments = blocks.segments(t_len, list);
             e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
                 let row = e.row(p.att, t, t_len);
                 let keep_row = keep.map(|k| e.row(k, t, t_len));
-                masked_softmax_segments(e, row, keep_row, t, &segments, scale);
+                masked_softmax_segments(e, row, keep_row, t, &runs, scale);
             });
-            for (i, &kb) in list.iter().enumerate() {
-                let (c0, cols) = blocks.rows(t_len, kb);
+            for (i, &(c0, cols)) in runs.iter().enumerate() {
                 let tile = at(e, p.att, r0 * t_len + c0);
                 let v = at(e, p.v, c0 * 3 * c);
                 call_gemm(
@@ -132,8 +152,8 @@ pub fn emit_block_attention_backward(
         for (qb, list) in blocks.lists.iter().enumerate() {
             let (r0, rows) = blocks.rows(t_len, qb);
             let d_rows = at(e, d, r0 * c);
-            for &kb in list {
-                let (c0, cols) = blocks.rows(t_len, kb);
+            let segments = blocks.runs(t_len, list);
+            for &(c0, cols) in &segments {
                 let w = at(e, workspace, r0 * t_len + c0);
                 let v = at(e, p.v, c0 * 3 * c);
                 call_gemm(
@@ -147,7 +167,6 @@ pub fn emit_block_attention_backward(
                     false,
                 );
             }
-            let segments = blocks.segments(t_len, list);
             e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
                 let a = e.row(p.att, t, t_len);
                 let w = e.row(workspace, t, t_len);
@@ -177,8 +196,7 @@ pub fn emit_block_attention_backward(
             });
             let q_rows = at(e, p.q, r0 * 3 * c);
             let dq_rows = at(e, dp.q, r0 * 3 * c);
-            for &kb in list {
-                let (c0, cols) = blocks.rows(t_len, kb);
+            for &(c0, cols) in &segments {
                 let w = at(e, workspace, r0 * t_len + c0);
                 let a = at(e, p.att, r0 * t_len + c0);
                 let (k, dk, dv) = (

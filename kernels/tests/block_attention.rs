@@ -1,6 +1,7 @@
 //! Block-sparse attention (JIT) against the masked reference on random patterns:
 //! ragged T (a partial last block), several block sizes, random key-block lists and a
-//! random mask inside the listed tiles. Dense is the case where every block is listed.
+//! random mask inside the listed tiles; and dense causal attention as the plan runs it,
+//! the causal triangle's tiles with no mask, against the unmasked reference.
 
 mod common;
 use common::*;
@@ -41,18 +42,46 @@ fn block_sparse_attention_matches_the_masked_reference() {
         (48, 16, 8, 2, true),
         (17, 64, 8, 2, false),
     ] {
+        let mut rng = Lcg((t_len * block + channels) as u64);
+        let (blocks, keep) = random_pattern(&mut rng, t_len, block, full);
+        check(&mut rng, t_len, channels, heads, &blocks, Some(keep));
+    }
+}
+
+#[test]
+fn causal_triangle_attention_matches_the_dense_reference() {
+    for (t_len, block, channels, heads) in [(70, 32, 8, 2), (33, 16, 12, 3), (256, 32, 16, 2)] {
+        let mut rng = Lcg((t_len * block + channels) as u64 + 7);
+        let blocks = BlockLists::causal(t_len, block);
+        check(&mut rng, t_len, channels, heads, &blocks, None);
+    }
+}
+
+/// Forward (out and the listed tiles of att) and backward of the JIT kernels against
+/// the reference, with `keep` as the mask (None: causal only).
+fn check(
+    rng: &mut Lcg,
+    t_len: usize,
+    channels: usize,
+    heads: usize,
+    blocks: &BlockLists,
+    keep: Option<Vec<f32>>,
+) {
+    let block = blocks.block;
+    {
         let shape = AttentionShape {
             batch: 2,
             t_len,
             channels,
             heads,
         };
-        let mut rng = Lcg((t_len * block + channels) as u64);
-        let (blocks, mut keep) = random_pattern(&mut rng, t_len, block, full);
+        let masked = keep.is_some();
+        let mut keep = keep.unwrap_or_default();
         let mut qkv = rng.vec(2 * t_len * 3 * channels, 1.0);
         let att_len = 2 * heads * t_len * t_len;
         let compiled = compile(4, |e, p| {
-            emit_block_attention_forward(e, p[0], p[1], p[2], Some(p[3]), shape, &blocks)
+            let keep = masked.then_some(p[3]);
+            emit_block_attention_forward(e, p[0], p[1], p[2], keep, shape, blocks)
         });
         let (mut out, mut att) = (
             vec![f32::NAN; 2 * t_len * channels],
@@ -64,8 +93,9 @@ fn block_sparse_attention_matches_the_masked_reference() {
             &[],
         );
         let (mut r_out, mut r_att) = (vec![0.0; out.len()], vec![0.0; att_len]);
-        attention_forward(&mut r_out, &mut r_att, &qkv, Some(&keep), shape);
-        let name = format!("T {t_len}, blocks of {block}");
+        let mask = masked.then_some(&keep[..]);
+        attention_forward(&mut r_out, &mut r_att, &qkv, mask, shape);
+        let name = format!("T {t_len}, blocks of {block}, masked {masked}");
         assert_close(
             &format!("{name}: out"),
             &out,
@@ -95,7 +125,7 @@ fn block_sparse_attention_matches_the_masked_reference() {
         let mut dout = rng.vec(out.len(), 1.0);
         let d0 = rng.vec(qkv.len(), 1.0);
         let compiled = compile(5, |e, p| {
-            emit_block_attention_backward(e, p[0], p[1], p[2], p[3], p[4], shape, &blocks)
+            emit_block_attention_backward(e, p[0], p[1], p[2], p[3], p[4], shape, blocks)
         });
         let mut dqkv = d0.clone();
         let mut workspace = vec![f32::NAN; t_len * t_len];

@@ -25,8 +25,26 @@ fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
             format!("lattice({coords}, basis = {basis:?}, radius = {radius}, window = {window})")
         }
     };
+    let tiles = |b: &super::AttentionBlocks| {
+        let count = b.lists.iter().map(Vec::len).sum::<usize>();
+        format!(
+            "{count} tile{} of {}×{} per head, {:.1}% of the T×T square",
+            if count == 1 { "" } else { "s" },
+            b.block,
+            b.block,
+            100.0 * plan.graph.attention_fraction
+        )
+    };
     let Some(pattern) = &plan.pattern else {
-        let _ = writeln!(w, "attention: {written} (every earlier position)");
+        let kernels = plan
+            .attention_blocks
+            .as_ref()
+            .map(tiles)
+            .unwrap_or_default();
+        let _ = writeln!(
+            w,
+            "attention: {written} (every earlier position): the causal triangle, {kernels}"
+        );
         return;
     };
     let (min, mean, max) = pattern.keys_per_query();
@@ -52,15 +70,12 @@ fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
         blocks.block, blocks.block, blocks.blocks, blocks.dense_blocks, blocks.full
     );
     let kernels = match &plan.attention_blocks {
-        Some(b) => format!(
-            "block-sparse: {} tiles of {}×{} per head, {:.1}% of the T×T square",
-            b.lists.iter().map(Vec::len).sum::<usize>(),
-            b.block,
-            b.block,
-            100.0 * plan.graph.attention_fraction
+        Some(b) if b.is_causal() => format!(
+            "the causal triangle with the pattern's mask (over half of the tiles are needed): {}",
+            tiles(b)
         ),
-        None => "masked dense (over half of the tiles are needed: dense products are as fast)"
-            .to_string(),
+        Some(b) => format!("block-sparse: {}", tiles(b)),
+        None => String::new(),
     };
     let _ = writeln!(w, "  kernels: {kernels}");
 }
