@@ -258,7 +258,9 @@ fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 
 }
 
 /// Copies `nr` (a multiple of 8) floats from each of kc rows (`row p` starts at
-/// `origin + p·stride`) into an `nr`-wide panel, eight floats per move.
+/// `origin + p·stride`) into an `nr`-wide panel. The micro-kernels' widths get a copy
+/// of fixed size (vector moves); a loop of run-time length here is turned into a call
+/// of memcpy per row by the compiler, which measured 4% of a training step.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn copy_rows_into_panel(
     panel: &mut [f32],
@@ -267,15 +269,29 @@ unsafe fn copy_rows_into_panel(
     stride: isize,
     kc: usize,
 ) {
-    use std::arch::x86_64::*;
+    #[inline(always)]
+    unsafe fn rows<const NR: usize>(out: *mut f32, origin: *const f32, stride: isize, kc: usize) {
+        for p in 0..kc {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                let row = origin.wrapping_offset(p as isize * stride);
+                let v = row.cast::<[f32; NR]>().read_unaligned();
+                out.add(p * NR).cast::<[f32; NR]>().write_unaligned(v);
+            }
+        }
+    }
     let out = panel.as_mut_ptr();
     // SAFETY: the caller guarantees nr floats in each of the kc rows; the panel holds
     // kc·nr floats.
     unsafe {
-        for p in 0..kc {
-            let row = origin.wrapping_offset(p as isize * stride);
-            for j in (0..nr).step_by(8) {
-                _mm256_storeu_ps(out.add(p * nr + j), _mm256_loadu_ps(row.add(j)));
+        match nr {
+            16 => rows::<16>(out, origin, stride, kc),
+            32 => rows::<32>(out, origin, stride, kc),
+            _ => {
+                for p in 0..kc {
+                    let row = origin.wrapping_offset(p as isize * stride);
+                    std::ptr::copy_nonoverlapping(row, out.add(p * nr), nr);
+                }
             }
         }
     }
