@@ -108,11 +108,23 @@ pub fn emit_block_attention_forward(
                     false,
                 );
             }
-            e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
-                let row = e.row(p.att, t, t_len);
-                let keep_row = keep.map(|k| e.row(k, t, t_len));
-                masked_softmax_segments(e, row, keep_row, t, &runs, scale);
-            });
+            if let (None, true, [(0, width)]) = (keep, e.native_gemm(), &runs[..]) {
+                // The causal triangle's row of tiles, unmasked: the native softmax,
+                // at the CPU's full width.
+                let first = at(e, p.att, r0 * t_len);
+                let args = [t_len, r0, rows, *width].map(|x| e.int(x as i64));
+                let s = e.b.ins().f32const(scale);
+                e.call(
+                    "cllm_causal_softmax",
+                    &[first, args[0], args[1], args[2], args[3], s],
+                );
+            } else {
+                e.for_n(r0 as i64, (r0 + rows) as i64, 1, |e, t| {
+                    let row = e.row(p.att, t, t_len);
+                    let keep_row = keep.map(|k| e.row(k, t, t_len));
+                    masked_softmax_segments(e, row, keep_row, t, &runs, scale);
+                });
+            }
             for (i, &(c0, cols)) in runs.iter().enumerate() {
                 let tile = at(e, p.att, r0 * t_len + c0);
                 let v = at(e, p.v, c0 * 3 * c);

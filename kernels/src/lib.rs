@@ -15,6 +15,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod block_attention;
+pub mod causal_softmax;
 pub mod cpu;
 pub mod embedding;
 pub mod gelu;

@@ -39,8 +39,8 @@ pub struct JitOptions {
     pub verify: bool,
     /// `speed` (the e-graph optimiser) rather than `none`.
     pub optimize: bool,
-    /// Products go to the `gemm` crate's 256-bit micro-kernels (`plan.gemm = native`)
-    /// rather than the Cranelift F32X4 GEMM (`jit`).
+    /// Products go to the native GEMM (`sgemm`: AVX-512 or AVX2 micro-kernels chosen at
+    /// run time; `plan.gemm = native`) rather than the Cranelift F32X4 GEMM (`jit`).
     pub native_gemm: bool,
 }
 
@@ -105,6 +105,12 @@ fn helpers() -> Vec<Helper> {
             "cllm_sgemm_bias_gelu",
             crate::sgemm::cllm_sgemm_bias_gelu as *const u8,
             fused,
+            vec![],
+        ),
+        (
+            "cllm_causal_softmax",
+            crate::causal_softmax::cllm_causal_softmax as *const u8,
+            vec![None, i64, i64, i64, i64, Some(types::F32)],
             vec![],
         ),
         (
