@@ -76,9 +76,14 @@ fn bench_kernel(
 }
 
 fn kernels(c: &mut Criterion) {
-    let peak1 = peak::fma_peak_gflops(1);
+    let widest = peak::widest();
+    let peak1 = peak::fma_peak_gflops_at(widest, 1);
     let triad = peak::triad_gbps();
-    eprintln!("measured peaks: 256-bit FMA {peak1:.1} GFLOP/s on 1 thread; triad {triad:.1} GB/s");
+    eprintln!(
+        "measured peaks: {}-bit FMA {peak1:.1} GFLOP/s on 1 thread (the widest this CPU has; native GEMMs: {}); triad {triad:.1} GB/s",
+        widest.vector_bits(),
+        cllm_kernels::cpu::isa().name()
+    );
     let n = T; // rows of one shard
     let flops = |x: usize| Throughput::Elements(x as u64);
     let bytes = |x: usize| Throughput::Bytes(4 * x as u64);

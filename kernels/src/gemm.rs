@@ -1,6 +1,6 @@
 //! The Cranelift GEMM: `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` in F32X4, for
-//! `plan.gemm = jit` (portable: no 256-bit micro-kernel crate needed) and as the
-//! reference point DESIGN.md measured the native GEMM against.
+//! `plan.gemm = jit` (portable: no native micro-kernel needed) and as the reference
+//! point the native GEMM is measured against.
 //!
 //! Two register-blocked shapes cover every product a training step makes:
 //! - rows of `rhs` contiguous (`rhs_cs = 1`): a 4×8 tile, eight F32X4 accumulators,

@@ -200,7 +200,8 @@ impl Field for Threads {
     }
 }
 
-/// Who multiplies matrices: a 256-bit native micro-kernel crate, or Cranelift.
+/// Who multiplies matrices: native micro-kernels at the CPU's full vector width
+/// (AVX-512 or AVX2, chosen at run time), or Cranelift's 128-bit code.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gemm {

@@ -181,7 +181,7 @@ spec_block! {
         shards: u64 = 8,
         /// refuse plans whose arenas need more than this
         memory_budget: u64 [Bytes] = 8 * 1024 * 1024 * 1024,
-        /// native (256-bit micro-kernels) | jit (Cranelift)
+        /// native (micro-kernels at the CPU's full vector width) | jit (Cranelift)
         gemm: Gemm = Gemm::Native,
     }
 }
