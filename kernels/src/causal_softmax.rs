@@ -26,53 +26,19 @@ pub unsafe extern "C" fn cllm_causal_softmax(
     width: i64,
     scale: f32,
 ) {
-    let args = (
-        att,
-        stride as usize,
-        r0 as usize,
-        rows as usize,
-        width as usize,
-        scale,
-    );
-    // SAFETY: forwarded; each path runs only where the CPU has its features.
-    unsafe {
-        #[cfg(target_arch = "x86_64")]
-        match crate::cpu::isa() {
-            crate::cpu::Isa::Avx512 => return avx512(args),
-            crate::cpu::Isa::Avx2 => return avx2(args),
-            crate::cpu::Isa::Portable => {}
+    let (stride, r0, rows, width) = (stride as usize, r0 as usize, rows as usize, width as usize);
+    // SAFETY: `att` holds `rows` rows of `width` floats at stride `stride` (the
+    // caller's contract); the last row ends at (rows − 1)·stride + width.
+    let att = unsafe { std::slice::from_raw_parts_mut(att, (rows.max(1) - 1) * stride + width) };
+    crate::cpu::full_width!((att: &mut [f32], stride: usize, r0: usize, rows: usize, width: usize, scale: f32) => {
+        for i in 0..rows {
+            let row = &mut att[i * stride..i * stride + width];
+            let len = width.min(r0 + i + 1);
+            let (head, rest) = row.split_at_mut(len);
+            softmax(head, scale);
+            rest.fill(0.0);
         }
-        rows_of(args)
-    }
-}
-
-type Args = (*mut f32, usize, usize, usize, usize, f32);
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512(args: Args) {
-    // SAFETY: forwarded.
-    unsafe { rows_of(args) }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2(args: Args) {
-    // SAFETY: forwarded.
-    unsafe { rows_of(args) }
-}
-
-/// The rows, written once and vectorised at the width of the caller's features.
-#[inline(always)]
-unsafe fn rows_of((att, stride, r0, rows, width, scale): Args) {
-    for i in 0..rows {
-        // SAFETY: row i holds `width` floats.
-        let row = unsafe { std::slice::from_raw_parts_mut(att.add(i * stride), width) };
-        let len = width.min(r0 + i + 1);
-        let (head, rest) = row.split_at_mut(len);
-        softmax(head, scale);
-        rest.fill(0.0);
-    }
+    })
 }
 
 /// `x ← exp(s·(x − max x)) / Σ` in place, in chunks of 16 with per-lane accumulators.

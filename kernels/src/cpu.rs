@@ -85,6 +85,43 @@ pub fn supports(level: Isa) -> bool {
     supported().contains(&level)
 }
 
+/// Runs a body compiled for the widest vector level this process uses ([`isa`]):
+/// code written once as plain loops over fixed-size chunks, inlined into a wrapper
+/// with that level's target features, is vectorised at that width (16 lanes with
+/// AVX-512). The native elementwise kernels (GELU, the causal softmax) use it:
+///
+/// ```ignore
+/// full_width!((x: &mut [f32], s: f32) => { for v in x { *v *= s } })
+/// ```
+///
+/// (A closure passed to a `#[target_feature]` function is not inlined into it, and so
+/// would not be vectorised at the wrapper's width: hence a macro.)
+macro_rules! full_width {
+    (($($arg:ident : $ty:ty),* $(,)?) => $body:block) => {{
+        #[inline(always)]
+        fn body($($arg: $ty),*) $body
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        fn avx512($($arg: $ty),*) {
+            body($($arg),*)
+        }
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2($($arg: $ty),*) {
+            body($($arg),*)
+        }
+        match $crate::cpu::isa() {
+            // SAFETY: `isa` found these features on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            $crate::cpu::Isa::Avx512 => unsafe { avx512($($arg),*) },
+            #[cfg(target_arch = "x86_64")]
+            $crate::cpu::Isa::Avx2 => unsafe { avx2($($arg),*) },
+            _ => body($($arg),*),
+        }
+    }};
+}
+pub(crate) use full_width;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,8 +82,104 @@ pub fn emit_gelu_value(e: &mut Emitter<'_>, lanes: Lanes, x: Value) -> Value {
     e.b.ins().fmul(x, s)
 }
 
+// ── Native GELU ───────────────────────────────────────────────────────────────
+// The JIT's GELU forward and backward, operation for operation (the same bits), as
+// Rust at the CPU's full width (`cpu::full_width!`): on Cranelift's four lanes these
+// passes were the slowest kernels per element of a step. JIT code calls them when
+// native kernels are on (`plan.gemm = native`).
+
+/// The gradient factor of [`gelu_f32`], as [`emit_gelu_backward`] computes it.
+#[inline(always)]
+fn gelu_grad_f32(x: f32) -> f32 {
+    use crate::jit::math::{EXP_CLAMP, SIGMOID_EXP_MAX, exp_f32};
+    let (a, two_k) = (A as f32, (2.0 * K) as f32);
+    let inner = a.mul_add(x * x, 1.0);
+    let z = -((x * inner) * two_k);
+    let z = if z < EXP_CLAMP.0 { EXP_CLAMP.0 } else { z };
+    let z = if z > SIGMOID_EXP_MAX {
+        SIGMOID_EXP_MAX
+    } else {
+        z
+    };
+    let s = 1.0 / (1.0 + exp_f32(z));
+    let du = ((3.0 * A) as f32).mul_add(x * x, 1.0) * two_k;
+    let slope = (s * (1.0 - s)) * du;
+    x.mul_add(slope, s)
+}
+
+/// Elements per chunk of the native loops: whole vectors at either width.
+const CHUNK: usize = 16;
+
+/// `out = gelu(inp)` over `n` floats.
+///
+/// # Safety
+/// `out` and `inp` hold `n` floats.
+pub unsafe extern "C" fn cllm_gelu(out: *mut f32, inp: *const f32, n: i64) {
+    let n = n as usize;
+    // SAFETY: the caller's contract.
+    let (out, inp) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(out, n),
+            std::slice::from_raw_parts(inp, n),
+        )
+    };
+    crate::cpu::full_width!((out: &mut [f32], inp: &[f32]) => {
+        let mut o = out.chunks_exact_mut(CHUNK);
+        let mut i = inp.chunks_exact(CHUNK);
+        for (y, x) in (&mut o).zip(&mut i) {
+            for j in 0..CHUNK {
+                y[j] = gelu_f32(x[j]);
+            }
+        }
+        for (y, x) in o.into_remainder().iter_mut().zip(i.remainder()) {
+            *y = gelu_f32(*x);
+        }
+    })
+}
+
+/// `dinp += dout · gelu'(inp)` over `n` floats.
+///
+/// # Safety
+/// The three buffers hold `n` floats; `dinp` overlaps neither input.
+pub unsafe extern "C" fn cllm_gelu_backward(
+    dinp: *mut f32,
+    dout: *const f32,
+    inp: *const f32,
+    n: i64,
+) {
+    let n = n as usize;
+    // SAFETY: the caller's contract.
+    let (dx, dy, x) = unsafe {
+        (
+            std::slice::from_raw_parts_mut(dinp, n),
+            std::slice::from_raw_parts(dout, n),
+            std::slice::from_raw_parts(inp, n),
+        )
+    };
+    crate::cpu::full_width!((dx: &mut [f32], dy: &[f32], x: &[f32]) => {
+        let mut d = dx.chunks_exact_mut(CHUNK);
+        let (mut g, mut v) = (dy.chunks_exact(CHUNK), x.chunks_exact(CHUNK));
+        for ((d, g), v) in (&mut d).zip(&mut g).zip(&mut v) {
+            for j in 0..CHUNK {
+                d[j] = g[j].mul_add(gelu_grad_f32(v[j]), d[j]);
+            }
+        }
+        let rest = (d.into_remainder().iter_mut())
+            .zip(g.remainder())
+            .zip(v.remainder());
+        for ((d, g), v) in rest {
+            *d = g.mul_add(gelu_grad_f32(*v), *d);
+        }
+    })
+}
+
 /// `out = gelu(inp)` over `n` floats.
 pub fn emit_gelu_forward(e: &mut Emitter<'_>, out: Value, inp: Value, n: usize) {
+    if e.native_gemm() {
+        let n = e.int(n as i64);
+        e.call("cllm_gelu", &[out, inp, n]);
+        return;
+    }
     e.lanes(n, |e, lanes, i| {
         let x = e.load(lanes, inp, i, 0);
         let y = emit_gelu_value(e, lanes, x);
@@ -93,6 +189,11 @@ pub fn emit_gelu_forward(e: &mut Emitter<'_>, out: Value, inp: Value, n: usize) 
 
 /// `dinp += dout · gelu'(inp)` over `n` floats.
 pub fn emit_gelu_backward(e: &mut Emitter<'_>, dinp: Value, dout: Value, inp: Value, n: usize) {
+    if e.native_gemm() {
+        let n = e.int(n as i64);
+        e.call("cllm_gelu_backward", &[dinp, dout, inp, n]);
+        return;
+    }
     e.lanes(n, |e, lanes, i| {
         let x = e.load(lanes, inp, i, 0);
         let s = gate(e, lanes, x);

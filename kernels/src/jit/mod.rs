@@ -114,6 +114,18 @@ fn helpers() -> Vec<Helper> {
             vec![],
         ),
         (
+            "cllm_gelu",
+            crate::gelu::cllm_gelu as *const u8,
+            vec![None, None, i64],
+            vec![],
+        ),
+        (
+            "cllm_gelu_backward",
+            crate::gelu::cllm_gelu_backward as *const u8,
+            vec![None, None, None, i64],
+            vec![],
+        ),
+        (
             "cllm_ln",
             cllm_ln as *const u8,
             vec![Some(types::F64)],
