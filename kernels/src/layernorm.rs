@@ -108,6 +108,71 @@ fn row_sum(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// LayerNorm forward, native, at the CPU's full width: the JIT's operations per
+/// element, with 16 independent partial sums per row for the mean and the variance
+/// (the JIT's four-lane code is bound by those two serial reductions).
+///
+/// # Safety
+/// `out`, `inp` hold rows·c floats, `mean`, `rstd` rows, `weight`, `bias` c.
+pub unsafe extern "C" fn cllm_layernorm(
+    out: *mut f32,
+    mean: *mut f32,
+    rstd: *mut f32,
+    inp: *const f32,
+    weight: *const f32,
+    bias: *const f32,
+    rows: i64,
+    c: i64,
+    eps: f32,
+) {
+    let (rows, c) = (rows as usize, c as usize);
+    // SAFETY: the caller's contract.
+    let (out, mean, rstd, inp, weight, bias) = unsafe {
+        use std::slice::{from_raw_parts as view, from_raw_parts_mut as view_mut};
+        (
+            view_mut(out, rows * c),
+            view_mut(mean, rows),
+            view_mut(rstd, rows),
+            view(inp, rows * c),
+            view(weight, c),
+            view(bias, c),
+        )
+    };
+    crate::cpu::full_width!((out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize, eps: f32) => {
+        const L: usize = 16;
+        let inv_c = 1.0 / c as f32;
+        let rows = inp.chunks_exact(c).zip(out.chunks_exact_mut(c));
+        for (((x, y), m), r) in rows.zip(mean.iter_mut()).zip(rstd.iter_mut()) {
+            // Written out, not through a helper taking a closure: everything here
+            // must inline into the target-feature wrapper to be vectorised.
+            let whole = c / L * L;
+            let mut acc = [0.0f32; L];
+            for chunk in x[..whole].chunks_exact(L) {
+                for j in 0..L {
+                    acc[j] += chunk[j];
+                }
+            }
+            let tail: f32 = x[whole..].iter().sum();
+            let mu = (acc.iter().sum::<f32>() + tail) * inv_c;
+            let mut acc = [0.0f32; L];
+            for chunk in x[..whole].chunks_exact(L) {
+                for j in 0..L {
+                    let d = chunk[j] - mu;
+                    acc[j] += d * d;
+                }
+            }
+            let tail: f32 = x[whole..].iter().map(|v| (v - mu) * (v - mu)).sum();
+            let var = (acc.iter().sum::<f32>() + tail) * inv_c;
+            let s = 1.0 / (var + eps).sqrt();
+            for (((y, x), w), b) in y.iter_mut().zip(x).zip(weight).zip(bias) {
+                *y = ((x - mu) * s).mul_add(*w, *b);
+            }
+            *m = mu;
+            *r = s;
+        }
+    })
+}
+
 pub fn emit_layernorm_forward(
     e: &mut Emitter<'_>,
     out: Value,
@@ -120,6 +185,13 @@ pub fn emit_layernorm_forward(
     c: usize,
     eps: f64,
 ) {
+    if e.native_gemm() {
+        let (rows, c) = (e.int(rows as i64), e.int(c as i64));
+        let eps = e.b.ins().f32const(eps as f32);
+        let args = [out, mean, rstd, inp, weight, bias, rows, c, eps];
+        e.call("cllm_layernorm", &args);
+        return;
+    }
     let inv_c = 1.0 / c as f32;
     e.for_n(0, rows as i64, 1, |e, row| {
         let (x, y) = (e.row(inp, row, c), e.row(out, row, c));

@@ -126,6 +126,22 @@ fn helpers() -> Vec<Helper> {
             vec![],
         ),
         (
+            "cllm_layernorm",
+            crate::layernorm::cllm_layernorm as *const u8,
+            vec![
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                i64,
+                i64,
+                Some(types::F32),
+            ],
+            vec![],
+        ),
+        (
             "cllm_ln",
             cllm_ln as *const u8,
             vec![Some(types::F64)],
