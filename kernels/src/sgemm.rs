@@ -42,7 +42,6 @@ pub unsafe extern "C" fn cllm_sgemm(
     rhs_cs: i64,
     accumulate: i64,
 ) {
-    let operand = |ptr, rs: i64, cs: i64| (ptr, rs as isize, cs as isize);
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         sgemm(
@@ -78,7 +77,6 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     bias: *const f32,
     gelu_out: *mut f32,
 ) {
-    let operand = |ptr, rs: i64, cs: i64| (ptr, rs as isize, cs as isize);
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         sgemm(
@@ -92,7 +90,12 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     }
 }
 
+/// A matrix: base pointer, row stride and column stride in elements.
 type Operand = (*const f32, isize, isize);
+
+fn operand(ptr: *const f32, rs: i64, cs: i64) -> Operand {
+    (ptr, rs as isize, cs as isize)
+}
 
 /// The dispatcher: the packed GEMM split over this thread's GEMM threads, or the
 /// `gemm` crate and a separate epilogue pass.
