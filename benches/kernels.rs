@@ -139,16 +139,24 @@ fn kernels(c: &mut Criterion) {
         channels: C,
         heads: HEADS,
     };
+    // Dense causal attention as the plan runs it: the triangle's tiles, FLOPs counted
+    // over the tiles computed (forward two products, backward five).
+    let tiles = cllm::plan::AttentionBlocks::causal(T);
+    let tiled = |products: usize| (2 * products * T * T * C) as f64 * tiles.fraction(T);
+    let blocks = cllm_kernels::flash_attention::BlockLists {
+        block: tiles.block,
+        lists: tiles.lists.clone(),
+    };
     bench_kernel(
         c,
         "attention_fwd",
         Step::Attention {
             shape,
             masked: false,
-            blocks: None,
+            blocks: blocks.clone(),
         },
-        &[n * C, HEADS * T * T, n * 3 * C],
-        flops(4 * T * T * C),
+        &[n * C, HEADS * T, n * 3 * C],
+        flops(tiled(2) as usize),
         &[],
         true,
     );
@@ -157,10 +165,11 @@ fn kernels(c: &mut Criterion) {
         "attention_bwd",
         Step::AttentionBackward {
             shape,
-            blocks: None,
+            masked: false,
+            blocks,
         },
-        &[n * 3 * C, n * C, n * 3 * C, HEADS * T * T, T * T],
-        flops(8 * T * T * C),
+        &[n * 3 * C, n * C, n * 3 * C, n * C, HEADS * T],
+        flops(tiled(5) as usize),
         &[],
         true,
     );

@@ -14,10 +14,10 @@
 
 pub mod adamw;
 pub mod attention;
-pub mod block_attention;
-pub mod causal_softmax;
 pub mod cpu;
 pub mod embedding;
+pub mod flash_attention;
+pub mod flash_attention_backward;
 pub mod gelu;
 pub mod gemm;
 pub mod jit;

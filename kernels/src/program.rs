@@ -7,10 +7,8 @@ use cranelift_codegen::ir::Value;
 
 use crate::adamw::emit_adamw;
 use crate::attention::{AttentionShape, emit_attention_backward, emit_attention_forward};
-use crate::block_attention::{
-    BlockLists, emit_block_attention_backward, emit_block_attention_forward,
-};
 use crate::embedding::{emit_embedding_backward, emit_embedding_forward};
+use crate::flash_attention::BlockLists;
 use crate::gelu::{emit_gelu_backward, emit_gelu_forward};
 use crate::jit::{Compiled, Emitter, JitBuilder, JitError, JitOptions};
 use crate::layernorm::{emit_layernorm_backward, emit_layernorm_forward};
@@ -54,17 +52,18 @@ pub enum Step {
     Residual { n: usize },
     /// [da, db, dout]
     ResidualBackward { n: usize },
-    /// [out, att, qkv, keep?]: `masked` when a sparse pattern's (T,T) mask follows;
-    /// with `blocks`, only the listed (query block, key block) tiles are computed
+    /// [out, lse, qkv, keep?]: `masked` when a sparse pattern's (T,T) mask follows;
+    /// only the listed (query block, key block) tiles are computed
     Attention {
         shape: AttentionShape,
         masked: bool,
-        blocks: Option<BlockLists>,
+        blocks: BlockLists,
     },
-    /// [dqkv, dout, qkv, att, workspace (T×T)]; `blocks` as for `Attention`
+    /// [dqkv, dout, qkv, out, lse, keep?]; as for `Attention`
     AttentionBackward {
         shape: AttentionShape,
-        blocks: Option<BlockLists>,
+        masked: bool,
+        blocks: BlockLists,
     },
     /// [losses, probs, logits, targets]; the kernel returns Σ loss
     SoftmaxXent { rows: usize, v: usize },
@@ -164,19 +163,17 @@ fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
             blocks,
         } => {
             let keep = masked.then(|| a[3]);
-            match &blocks {
-                Some(blocks) => {
-                    emit_block_attention_forward(e, a[0], a[1], a[2], keep, shape, blocks)
-                }
-                None => emit_attention_forward(e, a[0], a[1], a[2], keep, shape),
-            }
+            emit_attention_forward(e, [a[0], a[1], a[2]], keep, shape, &blocks)
         }
-        Step::AttentionBackward { shape, blocks } => match &blocks {
-            Some(blocks) => {
-                emit_block_attention_backward(e, a[0], a[1], a[2], a[3], a[4], shape, blocks)
-            }
-            None => emit_attention_backward(e, a[0], a[1], a[2], a[3], a[4], shape),
-        },
+        Step::AttentionBackward {
+            shape,
+            masked,
+            blocks,
+        } => {
+            let keep = masked.then(|| a[5]);
+            let io = [a[0], a[1], a[2], a[3], a[4]];
+            emit_attention_backward(e, io, keep, shape, &blocks)
+        }
         Step::SoftmaxXent { rows, v } => {
             emit_softmax_xent_forward(e, a[0], a[1], a[2], a[3], rows, v)
         }

@@ -90,8 +90,30 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     }
 }
 
+/// Threads a GEMM called from this thread may use ([`set_gemm_threads`]).
+pub(crate) fn gemm_threads() -> usize {
+    GEMM_THREADS.with(|t| t.get())
+}
+
 /// A matrix: base pointer, row stride and column stride in elements.
-type Operand = (*const f32, isize, isize);
+pub(crate) type Operand = (*const f32, isize, isize);
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` on this thread alone: the products inside a
+/// kernel that itself runs one task per thread (attention's tiles, one head a task).
+///
+/// # Safety
+/// As [`cllm_sgemm`].
+pub(crate) unsafe fn product(
+    [m, n, k]: [usize; 3],
+    dst: Operand,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+) {
+    let none = (std::ptr::null(), std::ptr::null_mut());
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { sgemm_on(1, [m, n, k], dst, lhs, rhs, accumulate, none) }
+}
 
 fn operand(ptr: *const f32, rs: i64, cs: i64) -> Operand {
     (ptr, rs as isize, cs as isize)
@@ -100,6 +122,20 @@ fn operand(ptr: *const f32, rs: i64, cs: i64) -> Operand {
 /// The dispatcher: the packed GEMM split over this thread's GEMM threads, or the
 /// `gemm` crate and a separate epilogue pass.
 unsafe fn sgemm(
+    dims: [usize; 3],
+    dst: Operand,
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+    epilogue: (*const f32, *mut f32),
+) {
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { sgemm_on(gemm_threads(), dims, dst, lhs, rhs, accumulate, epilogue) }
+}
+
+/// [`sgemm`] on `threads` threads.
+unsafe fn sgemm_on(
+    threads: usize,
     [m, n, k]: [usize; 3],
     dst: Operand,
     lhs: Operand,
@@ -107,7 +143,6 @@ unsafe fn sgemm(
     accumulate: bool,
     (bias, gelu): (*const f32, *mut f32),
 ) {
-    let threads = GEMM_THREADS.with(|t| t.get());
     #[cfg(target_arch = "x86_64")]
     if crate::packed_gemm::available() {
         use crate::packed_gemm::{Epilogue, View, gemm, tile_columns};

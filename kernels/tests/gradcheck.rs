@@ -171,26 +171,38 @@ fn attention_gradients() {
         let mut rng = Lcg(batch as u64 * 7 + t_len as u64);
         let qkv = rng.vec(batch * t_len * 3 * channels);
         let w = rng.vec(batch * t_len * channels);
-        let att_len = batch * heads * t_len * t_len;
+        let lse_len = batch * heads * t_len;
         // Dense, and a sparse pattern: every other earlier key dropped (not the diagonal).
         let sparse: Vec<f64> = (0..t_len * t_len)
             .map(|i| ((i % t_len == i / t_len) || (i * 7 % 3 != 0)) as u8 as f64)
             .collect();
         for keep in [None, Some(sparse.as_slice())] {
             let forward = |qkv: &[f64]| {
-                let (mut out, mut att) = (vec![0.0; w.len()], vec![0.0; att_len]);
-                attention_forward(&mut out, &mut att, qkv, keep, shape);
-                (weighted(&out, &w), att)
+                let (mut out, mut lse) = (vec![0.0; w.len()], vec![0.0; lse_len]);
+                attention_forward(&mut out, &mut lse, qkv, keep, shape);
+                (weighted(&out, &w), out)
             };
-            let (_, att) = forward(&qkv);
             if let Some(keep) = keep {
-                for (i, a) in att.iter().enumerate() {
-                    let kept = keep[i % (t_len * t_len)] != 0.0;
-                    assert!(kept || *a == 0.0, "a dropped key got probability {a}");
+                // A dropped key has no influence on its query's output.
+                let t = t_len - 1;
+                let (_, before) = forward(&qkv);
+                for t2 in (0..t).filter(|&t2| keep[t * t_len + t2] == 0.0) {
+                    let mut moved = qkv.clone();
+                    let at = (t2 * 3 + 1) * channels; // k and v of (b 0, t2)
+                    moved[at..at + 2 * channels]
+                        .iter_mut()
+                        .for_each(|x| *x += 1.5);
+                    let (_, after) = forward(&moved);
+                    let row = t * channels..(t + 1) * channels;
+                    assert_eq!(
+                        before[row.clone()],
+                        after[row],
+                        "key {t2} was dropped for {t}"
+                    );
                 }
             }
             let mut dqkv = vec![0.0; qkv.len()];
-            attention_backward(&mut dqkv, &w, &qkv, &att, shape);
+            attention_backward(&mut dqkv, &w, &qkv, keep, shape);
             assert_gradient("attention.qkv", &qkv, &dqkv, |x| forward(x).0);
         }
     }
@@ -207,8 +219,8 @@ fn attention_is_causal() {
     let mut rng = Lcg(9);
     let mut qkv = rng.vec(6 * 12);
     let run = |qkv: &[f64]| {
-        let (mut out, mut att) = (vec![0.0; 24], vec![0.0; 2 * 36]);
-        attention_forward(&mut out, &mut att, qkv, None, shape);
+        let (mut out, mut lse) = (vec![0.0; 24], vec![0.0; 2 * 6]);
+        attention_forward(&mut out, &mut lse, qkv, None, shape);
         out
     };
     let before = run(&qkv);

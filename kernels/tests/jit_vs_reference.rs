@@ -7,7 +7,6 @@
 //! Each test prints its worst relative error.
 
 use cllm_kernels::adamw::{AdamWStep, adamw_update, emit_adamw};
-use cllm_kernels::attention::*;
 use cllm_kernels::embedding::*;
 use cllm_kernels::gelu::*;
 use cllm_kernels::jit::{exp_max_relative_error, tanh_max_abs_error};
@@ -305,107 +304,6 @@ fn softmax_xent_kernels_match() {
         let mut r_d = d0;
         softmax_xent_backward(&mut r_d, &r_probs, &targets, 0.25, v);
         assert_close("softmax_xent_backward", &d, &r_d, 1);
-    }
-}
-
-#[test]
-fn attention_kernels_match() {
-    with_both_gemms(attention_kernels_match_once);
-}
-
-fn attention_kernels_match_once() {
-    for (batch, t_len, channels, heads) in
-        [(1, 5, 8, 2), (2, 7, 12, 3), (1, 33, 64, 2), (1, 64, 96, 4)]
-    {
-        let shape = AttentionShape {
-            batch,
-            t_len,
-            channels,
-            heads,
-        };
-        let mut rng = Lcg((batch * t_len * channels) as u64);
-        let mut qkv = rng.vec(batch * t_len * 3 * channels, 1.0);
-        let att_len = batch * heads * t_len * t_len;
-        // A sparse pattern's mask (the diagonal kept); the dense case runs below.
-        let mut keep: Vec<f32> = (0..t_len * t_len)
-            .map(|i| ((i % t_len == i / t_len) || rng.next() > 0.0) as u8 as f32)
-            .collect();
-        let compiled = compile(4, |e, p| {
-            emit_attention_forward(e, p[0], p[1], p[2], Some(p[3]), shape)
-        });
-        let (mut out, mut att) = (
-            vec![f32::NAN; batch * t_len * channels],
-            vec![f32::NAN; att_len],
-        );
-        call(
-            &compiled,
-            &mut [ptr(&mut out), ptr(&mut att), ptr(&mut qkv), ptr(&mut keep)],
-            &[],
-        );
-        let (mut r_out, mut r_att) = (vec![0.0; out.len()], vec![0.0; att_len]);
-        attention_forward(&mut r_out, &mut r_att, &qkv, Some(&keep), shape);
-        assert_close(
-            "masked attention.out",
-            &out,
-            &r_out,
-            t_len * channels / heads,
-        );
-        assert_close("masked attention.att", &att, &r_att, channels / heads);
-        assert!(
-            att.iter()
-                .enumerate()
-                .all(|(i, a)| keep[i % (t_len * t_len)] != 0.0 || *a == 0.0),
-            "dropped keys get probability exactly 0"
-        );
-
-        let compiled = compile(3, |e, p| {
-            emit_attention_forward(e, p[0], p[1], p[2], None, shape)
-        });
-        let (mut out, mut att) = (
-            vec![f32::NAN; batch * t_len * channels],
-            vec![f32::NAN; att_len],
-        );
-        call(
-            &compiled,
-            &mut [ptr(&mut out), ptr(&mut att), ptr(&mut qkv)],
-            &[],
-        );
-        let (mut r_out, mut r_att) = (vec![0.0; out.len()], vec![0.0; att_len]);
-        attention_forward(&mut r_out, &mut r_att, &qkv, None, shape);
-        assert_close(
-            "attention_forward.out",
-            &out,
-            &r_out,
-            t_len * channels / heads,
-        );
-        assert_close("attention_forward.att", &att, &r_att, channels / heads);
-
-        let mut dout = rng.vec(out.len(), 1.0);
-        let d0 = rng.vec(qkv.len(), 1.0);
-        let compiled = compile(5, |e, p| {
-            emit_attention_backward(e, p[0], p[1], p[2], p[3], p[4], shape)
-        });
-        let mut dqkv = d0.clone();
-        let mut workspace = vec![f32::NAN; t_len * t_len]; // must be fully overwritten
-        call(
-            &compiled,
-            &mut [
-                ptr(&mut dqkv),
-                ptr(&mut dout),
-                ptr(&mut qkv),
-                ptr(&mut r_att),
-                ptr(&mut workspace),
-            ],
-            &[],
-        );
-        let mut r_dqkv = d0;
-        attention_backward(&mut r_dqkv, &dout, &qkv, &r_att, shape);
-        assert_close(
-            "attention_backward",
-            &dqkv,
-            &r_dqkv,
-            t_len * channels / heads,
-        );
     }
 }
 

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use cllm_kernels::attention::AttentionShape;
-use cllm_kernels::block_attention::BlockLists;
+use cllm_kernels::flash_attention::BlockLists;
 use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
 use cllm_kernels::program::{self, KernelDesc, Step};
 
@@ -63,10 +63,12 @@ pub struct ChunkKernels {
 pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKernels) {
     let mut descs = Vec::with_capacity(plan.kernels.len() + 2);
     // A sparse pattern's attention visits only its listed tiles (the planner decides).
-    let blocks = plan.attention_blocks.as_ref().map(|b| BlockLists {
-        block: b.block,
-        lists: b.lists.clone(),
-    });
+    let tiles = (plan.attention_blocks.clone())
+        .unwrap_or_else(|| crate::plan::AttentionBlocks::causal(plan.graph.dims.t));
+    let blocks = BlockLists {
+        block: tiles.block,
+        lists: tiles.lists,
+    };
     let mut tables = Vec::with_capacity(plan.kernels.len());
     for kernel in &plan.kernels {
         let mut args: Vec<TensorId> = Vec::new();
@@ -171,7 +173,7 @@ fn step_of(
     graph: &Graph,
     op: &Op,
     gelu_out: Option<TensorId>,
-    blocks: &Option<BlockLists>,
+    blocks: &BlockLists,
 ) -> (Step, Vec<TensorId>) {
     let d = graph.dims;
     let (t, c, rows) = (d.t, d.c, d.batch * d.t);
@@ -257,9 +259,10 @@ fn step_of(
         OpKind::AttentionBackward { heads } => (
             Step::AttentionBackward {
                 shape: attention(heads),
+                masked: i.len() == 5,
                 blocks: blocks.clone(),
             },
-            vec![o[0], i[0], i[1], i[2], o[1]],
+            [o[0]].into_iter().chain(i.iter().copied()).collect(),
         ),
         OpKind::SoftmaxXent => (
             Step::SoftmaxXent { rows, v: d.vocab },

@@ -52,15 +52,14 @@ fn backward_op(
 ) -> Op {
     let (i, o) = (&op.inputs, &op.outputs);
     if let OpKind::Attention { heads } = op.kind {
-        // Attention's backward also needs a T×T scratch (dpre) while it runs.
+        // Backward recomputes the probabilities tile by tile from the saved
+        // log-sum-exp, and reads the output (for rowsum(dy ⊙ y)) and the mask.
         let dqkv = grad_of(graph, grads, i[0]);
-        let t = graph.dims.t;
-        let name = format!("{}.workspace", graph.tensor(o[1]).name);
-        let workspace = graph.add_tensor(name, vec![t, t], Role::Workspace);
+        let inputs = [dy, i[0], o[0], o[1]].into_iter().chain(i.get(1).copied());
         return Op {
             kind: OpKind::AttentionBackward { heads },
-            inputs: vec![dy, i[0], o[1]],
-            outputs: vec![dqkv, workspace],
+            inputs: inputs.collect(),
+            outputs: vec![dqkv],
         };
     }
     let mut d = |x: TensorId| grad_of(graph, grads, x);

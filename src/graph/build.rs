@@ -44,13 +44,13 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
         let p = format!("h.{l}");
         let ln1 = b.layernorm(&format!("{p}.ln_1"), x, m.ln_eps);
         let qkv = b.linear(&format!("{p}.attn.c_attn"), ln1, 3 * c, std);
-        let att_shape = vec![dims.batch, dims.heads, t, t];
+        let lse_shape = vec![dims.batch, dims.heads, t];
         let outs = b.op(
             OpKind::Attention { heads: dims.heads },
             std::iter::once(qkv).chain(mask).collect(),
             &[
                 (&format!("{p}.atty"), vec![bt, c], Role::Activation),
-                (&format!("{p}.att"), att_shape, Role::Saved),
+                (&format!("{p}.lse"), lse_shape, Role::Saved),
             ],
         );
         let attproj = b.linear(&format!("{p}.attn.c_proj"), outs[0], c, residual_std);

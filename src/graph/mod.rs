@@ -106,9 +106,9 @@ pub enum OpKind {
     Residual,
     /// in [dy] → out [da, db]
     ResidualBackward,
-    /// in [qkv, keep?] → out [y, att]; `keep` (the pattern's mask) unless dense
+    /// in [qkv, keep?] → out [y, lse (B,NH,T)]; `keep` (the pattern's mask) unless dense
     Attention { heads: usize },
-    /// in [dy, qkv, att] → out [dqkv, workspace (T,T)]
+    /// in [dy, qkv, y, lse, keep?] → out [dqkv]
     AttentionBackward { heads: usize },
     /// in [logits, targets] → out [losses, probs]
     SoftmaxXent,

@@ -181,11 +181,11 @@ pub(super) fn run_op<T: Real>(
         (OpKind::GeluBackward, [dx]) => gelu_backward(dx, ins[0], ins[1]),
         (OpKind::Residual, [y]) => residual_forward(y, ins[0], ins[1]),
         (OpKind::ResidualBackward, [da, db]) => residual_backward(da, db, ins[0]),
-        (OpKind::Attention { heads }, [y, att]) => {
-            attention_forward(y, att, ins[0], ins.get(1).copied(), attention(heads))
+        (OpKind::Attention { heads }, [y, lse]) => {
+            attention_forward(y, lse, ins[0], ins.get(1).copied(), attention(heads))
         }
-        (OpKind::AttentionBackward { heads }, [dqkv, _workspace]) => {
-            attention_backward(dqkv, ins[0], ins[1], ins[2], attention(heads))
+        (OpKind::AttentionBackward { heads }, [dqkv]) => {
+            attention_backward(dqkv, ins[0], ins[1], ins.get(4).copied(), attention(heads))
         }
         (OpKind::SoftmaxXent, [losses, probs]) => {
             loss_sum = softmax_xent_forward(losses, probs, ins[0], targets, d.vocab)

@@ -12,13 +12,14 @@ pub fn op_flops(graph: &Graph, op: &Op) -> u64 {
     match op.kind {
         OpKind::Matmul { .. } => 2 * len(0) * (len(1) / (len(0) / n)),
         OpKind::MatmulBackward { .. } => 4 * len(1) * (len(2) / (len(1) / n)) + len(0),
-        // QKᵀ and att·V over the full T×T square (the design's dense count), or over
-        // the tiles a block-sparse pattern lists.
+        // QKᵀ and P·V over the tiles attention visits (the causal triangle, or a
+        // block-sparse pattern's list); backward recomputes QKᵀ, then dO·Vᵀ, dS·K,
+        // dSᵀ·Q and Pᵀ·dO: five products.
         OpKind::Attention { .. } => {
             (4.0 * (d.batch * d.t * d.t * d.c) as f64 * graph.attention_fraction) as u64
         }
         OpKind::AttentionBackward { .. } => {
-            (8.0 * (d.batch * d.t * d.t * d.c) as f64 * graph.attention_fraction) as u64
+            (10.0 * (d.batch * d.t * d.t * d.c) as f64 * graph.attention_fraction) as u64
         }
         OpKind::LayerNorm { .. } => 8 * len(0),
         OpKind::LayerNormBackward => 12 * len(1),

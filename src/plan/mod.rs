@@ -144,7 +144,7 @@ impl AttentionBlocks {
     /// but make smaller GEMMs.
     pub fn causal(t: usize) -> AttentionBlocks {
         let block = (t / 8).clamp(32, ATTENTION_BLOCK).min(t);
-        let lists = cllm_kernels::block_attention::BlockLists::causal(t, block).lists;
+        let lists = cllm_kernels::flash_attention::BlockLists::causal(t, block).lists;
         AttentionBlocks { block, lists }
     }
 

@@ -7,6 +7,8 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{FuncRef, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
+use cranelift_jit::JITModule;
+use cranelift_module::{DataDescription, Module};
 
 /// Four f32 lanes: Cranelift's widest vector on x86-64.
 pub const V4: Type = types::F32X4;
@@ -41,6 +43,8 @@ pub struct Emitter<'a> {
     imports: Vec<(&'static str, FuncRef)>,
     result: Option<Value>,
     native_gemm: bool,
+    /// The module, for read-only tables the kernel embeds.
+    module: &'a mut JITModule,
 }
 
 /// Plain memory access to our own buffers: never trapping. Not `aligned`: four-lane
@@ -56,6 +60,7 @@ impl<'a> Emitter<'a> {
         _ptr: Type,
         imports: Vec<(&'static str, FuncRef)>,
         native_gemm: bool,
+        module: &'a mut JITModule,
     ) -> Emitter<'a> {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -69,6 +74,7 @@ impl<'a> Emitter<'a> {
             imports,
             result: None,
             native_gemm,
+            module,
         }
     }
 
@@ -118,6 +124,20 @@ impl<'a> Emitter<'a> {
             .expect("helper is registered in jit::helpers");
         let call = self.b.ins().call(func, args);
         self.b.inst_results(call).first().copied()
+    }
+
+    /// The address of a read-only table of `words`, defined in the module beside the
+    /// kernel (the plan's attention tiles): it lives as long as the code.
+    pub fn table(&mut self, words: &[u32]) -> Value {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut data = DataDescription::new();
+        data.define(bytes.into_boxed_slice());
+        data.set_align(8);
+        let accepted = "an anonymous read-only table is always accepted";
+        let id = (self.module.declare_anonymous_data(false, false)).expect(accepted);
+        self.module.define_data(id, &data).expect(accepted);
+        let global = self.module.declare_data_in_func(id, self.b.func);
+        self.b.ins().symbol_value(types::I64, global)
     }
 
     pub fn int(&mut self, n: i64) -> Value {

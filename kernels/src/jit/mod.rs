@@ -108,9 +108,15 @@ fn helpers() -> Vec<Helper> {
             vec![],
         ),
         (
-            "cllm_causal_softmax",
-            crate::causal_softmax::cllm_causal_softmax as *const u8,
-            vec![None, i64, i64, i64, i64, Some(types::F32)],
+            "cllm_flash_attention",
+            crate::flash_attention::cllm_flash_attention as *const u8,
+            vec![None, None, None, None, None, i64, i64, i64, i64],
+            vec![],
+        ),
+        (
+            "cllm_flash_attention_backward",
+            crate::flash_attention_backward::cllm_flash_attention_backward as *const u8,
+            vec![None, None, None, None, None, None, None, i64, i64, i64, i64],
             vec![],
         ),
         (
@@ -241,10 +247,12 @@ impl JitBuilder {
             })
             .collect();
         {
+            let config = self.module.target_config();
             let builder = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let mut emitter = Emitter::start(builder, ptr, imports, self.native_gemm);
+            let mut emitter =
+                Emitter::start(builder, ptr, imports, self.native_gemm, &mut self.module);
             body(&mut emitter);
-            emitter.finish(self.module.target_config());
+            emitter.finish(config);
         }
         let ir = self.ctx.func.display().to_string();
         self.module

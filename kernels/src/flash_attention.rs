@@ -1,0 +1,358 @@
+//! Tiled ("flash") attention: the math of `attention.rs`, computed one query block at
+//! a time over only the key blocks the pattern lists, with no T×T buffer anywhere.
+//!
+//! Forward, per head and query block (rows r0..r0+R), for each chunk of its listed key
+//! columns (at most [`CHUNK`] at a time, in ascending order):
+//!
+//! ```text
+//! S = s·Q·Kᵀ (R × n, masked)      m' = max(m, rowmax S)      P = exp(S − m')
+//! l = l·exp(m − m') + rowsum P     O = O·exp(m − m') + P·V     (the online softmax)
+//! ```
+//!
+//! then `O /= l` and `lse = m + ln l` is saved per row. Backward recomputes each tile's
+//! probabilities from `lse` and needs `D = rowsum(dO ⊙ O)` once per row:
+//!
+//! ```text
+//! P = exp(s·Q·Kᵀ − lse)     dP = dO·Vᵀ     dS = s·P ⊙ (dP − D)
+//! dQ += dS·K     dK += dSᵀ·Q     dV += Pᵀ·dO
+//! ```
+//!
+//! The products are the native GEMM on this thread ([`crate::sgemm`]); the row passes
+//! are plain loops compiled at the CPU's full width ([`crate::cpu::full_width`]), the
+//! exp the JIT's operation for operation. Heads are independent tasks (spread over the
+//! caller's GEMM threads), each summed in one fixed order, so the bits do not depend on
+//! the thread count. Scratch is two R × CHUNK tiles per thread, allocated on a thread's
+//! first call (like the GEMM's packing buffers). The backward half is
+//! `flash_attention_backward.rs`.
+
+use std::cell::RefCell;
+
+use crate::attention::AttentionShape;
+use crate::jit::math::exp_f32;
+use crate::sgemm::product;
+
+/// Key columns one pass over a query block covers at most: a 64 × 256 tile of scores
+/// is 64 KiB, in L2 beside the head's keys and values.
+pub const CHUNK: usize = 256;
+
+/// Added to a dropped key's score (times 1 − keep) so it never wins the row maximum.
+const DROPPED: f32 = 1.267_650_6e30; // 2^100
+
+/// A pattern's block lists: `lists[qb]` are the key blocks of query block qb,
+/// ascending, each ≤ qb, the diagonal always included.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockLists {
+    pub block: usize,
+    pub lists: Vec<Vec<usize>>,
+}
+
+impl BlockLists {
+    /// The causal triangle in `block`-sized tiles: query block qb sees 0..=qb.
+    pub fn causal(t_len: usize, block: usize) -> BlockLists {
+        BlockLists {
+            block,
+            lists: (0..t_len.div_ceil(block))
+                .map(|qb| (0..=qb).collect())
+                .collect(),
+        }
+    }
+
+    /// (first column, columns) of each chunk query block `qb` visits: runs of
+    /// consecutive listed blocks, cut into pieces of at most [`CHUNK`] columns.
+    pub fn chunks(&self, t_len: usize, qb: usize) -> Vec<(usize, usize)> {
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &kb in &self.lists[qb] {
+            let start = kb * self.block;
+            let len = self.block.min(t_len - start);
+            match runs.last_mut() {
+                Some((s, l)) if *s + *l == start && *l + len <= CHUNK.max(self.block) => *l += len,
+                _ => runs.push((start, len)),
+            }
+        }
+        runs
+    }
+
+    /// The table the kernels walk, built once by the plan and embedded in the JIT's
+    /// code: `[block, query blocks, then per query block: chunks, (start, columns)…]`.
+    pub fn table(&self, t_len: usize) -> Vec<u32> {
+        let mut table = vec![self.block as u32, self.lists.len() as u32];
+        for qb in 0..self.lists.len() {
+            let chunks = self.chunks(t_len, qb);
+            table.push(chunks.len() as u32);
+            table.extend(chunks.iter().flat_map(|&(c0, n)| [c0 as u32, n as u32]));
+        }
+        table
+    }
+}
+
+/// One query block of a table: its first row, rows, and chunks.
+pub(crate) struct QueryBlock<'t> {
+    pub r0: usize,
+    pub rows: usize,
+    chunks: &'t [u32],
+}
+
+impl QueryBlock<'_> {
+    pub fn chunks(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (self.chunks.chunks_exact(2)).map(|c| (c[0] as usize, c[1] as usize))
+    }
+}
+
+/// The block size and query blocks of a [`BlockLists::table`], in order (walked in
+/// place: a step allocates nothing).
+pub(crate) fn query_blocks(
+    table: &[u32],
+    t_len: usize,
+) -> (usize, impl Iterator<Item = QueryBlock<'_>> + Clone) {
+    let (block, count) = (table[0] as usize, table[1] as usize);
+    let blocks = (0..count).scan(2, move |at, qb| {
+        let n = table[*at] as usize;
+        let chunks = &table[*at + 1..*at + 1 + 2 * n];
+        *at += 1 + 2 * n;
+        let r0 = qb * block;
+        Some(QueryBlock {
+            r0,
+            rows: block.min(t_len - r0),
+            chunks,
+        })
+    });
+    (block, blocks)
+}
+
+/// Length of a table (for reading one back from a raw pointer).
+pub(crate) unsafe fn table_len(table: *const u32) -> usize {
+    // SAFETY: the caller passes a table built by `BlockLists::table`.
+    unsafe {
+        let count = *table.add(1) as usize;
+        let mut at = 2;
+        for _ in 0..count {
+            at += 1 + 2 * *table.add(at) as usize;
+        }
+        at
+    }
+}
+
+thread_local! {
+    /// This thread's tiles (scores or probabilities, their gradients) and row
+    /// statistics, grown on first use to the largest block seen, never again.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `body` with `len` floats of this thread's scratch.
+pub(crate) fn with_scratch<R>(len: usize, body: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        body(&mut s[..len])
+    })
+}
+
+/// The raw operands of one call: every pointer at (b = 0, t = 0, head 0).
+#[derive(Clone, Copy)]
+pub(crate) struct Raw {
+    pub shape: AttentionShape,
+    pub keep: *const f32,
+}
+
+// SAFETY: heads write disjoint parts of the outputs (see the callers).
+unsafe impl Send for Raw {}
+unsafe impl Sync for Raw {}
+
+/// Runs `head(b, h)` for every head, spread over the caller's GEMM threads.
+pub(crate) fn for_each_head(shape: AttentionShape, head: impl Fn(usize, usize) + Sync + Send) {
+    let heads = shape.batch * shape.heads;
+    if crate::sgemm::gemm_threads() > 1 && heads > 1 {
+        use rayon::prelude::*;
+        (0..heads)
+            .into_par_iter()
+            .for_each(|i| head(i / shape.heads, i % shape.heads));
+    } else {
+        (0..heads).for_each(|i| head(i / shape.heads, i % shape.heads));
+    }
+}
+
+/// `s·x` for the first `valid` keys (the rest are past the diagonal), pushed down by
+/// 2^100 where `keep` drops them; returns the row's new maximum.
+#[inline(always)]
+pub(crate) fn scaled_scores(x: &mut [f32], keep: Option<&[f32]>, scale: f32) -> f32 {
+    const L: usize = 16;
+    match keep {
+        Some(k) => {
+            for (v, k) in x.iter_mut().zip(k) {
+                *v = (*k - 1.0).mul_add(DROPPED, *v * scale);
+            }
+        }
+        None => x.iter_mut().for_each(|v| *v *= scale),
+    }
+    let mut m = [f32::NEG_INFINITY; L];
+    let whole = x.len() / L * L;
+    for chunk in x[..whole].chunks_exact(L) {
+        for j in 0..L {
+            m[j] = if chunk[j] > m[j] { chunk[j] } else { m[j] };
+        }
+    }
+    let max = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    x[whole..].iter().copied().fold(max, f32::max)
+}
+
+/// `x ← exp(x − shift)·keep` in place; returns Σ x (16 partial sums).
+#[inline(always)]
+pub(crate) fn exp_shifted(x: &mut [f32], keep: Option<&[f32]>, shift: f32) -> f32 {
+    const L: usize = 16;
+    let mut s = [0.0f32; L];
+    let whole = x.len() / L * L;
+    let keep_at = |j: usize| keep.map_or(1.0, |k| k[j]);
+    for (c, chunk) in x[..whole].chunks_exact_mut(L).enumerate() {
+        for j in 0..L {
+            let e = exp_f32(chunk[j] - shift) * keep_at(c * L + j);
+            chunk[j] = e;
+            s[j] += e;
+        }
+    }
+    let mut sum: f32 = s.iter().sum();
+    for (j, v) in x.iter_mut().enumerate().skip(whole) {
+        *v = exp_f32(*v - shift) * keep_at(j);
+        sum += *v;
+    }
+    sum
+}
+
+/// The online softmax of one chunk: the tile `s` (rows × n at stride `ld`, query rows
+/// from r0, key columns from c0) becomes probabilities against the running maxima `m`
+/// and sums `l`; `alpha[i]` is the factor row i's earlier output must be scaled by.
+/// `keep` is the mask from (r0, c0) on, at stride `k_ld`.
+#[allow(clippy::too_many_arguments)]
+fn online_softmax(
+    s: &mut [f32],
+    ld: usize,
+    at: (usize, usize, usize),
+    keep: Option<(&[f32], usize)>,
+    scale: f32,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    crate::cpu::full_width!((s: &mut [f32], ld: usize, at: (usize, usize, usize), keep: Option<(&[f32], usize)>, scale: f32, m: &mut [f32], l: &mut [f32], alpha: &mut [f32]) => {
+        let (r0, c0, n) = at;
+        for i in 0..m.len() {
+            let valid = (r0 + i + 1 - c0).min(n);
+            let row = &mut s[i * ld..i * ld + n];
+            let (x, past) = row.split_at_mut(valid);
+            let keep = keep.map(|(k, k_ld)| &k[i * k_ld..i * k_ld + valid]);
+            let max = scaled_scores(x, keep, scale).max(m[i]);
+            let a = exp_f32(m[i] - max);
+            let sum = exp_shifted(x, keep, max);
+            past.fill(0.0);
+            l[i] = l[i] * a + sum;
+            m[i] = max;
+            alpha[i] = a;
+        }
+    })
+}
+
+/// Multiplies row i of the rows × hs block at `o` (row stride `ld`) by `factor[i]`.
+unsafe fn scale_rows(o: *mut f32, ld: usize, hs: usize, factor: &[f32]) {
+    for (i, &f) in factor.iter().enumerate() {
+        // SAFETY: the caller's block holds these rows.
+        let row = unsafe { std::slice::from_raw_parts_mut(o.add(i * ld), hs) };
+        row.iter_mut().for_each(|x| *x *= f);
+    }
+}
+
+/// Attention forward of every head: `out` and the rows' log-sum-exp `lse`.
+///
+/// # Safety
+/// Pointers to tensors of `shape` (qkv (B,T,3C), out (B,T,C), lse (B,NH,T), keep
+/// (T,T) or null), `table` built by [`BlockLists::table`] for this T.
+pub unsafe extern "C" fn cllm_flash_attention(
+    out: *mut f32,
+    lse: *mut f32,
+    qkv: *const f32,
+    keep: *const f32,
+    table: *const u32,
+    batch: i64,
+    t_len: i64,
+    channels: i64,
+    heads: i64,
+) {
+    let shape = AttentionShape {
+        batch: batch as usize,
+        t_len: t_len as usize,
+        channels: channels as usize,
+        heads: heads as usize,
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        let table = std::slice::from_raw_parts(table, table_len(table));
+        let raw = Raw { shape, keep };
+        let io = [out as usize, lse as usize, qkv as usize];
+        for_each_head(shape, |b, h| forward_head(raw, io, table, b, h));
+    }
+}
+
+/// One head of the forward (see the module doc). Heads write disjoint rows of `lse`
+/// and disjoint columns of `out`.
+unsafe fn forward_head(raw: Raw, [out, lse, qkv]: [usize; 3], table: &[u32], b: usize, h: usize) {
+    let AttentionShape {
+        t_len,
+        channels: c,
+        heads,
+        ..
+    } = raw.shape;
+    let hs = raw.shape.head_size();
+    let scale = (1.0 / (hs as f64).sqrt()) as f32;
+    let (ld_qkv, ld_o) = (3 * c as isize, c as isize);
+    let (block, blocks) = query_blocks(table, t_len);
+    // SAFETY: every pointer below is inside the caller's tensors.
+    unsafe {
+        let q0 = (qkv as *const f32).add(b * t_len * 3 * c + h * hs);
+        let (k0, v0) = (q0.add(c), q0.add(2 * c));
+        let o0 = (out as *mut f32).add(b * t_len * c + h * hs);
+        let lse0 = (lse as *mut f32).add((b * heads + h) * t_len);
+        with_scratch(block * CHUNK.max(block) + 3 * block, |scratch| {
+            let ld = CHUNK.max(block);
+            let (tile, stats) = scratch.split_at_mut(block * ld);
+            for qb in blocks {
+                let (r0, rows) = (qb.r0, qb.rows);
+                let (m, rest) = stats.split_at_mut(block);
+                let (l, alpha) = rest.split_at_mut(block);
+                let (m, l, alpha) = (&mut m[..rows], &mut l[..rows], &mut alpha[..rows]);
+                m.fill(f32::NEG_INFINITY);
+                l.fill(0.0);
+                let q = q0.add(r0 * 3 * c);
+                let o = o0.add(r0 * c);
+                for (i, (c0, n)) in qb.chunks().enumerate() {
+                    let s = (tile.as_mut_ptr() as *const f32, ld as isize, 1);
+                    product(
+                        [rows, n, hs],
+                        s,
+                        (q, ld_qkv, 1),
+                        (k0.add(c0 * 3 * c), 1, ld_qkv),
+                        false,
+                    );
+                    let keep = (!raw.keep.is_null()).then(|| {
+                        let from = raw.keep.add(r0 * t_len + c0);
+                        (
+                            std::slice::from_raw_parts(from, (rows - 1) * t_len + n),
+                            t_len,
+                        )
+                    });
+                    online_softmax(tile, ld, (r0, c0, n), keep, scale, m, l, alpha);
+                    if i > 0 {
+                        scale_rows(o, c, hs, alpha);
+                    }
+                    let v = (v0.add(c0 * 3 * c), ld_qkv, 1);
+                    product([rows, hs, n], (o as *const f32, ld_o, 1), s, v, i > 0);
+                }
+                for i in 0..rows {
+                    let inv = 1.0 / l[i];
+                    alpha[i] = inv;
+                    *lse0.add(r0 + i) = m[i] + l[i].ln();
+                }
+                scale_rows(o, c, hs, alpha);
+            }
+        });
+    }
+}

@@ -1,0 +1,192 @@
+//! The backward half of `flash_attention.rs` (the math is in its module doc): per
+//! head and query block, `D = rowsum(dO ⊙ O)`, then for each chunk of listed keys the
+//! probabilities recomputed from the saved log-sum-exp and five products,
+//! `S = Q·Kᵀ`, `dP = dO·Vᵀ`, `dQ += dS·K`, `dK += dSᵀ·Q`, `dV += Pᵀ·dO`.
+//! Every gradient is accumulated (`+=`) in one fixed order per head.
+
+use crate::attention::AttentionShape;
+use crate::flash_attention::{CHUNK, Raw, for_each_head, query_blocks, table_len, with_scratch};
+use crate::jit::math::exp_f32;
+use crate::sgemm::product;
+
+/// The probabilities and score gradients of one chunk: `p` holds the scores Q·Kᵀ and
+/// becomes `P = exp(s·S − lse)·keep`; `ds` holds `dP = dO·Vᵀ` and becomes
+/// `s·P ⊙ (dP − D)`; both zero past the diagonal. Rows × n at stride `ld`, query rows
+/// from r0, key columns from c0; `keep` from (r0, c0) on at its stride.
+#[allow(clippy::too_many_arguments)]
+fn probabilities_and_gradients(
+    p: &mut [f32],
+    ds: &mut [f32],
+    ld: usize,
+    at: (usize, usize, usize),
+    keep: Option<(&[f32], usize)>,
+    scale: f32,
+    lse: &[f32],
+    d: &[f32],
+) {
+    crate::cpu::full_width!((p: &mut [f32], ds: &mut [f32], ld: usize, at: (usize, usize, usize), keep: Option<(&[f32], usize)>, scale: f32, lse: &[f32], d: &[f32]) => {
+        let (r0, c0, n) = at;
+        for i in 0..lse.len() {
+            let valid = (r0 + i + 1 - c0).min(n);
+            let (p_row, ds_row) = (&mut p[i * ld..i * ld + n], &mut ds[i * ld..i * ld + n]);
+            let (li, di) = (lse[i], d[i]);
+            match keep {
+                Some((k, k_ld)) => {
+                    let k = &k[i * k_ld..i * k_ld + valid];
+                    for j in 0..valid {
+                        let a = exp_f32(p_row[j].mul_add(scale, -li)) * k[j];
+                        p_row[j] = a;
+                        ds_row[j] = a * (ds_row[j] - di) * scale;
+                    }
+                }
+                None => {
+                    for j in 0..valid {
+                        let a = exp_f32(p_row[j].mul_add(scale, -li));
+                        p_row[j] = a;
+                        ds_row[j] = a * (ds_row[j] - di) * scale;
+                    }
+                }
+            }
+            p_row[valid..].fill(0.0);
+            ds_row[valid..].fill(0.0);
+        }
+    })
+}
+
+/// `d[i] = dO_i · O_i` for rows × hs blocks at stride `ld`.
+unsafe fn row_dots(d: &mut [f32], dout: *const f32, out: *const f32, ld: usize, hs: usize) {
+    for (i, di) in d.iter_mut().enumerate() {
+        // SAFETY: the caller's blocks hold these rows.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(dout.add(i * ld), hs),
+                std::slice::from_raw_parts(out.add(i * ld), hs),
+            )
+        };
+        *di = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    }
+}
+
+/// Attention backward of every head: accumulates into `dqkv`.
+///
+/// # Safety
+/// As [`crate::flash_attention::cllm_flash_attention`], with dqkv (B,T,3C), dout and out
+/// (B,T,C), lse (B,NH,T) as the forward saved it.
+pub unsafe extern "C" fn cllm_flash_attention_backward(
+    dqkv: *mut f32,
+    dout: *const f32,
+    qkv: *const f32,
+    out: *const f32,
+    lse: *const f32,
+    keep: *const f32,
+    table: *const u32,
+    batch: i64,
+    t_len: i64,
+    channels: i64,
+    heads: i64,
+) {
+    let shape = AttentionShape {
+        batch: batch as usize,
+        t_len: t_len as usize,
+        channels: channels as usize,
+        heads: heads as usize,
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        let table = std::slice::from_raw_parts(table, table_len(table));
+        let raw = Raw { shape, keep };
+        let io = [dqkv, dout, qkv, out, lse].map(|p| p as usize);
+        for_each_head(shape, |b, h| backward_head(raw, io, table, b, h));
+    }
+}
+
+/// One head of the backward. Heads write disjoint columns of `dqkv`.
+unsafe fn backward_head(
+    raw: Raw,
+    [dqkv, dout, qkv, out, lse]: [usize; 5],
+    table: &[u32],
+    b: usize,
+    h: usize,
+) {
+    let AttentionShape {
+        t_len,
+        channels: c,
+        heads,
+        ..
+    } = raw.shape;
+    let hs = raw.shape.head_size();
+    let scale = (1.0 / (hs as f64).sqrt()) as f32;
+    let (ld_qkv, ld_o) = (3 * c as isize, c as isize);
+    let (block, blocks) = query_blocks(table, t_len);
+    let ld = CHUNK.max(block);
+    // SAFETY: every pointer below is inside the caller's tensors.
+    unsafe {
+        let at = b * t_len * 3 * c + h * hs;
+        let q0 = (qkv as *const f32).add(at);
+        let (k0, v0) = (q0.add(c), q0.add(2 * c));
+        let dq0 = (dqkv as *mut f32).add(at) as *const f32;
+        let (dk0, dv0) = (dq0.add(c), dq0.add(2 * c));
+        let o_at = b * t_len * c + h * hs;
+        let (do0, o0) = (
+            (dout as *const f32).add(o_at),
+            (out as *const f32).add(o_at),
+        );
+        let lse0 = (lse as *const f32).add((b * heads + h) * t_len);
+        with_scratch(2 * block * ld + block, |scratch| {
+            let (p, rest) = scratch.split_at_mut(block * ld);
+            let (ds, d) = rest.split_at_mut(block * ld);
+            for qb in blocks {
+                let (r0, rows) = (qb.r0, qb.rows);
+                let d = &mut d[..rows];
+                let (q, dq) = (q0.add(r0 * 3 * c), dq0.add(r0 * 3 * c));
+                let d_out = do0.add(r0 * c);
+                row_dots(d, d_out, o0.add(r0 * c), c, hs);
+                let lse = std::slice::from_raw_parts(lse0.add(r0), rows);
+                for (c0, n) in qb.chunks() {
+                    let (k, v) = (k0.add(c0 * 3 * c), v0.add(c0 * 3 * c));
+                    let (p_tile, ds_tile) = (p.as_ptr(), ds.as_ptr());
+                    let ld_t = ld as isize;
+                    product(
+                        [rows, n, hs],
+                        (p_tile, ld_t, 1),
+                        (q, ld_qkv, 1),
+                        (k, 1, ld_qkv),
+                        false,
+                    );
+                    let dp = (ds_tile, ld_t, 1);
+                    product([rows, n, hs], dp, (d_out, ld_o, 1), (v, 1, ld_qkv), false);
+                    let keep = (!raw.keep.is_null()).then(|| {
+                        let from = raw.keep.add(r0 * t_len + c0);
+                        (
+                            std::slice::from_raw_parts(from, (rows - 1) * t_len + n),
+                            t_len,
+                        )
+                    });
+                    probabilities_and_gradients(p, ds, ld, (r0, c0, n), keep, scale, lse, d);
+                    let (pt, dst) = ((p_tile, 1, ld_t), (ds_tile, 1, ld_t));
+                    product(
+                        [rows, hs, n],
+                        (dq, ld_qkv, 1),
+                        (ds_tile, ld_t, 1),
+                        (k, ld_qkv, 1),
+                        true,
+                    );
+                    product(
+                        [n, hs, rows],
+                        (dk0.add(c0 * 3 * c), ld_qkv, 1),
+                        dst,
+                        (q, ld_qkv, 1),
+                        true,
+                    );
+                    product(
+                        [n, hs, rows],
+                        (dv0.add(c0 * 3 * c), ld_qkv, 1),
+                        pt,
+                        (d_out, ld_o, 1),
+                        true,
+                    );
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,155 @@
+//! Tiled (flash) attention, as the JIT calls it, against the masked reference: the
+//! output, the saved log-sum-exp and the gradient, on random block-sparse patterns
+//! (ragged T with a partial last block, several block sizes, random key-block lists
+//! and a random mask inside the listed tiles), on the causal triangle (dense attention
+//! as the plan runs it), and with runs longer than one chunk of keys.
+//!
+//! The products inside run on the CPU's widest micro-kernel; `.ci/run` runs this file
+//! again with `CLLM_ISA=avx2` (and `portable`) so every path this CPU has is checked.
+
+mod common;
+use common::*;
+
+use cllm_kernels::attention::{
+    AttentionShape, attention_backward, attention_forward, emit_attention_backward,
+    emit_attention_forward,
+};
+use cllm_kernels::flash_attention::{BlockLists, CHUNK};
+
+/// Random lists (the diagonal always in) and a mask that keeps only keys inside
+/// listed tiles (the diagonal always kept).
+fn random_pattern(rng: &mut Lcg, t_len: usize, block: usize, full: bool) -> (BlockLists, Vec<f32>) {
+    let n = t_len.div_ceil(block);
+    let lists: Vec<Vec<usize>> = (0..n)
+        .map(|qb| {
+            (0..=qb)
+                .filter(|&kb| kb == qb || full || rng.next() > 0.2)
+                .collect()
+        })
+        .collect();
+    let mut keep = vec![0.0f32; t_len * t_len];
+    for t in 0..t_len {
+        for &kb in &lists[t / block] {
+            for t2 in kb * block..((kb + 1) * block).min(t + 1) {
+                keep[t * t_len + t2] = (t2 == t || full || rng.next() > -0.6) as u8 as f32;
+            }
+        }
+    }
+    (BlockLists { block, lists }, keep)
+}
+
+#[test]
+fn block_sparse_attention_matches_the_masked_reference() {
+    for (t_len, block, channels, heads, full) in [
+        (70, 16, 8, 2, false),
+        (64, 16, 12, 3, false),
+        (33, 8, 8, 1, false),
+        (48, 16, 8, 2, true),
+        (17, 64, 8, 2, false),
+        (300, 32, 16, 2, false),
+    ] {
+        let mut rng = Lcg((t_len * block + channels) as u64);
+        let (blocks, keep) = random_pattern(&mut rng, t_len, block, full);
+        check(&mut rng, t_len, channels, heads, &blocks, Some(keep));
+    }
+}
+
+#[test]
+fn causal_triangle_attention_matches_the_dense_reference() {
+    for (t_len, block, channels, heads) in [
+        (70, 32, 8, 2),
+        (33, 16, 12, 3),
+        (256, 32, 16, 2),
+        (5, 64, 8, 2),
+        (600, 64, 32, 2),
+    ] {
+        let mut rng = Lcg((t_len * block + channels) as u64 + 7);
+        let blocks = BlockLists::causal(t_len, block);
+        check(&mut rng, t_len, channels, heads, &blocks, None);
+    }
+}
+
+#[test]
+fn long_runs_are_cut_into_chunks_in_order() {
+    let blocks = BlockLists::causal(600, 64);
+    assert_eq!(blocks.chunks(600, 0), vec![(0, 64)]);
+    // Query block 9 sees keys 0..600: chunks of at most CHUNK columns, contiguous.
+    let chunks = blocks.chunks(600, 9);
+    assert!(chunks.iter().all(|&(_, n)| n <= CHUNK));
+    let covered: Vec<usize> = chunks.iter().flat_map(|&(c0, n)| c0..c0 + n).collect();
+    assert_eq!(covered, (0..600).collect::<Vec<_>>());
+    // A gap between listed blocks starts a new chunk.
+    let sparse = BlockLists {
+        block: 16,
+        lists: vec![vec![0], vec![1], vec![0, 2]],
+    };
+    assert_eq!(sparse.chunks(40, 2), vec![(0, 16), (32, 8)]);
+}
+
+/// Forward (out and lse) and backward of the JIT-called kernels against the
+/// reference, with `keep` as the mask (None: causal only).
+fn check(
+    rng: &mut Lcg,
+    t_len: usize,
+    channels: usize,
+    heads: usize,
+    blocks: &BlockLists,
+    keep: Option<Vec<f32>>,
+) {
+    let batch = 2;
+    let shape = AttentionShape {
+        batch,
+        t_len,
+        channels,
+        heads,
+    };
+    let hs = channels / heads;
+    let masked = keep.is_some();
+    let mut keep = keep.unwrap_or_default();
+    let mut qkv = rng.vec(batch * t_len * 3 * channels, 1.0);
+    let n_arguments = 3 + masked as usize;
+    let compiled = compile(n_arguments, |e, p| {
+        let keep = masked.then(|| p[3]);
+        emit_attention_forward(e, [p[0], p[1], p[2]], keep, shape, blocks)
+    });
+    let mut out = vec![f32::NAN; batch * t_len * channels];
+    let mut lse = vec![f32::NAN; batch * heads * t_len];
+    let mut args = vec![ptr(&mut out), ptr(&mut lse), ptr(&mut qkv)];
+    if masked {
+        args.push(ptr(&mut keep));
+    }
+    call(&compiled, &mut args, &[]);
+    let (mut r_out, mut r_lse) = (vec![0.0; out.len()], vec![0.0; lse.len()]);
+    attention_forward(
+        &mut r_out,
+        &mut r_lse,
+        &qkv,
+        masked.then_some(&keep[..]),
+        shape,
+    );
+    let name = format!("T {t_len}, blocks of {}, masked {masked}", blocks.block);
+    assert_close(&format!("{name}: out"), &out, &r_out, t_len * hs);
+    assert_close(&format!("{name}: lse"), &lse, &r_lse, hs);
+
+    let mut dout = rng.vec(out.len(), 1.0);
+    let d0 = rng.vec(qkv.len(), 1.0);
+    let compiled = compile(5 + masked as usize, |e, p| {
+        let keep = masked.then(|| p[5]);
+        emit_attention_backward(e, [p[0], p[1], p[2], p[3], p[4]], keep, shape, blocks)
+    });
+    let mut dqkv = d0.clone();
+    let mut args = vec![
+        ptr(&mut dqkv),
+        ptr(&mut dout),
+        ptr(&mut qkv),
+        ptr(&mut out),
+        ptr(&mut lse),
+    ];
+    if masked {
+        args.push(ptr(&mut keep));
+    }
+    call(&compiled, &mut args, &[]);
+    let mut r_dqkv = d0;
+    attention_backward(&mut r_dqkv, &dout, &qkv, masked.then_some(&keep[..]), shape);
+    assert_close(&format!("{name}: backward"), &dqkv, &r_dqkv, t_len * hs);
+}
