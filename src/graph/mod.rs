@@ -36,8 +36,6 @@ pub enum Role {
     Saved,
     /// The gradient of an activation; zeroed before each backward pass.
     Grad,
-    /// Scratch space a kernel needs only while it runs (attention backward's T×T).
-    Workspace,
     /// A sparse attention pattern's (T,T) mask: 1 where a query may attend a key. Fixed
     /// for the run, filled once from the plan's pattern.
     Mask,

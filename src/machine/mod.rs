@@ -126,7 +126,7 @@ impl<T: Real> Machine<T> {
                     Role::Targets => (Region::Targets, 0),
                     Role::Param(i) => (Region::Params, param_offsets[i]),
                     Role::ParamGrad(i) => (Region::Grads, param_offsets[i]),
-                    Role::Activation | Role::Saved | Role::Grad | Role::Workspace => {
+                    Role::Activation | Role::Saved | Role::Grad => {
                         match plan.slots[id] {
                             Some(slot) => (Region::Arena, slot.offset),
                             // Never touched by any kernel (e.g. the loss gradient's seed).

@@ -43,10 +43,7 @@ pub fn allocate(plan: &mut Plan) {
         for op in &kernel.ops {
             for &id in op.outputs.iter() {
                 let t = graph.tensor(id);
-                if !matches!(
-                    t.role,
-                    Role::Activation | Role::Saved | Role::Grad | Role::Workspace
-                ) {
+                if !matches!(t.role, Role::Activation | Role::Saved | Role::Grad) {
                     continue;
                 }
                 match &mut lifetimes[id.0] {

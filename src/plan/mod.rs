@@ -358,7 +358,7 @@ impl Plan {
     pub fn in_arena(&self, id: TensorId) -> bool {
         matches!(
             self.graph.tensor(id).role,
-            Role::Activation | Role::Saved | Role::Grad | Role::Workspace
+            Role::Activation | Role::Saved | Role::Grad
         )
     }
 

@@ -39,7 +39,6 @@ pub fn lifetimes_svg(plan: &Plan) -> String {
         let color = match tensor.role {
             Role::Grad => "#e9967a",
             Role::Saved => "#9acd32",
-            Role::Workspace => "#d3d3d3",
             _ => "#6495ed",
         };
         let (x0, x1) = (x(slot.first), x(slot.last + 1));
