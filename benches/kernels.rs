@@ -141,12 +141,8 @@ fn kernels(c: &mut Criterion) {
     };
     // Dense causal attention as the plan runs it: the triangle's tiles, FLOPs counted
     // over the tiles computed (forward two products, backward five).
-    let tiles = cllm::plan::AttentionBlocks::causal(T);
-    let tiled = |products: usize| (2 * products * T * T * C) as f64 * tiles.fraction(T);
-    let blocks = cllm_kernels::flash_attention::BlockLists {
-        block: tiles.block,
-        lists: tiles.lists.clone(),
-    };
+    let blocks = cllm::plan::causal_blocks(T);
+    let tiled = |products: usize| (2 * products * T * T * C) as f64 * blocks.fraction(T);
     bench_kernel(
         c,
         "attention_fwd",
@@ -166,7 +162,7 @@ fn kernels(c: &mut Criterion) {
         Step::AttentionBackward {
             shape,
             masked: false,
-            blocks,
+            blocks: blocks.clone(),
         },
         &[n * 3 * C, n * C, n * 3 * C, n * C, HEADS * T],
         flops(tiled(5) as usize),

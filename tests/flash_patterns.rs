@@ -10,7 +10,6 @@ use cllm::plan;
 use cllm::rng::Rng;
 use cllm::spec;
 use cllm_kernels::attention::{AttentionShape, attention_backward, attention_forward};
-use cllm_kernels::flash_attention::BlockLists;
 use cllm_kernels::jit::{Compiled, JitOptions};
 use cllm_kernels::program::{KernelDesc, Step, compile};
 
@@ -40,18 +39,14 @@ fn check(attention: &str) {
     );
     let spec = spec::parse(&text, "patterns", Path::new("specs"), &[]).unwrap();
     let plan = plan::plan(&spec).unwrap();
-    let tiles = plan.attention_blocks.clone().expect("the plan lists tiles");
+    let blocks = plan.attention_blocks.clone();
     assert!(
-        !CONTEXT.is_multiple_of(tiles.block),
+        !CONTEXT.is_multiple_of(blocks.block),
         "{attention}: the last block must be ragged"
     );
-    let blocks = BlockLists {
-        block: tiles.block,
-        lists: tiles.lists.clone(),
-    };
     if attention.starts_with("window") || attention.starts_with("strided") {
         assert!(
-            !tiles.is_causal(),
+            !blocks.is_causal(),
             "{attention}: expected block-sparse lists"
         );
     }
@@ -89,7 +84,7 @@ fn check(attention: &str) {
     let backward = kernel(Step::AttentionBackward {
         shape,
         masked,
-        blocks,
+        blocks: blocks.clone(),
     });
     let mut dqkv = vec![0.0; qkv.len()];
     let mut args = vec![
@@ -106,9 +101,9 @@ fn check(attention: &str) {
     close(attention, "dqkv", &dqkv, &r_dqkv);
     eprintln!(
         "{attention}: {} tiles of {} (causal triangle: {})",
-        tiles.lists.iter().map(Vec::len).sum::<usize>(),
-        tiles.block,
-        tiles.is_causal()
+        blocks.lists.iter().map(Vec::len).sum::<usize>(),
+        blocks.block,
+        blocks.is_causal()
     );
 }
 

@@ -20,7 +20,7 @@
 use crate::real::{Real, add_into, dot};
 
 /// Sizes of one attention call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AttentionShape {
     pub batch: usize,
     pub t_len: usize,

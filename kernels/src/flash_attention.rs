@@ -40,7 +40,7 @@ const DROPPED: f32 = 1.267_650_6e30; // 2^100
 
 /// A pattern's block lists: `lists[qb]` are the key blocks of query block qb,
 /// ascending, each ≤ qb, the diagonal always included.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BlockLists {
     pub block: usize,
     pub lists: Vec<Vec<usize>>,
@@ -55,6 +55,24 @@ impl BlockLists {
                 .map(|qb| (0..=qb).collect())
                 .collect(),
         }
+    }
+
+    /// Whether these are the causal triangle's tiles (every block up to the diagonal).
+    pub fn is_causal(&self) -> bool {
+        (self.lists.iter().enumerate()).all(|(qb, list)| list.iter().copied().eq(0..=qb))
+    }
+
+    /// Cells of the T×T square the tiles cover (ragged last blocks at their size).
+    pub fn area(&self, t_len: usize) -> usize {
+        let size = |b: usize| self.block.min(t_len - b * self.block);
+        (self.lists.iter().enumerate())
+            .map(|(qb, list)| size(qb) * list.iter().map(|&kb| size(kb)).sum::<usize>())
+            .sum()
+    }
+
+    /// The fraction of the T×T square the tiles cover.
+    pub fn fraction(&self, t_len: usize) -> f64 {
+        self.area(t_len) as f64 / (t_len * t_len) as f64
     }
 
     /// (first column, columns) of each chunk query block `qb` visits: runs of

@@ -27,6 +27,7 @@ pub mod matmul;
 pub mod packed_gemm;
 pub mod program;
 pub mod real;
+pub mod reference;
 pub mod residual;
 pub mod sgemm;
 pub mod shard_sum;

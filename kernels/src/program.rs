@@ -17,9 +17,12 @@ use crate::residual::{emit_residual_backward, emit_residual_forward};
 use crate::shard_sum::emit_shard_grad_sum;
 use crate::softmax_xent::{emit_softmax_xent_backward, emit_softmax_xent_forward};
 
-/// One piece of work with its exact shapes. The argument slots that go with it are
-/// listed in the order given on each variant.
-#[derive(Clone, Debug, PartialEq)]
+/// One piece of work with its exact shapes: the kernel IR that leaves the plan. Both
+/// back ends consume it — [`compile`] (the JIT) and [`crate::reference::run_step`] (the
+/// reference kernels) — with its argument slots in the order given on each variant and
+/// named by [`Step::slots`].
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Step {
     /// [out, tokens, wte, wpe]
     Embedding { batch: usize, t: usize, c: usize },
@@ -73,6 +76,85 @@ pub enum Step {
     ShardGradSum { shards: usize, len: usize },
     /// [params, grads, m, v]; segments are (offset, length, decayed); scalars as in `emit_adamw`
     AdamW { segments: Vec<(usize, usize, bool)> },
+}
+
+/// One argument slot of a step: its name and whether the step writes it (the others
+/// it only reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Slot {
+    pub name: &'static str,
+    pub writes: bool,
+}
+
+const fn w(name: &'static str) -> Slot {
+    Slot { name, writes: true }
+}
+
+const fn r(name: &'static str) -> Slot {
+    Slot {
+        name,
+        writes: false,
+    }
+}
+
+impl Step {
+    /// The argument slots, in order: the one statement of each step's convention, read
+    /// by the plan when it binds tensors, by the JIT and by the reference.
+    pub fn slots(&self) -> Vec<Slot> {
+        let some = |on: bool, slot: Slot| on.then_some(slot);
+        match *self {
+            Step::Embedding { .. } => vec![w("out"), r("tokens"), r("wte"), r("wpe")],
+            Step::EmbeddingBackward { .. } => vec![w("dwte"), w("dwpe"), r("dout"), r("tokens")],
+            Step::LayerNorm { .. } => {
+                vec![
+                    w("out"),
+                    w("mean"),
+                    w("rstd"),
+                    r("inp"),
+                    r("weight"),
+                    r("bias"),
+                ]
+            }
+            Step::LayerNormBackward { .. } => vec![
+                w("dinp"),
+                w("dweight"),
+                w("dbias"),
+                r("dout"),
+                r("inp"),
+                r("weight"),
+                r("mean"),
+                r("rstd"),
+            ],
+            Step::Matmul { bias, gelu, .. } => [w("out"), r("inp"), r("weight")]
+                .into_iter()
+                .chain(some(bias, r("bias")))
+                .chain(some(gelu, w("gelu_out")))
+                .collect(),
+            Step::MatmulBackward { bias, .. } => [w("dinp"), w("dweight")]
+                .into_iter()
+                .chain(some(bias, w("dbias")))
+                .chain([r("dout"), r("inp"), r("weight")])
+                .collect(),
+            Step::Gelu { .. } => vec![w("out"), r("inp")],
+            Step::GeluBackward { .. } => vec![w("dinp"), r("dout"), r("inp")],
+            Step::Residual { .. } => vec![w("out"), r("a"), r("b")],
+            Step::ResidualBackward { .. } => vec![w("da"), w("db"), r("dout")],
+            Step::Attention { masked, .. } => [w("out"), w("lse"), r("qkv")]
+                .into_iter()
+                .chain(some(masked, r("keep")))
+                .collect(),
+            Step::AttentionBackward { masked, .. } => {
+                [w("dqkv"), r("dout"), r("qkv"), r("out"), r("lse")]
+                    .into_iter()
+                    .chain(some(masked, r("keep")))
+                    .collect()
+            }
+            Step::SoftmaxXent { .. } => vec![w("losses"), w("probs"), r("logits"), r("targets")],
+            Step::SoftmaxXentBackward { .. } => vec![w("dlogits"), r("probs"), r("targets")],
+            Step::ShardGradSum { shards, .. } => vec![w("grads"); shards],
+            Step::AdamW { .. } => vec![w("params"), r("grads"), w("m"), w("v")],
+        }
+    }
 }
 
 /// One kernel: a name and its steps, each with its argument slots.

@@ -1,18 +1,16 @@
-//! Stage 4: a [`Plan`] → a [`Program`]: every plan kernel as a kernel description for
-//! `cllm-kernels` (its ops as steps with exact shapes and argument slots; the matmul +
-//! bias + GELU epilogue fused into one pass), plus the kernels of the optimizer side,
+//! Stage 4: a [`Plan`] → a [`Program`]: every plan kernel's steps (the kernel IR the
+//! plan lowered, `plan::ir`) as a kernel description for `cllm-kernels`, its tensors
+//! numbered into one argument table per kernel, plus the kernels of the optimizer side,
 //! one per distinct parameter-chunk shape: the shard-gradient tree sum (which also
 //! returns the chunk's Σ g²) and AdamW. All compiled once into one module.
 //! `src/` knows nothing of Cranelift: it describes, `cllm-kernels` compiles.
 
 use std::time::Instant;
 
-use cllm_kernels::attention::AttentionShape;
-use cllm_kernels::flash_attention::BlockLists;
 use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
 use cllm_kernels::program::{self, KernelDesc, Step};
 
-use crate::graph::{Graph, Op, OpKind, TensorId};
+use crate::graph::TensorId;
 use crate::plan::Plan;
 
 /// One compiled plan kernel: its function and the tensors of its argument table.
@@ -62,13 +60,6 @@ pub struct ChunkKernels {
 /// tensors behind each plan kernel's argument slots.
 pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKernels) {
     let mut descs = Vec::with_capacity(plan.kernels.len() + 2);
-    // A sparse pattern's attention visits only its listed tiles (the planner decides).
-    let tiles = (plan.attention_blocks.clone())
-        .unwrap_or_else(|| crate::plan::AttentionBlocks::causal(plan.graph.dims.t));
-    let blocks = BlockLists {
-        block: tiles.block,
-        lists: tiles.lists,
-    };
     let mut tables = Vec::with_capacity(plan.kernels.len());
     for kernel in &plan.kernels {
         let mut args: Vec<TensorId> = Vec::new();
@@ -79,22 +70,12 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
                 args.len() - 1
             }
         };
-        let mut steps = Vec::new();
-        let mut i = 0;
-        while i < kernel.ops.len() {
-            let op = &kernel.ops[i];
-            let gelu = match (op.kind, kernel.ops.get(i + 1)) {
-                (OpKind::Matmul { .. }, Some(next))
-                    if next.kind == OpKind::Gelu && next.inputs[0] == op.outputs[0] =>
-                {
-                    Some(next.outputs[0])
-                }
-                _ => None,
-            };
-            let (step, tensors) = step_of(&plan.graph, op, gelu, &blocks);
-            steps.push((step, tensors.into_iter().map(&mut slot).collect()));
-            i += if gelu.is_some() { 2 } else { 1 };
-        }
+        let steps = (kernel.steps.iter())
+            .map(|call| {
+                let slots = call.args.iter().map(|a| slot(a.tensor)).collect();
+                (call.step.clone(), slots)
+            })
+            .collect();
         descs.push(KernelDesc {
             name: kernel.name.clone(),
             steps,
@@ -166,111 +147,4 @@ pub fn compile(plan: &Plan, options: JitOptions) -> Result<Program, JitError> {
         compiled,
         compile_seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// The step of one op and its tensors in the step's slot order.
-fn step_of(
-    graph: &Graph,
-    op: &Op,
-    gelu_out: Option<TensorId>,
-    blocks: &BlockLists,
-) -> (Step, Vec<TensorId>) {
-    let d = graph.dims;
-    let (t, c, rows) = (d.t, d.c, d.batch * d.t);
-    let (i, o) = (&op.inputs, &op.outputs);
-    let len = |id: TensorId| graph.tensor(id).len();
-    let attention = |heads| AttentionShape {
-        batch: d.batch,
-        t_len: t,
-        channels: c,
-        heads,
-    };
-    match op.kind {
-        OpKind::Embedding => (
-            Step::Embedding {
-                batch: d.batch,
-                t,
-                c,
-            },
-            vec![o[0], i[0], i[1], i[2]],
-        ),
-        OpKind::EmbeddingBackward => (
-            Step::EmbeddingBackward {
-                batch: d.batch,
-                t,
-                c,
-            },
-            vec![o[0], o[1], i[0], i[1]],
-        ),
-        OpKind::LayerNorm { eps } => (
-            Step::LayerNorm { rows, c, eps },
-            vec![o[0], o[1], o[2], i[0], i[1], i[2]],
-        ),
-        OpKind::LayerNormBackward => (
-            Step::LayerNormBackward { rows, c },
-            vec![o[0], o[1], o[2], i[0], i[1], i[2], i[3], i[4]],
-        ),
-        OpKind::Matmul { bias } => {
-            let cin = len(i[0]) / rows;
-            let mut tensors = vec![o[0], i[0], i[1]];
-            tensors.extend(bias.then(|| i[2]));
-            tensors.extend(gelu_out);
-            (
-                Step::Matmul {
-                    rows,
-                    c: cin,
-                    oc: len(i[1]) / cin,
-                    bias,
-                    gelu: gelu_out.is_some(),
-                },
-                tensors,
-            )
-        }
-        OpKind::MatmulBackward { bias } => {
-            let cin = len(i[1]) / rows;
-            let mut tensors = vec![o[0], o[1]];
-            tensors.extend(bias.then(|| o[2]));
-            tensors.extend([i[0], i[1], i[2]]);
-            (
-                Step::MatmulBackward {
-                    rows,
-                    c: cin,
-                    oc: len(i[2]) / cin,
-                    bias,
-                },
-                tensors,
-            )
-        }
-        OpKind::Gelu => (Step::Gelu { n: len(i[0]) }, vec![o[0], i[0]]),
-        OpKind::GeluBackward => (Step::GeluBackward { n: len(i[0]) }, vec![o[0], i[0], i[1]]),
-        OpKind::Residual => (Step::Residual { n: len(i[0]) }, vec![o[0], i[0], i[1]]),
-        OpKind::ResidualBackward => (
-            Step::ResidualBackward { n: len(i[0]) },
-            vec![o[0], o[1], i[0]],
-        ),
-        OpKind::Attention { heads } => (
-            Step::Attention {
-                shape: attention(heads),
-                masked: i.len() == 2,
-                blocks: blocks.clone(),
-            },
-            [o[0], o[1]].into_iter().chain(i.iter().copied()).collect(),
-        ),
-        OpKind::AttentionBackward { heads } => (
-            Step::AttentionBackward {
-                shape: attention(heads),
-                masked: i.len() == 5,
-                blocks: blocks.clone(),
-            },
-            [o[0]].into_iter().chain(i.iter().copied()).collect(),
-        ),
-        OpKind::SoftmaxXent => (
-            Step::SoftmaxXent { rows, v: d.vocab },
-            vec![o[0], o[1], i[0], i[1]],
-        ),
-        OpKind::SoftmaxXentBackward => (
-            Step::SoftmaxXentBackward { rows, v: d.vocab },
-            vec![o[0], i[0], i[1]],
-        ),
-    }
 }

@@ -120,7 +120,6 @@ impl Builder {
             logits: TensorId(0),
             losses: TensorId(0),
             mask: None,
-            attention_fraction: 1.0,
         };
         let bt = vec![dims.batch, dims.t];
         graph.tokens = graph.add_tensor("tokens".into(), bt.clone(), Role::Tokens);

@@ -155,9 +155,6 @@ pub struct Graph {
     pub losses: TensorId,
     /// The attention pattern's mask, when the pattern is not dense.
     pub mask: Option<TensorId>,
-    /// Share of the T×T square the attention kernels compute: 1 for the dense
-    /// kernels, the listed tiles' share for block-sparse ones (set by the planner).
-    pub attention_fraction: f64,
 }
 
 impl Graph {

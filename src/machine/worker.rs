@@ -5,7 +5,7 @@
 
 use cllm_kernels::Real;
 
-use super::reference::{self, OpContext};
+use super::reference::{self, StepContext};
 use super::{Place, Region, SyncPtr, Table};
 use crate::codegen::CompiledKernel;
 use crate::plan::{Phase, Plan};
@@ -86,8 +86,7 @@ impl<T: Real> Worker<T> {
                     // SAFETY: this worker is the only one running `shard` now, so its
                     // gradient buffer is ours alone for the duration of the kernel.
                     let grads = unsafe { shared.shard_grads[shard].slice(shared.grads_len) };
-                    let mut context = OpContext {
-                        plan,
+                    let mut context = StepContext {
                         places: shared.places,
                         arena: &mut self.arena,
                         params: shared.params,
@@ -96,8 +95,8 @@ impl<T: Real> Worker<T> {
                         tokens: &self.tokens,
                         targets: &self.targets,
                     };
-                    for o in 0..kernel.ops.len() {
-                        loss_sum += reference::run_op(&mut context, k, o, loss_scale);
+                    for call in &kernel.steps {
+                        loss_sum += reference::run(&mut context, call, loss_scale);
                     }
                 }
             }

@@ -34,7 +34,7 @@ pub struct ArenaStats {
     pub naive_bytes: u64,
 }
 
-/// Recomputes costs, first writers, lifetimes, offsets and the arena's statistics.
+/// Lowers every kernel to the kernel IR; recomputes costs, first writers, lifetimes, offsets and the arena's statistics.
 pub fn allocate(plan: &mut Plan) {
     let graph = &plan.graph;
     let mut lifetimes: Vec<Option<(usize, usize)>> = vec![None; graph.tensors.len()];
@@ -64,7 +64,8 @@ pub fn allocate(plan: &mut Plan) {
         }
     }
     for (kernel, zero) in plan.kernels.iter_mut().zip(first_writes) {
-        let (flops, bytes) = super::cost::kernel_cost(graph, &kernel.ops);
+        kernel.steps = super::ir::lower(graph, &kernel.ops, &plan.attention_blocks);
+        let (flops, bytes) = super::cost::kernel_cost(graph, &kernel.steps);
         kernel.flops = flops;
         kernel.bytes = bytes;
         kernel.zero_first = zero;

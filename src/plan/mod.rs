@@ -13,12 +13,15 @@
 
 mod cost;
 mod fusion;
+pub mod ir;
 mod memory;
 mod recompute;
 mod report;
 mod svg;
 
 use serde::Serialize;
+
+use cllm_kernels::flash_attention::BlockLists;
 
 use crate::graph::{Graph, Op, OpKind, Role, TensorId};
 use crate::lattice::{LatticeError, Pattern};
@@ -43,6 +46,9 @@ pub struct Kernel {
     pub name: String,
     pub phase: Phase,
     pub ops: Vec<Op>,
+    /// What the kernel runs: its ops lowered to the kernel IR (`ir`), which both back
+    /// ends consume; `flops` and `bytes` are counted from it.
+    pub steps: Vec<ir::StepCall>,
     pub flops: u64,
     /// Bytes read and written, counting each tensor the group touches once.
     pub bytes: u64,
@@ -124,44 +130,19 @@ pub struct Plan {
     /// The tiles attention visits: a sparse pattern's listed tiles when it leaves at
     /// most half of dense's, else the causal triangle (every key block up to the
     /// diagonal, with the pattern's mask if any).
-    pub attention_blocks: Option<AttentionBlocks>,
-}
-
-/// Block-sparse attention's tiles: for each query block, its key blocks.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AttentionBlocks {
-    pub block: usize,
-    pub lists: Vec<Vec<usize>>,
+    pub attention_blocks: BlockLists,
 }
 
 /// Query and key block size of block-sparse attention.
 pub const ATTENTION_BLOCK: usize = 64;
 
-impl AttentionBlocks {
-    /// Dense causal attention as tiles: query block qb sees key blocks 0..=qb, so the
-    /// masked upper triangle is never computed. Blocks of T/8 rows, 32 to 64: smaller
-    /// blocks skip more of the square (T = 256 in 32s computes 56% of it, in 64s 62%)
-    /// but make smaller GEMMs.
-    pub fn causal(t: usize) -> AttentionBlocks {
-        let block = (t / 8).clamp(32, ATTENTION_BLOCK).min(t);
-        let lists = cllm_kernels::flash_attention::BlockLists::causal(t, block).lists;
-        AttentionBlocks { block, lists }
-    }
-
-    /// Whether these are the causal triangle's tiles (every block up to the diagonal).
-    pub fn is_causal(&self) -> bool {
-        (self.lists.iter().enumerate()).all(|(qb, list)| list.iter().copied().eq(0..=qb))
-    }
-
-    /// The fraction of the T×T square the tiles cover (ragged last blocks counted at
-    /// their size).
-    pub fn fraction(&self, t: usize) -> f64 {
-        let size = |b: usize| self.block.min(t - b * self.block);
-        let area: usize = (self.lists.iter().enumerate())
-            .map(|(qb, list)| size(qb) * list.iter().map(|&kb| size(kb)).sum::<usize>())
-            .sum();
-        area as f64 / (t * t) as f64
-    }
+/// Dense causal attention as tiles: query block qb sees key blocks 0..=qb, so the
+/// masked upper triangle is never computed. Blocks of T/8 rows, 32 to 64: smaller
+/// blocks skip more of the square (T = 256 in 32s computes 56% of it, in 64s 62%) but
+/// make smaller GEMMs.
+pub fn causal_blocks(t: usize) -> BlockLists {
+    let block = (t / 8).clamp(32, ATTENTION_BLOCK).min(t);
+    BlockLists::causal(t, block)
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -232,7 +213,7 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
             suggestion,
         });
     }
-    let mut graph = crate::graph::build(spec, micro_batch / shards);
+    let graph = crate::graph::build(spec, micro_batch / shards);
     let pattern = match spec.model.attention {
         Attention::Dense => None,
         ref attention => Some(Pattern::new(attention, spec.model.context as usize)?),
@@ -240,24 +221,29 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     let sparse = pattern.as_ref().and_then(|p| {
         let block = ATTENTION_BLOCK.min(p.t);
         let stats = p.blocks(block);
-        (2 * stats.blocks <= stats.dense_blocks).then(|| AttentionBlocks {
+        (2 * stats.blocks <= stats.dense_blocks).then(|| BlockLists {
             block,
             lists: p.block_lists(block),
         })
     });
-    let attention_blocks = sparse.unwrap_or_else(|| AttentionBlocks::causal(graph.dims.t));
-    graph.attention_fraction = attention_blocks.fraction(graph.dims.t);
-    let attention_blocks = Some(attention_blocks);
+    let attention_blocks = sparse.unwrap_or_else(|| causal_blocks(graph.dims.t));
     let threads = match spec.plan.threads {
         Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
         Threads::Count(n) => n as usize,
     };
     let threads = threads.max(1);
     let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
-    let mut plan = schedule(graph, shards, threads, fixed_bytes, spec.plan.memory_budget);
+    let budget = spec.plan.memory_budget;
+    let mut plan = schedule(
+        graph,
+        attention_blocks,
+        shards,
+        threads,
+        fixed_bytes,
+        budget,
+    );
     plan.gemm = spec.plan.gemm;
     plan.pattern = pattern;
-    plan.attention_blocks = attention_blocks;
     if options.fuse {
         plan = fusion::fuse_softmax_xent(plan);
         plan = fusion::fuse_bias_gelu(plan);
@@ -270,6 +256,7 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
 /// The first pass: one kernel per graph op, forward then backward.
 fn schedule(
     graph: Graph,
+    attention_blocks: BlockLists,
     shards: usize,
     threads: usize,
     fixed_bytes: u64,
@@ -288,6 +275,7 @@ fn schedule(
                 flops: 0,
                 bytes: 0,
                 zero_first: Vec::new(),
+                steps: Vec::new(),
             });
         }
     }
@@ -307,7 +295,7 @@ fn schedule(
         passes: vec!["schedule"],
         gemm: Gemm::Native,
         pattern: None,
-        attention_blocks: None,
+        attention_blocks,
     };
     memory::allocate(&mut plan);
     plan

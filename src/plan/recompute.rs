@@ -45,7 +45,8 @@ fn candidates(plan: &Plan) -> Vec<Candidate> {
         .filter(|op| op.outputs.iter().any(|&o| backward_reads(o)))
         .map(|op| {
             let bytes: usize = op.outputs.iter().map(|&o| graph.tensor(o).len()).sum();
-            let flops = super::cost::op_flops(graph, op).max(1);
+            let call = super::ir::lower_op(graph, op, None, &plan.attention_blocks);
+            let flops = super::cost::step_flops(&call.step).max(1);
             Candidate {
                 op: op.clone(),
                 saved_per_flop: 4.0 * bytes as f64 / flops as f64,
@@ -101,6 +102,7 @@ fn recompute_op(plan: &mut Plan, op: &Op) {
             flops: 0,
             bytes: 0,
             zero_first: Vec::new(),
+            steps: Vec::new(),
         },
     );
     plan.recomputed

@@ -25,22 +25,18 @@ fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
             format!("lattice({coords}, basis = {basis:?}, radius = {radius}, window = {window})")
         }
     };
-    let tiles = |b: &super::AttentionBlocks| {
+    let tiles = |b: &cllm_kernels::flash_attention::BlockLists| {
         let count = b.lists.iter().map(Vec::len).sum::<usize>();
         format!(
             "{count} tile{} of {}×{} per head, {:.1}% of the T×T square",
             if count == 1 { "" } else { "s" },
             b.block,
             b.block,
-            100.0 * plan.graph.attention_fraction
+            100.0 * b.fraction(plan.graph.dims.t)
         )
     };
     let Some(pattern) = &plan.pattern else {
-        let kernels = plan
-            .attention_blocks
-            .as_ref()
-            .map(tiles)
-            .unwrap_or_default();
+        let kernels = tiles(&plan.attention_blocks);
         let _ = writeln!(
             w,
             "attention: {written} (every earlier position): the causal triangle, {kernels}"
@@ -69,13 +65,14 @@ fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
         "  {}×{} blocks: {} of dense's {} have a kept key ({} need no mask beyond causal)",
         blocks.block, blocks.block, blocks.blocks, blocks.dense_blocks, blocks.full
     );
-    let kernels = match &plan.attention_blocks {
-        Some(b) if b.is_causal() => format!(
+    let b = &plan.attention_blocks;
+    let kernels = if b.is_causal() {
+        format!(
             "the causal triangle with the pattern's mask (over half of the tiles are needed): {}",
             tiles(b)
-        ),
-        Some(b) => format!("block-sparse: {}", tiles(b)),
-        None => String::new(),
+        )
+    } else {
+        format!("block-sparse: {}", tiles(b))
     };
     let _ = writeln!(w, "  kernels: {kernels}");
 }
