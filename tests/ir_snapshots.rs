@@ -32,3 +32,12 @@ fn tiny_spec_ir_is_stable() {
             && seen.contains("logits_softmax_xent")
     );
 }
+
+/// The kernel IR that leaves the plan for bench-xs: every kernel's steps, shapes and
+/// named argument slots. A change to lowering, fusion or recomputation shows up here.
+#[test]
+fn bench_xs_kernel_list_is_stable() {
+    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &[]).unwrap();
+    let plan = plan::plan(&spec).unwrap();
+    insta::assert_snapshot!("bench_xs_kernels", plan::kernel_listing(&plan));
+}

@@ -16,6 +16,9 @@ pub struct PlanArgs {
     /// Print the whole plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Print the kernel IR: every kernel's steps, shapes and named argument slots.
+    #[arg(long, conflicts_with = "json")]
+    kernels: bool,
     /// Also draw buffer lifetimes against kernel order into this SVG file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
@@ -64,6 +67,10 @@ pub fn plan(args: PlanArgs) -> ExitCode {
             eprintln!("cannot write {}: {error}", path.display());
             return ExitCode::FAILURE;
         }
+    }
+    if args.kernels {
+        print!("{}", plan::kernel_listing(&plan));
+        return ExitCode::SUCCESS;
     }
     if args.json {
         println!(

@@ -14,6 +14,7 @@
 mod cost;
 mod fusion;
 pub mod ir;
+mod listing;
 mod memory;
 mod recompute;
 mod report;
@@ -28,6 +29,7 @@ use crate::lattice::{LatticeError, Pattern};
 use crate::spec::{Attention, Gemm, Spec, Threads};
 
 pub use memory::{ArenaStats, Slot};
+pub use listing::kernel_listing;
 pub use report::describe;
 pub use svg::lifetimes_svg;
 
