@@ -19,7 +19,7 @@ const HEADS: usize = 6;
 const V: usize = 256;
 const PARAMS: usize = 10_844_160;
 
-fn build(step: Step, slots: usize, native_gemm: bool) -> Compiled {
+fn build(step: Step, slots: usize, native: bool) -> Compiled {
     let desc = KernelDesc {
         name: "bench".into(),
         steps: vec![(step, (0..slots).collect())],
@@ -29,7 +29,7 @@ fn build(step: Step, slots: usize, native_gemm: bool) -> Compiled {
         JitOptions {
             verify: false,
             optimize: true,
-            native_gemm,
+            native,
         },
     )
     .expect("compiles")
@@ -59,9 +59,9 @@ fn bench_kernel(
     lengths: &[usize],
     throughput: Throughput,
     scalars: &[f64],
-    native_gemm: bool,
+    native: bool,
 ) {
-    let compiled = build(step.clone(), lengths.len(), native_gemm);
+    let compiled = build(step.clone(), lengths.len(), native);
     let mut bufs = buffers(lengths);
     if let Step::SoftmaxXent { v, .. } = step {
         // targets are u32 ids: store valid ones' bits

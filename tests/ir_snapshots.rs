@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use cllm::{codegen, plan, spec};
-use cllm_kernels::jit::JitOptions;
 
 #[test]
 fn tiny_spec_ir_is_stable() {
@@ -12,10 +11,9 @@ fn tiny_spec_ir_is_stable() {
     let plan = plan::plan(&spec).unwrap();
     let program = codegen::compile(
         &plan,
-        JitOptions {
+        codegen::Checks {
             verify: true,
             optimize: true,
-            native_gemm: true,
         },
     )
     .expect("compiles and verifies");

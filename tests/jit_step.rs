@@ -11,7 +11,6 @@ use cllm::machine::Machine;
 use cllm::plan;
 use cllm::rng::Rng;
 use cllm::spec;
-use cllm_kernels::jit::JitOptions;
 
 #[test]
 fn a_bench_xs_step_matches_the_reference_in_loss_and_every_gradient() {
@@ -30,10 +29,9 @@ fn check_step(setting: &str) {
     let plan = plan::plan(&spec).unwrap();
     let program = codegen::compile(
         &plan,
-        JitOptions {
+        codegen::Checks {
             verify: true,
             optimize: true,
-            native_gemm: true,
         },
     )
     .expect("compiles");

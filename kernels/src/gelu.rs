@@ -175,7 +175,7 @@ pub unsafe extern "C" fn cllm_gelu_backward(
 
 /// `out = gelu(inp)` over `n` floats.
 pub fn emit_gelu_forward(e: &mut Emitter<'_>, out: Value, inp: Value, n: usize) {
-    if e.native_gemm() {
+    if e.native() {
         let n = e.int(n as i64);
         e.call("cllm_gelu", &[out, inp, n]);
         return;
@@ -189,7 +189,7 @@ pub fn emit_gelu_forward(e: &mut Emitter<'_>, out: Value, inp: Value, n: usize) 
 
 /// `dinp += dout · gelu'(inp)` over `n` floats.
 pub fn emit_gelu_backward(e: &mut Emitter<'_>, dinp: Value, dout: Value, inp: Value, n: usize) {
-    if e.native_gemm() {
+    if e.native() {
         let n = e.int(n as i64);
         e.call("cllm_gelu_backward", &[dinp, dout, inp, n]);
         return;

@@ -185,7 +185,7 @@ pub fn emit_layernorm_forward(
     c: usize,
     eps: f64,
 ) {
-    if e.native_gemm() {
+    if e.native() {
         let (rows, c) = (e.int(rows as i64), e.int(c as i64));
         let eps = e.b.ins().f32const(eps as f32);
         let args = [out, mean, rstd, inp, weight, bias, rows, c, eps];

@@ -94,7 +94,7 @@ pub(crate) fn call_gemm(
     rhs: (Value, usize, usize),
     accumulate: bool,
 ) {
-    if !e.native_gemm() {
+    if !e.native() {
         crate::gemm::emit_gemm(e, m, n, k, dst, lhs, rhs, accumulate);
         return;
     }
@@ -122,7 +122,7 @@ pub fn emit_matmul_forward(
     c: usize,
     oc: usize,
 ) {
-    if e.native_gemm() && (bias.is_some() || gelu_out.is_some()) {
+    if e.native() && (bias.is_some() || gelu_out.is_some()) {
         let null = e.int(0);
         let mut args = vec![e.int(n as i64), e.int(oc as i64), e.int(c as i64)];
         let (oc_, c_, one) = (e.int(oc as i64), e.int(c as i64), e.int(1));

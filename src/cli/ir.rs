@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cllm::{codegen, plan, spec};
-use cllm_kernels::jit::JitOptions;
 
 #[derive(clap::Args)]
 pub struct IrArgs {
@@ -39,10 +38,9 @@ pub fn ir(args: IrArgs) -> ExitCode {
     };
     let program = match codegen::compile(
         &plan,
-        JitOptions {
+        codegen::Checks {
             verify: true,
             optimize: true,
-            native_gemm: true,
         },
     ) {
         Ok(program) => program,

@@ -8,6 +8,25 @@
 use std::time::Instant;
 
 use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
+
+/// How carefully to compile: the verifier and the optimiser. (Whether native
+/// full-width kernels are called is the plan's decision, `plan.gemm`.)
+#[derive(Clone, Copy, Debug)]
+pub struct Checks {
+    /// Run Cranelift's IR verifier on every function.
+    pub verify: bool,
+    /// Cranelift's `speed` optimiser rather than `none`.
+    pub optimize: bool,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        let JitOptions {
+            verify, optimize, ..
+        } = JitOptions::default();
+        Checks { verify, optimize }
+    }
+}
 use cllm_kernels::program::{self, KernelDesc, Step};
 
 use crate::graph::TensorId;
@@ -123,12 +142,13 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
 }
 
 /// Compiles every kernel of `plan`.
-pub fn compile(plan: &Plan, options: JitOptions) -> Result<Program, JitError> {
+pub fn compile(plan: &Plan, checks: Checks) -> Result<Program, JitError> {
     let started = Instant::now();
     let (descs, tables, chunk_kernels) = describe(plan);
     let options = JitOptions {
-        native_gemm: plan.gemm == crate::spec::Gemm::Native,
-        ..options
+        verify: checks.verify,
+        optimize: checks.optimize,
+        native: plan.gemm == crate::spec::Gemm::Native,
     };
     let compiled = program::compile(&descs, options)?;
     let kernels = tables

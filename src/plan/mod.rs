@@ -28,8 +28,8 @@ use crate::graph::{Graph, Op, OpKind, Role, TensorId};
 use crate::lattice::{LatticeError, Pattern};
 use crate::spec::{Attention, Gemm, Spec, Threads};
 
-pub use memory::{ArenaStats, Slot};
 pub use listing::kernel_listing;
+pub use memory::{ArenaStats, Slot};
 pub use report::describe;
 pub use svg::lifetimes_svg;
 

@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use cllm_kernels::jit::JitOptions;
 use serde::Serialize;
 
 use crate::codegen;
@@ -55,7 +54,7 @@ impl StepLoop {
         let plan_ms = 1e3 * started.elapsed().as_secs_f64();
         let started = Instant::now();
         let program = match backend {
-            Backend::Jit => Some(codegen::compile(&plan, JitOptions::default())?),
+            Backend::Jit => Some(codegen::compile(&plan, codegen::Checks::default())?),
             Backend::Interp => None,
         };
         let jit_ms = 1e3 * started.elapsed().as_secs_f64();

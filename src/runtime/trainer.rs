@@ -16,7 +16,6 @@ use crate::runtime::report::Reporter;
 use crate::runtime::sampler::Sampler;
 use crate::runtime::{Backend, RunError, RunOptions};
 use crate::spec::Spec;
-use cllm_kernels::jit::JitOptions;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,7 +48,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
     let program = match options.backend {
-        Backend::Jit => Some(codegen::compile(&plan, JitOptions::default())?),
+        Backend::Jit => Some(codegen::compile(&plan, codegen::Checks::default())?),
         Backend::Interp => None,
     };
     let mut state = match &options.resume {

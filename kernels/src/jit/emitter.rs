@@ -42,7 +42,7 @@ pub struct Emitter<'a> {
     scalars: Value,
     imports: Vec<(&'static str, FuncRef)>,
     result: Option<Value>,
-    native_gemm: bool,
+    native: bool,
     /// The module, for read-only tables the kernel embeds.
     module: &'a mut JITModule,
 }
@@ -59,7 +59,7 @@ impl<'a> Emitter<'a> {
         mut b: FunctionBuilder<'a>,
         _ptr: Type,
         imports: Vec<(&'static str, FuncRef)>,
-        native_gemm: bool,
+        native: bool,
         module: &'a mut JITModule,
     ) -> Emitter<'a> {
         let entry = b.create_block();
@@ -73,7 +73,7 @@ impl<'a> Emitter<'a> {
             scalars,
             imports,
             result: None,
-            native_gemm,
+            native,
             module,
         }
     }
@@ -88,9 +88,9 @@ impl<'a> Emitter<'a> {
         self.b.finalize(config);
     }
 
-    /// Whether products call the native GEMM (else the Cranelift one, inline).
-    pub fn native_gemm(&self) -> bool {
-        self.native_gemm
+    /// Whether native full-width kernels are called ([`super::JitOptions::native`]).
+    pub fn native(&self) -> bool {
+        self.native
     }
 
     /// The kernel's return value (a loss sum, in f64).

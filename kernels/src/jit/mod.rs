@@ -39,9 +39,12 @@ pub struct JitOptions {
     pub verify: bool,
     /// `speed` (the e-graph optimiser) rather than `none`.
     pub optimize: bool,
-    /// Products go to the native GEMM (`sgemm`: AVX-512 or AVX2 micro-kernels chosen at
-    /// run time; `plan.gemm = native`) rather than the Cranelift F32X4 GEMM (`jit`).
-    pub native_gemm: bool,
+    /// Native code at the CPU's full width where it exists: products go to the native
+    /// GEMM (`sgemm`: AVX-512 or AVX2 micro-kernels chosen at run time) and LayerNorm
+    /// forward, GELU and its backward to their native passes; off, all of it is
+    /// Cranelift's own 128-bit code (the F32X4 GEMM). `cllm` sets it from the spec's
+    /// `plan.gemm = native | jit`.
+    pub native: bool,
 }
 
 impl Default for JitOptions {
@@ -49,7 +52,7 @@ impl Default for JitOptions {
         JitOptions {
             verify: cfg!(debug_assertions),
             optimize: true,
-            native_gemm: true,
+            native: true,
         }
     }
 }
@@ -64,7 +67,7 @@ pub struct JitBuilder {
     code: Vec<Vec<u8>>,
     /// Rust helpers the kernels may call (the GEMM, ln), by symbol name.
     imports: Vec<(&'static str, FuncId)>,
-    native_gemm: bool,
+    native: bool,
 }
 
 /// Natural logarithm for the JIT (one call per row of a loss kernel).
@@ -204,7 +207,7 @@ impl JitBuilder {
             kernels: Vec::new(),
             code: Vec::new(),
             imports,
-            native_gemm: options.native_gemm,
+            native: options.native,
         })
     }
 
@@ -249,8 +252,7 @@ impl JitBuilder {
         {
             let config = self.module.target_config();
             let builder = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
-            let mut emitter =
-                Emitter::start(builder, ptr, imports, self.native_gemm, &mut self.module);
+            let mut emitter = Emitter::start(builder, ptr, imports, self.native, &mut self.module);
             body(&mut emitter);
             emitter.finish(config);
         }

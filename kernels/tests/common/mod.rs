@@ -41,7 +41,7 @@ pub fn compile(
     let mut jit = JitBuilder::new(JitOptions {
         verify: true,
         optimize: true,
-        native_gemm: NATIVE_GEMM.with(|n| n.get()),
+        native: NATIVE_GEMM.with(|n| n.get()),
     })
     .expect("host ISA");
     jit.kernel("under_test", |e| {
