@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use cllm::peak;
 use cllm_kernels::cpu::{self, Isa};
-use cllm_kernels::packed_gemm::{Epilogue, View, gemm};
+use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
 
 /// (name, m, k, n, lhs transposed, rhs transposed); a name ending in "+ bias + GELU"
 /// runs the fused epilogue.

@@ -16,20 +16,16 @@ pub mod adamw;
 pub mod attention;
 pub mod cpu;
 pub mod embedding;
-pub mod flash_attention;
-pub mod flash_attention_backward;
 pub mod gelu;
 pub mod gemm;
+pub mod helpers;
 pub mod jit;
 pub mod layernorm;
 pub mod matmul;
-#[cfg(target_arch = "x86_64")]
-pub mod packed_gemm;
 pub mod program;
 pub mod real;
 pub mod reference;
 pub mod residual;
-pub mod sgemm;
 pub mod shard_sum;
 pub mod softmax_xent;
 

@@ -75,9 +75,9 @@ pub fn matmul_backward<T: Real>(
 }
 
 // ── The Cranelift emitters ───────────────────────────────────────────────────
-// The multiply itself is a call of the native GEMM (`sgemm`: full vector width, the
+// The multiply itself is a call of the native GEMM (`gemm::sgemm`: full vector width, the
 // bias and GELU epilogues fused into its tiles); with `plan.gemm = jit` it is the
-// Cranelift GEMM (`gemm.rs`) and the epilogues are a JIT pass over the output. JIT
+// Cranelift GEMM (`gemm/cranelift.rs`) and the epilogues are a JIT pass over the output. JIT
 // code does the bias-gradient reduction. Transposes are strides, never copies.
 
 use crate::jit::Emitter;
@@ -95,7 +95,7 @@ pub(crate) fn call_gemm(
     accumulate: bool,
 ) {
     if !e.native() {
-        crate::gemm::emit_gemm(e, m, n, k, dst, lhs, rhs, accumulate);
+        crate::gemm::cranelift::emit_gemm(e, m, n, k, dst, lhs, rhs, accumulate);
         return;
     }
     let mut args = vec![e.int(m as i64), e.int(n as i64), e.int(k as i64)];

@@ -6,9 +6,9 @@
 use cranelift_codegen::ir::Value;
 
 use crate::adamw::emit_adamw;
+use crate::attention::BlockLists;
 use crate::attention::{AttentionShape, emit_attention_backward, emit_attention_forward};
 use crate::embedding::{emit_embedding_backward, emit_embedding_forward};
-use crate::flash_attention::BlockLists;
 use crate::gelu::{emit_gelu_backward, emit_gelu_forward};
 use crate::jit::{Compiled, Emitter, JitBuilder, JitError, JitOptions};
 use crate::layernorm::{emit_layernorm_backward, emit_layernorm_forward};
@@ -166,7 +166,7 @@ pub struct KernelDesc {
 
 /// Compiles every description into one module; functions come back in order.
 pub fn compile(kernels: &[KernelDesc], options: JitOptions) -> Result<Compiled, JitError> {
-    let mut jit = JitBuilder::new(options)?;
+    let mut jit = JitBuilder::new(options, crate::helpers::all())?;
     for kernel in kernels {
         let slots = kernel
             .steps

@@ -14,7 +14,7 @@ use cllm_kernels::attention::{
     AttentionShape, attention_backward, attention_forward, emit_attention_backward,
     emit_attention_forward,
 };
-use cllm_kernels::flash_attention::{BlockLists, CHUNK};
+use cllm_kernels::attention::{BlockLists, CHUNK};
 
 /// Random lists (the diagonal always in) and a mask that keeps only keys inside
 /// listed tiles (the diagonal always kept).

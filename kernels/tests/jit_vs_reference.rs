@@ -420,7 +420,7 @@ fn adamw_matches() {
 
 #[test]
 fn cranelift_gemm_matches_on_every_stride_pattern() {
-    use cllm_kernels::gemm::emit_gemm;
+    use cllm_kernels::gemm::cranelift::emit_gemm;
     NATIVE_GEMM.with(|n| n.set(false));
     // (m, n, k): full tiles, ragged edges, and smaller than one tile.
     for (m, n, k) in [(8, 16, 12), (13, 19, 7), (3, 5, 2), (33, 65, 31)] {

@@ -10,7 +10,7 @@ use common::*;
 
 use cllm_kernels::cpu::{self, Isa};
 use cllm_kernels::gelu::gelu;
-use cllm_kernels::packed_gemm::{Epilogue, View, gemm};
+use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
 
 /// A (rows × cols) matrix stored row- or column-major.
 fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use cllm_kernels::sgemm::{cllm_sgemm, set_gemm_threads};
+use cllm_kernels::gemm::sgemm::{cllm_sgemm, set_gemm_threads};
 use cllm_kernels::shard_sum::{emit_shard_grad_sum, shard_grad_sum};
 
 #[test]

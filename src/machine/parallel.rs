@@ -55,7 +55,7 @@ impl<T: Real> Machine<T> {
                 .par_iter_mut()
                 .enumerate()
                 .for_each(|(w, worker)| {
-                    cllm_kernels::sgemm::set_gemm_threads(gemm_threads);
+                    cllm_kernels::gemm::sgemm::set_gemm_threads(gemm_threads);
                     if worker.losses.len() < passes {
                         worker.losses.resize(passes, 0.0); // the first step only
                     }

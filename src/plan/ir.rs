@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use cllm_kernels::attention::AttentionShape;
-use cllm_kernels::flash_attention::BlockLists;
+use cllm_kernels::attention::BlockLists;
 pub use cllm_kernels::program::{Slot, Step};
 
 use crate::graph::{Graph, Op, OpKind, TensorId};

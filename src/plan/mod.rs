@@ -22,7 +22,7 @@ mod svg;
 
 use serde::Serialize;
 
-use cllm_kernels::flash_attention::BlockLists;
+use cllm_kernels::attention::BlockLists;
 
 use crate::graph::{Graph, Op, OpKind, Role, TensorId};
 use crate::lattice::{LatticeError, Pattern};

@@ -25,7 +25,7 @@ fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
             format!("lattice({coords}, basis = {basis:?}, radius = {radius}, window = {window})")
         }
     };
-    let tiles = |b: &cllm_kernels::flash_attention::BlockLists| {
+    let tiles = |b: &cllm_kernels::attention::BlockLists| {
         let count = b.lists.iter().map(Vec::len).sum::<usize>();
         format!(
             "{count} tile{} of {}×{} per head, {:.1}% of the T×T square",

@@ -26,7 +26,7 @@ pub fn tanh_max_abs_error() -> f64 {
     3e-7
 }
 
-// Shared with the native GEMM's fused epilogue (`packed_gemm::epilogue`), which
+// Shared with the native GEMM's fused epilogue (`gemm::packed::epilogue`), which
 // computes the same exp operation for operation.
 pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// 1.5·2^23: adding it to |y| < 2^22 rounds y to the nearest integer.

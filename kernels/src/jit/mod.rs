@@ -4,7 +4,8 @@
 //! through an [`Emitter`]; `finish` defines, finalises and hands back pointers.
 //!
 //! Every kernel has one signature, `fn(args, scalars) -> f64`: `args` points at the
-//! kernel's tensor base pointers (inputs, then outputs, as in the plan), `scalars` at
+//! kernel's tensor base pointers (each distinct tensor once, numbered in the order its
+//! steps' slots first name it — a step lists what it writes first), `scalars` at
 //! its run-time scalars (the loss scale; AdamW's learning rate), and the return value
 //! is the loss sum of a loss kernel, else 0. Shapes are constants in the code.
 
@@ -70,97 +71,19 @@ pub struct JitBuilder {
     native: bool,
 }
 
-/// Natural logarithm for the JIT (one call per row of a loss kernel).
-extern "C" fn cllm_ln(x: f64) -> f64 {
-    x.ln()
-}
-
 /// Rust helpers kernels may call: symbol, address, parameter and return types
 /// (`None` is the pointer type).
-type Helper = (
+pub type Helper = (
     &'static str,
     *const u8,
     Vec<Option<types::Type>>,
     Vec<types::Type>,
 );
 
-fn helpers() -> Vec<Helper> {
-    let i64 = Some(types::I64);
-    // cllm_sgemm(m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
-    let mut gemm = vec![i64, i64, i64];
-    for _ in 0..3 {
-        gemm.extend([None, i64, i64]);
-    }
-    gemm.push(i64);
-    // cllm_sgemm_bias_gelu(m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
-    //                      bias, gelu_out)
-    let fused = vec![
-        i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None,
-    ];
-    vec![
-        (
-            "cllm_sgemm",
-            crate::sgemm::cllm_sgemm as *const u8,
-            gemm,
-            vec![],
-        ),
-        (
-            "cllm_sgemm_bias_gelu",
-            crate::sgemm::cllm_sgemm_bias_gelu as *const u8,
-            fused,
-            vec![],
-        ),
-        (
-            "cllm_flash_attention",
-            crate::flash_attention::cllm_flash_attention as *const u8,
-            vec![None, None, None, None, None, i64, i64, i64, i64],
-            vec![],
-        ),
-        (
-            "cllm_flash_attention_backward",
-            crate::flash_attention_backward::cllm_flash_attention_backward as *const u8,
-            vec![None, None, None, None, None, None, None, i64, i64, i64, i64],
-            vec![],
-        ),
-        (
-            "cllm_gelu",
-            crate::gelu::cllm_gelu as *const u8,
-            vec![None, None, i64],
-            vec![],
-        ),
-        (
-            "cllm_gelu_backward",
-            crate::gelu::cllm_gelu_backward as *const u8,
-            vec![None, None, None, i64],
-            vec![],
-        ),
-        (
-            "cllm_layernorm",
-            crate::layernorm::cllm_layernorm as *const u8,
-            vec![
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                i64,
-                i64,
-                Some(types::F32),
-            ],
-            vec![],
-        ),
-        (
-            "cllm_ln",
-            cllm_ln as *const u8,
-            vec![Some(types::F64)],
-            vec![types::F64],
-        ),
-    ]
-}
-
 impl JitBuilder {
-    pub fn new(options: JitOptions) -> Result<JitBuilder, JitError> {
+    /// A builder whose kernels may call `helpers` (the native kernels' symbol table,
+    /// [`crate::helpers::all`]: passed in, so that this module imports no family).
+    pub fn new(options: JitOptions, helpers: Vec<Helper>) -> Result<JitBuilder, JitError> {
         let mut flags = settings::builder();
         let set = |flags: &mut settings::Builder, key: &str, value: &str| {
             flags
@@ -184,13 +107,13 @@ impl JitBuilder {
             .finish(settings::Flags::new(flags))
             .map_err(|e| JitError::Host(e.to_string()))?;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-        for (name, address, _, _) in helpers() {
+        for &(name, address, _, _) in &helpers {
             builder.symbol(name, address);
         }
         let mut module = JITModule::new(builder);
         let mut imports = Vec::new();
         let ptr = module.target_config().pointer_type();
-        for (name, _, params, returns) in helpers() {
+        for (name, _, params, returns) in helpers {
             let mut sig = module.make_signature();
             sig.params
                 .extend(params.into_iter().map(|t| AbiParam::new(t.unwrap_or(ptr))));

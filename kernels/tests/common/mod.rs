@@ -38,11 +38,14 @@ pub fn compile(
     arguments: usize,
     body: impl FnOnce(&mut Emitter<'_>, &[cranelift_codegen::ir::Value]),
 ) -> cllm_kernels::jit::Compiled {
-    let mut jit = JitBuilder::new(JitOptions {
-        verify: true,
-        optimize: true,
-        native: NATIVE_GEMM.with(|n| n.get()),
-    })
+    let mut jit = JitBuilder::new(
+        JitOptions {
+            verify: true,
+            optimize: true,
+            native: NATIVE_GEMM.with(|n| n.get()),
+        },
+        cllm_kernels::helpers::all(),
+    )
     .expect("host ISA");
     jit.kernel("under_test", |e| {
         let args: Vec<_> = (0..arguments).map(|i| e.arg(i)).collect();

@@ -1,13 +1,14 @@
-//! The backward half of `flash_attention.rs` (the math is in its module doc): per
+//! The backward half of `flash.rs` (the math is in the family's doc, `attention/mod.rs`): per
 //! head and query block, `D = rowsum(dO ⊙ O)`, then for each chunk of listed keys the
 //! probabilities recomputed from the saved log-sum-exp and five products,
 //! `S = Q·Kᵀ`, `dP = dO·Vᵀ`, `dQ += dS·K`, `dK += dSᵀ·Q`, `dV += Pᵀ·dO`.
 //! Every gradient is accumulated (`+=`) in one fixed order per head.
 
-use crate::attention::AttentionShape;
-use crate::flash_attention::{CHUNK, Raw, for_each_head, query_blocks, table_len, with_scratch};
+use super::flash::{Raw, for_each_head, with_scratch};
+use super::shape::AttentionShape;
+use super::tiles::{CHUNK, query_blocks, table_len};
+use crate::gemm::sgemm::product;
 use crate::jit::math::exp_f32;
-use crate::sgemm::product;
 
 /// The probabilities and score gradients of one chunk: `p` holds the scores Q·Kᵀ and
 /// becomes `P = exp(s·S − lse)·keep`; `ds` holds `dP = dO·Vᵀ` and becomes
@@ -70,7 +71,7 @@ unsafe fn row_dots(d: &mut [f32], dout: *const f32, out: *const f32, ld: usize, 
 /// Attention backward of every head: accumulates into `dqkv`.
 ///
 /// # Safety
-/// As [`crate::flash_attention::cllm_flash_attention`], with dqkv (B,T,3C), dout and out
+/// As [`super::flash::cllm_flash_attention`], with dqkv (B,T,3C), dout and out
 /// (B,T,C), lse (B,NH,T) as the forward saved it.
 pub unsafe extern "C" fn cllm_flash_attention_backward(
     dqkv: *mut f32,

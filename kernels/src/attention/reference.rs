@@ -1,42 +1,8 @@
-//! Causal multi-head self-attention, the whole of it in one kernel family.
-//!
-//! Per batch b, head h (head size hs = C/NH, scale s = 1/√hs), query t, key t2 ≤ t:
-//!   `pre[t2] = s·(q_t · k_t2)`, `att[t,t2] = softmax_t2(pre)`, `out_t = Σ_t2 att[t,t2]·v_t2`
-//! Forward saves one statistic per row, the log-sum-exp `lse_t = log Σ_t2 exp(pre[t2])`,
-//! from which backward recomputes `att[t,t2] = exp(pre[t2] − lse_t)` (no T×T buffer):
-//!   `datt[t2] = dout_t · v_t2`, `dv_t2 += att[t,t2]·dout_t`,
-//!   `dpre[t2] = att[t,t2]·(datt[t2] − Σ_j att[t,j]·datt[j])`,
-//!   `dq_t += s·Σ_t2 dpre[t2]·k_t2`, `dk_t2 += s·dpre[t2]·q_t`
-//! (`Σ_j att[t,j]·datt[j] = dout_t · out_t`, which is how the tiled kernel gets it.)
-//!
-//! A sparse pattern restricts t2 further to the keys its mask keeps (`keep[t,t2] = 1`;
-//! the diagonal always is): the others get probability exactly 0.
-//!
-//! Shapes: qkv (B,T,3C) holding q | k | v, head h at channels h·hs..(h+1)·hs of each;
-//! out (B,T,C); lse (B,NH,T); keep (T,T) or none (dense).
-//!
-//! The reference is below; the JIT's kernel is `flash_attention`'s native tiled one.
+//! The reference: attention exactly as the family's definition (`attention/mod.rs`)
+//! states it, plain loops accumulating in f64, storage generic over f32/f64.
 
+use super::shape::AttentionShape;
 use crate::real::{Real, add_into, dot};
-
-/// Sizes of one attention call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct AttentionShape {
-    pub batch: usize,
-    pub t_len: usize,
-    pub channels: usize,
-    pub heads: usize,
-}
-
-impl AttentionShape {
-    pub(crate) fn head_size(&self) -> usize {
-        self.channels / self.heads
-    }
-    /// Offset of (b, t) in a (B,T,3C) tensor.
-    fn qkv_row(&self, b: usize, t: usize) -> usize {
-        (b * self.t_len + t) * 3 * self.channels
-    }
-}
 
 /// Row t of head (b, h): its scaled scores `pre[0..=t]` and their log-sum-exp over the
 /// kept keys (dropped keys get probability 0 through `kept`).
@@ -197,52 +163,4 @@ pub fn attention_decode<T: Real>(
             out[h * hs + i] = T::from_f64(acc[i]);
         }
     }
-}
-
-// ── Cranelift emitters ────────────────────────────────────────────────────────
-// The kernels are `flash_attention`'s native tiled ones (their products are the
-// native GEMM, their row passes at the CPU's full width); the JIT calls them with the
-// plan's tiles embedded as a table beside the code.
-
-use crate::flash_attention::BlockLists;
-use crate::jit::Emitter;
-use cranelift_codegen::ir::Value;
-
-/// The shape arguments every attention call ends with.
-fn shape_args(e: &mut Emitter<'_>, shape: AttentionShape) -> [Value; 4] {
-    [shape.batch, shape.t_len, shape.channels, shape.heads].map(|x| e.int(x as i64))
-}
-
-/// `out` and `lse` from `qkv` over the listed tiles; `keep` is a pattern's mask.
-pub fn emit_attention_forward(
-    e: &mut Emitter<'_>,
-    [out, lse, qkv]: [Value; 3],
-    keep: Option<Value>,
-    shape: AttentionShape,
-    blocks: &BlockLists,
-) {
-    let table = e.table(&blocks.table(shape.t_len));
-    let keep = keep.unwrap_or_else(|| e.int(0));
-    let [b, t, c, h] = shape_args(e, shape);
-    e.call(
-        "cllm_flash_attention",
-        &[out, lse, qkv, keep, table, b, t, c, h],
-    );
-}
-
-/// Accumulates `dqkv` from `dout`, the forward's `out` and `lse`, over the same tiles.
-pub fn emit_attention_backward(
-    e: &mut Emitter<'_>,
-    [dqkv, dout, qkv, out, lse]: [Value; 5],
-    keep: Option<Value>,
-    shape: AttentionShape,
-    blocks: &BlockLists,
-) {
-    let table = e.table(&blocks.table(shape.t_len));
-    let keep = keep.unwrap_or_else(|| e.int(0));
-    let [b, t, c, h] = shape_args(e, shape);
-    e.call(
-        "cllm_flash_attention_backward",
-        &[dqkv, dout, qkv, out, lse, keep, table, b, t, c, h],
-    );
 }

@@ -2,7 +2,7 @@
 //! operand a base pointer and (row, column) strides in elements, optionally followed
 //! by an epilogue (bias, bias + GELU) applied to each tile of dst while it is hot.
 //!
-//! The multiply is native code at the CPU's full width: `packed_gemm`'s AVX-512 or
+//! The multiply is native code at the CPU's full width: `packed`'s AVX-512 or
 //! AVX2 micro-kernels, chosen at run time; on other CPUs the `gemm` crate, with the
 //! epilogue as a second pass. Cranelift has 128-bit vectors only, which is why the
 //! JIT calls out for the FLOPs and does everything around them itself.
@@ -144,8 +144,8 @@ unsafe fn sgemm_on(
     (bias, gelu): (*const f32, *mut f32),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::packed_gemm::available() {
-        use crate::packed_gemm::{Epilogue, View, gemm, tile_columns};
+    if crate::gemm::packed::available() {
+        use crate::gemm::packed::{Epilogue, View, gemm, tile_columns};
         let isa = crate::cpu::isa();
         let view = |(ptr, rs, cs): Operand| View { ptr, rs, cs };
         let (d, l, r) = (view(dst), view(lhs), view(rhs));

@@ -1,0 +1,16 @@
+//! Matrix products, every one a training step makes: `dst[m×n] (+)= lhs[m×k]·rhs[k×n]`
+//! over any strides.
+//!
+//! - [`sgemm`]: the entry points the JIT calls and the dispatcher — the native packed
+//!   GEMM split over the caller's GEMM threads, or the `gemm` crate on CPUs without
+//!   AVX2;
+//! - [`packed`]: the native packed GEMM (BLIS's loops, AVX-512 12 × 32 and AVX2 6 × 16
+//!   micro-kernels chosen at run time, fused bias + GELU epilogue), x86-64 only;
+//! - [`cranelift`]: the Cranelift F32X4 GEMM inlined into kernels for `plan.gemm = jit`.
+//!
+//! Imports run one way: `sgemm` → `packed`; `cranelift` stands alone.
+
+pub mod cranelift;
+#[cfg(target_arch = "x86_64")]
+pub mod packed;
+pub mod sgemm;

@@ -1,0 +1,89 @@
+//! The native helpers the JIT's kernels call, by symbol: the GEMMs, the tiled
+//! attention, the full-width LayerNorm and GELU passes, ln. The one place that names
+//! them all, so the JIT itself (`jit/`) imports no kernel family: it is handed this
+//! table (`JitBuilder::new`).
+
+use cranelift_codegen::ir::types;
+
+use crate::jit::Helper;
+
+/// Natural logarithm for the JIT (one call per row of a loss kernel).
+extern "C" fn cllm_ln(x: f64) -> f64 {
+    x.ln()
+}
+
+/// Every native helper: symbol, address, parameter and return types.
+pub fn all() -> Vec<Helper> {
+    let i64 = Some(types::I64);
+    // cllm_sgemm(m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
+    let mut gemm = vec![i64, i64, i64];
+    for _ in 0..3 {
+        gemm.extend([None, i64, i64]);
+    }
+    gemm.push(i64);
+    // cllm_sgemm_bias_gelu(m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+    //                      bias, gelu_out)
+    let fused = vec![
+        i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None,
+    ];
+    vec![
+        (
+            "cllm_sgemm",
+            crate::gemm::sgemm::cllm_sgemm as *const u8,
+            gemm,
+            vec![],
+        ),
+        (
+            "cllm_sgemm_bias_gelu",
+            crate::gemm::sgemm::cllm_sgemm_bias_gelu as *const u8,
+            fused,
+            vec![],
+        ),
+        (
+            "cllm_flash_attention",
+            crate::attention::flash::cllm_flash_attention as *const u8,
+            vec![None, None, None, None, None, i64, i64, i64, i64],
+            vec![],
+        ),
+        (
+            "cllm_flash_attention_backward",
+            crate::attention::flash_backward::cllm_flash_attention_backward as *const u8,
+            vec![None, None, None, None, None, None, None, i64, i64, i64, i64],
+            vec![],
+        ),
+        (
+            "cllm_gelu",
+            crate::gelu::cllm_gelu as *const u8,
+            vec![None, None, i64],
+            vec![],
+        ),
+        (
+            "cllm_gelu_backward",
+            crate::gelu::cllm_gelu_backward as *const u8,
+            vec![None, None, None, i64],
+            vec![],
+        ),
+        (
+            "cllm_layernorm",
+            crate::layernorm::cllm_layernorm as *const u8,
+            vec![
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                i64,
+                i64,
+                Some(types::F32),
+            ],
+            vec![],
+        ),
+        (
+            "cllm_ln",
+            cllm_ln as *const u8,
+            vec![Some(types::F64)],
+            vec![types::F64],
+        ),
+    ]
+}
