@@ -7,8 +7,8 @@ use cllm::lattice::{
     Pattern, Rat, default_delta, gram_schmidt, grid, grid_inverse, lll, nearest_plane,
     short_vectors, ulam, ulam_inverse,
 };
+use cllm::lattice::{PatternKind, Placement};
 use cllm::rng::Rng;
-use cllm::spec::{Attention, Coords};
 
 fn sorted_up_to_sign(mut basis: Vec<Vec<i64>>) -> Vec<Vec<i64>> {
     for v in &mut basis {
@@ -242,13 +242,13 @@ fn grid_coordinates() {
 #[test]
 fn patterns_are_causal_and_count_right() {
     let t = 64;
-    let window = Pattern::new(&Attention::Window { window: 8 }, t).unwrap();
+    let window = Pattern::new(&PatternKind::Window { window: 8 }, t).unwrap();
     for (p, keys) in window.keys.iter().enumerate() {
         assert_eq!(keys.len(), (p + 1).min(8));
         assert_eq!(*keys.last().unwrap() as usize, p);
     }
     let strided = Pattern::new(
-        &Attention::Strided {
+        &PatternKind::Strided {
             stride: 16,
             window: 4,
         },
@@ -256,7 +256,7 @@ fn patterns_are_causal_and_count_right() {
     )
     .unwrap();
     assert_eq!(strided.keys[40], vec![8, 24, 37, 38, 39, 40]);
-    let dense = Pattern::new(&Attention::Dense, t).unwrap();
+    let dense = Pattern::new(&PatternKind::Dense, t).unwrap();
     assert_eq!(dense.density(), 1.0);
     let blocks = dense.blocks(16);
     assert_eq!((blocks.blocks, blocks.dense_blocks), (10, 10));
@@ -265,7 +265,7 @@ fn patterns_are_causal_and_count_right() {
         "every causal pair of every block is allowed"
     );
     assert_eq!(
-        Pattern::new(&Attention::Window { window: 8 }, t)
+        Pattern::new(&PatternKind::Window { window: 8 }, t)
             .unwrap()
             .blocks(16)
             .full,
@@ -273,8 +273,8 @@ fn patterns_are_causal_and_count_right() {
     );
     // grid(4), Z², radius 1, window 1: a position sees itself, its left neighbour in
     // the same row and the position above it.
-    let lattice = Attention::Lattice {
-        coords: Coords::Grid { width: 4 },
+    let lattice = PatternKind::Lattice {
+        placement: Placement::Grid { width: 4 },
         basis: vec![vec![1, 0], vec![0, 1]],
         radius: 1.0,
         window: 1,
@@ -296,8 +296,8 @@ fn patterns_are_causal_and_count_right() {
         );
     }
     // The basis [[1, 0], [0, 2]] reaches every second row.
-    let every_other = Attention::Lattice {
-        coords: Coords::Grid { width: 4 },
+    let every_other = PatternKind::Lattice {
+        placement: Placement::Grid { width: 4 },
         basis: vec![vec![1, 0], vec![0, 2]],
         radius: 2.0,
         window: 1,

@@ -24,6 +24,48 @@ pub struct AdamWStep {
     pub grad_scale: f64,
 }
 
+/// The run-time scalars of the JIT's AdamW kernel: the kernel's scalar pointer points
+/// at one of these (`repr(C)`: eight f64s, read by field).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWScalars {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// 1/(1−β₁ᵗ)
+    pub inv_correction1: f64,
+    /// 1/(1−β₂ᵗ)
+    pub inv_correction2: f64,
+    pub grad_scale: f64,
+}
+
+impl AdamWScalars {
+    /// The scalars as the kernel's scalar array.
+    pub fn as_array(&self) -> &[f64; 8] {
+        const { assert!(std::mem::size_of::<AdamWScalars>() == 8 * 8) };
+        // SAFETY: `repr(C)`, eight f64 fields: the layout of `[f64; 8]` (size checked).
+        unsafe { &*(self as *const AdamWScalars).cast::<[f64; 8]>() }
+    }
+}
+
+impl AdamWStep {
+    /// The scalars the JIT's kernel reads for this step (bias corrections folded).
+    pub fn scalars(&self) -> AdamWScalars {
+        AdamWScalars {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            inv_correction1: 1.0 / (1.0 - self.beta1.powf(self.t as f64)),
+            inv_correction2: 1.0 / (1.0 - self.beta2.powf(self.t as f64)),
+            grad_scale: self.grad_scale,
+        }
+    }
+}
+
 /// Updates one parameter segment in place.
 pub fn adamw_update<T: Real>(
     params: &mut [T],
@@ -53,8 +95,8 @@ use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value, types};
 
 /// One AdamW pass over every parameter: `segments` are (offset, length, decayed) in
-/// the flat parameter, gradient and moment buffers (args 0..4). Run-time scalars:
-/// lr, β₁, β₂, ε, λ, 1/(1−β₁ᵗ), 1/(1−β₂ᵗ), the gradient scale.
+/// the flat parameter, gradient and moment buffers (args 0..4). Run-time scalars: an
+/// [`AdamWScalars`].
 pub fn emit_adamw(
     e: &mut Emitter<'_>,
     params: Value,
@@ -63,15 +105,19 @@ pub fn emit_adamw(
     v: Value,
     segments: &[(usize, usize, bool)],
 ) {
-    let scalars: Vec<Value> = (0..8)
-        .map(|i| {
-            let s = e.scalar(i);
-            e.b.ins().fdemote(types::F32, s)
-        })
-        .collect();
-    let [lr, beta1, beta2, eps, wd, inv_c1, inv_c2, grad_scale] = scalars[..] else {
-        unreachable!()
+    let mut scalar = |offset: usize| {
+        let s = e.scalar(offset / std::mem::size_of::<f64>());
+        e.b.ins().fdemote(types::F32, s)
     };
+    use std::mem::offset_of;
+    let lr = scalar(offset_of!(AdamWScalars, lr));
+    let beta1 = scalar(offset_of!(AdamWScalars, beta1));
+    let beta2 = scalar(offset_of!(AdamWScalars, beta2));
+    let eps = scalar(offset_of!(AdamWScalars, eps));
+    let wd = scalar(offset_of!(AdamWScalars, weight_decay));
+    let inv_c1 = scalar(offset_of!(AdamWScalars, inv_correction1));
+    let inv_c2 = scalar(offset_of!(AdamWScalars, inv_correction2));
+    let grad_scale = scalar(offset_of!(AdamWScalars, grad_scale));
     let one = e.b.ins().f32const(1.0);
     let one_minus_b1 = e.b.ins().fsub(one, beta1);
     let one_minus_b2 = e.b.ins().fsub(one, beta2);

@@ -382,21 +382,10 @@ fn adamw_matches() {
     };
     let compiled = compile(4, |e, p| emit_adamw(e, p[0], p[1], p[2], p[3], &segments));
     let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
-    let inv_c1 = 1.0 / (1.0 - step.beta1.powi(3));
-    let inv_c2 = 1.0 / (1.0 - step.beta2.powi(3));
     call(
         &compiled,
         &mut [ptr(&mut p), ptr(&mut g), ptr(&mut m), ptr(&mut v)],
-        &[
-            step.lr,
-            step.beta1,
-            step.beta2,
-            step.eps,
-            step.weight_decay,
-            inv_c1,
-            inv_c2,
-            step.grad_scale,
-        ],
+        step.scalars().as_array(),
     );
     let (mut rp, mut rm, mut rv) = (p0, m0, v0);
     for &(offset, len, decayed) in &segments {

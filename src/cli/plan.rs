@@ -53,7 +53,7 @@ pub fn plan(args: PlanArgs) -> ExitCode {
         let picture = match &plan.pattern {
             Some(pattern) => cllm::lattice::mask_svg(pattern),
             None => match cllm::lattice::Pattern::new(
-                &spec.model.attention,
+                &plan::pattern_kind(&spec.model.attention),
                 spec.model.context as usize,
             ) {
                 Ok(dense) => cllm::lattice::mask_svg(&dense),

@@ -78,14 +78,9 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     }
     let count = args.tokens.unwrap_or(s.tokens) as usize;
     let mut rng = Rng::new(args.seed.unwrap_or(s.seed));
-    let mask = match spec.model.attention {
-        cllm::spec::Attention::Dense => None,
-        ref pattern => Some(
-            cllm::lattice::Pattern::new(pattern, spec.model.context as usize)
-                .map_err(|e| miette::miette!("{e}"))?
-                .mask(),
-        ),
-    };
+    let mask = cllm::plan::attention_pattern(&spec)
+        .map_err(|e| miette::miette!("{e}"))?
+        .map(|p| p.mask());
     let mut sampler = Sampler::new(
         &graph,
         spec.model.ln_eps,

@@ -9,12 +9,14 @@
 
 mod coords;
 mod enumerate;
+mod kind;
 mod lll;
 mod pattern;
 mod rational;
 
 pub use coords::{grid, grid_inverse, ulam, ulam_inverse};
 pub use enumerate::short_vectors;
+pub use kind::{PatternKind, Placement};
 pub use lll::{gram_schmidt, lll, nearest_plane};
 pub use pattern::{BlockStats, Pattern, Reach, mask_svg};
 pub use rational::Rat;

@@ -4,8 +4,7 @@
 
 use serde::Serialize;
 
-use super::{LatticeError, coords, default_delta, lll, short_vectors};
-use crate::spec::{Attention, Coords};
+use super::{LatticeError, PatternKind, Placement, coords, default_delta, lll, short_vectors};
 
 /// How a lattice pattern reaches back, for `cllm plan`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -40,24 +39,24 @@ pub struct BlockStats {
 }
 
 impl Pattern {
-    /// The pattern `attention` draws over `t` positions.
-    pub fn new(attention: &Attention, t: usize) -> Result<Pattern, LatticeError> {
+    /// The pattern `kind` draws over `t` positions.
+    pub fn new(kind: &PatternKind, t: usize) -> Result<Pattern, LatticeError> {
         let mut reach = None;
-        let keys = match attention {
-            Attention::Dense => (0..t).map(|p| (0..=p as u32).collect()).collect(),
-            Attention::Window { window } => (0..t)
-                .map(|p| (p.saturating_sub(*window as usize - 1) as u32..=p as u32).collect())
+        let keys = match kind {
+            PatternKind::Dense => (0..t).map(|p| (0..=p as u32).collect()).collect(),
+            PatternKind::Window { window } => (0..t)
+                .map(|p| (p.saturating_sub(*window - 1) as u32..=p as u32).collect())
                 .collect(),
-            Attention::Strided { stride, window } => (0..t)
+            PatternKind::Strided { stride, window } => (0..t)
                 .map(|p| {
                     (0..=p)
-                        .filter(|q| p - q < *window as usize || (p - q) % *stride as usize == 0)
+                        .filter(|q| p - q < *window || (p - q) % *stride == 0)
                         .map(|q| q as u32)
                         .collect()
                 })
                 .collect(),
-            Attention::Lattice {
-                coords: system,
+            PatternKind::Lattice {
+                placement: system,
                 basis,
                 radius,
                 window,
@@ -65,17 +64,17 @@ impl Pattern {
                 let reduced = lll(basis, default_delta())?;
                 let vectors = short_vectors(&reduced, *radius)?;
                 let point = |p: usize| match system {
-                    Coords::Grid { width } => coords::grid(*width, p as u64),
-                    Coords::Ulam => coords::ulam(p as u64),
+                    Placement::Grid { width } => coords::grid(*width, p as u64),
+                    Placement::Ulam => coords::ulam(p as u64),
                 };
                 let position = |x: (i64, i64)| match system {
-                    Coords::Grid { width } => coords::grid_inverse(*width, x),
-                    Coords::Ulam => Some(coords::ulam_inverse(x)),
+                    Placement::Grid { width } => coords::grid_inverse(*width, x),
+                    Placement::Ulam => Some(coords::ulam_inverse(x)),
                 };
                 let keys = (0..t)
                     .map(|p| {
                         let (x, y) = point(p);
-                        let mut keys: Vec<u32> = (p.saturating_sub(*window as usize - 1)..=p)
+                        let mut keys: Vec<u32> = (p.saturating_sub(*window - 1)..=p)
                             .map(|q| q as u32)
                             .collect();
                         for v in &vectors {

@@ -140,18 +140,7 @@ impl<T: Real> Machine<T> {
         } = self;
         let chunks = &plan.param_chunks;
         if let Some(bound) = program {
-            let inv_c1 = 1.0 / (1.0 - h.beta1.powf(h.t as f64));
-            let inv_c2 = 1.0 / (1.0 - h.beta2.powf(h.t as f64));
-            let scalars = [
-                h.lr,
-                h.beta1,
-                h.beta2,
-                h.eps,
-                h.weight_decay,
-                inv_c1,
-                inv_c2,
-                h.grad_scale,
-            ];
+            let scalars = h.scalars();
             pool.install(|| {
                 bound
                     .adamw_tables
@@ -160,7 +149,7 @@ impl<T: Real> Machine<T> {
                     .for_each(|(table, kernel)| {
                         // SAFETY: the table points at this chunk of the parameter,
                         // gradient and moment buffers; chunks are disjoint.
-                        unsafe { kernel(table.0.as_ptr(), scalars.as_ptr()) };
+                        unsafe { kernel(table.0.as_ptr(), scalars.as_array().as_ptr()) };
                     })
             });
             return;

@@ -25,8 +25,8 @@ use serde::Serialize;
 use cllm_kernels::attention::BlockLists;
 
 use crate::graph::{Graph, Op, OpKind, Role, TensorId};
-use crate::lattice::{LatticeError, Pattern};
-use crate::spec::{Attention, Gemm, Spec, Threads};
+use crate::lattice::{LatticeError, Pattern, PatternKind, Placement};
+use crate::spec::{Attention, Coords, Gemm, Spec, Threads};
 
 pub use listing::kernel_listing;
 pub use memory::{ArenaStats, Slot};
@@ -195,6 +195,44 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{bytes} B")
 }
 
+/// `model.attention` in the lattice module's terms.
+pub fn pattern_kind(attention: &Attention) -> PatternKind {
+    let n = |x: u64| x as usize;
+    match attention {
+        Attention::Dense => PatternKind::Dense,
+        Attention::Window { window } => PatternKind::Window { window: n(*window) },
+        Attention::Strided { stride, window } => PatternKind::Strided {
+            stride: n(*stride),
+            window: n(*window),
+        },
+        Attention::Lattice {
+            coords,
+            basis,
+            radius,
+            window,
+        } => PatternKind::Lattice {
+            placement: match *coords {
+                Coords::Grid { width } => Placement::Grid { width },
+                Coords::Ulam => Placement::Ulam,
+            },
+            basis: basis.clone(),
+            radius: *radius,
+            window: n(*window),
+        },
+    }
+}
+
+/// The attention pattern of `spec` over its context (none when dense): the one place
+/// it is built, for training, evaluation and sampling alike.
+pub fn attention_pattern(spec: &Spec) -> Result<Option<Pattern>, LatticeError> {
+    match spec.model.attention {
+        Attention::Dense => Ok(None),
+        ref attention => {
+            Pattern::new(&pattern_kind(attention), spec.model.context as usize).map(Some)
+        }
+    }
+}
+
 /// Plans one optimizer step of `spec` with the default passes.
 pub fn plan(spec: &Spec) -> Result<Plan, PlanError> {
     plan_with(spec, PassOptions::default())
@@ -202,13 +240,13 @@ pub fn plan(spec: &Spec) -> Result<Plan, PlanError> {
 
 /// Plans with the given passes switched on or off.
 pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
-    let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
+    // `spec::validate` reports this with the spec's spans; a spec built in code (or an
+    // override applied after validation) meets the same check here.
+    let micro_batch = spec.train.micro_batch() as usize;
     let shards = spec.plan.shards as usize;
     if shards == 0 || !micro_batch.is_multiple_of(shards) {
-        let suggestion = (1..=shards.min(micro_batch))
-            .rev()
-            .find(|s| micro_batch.is_multiple_of(*s))
-            .unwrap_or(1);
+        let suggestion =
+            crate::spec::largest_shard_count(micro_batch as u64, shards as u64) as usize;
         return Err(PlanError::Shards {
             shards,
             micro_batch,
@@ -216,10 +254,7 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
         });
     }
     let graph = crate::graph::build(spec, micro_batch / shards);
-    let pattern = match spec.model.attention {
-        Attention::Dense => None,
-        ref attention => Some(Pattern::new(attention, spec.model.context as usize)?),
-    };
+    let pattern = attention_pattern(spec)?;
     let sparse = pattern.as_ref().and_then(|p| {
         let block = ATTENTION_BLOCK.min(p.t);
         let stats = p.blocks(block);

@@ -70,7 +70,7 @@ impl StepLoop {
                 .iter_mut()
                 .for_each(|x| *x = (0.02 * rng.normal()) as f32);
         }
-        let micro = (spec.train.batch / spec.train.accumulate) as usize;
+        let micro = spec.train.micro_batch() as usize;
         let t = spec.model.context as usize;
         Ok(StepLoop {
             machine,

@@ -45,7 +45,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     // Refused here, before any buffer is allocated or data read, if it cannot fit the budget.
     let plan = plan::plan_with(spec, options.passes)?;
     let data = Dataset::load(spec, &options.base_dir)?;
-    let micro_batch = (spec.train.batch / spec.train.accumulate) as usize;
+    let micro_batch = spec.train.micro_batch() as usize;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
     let program = match options.backend {
         Backend::Jit => Some(codegen::compile(&plan, codegen::Checks::default())?),

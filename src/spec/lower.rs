@@ -186,11 +186,7 @@ pub fn apply(assignments: &[Assignment<'_>], problems: &mut Vec<Problem>) -> (Sp
 pub fn resolve_derived(spec: &mut Spec, spans: &KeySpans) {
     spec.train.schedule = spec.train.schedule.resolve(spec.train.optimizer.lr());
     if !spans.given("plan", "shards") {
-        let micro_batch = spec.train.batch / spec.train.accumulate.max(1);
         // The largest divisor of the micro-batch up to 8: shards are equal-sized.
-        spec.plan.shards = (1..=micro_batch.clamp(1, 8))
-            .rev()
-            .find(|s| micro_batch.is_multiple_of(*s))
-            .unwrap_or(1);
+        spec.plan.shards = super::largest_shard_count(spec.train.micro_batch(), 8);
     }
 }

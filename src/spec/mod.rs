@@ -153,3 +153,20 @@ impl Model {
         v * c + t * c + self.layers * (2 * layernorm + attention + mlp) + layernorm + head
     }
 }
+
+impl Train {
+    /// Sequences of one forward-backward pass: batch / accumulate.
+    pub fn micro_batch(&self) -> u64 {
+        self.batch / self.accumulate.max(1)
+    }
+}
+
+/// The largest divisor of `micro_batch` that is at most `limit` (at least 1): the
+/// default of `plan.shards` (limit 8), and the suggestion when a given one does not
+/// divide the micro-batch (limit: the one given).
+pub fn largest_shard_count(micro_batch: u64, limit: u64) -> u64 {
+    (1..=limit.min(micro_batch).max(1))
+        .rev()
+        .find(|s| micro_batch.is_multiple_of(*s))
+        .unwrap_or(1)
+}

@@ -92,7 +92,7 @@ pub fn validate(spec: &Spec, spans: &KeySpans, base_dir: &Path, fallback: Span) 
         "threads must be at least 1".into(),
         "write `threads = auto` to use every core",
     );
-    let micro_batch = spec.train.batch / spec.train.accumulate.max(1);
+    let micro_batch = spec.train.micro_batch();
     c.require(
         p.shards >= 1 && micro_batch.is_multiple_of(p.shards),
         &["plan.shards", "train.batch", "train.accumulate"],
