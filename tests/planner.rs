@@ -51,23 +51,18 @@ fn losses(spec: &Spec, passes: PassOptions, poison: bool, backend: Backend) -> V
     runtime::train(spec, &options).expect("trains").losses
 }
 
-const PASS_VARIANTS: [PassOptions; 4] = [
-    PassOptions {
-        fuse: true,
-        recompute: Recompute::Auto,
-    },
-    PassOptions {
-        fuse: false,
-        recompute: Recompute::Never,
-    },
-    PassOptions {
-        fuse: true,
-        recompute: Recompute::All,
-    },
-    PassOptions {
-        fuse: false,
-        recompute: Recompute::All,
-    },
+const fn passes(fuse: bool, recompute: Recompute) -> PassOptions {
+    PassOptions { fuse, recompute }
+}
+
+/// Every combination: fusion on or off × each recompute policy.
+const PASS_VARIANTS: [PassOptions; 6] = [
+    passes(true, Recompute::Auto),
+    passes(true, Recompute::Never),
+    passes(true, Recompute::All),
+    passes(false, Recompute::Auto),
+    passes(false, Recompute::Never),
+    passes(false, Recompute::All),
 ];
 
 #[test]

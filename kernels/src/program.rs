@@ -98,6 +98,46 @@ const fn r(name: &'static str) -> Slot {
 }
 
 impl Step {
+    /// Floating-point operations of one step, counting a multiply-add as 2.
+    pub fn flops(&self) -> u64 {
+        let u = |x: usize| x as u64;
+        match self {
+            Step::Matmul {
+                rows, c, oc, gelu, ..
+            } => 2 * u(rows * c * oc) + if *gelu { 10 * u(rows * oc) } else { 0 },
+            Step::MatmulBackward { rows, c, oc, .. } => 4 * u(rows * c * oc) + u(rows * oc),
+            // QKᵀ and P·V over the tiles attention visits (the causal triangle, or a
+            // block-sparse pattern's list); backward recomputes QKᵀ, then dO·Vᵀ, dS·K,
+            // dSᵀ·Q and Pᵀ·dO: five products.
+            Step::Attention { shape, blocks, .. }
+            | Step::AttentionBackward { shape, blocks, .. } => {
+                let products = if matches!(self, Step::Attention { .. }) {
+                    4.0
+                } else {
+                    10.0
+                };
+                let t = shape.t_len;
+                let square = (shape.batch * t * t * shape.channels) as f64;
+                (products * square * blocks.fraction(t)) as u64
+            }
+            Step::LayerNorm { rows, c, .. } => 8 * u(rows * c),
+            Step::LayerNormBackward { rows, c } => 12 * u(rows * c),
+            Step::Gelu { n } => 10 * u(*n),
+            Step::GeluBackward { n } => 16 * u(*n),
+            Step::Residual { n } => u(*n),
+            Step::ResidualBackward { n } => 2 * u(*n),
+            Step::SoftmaxXent { rows, v } => 5 * u(rows * v),
+            Step::SoftmaxXentBackward { rows, v } => 2 * u(rows * v),
+            Step::Embedding { batch, t, c } => u(batch * t * c),
+            Step::EmbeddingBackward { batch, t, c } => 2 * u(batch * t * c),
+            // The optimizer's steps are not plan kernels (the step's FLOP count leaves them
+            // out); counted here as the adds of the tree and Σ g², and AdamW's ~12 per
+            // parameter (two moments, the bias-corrected update, decay).
+            Step::ShardGradSum { shards, len } => u(shards.saturating_sub(1) * len + 2 * len),
+            Step::AdamW { segments } => 12 * segments.iter().map(|s| u(s.1)).sum::<u64>(),
+        }
+    }
+
     /// The argument slots, in order: the one statement of each step's convention, read
     /// by the plan when it binds tensors, by the JIT and by the reference.
     pub fn slots(&self) -> Vec<Slot> {

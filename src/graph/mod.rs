@@ -114,6 +114,29 @@ pub enum OpKind {
     SoftmaxXentBackward,
 }
 
+impl OpKind {
+    /// The kernel family name of the op alone (fusion names the groups).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Embedding => "embedding",
+            OpKind::EmbeddingBackward => "embedding_backward",
+            OpKind::LayerNorm { .. } => "layernorm",
+            OpKind::LayerNormBackward => "layernorm_backward",
+            OpKind::Matmul { bias: true } => "matmul_bias",
+            OpKind::Matmul { bias: false } => "matmul",
+            OpKind::MatmulBackward { .. } => "matmul_backward",
+            OpKind::Gelu => "gelu",
+            OpKind::GeluBackward => "gelu_backward",
+            OpKind::Residual => "residual",
+            OpKind::ResidualBackward => "residual_backward",
+            OpKind::Attention { .. } => "attention",
+            OpKind::AttentionBackward { .. } => "attention_backward",
+            OpKind::SoftmaxXent => "softmax_xent",
+            OpKind::SoftmaxXentBackward => "softmax_xent_backward",
+        }
+    }
+}
+
 /// One kernel call: its kind and its tensors, positionally as documented on [`OpKind`].
 #[derive(Clone, Debug, Serialize)]
 pub struct Op {

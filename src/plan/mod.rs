@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use cllm_kernels::attention::BlockLists;
 
-use crate::graph::{Graph, Op, OpKind, Role, TensorId};
+use crate::graph::{Graph, Op, Role, TensorId};
 use crate::lattice::{LatticeError, Pattern, PatternKind, Placement};
 use crate::spec::{Attention, Coords, Gemm, Spec, Threads};
 
@@ -306,7 +306,7 @@ fn schedule(
     ] {
         for op in ops {
             kernels.push(Kernel {
-                name: kernel_name(op.kind).to_string(),
+                name: op.kind.name().to_string(),
                 phase,
                 ops: vec![op.clone()],
                 flops: 0,
@@ -354,27 +354,6 @@ fn param_chunks(graph: &Graph) -> Vec<ParamChunk> {
         offset += len;
     }
     chunks
-}
-
-/// The kernel family name of a single op.
-pub fn kernel_name(kind: OpKind) -> &'static str {
-    match kind {
-        OpKind::Embedding => "embedding",
-        OpKind::EmbeddingBackward => "embedding_backward",
-        OpKind::LayerNorm { .. } => "layernorm",
-        OpKind::LayerNormBackward => "layernorm_backward",
-        OpKind::Matmul { bias: true } => "matmul_bias",
-        OpKind::Matmul { bias: false } => "matmul",
-        OpKind::MatmulBackward { .. } => "matmul_backward",
-        OpKind::Gelu => "gelu",
-        OpKind::GeluBackward => "gelu_backward",
-        OpKind::Residual => "residual",
-        OpKind::ResidualBackward => "residual_backward",
-        OpKind::Attention { .. } => "attention",
-        OpKind::AttentionBackward { .. } => "attention_backward",
-        OpKind::SoftmaxXent => "softmax_xent",
-        OpKind::SoftmaxXentBackward => "softmax_xent_backward",
-    }
 }
 
 impl Plan {

@@ -11,7 +11,7 @@
 //! on the fly from inputs it reads anyway; then, only if the plan is still over the
 //! budget, the expensive ones, most bytes per FLOP first.
 
-use super::{Kernel, Phase, Plan, PlanError, Recompute, kernel_name, memory};
+use super::{Kernel, Phase, Plan, PlanError, Recompute, memory};
 use crate::graph::{Op, OpKind, TensorId};
 
 /// Bytes saved per recompute FLOP above which recomputing is always worth it.
@@ -46,7 +46,7 @@ fn candidates(plan: &Plan) -> Vec<Candidate> {
         .map(|op| {
             let bytes: usize = op.outputs.iter().map(|&o| graph.tensor(o).len()).sum();
             let call = super::ir::lower_op(graph, op, None, &plan.attention_blocks);
-            let flops = super::cost::step_flops(&call.step).max(1);
+            let flops = call.step.flops().max(1);
             Candidate {
                 op: op.clone(),
                 saved_per_flop: 4.0 * bytes as f64 / flops as f64,
@@ -92,7 +92,7 @@ fn recompute_op(plan: &mut Plan, op: &Op) {
         inputs: op.inputs.clone(),
         outputs: fresh,
     };
-    let name = format!("recompute_{}", kernel_name(op.kind));
+    let name = format!("recompute_{}", op.kind.name());
     plan.kernels.insert(
         first_reader,
         Kernel {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Phase, Plan, human_bytes, kernel_name};
+use super::{Phase, Plan, human_bytes};
 use crate::spec::Spec;
 
 /// The attention pattern: its reach, keys per query, density and blocks.
@@ -122,7 +122,7 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
         "#", "kernel", "phase", "ops", "output", "GFLOP", "MB", "FLOP/B"
     );
     for (k, kernel) in plan.kernels.iter().enumerate() {
-        let ops: Vec<&str> = kernel.ops.iter().map(|op| kernel_name(op.kind)).collect();
+        let ops: Vec<&str> = kernel.ops.iter().map(|op| op.kind.name()).collect();
         let last = kernel.ops.last().expect("a kernel has ops");
         let shape = format!("{:?}", plan.graph.tensor(last.outputs[0]).shape);
         let phase = match kernel.phase {

@@ -1,7 +1,8 @@
 //! The building blocks kernels are written with: arguments, constants, loads and
 //! stores of f32 and F32X4, counted loops, loop-carried variables, horizontal
-//! reductions. Loops are while-shaped (test at the top), which keeps Cranelift from
-//! missing load folding (see ../shared/notes/cranelift-0.135.md).
+//! reductions. Loops are while-shaped (test at the top): in that shape Cranelift 0.135
+//! folds the loads into the arithmetic, which it misses in a loop tested at the bottom
+//! (measured on the kernels' machine code).
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{FuncRef, InstBuilder, MemFlagsData, Type, Value, types};
