@@ -113,12 +113,12 @@ fn matches_the_reference(isa: Isa) {
                                 want[i * width + j] = gelu(expected[i * width + j] as f64) as f32;
                             }
                         }
-                        assert_close(&name, &activated, &want, k);
+                        assert_kernel_matches(&name, &activated, &want, k);
                     }
                     let name = format!("{} {m}×{n}×{k}", isa.name());
                     let name =
                         format!("{name} a_cm={a_cm} b_cm={b_cm} acc={accumulate} fused={fused}");
-                    assert_close(&name, &dst, &expected, k);
+                    assert_kernel_matches(&name, &dst, &expected, k);
                     for i in 0..m {
                         assert_eq!(
                             dst[i * width + n..(i + 1) * width],

@@ -16,6 +16,17 @@ impl Lcg {
     pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| scale * self.next()).collect()
     }
+    /// The same stream in f64 (for the gradient checks).
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+    pub fn vec_f64(&mut self, n: usize) -> Vec<f64> {
+        (0..n).map(|_| self.next_f64()).collect()
+    }
 }
 
 thread_local! {
@@ -69,7 +80,11 @@ pub fn ptr<T>(v: &mut [T]) -> *mut u8 {
     v.as_mut_ptr() as *mut u8
 }
 
-pub fn assert_close(name: &str, jit: &[f32], reference: &[f32], reduction: usize) {
+/// The differential tests' one tolerance: `|jit − ref| ≤ rtol(K)·max(|ref|, rms(ref))`,
+/// `rtol(K) = 1e-6·(4 + K/8)` for reduction length K (the JIT sums in f32, four-lane
+/// partial sums; the reference in f64; the rms floor keeps results that cancel to near
+/// zero from demanding more than f32 has). Prints the worst relative error.
+pub fn assert_kernel_matches(name: &str, jit: &[f32], reference: &[f32], reduction: usize) {
     assert_eq!(jit.len(), reference.len(), "{name}: lengths");
     let rtol = 1e-6 * (4.0 + reduction as f64 / 8.0);
     let rms = (reference.iter().map(|x| (*x as f64).powi(2)).sum::<f64>()
@@ -86,4 +101,46 @@ pub fn assert_close(name: &str, jit: &[f32], reference: &[f32], reduction: usize
         );
     }
     eprintln!("{name:<28} worst relative error {worst:.2e} (allowed {rtol:.2e})");
+}
+
+// ── Gradient checks ─────────────────────────────────────────────────────────
+// Every reference backward against central finite differences, in f64.
+//
+// Each check builds the scalar `L = Σ w ⊙ forward(x)` with random weights `w` (so
+// `dout = w`), runs the backward, and compares every input gradient with
+// `(L(x + h) − L(x − h)) / 2h`, h = 1e-6. In f64 the finite difference is good to
+// ~1e-8, so the tolerance, 1e-6 relative (with an absolute floor of 1e-8), catches any
+// wrong term while allowing rounding.
+
+pub const H: f64 = 1e-6;
+pub const TOLERANCE: f64 = 1e-6;
+
+/// Compares `analytic` with the central difference of `loss` around `x`, element by element.
+pub fn assert_gradient(name: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64) {
+    let mut worst: f64 = 0.0;
+    let mut probe = x.to_vec();
+    for i in 0..x.len() {
+        probe[i] = x[i] + H;
+        let up = loss(&probe);
+        probe[i] = x[i] - H;
+        let down = loss(&probe);
+        probe[i] = x[i];
+        let numeric = (up - down) / (2.0 * H);
+        let error = (numeric - analytic[i]).abs() / numeric.abs().max(analytic[i].abs()).max(1e-2);
+        worst = worst.max(error);
+        assert!(
+            error < TOLERANCE || (numeric - analytic[i]).abs() < 1e-8,
+            "{name}[{i}]: analytic {} vs numeric {numeric} (relative error {error:e})",
+            analytic[i]
+        );
+    }
+    eprintln!(
+        "{name}: worst relative error {worst:e} over {} elements",
+        x.len()
+    );
+}
+
+/// `Σ out ⊙ w`: the scalar loss whose gradient a check compares.
+pub fn weighted(out: &[f64], w: &[f64]) -> f64 {
+    out.iter().zip(w).map(|(a, b)| a * b).sum()
 }

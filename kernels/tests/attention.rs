@@ -128,8 +128,8 @@ fn check(
         shape,
     );
     let name = format!("T {t_len}, blocks of {}, masked {masked}", blocks.block);
-    assert_close(&format!("{name}: out"), &out, &r_out, t_len * hs);
-    assert_close(&format!("{name}: lse"), &lse, &r_lse, hs);
+    assert_kernel_matches(&format!("{name}: out"), &out, &r_out, t_len * hs);
+    assert_kernel_matches(&format!("{name}: lse"), &lse, &r_lse, hs);
 
     let mut dout = rng.vec(out.len(), 1.0);
     let d0 = rng.vec(qkv.len(), 1.0);
@@ -151,5 +151,81 @@ fn check(
     call(&compiled, &mut args, &[]);
     let mut r_dqkv = d0;
     attention_backward(&mut r_dqkv, &dout, &qkv, masked.then_some(&keep[..]), shape);
-    assert_close(&format!("{name}: backward"), &dqkv, &r_dqkv, t_len * hs);
+    assert_kernel_matches(&format!("{name}: backward"), &dqkv, &r_dqkv, t_len * hs);
+}
+
+// ── The reference's gradient against finite differences ─────────────────────
+
+#[test]
+fn attention_gradients() {
+    for (batch, t_len, channels, heads) in [(2, 5, 6, 2), (1, 7, 4, 1), (1, 3, 9, 3)] {
+        let shape = AttentionShape {
+            batch,
+            t_len,
+            channels,
+            heads,
+        };
+        let mut rng = Lcg(batch as u64 * 7 + t_len as u64);
+        let qkv = rng.vec_f64(batch * t_len * 3 * channels);
+        let w = rng.vec_f64(batch * t_len * channels);
+        let lse_len = batch * heads * t_len;
+        // Dense, and a sparse pattern: every other earlier key dropped (not the diagonal).
+        let sparse: Vec<f64> = (0..t_len * t_len)
+            .map(|i| ((i % t_len == i / t_len) || (i * 7 % 3 != 0)) as u8 as f64)
+            .collect();
+        for keep in [None, Some(sparse.as_slice())] {
+            let forward = |qkv: &[f64]| {
+                let (mut out, mut lse) = (vec![0.0; w.len()], vec![0.0; lse_len]);
+                attention_forward(&mut out, &mut lse, qkv, keep, shape);
+                (weighted(&out, &w), out)
+            };
+            if let Some(keep) = keep {
+                // A dropped key has no influence on its query's output.
+                let t = t_len - 1;
+                let (_, before) = forward(&qkv);
+                for t2 in (0..t).filter(|&t2| keep[t * t_len + t2] == 0.0) {
+                    let mut moved = qkv.clone();
+                    let at = (t2 * 3 + 1) * channels; // k and v of (b 0, t2)
+                    moved[at..at + 2 * channels]
+                        .iter_mut()
+                        .for_each(|x| *x += 1.5);
+                    let (_, after) = forward(&moved);
+                    let row = t * channels..(t + 1) * channels;
+                    assert_eq!(
+                        before[row.clone()],
+                        after[row],
+                        "key {t2} was dropped for {t}"
+                    );
+                }
+            }
+            let mut dqkv = vec![0.0; qkv.len()];
+            attention_backward(&mut dqkv, &w, &qkv, keep, shape);
+            assert_gradient("attention.qkv", &qkv, &dqkv, |x| forward(x).0);
+        }
+    }
+}
+
+#[test]
+fn attention_is_causal() {
+    let shape = AttentionShape {
+        batch: 1,
+        t_len: 6,
+        channels: 4,
+        heads: 2,
+    };
+    let mut rng = Lcg(9);
+    let mut qkv = rng.vec_f64(6 * 12);
+    let run = |qkv: &[f64]| {
+        let (mut out, mut lse) = (vec![0.0; 24], vec![0.0; 2 * 6]);
+        attention_forward(&mut out, &mut lse, qkv, None, shape);
+        out
+    };
+    let before = run(&qkv);
+    // Changing the last position's k and v must not change any earlier output.
+    for x in &mut qkv[5 * 12 + 4..6 * 12] {
+        *x += 1.0;
+    }
+    let after = run(&qkv);
+    assert_eq!(before[..5 * 4], after[..5 * 4]);
+    assert_ne!(before[5 * 4..], after[5 * 4..]);
 }

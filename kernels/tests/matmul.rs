@@ -1,0 +1,127 @@
+//! Matmul: the JIT kernels (both GEMMs, bias and the fused GELU epilogue) against the
+//! reference on ragged shapes, and the reference backward against finite differences.
+//!
+//! The shared tolerance (`assert_kernel_matches`) and the gradient check
+//! (`assert_gradient`) are in `common/`.
+
+mod common;
+use common::*;
+
+use cllm_kernels::gelu::*;
+use cllm_kernels::matmul::*;
+
+#[test]
+fn matmul_kernels_match() {
+    with_both_gemms(matmul_kernels_match_once);
+}
+
+fn matmul_kernels_match_once() {
+    for (n, c, oc) in [(5, 7, 3), (16, 32, 48), (13, 37, 29), (64, 128, 384)] {
+        let mut rng = Lcg((n * c * oc) as u64);
+        let (mut inp, mut weight, mut bias) =
+            (rng.vec(n * c, 1.0), rng.vec(oc * c, 1.0), rng.vec(oc, 1.0));
+        for gelu in [false, true] {
+            let compiled = compile(5, |e, p| {
+                emit_matmul_forward(
+                    e,
+                    p[0],
+                    p[1],
+                    p[2],
+                    Some(p[3]),
+                    gelu.then_some(p[4]),
+                    n,
+                    c,
+                    oc,
+                )
+            });
+            let (mut out, mut g) = (vec![0.0; n * oc], vec![0.0; n * oc]);
+            call(
+                &compiled,
+                &mut [
+                    ptr(&mut out),
+                    ptr(&mut inp),
+                    ptr(&mut weight),
+                    ptr(&mut bias),
+                    ptr(&mut g),
+                ],
+                &[],
+            );
+            let mut reference = vec![0.0; n * oc];
+            matmul_forward(&mut reference, &inp, &weight, Some(&bias), c, oc);
+            assert_kernel_matches("matmul_forward", &out, &reference, c);
+            if gelu {
+                let mut reference_g = vec![0.0; n * oc];
+                gelu_forward(&mut reference_g, &reference);
+                assert_kernel_matches("matmul_bias_gelu epilogue", &g, &reference_g, c);
+            }
+        }
+        let mut dout = rng.vec(n * oc, 1.0);
+        let (dinp0, dweight0, dbias0) =
+            (rng.vec(n * c, 1.0), rng.vec(oc * c, 1.0), rng.vec(oc, 1.0));
+        let compiled = compile(6, |e, p| {
+            emit_matmul_backward(e, p[0], p[1], Some(p[2]), p[3], p[4], p[5], n, c, oc)
+        });
+        let (mut dinp, mut dweight, mut dbias) = (dinp0.clone(), dweight0.clone(), dbias0.clone());
+        call(
+            &compiled,
+            &mut [
+                ptr(&mut dinp),
+                ptr(&mut dweight),
+                ptr(&mut dbias),
+                ptr(&mut dout),
+                ptr(&mut inp),
+                ptr(&mut weight),
+            ],
+            &[],
+        );
+        let (mut rdinp, mut rdweight, mut rdbias) = (dinp0, dweight0, dbias0);
+        matmul_backward(
+            &mut rdinp,
+            &mut rdweight,
+            Some(&mut rdbias),
+            &dout,
+            &inp,
+            &weight,
+            c,
+            oc,
+        );
+        assert_kernel_matches("matmul_backward.dinp", &dinp, &rdinp, oc);
+        assert_kernel_matches("matmul_backward.dweight", &dweight, &rdweight, n);
+        assert_kernel_matches("matmul_backward.dbias", &dbias, &rdbias, n);
+    }
+}
+
+#[test]
+fn matmul_gradients() {
+    for (n, c, oc) in [(3, 5, 7), (4, 8, 4), (1, 3, 2)] {
+        let mut rng = Lcg(n as u64 * 31 + c as u64);
+        let (inp, weight, bias, w) = (
+            rng.vec_f64(n * c),
+            rng.vec_f64(oc * c),
+            rng.vec_f64(oc),
+            rng.vec_f64(n * oc),
+        );
+        let forward = |inp: &[f64], weight: &[f64], bias: &[f64]| {
+            let mut out = vec![0.0; n * oc];
+            matmul_forward(&mut out, inp, weight, Some(bias), c, oc);
+            weighted(&out, &w)
+        };
+        let (mut dinp, mut dweight, mut dbias) =
+            (vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
+        matmul_backward(
+            &mut dinp,
+            &mut dweight,
+            Some(&mut dbias),
+            &w,
+            &inp,
+            &weight,
+            c,
+            oc,
+        );
+        assert_gradient("matmul.inp", &inp, &dinp, |x| forward(x, &weight, &bias));
+        assert_gradient("matmul.weight", &weight, &dweight, |x| {
+            forward(&inp, x, &bias)
+        });
+        assert_gradient("matmul.bias", &bias, &dbias, |x| forward(&inp, &weight, x));
+    }
+}
