@@ -84,6 +84,11 @@ pub struct Snapshot<'a> {
 }
 
 /// Resolves a `--resume` or `sample` argument: a run folder or a checkpoint file.
+/// The names AdamW's two moments of parameter `name` are stored under.
+pub fn moment_names(name: &str) -> [String; 2] {
+    [format!("adamw.m.{name}"), format!("adamw.v.{name}")]
+}
+
 pub fn locate(path: &Path) -> PathBuf {
     if path.is_dir() {
         path.join(FILE_NAME)

@@ -5,13 +5,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::codegen;
 use std::path::Path;
 
 use crate::data::{Batch, Cursor, Dataset};
 use crate::machine::Machine;
-use crate::plan;
-use crate::rng::Rng;
+use crate::runtime::session::{self, Session};
 use crate::runtime::{Backend, RunError, optimizer, trainer};
 use crate::spec::{Spec, Train};
 
@@ -33,7 +31,7 @@ pub struct BenchReport {
 }
 
 /// The training step alone, as `cllm run` runs it (data, forward and backward of every
-/// shard, the shard-gradient sum, clipping, AdamW), from a GPT-2-style random init:
+/// shard, the shard-gradient sum, clipping, AdamW), from the run's own initialisation:
 /// what `cllm bench` times and the zero-allocation test counts.
 pub struct StepLoop {
     pub machine: Machine<f32>,
@@ -49,27 +47,14 @@ pub struct StepLoop {
 
 impl StepLoop {
     pub fn new(spec: &Spec, base_dir: &Path, backend: Backend) -> Result<StepLoop, RunError> {
-        let started = Instant::now();
-        let plan = plan::plan(spec)?;
-        let plan_ms = 1e3 * started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let program = match backend {
-            Backend::Jit => Some(codegen::compile(&plan, codegen::Checks::default())?),
-            Backend::Interp => None,
-        };
-        let jit_ms = 1e3 * started.elapsed().as_secs_f64();
-        let data = Dataset::load(spec, base_dir)?;
-        let mut machine = Machine::<f32>::new(plan);
-        if let Some(program) = program {
-            machine.attach_jit(program);
-        }
-        let mut rng = Rng::derive(spec.train.seed, "parameter init");
-        for i in 0..machine.graph().params.len() {
-            machine
-                .param_mut(i)
-                .iter_mut()
-                .for_each(|x| *x = (0.02 * rng.normal()) as f32);
-        }
+        let passes = crate::plan::PassOptions::default();
+        let Session {
+            mut machine,
+            data,
+            plan_ms,
+            jit_ms,
+        } = session::assemble(spec, passes, base_dir, backend)?;
+        session::initialise(&mut machine, spec, base_dir)?;
         let micro = spec.train.micro_batch() as usize;
         let t = spec.model.context as usize;
         Ok(StepLoop {

@@ -7,6 +7,7 @@ mod eval;
 mod optimizer;
 mod report;
 pub mod sampler;
+mod session;
 mod trainer;
 
 use std::path::PathBuf;

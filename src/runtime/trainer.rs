@@ -4,17 +4,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crate::checkpoint::{self, Snapshot};
-use crate::codegen;
 use crate::data::{Batch, Cursor, Dataset};
-use crate::graph::Init;
 use crate::machine::Machine;
-use crate::plan::{self, Plan};
-use crate::rng::Rng;
+use crate::plan;
 use crate::runtime::eval::{addition_accuracy, validation_loss};
 use crate::runtime::optimizer;
 use crate::runtime::report::Reporter;
 use crate::runtime::sampler::Sampler;
-use crate::runtime::{Backend, RunError, RunOptions};
+use crate::runtime::session::{self, Session};
+use crate::runtime::{RunError, RunOptions};
 use crate::spec::Spec;
 
 /// How a run ended.
@@ -42,22 +40,23 @@ struct State {
 
 /// Trains the model `spec` describes; see [`RunOptions`] for the how.
 pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> {
-    // Refused here, before any buffer is allocated or data read, if it cannot fit the budget.
-    let plan = plan::plan_with(spec, options.passes)?;
-    let data = Dataset::load(spec, &options.base_dir)?;
+    let Session {
+        mut machine, data, ..
+    } = session::assemble(spec, options.passes, &options.base_dir, options.backend)?;
     let micro_batch = spec.train.micro_batch() as usize;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
-    let program = match options.backend {
-        Backend::Jit => Some(codegen::compile(&plan, codegen::Checks::default())?),
-        Backend::Interp => None,
+    let (done, cursor) = match &options.resume {
+        Some(from) => session::restore(&mut machine, &checkpoint::locate(from))?,
+        None => {
+            session::initialise(&mut machine, spec, &options.base_dir)?;
+            (0, Dataset::cursor(spec.train.seed))
+        }
     };
-    let mut state = match &options.resume {
-        Some(from) => resume(plan, &checkpoint::locate(from))?,
-        None => fresh(plan, spec, &options.base_dir)?,
+    let mut state = State {
+        machine,
+        step: done,
+        cursor,
     };
-    if let Some(program) = program {
-        state.machine.attach_jit(program);
-    }
     state.machine.set_poison(options.poison);
     let total = spec.train.steps;
     if let Some(from) = &options.resume
@@ -215,68 +214,6 @@ fn evaluate(
     (val_loss, accuracy)
 }
 
-fn fresh(plan: Plan, spec: &Spec, base_dir: &Path) -> Result<State, RunError> {
-    let mut machine = Machine::new(plan);
-    let params = machine.graph().params.clone();
-    if let Some(weights) = &spec.model.weights {
-        let shapes: Vec<(String, Vec<usize>)> = params
-            .iter()
-            .map(|p| (p.name.clone(), p.shape.clone()))
-            .collect();
-        let values = checkpoint::import_gpt2(&base_dir.join(weights), &shapes)?;
-        for (i, v) in values.into_iter().enumerate() {
-            machine.param_mut(i).copy_from_slice(&v);
-        }
-    } else {
-        let mut rng = Rng::derive(spec.train.seed, "parameter init");
-        for (i, p) in params.iter().enumerate() {
-            let values = machine.param_mut(i);
-            match p.init {
-                Init::Normal { std } => values
-                    .iter_mut()
-                    .for_each(|x| *x = (std * rng.normal()) as f32),
-                Init::Zeros => values.fill(0.0),
-                Init::Ones => values.fill(1.0),
-            }
-        }
-    }
-    Ok(State {
-        machine,
-        step: 0,
-        cursor: Dataset::cursor(spec.train.seed),
-    })
-}
-
-fn resume(plan: Plan, path: &Path) -> Result<State, RunError> {
-    let mut stored = checkpoint::load(path)?;
-    let format = |reason: &str| checkpoint::CheckpointError::Format {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
-    let step = stored
-        .field(path, "step")?
-        .parse()
-        .map_err(|_| format("its `step` is not a number"))?;
-    let cursor: Cursor = serde_json::from_str(stored.field(path, "cursor")?)
-        .map_err(|_| format("its `cursor` is unreadable"))?;
-    let mut machine = Machine::new(plan);
-    let params = machine.graph().params.clone();
-    for (i, p) in params.iter().enumerate() {
-        let values = stored.take(path, &p.name, &p.shape)?;
-        machine.param_mut(i).copy_from_slice(&values);
-        let m = stored.take(path, &format!("adamw.m.{}", p.name), &p.shape)?;
-        let v = stored.take(path, &format!("adamw.v.{}", p.name), &p.shape)?;
-        let (m_dst, v_dst) = machine.moments_mut(i);
-        m_dst.copy_from_slice(&m);
-        v_dst.copy_from_slice(&v);
-    }
-    Ok(State {
-        machine,
-        step,
-        cursor,
-    })
-}
-
 fn save(
     state: &State,
     path: &Path,
@@ -291,8 +228,9 @@ fn save(
     }
     for (i, p) in graph.params.iter().enumerate() {
         let (m, v) = state.machine.moments(i);
-        tensors.push((format!("adamw.m.{}", p.name), p.shape.clone(), m));
-        tensors.push((format!("adamw.v.{}", p.name), p.shape.clone(), v));
+        let [m_name, v_name] = checkpoint::moment_names(&p.name);
+        tensors.push((m_name, p.shape.clone(), m));
+        tensors.push((v_name, p.shape.clone(), v));
     }
     let spec_json = serde_json::to_string(spec).expect("a Spec serializes");
     let extra = data.tokenizer.words().map(|w| {

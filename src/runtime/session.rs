@@ -1,0 +1,118 @@
+//! One run's pipeline, assembled in one place for `cllm run` and `cllm bench`: the
+//! plan (refused before anything is allocated or read if it cannot fit the budget), the
+//! data, the compiled program, the machine, and the parameters' first values — the
+//! model's own initialisation or imported weights, or a checkpoint's state.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::checkpoint;
+use crate::codegen;
+use crate::data::{Cursor, Dataset};
+use crate::graph::Init;
+use crate::machine::Machine;
+use crate::plan::{self, PassOptions};
+use crate::rng::Rng;
+use crate::runtime::{Backend, RunError};
+use crate::spec::Spec;
+
+/// The assembled pipeline, its parameters not yet set.
+pub(crate) struct Session {
+    pub machine: Machine<f32>,
+    pub data: Dataset,
+    /// Milliseconds spent planning and compiling.
+    pub plan_ms: f64,
+    pub jit_ms: f64,
+}
+
+/// Plans `spec`, loads its data, compiles the plan (for the JIT back end) and builds
+/// the machine that runs it.
+pub(crate) fn assemble(
+    spec: &Spec,
+    passes: PassOptions,
+    base_dir: &Path,
+    backend: Backend,
+) -> Result<Session, RunError> {
+    let started = Instant::now();
+    let plan = plan::plan_with(spec, passes)?;
+    let plan_ms = 1e3 * started.elapsed().as_secs_f64();
+    let data = Dataset::load(spec, base_dir)?;
+    let started = Instant::now();
+    let program = match backend {
+        Backend::Jit => Some(codegen::compile(&plan, codegen::Checks::default())?),
+        Backend::Interp => None,
+    };
+    let jit_ms = 1e3 * started.elapsed().as_secs_f64();
+    let mut machine = Machine::new(plan);
+    if let Some(program) = program {
+        machine.attach_jit(program);
+    }
+    Ok(Session {
+        machine,
+        data,
+        plan_ms,
+        jit_ms,
+    })
+}
+
+/// A fresh model: `model.weights` imported, or each parameter drawn as the graph says
+/// (GPT-2's: normal(0, init_std), residual projections scaled by 1/√(2L), zero biases,
+/// unit LayerNorm gains) from the seed's "parameter init" stream.
+pub(crate) fn initialise(
+    machine: &mut Machine<f32>,
+    spec: &Spec,
+    base_dir: &Path,
+) -> Result<(), RunError> {
+    let params = machine.graph().params.clone();
+    if let Some(weights) = &spec.model.weights {
+        let shapes: Vec<(String, Vec<usize>)> = params
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect();
+        let values = checkpoint::import_gpt2(&base_dir.join(weights), &shapes)?;
+        for (i, v) in values.into_iter().enumerate() {
+            machine.param_mut(i).copy_from_slice(&v);
+        }
+        return Ok(());
+    }
+    let mut rng = Rng::derive(spec.train.seed, "parameter init");
+    for (i, p) in params.iter().enumerate() {
+        let values = machine.param_mut(i);
+        match p.init {
+            Init::Normal { std } => values
+                .iter_mut()
+                .for_each(|x| *x = (std * rng.normal()) as f32),
+            Init::Zeros => values.fill(0.0),
+            Init::Ones => values.fill(1.0),
+        }
+    }
+    Ok(())
+}
+
+/// A checkpoint's parameters and AdamW moments into `machine`; returns its step and
+/// data cursor.
+pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<(u64, Cursor), RunError> {
+    let mut stored = checkpoint::load(path)?;
+    let format = |reason: &str| checkpoint::CheckpointError::Format {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let step = stored
+        .field(path, "step")?
+        .parse()
+        .map_err(|_| format("its `step` is not a number"))?;
+    let cursor: Cursor = serde_json::from_str(stored.field(path, "cursor")?)
+        .map_err(|_| format("its `cursor` is unreadable"))?;
+    let params = machine.graph().params.clone();
+    for (i, p) in params.iter().enumerate() {
+        let values = stored.take(path, &p.name, &p.shape)?;
+        machine.param_mut(i).copy_from_slice(&values);
+        let [m_name, v_name] = checkpoint::moment_names(&p.name);
+        let m = stored.take(path, &m_name, &p.shape)?;
+        let v = stored.take(path, &v_name, &p.shape)?;
+        let (m_dst, v_dst) = machine.moments_mut(i);
+        m_dst.copy_from_slice(&m);
+        v_dst.copy_from_slice(&v);
+    }
+    Ok((step, cursor))
+}
