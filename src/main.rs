@@ -49,7 +49,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    // Every subcommand returns `miette::Result<ExitCode>`: its own code (0, or 130 after
+    // Ctrl-C, or 1 when `check` has printed several specs' diagnostics), or an error,
+    // rendered here the one way and exit 1.
+    let outcome = match cli.command {
         Command::Check {
             specs,
             resolved,
@@ -61,5 +64,9 @@ fn main() -> ExitCode {
         Command::Plan(args) => cli::plan::plan(args),
         Command::Ir(args) => cli::ir::ir(args),
         Command::Bench(args) => cli::bench::bench(args),
-    }
+    };
+    outcome.unwrap_or_else(|error| {
+        eprintln!("{error:?}");
+        ExitCode::FAILURE
+    })
 }

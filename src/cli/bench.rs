@@ -39,31 +39,19 @@ fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-pub fn bench(args: BenchArgs) -> ExitCode {
+pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
     let mut overrides = args.overrides.clone();
     if let Some(threads) = args.threads {
         overrides.push(format!("plan.threads={threads}"));
     }
-    let spec = match spec::load(&args.spec, &overrides) {
-        Ok(spec) => spec,
-        Err(error) => {
-            super::report(error);
-            return ExitCode::FAILURE;
-        }
-    };
+    let spec = spec::load(&args.spec, &overrides)?;
     let base_dir = args.spec.parent().unwrap_or(Path::new("."));
     let backend = if args.backend == "jit" {
         Backend::Jit
     } else {
         Backend::Interp
     };
-    let report = match run_bench(&spec, base_dir, backend, args.warmup, args.steps.max(1)) {
-        Ok(report) => report,
-        Err(error) => {
-            super::report(error);
-            return ExitCode::FAILURE;
-        }
-    };
+    let report = run_bench(&spec, base_dir, backend, args.warmup, args.steps.max(1))?;
     let threads = report.threads;
     let widest = peak::widest();
     let bits = widest.vector_bits();
@@ -76,7 +64,7 @@ pub fn bench(args: BenchArgs) -> ExitCode {
             "{}",
             serde_json::to_string_pretty(&value).expect("serializes")
         );
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     println!(
         "{} ({} backend, {threads} thread(s)), {} timed steps after {} warm-up:",
@@ -116,5 +104,5 @@ pub fn bench(args: BenchArgs) -> ExitCode {
             100.0 * share
         );
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use cllm::spec;
 
-pub fn check(paths: &[PathBuf], resolved: bool, json: bool, overrides: &[String]) -> ExitCode {
+pub fn check(
+    paths: &[PathBuf],
+    resolved: bool,
+    json: bool,
+    overrides: &[String],
+) -> miette::Result<ExitCode> {
     let mut failed = 0;
     let mut specs = Vec::new();
     for path in paths {
@@ -31,10 +36,11 @@ pub fn check(paths: &[PathBuf], resolved: bool, json: bool, overrides: &[String]
         }
     }
     if failed > 0 {
+        // Each spec's diagnostic is printed above; this line sums them up.
         eprintln!("{failed} of {} spec(s) failed to check", paths.len());
-        ExitCode::FAILURE
+        Ok(ExitCode::FAILURE)
     } else {
-        ExitCode::SUCCESS
+        Ok(ExitCode::SUCCESS)
     }
 }
 

@@ -21,34 +21,15 @@ pub struct IrArgs {
     overrides: Vec<String>,
 }
 
-pub fn ir(args: IrArgs) -> ExitCode {
-    let spec = match spec::load(&args.spec, &args.overrides) {
-        Ok(spec) => spec,
-        Err(error) => {
-            super::report(error);
-            return ExitCode::FAILURE;
-        }
+pub fn ir(args: IrArgs) -> miette::Result<ExitCode> {
+    let spec = spec::load(&args.spec, &args.overrides)?;
+    let plan = plan::plan(&spec)?;
+    let checks = codegen::Checks {
+        verify: true,
+        optimize: true,
     };
-    let plan = match plan::plan(&spec) {
-        Ok(plan) => plan,
-        Err(error) => {
-            super::report(error);
-            return ExitCode::FAILURE;
-        }
-    };
-    let program = match codegen::compile(
-        &plan,
-        codegen::Checks {
-            verify: true,
-            optimize: true,
-        },
-    ) {
-        Ok(program) => program,
-        Err(error) => {
-            eprintln!("cllm ir: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let program =
+        codegen::compile(&plan, checks).map_err(|error| miette::miette!("cllm ir: {error}"))?;
     let mut shown = 0;
     for (index, (name, ir)) in program.ir().iter().enumerate() {
         if args
@@ -65,23 +46,21 @@ pub fn ir(args: IrArgs) -> ExitCode {
             let path = dir.join(format!("{index:03}_{name}.bin"));
             let written = std::fs::create_dir_all(dir)
                 .and_then(|_| std::fs::write(&path, &program.machine_code()[index]));
-            if let Err(error) = written {
-                eprintln!("cllm ir: cannot write {}: {error}", path.display());
-                return ExitCode::FAILURE;
-            }
+            written.map_err(|error| {
+                miette::miette!("cllm ir: cannot write {}: {error}", path.display())
+            })?;
         }
     }
     if shown == 0 {
         let names: Vec<&str> = program.ir().iter().map(|(n, _)| n.as_str()).collect();
-        eprintln!(
+        miette::bail!(
             "cllm ir: no kernel matches; the kernels are: {}",
             names.join(", ")
         );
-        return ExitCode::FAILURE;
     }
     eprintln!(
         "{shown} kernel(s); compiled in {:.0} ms",
         1e3 * program.compile_seconds
     );
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -28,49 +28,29 @@ pub struct PlanArgs {
     mask_svg: Option<PathBuf>,
 }
 
-pub fn plan(args: PlanArgs) -> ExitCode {
-    let spec = match spec::load(&args.spec, &args.overrides) {
-        Ok(spec) => spec,
-        Err(error) => {
-            super::report(error);
-            return ExitCode::FAILURE;
-        }
-    };
-    let plan = match plan::plan(&spec) {
-        Ok(plan) => plan,
-        Err(error) => {
-            super::report(error);
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(path) = &args.svg
-        && let Err(error) = std::fs::write(path, plan::lifetimes_svg(&plan))
-    {
-        eprintln!("cannot write {}: {error}", path.display());
-        return ExitCode::FAILURE;
+pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
+    let spec = spec::load(&args.spec, &args.overrides)?;
+    let plan = plan::plan(&spec)?;
+    if let Some(path) = &args.svg {
+        std::fs::write(path, plan::lifetimes_svg(&plan))
+            .map_err(|error| miette::miette!("cannot write {}: {error}", path.display()))?;
     }
     if let Some(path) = &args.mask_svg {
         let picture = match &plan.pattern {
             Some(pattern) => cllm::lattice::mask_svg(pattern),
-            None => match cllm::lattice::Pattern::new(
-                &plan::pattern_kind(&spec.model.attention),
-                spec.model.context as usize,
-            ) {
-                Ok(dense) => cllm::lattice::mask_svg(&dense),
-                Err(error) => {
-                    eprintln!("{error}");
-                    return ExitCode::FAILURE;
-                }
-            },
+            None => {
+                let kind = plan::pattern_kind(&spec.model.attention);
+                let dense = cllm::lattice::Pattern::new(&kind, spec.model.context as usize)
+                    .map_err(|error| miette::miette!("{error}"))?;
+                cllm::lattice::mask_svg(&dense)
+            }
         };
-        if let Err(error) = std::fs::write(path, picture) {
-            eprintln!("cannot write {}: {error}", path.display());
-            return ExitCode::FAILURE;
-        }
+        std::fs::write(path, picture)
+            .map_err(|error| miette::miette!("cannot write {}: {error}", path.display()))?;
     }
     if args.kernels {
         print!("{}", plan::kernel_listing(&plan));
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     if args.json {
         println!(
@@ -83,5 +63,5 @@ pub fn plan(args: PlanArgs) -> ExitCode {
             plan::describe(&args.spec.display().to_string(), &spec, &plan)
         );
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -38,7 +38,7 @@ pub struct RunArgs {
     quiet: bool,
 }
 
-pub fn run(args: RunArgs) -> ExitCode {
+pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     let mut overrides = args.overrides.clone();
     if let Some(steps) = args.steps {
         overrides.push(format!("train.steps={steps}"));
@@ -46,13 +46,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     if let Some(threads) = args.threads {
         overrides.push(format!("plan.threads={threads}"));
     }
-    let spec = match spec::load(&args.spec, &overrides) {
-        Ok(spec) => spec,
-        Err(error) => {
-            super::report(error);
-            return ExitCode::FAILURE;
-        }
-    };
+    let spec = spec::load(&args.spec, &overrides)?;
     let base_dir = args.spec.parent().unwrap_or(Path::new(".")).to_path_buf();
     let run_dir = args
         .out
@@ -85,8 +79,9 @@ pub fn run(args: RunArgs) -> ExitCode {
         },
         ..RunOptions::new(run_dir.clone(), base_dir)
     };
-    match runtime::train(&spec, &options) {
-        Ok(summary) => {
+    let summary = runtime::train(&spec, &options)?;
+    {
+        {
             let mut line = format!(
                 "done: {} steps, final loss {:.4}",
                 summary.steps, summary.final_loss
@@ -107,13 +102,9 @@ pub fn run(args: RunArgs) -> ExitCode {
                     args.spec.display(),
                     run_dir.display()
                 );
-                return ExitCode::from(130);
+                return Ok(ExitCode::from(130));
             }
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            super::report(error);
-            ExitCode::FAILURE
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -35,14 +35,8 @@ pub struct SampleArgs {
     seed: Option<u64>,
 }
 
-pub fn sample(args: SampleArgs) -> ExitCode {
-    match generate(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("{error:?}");
-            ExitCode::FAILURE
-        }
-    }
+pub fn sample(args: SampleArgs) -> miette::Result<ExitCode> {
+    generate(&args).map(|()| ExitCode::SUCCESS)
 }
 
 fn generate(args: &SampleArgs) -> miette::Result<()> {
