@@ -7,17 +7,11 @@
 use std::path::Path;
 
 use super::{CheckpointError, Stored, load};
+use crate::graph::names::{Part, WPE};
 
 /// Our parameter names that GPT-2 stores transposed.
 fn is_conv1d(name: &str) -> bool {
-    [
-        "attn.c_attn.weight",
-        "attn.c_proj.weight",
-        "mlp.c_fc.weight",
-        "mlp.c_proj.weight",
-    ]
-    .iter()
-    .any(|suffix| name.ends_with(suffix))
+    (Part::CONV1D.iter()).any(|part| name.ends_with(&format!("{}.weight", part.suffix())))
 }
 
 /// Reads every parameter `(name, shape)` from the GPT-2 file at `path`, in our layout.
@@ -63,7 +57,7 @@ fn take_any(
     shape: &[usize],
 ) -> Result<Vec<f32>, CheckpointError> {
     // GPT-2's position table (1024 rows) is cut to the spec's context.
-    let is_position_table = key.ends_with("wpe") || key.ends_with("wpe.weight");
+    let is_position_table = key.ends_with(WPE) || key.ends_with(&format!("{WPE}.weight"));
     if is_position_table
         && let Some((found, values)) = stored.tensors.get(key)
         && found.len() == 2

@@ -4,6 +4,7 @@
 //! LayerNorm → MLP (GELU) → residual ] → LayerNorm → head (tied to `wte` unless
 //! `tied_head = false`) → softmax cross-entropy.
 
+use super::names::{self, Part};
 use crate::spec::{Attention, Spec};
 
 use super::{Dims, Graph, Init, Op, OpKind, Param, Role, TensorId, autodiff};
@@ -26,8 +27,8 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
     let residual_std = std / (2.0 * dims.layers as f64).sqrt();
     let (bt, c, t) = (dims.batch * dims.t, dims.c, dims.t);
 
-    let wte = b.param("wte", vec![dims.vocab, c], Init::Normal { std }, true);
-    let wpe = b.param("wpe", vec![t, c], Init::Normal { std }, true);
+    let wte = b.param(names::WTE, vec![dims.vocab, c], Init::Normal { std }, true);
+    let wpe = b.param(names::WPE, vec![t, c], Init::Normal { std }, true);
     let tokens = b.graph.tokens;
     if m.attention != Attention::Dense {
         let mask = b.graph.add_tensor("keep".into(), vec![t, t], Role::Mask);
@@ -41,9 +42,9 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
     )[0];
 
     for l in 0..dims.layers {
-        let p = format!("h.{l}");
-        let ln1 = b.layernorm(&format!("{p}.ln_1"), x, m.ln_eps);
-        let qkv = b.linear(&format!("{p}.attn.c_attn"), ln1, 3 * c, std);
+        let p = names::block(l);
+        let ln1 = b.layernorm(&names::part(l, Part::Ln1), x, m.ln_eps);
+        let qkv = b.linear(&names::part(l, Part::CAttn), ln1, 3 * c, std);
         let lse_shape = vec![dims.batch, dims.heads, t];
         let outs = b.op(
             OpKind::Attention { heads: dims.heads },
@@ -53,10 +54,10 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
                 (&format!("{p}.lse"), lse_shape, Role::Saved),
             ],
         );
-        let attproj = b.linear(&format!("{p}.attn.c_proj"), outs[0], c, residual_std);
+        let attproj = b.linear(&names::part(l, Part::CProj), outs[0], c, residual_std);
         let x1 = b.residual(&format!("{p}.residual1"), x, attproj);
-        let ln2 = b.layernorm(&format!("{p}.ln_2"), x1, m.ln_eps);
-        let fch = b.linear(&format!("{p}.mlp.c_fc"), ln2, dims.hidden, std);
+        let ln2 = b.layernorm(&names::part(l, Part::Ln2), x1, m.ln_eps);
+        let fch = b.linear(&names::part(l, Part::CFc), ln2, dims.hidden, std);
         let gelu = b.op(
             OpKind::Gelu,
             vec![fch],
@@ -66,16 +67,16 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
                 Role::Activation,
             )],
         )[0];
-        let fcproj = b.linear(&format!("{p}.mlp.c_proj"), gelu, c, residual_std);
+        let fcproj = b.linear(&names::part(l, Part::MlpProj), gelu, c, residual_std);
         x = b.residual(&format!("{p}.residual2"), x1, fcproj);
     }
 
-    let lnf = b.layernorm("ln_f", x, m.ln_eps);
+    let lnf = b.layernorm(names::LN_F, x, m.ln_eps);
     let head = if m.tied_head {
         wte
     } else {
         b.param(
-            "lm_head.weight",
+            names::LM_HEAD,
             vec![dims.vocab, c],
             Init::Normal { std },
             true,

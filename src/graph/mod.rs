@@ -9,6 +9,7 @@
 
 mod autodiff;
 mod build;
+pub mod names;
 
 use serde::Serialize;
 

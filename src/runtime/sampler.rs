@@ -8,6 +8,7 @@ use cllm_kernels::layernorm::layernorm_forward;
 use cllm_kernels::matmul::matmul_forward;
 use cllm_kernels::residual::residual_forward;
 
+use crate::graph::names::{self, Part};
 use crate::graph::{Dims, Graph};
 use crate::rng::Rng;
 
@@ -72,25 +73,25 @@ impl<'a> Sampler<'a> {
         };
         let layers = (0..graph.dims.layers)
             .map(|l| Layer {
-                ln_1: pair(&format!("h.{l}.ln_1")),
-                c_attn: pair(&format!("h.{l}.attn.c_attn")),
-                c_proj: pair(&format!("h.{l}.attn.c_proj")),
-                ln_2: pair(&format!("h.{l}.ln_2")),
-                c_fc: pair(&format!("h.{l}.mlp.c_fc")),
-                mlp_proj: pair(&format!("h.{l}.mlp.c_proj")),
+                ln_1: pair(&names::part(l, Part::Ln1)),
+                c_attn: pair(&names::part(l, Part::CAttn)),
+                c_proj: pair(&names::part(l, Part::CProj)),
+                ln_2: pair(&names::part(l, Part::Ln2)),
+                c_fc: pair(&names::part(l, Part::CFc)),
+                mlp_proj: pair(&names::part(l, Part::MlpProj)),
             })
             .collect();
         let d = graph.dims;
-        let wte = find("wte");
+        let wte = find(names::WTE);
         Sampler {
             dims: d,
             eps,
             params,
             layers,
             wte,
-            wpe: find("wpe"),
-            ln_f: pair("ln_f"),
-            head: graph.param_index("lm_head.weight").unwrap_or(wte),
+            wpe: find(names::WPE),
+            ln_f: pair(names::LN_F),
+            head: graph.param_index(names::LM_HEAD).unwrap_or(wte),
             k_cache: vec![vec![0.0; d.t * d.c]; d.layers],
             v_cache: vec![vec![0.0; d.t * d.c]; d.layers],
             history: Vec::with_capacity(d.t),
