@@ -33,6 +33,10 @@ pub struct SampleArgs {
     /// Sampling seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Print decoding speed to stderr: positions per second, and against the bound of
+    /// reading every weight once per position at the measured triad bandwidth.
+    #[arg(long)]
+    stats: bool,
 }
 
 pub fn sample(args: SampleArgs) -> miette::Result<ExitCode> {
@@ -81,7 +85,27 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
         params.iter().map(Vec::as_slice).collect(),
     )
     .with_mask(mask);
+    let started = std::time::Instant::now();
     let out = sampler.generate(&prompt, count, sampling, &mut rng, |_| false);
+    let seconds = started.elapsed().as_secs_f64();
+    if args.stats {
+        // Every position fed (the prompt's and each generated token but the last) runs
+        // the whole model once and so reads every weight once.
+        let positions = (prompt.len() + out.len()).saturating_sub(1).max(1);
+        let weight_bytes = 4 * params.iter().map(Vec::len).sum::<usize>();
+        let triad = cllm::peak::triad_gbps();
+        let bound = triad * 1e9 / weight_bytes as f64;
+        let rate = positions as f64 / seconds;
+        eprintln!(
+            "decoded {positions} positions in {:.2} s: {rate:.1} per second, {:.2} ms each; \
+             weights {:.1} MB a position, triad {triad:.1} GB/s → bound {bound:.1} per second; \
+             {:.0}% of it",
+            seconds,
+            1e3 / rate,
+            weight_bytes as f64 / 1e6,
+            100.0 * rate / bound
+        );
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(prompt_text.as_bytes());
     let _ = stdout.write_all(&tokenizer.decode(&out));

@@ -1,11 +1,14 @@
 //! Text generation with a key/value cache: each new token runs the model on one
 //! position, attending to the cached keys and values of the earlier ones, so it costs
-//! O(T) rather than a whole O(T²) forward. The same reference kernels as training.
+//! O(T) rather than a whole O(T²) forward. A token reads every weight once: the linear
+//! layers are the native matrix–vector product (`gemm::matvec`, f32, on every core of
+//! the caller's pool), LayerNorm and attention the reference kernels; nothing is
+//! allocated per token.
 
 use cllm_kernels::attention::attention_decode;
 use cllm_kernels::gelu::gelu_forward;
+use cllm_kernels::gemm::matvec::matvec;
 use cllm_kernels::layernorm::layernorm_forward;
-use cllm_kernels::matmul::matmul_forward;
 use cllm_kernels::residual::residual_forward;
 
 use crate::graph::names::{self, Part};
@@ -55,6 +58,20 @@ pub struct Sampler<'a> {
     logits: Vec<f32>,
     /// The attention pattern's (T,T) mask; none for dense attention.
     keep: Option<Vec<f32>>,
+    /// One position's activations, reused for every token.
+    scratch: Scratch,
+}
+
+/// The activations of one position.
+struct Scratch {
+    x: Vec<f32>,
+    x1: Vec<f32>,
+    ln: Vec<f32>,
+    qkv: Vec<f32>,
+    atty: Vec<f32>,
+    proj: Vec<f32>,
+    fch: Vec<f32>,
+    gelu: Vec<f32>,
 }
 
 impl<'a> Sampler<'a> {
@@ -97,6 +114,16 @@ impl<'a> Sampler<'a> {
             history: Vec::with_capacity(d.t),
             logits: vec![0.0; d.vocab],
             keep: None,
+            scratch: Scratch {
+                x: vec![0.0; d.c],
+                x1: vec![0.0; d.c],
+                ln: vec![0.0; d.c],
+                qkv: vec![0.0; 3 * d.c],
+                atty: vec![0.0; d.c],
+                proj: vec![0.0; d.c],
+                fch: vec![0.0; d.hidden],
+                gelu: vec![0.0; d.hidden],
+            },
         }
     }
 
@@ -128,39 +155,31 @@ impl<'a> Sampler<'a> {
     fn step(&mut self, token: u32) {
         let (c, pos) = (self.dims.c, self.history.len());
         let p = &self.params;
+        let Scratch {
+            x,
+            x1,
+            ln,
+            qkv,
+            atty,
+            proj,
+            fch,
+            gelu,
+        } = &mut self.scratch;
+        let (mut mean, mut rstd) = ([0.0f32], [0.0f32]);
         let wte_row = &p[self.wte][token as usize * c..][..c];
         let wpe_row = &p[self.wpe][pos * c..][..c];
-        let mut x = vec![0.0f32; c];
-        residual_forward(&mut x, wte_row, wpe_row);
-        let (mut ln, mut mean, mut rstd) = (vec![0.0; c], [0.0f32], [0.0f32]);
-        let mut qkv = vec![0.0; 3 * c];
-        let mut atty = vec![0.0; c];
-        let mut proj = vec![0.0; c];
-        let mut fch = vec![0.0; self.dims.hidden];
-        let mut gelu = vec![0.0; self.dims.hidden];
+        residual_forward(x, wte_row, wpe_row);
+        let linear = |out: &mut [f32], inp: &[f32], [w, b]: [usize; 2]| {
+            matvec(out, inp, p[w], Some(p[b]));
+        };
         for (l, layer) in self.layers.iter().enumerate() {
-            layernorm_forward(
-                &mut ln,
-                &mut mean,
-                &mut rstd,
-                &x,
-                p[layer.ln_1[0]],
-                p[layer.ln_1[1]],
-                c,
-                self.eps,
-            );
-            matmul_forward(
-                &mut qkv,
-                &ln,
-                p[layer.c_attn[0]],
-                Some(p[layer.c_attn[1]]),
-                c,
-                3 * c,
-            );
+            let [w, b] = layer.ln_1.map(|i| p[i]);
+            layernorm_forward(ln, &mut mean, &mut rstd, x, w, b, c, self.eps);
+            linear(qkv, ln, layer.c_attn);
             self.k_cache[l][pos * c..(pos + 1) * c].copy_from_slice(&qkv[c..2 * c]);
             self.v_cache[l][pos * c..(pos + 1) * c].copy_from_slice(&qkv[2 * c..]);
             attention_decode(
-                &mut atty,
+                atty,
                 &qkv[..c],
                 &self.k_cache[l],
                 &self.v_cache[l],
@@ -170,62 +189,18 @@ impl<'a> Sampler<'a> {
                 pos + 1,
                 self.dims.heads,
             );
-            matmul_forward(
-                &mut proj,
-                &atty,
-                p[layer.c_proj[0]],
-                Some(p[layer.c_proj[1]]),
-                c,
-                c,
-            );
-            let x1: Vec<f32> = x.iter().zip(&proj).map(|(a, b)| a + b).collect();
-            layernorm_forward(
-                &mut ln,
-                &mut mean,
-                &mut rstd,
-                &x1,
-                p[layer.ln_2[0]],
-                p[layer.ln_2[1]],
-                c,
-                self.eps,
-            );
-            matmul_forward(
-                &mut fch,
-                &ln,
-                p[layer.c_fc[0]],
-                Some(p[layer.c_fc[1]]),
-                c,
-                self.dims.hidden,
-            );
-            gelu_forward(&mut gelu, &fch);
-            matmul_forward(
-                &mut proj,
-                &gelu,
-                p[layer.mlp_proj[0]],
-                Some(p[layer.mlp_proj[1]]),
-                self.dims.hidden,
-                c,
-            );
-            residual_forward(&mut x, &x1, &proj);
+            linear(proj, atty, layer.c_proj);
+            residual_forward(x1, x, proj);
+            let [w, b] = layer.ln_2.map(|i| p[i]);
+            layernorm_forward(ln, &mut mean, &mut rstd, x1, w, b, c, self.eps);
+            linear(fch, ln, layer.c_fc);
+            gelu_forward(gelu, fch);
+            linear(proj, gelu, layer.mlp_proj);
+            residual_forward(x, x1, proj);
         }
-        layernorm_forward(
-            &mut ln,
-            &mut mean,
-            &mut rstd,
-            &x,
-            p[self.ln_f[0]],
-            p[self.ln_f[1]],
-            c,
-            self.eps,
-        );
-        matmul_forward(
-            &mut self.logits,
-            &ln,
-            p[self.head],
-            None,
-            c,
-            self.dims.vocab,
-        );
+        let [w, b] = self.ln_f.map(|i| p[i]);
+        layernorm_forward(ln, &mut mean, &mut rstd, x, w, b, c, self.eps);
+        matvec(&mut self.logits, ln, p[self.head], None);
         self.history.push(token);
     }
 

@@ -6,11 +6,13 @@
 //!   AVX2;
 //! - [`packed`]: the native packed GEMM (BLIS's loops, AVX-512 12 × 32 and AVX2 6 × 16
 //!   micro-kernels chosen at run time, fused bias + GELU epilogue), x86-64 only;
-//! - [`cranelift`]: the Cranelift F32X4 GEMM inlined into kernels for `plan.gemm = jit`.
+//! - [`cranelift`]: the Cranelift F32X4 GEMM inlined into kernels for `plan.gemm = jit`;
+//! - [`matvec`]: one row through a linear layer at memory speed (decoding).
 //!
-//! Imports run one way: `sgemm` → `packed`; `cranelift` stands alone.
+//! Imports run one way: `sgemm` → `packed`; `cranelift` and `matvec` stand alone.
 
 pub mod cranelift;
+pub mod matvec;
 #[cfg(target_arch = "x86_64")]
 pub mod packed;
 pub mod sgemm;

@@ -1,0 +1,104 @@
+//! One row through a linear layer: `out[o] = Σ_c x[c]·weight[o,c] + bias[o]`, the
+//! product of decoding (one position at a time), where the weight is read once and the
+//! FLOPs are few, so the memory system sets the speed. Output rows are split over the
+//! rayon threads of the caller's pool in fixed blocks; each row is one dot product in
+//! f32, 16 independent partial sums (whole vectors at 512 or 256 bits) added in a fixed
+//! order, so the result does not depend on the thread count.
+
+use rayon::prelude::*;
+
+/// Output rows per task: 64 rows of a 384-wide weight are 96 KiB.
+const ROWS: usize = 64;
+/// Partial sums per dot product.
+const LANES: usize = 16;
+
+/// `out = weight · x + bias` for `weight` (out.len(), x.len()), row-major.
+///
+/// # Panics
+/// If the lengths disagree.
+pub fn matvec(out: &mut [f32], x: &[f32], weight: &[f32], bias: Option<&[f32]>) {
+    let c = x.len();
+    assert_eq!(weight.len(), out.len() * c, "weight is (out, in)");
+    assert!(
+        bias.is_none_or(|b| b.len() == out.len()),
+        "one bias per output"
+    );
+    let task = |(block, rows): (usize, &mut [f32])| {
+        let w = &weight[block * ROWS * c..][..rows.len() * c];
+        crate::cpu::full_width!((rows: &mut [f32], x: &[f32], w: &[f32]) => {
+            let c = x.len();
+            for (o, y) in rows.iter_mut().enumerate() {
+                let row = &w[o * c..(o + 1) * c];
+                let mut acc = [0.0f32; LANES];
+                let (mut wr, mut xr) = (row.chunks_exact(LANES), x.chunks_exact(LANES));
+                for (a, b) in (&mut wr).zip(&mut xr) {
+                    for j in 0..LANES {
+                        acc[j] = a[j].mul_add(b[j], acc[j]);
+                    }
+                }
+                for (j, (a, b)) in wr.remainder().iter().zip(xr.remainder()).enumerate() {
+                    acc[j] = a.mul_add(*b, acc[j]);
+                }
+                // A fixed tree (lane j += lane j + w, w = 8, 4, 2, 1): the same bits on
+                // every thread.
+                let mut width = LANES;
+                while width > 1 {
+                    width /= 2;
+                    for j in 0..width {
+                        acc[j] += acc[j + width];
+                    }
+                }
+                *y = acc[0];
+            }
+        });
+        if let Some(b) = bias {
+            let b = &b[block * ROWS..][..rows.len()];
+            rows.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+        }
+    };
+    if out.len() <= ROWS {
+        task((0, out));
+    } else {
+        out.par_chunks_mut(ROWS).enumerate().for_each(task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_f64_product_on_ragged_shapes_and_any_thread_count() {
+        for (oc, c) in [(1, 1), (3, 17), (65, 40), (200, 384), (129, 33)] {
+            let mut s = 1u64;
+            let mut next = || {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            };
+            let x: Vec<f32> = (0..c).map(|_| next()).collect();
+            let w: Vec<f32> = (0..oc * c).map(|_| next()).collect();
+            let b: Vec<f32> = (0..oc).map(|_| next()).collect();
+            let mut out = vec![0.0; oc];
+            matvec(&mut out, &x, &w, Some(&b));
+            for o in 0..oc {
+                let want: f64 = (0..c)
+                    .map(|i| x[i] as f64 * w[o * c + i] as f64)
+                    .sum::<f64>()
+                    + b[o] as f64;
+                assert!(
+                    (out[o] as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{oc}×{c} row {o}"
+                );
+            }
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut again = vec![0.0; oc];
+                pool.install(|| matvec(&mut again, &x, &w, Some(&b)));
+                assert_eq!(again, out, "{threads} threads change the bits");
+            }
+        }
+    }
+}
