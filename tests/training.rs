@@ -133,6 +133,27 @@ fn a_diverging_run_stops_and_names_the_step(backend) {
     }
 }
 
+fn a_non_finite_state_is_never_saved_as_good(backend) {
+    // lr = 1e300 sends every parameter past f32 in the first update: one step, so no
+    // later loss can notice; the state must be checked before the checkpoint is written.
+    let mut spec = tiny_addition("");
+    spec.train.steps = 1;
+    spec.train.optimizer = spec::Optimizer::AdamW {
+        lr: 1e300,
+        betas: (0.9, 0.95),
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    spec.train.schedule = spec::Schedule::Constant { warmup: 0 };
+    let dir = tempfile::tempdir().unwrap();
+    match runtime::train(&spec, &options(dir.path(), backend)) {
+        Err(RunError::NonFiniteState { step: 1, tensor }) => assert!(!tensor.is_empty()),
+        other => panic!("expected a non-finite state error at step 1, got {other:?}"),
+    }
+    let checkpoint = dir.path().join(cllm::checkpoint::FILE_NAME);
+    assert!(!checkpoint.exists(), "a non-finite checkpoint was written");
+}
+
 fn metrics_and_checkpoint_are_written(backend) {
     let spec = tiny_addition("");
     let dir = tempfile::tempdir().unwrap();

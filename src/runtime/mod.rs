@@ -98,6 +98,16 @@ pub enum RunError {
         )
     )]
     NonFinite { step: u64, loss: f64 },
+    #[error(
+        "after step {step}, `{tensor}` holds non-finite values: training diverged, and no checkpoint of this state is written"
+    )]
+    #[diagnostic(
+        code(cllm::diverged),
+        help(
+            "lower `train.optimizer = adamw(lr = ...)` or raise its `eps`, add warm-up, or set `train.clip_grad`; the last checkpoint written before step {step}, if any, is kept"
+        )
+    )]
+    NonFiniteState { step: u64, tensor: String },
     #[error("cannot write to the run folder `{path}`: {source}")]
     #[diagnostic(code(cllm::io))]
     RunDir {

@@ -221,6 +221,12 @@ fn save(
     data: &Dataset,
     spec_text: &str,
 ) -> Result<(), RunError> {
+    if let Some(tensor) = non_finite(&state.machine) {
+        return Err(RunError::NonFiniteState {
+            step: state.step,
+            tensor,
+        });
+    }
     let graph = state.machine.graph();
     let mut tensors = Vec::new();
     for (i, p) in graph.params.iter().enumerate() {
@@ -248,4 +254,22 @@ fn save(
         tensors,
     };
     Ok(checkpoint::save(path, &snapshot)?)
+}
+
+/// The first parameter or AdamW moment holding a NaN or an infinity, by its checkpoint
+/// name: checked before every save, so a diverged state never replaces a good
+/// checkpoint (one pass over 3 × the parameters, only when saving).
+fn non_finite(machine: &Machine<f32>) -> Option<String> {
+    let bad = |x: &[f32]| !x.iter().all(|v| v.is_finite());
+    let params = &machine.graph().params;
+    for (i, p) in params.iter().enumerate() {
+        let (m, v) = machine.moments(i);
+        let [m_name, v_name] = checkpoint::moment_names(&p.name);
+        for (name, values) in [(p.name.clone(), machine.param(i)), (m_name, m), (v_name, v)] {
+            if bad(values) {
+                return Some(name);
+            }
+        }
+    }
+    None
 }
