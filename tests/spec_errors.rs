@@ -144,3 +144,65 @@ fn cli_resolved_and_json_outputs_parse_back() {
     let from_json: spec::Spec = serde_json::from_slice(&out.stdout).expect("JSON is a Spec");
     assert_eq!(from_json, reparsed);
 }
+
+/// Runs `cllm check` on `text` written to a temporary file, plus `args`.
+fn check_text(text: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.cllm");
+    std::fs::write(&path, text).unwrap();
+    let mut all = vec!["check", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    cllm(&all)
+}
+
+#[test]
+fn deep_nesting_is_refused_with_a_location_not_a_stack_overflow() {
+    // Balanced, so the parser accepts it and only the tree walk would recurse (the
+    // text that overflowed the stack before).
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let text = format!("cllm 0.1\nmodel gpt {{ attention = {deep} }}\n");
+    let out = check_text(&text, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nest deeper than 64"), "{stderr}");
+    assert!(stderr.contains(":2:"), "no line:column in:\n{stderr}");
+    let set = format!("model.attention={deep}");
+    let out = cllm(&["check", "specs/add.cllm", "--set", &set]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nest deeper") && stderr.contains("--set"),
+        "{stderr}"
+    );
+    // 64 levels are still only a type error, not a refusal of the text.
+    let fine = format!(
+        "cllm 0.1\nmodel gpt {{ attention = {}1{} }}\n",
+        "[".repeat(64),
+        "]".repeat(64)
+    );
+    let stderr = String::from_utf8_lossy(&check_text(&fine, &[]).stderr).to_string();
+    assert!(!stderr.contains("nest deeper"), "{stderr}");
+}
+
+#[test]
+fn a_problem_past_column_65535_renders_readably() {
+    let text = format!("cllm 0.1\nmodel gpt {{{}head = 6 }}\n", " ".repeat(65_525));
+    let out = check_text(&text, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("did you mean `heads`?"), "{stderr}");
+    assert!(stderr.contains(":2:65537"), "no line:column in:\n{stderr}");
+    assert!(
+        stderr.len() < 4000,
+        "the whole line was printed: {} bytes",
+        stderr.len()
+    );
+    let set = format!("model.attention=window({}x)", " ".repeat(70_000));
+    let out = cllm(&["check", "specs/add.cllm", "--set", &set]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -90,10 +90,16 @@ impl SpecError {
     }
 
     fn one(name: &str, source: &str, problem: Problem) -> Located {
+        let (name, source, span) = match excerpt(source, problem.span) {
+            Some((line, column, text, span)) => {
+                (format!("{name}:{line}:{column} (excerpt)"), text, span)
+            }
+            None => (name.to_string(), source.to_string(), problem.span),
+        };
         Located {
             message: problem.message,
-            source_code: NamedSource::new(name, source.to_string()),
-            span: problem.span.into(),
+            source_code: NamedSource::new(name, source),
+            span: span.into(),
             label: problem.label,
             help: problem.help,
             others: Vec::new(),
@@ -109,6 +115,39 @@ impl SpecError {
     pub fn message(&self) -> &str {
         &self.0.message
     }
+}
+
+/// Lines longer than this are shown as an excerpt around the problem (the renderer
+/// cannot draw columns past 65 535, and nobody reads a 60 000-column line).
+const LONG_LINE: usize = 1000;
+/// Bytes of context either side of the problem in an excerpt.
+const CONTEXT: usize = 80;
+
+/// For a problem on a very long line: (line, column, the excerpt, the span in it).
+fn excerpt(source: &str, span: Span) -> Option<(usize, usize, String, Span)> {
+    let start = span.start.min(source.len());
+    let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = source[start..]
+        .find('\n')
+        .map_or(source.len(), |i| start + i);
+    if line_end - line_start <= LONG_LINE {
+        return None;
+    }
+    let boundary = |mut i: usize, up: bool| {
+        while !source.is_char_boundary(i) {
+            i = if up { i + 1 } else { i - 1 };
+        }
+        i
+    };
+    let from = boundary(start.saturating_sub(CONTEXT).max(line_start), false);
+    let end = span.end.clamp(start, line_end);
+    let to = boundary((end + CONTEXT).min(line_end), true);
+    let line = source[..line_start].matches('\n').count() + 1;
+    let column = source[line_start..start].chars().count() + 1;
+    let text = format!("…{}…", &source[from..to]);
+    let at = |i: usize| i - from + '…'.len_utf8();
+    let span = Span::new(at(start), at(end));
+    Some((line, column, text, span))
 }
 
 /// The closest of `known` to `word`, if it is close enough to be a plausible typo.

@@ -15,8 +15,47 @@ use super::error::Problem;
 #[grammar = "../grammar/cllm.pest"]
 struct CllmParser;
 
+/// Brackets (`[`, `(`) a value may nest: far beyond any spec (a lattice basis is 2),
+/// and far below what the recursive parser and the tree walk can take on a thread's
+/// stack (10 000 levels overflowed it).
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses text whose brackets nest deeper than [`MAX_NESTING`], before any recursion,
+/// pointing at the bracket that goes one level too deep. Strings and comments are
+/// skipped as the grammar reads them.
+fn check_nesting(text: &str) -> Result<(), Problem> {
+    let (mut depth, mut in_string, mut escaped, mut in_comment) = (0usize, false, false, false);
+    for (at, ch) in text.char_indices() {
+        match (in_comment, in_string, ch) {
+            (true, _, '\n') => in_comment = false,
+            (true, ..) => {}
+            (_, true, _) if escaped => escaped = false,
+            (_, true, '\\') => escaped = true,
+            (_, true, '"' | '\n') => in_string = false,
+            (_, true, _) => {}
+            (_, _, '"') => in_string = true,
+            (_, _, '#') => in_comment = true,
+            (_, _, '[' | '(') => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(Problem::new(
+                        Span::new(at, at + 1),
+                        format!("values nest deeper than {MAX_NESTING} brackets"),
+                        "one level too deep",
+                    )
+                    .with_help("a spec value is a number, a word, a call or a short list: check for a runaway `[` or `(`"));
+                }
+            }
+            (_, _, ']' | ')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parses a whole `.cllm` text.
 pub fn parse_document(source: &str) -> Result<Document, Problem> {
+    check_nesting(source)?;
     let mut pairs = CllmParser::parse(Rule::spec, source).map_err(|e| syntax_problem(e, source))?;
     let spec = pairs.next().expect("grammar: spec is the start rule");
     let mut inner = spec.into_inner();
@@ -37,6 +76,7 @@ pub fn parse_document(source: &str) -> Result<Document, Problem> {
 
 /// Parses `block.key=value` (the argument of `--set`) into the key path and the value.
 pub fn parse_override(text: &str) -> Result<(Vec<Spanned<String>>, Spanned<Value>), Problem> {
+    check_nesting(text)?;
     let mut pairs =
         CllmParser::parse(Rule::override_arg, text).map_err(|e| syntax_problem(e, text))?;
     let mut inner = pairs.next().expect("grammar: override_arg").into_inner();
@@ -52,6 +92,7 @@ pub fn parse_override(text: &str) -> Result<(Vec<Spanned<String>>, Spanned<Value
 
 /// Parses a single value, such as `window(64)` or `32 tokens`.
 pub fn parse_value(text: &str) -> Result<Spanned<Value>, Problem> {
+    check_nesting(text)?;
     let mut pairs =
         CllmParser::parse(Rule::value_only, text).map_err(|e| syntax_problem(e, text))?;
     let inner = pairs.next().expect("grammar: value_only").into_inner();
