@@ -144,3 +144,62 @@ fn sampling_a_missing_checkpoint_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+/// Rewrites `from` to `to` (the same length) in the checkpoint's header, where the
+/// resolved spec is stored as JSON: a tampered or corrupted stored spec.
+fn tamper(checkpoint: &Path, from: &str, to: &str) {
+    assert_eq!(
+        from.len(),
+        to.len(),
+        "an in-place edit keeps the header's length"
+    );
+    let mut bytes = std::fs::read(checkpoint).unwrap();
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let text = String::from_utf8(bytes[8..8 + header].to_vec()).unwrap();
+    assert!(text.contains(from), "the stored spec has {from}: {text}");
+    bytes[8..8 + header].copy_from_slice(text.replacen(from, to, 1).as_bytes());
+    std::fs::write(checkpoint, bytes).unwrap();
+}
+
+#[test]
+fn sampling_checks_the_stored_spec_and_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("corpus.txt"), "abcabc ".repeat(40)).unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "source = text(\"corpus.txt\")",
+        "context = 16 tokens  width = 16  layers = 1  heads = 2",
+    );
+    let run_dir = dir.path().join("run");
+    let run_dir = run_dir.to_str().unwrap();
+    assert!(
+        cllm(&["run", &spec, "--out", run_dir, "--steps", "1"])
+            .status
+            .success()
+    );
+    for flag in ["NaN", "inf", "-1"] {
+        let flag = format!("--temperature={flag}");
+        let out = cllm(&["sample", run_dir, &flag, "--tokens", "2"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--temperature {flag}: {stderr}");
+        assert!(stderr.contains("--temperature"), "{stderr}");
+    }
+    // Quoted keys, so the edit hits the stored spec and nothing else.
+    let checkpoint = Path::new(run_dir).join("checkpoint.safetensors");
+    for (from, to, says) in [
+        (r#"\"heads\":2"#, r#"\"heads\":0"#, "heads"),
+        (r#"\"heads\":2"#, r#"\"heads\":3"#, "heads"),
+        (r#"\"layers\":1"#, r#"\"layers\":0"#, "layers"),
+    ] {
+        let copy = dir.path().join("tampered.safetensors");
+        std::fs::copy(&checkpoint, &copy).unwrap();
+        tamper(&copy, from, to);
+        let out = cllm(&["sample", copy.to_str().unwrap(), "--tokens", "2"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{to}: {stderr}");
+        assert!(
+            stderr.contains(says) && stderr.contains("stored"),
+            "{to}: {stderr}"
+        );
+    }
+}

@@ -49,6 +49,9 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     let spec: Spec = serde_json::from_str(stored.field(&path, "spec_json")?).map_err(|e| {
         miette::miette!("the spec stored in `{}` is unreadable: {e}", path.display())
     })?;
+    // A checkpoint is input: its stored spec is checked like a spec file.
+    let name = format!("the spec stored in {}", path.display());
+    let spec = cllm::spec::check_stored(&spec, &name)?;
     let tokenizer = match stored.metadata.get("words") {
         Some(words) => Tokenizer::from_words(serde_json::from_str(words).map_err(|e| {
             miette::miette!("the word list in `{}` is unreadable: {e}", path.display())
@@ -66,8 +69,14 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
         top_k: args.top_k.or(s.top_k).map(|k| k as usize),
         top_p: args.top_p.unwrap_or(s.top_p),
     };
-    if sampling.temperature < 0.0 || !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
-        miette::bail!("--temperature must be ≥ 0 and --top-p in (0, 1]");
+    if !(sampling.temperature.is_finite() && sampling.temperature >= 0.0) {
+        miette::bail!(
+            "--temperature must be a finite number ≥ 0 (0 is greedy), not {}",
+            sampling.temperature
+        );
+    }
+    if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
+        miette::bail!("--top-p must be in (0, 1], not {}", sampling.top_p);
     }
     let prompt_text = args.prompt.clone().unwrap_or_else(|| s.prompt.clone());
     let prompt = tokenizer.encode(prompt_text.as_bytes());

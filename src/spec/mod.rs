@@ -70,6 +70,22 @@ pub fn parse(
     base_dir: &Path,
     overrides: &[String],
 ) -> Result<Spec, SpecError> {
+    parse_checked(text, name, Some(base_dir), overrides)
+}
+
+/// A spec stored in a checkpoint, checked like a spec file except for the files it
+/// names (they belong to the run that wrote it): printed and read back, so every range
+/// and consistency check runs and points at its key in the printed text.
+pub fn check_stored(spec: &Spec, name: &str) -> Result<Spec, SpecError> {
+    parse_checked(&to_cllm(spec, false), name, None, &[])
+}
+
+fn parse_checked(
+    text: &str,
+    name: &str,
+    base_dir: Option<&Path>,
+    overrides: &[String],
+) -> Result<Spec, SpecError> {
     let mut sources = vec![(name.to_string(), text.to_string())];
     sources.extend(overrides.iter().map(|o| ("--set".to_string(), o.clone())));
     let fail = |problems: Vec<Problem>| SpecError::new(&sources, problems);

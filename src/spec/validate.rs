@@ -32,8 +32,14 @@ impl Checker<'_> {
     }
 }
 
-/// Every range and consistency check; `base_dir` resolves relative paths.
-pub fn validate(spec: &Spec, spans: &KeySpans, base_dir: &Path, fallback: Span) -> Vec<Problem> {
+/// Every range and consistency check; `base_dir` resolves relative paths (`None`: the
+/// files are not checked, as for a checkpoint's stored spec, whose files stayed behind).
+pub fn validate(
+    spec: &Spec,
+    spans: &KeySpans,
+    base_dir: Option<&Path>,
+    fallback: Span,
+) -> Vec<Problem> {
     let mut c = Checker {
         spans,
         fallback,
@@ -264,7 +270,7 @@ fn attention(c: &mut Checker<'_>, spec: &Spec) {
     }
 }
 
-fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: &Path) {
+fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
     let d = &spec.data;
     c.require(
         (0.0..1.0).contains(&d.val_split),
@@ -303,17 +309,18 @@ fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: &Path) {
             );
         }
         Source::Text { path } => {
-            let full = base_dir.join(path);
             c.require(
-                full.exists(),
+                base_dir.is_none_or(|base| base.join(path).exists()),
                 &["data.source"],
                 format!("no file or folder at `{path}` (relative to the spec's folder)"),
                 "paths are relative to the spec's folder",
             );
         }
     }
-    if let Some(weights) = &spec.model.weights {
-        let full = base_dir.join(weights);
+    if let Some(weights) = &spec.model.weights
+        && let Some(base) = base_dir
+    {
+        let full = base.join(weights);
         c.require(full.is_file(), &["model.weights"], format!("no weights file at `{weights}` (relative to the spec's folder)"), "paths are relative to the spec's folder; write `weights = none` to start from random weights");
     }
 }
