@@ -25,6 +25,7 @@
 pub mod checkpoint;
 pub mod codegen;
 pub mod data;
+pub mod files;
 pub mod graph;
 pub mod lattice;
 pub mod machine;

@@ -138,18 +138,28 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
     let temporary = path.with_extension("safetensors.tmp");
-    let mut file = std::fs::File::create(&temporary).map_err(fail)?;
-    file.write_all(&encoded).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(fail)
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&encoded)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        // A partial temporary file (a full disk) is not left behind to keep it full; the
+        // previous checkpoint at `path` is untouched.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(fail)
 }
 
 /// Reads every f32 tensor and the metadata of a safetensors file.
 pub fn load(path: &Path) -> Result<Stored, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
-        path: path.to_path_buf(),
-        source,
+    let bytes = crate::files::read_regular(path, crate::files::ANY_SIZE).map_err(|source| {
+        CheckpointError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let format = |reason: String| CheckpointError::Format {
         path: path.to_path_buf(),

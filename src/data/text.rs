@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::DataError;
+use crate::files::{ANY_SIZE, read_regular};
 
 /// Reads the corpus at `path`.
 pub fn read_corpus(path: &Path) -> Result<Vec<u8>, DataError> {
@@ -24,7 +25,7 @@ pub fn read_corpus(path: &Path) -> Result<Vec<u8>, DataError> {
         files.sort();
         let mut all = Vec::new();
         for file in files {
-            let text = std::fs::read(&file).map_err(|source| DataError::Unreadable {
+            let text = read_regular(&file, ANY_SIZE).map_err(|source| DataError::Unreadable {
                 path: file.clone(),
                 source,
             })?;
@@ -35,7 +36,7 @@ pub fn read_corpus(path: &Path) -> Result<Vec<u8>, DataError> {
         }
         all
     } else {
-        std::fs::read(path).map_err(unreadable)?
+        read_regular(path, ANY_SIZE).map_err(unreadable)?
     };
     if bytes.is_empty() {
         return Err(DataError::Empty {

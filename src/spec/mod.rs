@@ -49,9 +49,19 @@ pub enum LoadError {
 /// (`block.key=value`, as given to `--set`). Relative paths inside the spec are
 /// resolved against the spec's folder.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Spec, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+    let io = |source| LoadError::Io {
         path: path.to_path_buf(),
         source,
+    };
+    let bytes = crate::files::read_regular(path, crate::files::SPEC_LIMIT).map_err(io)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (byte {} is invalid)",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
     Ok(parse(
