@@ -206,3 +206,27 @@ fn a_problem_past_column_65535_renders_readably() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn hints_for_huge_values_are_instant() {
+    let started = std::time::Instant::now();
+    let error = spec::load(
+        Path::new("specs/add.cllm"),
+        &["model.heads=10000000000".into()],
+    )
+    .expect_err("heads does not divide the width");
+    let rendered = spec::render_plain(&error);
+    assert!(
+        rendered.contains("try `heads = 64`") || rendered.contains("try `heads ="),
+        "{rendered}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "the hint scanned"
+    );
+    assert_eq!(spec::largest_divisor_at_most(384, 10_000_000_000), 384);
+    assert_eq!(spec::largest_divisor_at_most(384, 7), 6);
+    assert_eq!(spec::largest_divisor_at_most(97, 50), 1);
+    assert_eq!(spec::largest_divisor_at_most(36, 6), 6);
+    assert_eq!(spec::largest_divisor_at_most(0, 5), 1);
+}

@@ -191,8 +191,24 @@ impl Train {
 /// default of `plan.shards` (limit 8), and the suggestion when a given one does not
 /// divide the micro-batch (limit: the one given).
 pub fn largest_shard_count(micro_batch: u64, limit: u64) -> u64 {
-    (1..=limit.min(micro_batch).max(1))
-        .rev()
-        .find(|s| micro_batch.is_multiple_of(*s))
-        .unwrap_or(1)
+    largest_divisor_at_most(micro_batch, limit)
+}
+
+/// The largest divisor of `n` that is at most `limit` (1 when `n` or `limit` is 0), from
+/// the divisor pairs (d, n/d) with d ≤ √n: O(√n) however large `limit` is (the "did you
+/// mean" hints once scanned every value up to it).
+pub fn largest_divisor_at_most(n: u64, limit: u64) -> u64 {
+    let mut best = 1;
+    let mut d = 1u64;
+    while d.saturating_mul(d) <= n {
+        if n.is_multiple_of(d) {
+            for candidate in [d, n / d] {
+                if candidate <= limit {
+                    best = best.max(candidate);
+                }
+            }
+        }
+        d += 1;
+    }
+    best
 }

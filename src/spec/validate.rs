@@ -143,11 +143,8 @@ fn model(c: &mut Checker<'_>, spec: &Spec) {
         "heads must be at least 1".into(),
         "e.g. `heads = 4`",
     );
-    if m.heads >= 1 {
-        let suggestion = (1..=m.heads.max(1))
-            .rev()
-            .find(|h| m.width.is_multiple_of(*h))
-            .unwrap_or(1);
+    if m.heads >= 1 && !m.width.is_multiple_of(m.heads) {
+        let suggestion = super::largest_divisor_at_most(m.width, m.heads);
         c.require(
             m.width.is_multiple_of(m.heads),
             &["model.heads", "model.width"],
