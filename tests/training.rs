@@ -154,6 +154,17 @@ fn a_non_finite_state_is_never_saved_as_good(backend) {
     assert!(!checkpoint.exists(), "a non-finite checkpoint was written");
 }
 
+fn equal_runs_write_equal_checkpoint_files(backend) {
+    let spec = tiny_addition("");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run(&spec, &options(a.path(), backend));
+    run(&spec, &options(b.path(), backend));
+    let bytes = |d: &tempfile::TempDir| std::fs::read(d.path().join(checkpoint::FILE_NAME)).unwrap();
+    assert!(bytes(&a) == bytes(&b), "two equal runs wrote different checkpoint bytes");
+    // And the file is still a safetensors file that loads.
+    checkpoint::load(&a.path().join(checkpoint::FILE_NAME)).unwrap();
+}
+
 fn metrics_and_checkpoint_are_written(backend) {
     let spec = tiny_addition("");
     let dir = tempfile::tempdir().unwrap();

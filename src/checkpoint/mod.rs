@@ -97,6 +97,24 @@ pub fn locate(path: &Path) -> PathBuf {
     }
 }
 
+/// The same file with its JSON header rewritten with sorted keys: `safetensors` writes
+/// the metadata map in hash order, so two equal runs wrote different bytes. The header
+/// stays padded with spaces to a multiple of 8 bytes, as the format requires; the
+/// tensor data (addressed relative to the header's end) is untouched.
+fn in_fixed_order(encoded: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(encoded[..8].try_into().expect("8-byte length")) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&encoded[8..8 + n]).expect("safetensors wrote JSON");
+    // serde_json's map is a BTreeMap (no `preserve_order`): keys come out sorted.
+    let mut text = serde_json::to_vec(&header).expect("JSON serializes");
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + encoded.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&encoded[8 + n..]);
+    out
+}
+
 /// Writes `snapshot` to `path` atomically (temporary file, fsync, rename).
 pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError> {
     let fail = |source| CheckpointError::Write {
@@ -134,6 +152,7 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
         });
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
+    let encoded = in_fixed_order(encoded);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
