@@ -108,6 +108,14 @@ pub enum RunError {
         )
     )]
     NonFiniteState { step: u64, tensor: String },
+    #[error("training diverged at step {step}: {what}")]
+    #[diagnostic(
+        code(cllm::diverged),
+        help(
+            "lower `train.optimizer = adamw(lr = ...)`, add warm-up, or set `train.clip_grad`; the last checkpoint before step {step} is kept"
+        )
+    )]
+    Diverged { step: u64, what: String },
     #[error("cannot write to the run folder `{path}`: {source}")]
     #[diagnostic(code(cllm::io))]
     RunDir {

@@ -107,6 +107,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
 
     // The loop runs on a thread of the machine's pool, so each step forks its
     // parallel work from inside the pool: no job is injected, nothing is allocated.
+    let mut first_loss: Option<f64> = None;
     let pool = state.machine.pool();
     pool.install(|| -> Result<(), RunError> {
         while state.step < total {
@@ -124,7 +125,23 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
                     loss,
                 });
             }
+            let first = *first_loss.get_or_insert(loss);
+            if let Some(what) = divergence(loss, first) {
+                report.finish();
+                return Err(RunError::Diverged {
+                    step: state.step + 1,
+                    what,
+                });
+            }
             let stats = optimizer::apply(&mut state.machine, &spec.train, state.step);
+            if !stats.grad_norm.is_finite() || stats.grad_norm > f32::MAX as f64 {
+                // The update just applied is not finite: stop before anything is saved.
+                report.finish();
+                return Err(RunError::Diverged {
+                    step: state.step + 1,
+                    what: format!("the gradient norm is {:e}, beyond f32", stats.grad_norm),
+                });
+            }
             state.step += 1;
             losses.push(loss);
             report.step(
@@ -272,4 +289,31 @@ fn non_finite(machine: &Machine<f32>) -> Option<String> {
         }
     }
     None
+}
+
+/// Losses this many times the run's first are divergence, not training: a model that
+/// starts near ln V and reaches 100 ln V has left every useful region (a loss of 1.7e10
+/// once trained on).
+const DIVERGED_FACTOR: f64 = 100.0;
+
+/// Why a (finite) loss means the run diverged, if it does.
+fn divergence(loss: f64, first: f64) -> Option<String> {
+    (loss > DIVERGED_FACTOR * first.max(1e-3)).then(|| {
+        format!("the loss is {loss:.4e}, over {DIVERGED_FACTOR}× the run's first ({first:.4})")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::divergence;
+
+    #[test]
+    fn a_loss_far_above_the_first_is_divergence() {
+        assert!(divergence(1.7e10, 5.5).is_some());
+        assert!(divergence(551.0, 5.5).is_some());
+        assert!(divergence(549.0, 5.5).is_none());
+        assert!(divergence(5.6, 5.5).is_none());
+        // A run that starts near zero loss is judged against 1e-3, not against 0.
+        assert!(divergence(0.05, 0.0).is_none());
+    }
 }
