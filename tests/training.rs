@@ -71,10 +71,28 @@ fn stop_and_resume_gives_the_uninterrupted_run_bit_for_bit(backend) {
     assert!(part1.stopped_early);
     assert_eq!(part1.steps, 13);
 
+    // Rows a killed run logged past its checkpoint (step 13): the resume replays those
+    // steps, and each must appear once.
+    let metrics = split_dir.path().join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text += "{\"step\":14,\"loss\":9.9}\n{\"step\":15,\"loss\":9.9}\n";
+    std::fs::write(&metrics, text).unwrap();
+
     let mut second = options(split_dir.path(), backend);
     second.resume = Some(split_dir.path().to_path_buf());
     let part2 = run(&spec, &second);
     assert_eq!(part2.steps, 30);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let steps: Vec<u64> = (text.lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|row| row.get("loss").is_some())
+        .map(|row| row["step"].as_u64().unwrap())
+        .collect();
+    assert!(
+        steps.windows(2).all(|w| w[0] < w[1]),
+        "metrics.jsonl repeats steps after a resume: {steps:?}"
+    );
+    assert!(!text.contains("9.9"), "a killed run's rows past the checkpoint were kept");
 
     let joined: Vec<u64> = part1
         .losses

@@ -18,7 +18,9 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// `fresh` truncates metrics.jsonl; a resumed run appends to it.
+    /// `fresh` truncates metrics.jsonl; a resumed run first drops the rows past its
+    /// checkpoint's step `start` (logged by the run that was killed after it), then
+    /// appends, so each step appears once.
     pub fn new(
         run_dir: &Path,
         start: u64,
@@ -27,6 +29,9 @@ impl Reporter {
         quiet: bool,
     ) -> std::io::Result<Reporter> {
         std::fs::create_dir_all(run_dir)?;
+        if !fresh {
+            keep_rows_up_to(&run_dir.join("metrics.jsonl"), start)?;
+        }
         let metrics = std::fs::OpenOptions::new()
             .create(true)
             .append(!fresh)
@@ -116,4 +121,29 @@ impl Reporter {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// Rewrites `path` without the rows whose `step` is past `step` (atomically: a
+/// temporary file, then rename). Rows that are not JSON with a step are kept.
+fn keep_rows_up_to(path: &Path, step: u64) -> std::io::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(()); // none yet (or unreadable: appending will say so)
+    };
+    let past = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|row| row.get("step")?.as_u64())
+            .is_some_and(|s| s > step)
+    };
+    if !text.lines().any(past) {
+        return Ok(());
+    }
+    let kept: String = text
+        .lines()
+        .filter(|line| !past(line))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let temporary = path.with_extension("jsonl.tmp");
+    std::fs::write(&temporary, kept)?;
+    std::fs::rename(&temporary, path)
 }
