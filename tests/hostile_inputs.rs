@@ -83,7 +83,16 @@ fn files_that_are_not_regular_files_are_refused_at_once() {
         ),
         (
             vec!["check".into(), d.join("latin1.cllm").display().to_string()],
-            "not UTF-8",
+            "line 2, column 6",
+        ),
+        (
+            vec![
+                "check".into(),
+                "specs/add.cllm".into(),
+                "--set".into(),
+                "data.source=addition(digits = 9, held_out = 1000000000000)".into(),
+            ],
+            "held-out problems need about",
         ),
         (
             vec![

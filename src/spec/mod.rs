@@ -55,11 +55,14 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Spec, LoadError> {
     };
     let bytes = crate::files::read_regular(path, crate::files::SPEC_LIMIT).map_err(io)?;
     let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let valid = std::str::from_utf8(valid).expect("the prefix is valid");
+        let line = valid.matches('\n').count() + 1;
+        let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
-                "it is not UTF-8 text (byte {} is invalid)",
-                e.utf8_error().valid_up_to()
+                "it is not UTF-8 text: the byte at line {line}, column {column} is invalid (save the file as UTF-8)"
             ),
         ))
     })?;

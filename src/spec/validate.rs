@@ -288,6 +288,20 @@ fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
                 format!("addition digits must be between 1 and 9, found {digits}"),
                 "e.g. `source = addition(digits = 3)`",
             );
+            // Each held-out problem is kept as a pair and in a set: ~48 bytes. Bounded
+            // by the memory budget before anything is drawn (10^12 of them tried to
+            // allocate 16 TB and aborted).
+            let bytes = held_out.saturating_mul(48);
+            c.require(
+                bytes <= spec.plan.memory_budget,
+                &["data.source", "plan.memory_budget"],
+                format!(
+                    "{held_out} held-out problems need about {:.1} GiB, over the memory budget of {:.1} GiB",
+                    bytes as f64 / (1u64 << 30) as f64,
+                    spec.plan.memory_budget as f64 / (1u64 << 30) as f64
+                ),
+                "hold out fewer problems, e.g. `held_out = 1000` (each is evaluated by sampling), or raise `plan.memory_budget`",
+            );
             let line = 3 * digits + 3;
             c.require(
                 spec.model.context >= line,
