@@ -91,6 +91,8 @@ fn files_that_are_not_regular_files_are_refused_at_once() {
                 "specs/add.cllm".into(),
                 "--set".into(),
                 "data.source=addition(digits = 9, held_out = 1000000000000)".into(),
+                "--set".into(),
+                "model.context=32".into(),
             ],
             "held-out problems need about",
         ),
