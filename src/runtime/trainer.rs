@@ -281,11 +281,12 @@ fn non_finite(machine: &Machine<f32>) -> Option<String> {
     let params = &machine.graph().params;
     for (i, p) in params.iter().enumerate() {
         let (m, v) = machine.moments(i);
+        if bad(machine.param(i)) {
+            return Some(p.name.clone());
+        }
         let [m_name, v_name] = checkpoint::moment_names(&p.name);
-        for (name, values) in [(p.name.clone(), machine.param(i)), (m_name, m), (v_name, v)] {
-            if bad(values) {
-                return Some(name);
-            }
+        if bad(m) || bad(v) {
+            return Some(if bad(m) { m_name } else { v_name });
         }
     }
     None
