@@ -27,9 +27,9 @@
 
 use std::cell::RefCell;
 
+use super::products::{Products, carve, carved_len};
 use super::shape::AttentionShape;
 use super::tiles::{CHUNK, query_blocks, table_len};
-use crate::gemm::sgemm::product;
 use crate::jit::math::exp_f32;
 
 /// Added to a dropped key's score (times 1 − keep) so it never wins the row maximum.
@@ -208,15 +208,26 @@ unsafe fn forward_head(raw: Raw, [out, lse, qkv]: [usize; 3], table: &[u32], b: 
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
     let (ld_qkv, ld_o) = (3 * c as isize, c as isize);
     let (block, blocks) = query_blocks(table, t_len);
+    let products = Products::for_block(block);
+    let ld = CHUNK.max(block);
+    let lens = [
+        block * ld,                // the tile: scores, then probabilities
+        3 * block,                 // the rows' max, sum and rescaling factor
+        products.b_len(hs, t_len), // Kᵀ, packed once per head
+        products.b_len(t_len, hs), // V, packed once per head
+        products.a_len(block, hs), // Q of the query block, packed once per block
+        products.a_len(block, ld), // P of a chunk
+    ];
     // SAFETY: every pointer below is inside the caller's tensors.
     unsafe {
         let q0 = (qkv as *const f32).add(b * t_len * 3 * c + h * hs);
         let (k0, v0) = (q0.add(c), q0.add(2 * c));
         let o0 = (out as *mut f32).add(b * t_len * c + h * hs);
         let lse0 = (lse as *mut f32).add((b * heads + h) * t_len);
-        with_scratch(block * CHUNK.max(block) + 3 * block, |scratch| {
-            let ld = CHUNK.max(block);
-            let (tile, stats) = scratch.split_at_mut(block * ld);
+        with_scratch(carved_len(&lens), |scratch| {
+            let [tile, stats, kt_pack, v_pack, q_pack, p_pack] = carve(scratch, lens);
+            let kt = products.b(kt_pack, (k0, 1, ld_qkv), [hs, t_len]);
+            let v = products.b(v_pack, (v0, ld_qkv, 1), [t_len, hs]);
             for qb in blocks {
                 let (r0, rows) = (qb.r0, qb.rows);
                 let (m, rest) = stats.split_at_mut(block);
@@ -224,17 +235,11 @@ unsafe fn forward_head(raw: Raw, [out, lse, qkv]: [usize; 3], table: &[u32], b: 
                 let (m, l, alpha) = (&mut m[..rows], &mut l[..rows], &mut alpha[..rows]);
                 m.fill(f32::NEG_INFINITY);
                 l.fill(0.0);
-                let q = q0.add(r0 * 3 * c);
+                let q = products.a(q_pack, (q0.add(r0 * 3 * c), ld_qkv, 1), [rows, hs]);
                 let o = o0.add(r0 * c);
                 for (i, (c0, n)) in qb.chunks().enumerate() {
-                    let s = (tile.as_mut_ptr() as *const f32, ld as isize, 1);
-                    product(
-                        [rows, n, hs],
-                        s,
-                        (q, ld_qkv, 1),
-                        (k0.add(c0 * 3 * c), 1, ld_qkv),
-                        false,
-                    );
+                    let s = (tile.as_ptr(), ld as isize, 1);
+                    products.mul([rows, n, hs], s, q, kt.columns_from(c0), false);
                     let keep = (!raw.keep.is_null()).then(|| {
                         let from = raw.keep.add(r0 * t_len + c0);
                         (
@@ -246,8 +251,9 @@ unsafe fn forward_head(raw: Raw, [out, lse, qkv]: [usize; 3], table: &[u32], b: 
                     if i > 0 {
                         scale_rows(o, c, hs, alpha);
                     }
-                    let v = (v0.add(c0 * 3 * c), ld_qkv, 1);
-                    product([rows, hs, n], (o as *const f32, ld_o, 1), s, v, i > 0);
+                    let p = products.a(p_pack, s, [rows, n]);
+                    let dst = (o as *const f32, ld_o, 1);
+                    products.mul([rows, hs, n], dst, p, v.depth_from(c0), i > 0);
                 }
                 for i in 0..rows {
                     let inv = 1.0 / l[i];

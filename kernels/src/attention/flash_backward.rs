@@ -5,9 +5,9 @@
 //! Every gradient is accumulated (`+=`) in one fixed order per head.
 
 use super::flash::{Raw, for_each_head, with_scratch};
+use super::products::{Products, carve, carved_len};
 use super::shape::AttentionShape;
 use super::tiles::{CHUNK, query_blocks, table_len};
-use crate::gemm::sgemm::product;
 use crate::jit::math::exp_f32;
 
 /// The probabilities and score gradients of one chunk: `p` holds the scores Q·Kᵀ and
@@ -120,6 +120,20 @@ unsafe fn backward_head(
     let (ld_qkv, ld_o) = (3 * c as isize, c as isize);
     let (block, blocks) = query_blocks(table, t_len);
     let ld = CHUNK.max(block);
+    let products = Products::for_block(block);
+    let lens = [
+        block * ld,                                   // P of a chunk
+        block * ld,                                   // dP, then dS
+        block,                                        // D of the query block's rows
+        products.b_len(hs, t_len),                    // Kᵀ, packed once per head
+        products.b_len(hs, t_len),                    // Vᵀ, packed once per head
+        products.b_len(t_len, hs),                    // K, packed once per head
+        products.a_len(block, hs),                    // Q of the query block, as A
+        products.a_len(block, hs),                    // dO of the query block, as A
+        products.b_len(block, hs),                    // Q of the query block, as B
+        products.b_len(block, hs),                    // dO of the query block, as B
+        products.a_len(block.max(ld), block.max(ld)), // dS, dSᵀ or Pᵀ of a chunk
+    ];
     // SAFETY: every pointer below is inside the caller's tensors.
     unsafe {
         let at = b * t_len * 3 * c + h * hs;
@@ -133,29 +147,39 @@ unsafe fn backward_head(
             (out as *const f32).add(o_at),
         );
         let lse0 = (lse as *const f32).add((b * heads + h) * t_len);
-        with_scratch(2 * block * ld + block, |scratch| {
-            let (p, rest) = scratch.split_at_mut(block * ld);
-            let (ds, d) = rest.split_at_mut(block * ld);
+        with_scratch(carved_len(&lens), |scratch| {
+            let [
+                p,
+                ds,
+                d,
+                kt_pack,
+                vt_pack,
+                k_pack,
+                qa_pack,
+                doa_pack,
+                qb_pack,
+                dob_pack,
+                a_pack,
+            ] = carve(scratch, lens);
+            let kt = products.b(kt_pack, (k0, 1, ld_qkv), [hs, t_len]);
+            let vt = products.b(vt_pack, (v0, 1, ld_qkv), [hs, t_len]);
+            let k = products.b(k_pack, (k0, ld_qkv, 1), [t_len, hs]);
+            let ld_t = ld as isize;
+            let (p_tile, ds_tile) = ((p.as_ptr(), ld_t, 1), (ds.as_ptr(), ld_t, 1));
             for qb in blocks {
                 let (r0, rows) = (qb.r0, qb.rows);
                 let d = &mut d[..rows];
-                let (q, dq) = (q0.add(r0 * 3 * c), dq0.add(r0 * 3 * c));
-                let d_out = do0.add(r0 * c);
-                row_dots(d, d_out, o0.add(r0 * c), c, hs);
+                let (q_rows, dq) = ((q0.add(r0 * 3 * c), ld_qkv, 1), dq0.add(r0 * 3 * c));
+                let d_out = (do0.add(r0 * c), ld_o, 1);
+                row_dots(d, d_out.0, o0.add(r0 * c), c, hs);
                 let lse = std::slice::from_raw_parts(lse0.add(r0), rows);
+                let q_a = products.a(qa_pack, q_rows, [rows, hs]);
+                let do_a = products.a(doa_pack, d_out, [rows, hs]);
+                let q_b = products.b(qb_pack, q_rows, [rows, hs]);
+                let do_b = products.b(dob_pack, d_out, [rows, hs]);
                 for (c0, n) in qb.chunks() {
-                    let (k, v) = (k0.add(c0 * 3 * c), v0.add(c0 * 3 * c));
-                    let (p_tile, ds_tile) = (p.as_ptr(), ds.as_ptr());
-                    let ld_t = ld as isize;
-                    product(
-                        [rows, n, hs],
-                        (p_tile, ld_t, 1),
-                        (q, ld_qkv, 1),
-                        (k, 1, ld_qkv),
-                        false,
-                    );
-                    let dp = (ds_tile, ld_t, 1);
-                    product([rows, n, hs], dp, (d_out, ld_o, 1), (v, 1, ld_qkv), false);
+                    products.mul([rows, n, hs], p_tile, q_a, kt.columns_from(c0), false);
+                    products.mul([rows, n, hs], ds_tile, do_a, vt.columns_from(c0), false);
                     let keep = (!raw.keep.is_null()).then(|| {
                         let from = raw.keep.add(r0 * t_len + c0);
                         (
@@ -164,28 +188,15 @@ unsafe fn backward_head(
                         )
                     });
                     probabilities_and_gradients(p, ds, ld, (r0, c0, n), keep, scale, lse, d);
-                    let (pt, dst) = ((p_tile, 1, ld_t), (ds_tile, 1, ld_t));
-                    product(
-                        [rows, hs, n],
-                        (dq, ld_qkv, 1),
-                        (ds_tile, ld_t, 1),
-                        (k, ld_qkv, 1),
-                        true,
-                    );
-                    product(
-                        [n, hs, rows],
-                        (dk0.add(c0 * 3 * c), ld_qkv, 1),
-                        dst,
-                        (q, ld_qkv, 1),
-                        true,
-                    );
-                    product(
-                        [n, hs, rows],
-                        (dv0.add(c0 * 3 * c), ld_qkv, 1),
-                        pt,
-                        (d_out, ld_o, 1),
-                        true,
-                    );
+                    let (pt, dst) = ((p_tile.0, 1, ld_t), (ds_tile.0, 1, ld_t));
+                    let ds_a = products.a(a_pack, ds_tile, [rows, n]);
+                    products.mul([rows, hs, n], (dq, ld_qkv, 1), ds_a, k.depth_from(c0), true);
+                    let dst_a = products.a(a_pack, dst, [n, rows]);
+                    let dk = (dk0.add(c0 * 3 * c), ld_qkv, 1);
+                    products.mul([n, hs, rows], dk, dst_a, q_b, true);
+                    let pt_a = products.a(a_pack, pt, [n, rows]);
+                    let dv = (dv0.add(c0 * 3 * c), ld_qkv, 1);
+                    products.mul([n, hs, rows], dv, pt_a, do_b, true);
                 }
             }
         });

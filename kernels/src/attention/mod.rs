@@ -26,6 +26,7 @@
 mod emit;
 pub mod flash;
 pub mod flash_backward;
+mod products;
 mod reference;
 mod shape;
 mod tiles;

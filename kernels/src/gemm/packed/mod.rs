@@ -28,6 +28,7 @@ mod avx2;
 mod avx512;
 mod epilogue;
 mod pack;
+pub mod panels;
 
 pub use epilogue::Epilogue;
 
