@@ -80,6 +80,12 @@ pub fn all() -> Vec<Helper> {
             vec![],
         ),
         (
+            "cllm_softmax_xent",
+            crate::softmax_xent::cllm_softmax_xent as *const u8,
+            vec![None, None, None, None, i64, i64],
+            vec![types::F64],
+        ),
+        (
             "cllm_ln",
             cllm_ln as *const u8,
             vec![Some(types::F64)],

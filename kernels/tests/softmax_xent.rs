@@ -76,3 +76,33 @@ fn softmax_xent_gradients() {
         "ignored targets get no gradient"
     );
 }
+
+/// The native full-width forward (`plan.gemm = native`) sums in the four-lane JIT's
+/// order, so both give the same bits: probabilities, losses and the loss sum.
+#[test]
+fn native_forward_gives_the_jit_bits() {
+    for (rows, v) in [(3, 11), (4, 256), (2, 259), (2, 1000)] {
+        let mut rng = Lcg((rows * v) as u64 + 3);
+        let mut logits = rng.vec(rows * v, 8.0);
+        let mut targets: Vec<u32> = (0..rows).map(|r| ((r * 31) % v) as u32).collect();
+        targets[0] = IGNORE;
+        let run = |native: bool, logits: &mut Vec<f32>, targets: &mut Vec<u32>| {
+            NATIVE_GEMM.with(|n| n.set(native));
+            let compiled = compile(4, |e, p| {
+                emit_softmax_xent_forward(e, p[0], p[1], p[2], p[3], rows, v)
+            });
+            let (mut losses, mut probs) = (vec![0.0f32; rows], vec![0.0f32; rows * v]);
+            let total = call(
+                &compiled,
+                &mut [ptr(&mut losses), ptr(&mut probs), ptr(logits), ptr(targets)],
+                &[],
+            );
+            NATIVE_GEMM.with(|n| n.set(true));
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            (bits(&losses), bits(&probs), total.to_bits())
+        };
+        let native = run(true, &mut logits, &mut targets);
+        let jit = run(false, &mut logits, &mut targets);
+        assert!(native == jit, "rows {rows}, v {v}: native and JIT differ");
+    }
+}
