@@ -105,21 +105,43 @@ pub(crate) fn scaled_scores(x: &mut [f32], keep: Option<&[f32]>, scale: f32) -> 
 pub(crate) fn exp_shifted(x: &mut [f32], keep: Option<&[f32]>, shift: f32) -> f32 {
     const L: usize = 16;
     let mut s = [0.0f32; L];
-    let whole = x.len() / L * L;
-    let keep_at = |j: usize| keep.map_or(1.0, |k| k[j]);
-    for (c, chunk) in x[..whole].chunks_exact_mut(L).enumerate() {
-        for j in 0..L {
-            let e = exp_f32(chunk[j] - shift) * keep_at(c * L + j);
-            chunk[j] = e;
-            s[j] += e;
+    let (n, whole) = (x.len(), x.len() / L * L);
+    let (body, tail) = x.split_at_mut(whole);
+    // One loop per case, each over whole chunks with nothing to check per element, so
+    // that both are vectorised (a per-element `Option` test kept the masked one scalar).
+    match keep {
+        Some(k) => {
+            let (k_body, k_tail) = k[..n].split_at(whole);
+            for (chunk, k) in body.chunks_exact_mut(L).zip(k_body.chunks_exact(L)) {
+                for j in 0..L {
+                    let e = exp_f32(chunk[j] - shift) * k[j];
+                    chunk[j] = e;
+                    s[j] += e;
+                }
+            }
+            let mut sum: f32 = s.iter().sum();
+            for (v, k) in tail.iter_mut().zip(k_tail) {
+                *v = exp_f32(*v - shift) * k;
+                sum += *v;
+            }
+            sum
+        }
+        None => {
+            for chunk in body.chunks_exact_mut(L) {
+                for j in 0..L {
+                    let e = exp_f32(chunk[j] - shift);
+                    chunk[j] = e;
+                    s[j] += e;
+                }
+            }
+            let mut sum: f32 = s.iter().sum();
+            for v in tail.iter_mut() {
+                *v = exp_f32(*v - shift);
+                sum += *v;
+            }
+            sum
         }
     }
-    let mut sum: f32 = s.iter().sum();
-    for (j, v) in x.iter_mut().enumerate().skip(whole) {
-        *v = exp_f32(*v - shift) * keep_at(j);
-        sum += *v;
-    }
-    sum
 }
 
 /// The online softmax of one chunk: the tile `s` (rows × n at stride `ld`, query rows
