@@ -61,6 +61,7 @@ impl Case {
             Epilogue {
                 bias: self.bias.as_ptr(),
                 gelu: self.gelu.as_mut_ptr(),
+                ..Epilogue::NONE
             }
         } else {
             Epilogue::NONE

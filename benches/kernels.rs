@@ -127,12 +127,40 @@ fn kernels(c: &mut Criterion) {
             c: C,
             oc: 4 * C,
             bias: true,
+            gelu: false,
         },
         &[n * C, 4 * C * C, 4 * C, n * 4 * C, n * C, 4 * C * C],
         flops(4 * n * C * 4 * C),
         &[],
         true,
     );
+    // fc_proj's backward, alone and with GELU's backward in its dx epilogue (same FLOPs
+    // counted for both, so the throughputs compare what the epilogue costs).
+    for gelu in [false, true] {
+        let mut buffers = vec![n * 4 * C, 4 * C * C, C, n * C, n * 4 * C, 4 * C * C];
+        if gelu {
+            buffers.extend([n * 4 * C, n * 4 * C]);
+        }
+        bench_kernel(
+            c,
+            if gelu {
+                "matmul_bwd_gelu_bwd_fcproj"
+            } else {
+                "matmul_bwd_fcproj"
+            },
+            Step::MatmulBackward {
+                rows: n,
+                c: 4 * C,
+                oc: C,
+                bias: true,
+                gelu,
+            },
+            &buffers,
+            flops(4 * n * C * 4 * C),
+            &[],
+            true,
+        );
+    }
     let shape = AttentionShape {
         batch: 1,
         t_len: T,

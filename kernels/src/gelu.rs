@@ -90,7 +90,7 @@ pub fn emit_gelu_value(e: &mut Emitter<'_>, lanes: Lanes, x: Value) -> Value {
 
 /// The gradient factor of [`gelu_f32`], as [`emit_gelu_backward`] computes it.
 #[inline(always)]
-fn gelu_grad_f32(x: f32) -> f32 {
+pub(crate) fn gelu_grad_f32(x: f32) -> f32 {
     use crate::jit::math::{EXP_CLAMP, SIGMOID_EXP_MAX, exp_f32};
     let (a, two_k) = (A as f32, (2.0 * K) as f32);
     let inner = a.mul_add(x * x, 1.0);

@@ -22,7 +22,7 @@ pub fn all() -> Vec<Helper> {
     }
     gemm.push(i64);
     // cllm_sgemm_bias_gelu(m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
-    //                      bias, gelu_out)
+    //                      bias, gelu_out); cllm_sgemm_gelu_backward(…, pre, dpre) alike
     let fused = vec![
         i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None,
     ];
@@ -36,7 +36,13 @@ pub fn all() -> Vec<Helper> {
         (
             "cllm_sgemm_bias_gelu",
             crate::gemm::sgemm::cllm_sgemm_bias_gelu as *const u8,
-            fused,
+            fused.clone(),
+            vec![],
+        ),
+        (
+            "cllm_sgemm_gelu_backward",
+            crate::gemm::sgemm::cllm_sgemm_gelu_backward as *const u8,
+            fused.clone(),
             vec![],
         ),
         (

@@ -162,30 +162,43 @@ pub fn emit_matmul_forward(
     });
 }
 
-/// `dinp += dout · weight`, `dweight += doutᵀ · inp`, `dbias += Σ_rows dout`.
+/// `dinp += dout · weight`, `dweight += doutᵀ · inp`, `dbias += Σ_rows dout`; with
+/// `gelu = (dpre, pre)`, then `dpre += dinp ⊙ gelu'(pre)`: with the native GEMM in the
+/// epilogue of dinp's product (each tile while it is in L1), else a pass after it.
 #[allow(clippy::too_many_arguments)]
 pub fn emit_matmul_backward(
     e: &mut Emitter<'_>,
-    dinp: Value,
-    dweight: Value,
+    [dinp, dweight]: [Value; 2],
     dbias: Option<Value>,
-    dout: Value,
-    inp: Value,
-    weight: Value,
+    [dout, inp, weight]: [Value; 3],
+    gelu: Option<(Value, Value)>,
     n: usize,
     c: usize,
     oc: usize,
 ) {
-    call_gemm(
-        e,
-        n,
-        c,
-        oc,
-        (dinp, c, 1),
-        (dout, oc, 1),
-        (weight, c, 1),
-        true,
-    );
+    match gelu {
+        Some((dpre, pre)) if e.native() => {
+            let mut args = vec![e.int(n as i64), e.int(c as i64), e.int(oc as i64)];
+            let (oc_, c_, one) = (e.int(oc as i64), e.int(c as i64), e.int(1));
+            args.extend([dinp, c_, dout, oc_, one, weight, c_, one, pre, dpre]);
+            e.call("cllm_sgemm_gelu_backward", &args);
+        }
+        _ => {
+            call_gemm(
+                e,
+                n,
+                c,
+                oc,
+                (dinp, c, 1),
+                (dout, oc, 1),
+                (weight, c, 1),
+                true,
+            );
+            if let Some((dpre, pre)) = gelu {
+                crate::gelu::emit_gelu_backward(e, dpre, dinp, pre, n * c);
+            }
+        }
+    }
     call_gemm(
         e,
         oc,

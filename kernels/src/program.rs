@@ -40,12 +40,15 @@ pub enum Step {
         bias: bool,
         gelu: bool,
     },
-    /// [dinp, dweight, dbias?, dout, inp, weight]
+    /// [dinp, dweight, dbias?, dout, inp, weight, dpre?, pre?]; with `gelu`, dinp is
+    /// the gradient of a GELU's output and its input's gradient follows in the dx
+    /// product's epilogue: `dpre += dinp ⊙ gelu'(pre)` (the fused GELU backward).
     MatmulBackward {
         rows: usize,
         c: usize,
         oc: usize,
         bias: bool,
+        gelu: bool,
     },
     /// [out, inp]
     Gelu { n: usize },
@@ -105,7 +108,9 @@ impl Step {
             Step::Matmul {
                 rows, c, oc, gelu, ..
             } => 2 * u(rows * c * oc) + if *gelu { 10 * u(rows * oc) } else { 0 },
-            Step::MatmulBackward { rows, c, oc, .. } => 4 * u(rows * c * oc) + u(rows * oc),
+            Step::MatmulBackward {
+                rows, c, oc, gelu, ..
+            } => 4 * u(rows * c * oc) + u(rows * oc) + if *gelu { 16 * u(rows * c) } else { 0 },
             // QKᵀ and P·V over the tiles attention visits (the causal triangle, or a
             // block-sparse pattern's list); backward recomputes QKᵀ, then dO·Vᵀ, dS·K,
             // dSᵀ·Q and Pᵀ·dO: five products.
@@ -170,10 +175,12 @@ impl Step {
                 .chain(some(bias, r("bias")))
                 .chain(some(gelu, w("gelu_out")))
                 .collect(),
-            Step::MatmulBackward { bias, .. } => [w("dinp"), w("dweight")]
+            Step::MatmulBackward { bias, gelu, .. } => [w("dinp"), w("dweight")]
                 .into_iter()
                 .chain(some(bias, w("dbias")))
                 .chain([r("dout"), r("inp"), r("weight")])
+                .chain(some(gelu, w("dpre")))
+                .chain(some(gelu, r("pre")))
                 .collect(),
             Step::Gelu { .. } => vec![w("out"), r("inp")],
             Step::GeluBackward { .. } => vec![w("dinp"), r("dout"), r("inp")],
@@ -260,16 +267,20 @@ fn emit_step(e: &mut Emitter<'_>, step: &Step, a: &[Value]) {
                 oc,
             )
         }
-        Step::MatmulBackward { rows, c, oc, bias } => {
+        Step::MatmulBackward {
+            rows,
+            c,
+            oc,
+            bias,
+            gelu,
+        } => {
             let rest = if bias { 3 } else { 2 };
             emit_matmul_backward(
                 e,
-                a[0],
-                a[1],
+                [a[0], a[1]],
                 bias.then(|| a[2]),
-                a[rest],
-                a[rest + 1],
-                a[rest + 2],
+                [a[rest], a[rest + 1], a[rest + 2]],
+                gelu.then(|| (a[rest + 3], a[rest + 4])),
                 rows,
                 c,
                 oc,

@@ -92,11 +92,16 @@ pub fn run_step<T: Real>(step: &Step, bufs: Vec<Buf<'_, T>>, loss_scale: f64) ->
                 gelu_forward(s.write(), out);
             }
         }
-        Step::MatmulBackward { c, oc, bias, .. } => {
+        Step::MatmulBackward {
+            c, oc, bias, gelu, ..
+        } => {
             let (dinp, dweight) = (s.write(), s.write());
             let dbias = bias.then(|| s.write());
             let (dout, inp, weight) = (s.read(), s.read(), s.read());
-            matmul_backward(dinp, dweight, dbias, dout, inp, weight, c, oc)
+            matmul_backward(&mut *dinp, dweight, dbias, dout, inp, weight, c, oc);
+            if gelu {
+                gelu_backward(s.write(), dinp, s.read());
+            }
         }
         Step::Gelu { .. } => gelu_forward(s.write(), s.read()),
         Step::GeluBackward { .. } => gelu_backward(s.write(), s.read(), s.read()),

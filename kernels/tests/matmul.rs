@@ -1,4 +1,5 @@
-//! Matmul: the JIT kernels (both GEMMs, bias and the fused GELU epilogue) against the
+//! Matmul: the JIT kernels (both GEMMs, bias, the fused GELU epilogue and the fused GELU
+//! backward) against the
 //! reference on ragged shapes, and the reference backward against finite differences.
 //!
 //! The shared tolerance (`assert_kernel_matches`) and the gradient check
@@ -58,36 +59,55 @@ fn matmul_kernels_match_once() {
         let mut dout = rng.vec(n * oc, 1.0);
         let (dinp0, dweight0, dbias0) =
             (rng.vec(n * c, 1.0), rng.vec(oc * c, 1.0), rng.vec(oc, 1.0));
-        let compiled = compile(6, |e, p| {
-            emit_matmul_backward(e, p[0], p[1], Some(p[2]), p[3], p[4], p[5], n, c, oc)
-        });
-        let (mut dinp, mut dweight, mut dbias) = (dinp0.clone(), dweight0.clone(), dbias0.clone());
-        call(
-            &compiled,
-            &mut [
-                ptr(&mut dinp),
-                ptr(&mut dweight),
-                ptr(&mut dbias),
-                ptr(&mut dout),
-                ptr(&mut inp),
-                ptr(&mut weight),
-            ],
-            &[],
-        );
-        let (mut rdinp, mut rdweight, mut rdbias) = (dinp0, dweight0, dbias0);
-        matmul_backward(
-            &mut rdinp,
-            &mut rdweight,
-            Some(&mut rdbias),
-            &dout,
-            &inp,
-            &weight,
-            c,
-            oc,
-        );
-        assert_kernel_matches("matmul_backward.dinp", &dinp, &rdinp, oc);
-        assert_kernel_matches("matmul_backward.dweight", &dweight, &rdweight, n);
-        assert_kernel_matches("matmul_backward.dbias", &dbias, &rdbias, n);
+        // With `gelu`, inp is a GELU's output and the step also accumulates
+        // dpre += dinp ⊙ gelu'(pre) (the fused GELU backward).
+        let (mut pre, dpre0) = (rng.vec(n * c, 3.0), rng.vec(n * c, 1.0));
+        for gelu in [false, true] {
+            let compiled = compile(8, |e, p| {
+                let fused = gelu.then(|| (p[6], p[7]));
+                let (d, x) = ([p[0], p[1]], [p[3], p[4], p[5]]);
+                emit_matmul_backward(e, d, Some(p[2]), x, fused, n, c, oc)
+            });
+            let (mut dinp, mut dweight, mut dbias) =
+                (dinp0.clone(), dweight0.clone(), dbias0.clone());
+            let mut dpre = dpre0.clone();
+            call(
+                &compiled,
+                &mut [
+                    ptr(&mut dinp),
+                    ptr(&mut dweight),
+                    ptr(&mut dbias),
+                    ptr(&mut dout),
+                    ptr(&mut inp),
+                    ptr(&mut weight),
+                    ptr(&mut dpre),
+                    ptr(&mut pre),
+                ],
+                &[],
+            );
+            let (mut rdinp, mut rdweight, mut rdbias) =
+                (dinp0.clone(), dweight0.clone(), dbias0.clone());
+            matmul_backward(
+                &mut rdinp,
+                &mut rdweight,
+                Some(&mut rdbias),
+                &dout,
+                &inp,
+                &weight,
+                c,
+                oc,
+            );
+            assert_kernel_matches("matmul_backward.dinp", &dinp, &rdinp, oc);
+            assert_kernel_matches("matmul_backward.dweight", &dweight, &rdweight, n);
+            assert_kernel_matches("matmul_backward.dbias", &dbias, &rdbias, n);
+            if gelu {
+                let mut rdpre = dpre0.clone();
+                gelu_backward(&mut rdpre, &rdinp, &pre);
+                assert_kernel_matches("matmul_backward + gelu_backward", &dpre, &rdpre, oc);
+            } else {
+                assert_eq!(dpre, dpre0, "no GELU: dpre untouched");
+            }
+        }
     }
 }
 

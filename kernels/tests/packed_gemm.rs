@@ -2,14 +2,15 @@
 //! against an f64 reference on ragged shapes that cross every blocking edge (MR = 6
 //! and 12, NR = 16 and 32, KC = 256, MC = 132 and 960), every stride pattern (each
 //! operand row- or column-major, a destination with a wider row stride), overwrite,
-//! accumulate and the fused bias + GELU epilogue, and k = 0. Tolerance as in every differential test:
+//! accumulate, the fused bias + GELU epilogue and the fused GELU-backward epilogue, and
+//! k = 0. Tolerance as in every differential test:
 //! `1e-6·(4 + K/8)` relative to max(|ref|, rms(ref)).
 
 mod common;
 use common::*;
 
 use cllm_kernels::cpu::{self, Isa};
-use cllm_kernels::gelu::gelu;
+use cllm_kernels::gelu::{gelu, gelu_grad};
 use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
 
 /// A (rows × cols) matrix stored row- or column-major.
@@ -63,8 +64,14 @@ fn matches_the_reference(isa: Isa) {
     for (m, n, k) in shapes {
         for a_cm in [false, true] {
             for b_cm in [false, true] {
-                // (accumulate, with the bias + GELU epilogue)
-                for (accumulate, fused) in [(false, false), (true, false), (false, true)] {
+                // (accumulate, with the bias + GELU epilogue, with GELU's backward)
+                let modes = [
+                    (false, false, false),
+                    (true, false, false),
+                    (false, true, false),
+                    (true, false, true),
+                ];
+                for (accumulate, fused, backward) in modes {
                     let (a, b) = (rng.vec(m * k, 1.0), rng.vec(k * n, 1.0));
                     // dst rows are n + 3 wide: the extra columns must stay untouched.
                     let width = n + 3;
@@ -78,10 +85,19 @@ fn matches_the_reference(isa: Isa) {
                     };
                     let bias = rng.vec(n, 1.0);
                     let mut activated = vec![0.0f32; m * width];
+                    let pre = rng.vec(m * width, 3.0);
+                    let dpre_start = rng.vec(m * width, 1.0);
+                    let mut dpre = dpre_start.clone();
                     let epilogue = if fused {
                         Epilogue {
                             bias: bias.as_ptr(),
                             gelu: activated.as_mut_ptr(),
+                            ..Epilogue::NONE
+                        }
+                    } else if backward {
+                        Epilogue {
+                            gelu_backward: (pre.as_ptr(), dpre.as_mut_ptr()),
+                            ..Epilogue::NONE
                         }
                     } else {
                         Epilogue::NONE
@@ -115,9 +131,26 @@ fn matches_the_reference(isa: Isa) {
                         }
                         assert_kernel_matches(&name, &activated, &want, k);
                     }
+                    if backward {
+                        let name = format!(
+                            "{} {m}×{n}×{k} a_cm={a_cm} b_cm={b_cm}: GELU backward",
+                            isa.name()
+                        );
+                        let mut want = dpre_start.clone();
+                        for i in 0..m {
+                            for j in 0..n {
+                                let at = i * width + j;
+                                let grad = gelu_grad(pre[at] as f64);
+                                want[at] =
+                                    (dpre_start[at] as f64 + expected[at] as f64 * grad) as f32;
+                            }
+                        }
+                        assert_kernel_matches(&name, &dpre, &want, k);
+                    }
                     let name = format!("{} {m}×{n}×{k}", isa.name());
-                    let name =
-                        format!("{name} a_cm={a_cm} b_cm={b_cm} acc={accumulate} fused={fused}");
+                    let name = format!(
+                        "{name} a_cm={a_cm} b_cm={b_cm} acc={accumulate} fused={fused} backward={backward}"
+                    );
                     assert_kernel_matches(&name, &dst, &expected, k);
                     for i in 0..m {
                         assert_eq!(

@@ -73,8 +73,9 @@ pub fn fuse_softmax_xent(mut plan: Plan) -> Plan {
     plan
 }
 
-/// Matmul + bias + GELU epilogue, and in backward GELU's gradient as the prologue of
-/// the matmul's backward.
+/// Matmul + bias + GELU epilogue, and in backward GELU's gradient as the epilogue of
+/// the matmul backward that computes GELU's output gradient (`fc_proj`'s input
+/// gradient): each tile of it, still in L1, is multiplied by GELU's derivative.
 pub fn fuse_bias_gelu(plan: Plan) -> Plan {
     merge_adjacent(plan, "fuse_bias_gelu", |a, b| {
         let (first, second) = (single(a)?, single(b)?);
@@ -84,10 +85,10 @@ pub fn fuse_bias_gelu(plan: Plan) -> Plan {
             {
                 Some("matmul_bias_gelu".into())
             }
-            (OpKind::GeluBackward, OpKind::MatmulBackward { .. })
+            (OpKind::MatmulBackward { .. }, OpKind::GeluBackward)
                 if second.inputs[0] == first.outputs[0] =>
             {
-                Some("gelu_backward_matmul_backward".into())
+                Some("matmul_backward_gelu_backward".into())
             }
             _ => None,
         }

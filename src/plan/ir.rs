@@ -31,7 +31,9 @@ pub struct StepCall {
 }
 
 /// The steps of a fusion group: each op one step, except a matmul whose output feeds
-/// the next op's GELU, which is one fused step (bias + GELU in the GEMM's epilogue).
+/// the next op's GELU (one fused step: bias + GELU in the GEMM's epilogue) and a
+/// matmul backward whose input gradient is the next GELU backward's output gradient
+/// (one fused step: GELU's backward in the epilogue of the input gradient's GEMM).
 pub fn lower(graph: &Graph, ops: &[Op], blocks: &BlockLists) -> Vec<StepCall> {
     let mut steps = Vec::with_capacity(ops.len());
     let mut i = 0;
@@ -41,25 +43,26 @@ pub fn lower(graph: &Graph, ops: &[Op], blocks: &BlockLists) -> Vec<StepCall> {
             (OpKind::Matmul { .. }, Some(next))
                 if next.kind == OpKind::Gelu && next.inputs[0] == op.outputs[0] =>
             {
-                Some(next.outputs[0])
+                vec![next.outputs[0]]
             }
-            _ => None,
+            (OpKind::MatmulBackward { .. }, Some(next))
+                if next.kind == OpKind::GeluBackward && next.inputs[0] == op.outputs[0] =>
+            {
+                vec![next.outputs[0], next.inputs[1]]
+            }
+            _ => vec![],
         };
-        steps.push(lower_op(graph, op, gelu, blocks));
-        i += if gelu.is_some() { 2 } else { 1 };
+        steps.push(lower_op(graph, op, &gelu, blocks));
+        i += if gelu.is_empty() { 1 } else { 2 };
     }
     steps
 }
 
-/// The step of one op (with the GELU output of a fused matmul + GELU), its tensors
-/// bound to the step's slots.
-pub fn lower_op(
-    graph: &Graph,
-    op: &Op,
-    gelu_out: Option<TensorId>,
-    blocks: &BlockLists,
-) -> StepCall {
-    let (step, tensors) = step_of(graph, op, gelu_out, blocks);
+/// The step of one op (with the tensors of the GELU fused into it: a forward's GELU
+/// output, or a backward's GELU input gradient and input), its tensors bound to the
+/// step's slots.
+pub fn lower_op(graph: &Graph, op: &Op, gelu: &[TensorId], blocks: &BlockLists) -> StepCall {
+    let (step, tensors) = step_of(graph, op, gelu, blocks);
     let slots = step.slots();
     assert_eq!(slots.len(), tensors.len(), "{step:?}: one tensor per slot");
     let args = (slots.into_iter().zip(tensors))
@@ -76,7 +79,7 @@ pub fn lower_op(
 fn step_of(
     graph: &Graph,
     op: &Op,
-    gelu_out: Option<TensorId>,
+    gelu: &[TensorId],
     blocks: &BlockLists,
 ) -> (Step, Vec<TensorId>) {
     let d = graph.dims;
@@ -118,14 +121,14 @@ fn step_of(
             let cin = len(i[0]) / rows;
             let mut tensors = vec![o[0], i[0], i[1]];
             tensors.extend(bias.then(|| i[2]));
-            tensors.extend(gelu_out);
+            tensors.extend(gelu);
             (
                 Step::Matmul {
                     rows,
                     c: cin,
                     oc: len(i[1]) / cin,
                     bias,
-                    gelu: gelu_out.is_some(),
+                    gelu: !gelu.is_empty(),
                 },
                 tensors,
             )
@@ -135,12 +138,14 @@ fn step_of(
             let mut tensors = vec![o[0], o[1]];
             tensors.extend(bias.then(|| o[2]));
             tensors.extend([i[0], i[1], i[2]]);
+            tensors.extend(gelu);
             (
                 Step::MatmulBackward {
                     rows,
                     c: cin,
                     oc: len(i[2]) / cin,
                     bias,
+                    gelu: !gelu.is_empty(),
                 },
                 tensors,
             )

@@ -9,9 +9,14 @@
 //! - [`cranelift`]: the Cranelift F32X4 GEMM inlined into kernels for `plan.gemm = jit`;
 //! - [`matvec`]: one row through a linear layer at memory speed (decoding).
 //!
-//! Imports run one way: `sgemm` → `packed`; `cranelift` and `matvec` stand alone.
+//! - [`epilogue`]: what happens to a product's output after its last block of k (bias,
+//!   GELU, GELU's backward), and the second pass that applies it where `packed` does not.
+//!
+//! Imports run one way: `sgemm` → `packed` → `epilogue`; `cranelift` and `matvec` stand
+//! alone.
 
 pub mod cranelift;
+pub mod epilogue;
 pub mod matvec;
 #[cfg(target_arch = "x86_64")]
 pub mod packed;

@@ -7,6 +7,8 @@
 //! epilogue as a second pass. Cranelift has 128-bit vectors only, which is why the
 //! JIT calls out for the FLOPs and does everything around them itself.
 
+use crate::gemm::epilogue::Epilogue;
+
 thread_local! {
     /// Threads one native GEMM call may use (set per worker by the runtime).
     static GEMM_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
@@ -50,7 +52,7 @@ pub unsafe extern "C" fn cllm_sgemm(
             operand(lhs, lhs_rs, lhs_cs),
             operand(rhs, rhs_rs, rhs_cs),
             accumulate != 0,
-            (std::ptr::null(), std::ptr::null_mut()),
+            Epilogue::NONE,
         )
     }
 }
@@ -85,7 +87,51 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
             operand(lhs, lhs_rs, lhs_cs),
             operand(rhs, rhs_rs, rhs_cs),
             false,
-            (bias, gelu_out),
+            Epilogue {
+                bias,
+                gelu: gelu_out,
+                ..Epilogue::NONE
+            },
+        )
+    }
+}
+
+/// `dst += lhs · rhs`, then `dpre += dst ⊙ gelu'(pre)` (pre and dpre of dst's layout,
+/// dst's rows contiguous): the backward of a linear layer whose input is a GELU's
+/// output, with the GELU's backward applied to each finished tile of dst.
+///
+/// # Safety
+/// As [`cllm_sgemm`]; `pre` and `dpre` hold m rows of dst's row stride, `dpre`
+/// overlapping nothing else.
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
+    m: i64,
+    n: i64,
+    k: i64,
+    dst: *mut f32,
+    dst_rs: i64,
+    lhs: *const f32,
+    lhs_rs: i64,
+    lhs_cs: i64,
+    rhs: *const f32,
+    rhs_rs: i64,
+    rhs_cs: i64,
+    pre: *const f32,
+    dpre: *mut f32,
+) {
+    let epilogue = Epilogue {
+        gelu_backward: (pre, dpre),
+        ..Epilogue::NONE
+    };
+    // SAFETY: forwarded from the caller's contract.
+    unsafe {
+        sgemm(
+            [m, n, k].map(|x| x as usize),
+            operand(dst as *const f32, dst_rs, 1),
+            operand(lhs, lhs_rs, lhs_cs),
+            operand(rhs, rhs_rs, rhs_cs),
+            true,
+            epilogue,
         )
     }
 }
@@ -110,9 +156,8 @@ pub(crate) unsafe fn product(
     rhs: Operand,
     accumulate: bool,
 ) {
-    let none = (std::ptr::null(), std::ptr::null_mut());
     // SAFETY: forwarded from the caller's contract.
-    unsafe { sgemm_on(1, [m, n, k], dst, lhs, rhs, accumulate, none) }
+    unsafe { sgemm_on(1, [m, n, k], dst, lhs, rhs, accumulate, Epilogue::NONE) }
 }
 
 fn operand(ptr: *const f32, rs: i64, cs: i64) -> Operand {
@@ -127,7 +172,7 @@ unsafe fn sgemm(
     lhs: Operand,
     rhs: Operand,
     accumulate: bool,
-    epilogue: (*const f32, *mut f32),
+    epilogue: Epilogue,
 ) {
     // SAFETY: forwarded from the caller's contract.
     unsafe { sgemm_on(gemm_threads(), dims, dst, lhs, rhs, accumulate, epilogue) }
@@ -141,15 +186,14 @@ unsafe fn sgemm_on(
     lhs: Operand,
     rhs: Operand,
     accumulate: bool,
-    (bias, gelu): (*const f32, *mut f32),
+    epilogue: Epilogue,
 ) {
     #[cfg(target_arch = "x86_64")]
     if crate::gemm::packed::available() {
-        use crate::gemm::packed::{Epilogue, View, gemm, tile_columns};
+        use crate::gemm::packed::{View, gemm, tile_columns};
         let isa = crate::cpu::isa();
         let view = |(ptr, rs, cs): Operand| View { ptr, rs, cs };
         let (d, l, r) = (view(dst), view(lhs), view(rhs));
-        let epilogue = Epilogue { bias, gelu };
         // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
         let tile = tile_columns(isa);
         let width = n.div_ceil(threads.max(1)).next_multiple_of(tile).max(tile);
@@ -194,28 +238,6 @@ unsafe fn sgemm_on(
                 threads => gemm::Parallelism::Rayon(threads),
             },
         );
-        epilogue_pass(m, n, dst, bias, gelu);
-    }
-}
-
-/// The epilogue as a second pass over dst (the `gemm` crate's path).
-unsafe fn epilogue_pass(m: usize, n: usize, dst: Operand, bias: *const f32, gelu: *mut f32) {
-    if bias.is_null() && gelu.is_null() {
-        return;
-    }
-    for i in 0..m {
-        for j in 0..n {
-            // SAFETY: inside dst, bias and gelu by the caller's contract.
-            unsafe {
-                let at = (dst.0 as *mut f32).offset(i as isize * dst.1 + j as isize * dst.2);
-                if !bias.is_null() {
-                    *at += *bias.add(j);
-                }
-                if !gelu.is_null() {
-                    *gelu.offset(i as isize * dst.1 + j as isize * dst.2) =
-                        crate::gelu::gelu_f32(*at);
-                }
-            }
-        }
+        crate::gemm::epilogue::pass(m, n, dst, epilogue);
     }
 }

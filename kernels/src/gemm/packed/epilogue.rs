@@ -1,40 +1,15 @@
-//! Epilogues applied to a tile of C while it is still in L1, right after the
-//! micro-kernel's last store to it (the last block of k): `C += bias` (a row vector)
-//! and `G = gelu(C)` into a second matrix of C's layout. This is the fused
-//! `matmul_bias_gelu` forward: no second pass over the output.
+//! The epilogue ([`crate::gemm::epilogue`]) applied to a tile of C while it is still
+//! in L1, right after the micro-kernel's last store to it (the last block of k): no
+//! second pass over the output.
 //!
-//! The math is the JIT's, operation for operation ([`crate::gelu::gelu_f32`]), written
-//! as scalar Rust that the compiler vectorises at the width of the calling
-//! micro-kernel's target features (`apply` is inlined into an AVX-512 and an AVX2
-//! wrapper).
+//! The math is the JIT's, operation for operation ([`crate::gelu::gelu_f32`],
+//! [`crate::gelu::gelu_grad_f32`]), written as scalar Rust that the compiler
+//! vectorises at the width of the calling micro-kernel's target features (`apply` is
+//! inlined into an AVX-512 and an AVX2 wrapper).
 
 use super::Tile;
-use crate::gelu::gelu_f32 as gelu;
-
-/// What to do to a finished tile. Null pointers mean "not this part".
-#[derive(Clone, Copy)]
-pub struct Epilogue {
-    /// A row vector added to every row of C (indexed by C's column).
-    pub bias: *const f32,
-    /// Where `gelu(C)` goes: a matrix with C's strides.
-    pub gelu: *mut f32,
-}
-
-// SAFETY: addresses only; `gemm`'s contract says who writes where (threads of one
-// call finish disjoint tiles).
-unsafe impl Send for Epilogue {}
-unsafe impl Sync for Epilogue {}
-
-impl Epilogue {
-    pub const NONE: Epilogue = Epilogue {
-        bias: std::ptr::null(),
-        gelu: std::ptr::null_mut(),
-    };
-
-    pub fn is_none(&self) -> bool {
-        self.bias.is_null() && self.gelu.is_null()
-    }
-}
+use crate::gelu::{gelu_f32 as gelu, gelu_grad_f32 as gelu_grad};
+pub use crate::gemm::epilogue::Epilogue;
 
 /// Lanes of one chunk: a whole number of vectors at either width, so the compiler
 /// vectorises each chunk's loop completely (left to itself it vectorised only rows of
@@ -49,13 +24,15 @@ const CHUNK: usize = 16;
 pub(super) unsafe fn apply(tile: Tile, epilogue: Epilogue) {
     debug_assert_eq!(tile.dst.cs, 1);
     let (bias, gelu_out) = (epilogue.bias, epilogue.gelu);
+    let (pre, dpre) = epilogue.gelu_backward;
     for i in 0..tile.rows {
         let offset = (tile.row + i) as isize * tile.dst.rs + tile.col as isize;
         let row = (tile.dst.ptr as *mut f32).wrapping_offset(offset);
         let activated = gelu_out.wrapping_offset(offset);
+        let (pre_row, dpre_row) = (pre.wrapping_offset(offset), dpre.wrapping_offset(offset));
         let whole = tile.cols / CHUNK * CHUNK;
         // SAFETY (both loops): the tile's columns of row i are inside dst; the bias
-        // holds dst's columns and gelu has dst's layout.
+        // holds dst's columns, gelu, pre and dpre have dst's layout.
         for start in (0..whole).step_by(CHUNK) {
             // Whole chunks go through fixed-size arrays: vector loads and stores, no
             // memcpy (a copy of run-time length is a call, and a stall after it).
@@ -82,18 +59,24 @@ pub(super) unsafe fn apply(tile: Tile, epilogue: Epilogue) {
                         .cast::<[f32; CHUNK]>()
                         .write_unaligned(y);
                 }
+                if !dpre.is_null() {
+                    let v = pre_row.add(start).cast::<[f32; CHUNK]>().read_unaligned();
+                    let d_at = dpre_row.add(start).cast::<[f32; CHUNK]>();
+                    let mut d = d_at.read_unaligned();
+                    for j in 0..CHUNK {
+                        d[j] = x[j].mul_add(gelu_grad(v[j]), d[j]);
+                    }
+                    d_at.write_unaligned(d);
+                }
             }
         }
         for j in whole..tile.cols {
+            let at = offset + j as isize;
+            // SAFETY: as above.
             unsafe {
-                let at = row.add(j);
-                if !bias.is_null() {
-                    *at += *bias.add(tile.col + j);
-                }
-                if !gelu_out.is_null() {
-                    *activated.add(j) = gelu(*at);
-                }
-            }
+                *row.add(j) =
+                    crate::gemm::epilogue::element(&epilogue, *row.add(j), tile.col + j, at)
+            };
         }
     }
 }
