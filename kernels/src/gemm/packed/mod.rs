@@ -243,17 +243,31 @@ unsafe fn blocked<K: MicroKernel>(
                                 cols: K::NR.min(nc - jr),
                                 add,
                             };
+                            if last && !epilogue.is_none() {
+                                epilogue::prefetch(tile, epilogue);
+                            }
                             K::tile(kc, a, b_pack.as_ptr().add(jr * kc), tile);
                             if last && !epilogue.is_none() {
                                 K::epilogue(tile, epilogue);
                             }
                         };
-                        // One KC × NR panel of B stays in L1 while the A panels stream
-                        // from L2. (The other order, an A panel in L1 and B from L2,
-                        // measured the same on Sapphire Rapids.)
-                        for jr in (0..nc).step_by(K::NR) {
+                        if last && !epilogue.is_none() {
+                            // An A panel stays in L1 while the B panels stream from L2,
+                            // so the tiles (and the epilogue's rows of its own matrices)
+                            // advance along rows: streams the prefetchers follow.
                             for ir in (0..mc).step_by(K::MR) {
-                                micro(jr, ir);
+                                for jr in (0..nc).step_by(K::NR) {
+                                    micro(jr, ir);
+                                }
+                            }
+                        } else {
+                            // One KC × NR panel of B stays in L1 while the A panels
+                            // stream from L2. (The other order measured the same on
+                            // Sapphire Rapids.)
+                            for jr in (0..nc).step_by(K::NR) {
+                                for ir in (0..mc).step_by(K::MR) {
+                                    micro(jr, ir);
+                                }
                             }
                         }
                         ic += mc;
