@@ -198,6 +198,68 @@ fn recomputing_shrinks_the_arena_and_a_small_budget_forces_it() {
     }
 }
 
+/// Under a budget between "everything recomputed" and "only the cheap ones", Auto
+/// recomputes a prefix of the expensive candidates (found by bisection): every plan
+/// fits, a larger budget never recomputes more, and the cheap ones are always first.
+#[test]
+fn fewer_expensive_recomputations_as_the_budget_grows() {
+    let spec = spec_with(2, "");
+    let cheap_only = plan::plan(&spec).unwrap();
+    let all = plan::plan_with(
+        &spec,
+        PassOptions {
+            fuse: true,
+            recompute: Recompute::All,
+        },
+    )
+    .unwrap();
+    let (lo, hi) = (all.total_bytes(), cheap_only.total_bytes());
+    assert!(lo < hi, "attention recomputation must save something here");
+    let mut chosen = Vec::new();
+    for step in 0..=16 {
+        let budget = lo + (hi - lo) * step / 16;
+        let mut tight = spec.clone();
+        tight.plan.memory_budget = budget;
+        let plan = plan::plan(&tight).unwrap();
+        assert!(plan.total_bytes() <= budget);
+        assert!(plan.recomputed.starts_with(&cheap_only.recomputed));
+        let extra = plan.recomputed.len() - cheap_only.recomputed.len();
+        chosen.push((budget, extra, plan.total_bytes()));
+    }
+    // The fewest: no budget's choice recomputes more than another choice that fits it.
+    for &(budget, extra, _) in &chosen {
+        for &(_, other, bytes) in &chosen {
+            assert!(bytes > budget || extra <= other, "{chosen:?}");
+        }
+    }
+    let extras: Vec<usize> = chosen.iter().map(|c| c.1).collect();
+    assert!(extras.windows(2).all(|w| w[0] >= w[1]), "{extras:?}");
+    // Each count from all of them down to none is the fewest for some budget here.
+    assert!((0..=extras[0]).all(|e| extras.contains(&e)), "{extras:?}");
+    assert_eq!(extras.last(), Some(&0));
+    assert!(
+        extras[0] > 0,
+        "the tightest budget needs attention recomputed: {extras:?}"
+    );
+}
+
+/// Parameters, their per-shard gradients and AdamW's state over the budget: refused
+/// before any pass runs, naming what they need.
+#[test]
+fn a_fixed_state_over_budget_is_refused_at_once() {
+    let mut spec = spec_with(1, "");
+    spec.plan.memory_budget = 1024;
+    match plan::plan(&spec) {
+        Err(PlanError::FixedOverBudget { fixed, budget, .. }) => {
+            assert!(fixed > budget && budget == 1024)
+        }
+        other => panic!(
+            "expected FixedOverBudget, got {:?}",
+            other.map(|p| p.total_bytes())
+        ),
+    }
+}
+
 #[test]
 fn shards_must_divide_the_micro_batch() {
     let mut spec = spec_with(1, "");

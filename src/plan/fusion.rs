@@ -1,8 +1,10 @@
 //! Fusion passes: each merges kernels whose ops run back to back on the same data,
 //! so a JIT can keep the intermediate in registers (the reference still runs the ops
-//! one after another). Each is a `Plan → Plan` that leaves the numbers unchanged.
+//! one after another). Each is a `Plan → Plan` that leaves the numbers unchanged; the
+//! kernels' IR, lifetimes and offsets are derived once, after the last pass
+//! (`recompute`, which places the arena).
 
-use super::{Kernel, Plan, memory};
+use super::{Kernel, Plan};
 use crate::graph::OpKind;
 
 /// Merges kernel `i + 1` into kernel `i` wherever `merge(a, b)` names the result.
@@ -25,7 +27,6 @@ fn merge_adjacent(
     }
     plan.kernels = kernels;
     plan.passes.push(pass);
-    memory::allocate(&mut plan);
     plan
 }
 
@@ -69,7 +70,6 @@ pub fn fuse_softmax_xent(mut plan: Plan) -> Plan {
         fused.name = "logits_softmax_xent".into();
     }
     plan.passes.push("fuse_softmax_xent");
-    memory::allocate(&mut plan);
     plan
 }
 

@@ -164,6 +164,19 @@ pub enum PlanError {
         workers: u64,
         budget: u64,
     },
+    #[error(
+        "the parameters, their gradients ({shards} shard buffers) and AdamW's state alone need {}, over the memory budget of {}",
+        human_bytes(*fixed), human_bytes(*budget)
+    )]
+    #[diagnostic(
+        code(cllm::plan::budget),
+        help("raise `plan.memory_budget` above {}, or make the model smaller (`model.layers`, `model.width`) or use fewer `plan.shards`", human_bytes(*fixed))
+    )]
+    FixedOverBudget {
+        fixed: u64,
+        shards: u64,
+        budget: u64,
+    },
     #[error("the attention pattern cannot be built: {0}")]
     #[diagnostic(
         code(cllm::plan::pattern),
@@ -271,6 +284,14 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     let threads = threads.max(1);
     let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
     let budget = spec.plan.memory_budget;
+    if fixed_bytes > budget {
+        // No arena can help: refused before any pass runs.
+        return Err(PlanError::FixedOverBudget {
+            fixed: fixed_bytes,
+            shards: shards as u64,
+            budget,
+        });
+    }
     let mut plan = schedule(
         graph,
         attention_blocks,
@@ -317,7 +338,7 @@ fn schedule(
         }
     }
     let param_chunks = param_chunks(&graph);
-    let mut plan = Plan {
+    Plan {
         graph,
         shards,
         threads,
@@ -333,9 +354,7 @@ fn schedule(
         gemm: Gemm::Native,
         pattern: None,
         attention_blocks,
-    };
-    memory::allocate(&mut plan);
-    plan
+    }
 }
 
 /// Every parameter cut into chunks of at most [`PARAM_CHUNK`] floats, in order.

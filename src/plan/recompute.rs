@@ -25,12 +25,13 @@ struct Candidate {
 
 fn candidates(plan: &Plan) -> Vec<Candidate> {
     let graph = &plan.graph;
-    let backward_reads = |id: TensorId| {
-        plan.kernels
-            .iter()
-            .filter(|k| k.phase != Phase::Forward)
-            .any(|k| k.ops.iter().any(|op| op.inputs.contains(&id)))
-    };
+    let mut read_backward = vec![false; graph.tensors.len()];
+    for kernel in plan.kernels.iter().filter(|k| k.phase != Phase::Forward) {
+        for op in &kernel.ops {
+            op.inputs.iter().for_each(|i| read_backward[i.0] = true);
+        }
+    }
+    let backward_reads = |id: TensorId| read_backward[id.0];
     let mut found: Vec<Candidate> = plan
         .kernels
         .iter()
@@ -58,84 +59,133 @@ fn candidates(plan: &Plan) -> Vec<Candidate> {
     found
 }
 
-/// Re-runs `op` before its first backward reader, which (and every later one) then
-/// reads the fresh copies; the forward outputs die at their last forward use.
-fn recompute_op(plan: &mut Plan, op: &Op) {
-    let Some(first_reader) = plan.kernels.iter().position(|k| {
-        k.phase != Phase::Forward
-            && k.ops
-                .iter()
-                .any(|o| o.inputs.iter().any(|i| op.outputs.contains(i)))
-    }) else {
-        return;
-    };
-    let fresh: Vec<TensorId> = op
-        .outputs
-        .iter()
-        .map(|&old| {
-            let t = plan.graph.tensor(old).clone();
-            plan.graph
-                .add_tensor(format!("{}.recomputed", t.name), t.shape, t.role)
-        })
-        .collect();
-    for kernel in plan.kernels.iter_mut().skip(first_reader) {
-        for reader in &mut kernel.ops {
-            for input in &mut reader.inputs {
-                if let Some(i) = op.outputs.iter().position(|o| o == input) {
-                    *input = fresh[i];
-                }
+/// Re-runs each op of `ops` before its first backward reader, which (and every later
+/// one) then reads the fresh copies; the forward outputs die at their last forward
+/// use. All in one pass over the kernels (one op at a time rescanned them all, which
+/// made planning quadratic in the layers), with the result of doing them one by one
+/// in order: fresh tensors created in `ops`' order, and ops that share a first reader
+/// inserted before it latest first. (A recompute kernel never reads another
+/// candidate's outputs, so inserting one moves no first reader.)
+fn recompute_ops(plan: &mut Plan, ops: &[Op]) {
+    let mut produced_by: Vec<Option<(usize, usize)>> = vec![None; plan.graph.tensors.len()];
+    for (c, op) in ops.iter().enumerate() {
+        for (i, out) in op.outputs.iter().enumerate() {
+            produced_by[out.0] = Some((c, i));
+        }
+    }
+    let mut first_reader: Vec<Option<usize>> = vec![None; ops.len()];
+    for (k, kernel) in plan.kernels.iter().enumerate() {
+        if kernel.phase == Phase::Forward {
+            continue;
+        }
+        for input in kernel.ops.iter().flat_map(|o| o.inputs.iter()) {
+            if let Some((c, _)) = produced_by[input.0] {
+                first_reader[c].get_or_insert(k);
             }
         }
     }
-    let copy = Op {
-        kind: op.kind,
-        inputs: op.inputs.clone(),
-        outputs: fresh,
+    let fresh: Vec<Vec<TensorId>> = (ops.iter().zip(&first_reader))
+        .map(|(op, first)| match first {
+            None => Vec::new(),
+            Some(_) => (op.outputs.iter())
+                .map(|&old| {
+                    let t = plan.graph.tensor(old).clone();
+                    (plan.graph).add_tensor(format!("{}.recomputed", t.name), t.shape, t.role)
+                })
+                .collect(),
+        })
+        .collect();
+    let mut inserted: Vec<Vec<usize>> = vec![Vec::new(); plan.kernels.len()];
+    for (c, first) in first_reader.iter().enumerate() {
+        if let Some(k) = first {
+            inserted[*k].push(c);
+        }
+    }
+    let old = std::mem::take(&mut plan.kernels);
+    for (k, mut kernel) in old.into_iter().enumerate() {
+        for input in kernel.ops.iter_mut().flat_map(|o| o.inputs.iter_mut()) {
+            if let Some((c, i)) = produced_by.get(input.0).copied().flatten()
+                && first_reader[c].is_some_and(|first| first <= k)
+            {
+                *input = fresh[c][i];
+            }
+        }
+        for &c in inserted[k].iter().rev() {
+            let op = &ops[c];
+            plan.kernels.push(Kernel {
+                name: format!("recompute_{}", op.kind.name()),
+                phase: Phase::Recompute,
+                ops: vec![Op {
+                    kind: op.kind,
+                    inputs: op.inputs.clone(),
+                    outputs: fresh[c].clone(),
+                }],
+                flops: 0,
+                bytes: 0,
+                zero_first: Vec::new(),
+                steps: Vec::new(),
+            });
+        }
+        plan.kernels.push(kernel);
+    }
+    for (op, first) in ops.iter().zip(&first_reader) {
+        if first.is_some() {
+            let name = plan.graph.tensor(op.outputs[0]).name.clone();
+            plan.recomputed.push(name);
+        }
+    }
+}
+
+/// The plan with the shortest prefix of `expensive` recomputed that fits (all of them
+/// when none does). Memory falls as more is recomputed, so the prefix is found by
+/// bisection: O(log n) placements of the arena instead of one per candidate (which made
+/// refusing an over-budget plan cubic in the layers: 42 s at 300).
+fn fewest_expensive(plan: Plan, expensive: &[Candidate], fits: impl Fn(&Plan) -> bool) -> Plan {
+    let with = |count: usize| {
+        let mut trial = plan.clone();
+        let ops: Vec<Op> = expensive[..count].iter().map(|c| c.op.clone()).collect();
+        recompute_ops(&mut trial, &ops);
+        memory::allocate(&mut trial);
+        trial
     };
-    let name = format!("recompute_{}", op.kind.name());
-    plan.kernels.insert(
-        first_reader,
-        Kernel {
-            name,
-            phase: Phase::Recompute,
-            ops: vec![copy],
-            flops: 0,
-            bytes: 0,
-            zero_first: Vec::new(),
-            steps: Vec::new(),
-        },
-    );
-    plan.recomputed
-        .push(plan.graph.tensor(op.outputs[0]).name.clone());
+    let all = with(expensive.len());
+    if !fits(&all) {
+        return all;
+    }
+    // fits(with(hi)) holds, fits(plan) (count 0) does not.
+    let (mut lo, mut hi, mut best) = (0, expensive.len(), all);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let trial = with(mid);
+        if fits(&trial) {
+            (hi, best) = (mid, trial);
+        } else {
+            lo = mid;
+        }
+    }
+    best
 }
 
 /// The keep-or-recompute pass; refuses a plan that cannot fit the budget.
 pub fn recompute(mut plan: Plan, policy: Recompute) -> Result<Plan, PlanError> {
-    memory::allocate(&mut plan);
     let fits = |plan: &Plan| plan.total_bytes() <= plan.memory_budget;
-    let mut pending = candidates(&plan).into_iter();
+    let pending = candidates(&plan);
+    let ops = |c: &[Candidate]| c.iter().map(|c| c.op.clone()).collect::<Vec<Op>>();
+    // The arena is placed once per plan this pass decides between (placing is the
+    // planner's costliest step), never for a plan that is thrown away unseen.
     match policy {
-        Recompute::Never => {}
+        Recompute::Never => memory::allocate(&mut plan),
         Recompute::All => {
-            for candidate in pending.by_ref() {
-                recompute_op(&mut plan, &candidate.op);
-            }
+            recompute_ops(&mut plan, &ops(&pending));
             memory::allocate(&mut plan);
         }
         Recompute::Auto => {
             let (cheap, expensive): (Vec<Candidate>, Vec<Candidate>) =
-                pending.partition(|c| c.saved_per_flop >= CHEAP);
-            for candidate in &cheap {
-                recompute_op(&mut plan, &candidate.op);
-            }
+                pending.into_iter().partition(|c| c.saved_per_flop >= CHEAP);
+            recompute_ops(&mut plan, &ops(&cheap));
             memory::allocate(&mut plan);
-            let mut pending = expensive.into_iter();
-            while !fits(&plan) {
-                let Some(candidate) = pending.next() else {
-                    break;
-                };
-                recompute_op(&mut plan, &candidate.op);
-                memory::allocate(&mut plan);
+            if !fits(&plan) && plan.fixed_bytes <= plan.memory_budget {
+                plan = fewest_expensive(plan, &expensive, fits);
             }
         }
     }
