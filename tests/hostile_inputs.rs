@@ -135,3 +135,90 @@ fn files_that_are_not_regular_files_are_refused_at_once() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
 }
+
+/// Runs `cllm args…` under a 2 GiB address-space limit (`ulimit -v`, through `sh`):
+/// a size the machine cannot hold must be refused from arithmetic, not discovered by
+/// an allocation that aborts.
+fn cllm_limited(args: &[&str]) -> (Option<i32>, String) {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "ulimit -v 2097152; exec '{}' {}",
+        env!("CARGO_BIN_EXE_cllm"),
+        quoted.join(" ")
+    );
+    cllm_via("sh", &["-c", &script])
+}
+
+fn cllm_via(program: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            (child.stderr.take().unwrap())
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return (status.code(), stderr);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("{args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every size-like key at an extreme a spec check accepts or nearly does: exit 1 with a
+/// message naming the key, within a 2 GiB address space, for `check`, `plan` and `run`
+/// alike — never an abort (exit 134, as 10⁸ layers and a 10⁸-token context gave), a
+/// panic (exit 101, as a million threads gave) or a hang (10¹² evaluation batches).
+#[test]
+fn sizes_the_machine_cannot_hold_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").display().to_string();
+    let cases: &[(&str, &str)] = &[
+        ("model.layers=100000000", "layers"),
+        ("model.layers=100000", "layers"),
+        ("model.context=100000000 tokens", "context"),
+        ("model.width=100000", "width"),
+        ("model.width=1000000", "width"),
+        ("model.heads=1000000", "heads"),
+        ("model.mlp=100000x", "memory budget"),
+        ("model.vocab=words(size = 1000000000000)", "memory budget"),
+        ("train.batch=1000000000 seqs", "memory budget"),
+        ("train.accumulate=1000000000", "accumulate"),
+        ("plan.shards=1000000", "shards"),
+        ("plan.threads=1000000", "threads"),
+        ("eval.batches=1000000000000", "eval.batches"),
+        (
+            "data.source=addition(digits = 9, held_out = 1000000000000)",
+            "held-out",
+        ),
+    ];
+    for (set, named) in cases {
+        for command in ["check", "plan", "run"] {
+            let mut args = vec![command, "specs/add.cllm", "--set", set];
+            if command == "run" {
+                args.extend(["--steps", "1", "--out", &out]);
+            }
+            if command == "check" && ["layers", "context", "width", "memory budget"].contains(named)
+            {
+                // Sizes, not spec mistakes: `check` accepts them; `plan` and `run` refuse.
+                continue;
+            }
+            let (code, stderr) = cllm_limited(&args);
+            assert_eq!(code, Some(1), "cllm {args:?}: exit {code:?}\n{stderr}");
+            assert!(
+                stderr.contains(named),
+                "cllm {args:?} does not name `{named}`:\n{stderr}"
+            );
+        }
+    }
+}

@@ -244,15 +244,37 @@ fn fewer_expensive_recomputations_as_the_budget_grows() {
 }
 
 /// Parameters, their per-shard gradients and AdamW's state over the budget: refused
-/// before any pass runs, naming what they need.
+/// before any pass runs — from the spec's sizes alone when even a lower bound is over
+/// (before the graph is built), else from the graph's exact parameter count.
 #[test]
 fn a_fixed_state_over_budget_is_refused_at_once() {
     let mut spec = spec_with(1, "");
     spec.plan.memory_budget = 1024;
     match plan::plan(&spec) {
-        Err(PlanError::FixedOverBudget { fixed, budget, .. }) => {
-            assert!(fixed > budget && budget == 1024)
-        }
+        Err(PlanError::ModelOverBudget {
+            needed,
+            limit,
+            by_machine,
+            ..
+        }) => assert!(needed > limit && limit == 1024 && !by_machine),
+        other => panic!(
+            "expected ModelOverBudget, got {:?}",
+            other.map(|p| p.total_bytes())
+        ),
+    }
+    // Wide enough that biases and LayerNorms outweigh the planner's table estimate, so
+    // a budget one byte short of the exact state passes admission.
+    let text = "cllm 0.1\ndata { source = addition(digits = 2, held_out = 200) }\n\
+                model gpt { context = 10 tokens  width = 512  layers = 2  heads = 2 }\n\
+                train { steps = 1  batch = 1 seqs }\nplan { shards = 1 }\n";
+    let mut wide = spec::parse(text, "planner", Path::new("specs"), &[]).unwrap();
+    wide.plan.memory_budget = 1 << 40;
+    let fixed = plan::plan(&wide).unwrap().fixed_bytes;
+    wide.plan.memory_budget = fixed - 1;
+    match plan::plan(&wide) {
+        Err(PlanError::FixedOverBudget {
+            fixed: f, budget, ..
+        }) => assert!(f == fixed && budget == fixed - 1),
         other => panic!(
             "expected FixedOverBudget, got {:?}",
             other.map(|p| p.total_bytes())

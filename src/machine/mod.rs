@@ -107,7 +107,15 @@ struct Bound {
 
 impl<T: Real> Machine<T> {
     /// Allocates every buffer and starts the plan's threads (parameters start at zero).
+    ///
+    /// # Panics
+    /// If the OS cannot start the plan's threads ([`Machine::try_new`] says so instead).
     pub fn new(plan: Plan) -> Self {
+        Machine::try_new(plan).expect("the OS can start the plan's threads")
+    }
+
+    /// [`Machine::new`], or the reason the OS could not start the plan's threads.
+    pub fn try_new(plan: Plan) -> Result<Self, rayon::ThreadPoolBuildError> {
         let graph = &plan.graph;
         let mut param_offsets = Vec::with_capacity(graph.params.len());
         let mut total = 0;
@@ -157,9 +165,8 @@ impl<T: Real> Machine<T> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(plan.threads)
             .thread_name(|i| format!("cllm-worker-{i}"))
-            .build()
-            .expect("the OS can start the plan's threads");
-        Machine {
+            .build()?;
+        Ok(Machine {
             params: vec![T::default(); total],
             shard_grads,
             shard_grad_ptrs,
@@ -179,7 +186,7 @@ impl<T: Real> Machine<T> {
             pool: Arc::new(pool),
             poison: false,
             plan,
-        }
+        })
     }
 
     /// Whether kernels run JIT-compiled (else by the reference interpreter).

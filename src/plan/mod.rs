@@ -11,6 +11,7 @@
 //! schedule ─▶ fuse_softmax_xent ─▶ fuse_bias_gelu ─▶ fuse_residual_layernorm ─▶ recompute ─▶ allocate
 //! ```
 
+mod admission;
 mod cost;
 mod fusion;
 pub mod ir;
@@ -135,6 +136,14 @@ pub struct Plan {
     pub attention_blocks: BlockLists,
 }
 
+/// The limit an admission refusal names: the budget, or the machine's memory.
+fn limit_words(limit: u64, by_machine: bool) -> String {
+    match by_machine {
+        true => format!("this machine's {} of memory", human_bytes(limit)),
+        false => format!("the memory budget of {}", human_bytes(limit)),
+    }
+}
+
 /// Query and key block size of block-sparse attention.
 pub const ATTENTION_BLOCK: usize = 64;
 
@@ -176,6 +185,25 @@ pub enum PlanError {
         fixed: u64,
         shards: u64,
         budget: u64,
+    },
+    #[error(
+        "a model of {layers} layers of width {width} over a context of {context} tokens needs at least {} (parameters, their gradients and AdamW's state, and the planner's own tables), over {}",
+        human_bytes(*needed), limit_words(*limit, *by_machine)
+    )]
+    #[diagnostic(
+        code(cllm::plan::budget),
+        help(
+            "lower `model.layers`, `model.width` or `model.context`, or raise `plan.memory_budget`"
+        )
+    )]
+    ModelOverBudget {
+        layers: u64,
+        width: u64,
+        context: u64,
+        needed: u64,
+        limit: u64,
+        /// The machine's memory is the limit (it is below `plan.memory_budget`).
+        by_machine: bool,
     },
     #[error("the attention pattern cannot be built: {0}")]
     #[diagnostic(
@@ -266,7 +294,18 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
             suggestion,
         });
     }
+    admission::admit(spec, shards as u64)?;
     let graph = crate::graph::build(spec, micro_batch / shards);
+    let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
+    let budget = spec.plan.memory_budget;
+    if fixed_bytes > budget {
+        // No arena can help: refused before any pass runs.
+        return Err(PlanError::FixedOverBudget {
+            fixed: fixed_bytes,
+            shards: shards as u64,
+            budget,
+        });
+    }
     let pattern = attention_pattern(spec)?;
     let sparse = pattern.as_ref().and_then(|p| {
         let block = ATTENTION_BLOCK.min(p.t);
@@ -282,16 +321,6 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
         Threads::Count(n) => n as usize,
     };
     let threads = threads.max(1);
-    let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
-    let budget = spec.plan.memory_budget;
-    if fixed_bytes > budget {
-        // No arena can help: refused before any pass runs.
-        return Err(PlanError::FixedOverBudget {
-            fixed: fixed_bytes,
-            shards: shards as u64,
-            budget,
-        });
-    }
     let mut plan = schedule(
         graph,
         attention_blocks,

@@ -84,6 +84,12 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    #[error("the OS could not start the plan's {0} threads: {1}")]
+    #[diagnostic(
+        code(cllm::threads),
+        help("lower `plan.threads` (or write `threads = auto` for one per core)")
+    )]
+    Threads(usize, String),
     #[error("the JIT could not compile this plan: {0}")]
     #[diagnostic(
         code(cllm::jit),

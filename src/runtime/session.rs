@@ -43,7 +43,9 @@ pub(crate) fn assemble(
         Backend::Interp => None,
     };
     let jit_ms = 1e3 * started.elapsed().as_secs_f64();
-    let mut machine = Machine::new(plan);
+    let threads = plan.threads;
+    let mut machine =
+        Machine::try_new(plan).map_err(|e| RunError::Threads(threads, e.to_string()))?;
     if let Some(program) = program {
         machine.attach_jit(program);
     }

@@ -139,7 +139,7 @@ spec_block! {
     pub struct Eval = "eval" {
         /// evaluate every this many steps (and after the last)
         every: u64 [Steps] = 250,
-        /// validation batches per evaluation
+        /// validation batches per evaluation (at most 10 000)
         batches: u64 = 8,
     }
 }
@@ -175,7 +175,7 @@ spec_block! {
 spec_block! {
     /// `plan { }`: how to run, never what to compute; nothing here changes the numbers.
     pub struct Plan = "plan" {
-        /// worker threads: auto (every core) or a number
+        /// worker threads: auto (every core) or a number, at most 1024
         threads: Threads = Threads::Auto,
         /// equal split of each micro-batch (must divide it); defaults to its largest divisor ≤ 8
         shards: u64 = 8,

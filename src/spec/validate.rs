@@ -10,6 +10,14 @@ use super::lower::KeySpans;
 use super::run_choices::{Optimizer, Schedule, Threads};
 use super::types::Spec;
 
+/// The most worker threads a spec may ask for: every one is an OS thread, and a
+/// million of them failed to start (a panic) before this bound.
+pub const MAX_THREADS: u64 = 1024;
+
+/// The most evaluation batches a spec may ask for per evaluation (10¹² ran for hours
+/// without a word before this bound).
+pub const MAX_EVAL_BATCHES: u64 = 10_000;
+
 struct Checker<'a> {
     spans: &'a KeySpans,
     /// Where to point when none of the keys involved was written (the version line).
@@ -80,9 +88,9 @@ pub fn validate(
         "e.g. `every = 250 steps`",
     );
     c.require(
-        spec.eval.batches >= 1,
+        (1..=MAX_EVAL_BATCHES).contains(&spec.eval.batches),
         &["eval.batches"],
-        "eval.batches must be at least 1".into(),
+        format!("eval.batches must be between 1 and {MAX_EVAL_BATCHES} (each is a forward pass over a batch)"),
         "e.g. `batches = 8`",
     );
     c.require(
@@ -96,6 +104,12 @@ pub fn validate(
         p.threads != Threads::Count(0),
         &["plan.threads"],
         "threads must be at least 1".into(),
+        "write `threads = auto` to use every core",
+    );
+    c.require(
+        !matches!(p.threads, Threads::Count(n) if n > MAX_THREADS),
+        &["plan.threads"],
+        format!("threads must be at most {MAX_THREADS} (more than any machine cllm runs on has cores; each is an OS thread)"),
         "write `threads = auto` to use every core",
     );
     let micro_batch = spec.train.micro_batch();
