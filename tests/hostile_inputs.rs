@@ -8,32 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Runs `cllm args…` with a 20-second guard: a hang is a failure, not a stuck test.
 fn cllm(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cllm starts");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            return (status.code(), stderr);
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            child.kill().unwrap();
-            panic!("cllm {args:?} hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    run_guarded(env!("CARGO_BIN_EXE_cllm"), args)
 }
 
 fn fifo(dir: &Path, name: &str) -> String {
@@ -146,17 +121,18 @@ fn cllm_limited(args: &[&str]) -> (Option<i32>, String) {
         env!("CARGO_BIN_EXE_cllm"),
         quoted.join(" ")
     );
-    cllm_via("sh", &["-c", &script])
+    run_guarded("sh", &["-c", &script])
 }
 
-fn cllm_via(program: &str, args: &[&str]) -> (Option<i32>, String) {
+/// Runs `program args…`, its stderr captured, failing the test if it runs past 20 s.
+fn run_guarded(program: &str, args: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("sh starts");
+        .expect("the program starts");
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {

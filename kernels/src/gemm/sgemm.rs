@@ -79,21 +79,14 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     bias: *const f32,
     gelu_out: *mut f32,
 ) {
+    let epilogue = Epilogue {
+        bias,
+        gelu: gelu_out,
+        ..Epilogue::NONE
+    };
+    let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
     // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        sgemm(
-            [m, n, k].map(|x| x as usize),
-            operand(dst as *const f32, dst_rs, 1),
-            operand(lhs, lhs_rs, lhs_cs),
-            operand(rhs, rhs_rs, rhs_cs),
-            false,
-            Epilogue {
-                bias,
-                gelu: gelu_out,
-                ..Epilogue::NONE
-            },
-        )
-    }
+    unsafe { fused([m, n, k], (dst, dst_rs), lhs, rhs, false, epilogue) }
 }
 
 /// `dst += lhs · rhs`, then `dpre += dst ⊙ gelu'(pre)` (pre and dpre of dst's layout,
@@ -123,14 +116,33 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
         gelu_backward: (pre, dpre),
         ..Epilogue::NONE
     };
+    let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
+    // SAFETY: forwarded from the caller's contract.
+    unsafe { fused([m, n, k], (dst, dst_rs), lhs, rhs, true, epilogue) }
+}
+
+/// The fused entry points' body: a product into dst (rows contiguous), then the
+/// epilogue on each finished tile.
+///
+/// # Safety
+/// As the entry points that call it.
+unsafe fn fused(
+    dims: [i64; 3],
+    (dst, dst_rs): (*mut f32, i64),
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+    epilogue: Epilogue,
+) {
+    let dst = operand(dst as *const f32, dst_rs, 1);
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         sgemm(
-            [m, n, k].map(|x| x as usize),
-            operand(dst as *const f32, dst_rs, 1),
-            operand(lhs, lhs_rs, lhs_cs),
-            operand(rhs, rhs_rs, rhs_cs),
-            true,
+            dims.map(|x| x as usize),
+            dst,
+            lhs,
+            rhs,
+            accumulate,
             epilogue,
         )
     }
