@@ -58,6 +58,12 @@ impl Reporter {
         })
     }
 
+    /// Progress of an evaluation, on the bar (a terminal's only).
+    pub fn evaluating(&self, done: usize, total: usize) {
+        self.bar
+            .set_message(format!("evaluating {done}/{total} held-out problems"));
+    }
+
     /// A line for the user (stdout), kept clear of the progress bar.
     pub fn say(&self, line: &str) {
         if !self.quiet {

@@ -154,7 +154,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
                 spec.train.log_every,
             );
             if state.step.is_multiple_of(spec.eval.every) || state.step == total {
-                last_eval = Some(evaluate(&mut state, spec, &data, &mut val_scratch));
+                last_eval = Some(evaluate(&mut state, spec, &data, &mut val_scratch, &report));
                 let (val_loss, accuracy) = last_eval.expect("just set");
                 report.eval(state.step, val_loss, accuracy);
             }
@@ -212,6 +212,7 @@ fn evaluate(
     spec: &Spec,
     data: &Dataset,
     scratch: &mut Batch,
+    report: &Reporter,
 ) -> (f64, Option<(usize, usize)>) {
     let val_loss = validation_loss(
         &mut state.machine,
@@ -226,7 +227,9 @@ fn evaluate(
             .collect();
         let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
         let mut sampler = Sampler::new(machine.graph(), spec.model.ln_eps, params).with_mask(mask);
-        addition_accuracy(&mut sampler, task)
+        addition_accuracy(&mut sampler, task, |done, total| {
+            report.evaluating(done, total)
+        })
     });
     (val_loss, accuracy)
 }
