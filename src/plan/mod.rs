@@ -13,6 +13,7 @@
 
 mod admission;
 mod cost;
+mod error;
 mod fusion;
 pub mod ir;
 mod listing;
@@ -20,6 +21,8 @@ mod memory;
 mod recompute;
 mod report;
 mod svg;
+
+pub use error::PlanError;
 
 use serde::Serialize;
 
@@ -136,14 +139,6 @@ pub struct Plan {
     pub attention_blocks: BlockLists,
 }
 
-/// The limit an admission refusal names: the budget, or the machine's memory.
-fn limit_words(limit: u64, by_machine: bool) -> String {
-    match by_machine {
-        true => format!("this machine's {} of memory", human_bytes(limit)),
-        false => format!("the memory budget of {}", human_bytes(limit)),
-    }
-}
-
 /// Query and key block size of block-sparse attention.
 pub const ATTENTION_BLOCK: usize = 64;
 
@@ -154,75 +149,6 @@ pub const ATTENTION_BLOCK: usize = 64;
 pub fn causal_blocks(t: usize) -> BlockLists {
     let block = (t / 8).clamp(32, ATTENTION_BLOCK).min(t);
     BlockLists::causal(t, block)
-}
-
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum PlanError {
-    #[error(
-        "the plan needs {} ({} of parameters, gradients and AdamW state + {} worker arena(s) of {}), over the memory budget of {}",
-        human_bytes(*needed), human_bytes(*fixed), workers, human_bytes(*arena), human_bytes(*budget)
-    )]
-    #[diagnostic(
-        code(cllm::plan::budget),
-        help("raise `plan.memory_budget` to at least {}, or lower `train.batch` (or raise `train.accumulate`), `model.context` or `plan.threads`", human_bytes(*needed))
-    )]
-    OverBudget {
-        needed: u64,
-        fixed: u64,
-        arena: u64,
-        workers: u64,
-        budget: u64,
-    },
-    #[error(
-        "the parameters, their gradients ({shards} shard buffers) and AdamW's state alone need {}, over the memory budget of {}",
-        human_bytes(*fixed), human_bytes(*budget)
-    )]
-    #[diagnostic(
-        code(cllm::plan::budget),
-        help("raise `plan.memory_budget` above {}, or make the model smaller (`model.layers`, `model.width`) or use fewer `plan.shards`", human_bytes(*fixed))
-    )]
-    FixedOverBudget {
-        fixed: u64,
-        shards: u64,
-        budget: u64,
-    },
-    #[error(
-        "a model of {layers} layers of width {width} over a context of {context} tokens needs at least {} (parameters, their gradients and AdamW's state, and the planner's own tables), over {}",
-        human_bytes(*needed), limit_words(*limit, *by_machine)
-    )]
-    #[diagnostic(
-        code(cllm::plan::budget),
-        help(
-            "lower `model.layers`, `model.width` or `model.context`, or raise `plan.memory_budget`"
-        )
-    )]
-    ModelOverBudget {
-        layers: u64,
-        width: u64,
-        context: u64,
-        needed: u64,
-        limit: u64,
-        /// The machine's memory is the limit (it is below `plan.memory_budget`).
-        by_machine: bool,
-    },
-    #[error("the attention pattern cannot be built: {0}")]
-    #[diagnostic(
-        code(cllm::plan::pattern),
-        help(
-            "check `model.attention`: a lattice basis needs two independent rows of small integers"
-        )
-    )]
-    Pattern(#[from] LatticeError),
-    #[error("plan.shards = {shards} does not divide the micro-batch of {micro_batch} sequences")]
-    #[diagnostic(
-        code(cllm::plan::shards),
-        help("choose a divisor of batch / accumulate, e.g. `shards = {suggestion}`")
-    )]
-    Shards {
-        shards: usize,
-        micro_batch: usize,
-        suggestion: usize,
-    },
 }
 
 /// "1.5 GiB", "12.0 MiB", "512 B".
