@@ -90,20 +90,12 @@ impl Products {
     /// # Safety
     /// `lhs` is a valid m × k matrix; `buf` holds [`Products::a_len`] floats.
     pub unsafe fn a(self, buf: &mut [f32], lhs: Operand, [m, k]: [usize; 2]) -> Mat {
+        // SAFETY: forwarded.
         #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = self.isa {
-            // SAFETY: forwarded; `for_block` checked the CPU.
-            unsafe { panels::pack_a(isa, buf, view(lhs), m, k) };
-            return Mat {
-                view: lhs,
-                packed: Some((buf.as_ptr(), k, 0)),
-            };
-        }
-        let _ = (buf, m, k);
-        Mat {
-            view: lhs,
-            packed: None,
-        }
+        let pack = |isa, buf: &mut [f32]| unsafe { panels::pack_a(isa, buf, view(lhs), m, k) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let pack = |_: Isa, _: &mut [f32]| {};
+        self.operand(buf, lhs, k, pack)
     }
 
     /// `rhs` (k × n) as a B operand, packed into `buf` where packing runs.
@@ -111,19 +103,30 @@ impl Products {
     /// # Safety
     /// `rhs` is a valid k × n matrix; `buf` holds [`Products::b_len`] floats.
     pub unsafe fn b(self, buf: &mut [f32], rhs: Operand, [k, n]: [usize; 2]) -> Mat {
+        // SAFETY: forwarded.
         #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = self.isa {
-            // SAFETY: forwarded; `for_block` checked the CPU.
-            unsafe { panels::pack_b(isa, buf, view(rhs), k, n) };
-            return Mat {
-                view: rhs,
-                packed: Some((buf.as_ptr(), k, 0)),
-            };
-        }
-        let _ = (buf, k, n);
+        let pack = |isa, buf: &mut [f32]| unsafe { panels::pack_b(isa, buf, view(rhs), k, n) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let pack = |_: Isa, _: &mut [f32]| {};
+        self.operand(buf, rhs, k, pack)
+    }
+
+    /// `matrix` as an operand: packed by `pack` into `buf` (panels `depth` deep) where
+    /// packing runs, else plain.
+    fn operand(
+        self,
+        buf: &mut [f32],
+        matrix: Operand,
+        depth: usize,
+        pack: impl FnOnce(Isa, &mut [f32]),
+    ) -> Mat {
+        let packed = self.isa.map(|isa| {
+            pack(isa, buf);
+            (buf.as_ptr(), depth, 0)
+        });
         Mat {
-            view: rhs,
-            packed: None,
+            view: matrix,
+            packed,
         }
     }
 
