@@ -1,13 +1,16 @@
 //! No allocation during a step: a counting global allocator sees none over 10 whole
 //! training steps (data, forward and backward of every shard on two threads, the
-//! shard-gradient sum, clipping, AdamW) after two warm-up steps.
+//! shard-gradient sum, clipping, AdamW) after two warm-up steps, nor over 300 decoded
+//! tokens (past the context, so the cache is rebuilt), each picked at a temperature.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use cllm::rng::Rng;
 use cllm::runtime::Backend;
 use cllm::runtime::bench::StepLoop;
+use cllm::runtime::sampler::{Sampler, Sampling};
 use cllm::spec;
 
 struct Counting;
@@ -57,6 +60,36 @@ fn allocations_per_10_steps(overrides: &[&str]) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst)
 }
 
+/// Allocations made by decoding 300 tokens of bench-xs at context 64 on two threads,
+/// after the sampler is built and has seen one token.
+fn allocations_per_300_tokens() -> usize {
+    let overrides = ["model.context=64".to_string(), "plan.threads=2".into()];
+    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &overrides).expect("the spec loads");
+    let steps = StepLoop::new(&spec, Path::new("specs"), Backend::Jit).expect("compiles");
+    let machine = &steps.machine;
+    let params = (0..machine.graph().params.len())
+        .map(|i| machine.param(i))
+        .collect();
+    let mut sampler = Sampler::new(machine.graph(), params);
+    let sampling = Sampling {
+        temperature: 0.9,
+        top_k: Some(40),
+        top_p: 0.95,
+    };
+    let mut rng = Rng::new(5);
+    machine.pool().install(|| {
+        sampler.feed(u32::from(b'A'));
+        ALLOCATIONS.store(0, Ordering::SeqCst);
+        COUNTING.store(true, Ordering::SeqCst);
+        for _ in 0..300 {
+            let next = sampler.next(sampling, &mut rng);
+            std::hint::black_box(sampler.feed(next));
+        }
+        COUNTING.store(false, Ordering::SeqCst);
+    });
+    ALLOCATIONS.load(Ordering::SeqCst)
+}
+
 #[test]
 fn a_step_allocates_nothing() {
     // The counter does see allocations, so the zero below is not vacuous. (One test
@@ -79,4 +112,6 @@ fn a_step_allocates_nothing() {
         ]);
         assert_eq!(count, 0, "{gemm}: {count} allocations in 10 steps");
     }
+    let count = allocations_per_300_tokens();
+    assert_eq!(count, 0, "decoding: {count} allocations in 300 tokens");
 }

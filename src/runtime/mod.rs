@@ -3,6 +3,7 @@
 //! evaluation, checkpoints and sampling.
 
 pub mod bench;
+pub mod decoder;
 mod eval;
 mod optimizer;
 mod report;

@@ -226,7 +226,7 @@ fn evaluate(
             .map(|i| machine.param(i))
             .collect();
         let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-        let mut sampler = Sampler::new(machine.graph(), spec.model.ln_eps, params).with_mask(mask);
+        let mut sampler = Sampler::new(machine.graph(), params).with_mask(mask);
         addition_accuracy(&mut sampler, task, |done, total| {
             report.evaluating(done, total)
         })

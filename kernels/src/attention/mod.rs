@@ -32,6 +32,9 @@ mod shape;
 mod tiles;
 
 pub use emit::{emit_attention_backward, emit_attention_forward};
-pub use reference::{attention_backward, attention_decode, attention_forward};
+pub use reference::{
+    DecodeCache, attention_backward, attention_decode, attention_decode_head, attention_forward,
+    decode_scratch_len,
+};
 pub use shape::AttentionShape;
 pub use tiles::{BlockLists, CHUNK};

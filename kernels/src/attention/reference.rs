@@ -122,7 +122,9 @@ pub fn attention_backward<T: Real>(
 ///
 /// `keep` is the query's row of the pattern's mask (`len` entries), `None` for dense.
 ///
-/// Shapes: q, out (C); k_cache, v_cache (T_max, C).
+/// Shapes: q, out (C); k_cache, v_cache (T_max, C); `scratch` at least
+/// [`decode_scratch_len`]`(T_max, C, heads)` (the caller allocates it once).
+#[allow(clippy::too_many_arguments)]
 pub fn attention_decode<T: Real>(
     out: &mut [T],
     q: &[T],
@@ -131,36 +133,74 @@ pub fn attention_decode<T: Real>(
     keep: Option<&[f32]>,
     len: usize,
     heads: usize,
+    scratch: &mut [f64],
 ) {
+    let hs = q.len() / heads;
+    for (h, out) in out.chunks_mut(hs).enumerate() {
+        let cache = DecodeCache {
+            k: k_cache,
+            v: v_cache,
+            keep,
+            len,
+        };
+        attention_decode_head(out, q, cache, heads, h, scratch);
+    }
+}
+
+/// The cached keys and values a decode step attends to.
+#[derive(Clone, Copy)]
+pub struct DecodeCache<'a, T> {
+    /// Keys and values of positions `0..len` (T_max, C) each.
+    pub k: &'a [T],
+    pub v: &'a [T],
+    /// The query's row of the pattern's mask, `None` for dense.
+    pub keep: Option<&'a [f32]>,
+    pub len: usize,
+}
+
+/// Head `h` of [`attention_decode`]: writes `out` (hs floats). Heads are independent,
+/// so they may run on different threads with the same bits.
+pub fn attention_decode_head<T: Real>(
+    out: &mut [T],
+    q: &[T],
+    cache: DecodeCache<'_, T>,
+    heads: usize,
+    h: usize,
+    scratch: &mut [f64],
+) {
+    let DecodeCache { k, v, keep, len } = cache;
     let c = q.len();
     let hs = c / heads;
     let scale = 1.0 / (hs as f64).sqrt();
-    let mut pre = vec![0.0f64; len];
-    let mut acc = vec![0.0f64; hs];
-    for h in 0..heads {
-        let qh = &q[h * hs..(h + 1) * hs];
-        let kept = |t2: usize| keep.is_none_or(|m| m[t2] != 0.0);
-        let mut max = f64::NEG_INFINITY;
-        for (t2, p) in pre.iter_mut().enumerate() {
-            *p = scale * dot(qh, &k_cache[t2 * c + h * hs..][..hs]);
-            if kept(t2) {
-                max = max.max(*p);
-            }
-        }
-        let mut sum = 0.0;
-        for (t2, p) in pre.iter_mut().enumerate() {
-            *p = if kept(t2) { (*p - max).exp() } else { 0.0 };
-            sum += *p;
-        }
-        acc.fill(0.0);
-        for (t2, p) in pre.iter().enumerate() {
-            let v = &v_cache[t2 * c + h * hs..][..hs];
-            for i in 0..hs {
-                acc[i] += p / sum * v[i].to_f64();
-            }
-        }
-        for i in 0..hs {
-            out[h * hs + i] = T::from_f64(acc[i]);
+    let (pre, acc) = scratch.split_at_mut(len);
+    let acc = &mut acc[..hs];
+    let qh = &q[h * hs..(h + 1) * hs];
+    let kept = |t2: usize| keep.is_none_or(|m| m[t2] != 0.0);
+    let mut max = f64::NEG_INFINITY;
+    for (t2, p) in pre.iter_mut().enumerate() {
+        *p = scale * dot(qh, &k[t2 * c + h * hs..][..hs]);
+        if kept(t2) {
+            max = max.max(*p);
         }
     }
+    let mut sum = 0.0;
+    for (t2, p) in pre.iter_mut().enumerate() {
+        *p = if kept(t2) { (*p - max).exp() } else { 0.0 };
+        sum += *p;
+    }
+    acc.fill(0.0);
+    for (t2, p) in pre.iter().enumerate() {
+        let v = &v[t2 * c + h * hs..][..hs];
+        for i in 0..hs {
+            acc[i] += p / sum * v[i].to_f64();
+        }
+    }
+    for (y, a) in out.iter_mut().zip(acc.iter()) {
+        *y = T::from_f64(*a);
+    }
+}
+
+/// Scratch floats [`attention_decode`] needs for a context of `t_max` and width `c`.
+pub fn decode_scratch_len(t_max: usize, c: usize, heads: usize) -> usize {
+    t_max + c / heads
 }
