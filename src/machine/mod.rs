@@ -15,6 +15,7 @@
 //! gradient check (reference only). On the JIT path nothing is allocated per step:
 //! every argument table is built once, when the program is attached.
 
+mod bind;
 mod parallel;
 mod reference;
 mod worker;
@@ -340,75 +341,6 @@ impl<T: Real> Machine<T> {
     pub fn backward(&mut self, loss_scale: f64) {
         let (shared, workers) = self.split();
         workers[0].run(&shared, 0, 0, |p| p != Phase::Forward, loss_scale);
-    }
-}
-
-impl Machine<f32> {
-    /// Runs every kernel with `program` (compiled from this machine's plan) from now on.
-    pub fn attach_jit(&mut self, program: Program) {
-        assert_eq!(
-            program.kernels.len(),
-            self.plan.kernels.len(),
-            "the program was compiled from another plan"
-        );
-        let params = self.params.as_mut_ptr();
-        let mask = self.mask.as_mut_ptr();
-        let (shards, workers) = (self.plan.shards, self.plan.workers);
-        for (w, worker) in self.workers.iter_mut().enumerate() {
-            worker.tables = (w..shards)
-                .step_by(workers)
-                .map(|s| {
-                    let grads = self.shard_grads[s].as_mut_ptr();
-                    program
-                        .kernels
-                        .iter()
-                        .map(|k| {
-                            Table(
-                                k.args
-                                    .iter()
-                                    .map(|&id| {
-                                        worker.pointer(self.places[id.0], params, grads, mask)
-                                    })
-                                    .collect(),
-                            )
-                        })
-                        .collect()
-                })
-                .collect();
-        }
-        let chunks = &self.plan.param_chunks;
-        let shard_sum_tables = chunks
-            .iter()
-            .map(|c| {
-                Table(
-                    self.shard_grads
-                        .iter_mut()
-                        .map(|g| g[c.offset..].as_mut_ptr().cast())
-                        .collect(),
-                )
-            })
-            .collect();
-        let adamw_tables = chunks
-            .iter()
-            .map(|c| {
-                Table(
-                    [
-                        &mut self.params,
-                        &mut self.shard_grads[0],
-                        &mut self.m,
-                        &mut self.v,
-                    ]
-                    .into_iter()
-                    .map(|b| b[c.offset..].as_mut_ptr().cast())
-                    .collect(),
-                )
-            })
-            .collect();
-        self.program = Some(Bound {
-            program,
-            shard_sum_tables,
-            adamw_tables,
-        });
     }
 }
 

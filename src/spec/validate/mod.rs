@@ -3,12 +3,17 @@
 
 use std::path::Path;
 
+mod attention;
+mod data;
+
 use super::ast::{Span, format_number};
-use super::choices::{Attention, Coords, Source, Vocab};
+use super::choices::Vocab;
 use super::error::Problem;
 use super::lower::KeySpans;
 use super::run_choices::{Optimizer, Schedule, Threads};
 use super::types::Spec;
+use attention::attention;
+use data::data;
 
 /// The most worker threads a spec may ask for: every one is an OS thread, and a
 /// million of them failed to start (a panic) before this bound.
@@ -198,159 +203,6 @@ fn model(c: &mut Checker<'_>, spec: &Spec) {
         );
     }
     attention(c, spec);
-}
-
-fn attention(c: &mut Checker<'_>, spec: &Spec) {
-    let context = spec.model.context;
-    let keys = &["model.attention"];
-    let window_ok = |w: u64| w >= 1 && w <= context;
-    let window_help =
-        format!("the window counts keys per query, from 1 to the context ({context})");
-    match &spec.model.attention {
-        Attention::Dense => {}
-        Attention::Window { window } => {
-            c.require(
-                window_ok(*window),
-                keys,
-                format!("window({window}) must be between 1 and the context ({context})"),
-                &window_help,
-            );
-        }
-        Attention::Strided { stride, window } => {
-            c.require(
-                *stride >= 1 && *stride <= context,
-                keys,
-                format!("stride {stride} must be between 1 and the context ({context})"),
-                "strided(stride, window) keeps every stride-th earlier position",
-            );
-            c.require(
-                window_ok(*window),
-                keys,
-                format!("window {window} must be between 1 and the context ({context})"),
-                &window_help,
-            );
-        }
-        Attention::Lattice {
-            coords,
-            basis,
-            radius,
-            window,
-        } => {
-            c.require(
-                window_ok(*window),
-                keys,
-                format!("lattice window {window} must be between 1 and the context ({context})"),
-                &window_help,
-            );
-            c.require(*radius > 0.0, keys, format!("lattice radius must be positive, found {}", format_number(*radius)), "the radius bounds ‖v‖ of the lattice vectors a query reaches back by; try `radius = 2`");
-            c.require(
-                *radius <= context as f64,
-                keys,
-                format!(
-                    "lattice radius {} is larger than the context",
-                    format_number(*radius)
-                ),
-                "a radius beyond the context adds no keys; try `radius = 2`",
-            );
-            if let Coords::Grid { width } = coords {
-                c.require(
-                    *width >= 1 && *width <= context,
-                    keys,
-                    format!("grid({width}) must be between 1 and the context ({context})"),
-                    "grid(w) places position p at (p mod w, p div w)",
-                );
-            }
-            let square = basis.len() == 2 && basis.iter().all(|row| row.len() == 2);
-            c.require(
-                square,
-                keys,
-                "the lattice basis must be 2×2, e.g. `basis = [[1, 0], [0, 2]]`".into(),
-                "positions live in the plane, so the basis has two rows of two integers",
-            );
-            if square {
-                let det = basis[0][0] as i128 * basis[1][1] as i128
-                    - basis[0][1] as i128 * basis[1][0] as i128;
-                c.require(
-                    det != 0,
-                    keys,
-                    "the lattice basis is singular (determinant 0)".into(),
-                    "the two rows must be linearly independent, e.g. `[[1, 0], [0, 2]]`",
-                );
-            }
-        }
-    }
-}
-
-fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
-    let d = &spec.data;
-    c.require(
-        (0.0..1.0).contains(&d.val_split),
-        &["data.val_split"],
-        format!(
-            "val_split must be in [0, 1), found {}",
-            format_number(d.val_split)
-        ),
-        "the fraction of the corpus held out, e.g. `val_split = 10%`",
-    );
-    match &d.source {
-        Source::Addition {
-            digits, held_out, ..
-        } => {
-            c.require(
-                (1..=9).contains(digits),
-                &["data.source"],
-                format!("addition digits must be between 1 and 9, found {digits}"),
-                "e.g. `source = addition(digits = 3)`",
-            );
-            // Each held-out problem is kept as a pair and in a set: ~48 bytes. Bounded
-            // by the memory budget before anything is drawn (10^12 of them tried to
-            // allocate 16 TB and aborted).
-            // (At most half of all (a, b) pairs are held out: the task clamps to that.)
-            let pairs = 10u64.saturating_pow(*digits as u32).saturating_pow(2) / 2;
-            let bytes = (*held_out).min(pairs).saturating_mul(48);
-            c.require(
-                bytes <= spec.plan.memory_budget,
-                &["data.source", "plan.memory_budget"],
-                format!(
-                    "{} held-out problems need about {:.1} GiB, over the memory budget of {:.1} GiB",
-                    (*held_out).min(pairs),
-                    bytes as f64 / (1u64 << 30) as f64,
-                    spec.plan.memory_budget as f64 / (1u64 << 30) as f64
-                ),
-                "hold out fewer problems, e.g. `held_out = 1000` (each is evaluated by sampling), or raise `plan.memory_budget`",
-            );
-            let line = 3 * digits + 3;
-            c.require(
-                spec.model.context >= line,
-                &["model.context", "data.source"],
-                format!(
-                    "context {} is shorter than one {digits}-digit problem ({line} tokens)",
-                    spec.model.context
-                ),
-                &format!("set `context = {line} tokens` or more"),
-            );
-            c.require(
-                *held_out >= 1,
-                &["data.source"],
-                "held_out must be at least 1 problem".into(),
-                "held-out problems measure accuracy, e.g. `held_out = 1000`",
-            );
-        }
-        Source::Text { path } => {
-            c.require(
-                base_dir.is_none_or(|base| base.join(path).exists()),
-                &["data.source"],
-                format!("no file or folder at `{path}` (relative to the spec's folder)"),
-                "paths are relative to the spec's folder",
-            );
-        }
-    }
-    if let Some(weights) = &spec.model.weights
-        && let Some(base) = base_dir
-    {
-        let full = base.join(weights);
-        c.require(full.is_file(), &["model.weights"], format!("no weights file at `{weights}` (relative to the spec's folder)"), "paths are relative to the spec's folder; write `weights = none` to start from random weights");
-    }
 }
 
 fn train(c: &mut Checker<'_>, spec: &Spec) {
