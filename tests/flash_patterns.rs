@@ -24,6 +24,7 @@ fn every_pattern_matches_the_masked_reference_on_the_planned_tiles() {
         "dense",
         "window(24)",
         "strided(256, 16)",
+        "primes(window = 8)",
         "lattice(grid(16), radius = 2, window = 16)",
         "lattice(ulam, radius = 1.5, window = 4)",
     ] {

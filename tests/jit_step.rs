@@ -18,6 +18,7 @@ fn a_bench_xs_step_matches_the_reference_in_loss_and_every_gradient() {
         "plan.gemm=native",
         "plan.gemm=jit",
         "model.attention=lattice(grid(16), radius = 2, window = 16)",
+        "model.attention=primes(window = 16)",
     ] {
         eprintln!("-- {setting}");
         check_step(setting);

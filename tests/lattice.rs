@@ -239,6 +239,35 @@ fn grid_coordinates() {
     assert_eq!(grid_inverse(16, (-1, 3)), None);
 }
 
+/// primes(window = w) against its definition, brute force: q ≤ p is kept iff
+/// p − q < w or p − q is prime (trial division), for ragged T and several windows.
+#[test]
+fn primes_pattern_is_its_definition() {
+    let is_prime = |n: usize| n >= 2 && (2..n).take_while(|d| d * d <= n).all(|d| n % d != 0);
+    for (t, window) in [
+        (1, 1),
+        (2, 1),
+        (37, 1),
+        (61, 4),
+        (100, 7),
+        (257, 16),
+        (600, 64),
+    ] {
+        let pattern = Pattern::new(&PatternKind::Primes { window }, t).unwrap();
+        assert_eq!(pattern.keys.len(), t);
+        for (p, keys) in pattern.keys.iter().enumerate() {
+            let expected: Vec<u32> = (0..=p)
+                .filter(|&q| p - q < window || is_prime(p - q))
+                .map(|q| q as u32)
+                .collect();
+            assert_eq!(keys, &expected, "T {t}, window {window}, query {p}");
+        }
+    }
+    // 2, 3, 5, 7, 11, 13, 17, 19 back from 20, and the window of 2 (20 and 19).
+    let pattern = Pattern::new(&PatternKind::Primes { window: 2 }, 32).unwrap();
+    assert_eq!(pattern.keys[20], vec![1, 3, 7, 9, 13, 15, 17, 18, 19, 20]);
+}
+
 #[test]
 fn patterns_are_causal_and_count_right() {
     let t = 64;

@@ -15,6 +15,7 @@ fn cached_decoding_matches_the_full_forward_at_every_position() {
         "dense",
         "window(4)",
         "strided(3, 2)",
+        "primes(window = 2)",
         "lattice(grid(4), radius = 1, window = 2)",
         "lattice(ulam, radius = 1.5, window = 1)",
     ] {

@@ -180,13 +180,20 @@ pub fn load(path: &Path) -> Result<Stored, CheckpointError> {
             source,
         }
     })?;
+    parse(path, &bytes)
+}
+
+/// Every f32 tensor and the metadata of the safetensors bytes read from `path` (named
+/// in errors only): any bytes give a [`Stored`] or an error, never a panic (the
+/// `load_checkpoint` fuzz target holds it to that).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<Stored, CheckpointError> {
     let format = |reason: String| CheckpointError::Format {
         path: path.to_path_buf(),
         reason,
     };
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| format(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+    let file = SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
     let mut tensors = HashMap::new();
     for (name, view) in file.tensors() {
         let values = match view.dtype() {

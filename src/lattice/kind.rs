@@ -12,6 +12,8 @@ pub enum PatternKind {
     Window { window: usize },
     /// The last `window` positions and every `stride`-th before.
     Strided { stride: usize, window: usize },
+    /// The last `window` positions, and every q whose distance p − q is a prime.
+    Primes { window: usize },
     /// The last `window` positions, and every q with x(q) = x(p) − v for a lattice
     /// vector v, 0 < ‖v‖ ≤ radius, of the lattice spanned by the rows of `basis`.
     Lattice {

@@ -55,6 +55,18 @@ impl Pattern {
                         .collect()
                 })
                 .collect(),
+            PatternKind::Primes { window } => {
+                // One sieve of Eratosthenes up to the context, shared by every query.
+                let prime = sieve(t);
+                (0..t)
+                    .map(|p| {
+                        (0..=p)
+                            .filter(|q| p - q < *window || prime[p - q])
+                            .map(|q| q as u32)
+                            .collect()
+                    })
+                    .collect()
+            }
             PatternKind::Lattice {
                 placement: system,
                 basis,
@@ -224,4 +236,22 @@ pub fn mask_svg(pattern: &Pattern) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// `prime[n]` for n < `t`: a sieve of Eratosthenes.
+pub fn sieve(t: usize) -> Vec<bool> {
+    let mut prime = vec![true; t];
+    for n in prime.iter_mut().take(2) {
+        *n = false;
+    }
+    let mut n = 2;
+    while n * n < t {
+        if prime[n] {
+            for multiple in (n * n..t).step_by(n) {
+                prime[multiple] = false;
+            }
+        }
+        n += 1;
+    }
+    prime
 }

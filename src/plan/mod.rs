@@ -172,6 +172,7 @@ pub fn pattern_kind(attention: &Attention) -> PatternKind {
             stride: n(*stride),
             window: n(*window),
         },
+        Attention::Primes { window } => PatternKind::Primes { window: n(*window) },
         Attention::Lattice {
             coords,
             basis,

@@ -12,6 +12,7 @@ fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
         Attention::Dense => "dense".to_string(),
         Attention::Window { window } => format!("window({window})"),
         Attention::Strided { stride, window } => format!("strided({stride}, {window})"),
+        Attention::Primes { window } => format!("primes(window = {window})"),
         Attention::Lattice {
             coords,
             basis,

@@ -185,6 +185,9 @@ pub enum Attention {
     Window { window: u64 },
     /// `strided(stride, window)`: the last `window` positions and every `stride`-th before.
     Strided { stride: u64, window: u64 },
+    /// `primes(window = w)`: the last `window` positions, and every earlier position
+    /// whose distance is a prime.
+    Primes { window: u64 },
     /// `lattice(coords, basis = [[1, 0], [0, 1]], radius = 2, window = 16)`: the last
     /// `window` positions, and every q with x(q) = x(p) − v for a lattice vector v,
     /// 0 < ‖v‖ ≤ radius, of the lattice spanned by the rows of `basis`.
@@ -219,6 +222,12 @@ impl Field for Attention {
                     window: args.required("window", Unit::Tokens)?,
                 })
             }
+            "primes" => {
+                let args = Args::new(name, span, args, &["window"])?;
+                Ok(Attention::Primes {
+                    window: args.required("window", Unit::Tokens)?,
+                })
+            }
             "lattice" => {
                 let params = ["coords", "basis", "radius", "window"];
                 let args = Args::new(name, span, args, &params)?;
@@ -233,7 +242,7 @@ impl Field for Attention {
                 name,
                 span,
                 "attention pattern",
-                &["dense", "window", "strided", "lattice"],
+                &["dense", "window", "strided", "primes", "lattice"],
             )),
         }
     }
@@ -245,6 +254,9 @@ impl Field for Attention {
             Attention::Window { window } => Value::call("window", vec![(None, n(*window))]),
             Attention::Strided { stride, window } => {
                 Value::call("strided", vec![(None, n(*stride)), (None, n(*window))])
+            }
+            Attention::Primes { window } => {
+                Value::call("primes", vec![(Some("window"), n(*window))])
             }
             Attention::Lattice {
                 coords,

@@ -35,6 +35,14 @@ pub(super) fn attention(c: &mut Checker<'_>, spec: &Spec) {
                 &window_help,
             );
         }
+        Attention::Primes { window } => {
+            c.require(
+                window_ok(*window),
+                keys,
+                format!("primes window {window} must be between 1 and the context ({context})"),
+                &window_help,
+            );
+        }
         Attention::Lattice {
             coords,
             basis,
