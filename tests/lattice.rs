@@ -243,7 +243,12 @@ fn grid_coordinates() {
 /// p − q < w or p − q is prime (trial division), for ragged T and several windows.
 #[test]
 fn primes_pattern_is_its_definition() {
-    let is_prime = |n: usize| n >= 2 && (2..n).take_while(|d| d * d <= n).all(|d| n % d != 0);
+    let is_prime = |n: usize| {
+        n >= 2
+            && (2..n)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
+    };
     for (t, window) in [
         (1, 1),
         (2, 1),
