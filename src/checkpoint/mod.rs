@@ -83,12 +83,15 @@ pub struct Snapshot<'a> {
     pub tensors: Vec<(String, Vec<usize>, &'a [f32])>,
 }
 
-/// Resolves a `--resume` or `sample` argument: a run folder or a checkpoint file.
+/// The metadata key of the folder a run's spec was in (its relative paths start there).
+pub const BASE_DIR: &str = "base_dir";
+
 /// The names AdamW's two moments of parameter `name` are stored under.
 pub fn moment_names(name: &str) -> [String; 2] {
     [format!("adamw.m.{name}"), format!("adamw.v.{name}")]
 }
 
+/// Resolves a `--resume` or `sample` argument: a run folder or a checkpoint file.
 pub fn locate(path: &Path) -> PathBuf {
     if path.is_dir() {
         path.join(FILE_NAME)

@@ -5,13 +5,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use cllm::checkpoint;
 use cllm::runtime::{self, Backend, RunOptions};
-use cllm::spec;
+use cllm::spec::{self, Spec};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The spec to train.
-    spec: PathBuf,
+    /// The spec to train (with `--resume`, optional: the run's own spec is stored in
+    /// its checkpoint).
+    #[arg(required_unless_present = "resume")]
+    spec: Option<PathBuf>,
     /// Override a key: `--set train.steps=100` (repeatable).
     #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
     overrides: Vec<String>,
@@ -24,7 +27,9 @@ pub struct RunArgs {
     /// Threads (the same as `--set plan.threads=N`; never changes the numbers).
     #[arg(long, value_name = "N")]
     threads: Option<u64>,
-    /// Continue from the checkpoint in this run folder (or .safetensors file).
+    /// Continue the run in this folder (or from this .safetensors file) exactly: its
+    /// stored spec, with every override it was started with, into the same folder.
+    /// A spec or `--set` may change only the keys that leave the run a continuation.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Save a checkpoint and stop once step K is done, as Ctrl-C would.
@@ -46,15 +51,15 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     if let Some(threads) = args.threads {
         overrides.push(format!("plan.threads={threads}"));
     }
-    let spec = spec::load(&args.spec, &overrides)?;
-    let base_dir = args.spec.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let run_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| match &spec.checkpoint.dir {
-            Some(dir) => base_dir.join(dir),
-            None => Path::new("runs").join(args.spec.file_stem().unwrap_or_default()),
-        });
+    let Target {
+        spec,
+        base_dir,
+        run_dir,
+    } = match (&args.resume, &args.spec) {
+        (Some(resume), _) => resumed(resume, args.spec.as_deref(), &overrides, &args.out)?,
+        (None, Some(path)) => fresh(path, &overrides, &args.out)?,
+        (None, None) => unreachable!("clap requires a spec unless --resume"),
+    };
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     // A second Ctrl-C while saving falls through to the default (the process ends).
@@ -67,7 +72,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         );
     });
     let options = RunOptions {
-        resume: args.resume.clone(),
+        resume: args.resume.as_deref().map(checkpoint::locate),
         stop_at: args.stop_at,
         quiet: args.quiet,
         interrupt: interrupt.clone(),
@@ -96,15 +101,117 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
                 );
             }
             println!("{line}; checkpoint {}", summary.checkpoint.display());
+            if summary.stopped_early {
+                // The checkpoint holds the resolved spec with every override: the
+                // folder alone continues this run.
+                println!("resume with: cllm run --resume {}", run_dir.display());
+            }
             if interrupt.load(Ordering::Relaxed) {
-                println!(
-                    "resume with: cllm run {} --resume {}",
-                    args.spec.display(),
-                    run_dir.display()
-                );
                 return Ok(ExitCode::from(130));
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What a run trains and where.
+struct Target {
+    spec: Spec,
+    /// The spec's folder: its relative paths start there.
+    base_dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+/// A new run of the spec at `path`.
+fn fresh(path: &Path, overrides: &[String], out: &Option<PathBuf>) -> miette::Result<Target> {
+    let spec = spec::load(path, overrides)?;
+    let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let run_dir = out.clone().unwrap_or_else(|| match &spec.checkpoint.dir {
+        Some(dir) => base_dir.join(dir),
+        None => Path::new("runs").join(path.file_stem().unwrap_or_default()),
+    });
+    Ok(Target {
+        spec,
+        base_dir,
+        run_dir,
+    })
+}
+
+/// The run in `resume` (a folder, or a checkpoint file in one), continued: the spec
+/// stored in its checkpoint (or `path`'s, which must agree with it), `overrides` on
+/// top, refused when they change anything but [`spec::SAFE_ON_RESUME`].
+fn resumed(
+    resume: &Path,
+    path: Option<&Path>,
+    overrides: &[String],
+    out: &Option<PathBuf>,
+) -> miette::Result<Target> {
+    let file = checkpoint::locate(resume);
+    let run_dir = if resume.is_dir() {
+        resume.to_path_buf()
+    } else {
+        file.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+    if let Some(out) = out
+        && std::path::absolute(out).ok() != std::path::absolute(&run_dir).ok()
+    {
+        miette::bail!(
+            help = "drop --out: a resumed run writes where it was started",
+            "--out {} would move the run resumed from {}",
+            out.display(),
+            run_dir.display()
+        );
+    }
+    let stored = checkpoint::load(&file)?;
+    let json = stored.field(&file, "spec_json")?;
+    let ran: Spec = serde_json::from_str(json).map_err(|e| {
+        miette::miette!("the spec stored in `{}` is unreadable: {e}", file.display())
+    })?;
+    let ran = spec::check_stored(&ran, &format!("the spec stored in {}", file.display()))?;
+    let (spec, base_dir) = match path {
+        Some(path) => {
+            let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            (spec::load(path, overrides)?, base_dir)
+        }
+        None => {
+            let Some(base_dir) = stored.metadata.get(checkpoint::BASE_DIR) else {
+                miette::bail!(
+                    help = format!(
+                        "give the spec it was started with: cllm run SPEC --resume {}",
+                        resume.display()
+                    ),
+                    "`{}` does not say which folder its spec was in (it was written by an older cllm)",
+                    file.display()
+                );
+            };
+            let base_dir = PathBuf::from(base_dir);
+            let name = format!("the spec stored in {}", file.display());
+            let text = spec::to_cllm(&ran, false);
+            (spec::parse(&text, &name, &base_dir, overrides)?, base_dir)
+        }
+    };
+    let changes = spec::resume_changes(&ran, &spec);
+    if let Some(first) = changes.first() {
+        let list = changes
+            .iter()
+            .map(|c| format!("`{}`: {} in the run, {} now", c.key, c.was, c.now))
+            .collect::<Vec<_>>()
+            .join("; ");
+        miette::bail!(
+            help = format!(
+                "a resumed run continues the same run; only these may change: {}, and \
+                 `train.steps` under a constant schedule. To change `{}`, start a new run",
+                spec::SAFE_ON_RESUME.join(", "),
+                first.key
+            ),
+            "resuming {} would change {}",
+            run_dir.display(),
+            list
+        );
+    }
+    Ok(Target {
+        spec,
+        base_dir,
+        run_dir,
+    })
 }

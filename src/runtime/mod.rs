@@ -129,10 +129,13 @@ pub enum RunError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the checkpoint in `{path}` is at step {step}, past this spec's {steps} steps")]
+    #[error("the run in `{path}` is complete: step {step} of its {steps} steps")]
     #[diagnostic(
         code(cllm::resume),
-        help("raise `train.steps` (e.g. `--set train.steps=...`) to train further")
+        help(
+            "under a constant schedule, `--steps N` with N > {steps} trains further; \
+             otherwise the schedule was planned for {steps} steps: start a new run"
+        )
     )]
     NothingToResume {
         path: PathBuf,

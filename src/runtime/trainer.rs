@@ -159,12 +159,12 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
                 report.eval(state.step, val_loss, accuracy);
             }
             if state.step.is_multiple_of(spec.checkpoint.every) && state.step < total {
-                save(&state, &checkpoint_path, spec, &data, &options.spec_text)?;
+                save(&state, &checkpoint_path, spec, &data, options)?;
             }
         }
         Ok(())
     })?;
-    save(&state, &checkpoint_path, spec, &data, &options.spec_text)?;
+    save(&state, &checkpoint_path, spec, &data, options)?;
     report.finish();
     if stopped_early {
         report.say(&format!(
@@ -239,7 +239,7 @@ fn save(
     path: &Path,
     spec: &Spec,
     data: &Dataset,
-    spec_text: &str,
+    options: &RunOptions,
 ) -> Result<(), RunError> {
     if let Some(tensor) = non_finite(&state.machine) {
         return Err(RunError::NonFiniteState {
@@ -259,18 +259,26 @@ fn save(
         tensors.push((v_name, p.shape.clone(), v));
     }
     let spec_json = serde_json::to_string(spec).expect("a Spec serializes");
-    let extra = data.tokenizer.words().map(|w| {
+    let words = data.tokenizer.words().map(|w| {
         (
             "words".to_string(),
             serde_json::to_string(&w).expect("strings serialize"),
         )
     });
+    // Where the spec's relative paths start, so `cllm run --resume DIR` needs no spec.
+    let base_dir = std::path::absolute(&options.base_dir)
+        .unwrap_or_else(|_| options.base_dir.clone())
+        .to_string_lossy()
+        .into_owned();
+    let extra = words
+        .into_iter()
+        .chain([(checkpoint::BASE_DIR.to_string(), base_dir)]);
     let snapshot = Snapshot {
         step: state.step,
         cursor: &state.cursor,
-        spec_text,
+        spec_text: &options.spec_text,
         spec_json,
-        extra: extra.into_iter().collect(),
+        extra: extra.collect(),
         tensors,
     };
     Ok(checkpoint::save(path, &snapshot)?)

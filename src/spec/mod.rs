@@ -13,6 +13,7 @@ mod convert;
 mod error;
 mod lower;
 mod print;
+mod resume;
 mod run_choices;
 mod syntax;
 mod types;
@@ -24,6 +25,7 @@ pub use ast::{Span, Spanned, Value};
 pub use choices::{Attention, Coords, Source, Vocab, identity_basis};
 pub use error::{Problem, SpecError, did_you_mean, render_plain};
 pub use print::to_cllm;
+pub use resume::{Change, SAFE_ON_RESUME, resume_changes};
 pub use run_choices::{Gemm, Optimizer, Schedule, Threads};
 pub use types::{BLOCKS, Checkpoint, Data, Eval, Model, Plan, Sample, Spec, Train};
 

@@ -99,7 +99,7 @@ spec_block! {
         heads: u64 = 4,
         /// MLP hidden width as a multiple of width
         mlp: f64 [Ratio] = 4.0,
-        /// dense | window(w) | strided(stride, window) | lattice(coords, basis, radius, window)
+        /// dense | window(w) | strided(stride, window) | primes(window) | lattice(coords, basis, radius, window)
         attention: Attention = Attention::default(),
         /// LayerNorm epsilon
         ln_eps: f64 = 1e-5,
