@@ -39,6 +39,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Generate text from a checkpoint.
     Sample(cli::sample::SampleArgs),
+    /// Validation loss and perplexity of a checkpoint (and accuracy for addition).
+    Eval(cli::eval::EvalArgs),
     /// Print what the planner decides: kernels, memory arena, keep or recompute, shards.
     Plan(cli::plan::PlanArgs),
     /// Print the Cranelift IR of every kernel.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         } => cli::check::check(&specs, resolved, json, &overrides),
         Command::Run(args) => cli::run::run(args),
         Command::Sample(args) => cli::sample::sample(args),
+        Command::Eval(args) => cli::eval::eval(args),
         Command::Plan(args) => cli::plan::plan(args),
         Command::Ir(args) => cli::ir::ir(args),
         Command::Bench(args) => cli::bench::bench(args),

@@ -3,10 +3,12 @@
 
 pub mod bench;
 pub mod check;
+pub mod eval;
 pub mod ir;
 pub mod plan;
 pub mod run;
 pub mod sample;
+mod stored;
 
 /// Prints a diagnostic the way every subcommand does.
 pub fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {

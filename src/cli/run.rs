@@ -146,12 +146,8 @@ fn resumed(
     overrides: &[String],
     out: &Option<PathBuf>,
 ) -> miette::Result<Target> {
-    let file = checkpoint::locate(resume);
-    let run_dir = if resume.is_dir() {
-        resume.to_path_buf()
-    } else {
-        file.parent().unwrap_or(Path::new(".")).to_path_buf()
-    };
+    let run = super::stored::open(resume)?;
+    let run_dir = run.run_dir.clone();
     if let Some(out) = out
         && std::path::absolute(out).ok() != std::path::absolute(&run_dir).ok()
     {
@@ -162,35 +158,15 @@ fn resumed(
             run_dir.display()
         );
     }
-    let stored = checkpoint::load(&file)?;
-    let json = stored.field(&file, "spec_json")?;
-    let ran: Spec = serde_json::from_str(json).map_err(|e| {
-        miette::miette!("the spec stored in `{}` is unreadable: {e}", file.display())
-    })?;
-    let ran = spec::check_stored(&ran, &format!("the spec stored in {}", file.display()))?;
     let (spec, base_dir) = match path {
         Some(path) => {
             let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
             (spec::load(path, overrides)?, base_dir)
         }
-        None => {
-            let Some(base_dir) = stored.metadata.get(checkpoint::BASE_DIR) else {
-                miette::bail!(
-                    help = format!(
-                        "give the spec it was started with: cllm run SPEC --resume {}",
-                        resume.display()
-                    ),
-                    "`{}` does not say which folder its spec was in (it was written by an older cllm)",
-                    file.display()
-                );
-            };
-            let base_dir = PathBuf::from(base_dir);
-            let name = format!("the spec stored in {}", file.display());
-            let text = spec::to_cllm(&ran, false);
-            (spec::parse(&text, &name, &base_dir, overrides)?, base_dir)
-        }
+        None => run.with_overrides(overrides)?,
     };
-    let changes = spec::resume_changes(&ran, &spec);
+    let ran = &run.spec;
+    let changes = spec::resume_changes(ran, &spec);
     if let Some(first) = changes.first() {
         let list = changes
             .iter()

@@ -48,3 +48,58 @@ pub fn addition_accuracy(
     }
     (right, task.held_out.len())
 }
+
+/// What [`evaluate_checkpoint`] measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// The checkpoint's step.
+    pub step: u64,
+    /// Mean loss per scored target over `eval.batches` validation batches.
+    pub val_loss: f64,
+    /// Exact-match accuracy on the held-out problems (addition only): (right, total).
+    pub accuracy: Option<(usize, usize)>,
+}
+
+/// The model in `checkpoint`, evaluated as a run of `spec` evaluates it (the same
+/// batches, the same greedy decoding), without training.
+pub fn evaluate_checkpoint(
+    spec: &crate::spec::Spec,
+    base_dir: &std::path::Path,
+    checkpoint: &std::path::Path,
+) -> Result<Evaluation, super::RunError> {
+    let super::session::Session {
+        mut machine, data, ..
+    } = super::session::assemble(
+        spec,
+        crate::plan::PassOptions::default(),
+        base_dir,
+        super::Backend::Jit,
+    )?;
+    let (step, _) = super::session::restore(&mut machine, checkpoint)?;
+    let mut scratch = Batch::new(
+        spec.train.micro_batch() as usize,
+        spec.model.context as usize,
+    );
+    let pool = machine.pool();
+    pool.install(|| {
+        let val_loss = validation_loss(
+            &mut machine,
+            &data,
+            spec.eval.batches as usize,
+            &mut scratch,
+        );
+        let accuracy = data.addition().map(|task| {
+            let params = (0..machine.graph().params.len())
+                .map(|i| machine.param(i))
+                .collect();
+            let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
+            let mut sampler = Sampler::new(machine.graph(), params).with_mask(mask);
+            addition_accuracy(&mut sampler, task, |_, _| {})
+        });
+        Ok(Evaluation {
+            step,
+            val_loss,
+            accuracy,
+        })
+    })
+}

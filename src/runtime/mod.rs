@@ -19,6 +19,7 @@ use crate::checkpoint::CheckpointError;
 use crate::data::DataError;
 use crate::plan::PassOptions;
 
+pub use eval::{Evaluation, evaluate_checkpoint};
 pub use optimizer::learning_rate;
 pub use trainer::{RunSummary, train};
 
