@@ -20,7 +20,7 @@ const FORMAT: &str = "cllm-checkpoint-1";
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum CheckpointError {
-    #[error("cannot write checkpoint `{path}`: {source}")]
+    #[error("cannot write checkpoint `{path}`")]
     #[diagnostic(
         code(cllm::checkpoint),
         help("check that the run folder is writable and the disk has room")
@@ -29,7 +29,7 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     #[diagnostic(
         code(cllm::checkpoint),
         help("give the run folder (or the .safetensors file) of an earlier `cllm run`")

@@ -88,8 +88,10 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     {
         {
             let mut line = format!(
-                "done: {} steps, final loss {:.4}",
-                summary.steps, summary.final_loss
+                "done: {} step{}, final loss {:.4}",
+                summary.steps,
+                if summary.steps == 1 { "" } else { "s" },
+                summary.final_loss
             );
             if let Some(v) = summary.val_loss {
                 line += &format!(", val_loss {v:.4}");

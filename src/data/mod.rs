@@ -19,7 +19,7 @@ pub use tokenizer::{Tokenizer, WordVocab};
 /// Why the data could not be prepared. Each says what to change.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum DataError {
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     #[diagnostic(
         code(cllm::data),
         help("check the path in `data.source`; it is relative to the spec's folder")

@@ -124,7 +124,7 @@ pub enum RunError {
         )
     )]
     Diverged { step: u64, what: String },
-    #[error("cannot write to the run folder `{path}`: {source}")]
+    #[error("cannot write to the run folder `{path}`")]
     #[diagnostic(code(cllm::io))]
     RunDir {
         path: PathBuf,

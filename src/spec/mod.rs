@@ -35,7 +35,7 @@ pub const VERSION: &str = "0.1";
 /// Why a spec file could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum LoadError {
-    #[error("cannot read spec `{path}`: {source}")]
+    #[error("cannot read spec `{path}`")]
     #[diagnostic(code(cllm::io), help("check the path; specs usually live in specs/"))]
     Io {
         path: PathBuf,
