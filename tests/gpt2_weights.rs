@@ -137,3 +137,72 @@ fn a_misshapen_tensor_is_named_in_the_error() {
         other => panic!("expected a shape error, got {other:?}"),
     }
 }
+
+/// A checkpoint of cllm's own is read in its own layout (no Conv1D transposes):
+/// `model.weights` pointing at a run's checkpoint starts from exactly its parameters.
+#[test]
+fn a_runs_own_checkpoint_is_a_starting_point() {
+    let root = tempfile::tempdir().unwrap();
+    let (first, second) = (root.path().join("first"), root.path().join("second"));
+    let run = |dir: &Path, extra: &[String]| {
+        let mut args: Vec<String> = ["run", "specs/add.cllm", "--quiet", "--out"]
+            .map(String::from)
+            .to_vec();
+        args.push(dir.display().to_string());
+        args.extend(
+            [
+                "--set",
+                "data.source=addition(digits = 2, held_out = 20)",
+                "--steps",
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().cloned());
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&first, &["10".into()]);
+    let weights = first.join("checkpoint.safetensors");
+    // One step at a learning rate of 1e-20 moves no weight by more than ~1e-20.
+    run(
+        &second,
+        &[
+            "1".into(),
+            "--set".into(),
+            format!("model.weights=\"{}\"", weights.display()),
+            "--set".into(),
+            "train.optimizer=adamw(lr = 1e-20)".into(),
+            "--set".into(),
+            "train.schedule=constant(warmup = 0 steps)".into(),
+        ],
+    );
+    let (a, b) = (
+        checkpoint::load(&weights).unwrap(),
+        checkpoint::load(&second.join("checkpoint.safetensors")).unwrap(),
+    );
+    let c_attn = "h.0.attn.c_attn.weight";
+    for (name, (shape, values)) in &a.tensors {
+        if name.starts_with("adamw.") {
+            continue;
+        }
+        let (found, got) = &b.tensors[name];
+        assert_eq!(found, shape, "{name}");
+        let worst = values
+            .iter()
+            .zip(got)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-12, "{name} moved by {worst}");
+    }
+    assert!(
+        a.tensors.contains_key(c_attn),
+        "a Conv1D-named matrix was compared"
+    );
+}

@@ -2,7 +2,9 @@
 //! `wte`, `wpe`, `h.{i}.ln_1`, `h.{i}.attn.c_attn` (d, 3d), `h.{i}.attn.c_proj`,
 //! `h.{i}.ln_2`, `h.{i}.mlp.c_fc`, `h.{i}.mlp.c_proj`, `ln_f`, each optionally under
 //! `transformer.`. GPT-2's Conv1D matrices are (in, out); ours are (out, in), so those
-//! four are transposed on the way in.
+//! four are transposed on the way in. A checkpoint of cllm's own (its `format`
+//! metadata says so) is already in our layout: its parameters are read as they are,
+//! so fine-tuning from a run is `model.weights = "runs/NAME/checkpoint.safetensors"`.
 
 use std::path::Path;
 
@@ -20,6 +22,7 @@ pub fn import_gpt2(
     params: &[(String, Vec<usize>)],
 ) -> Result<Vec<Vec<f32>>, CheckpointError> {
     let mut stored = load(path)?;
+    let ours = stored.metadata.get("format").map(String::as_str) == Some(super::FORMAT);
     let mut out = Vec::with_capacity(params.len());
     for (name, shape) in params {
         let candidates = [
@@ -33,7 +36,7 @@ pub fn import_gpt2(
             .find(|c| stored.tensors.contains_key(*c))
             .cloned()
             .unwrap_or_else(|| name.clone());
-        if is_conv1d(name) {
+        if is_conv1d(name) && !ours {
             let (rows, cols) = (shape[0], shape[1]);
             let values = take_any(&mut stored, path, &key, &[cols, rows])?;
             let mut transposed = vec![0.0; values.len()];
