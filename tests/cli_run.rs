@@ -203,3 +203,38 @@ fn sampling_checks_the_stored_spec_and_the_flags() {
         );
     }
 }
+
+#[test]
+fn step_lines_carry_mfu_and_a_warm_up_longer_than_the_run_is_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run").display().to_string();
+    let out = cllm(&[
+        "run",
+        "specs/add.cllm",
+        "--steps",
+        "20",
+        "--out",
+        &out_dir,
+        "--set",
+        "train.log_every=10",
+        "--set",
+        "data.source=addition(digits = 2, held_out = 20)",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stdout.contains(" GFLOP a step"), "{stdout}");
+    let step = stdout
+        .lines()
+        .find(|l| l.starts_with("step "))
+        .expect("a step line");
+    assert!(step.contains("MFU ") && step.ends_with('%'), "{step}");
+    assert!(
+        stdout.contains("wall ") && stdout.contains("tok/s, MFU"),
+        "{stdout}"
+    );
+    // add.cllm warms up for 100 steps: 20 never reach the peak learning rate.
+    assert!(
+        stderr.contains("warning: the schedule's warm-up (100 steps)"),
+        "{stderr}"
+    );
+}

@@ -206,6 +206,18 @@ fn metrics_and_checkpoint_are_written(backend) {
             .any(|l| l["step"] == 30 && l["accuracy"].is_number()),
         "{metrics}"
     );
+    // Every row says what it is and when: train rows carry their MFU too.
+    for row in &lines {
+        assert!(row["kind"] == "train" || row["kind"] == "eval", "{row}");
+        assert!(row["time"].as_f64().unwrap() > 1.7e9, "wall-clock seconds: {row}");
+        assert!(row["elapsed_s"].as_f64().unwrap() >= 0.0, "{row}");
+        if row["kind"] == "train" {
+            assert!(row["mfu_percent"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
+    assert!(lines.iter().any(|l| l["kind"] == "eval"), "{metrics}");
+    let a = summary.averages;
+    assert!(a.wall_seconds > 0.0 && a.tokens_per_s > 0.0 && a.mfu > 0.0, "{a:?}");
     assert!(summary.checkpoint.exists());
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

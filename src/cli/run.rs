@@ -103,6 +103,11 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
                 );
             }
             println!("{line}; checkpoint {}", summary.checkpoint.display());
+            let a = summary.averages;
+            println!(
+                "wall {:.1} s; training at {:.0} tok/s, MFU {:.1}% (averaged over this invocation's steps)",
+                a.wall_seconds, a.tokens_per_s, a.mfu
+            );
             if summary.stopped_early {
                 // The checkpoint holds the resolved spec with every override: the
                 // folder alone continues this run.

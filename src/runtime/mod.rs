@@ -21,6 +21,7 @@ use crate::plan::PassOptions;
 
 pub use eval::{Evaluation, evaluate_checkpoint};
 pub use optimizer::learning_rate;
+pub use report::Averages;
 pub use trainer::{RunSummary, train};
 
 /// How to run, beyond what the spec says.

@@ -15,6 +15,45 @@ pub struct Reporter {
     quiet: bool,
     window_start: Instant,
     window_steps: u64,
+    /// When the run started (metrics rows carry the seconds since).
+    started: Instant,
+    /// What a step costs and what the machine can do: MFU is their ratio to the time.
+    speed: Speed,
+    /// Training time and steps this invocation (evaluation excluded).
+    trained_seconds: f64,
+    trained_steps: u64,
+}
+
+/// A step's FLOPs and the machine's measured FMA peak at its widest vector width on
+/// the run's threads (as `cllm bench` measures it).
+#[derive(Clone, Copy, Debug)]
+pub struct Speed {
+    pub step_flops: f64,
+    pub peak_gflops: f64,
+    /// Tokens of one step.
+    pub step_tokens: usize,
+}
+
+impl Speed {
+    /// Percent of the peak a step of `seconds` reaches.
+    pub fn mfu(&self, seconds: f64) -> f64 {
+        100.0 * self.step_flops / seconds.max(1e-12) / 1e9 / self.peak_gflops.max(1e-9)
+    }
+}
+
+/// Seconds since the Unix epoch, for metrics rows.
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The averages of a run's training time, for its summary.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Averages {
+    pub wall_seconds: f64,
+    pub tokens_per_s: f64,
+    pub mfu: f64,
 }
 
 impl Reporter {
@@ -27,6 +66,7 @@ impl Reporter {
         total: u64,
         fresh: bool,
         quiet: bool,
+        speed: Speed,
     ) -> std::io::Result<Reporter> {
         std::fs::create_dir_all(run_dir)?;
         if !fresh {
@@ -55,7 +95,29 @@ impl Reporter {
             quiet,
             window_start: Instant::now(),
             window_steps: 0,
+            started: Instant::now(),
+            speed,
+            trained_seconds: 0.0,
+            trained_steps: 0,
         })
+    }
+
+    /// Wall time since the start, and tokens/s and MFU averaged over training time.
+    pub fn averages(&self) -> Averages {
+        let seconds = self.trained_seconds.max(1e-12);
+        let steps = self.trained_steps as f64;
+        Averages {
+            wall_seconds: self.started.elapsed().as_secs_f64(),
+            tokens_per_s: steps * self.speed.step_tokens as f64 / seconds,
+            mfu: self.speed.mfu(seconds / steps.max(1.0)),
+        }
+    }
+
+    /// A warning, on stderr (unless quiet), kept clear of the progress bar.
+    pub fn warn(&self, line: &str) {
+        if !self.quiet {
+            self.bar.suspend(|| eprintln!("warning: {line}"));
+        }
     }
 
     /// Progress of an evaluation, on the bar (a terminal's only).
@@ -80,7 +142,6 @@ impl Reporter {
     }
 
     /// Called after every step; prints and records every `log_every` steps.
-    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
         step: u64,
@@ -88,7 +149,6 @@ impl Reporter {
         loss: f64,
         lr: f64,
         grad_norm: f64,
-        tokens: usize,
         log_every: u64,
     ) {
         self.window_steps += 1;
@@ -98,12 +158,26 @@ impl Reporter {
             return;
         }
         let seconds = self.window_start.elapsed().as_secs_f64();
+        self.trained_seconds += seconds;
+        self.trained_steps += self.window_steps;
         let ms = 1e3 * seconds / self.window_steps as f64;
-        let tokens_per_s = (tokens as f64 * self.window_steps as f64) / seconds.max(1e-9);
+        let tokens = self.speed.step_tokens as f64;
+        let tokens_per_s = (tokens * self.window_steps as f64) / seconds.max(1e-9);
+        let mfu = self.speed.mfu(ms / 1e3);
         self.say(&format!(
-            "step {step:>6}/{total}  loss {loss:.4}  lr {lr:.2e}  grad_norm {grad_norm:.3}  {ms:.1} ms/step  {tokens_per_s:.0} tok/s"
+            "step {step:>6}/{total}  loss {loss:.4}  lr {lr:.2e}  grad_norm {grad_norm:.3}  {ms:.1} ms/step  {tokens_per_s:.0} tok/s  MFU {mfu:.1}%"
         ));
-        self.record(json!({"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "ms_per_step": ms, "tokens_per_s": tokens_per_s}));
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.record(json!({"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "ms_per_step": ms, "tokens_per_s": tokens_per_s, "mfu_percent": mfu, "time": wall_clock(), "elapsed_s": elapsed}));
+        self.window_start = Instant::now();
+        self.window_steps = 0;
+    }
+
+    /// Folds the training time since the last line into the run's averages before
+    /// something that is not training (an evaluation) runs.
+    pub fn pause(&mut self) {
+        self.trained_seconds += self.window_start.elapsed().as_secs_f64();
+        self.trained_steps += self.window_steps;
         self.window_start = Instant::now();
         self.window_steps = 0;
     }
@@ -118,7 +192,8 @@ impl Reporter {
         });
         self.say(&format!("eval {step:>6}  val_loss {val_loss:.4}{acc_text}"));
         let accuracy = accuracy.map(|(right, n)| right as f64 / n as f64);
-        self.record(json!({"step": step, "val_loss": val_loss, "accuracy": accuracy}));
+        let elapsed = self.started.elapsed().as_secs_f64();
+        self.record(json!({"kind": "eval", "step": step, "val_loss": val_loss, "accuracy": accuracy, "time": wall_clock(), "elapsed_s": elapsed}));
         // Evaluation time is not training time.
         self.window_start = Instant::now();
         self.window_steps = 0;

@@ -9,11 +9,11 @@ use crate::machine::Machine;
 use crate::plan;
 use crate::runtime::eval::{addition_accuracy, validation_loss};
 use crate::runtime::optimizer;
-use crate::runtime::report::Reporter;
+use crate::runtime::report::{Averages, Reporter, Speed};
 use crate::runtime::sampler::Sampler;
 use crate::runtime::session::{self, Session};
 use crate::runtime::{RunError, RunOptions};
-use crate::spec::Spec;
+use crate::spec::{Schedule, Spec};
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +30,8 @@ pub struct RunSummary {
     /// True when stopped by `stop_at` or an interrupt before `train.steps`.
     pub stopped_early: bool,
     pub checkpoint: PathBuf,
+    /// Wall time, and tokens/s and MFU averaged over this invocation's training time.
+    pub averages: Averages,
 }
 
 struct State {
@@ -72,17 +74,27 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         path: options.run_dir.clone(),
         source,
     };
+    let plan = state.machine.plan();
+    let speed = Speed {
+        step_flops: plan.step_flops(spec.train.accumulate) as f64,
+        // Measured at start-up (~0.1 s), as `cllm bench` does: MFU is against what this
+        // machine's FMA units do at their widest width on the run's threads.
+        peak_gflops: crate::peak::fma_peak_gflops(plan.threads),
+        step_tokens: spec.train.batch as usize * spec.model.context as usize,
+    };
     let mut report = Reporter::new(
         &options.run_dir,
         state.step,
         total,
         options.resume.is_none(),
         options.quiet,
+        speed,
     )
     .map_err(run_dir_error)?;
     report.say(&format!(
-        "training {} parameters for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); run folder {}",
+        "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); MFU against the measured {}-bit FMA peak of {:.0} GFLOP/s; run folder {}",
         state.machine.graph().parameter_count(),
+        speed.step_flops / 1e9,
         total,
         spec.train.batch,
         spec.model.context,
@@ -93,8 +105,21 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
             None => "reference interpreter".to_string(),
         },
         plan::human_bytes(state.machine.plan().arena.peak_bytes),
+        crate::peak::widest().vector_bits(),
+        speed.peak_gflops,
         options.run_dir.display()
     ));
+    let warmup = match spec.train.schedule {
+        Schedule::Constant { warmup }
+        | Schedule::Linear { warmup, .. }
+        | Schedule::Cosine { warmup, .. } => warmup,
+    };
+    if warmup >= total {
+        report.warn(&format!(
+            "the schedule's warm-up ({warmup} steps) is not shorter than the run ({total} steps): \
+             the learning rate never reaches `lr`; shorten the warm-up or train longer"
+        ));
+    }
 
     let t = spec.model.context as usize;
     let mut micro_batches: Vec<Batch> = (0..spec.train.accumulate)
@@ -150,10 +175,10 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
                 loss,
                 stats.lr,
                 stats.grad_norm,
-                spec.train.batch as usize * t,
                 spec.train.log_every,
             );
             if state.step.is_multiple_of(spec.eval.every) || state.step == total {
+                report.pause();
                 last_eval = Some(evaluate(&mut state, spec, &data, &mut val_scratch, &report));
                 let (val_loss, accuracy) = last_eval.expect("just set");
                 report.eval(state.step, val_loss, accuracy);
@@ -166,6 +191,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     })?;
     save(&state, &checkpoint_path, spec, &data, options)?;
     report.finish();
+    let averages = report.averages();
     if stopped_early {
         report.say(&format!(
             "stopped at step {}; checkpoint saved to {}",
@@ -181,6 +207,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         accuracy: last_eval.and_then(|e| e.1),
         stopped_early,
         checkpoint: checkpoint_path,
+        averages,
     })
 }
 
