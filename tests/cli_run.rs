@@ -238,3 +238,30 @@ fn step_lines_carry_mfu_and_a_warm_up_longer_than_the_run_is_warned() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_missing_file_suggests_the_closest_name_in_its_folder() {
+    let out = cllm(&[
+        "check",
+        "specs/shakespeare.cllm",
+        "--set",
+        "data.source=text(\"data/tinyshakspeare.txt\")",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("did you mean `data/tinyshakespeare.txt`?"),
+        "{stderr}"
+    );
+    let out = cllm(&[
+        "check",
+        "specs/shakespeare.cllm",
+        "--set",
+        "model.weights=\"data/tinyshakespear.txt\"",
+    ]);
+    assert!(
+        text(&out.stderr).contains("did you mean `data/tinyshakespeare.txt`?"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -63,11 +63,17 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
             );
         }
         Source::Text { path } => {
+            let missing = base_dir.filter(|base| !base.join(path).exists());
             c.require(
-                base_dir.is_none_or(|base| base.join(path).exists()),
+                missing.is_none(),
                 &["data.source"],
                 format!("no file or folder at `{path}` (relative to the spec's folder)"),
-                "paths are relative to the spec's folder",
+                &missing.and_then(|base| closest(base, path)).map_or(
+                    "paths are relative to the spec's folder".to_string(),
+                    |near| {
+                        format!("did you mean `{near}`? (paths are relative to the spec's folder)")
+                    },
+                ),
             );
         }
     }
@@ -75,6 +81,32 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
         && let Some(base) = base_dir
     {
         let full = base.join(weights);
-        c.require(full.is_file(), &["model.weights"], format!("no weights file at `{weights}` (relative to the spec's folder)"), "paths are relative to the spec's folder; write `weights = none` to start from random weights");
+        let help = match closest(base, weights) {
+            Some(near) if !full.is_file() => format!("did you mean `{near}`? (paths are relative to the spec's folder; `weights = none` starts from random weights)"),
+            _ => "paths are relative to the spec's folder; write `weights = none` to start from random weights".to_string(),
+        };
+        c.require(
+            full.is_file(),
+            &["model.weights"],
+            format!("no weights file at `{weights}` (relative to the spec's folder)"),
+            &help,
+        );
     }
+}
+
+/// The name in `path`'s folder closest to its last component (a typo's likely fix), as
+/// the user would write the path; none when the folder cannot be listed or nothing is
+/// close.
+fn closest(base: &Path, path: &str) -> Option<String> {
+    let written = Path::new(path);
+    let name = written.file_name()?.to_str()?;
+    let folder = written.parent().unwrap_or(Path::new(""));
+    let names: Vec<String> = std::fs::read_dir(base.join(folder))
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .take(10_000)
+        .collect();
+    let known: Vec<&str> = names.iter().map(String::as_str).collect();
+    let near = super::super::error::did_you_mean(name, &known)?;
+    Some(folder.join(near).display().to_string())
 }
