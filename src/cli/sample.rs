@@ -88,8 +88,9 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     let mask = cllm::plan::attention_pattern(&spec)
         .map_err(|e| miette::miette!("{e}"))?
         .map(|p| p.mask());
-    let mut sampler =
-        Sampler::new(&graph, params.iter().map(Vec::as_slice).collect()).with_mask(mask);
+    let mut sampler = Sampler::new(&graph, params.iter().map(Vec::as_slice).collect())
+        .map_err(|e| miette::miette!("{e}"))?
+        .with_mask(mask);
     let started = std::time::Instant::now();
     let out = sampler.generate(&prompt, count, sampling, &mut rng, |_| false);
     let seconds = started.elapsed().as_secs_f64();

@@ -4,37 +4,40 @@
 //!
 //! Lowering decides every buffer ahead of time, so a token allocates nothing: each
 //! activation of the graph gets one row (its shape divided by B·T), each attention op
-//! a (T, C) key and a (T, C) value cache and the decode scratch. The kernels are the
-//! ones that run at memory speed for one row: the native matrix–vector product
-//! (`gemm::matvec`, every core of the caller's pool) for every linear layer and the
-//! head, which read each weight once; LayerNorm, GELU, residuals and attention over
-//! the cache, whose cost is O(C) and O(len·C) a token.
+//! a (T, C) key and a (T, C) value cache and the decode scratch. The kernels:
+//! LayerNorm, GELU, the residual adds and the embedding's add are the training JIT's
+//! own kernels (the same `Step`s, compiled once for one row, with the full-width native
+//! passes training uses); every linear layer and the head are the native
+//! matrix–vector product (`gemm::matvec`, on every core of the caller's pool), which
+//! reads each weight once — the whole cost of a token; attention over the cache runs
+//! one head per task (`attention_decode_head`).
 
 use cllm_kernels::attention::{DecodeCache, attention_decode_head, decode_scratch_len};
-use cllm_kernels::gelu::gelu_forward;
 use cllm_kernels::gemm::matvec::matvec;
-use cllm_kernels::layernorm::layernorm_forward;
-use cllm_kernels::residual::residual_forward;
-
+use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
+use cllm_kernels::program::{self, KernelDesc, Step};
 use rayon::prelude::*;
 
 use crate::graph::{Graph, OpKind, Role, TensorId};
 
 /// One instruction: a forward op of the graph on one position. Activations are indices
-/// into [`Decoder::rows`], parameters into the parameter list.
+/// into [`Decoder::rows`], parameters into the parameter list, `kernel` into the
+/// compiled row kernels (argument slots in `Step::slots` order).
 enum Instr {
-    /// x = wte[token] + wpe[position]
+    /// x = wte[token] + wpe[position]: the residual kernel on the two rows.
     Embedding {
         out: usize,
         wte: usize,
         wpe: usize,
+        kernel: usize,
     },
     LayerNorm {
         x: usize,
         weight: usize,
         bias: usize,
+        /// y, mean, rstd
         out: [usize; 3],
-        eps: f64,
+        kernel: usize,
     },
     /// y = W·x (+ b)
     Linear {
@@ -46,11 +49,13 @@ enum Instr {
     Gelu {
         x: usize,
         out: usize,
+        kernel: usize,
     },
     Residual {
         a: usize,
         b: usize,
         out: usize,
+        kernel: usize,
     },
     /// Appends this position's k and v (the middle and last thirds of `qkv`) to cache
     /// `cache`, then attends to positions 0..=position.
@@ -62,9 +67,12 @@ enum Instr {
     },
 }
 
-/// The decode program of one graph, its one-position activations and its caches.
+/// The decode program of one graph, its compiled row kernels, its one-position
+/// activations and its caches.
 pub struct Decoder {
     program: Vec<Instr>,
+    /// One function per distinct row step.
+    compiled: Compiled,
     /// One position of every forward activation the program touches.
     rows: Vec<Vec<f32>>,
     /// Per attention op: keys and values of the positions so far, (T, C) each.
@@ -78,9 +86,29 @@ pub struct Decoder {
     t_max: usize,
 }
 
+/// The row steps of a decode program, one compiled kernel each.
+#[derive(Default)]
+struct RowKernels(Vec<KernelDesc>);
+
+impl RowKernels {
+    /// The index of `step`'s kernel, added on first use.
+    fn of(&mut self, name: &str, step: Step) -> usize {
+        let slots = (0..step.slots().len()).collect();
+        let desc = KernelDesc {
+            name: format!("decode_{name}"),
+            steps: vec![(step, slots)],
+        };
+        self.0.iter().position(|d| *d == desc).unwrap_or_else(|| {
+            self.0.push(desc);
+            self.0.len() - 1
+        })
+    }
+}
+
 impl Decoder {
-    /// Lowers the forward ops of `graph` up to its logits (the loss is not decoded).
-    pub fn new(graph: &Graph) -> Decoder {
+    /// Lowers the forward ops of `graph` up to its logits (the loss is not decoded) and
+    /// compiles its row kernels.
+    pub fn new(graph: &Graph) -> Result<Decoder, JitError> {
         let d = graph.dims;
         let positions = d.batch * d.t;
         let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -98,6 +126,8 @@ impl Decoder {
             Role::Param(i) => i,
             role => unreachable!("{} is a {role:?}, not a parameter", graph.tensor(id).name),
         };
+        let width = |id: TensorId| graph.tensor(id).len() / positions;
+        let mut kernels = RowKernels::default();
         let mut program = Vec::with_capacity(graph.forward.len());
         let mut caches = 0;
         let (mut head_scratch, mut most_heads) = (0, 0);
@@ -108,13 +138,21 @@ impl Decoder {
                     out: row(o[0]),
                     wte: param(i[1]),
                     wpe: param(i[2]),
+                    kernel: kernels.of("residual", Step::Residual { n: width(o[0]) }),
                 },
                 OpKind::LayerNorm { eps } => Instr::LayerNorm {
                     x: row(i[0]),
                     weight: param(i[1]),
                     bias: param(i[2]),
                     out: [row(o[0]), row(o[1]), row(o[2])],
-                    eps,
+                    kernel: kernels.of(
+                        "layernorm",
+                        Step::LayerNorm {
+                            rows: 1,
+                            c: width(o[0]),
+                            eps,
+                        },
+                    ),
                 },
                 OpKind::Matmul { bias } => Instr::Linear {
                     x: row(i[0]),
@@ -125,11 +163,13 @@ impl Decoder {
                 OpKind::Gelu => Instr::Gelu {
                     x: row(i[0]),
                     out: row(o[0]),
+                    kernel: kernels.of("gelu", Step::Gelu { n: width(o[0]) }),
                 },
                 OpKind::Residual => Instr::Residual {
                     a: row(i[0]),
                     b: row(i[1]),
                     out: row(o[0]),
+                    kernel: kernels.of("residual", Step::Residual { n: width(o[0]) }),
                 },
                 OpKind::Attention { heads } => {
                     caches += 1;
@@ -148,8 +188,9 @@ impl Decoder {
             });
         }
         let logits = row(graph.logits);
-        Decoder {
+        Ok(Decoder {
             program,
+            compiled: program::compile(&kernels.0, JitOptions::default())?,
             rows,
             k_cache: vec![vec![0.0; d.t * d.c]; caches],
             v_cache: vec![vec![0.0; d.t * d.c]; caches],
@@ -157,7 +198,7 @@ impl Decoder {
             head_scratch,
             logits,
             t_max: d.t,
-        }
+        })
     }
 
     /// The longest run of positions the caches hold (the model's context).
@@ -180,30 +221,50 @@ impl Decoder {
             "position {position} past the context"
         );
         for instr in &self.program {
-            // The output row is taken out while its inputs are read (a move, not a copy).
+            let rows = &mut self.rows;
+            let function = |kernel: usize| self.compiled.functions[kernel];
             match *instr {
-                Instr::Embedding { out, wte, wpe } => {
-                    let mut y = std::mem::take(&mut self.rows[out]);
-                    let c = y.len();
+                Instr::Embedding {
+                    out,
+                    wte,
+                    wpe,
+                    kernel,
+                } => {
+                    let c = rows[out].len();
                     let wte_row = &params[wte][token as usize * c..][..c];
-                    residual_forward(&mut y, wte_row, &params[wpe][position * c..][..c]);
-                    self.rows[out] = y;
+                    let wpe_row = &params[wpe][position * c..][..c];
+                    let args = [written(&mut rows[out]), read(wte_row), read(wpe_row)];
+                    // SAFETY: the residual kernel of width c over rows of c floats.
+                    unsafe { call(function(kernel), &args) };
                 }
                 Instr::LayerNorm {
                     x,
                     weight,
                     bias,
-                    out,
-                    eps,
+                    out: [y, mean, rstd],
+                    kernel,
                 } => {
-                    let [mut y, mut mean, mut rstd] =
-                        out.map(|r| std::mem::take(&mut self.rows[r]));
-                    let (x, c) = (&self.rows[x], y.len());
-                    let (w, b) = (params[weight], params[bias]);
-                    layernorm_forward(&mut y, &mut mean, &mut rstd, x, w, b, c, eps);
-                    for (r, v) in out.into_iter().zip([y, mean, rstd]) {
-                        self.rows[r] = v;
-                    }
+                    let args = [
+                        written(&mut rows[y]),
+                        written(&mut rows[mean]),
+                        written(&mut rows[rstd]),
+                        read(&rows[x]),
+                        read(params[weight]),
+                        read(params[bias]),
+                    ];
+                    // SAFETY: LayerNorm of one row of width c: y, x, weight and bias
+                    // hold c floats, mean and rstd one; y is none of the inputs.
+                    unsafe { call(function(kernel), &args) };
+                }
+                Instr::Gelu { x, out, kernel } => {
+                    let args = [written(&mut rows[out]), read(&rows[x])];
+                    // SAFETY: GELU over rows of the width it was compiled for.
+                    unsafe { call(function(kernel), &args) };
+                }
+                Instr::Residual { a, b, out, kernel } => {
+                    let args = [written(&mut rows[out]), read(&rows[a]), read(&rows[b])];
+                    // SAFETY: the residual add over rows of the width it was compiled for.
+                    unsafe { call(function(kernel), &args) };
                 }
                 Instr::Linear {
                     x,
@@ -211,24 +272,10 @@ impl Decoder {
                     bias,
                     out,
                 } => {
-                    let mut y = std::mem::take(&mut self.rows[out]);
-                    matvec(
-                        &mut y,
-                        &self.rows[x],
-                        params[weight],
-                        bias.map(|b| params[b]),
-                    );
-                    self.rows[out] = y;
-                }
-                Instr::Gelu { x, out } => {
-                    let mut y = std::mem::take(&mut self.rows[out]);
-                    gelu_forward(&mut y, &self.rows[x]);
-                    self.rows[out] = y;
-                }
-                Instr::Residual { a, b, out } => {
-                    let mut y = std::mem::take(&mut self.rows[out]);
-                    residual_forward(&mut y, &self.rows[a], &self.rows[b]);
-                    self.rows[out] = y;
+                    // The output row is taken out while its input is read (a move).
+                    let mut y = std::mem::take(&mut rows[out]);
+                    matvec(&mut y, &rows[x], params[weight], bias.map(|b| params[b]));
+                    rows[out] = y;
                 }
                 Instr::Attention {
                     qkv,
@@ -236,8 +283,8 @@ impl Decoder {
                     heads,
                     cache,
                 } => {
-                    let mut y = std::mem::take(&mut self.rows[out]);
-                    let (qkv, c) = (&self.rows[qkv], y.len());
+                    let mut y = std::mem::take(&mut rows[out]);
+                    let (qkv, c) = (&rows[qkv], y.len());
                     let at = position * c..(position + 1) * c;
                     self.k_cache[cache][at.clone()].copy_from_slice(&qkv[c..2 * c]);
                     self.v_cache[cache][at].copy_from_slice(&qkv[2 * c..]);
@@ -254,7 +301,7 @@ impl Decoder {
                         .for_each(|(h, (out, scratch))| {
                             attention_decode_head(out, &qkv[..c], cache, heads, h, scratch)
                         });
-                    self.rows[out] = y;
+                    rows[out] = y;
                 }
             }
         }
@@ -265,4 +312,25 @@ impl Decoder {
     pub fn logits(&self) -> &[f32] {
         &self.rows[self.logits]
     }
+}
+
+/// A row a kernel writes, as an argument.
+fn written(values: &mut [f32]) -> *mut u8 {
+    values.as_mut_ptr().cast()
+}
+
+/// A row or parameter a kernel only reads, as an argument.
+fn read(values: &[f32]) -> *mut u8 {
+    values.as_ptr().cast_mut().cast()
+}
+
+/// Calls a compiled row kernel with its argument table (row steps read no scalars).
+///
+/// # Safety
+/// `args` holds, in its step's slot order, pointers to buffers of the lengths the step
+/// was compiled for; a written one overlaps no other.
+unsafe fn call(function: KernelFn, args: &[*mut u8]) {
+    let scalars = [0.0f64];
+    // SAFETY: forwarded.
+    unsafe { function(args.as_ptr(), scalars.as_ptr()) };
 }

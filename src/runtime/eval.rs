@@ -88,14 +88,17 @@ pub fn evaluate_checkpoint(
             spec.eval.batches as usize,
             &mut scratch,
         );
-        let accuracy = data.addition().map(|task| {
-            let params = (0..machine.graph().params.len())
-                .map(|i| machine.param(i))
-                .collect();
-            let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-            let mut sampler = Sampler::new(machine.graph(), params).with_mask(mask);
-            addition_accuracy(&mut sampler, task, |_, _| {})
-        });
+        let accuracy = data
+            .addition()
+            .map(|task| -> Result<_, super::RunError> {
+                let params = (0..machine.graph().params.len())
+                    .map(|i| machine.param(i))
+                    .collect();
+                let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
+                let mut sampler = Sampler::new(machine.graph(), params)?.with_mask(mask);
+                Ok(addition_accuracy(&mut sampler, task, |_, _| {}))
+            })
+            .transpose()?;
         Ok(Evaluation {
             step,
             val_loss,

@@ -3,6 +3,8 @@
 //! O(T) rather than a whole O(T²) forward. The model is the trainer's graph, lowered to
 //! one position by [`Decoder`]; nothing is allocated per token.
 
+use cllm_kernels::jit::JitError;
+
 use super::decoder::Decoder;
 use crate::graph::Graph;
 use crate::rng::Rng;
@@ -37,16 +39,17 @@ pub struct Sampler<'a> {
 }
 
 impl<'a> Sampler<'a> {
-    /// `params[i]` holds the values of `graph.params[i]`.
-    pub fn new(graph: &Graph, params: Vec<&'a [f32]>) -> Sampler<'a> {
-        let decoder = Decoder::new(graph);
-        Sampler {
+    /// `params[i]` holds the values of `graph.params[i]`; compiles the decoder's row
+    /// kernels.
+    pub fn new(graph: &Graph, params: Vec<&'a [f32]>) -> Result<Sampler<'a>, JitError> {
+        let decoder = Decoder::new(graph)?;
+        Ok(Sampler {
             params,
             history: Vec::with_capacity(decoder.context()),
             decoder,
             keep: None,
             picks: Picks::new(graph.dims.vocab),
-        }
+        })
     }
 
     /// Attends only where the pattern's (T,T) `mask` is 1, as training did.

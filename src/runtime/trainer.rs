@@ -179,7 +179,13 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
             );
             if state.step.is_multiple_of(spec.eval.every) || state.step == total {
                 report.pause();
-                last_eval = Some(evaluate(&mut state, spec, &data, &mut val_scratch, &report));
+                last_eval = Some(evaluate(
+                    &mut state,
+                    spec,
+                    &data,
+                    &mut val_scratch,
+                    &report,
+                )?);
                 let (val_loss, accuracy) = last_eval.expect("just set");
                 report.eval(state.step, val_loss, accuracy);
             }
@@ -240,25 +246,28 @@ fn evaluate(
     data: &Dataset,
     scratch: &mut Batch,
     report: &Reporter,
-) -> (f64, Option<(usize, usize)>) {
+) -> Result<(f64, Option<(usize, usize)>), RunError> {
     let val_loss = validation_loss(
         &mut state.machine,
         data,
         spec.eval.batches as usize,
         scratch,
     );
-    let accuracy = data.addition().map(|task| {
-        let machine = &state.machine;
-        let params = (0..machine.graph().params.len())
-            .map(|i| machine.param(i))
-            .collect();
-        let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-        let mut sampler = Sampler::new(machine.graph(), params).with_mask(mask);
-        addition_accuracy(&mut sampler, task, |done, total| {
-            report.evaluating(done, total)
+    let accuracy = data
+        .addition()
+        .map(|task| -> Result<_, RunError> {
+            let machine = &state.machine;
+            let params = (0..machine.graph().params.len())
+                .map(|i| machine.param(i))
+                .collect();
+            let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
+            let mut sampler = Sampler::new(machine.graph(), params)?.with_mask(mask);
+            Ok(addition_accuracy(&mut sampler, task, |done, total| {
+                report.evaluating(done, total)
+            }))
         })
-    });
-    (val_loss, accuracy)
+        .transpose()?;
+    Ok((val_loss, accuracy))
 }
 
 fn save(
