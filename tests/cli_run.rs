@@ -59,6 +59,22 @@ fn run_trains_logs_and_sample_continues_the_prompt() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let sample = text(&out.stdout);
     assert!(sample.starts_with("hello") && sample.len() > 5, "{sample}");
+
+    // `--set` works on the run's stored spec, as for the other subcommands.
+    let run_dir = out_dir.to_str().unwrap();
+    let set = |key: &str| cllm(&["sample", run_dir, "--set", key, "--set", "sample.tokens=3"]);
+    let out = set("sample.prompt=\"world\"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Bytes: the prompt, three byte tokens, a newline.
+    let bytes = &out.stdout;
+    assert!(bytes.starts_with(b"world") && bytes.len() == 9, "{bytes:?}");
+    let out = set("sample.tokenz=3");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("unknown key `tokenz`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -33,6 +33,10 @@ pub struct SampleArgs {
     /// Sampling seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override a key of the run's stored spec, e.g. `--set sample.prompt="ROMEO:"`
+    /// (repeatable; the options above win over it).
+    #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
+    overrides: Vec<String>,
     /// Print decoding speed to stderr: positions per second, and against the bound of
     /// reading every weight once per position at the measured triad bandwidth.
     #[arg(long)]
@@ -51,7 +55,7 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     })?;
     // A checkpoint is input: its stored spec is checked like a spec file.
     let name = format!("the spec stored in {}", path.display());
-    let spec = cllm::spec::check_stored(&spec, &name)?;
+    let spec = cllm::spec::check_stored_with(&spec, &name, &args.overrides)?;
     let tokenizer = match stored.metadata.get("words") {
         Some(words) => Tokenizer::from_words(serde_json::from_str(words).map_err(|e| {
             miette::miette!("the word list in `{}` is unreadable: {e}", path.display())

@@ -92,7 +92,12 @@ pub fn parse(
 /// names (they belong to the run that wrote it): printed and read back, so every range
 /// and consistency check runs and points at its key in the printed text.
 pub fn check_stored(spec: &Spec, name: &str) -> Result<Spec, SpecError> {
-    parse_checked(&to_cllm(spec, false), name, None, &[])
+    check_stored_with(spec, name, &[])
+}
+
+/// [`check_stored`] with `overrides` (`--set block.key=value`) applied on top.
+pub fn check_stored_with(spec: &Spec, name: &str, overrides: &[String]) -> Result<Spec, SpecError> {
+    parse_checked(&to_cllm(spec, false), name, None, overrides)
 }
 
 fn parse_checked(
