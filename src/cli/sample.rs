@@ -4,12 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cllm::checkpoint;
 use cllm::data::Tokenizer;
 use cllm::graph;
 use cllm::rng::Rng;
 use cllm::runtime::sampler::{Sampler, Sampling};
-use cllm::spec::Spec;
 
 #[derive(clap::Args)]
 pub struct SampleArgs {
@@ -48,12 +46,14 @@ pub fn sample(args: SampleArgs) -> miette::Result<ExitCode> {
 }
 
 fn generate(args: &SampleArgs) -> miette::Result<()> {
-    let path = checkpoint::locate(&args.checkpoint);
-    let mut stored = checkpoint::load(&path)?;
-    let spec: Spec = serde_json::from_str(stored.field(&path, "spec_json")?).map_err(|e| {
-        miette::miette!("the spec stored in `{}` is unreadable: {e}", path.display())
-    })?;
-    // A checkpoint is input: its stored spec is checked like a spec file.
+    // A checkpoint is input: its stored spec is checked like a spec file (`open`), and
+    // again with `--set` on top (the run's files are not needed to sample).
+    let super::stored::StoredRun {
+        file: path,
+        spec,
+        checkpoint: mut stored,
+        ..
+    } = super::stored::open(&args.checkpoint)?;
     let name = format!("the spec stored in {}", path.display());
     let spec = cllm::spec::check_stored_with(&spec, &name, &args.overrides)?;
     let tokenizer = match stored.metadata.get("words") {

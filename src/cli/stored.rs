@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cllm::checkpoint;
+use cllm::checkpoint::{self, Stored};
 use cllm::spec::{self, Spec};
 
 pub struct StoredRun {
@@ -14,6 +14,8 @@ pub struct StoredRun {
     pub run_dir: PathBuf,
     /// The resolved spec the run trained with, checked like a spec file.
     pub spec: Spec,
+    /// The checkpoint's tensors and metadata.
+    pub checkpoint: Stored,
     /// The spec's folder (older checkpoints do not record it).
     base_dir: Option<PathBuf>,
 }
@@ -37,6 +39,7 @@ pub fn open(path: &Path) -> miette::Result<StoredRun> {
         file,
         run_dir,
         spec,
+        checkpoint: stored,
         base_dir,
     })
 }

@@ -25,6 +25,21 @@ pub fn validation_loss(
     sum / scored.max(1) as f64
 }
 
+/// [`addition_accuracy`] of the model in `machine` (its parameters, its pattern's mask),
+/// decoded through the machine's graph.
+pub fn machine_accuracy(
+    machine: &Machine<f32>,
+    task: &Addition,
+    progress: impl FnMut(usize, usize),
+) -> Result<(usize, usize), super::RunError> {
+    let params = (0..machine.graph().params.len())
+        .map(|i| machine.param(i))
+        .collect();
+    let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
+    let mut sampler = Sampler::new(machine.graph(), params)?.with_mask(mask);
+    Ok(addition_accuracy(&mut sampler, task, progress))
+}
+
 /// How many held-out problems greedy decoding gets exactly right, out of how many;
 /// `progress(done, total)` hears every [`PROGRESS_EVERY`] problems (a 500 000-problem
 /// evaluation ran for minutes without a word).
@@ -88,16 +103,8 @@ pub fn evaluate_checkpoint(
             spec.eval.batches as usize,
             &mut scratch,
         );
-        let accuracy = data
-            .addition()
-            .map(|task| -> Result<_, super::RunError> {
-                let params = (0..machine.graph().params.len())
-                    .map(|i| machine.param(i))
-                    .collect();
-                let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-                let mut sampler = Sampler::new(machine.graph(), params)?.with_mask(mask);
-                Ok(addition_accuracy(&mut sampler, task, |_, _| {}))
-            })
+        let accuracy = (data.addition())
+            .map(|task| machine_accuracy(&machine, task, |_, _| {}))
             .transpose()?;
         Ok(Evaluation {
             step,

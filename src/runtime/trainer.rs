@@ -7,10 +7,9 @@ use crate::checkpoint::{self, Snapshot};
 use crate::data::{Batch, Cursor, Dataset};
 use crate::machine::Machine;
 use crate::plan;
-use crate::runtime::eval::{addition_accuracy, validation_loss};
+use crate::runtime::eval::{machine_accuracy, validation_loss};
 use crate::runtime::optimizer;
 use crate::runtime::report::{Averages, Reporter, Speed};
-use crate::runtime::sampler::Sampler;
 use crate::runtime::session::{self, Session};
 use crate::runtime::{RunError, RunOptions};
 use crate::spec::{Schedule, Spec};
@@ -253,18 +252,11 @@ fn evaluate(
         spec.eval.batches as usize,
         scratch,
     );
-    let accuracy = data
-        .addition()
-        .map(|task| -> Result<_, RunError> {
-            let machine = &state.machine;
-            let params = (0..machine.graph().params.len())
-                .map(|i| machine.param(i))
-                .collect();
-            let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-            let mut sampler = Sampler::new(machine.graph(), params)?.with_mask(mask);
-            Ok(addition_accuracy(&mut sampler, task, |done, total| {
+    let accuracy = (data.addition())
+        .map(|task| {
+            machine_accuracy(&state.machine, task, |done, total| {
                 report.evaluating(done, total)
-            }))
+            })
         })
         .transpose()?;
     Ok((val_loss, accuracy))

@@ -136,13 +136,13 @@ pub fn attention_decode<T: Real>(
     scratch: &mut [f64],
 ) {
     let hs = q.len() / heads;
+    let cache = DecodeCache {
+        k: k_cache,
+        v: v_cache,
+        keep,
+        len,
+    };
     for (h, out) in out.chunks_mut(hs).enumerate() {
-        let cache = DecodeCache {
-            k: k_cache,
-            v: v_cache,
-            keep,
-            len,
-        };
         attention_decode_head(out, q, cache, heads, h, scratch);
     }
 }
