@@ -1,15 +1,12 @@
 //! The static memory plan: liveness of every arena tensor over the kernel order, and
 //! an offset for each so that tensors whose lifetimes overlap never share bytes.
-//! Greedy best-fit, largest first; the report compares the peak with the lower bound
+//! Placement is `placement.rs`; the report compares the peak with the lower bound
 //! (the most bytes simultaneously live) and the naive sum of every buffer.
 
 use serde::Serialize;
 
 use super::Plan;
 use crate::graph::{Role, TensorId};
-
-/// Offsets are multiples of 16 floats (64 bytes, a cache line).
-const ALIGN: usize = 16;
 
 /// Where a tensor lives in the arena and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -71,39 +68,15 @@ pub fn allocate(plan: &mut Plan) {
         kernel.zero_first = zero;
     }
 
-    // Largest first; among equals, earliest first (a stable, deterministic order).
-    let mut order: Vec<usize> = (0..lifetimes.len())
+    let live: Vec<usize> = (0..lifetimes.len())
         .filter(|&i| lifetimes[i].is_some())
         .collect();
-    order.sort_by_key(|&i| {
-        (
-            std::cmp::Reverse(graph.tensors[i].len()),
-            lifetimes[i].unwrap().0,
-            i,
-        )
-    });
     let mut slots: Vec<Option<Slot>> = vec![None; graph.tensors.len()];
-    // Placed slots sorted by (offset, end): walking them in that order and skipping
-    // those whose lifetimes miss the new tensor's gives the busy ranges in the order
-    // best-fit scans them, with no per-tensor filtering into a new list and sort (which
-    // made planning quadratic with a large constant: 28 s at 1 000 layers).
-    let mut placed: Vec<Slot> = Vec::new();
-    for i in order {
+    let placed = super::placement::place(live.iter().map(|&i| {
         let (first, last) = lifetimes[i].expect("filtered");
-        let len = graph.tensors[i].len();
-        let busy = placed
-            .iter()
-            .filter(|s| s.first <= last && first <= s.last)
-            .map(|s| (s.offset, s.offset + s.len));
-        let offset = best_fit(busy, len);
-        let slot = Slot {
-            offset,
-            len,
-            first,
-            last,
-        };
-        let at = placed.partition_point(|s| (s.offset, s.offset + s.len) <= (offset, offset + len));
-        placed.insert(at, slot);
+        (graph.tensors[i].len(), first, last)
+    }));
+    for (&i, &slot) in live.iter().zip(&placed) {
         slots[i] = Some(slot);
     }
 
@@ -127,38 +100,4 @@ pub fn allocate(plan: &mut Plan) {
         naive_bytes: 4 * placed.iter().map(|s| s.len as u64).sum::<u64>(),
     };
     plan.slots = slots;
-}
-
-/// The lowest aligned offset of the smallest gap between `busy` ranges (sorted by
-/// start) that holds `len` floats, or the first offset above them all.
-fn best_fit(busy: impl IntoIterator<Item = (usize, usize)>, len: usize) -> usize {
-    let align = |x: usize| x.div_ceil(ALIGN) * ALIGN;
-    let mut best: Option<(usize, usize)> = None; // (gap size, offset)
-    let mut cursor = 0;
-    for (start, end) in busy {
-        let at = align(cursor);
-        if start >= at + len {
-            let gap = start - at;
-            if best.is_none_or(|(size, _)| gap < size) {
-                best = Some((gap, at));
-            }
-        }
-        cursor = cursor.max(end);
-    }
-    best.map_or(align(cursor), |(_, offset)| offset)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::best_fit;
-
-    #[test]
-    fn best_fit_takes_the_smallest_gap_that_holds() {
-        // gaps: [16, 48) = 32 floats, [96, 112) = 16 floats, then 160..
-        let busy = [(0, 16), (48, 96), (112, 160)];
-        assert_eq!(best_fit(busy, 16), 96);
-        assert_eq!(best_fit(busy, 20), 16);
-        assert_eq!(best_fit(busy, 40), 160);
-        assert_eq!(best_fit([], 5), 0);
-    }
 }

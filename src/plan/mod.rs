@@ -18,6 +18,7 @@ mod fusion;
 pub mod ir;
 mod listing;
 mod memory;
+mod placement;
 mod recompute;
 mod report;
 mod svg;
