@@ -88,6 +88,14 @@ fn files_that_are_not_regular_files_are_refused_at_once() {
             vec!["sample".into(), "/dev/zero".into()],
             "not a regular file",
         ),
+        (
+            vec!["run".into(), "--resume".into(), "specs/add.cllm".into()],
+            "is a spec, not a run folder",
+        ),
+        (
+            vec!["eval".into(), "specs/add.cllm".into()],
+            "is a spec, not a run folder",
+        ),
     ];
     for (args, says) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

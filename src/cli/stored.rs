@@ -23,6 +23,14 @@ pub struct StoredRun {
 /// The run in `path`: a run folder, or a checkpoint file in one.
 pub fn open(path: &Path) -> miette::Result<StoredRun> {
     let file = checkpoint::locate(path);
+    if file.extension().is_some_and(|e| e == "cllm") {
+        miette::bail!(
+            help = "give the run folder (or its checkpoint.safetensors): cllm run --resume RUN_DIR, \
+                    cllm sample RUN_DIR, cllm eval RUN_DIR",
+            "`{}` is a spec, not a run folder or checkpoint",
+            file.display()
+        );
+    }
     let run_dir = if path.is_dir() {
         path.to_path_buf()
     } else {
