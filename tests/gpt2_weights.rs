@@ -14,9 +14,15 @@ use safetensors::{Dtype, tensor::TensorView};
 const C: usize = 8;
 
 fn spec_text() -> String {
+    spec_with("")
+}
+
+/// The test model, with `extra` keys in its model block.
+fn spec_with(extra: &str) -> String {
     format!(
         "cllm 0.1\ndata {{ source = text(\"data/tinyshakespeare.txt\") }}\n\
-         model gpt {{ context = 4 tokens  width = {C}  layers = 1  heads = 2 }}\ntrain {{ batch = 1 seqs }}\n"
+         model gpt {{ context = 4 tokens  width = {C}  layers = 1  heads = 2 {extra} }}\n\
+         train {{ batch = 1 seqs }}\n"
     )
 }
 
@@ -50,7 +56,11 @@ fn write_gpt2(path: &Path, prefix: &str, tensors: &[(String, Vec<usize>, Vec<f32
 
 /// GPT-2's tensors for our model, with random values; Conv1D weights as (in, out).
 fn gpt2_tensors(position_rows: usize) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let spec = spec::parse(&spec_text(), "t", Path::new("specs"), &[]).unwrap();
+    gpt2_tensors_for(&spec_text(), position_rows)
+}
+
+fn gpt2_tensors_for(text: &str, position_rows: usize) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let spec = spec::parse(text, "t", Path::new("specs"), &[]).unwrap();
     let graph = graph::build(&spec, 1);
     let mut rng = Rng::new(9);
     graph
@@ -205,4 +215,72 @@ fn a_runs_own_checkpoint_is_a_starting_point() {
         a.tensors.contains_key(c_attn),
         "a Conv1D-named matrix was compared"
     );
+}
+
+/// GPT-2's real vocabulary: a GPT-2-layout file with 50 257 token rows (made here,
+/// random) is imported under `model.vocab = gpt2`, trained on for two steps and sampled
+/// from, with multi-byte text in and out as UTF-8.
+#[test]
+fn a_gpt2_vocabulary_file_trains_and_samples() {
+    let text = spec_with("vocab = gpt2");
+    let tensors = gpt2_tensors_for(&text, 1024);
+    let wte = &tensors.iter().find(|t| t.0 == "wte.weight").unwrap();
+    assert_eq!(wte.1, [50_257, C]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpt2.safetensors");
+    write_gpt2(&file, "transformer.", &tensors);
+
+    let spec = spec::parse(&text, "t", Path::new("specs"), &[]).unwrap();
+    let graph = graph::build(&spec, 1);
+    let shapes: Vec<(String, Vec<usize>)> = graph
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
+    let imported = checkpoint::import_gpt2(&file, &shapes).expect("imports");
+    assert_eq!(imported[graph.param_index("wte").unwrap()], wte.2);
+
+    let spec_file = dir.path().join("gpt2.cllm");
+    let specs = std::fs::canonicalize("specs").unwrap();
+    let with_paths = text
+        .replace("data/", &format!("{}/data/", specs.display()))
+        .replace(
+            "vocab = gpt2",
+            &format!("vocab = gpt2  weights = \"{}\"", file.display()),
+        )
+        .replace("batch = 1 seqs", "batch = 1 seqs  steps = 2");
+    std::fs::write(&spec_file, with_paths).unwrap();
+    let run_dir = dir.path().join("run");
+    let cllm = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let run = cllm(&[
+        "run",
+        spec_file.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let sample = cllm(&[
+        "sample",
+        run_dir.to_str().unwrap(),
+        "--prompt",
+        "Héllo, 東京",
+        "--tokens",
+        "8",
+    ]);
+    assert!(
+        sample.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sample.stderr)
+    );
+    let out = String::from_utf8(sample.stdout).expect("GPT-2 samples are decoded as UTF-8");
+    assert!(out.starts_with("Héllo, 東京"), "{out}");
 }

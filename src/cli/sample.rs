@@ -60,6 +60,7 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
         Some(words) => Tokenizer::from_words(serde_json::from_str(words).map_err(|e| {
             miette::miette!("the word list in `{}` is unreadable: {e}", path.display())
         })?),
+        None if spec.model.vocab == cllm::spec::Vocab::Gpt2 => Tokenizer::Gpt2,
         None => Tokenizer::Bytes,
     };
     let graph = graph::build(&spec, 1);

@@ -14,7 +14,7 @@ use crate::rng::Rng;
 use crate::spec::{Source, Spec, Vocab};
 
 pub use addition::Addition;
-pub use tokenizer::{Tokenizer, WordVocab};
+pub use tokenizer::{GPT2_END_OF_TEXT, GPT2_VOCAB, Tokenizer, WordVocab};
 
 /// Why the data could not be prepared. Each says what to change.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -126,6 +126,7 @@ impl Dataset {
                     Vocab::Words { size } => {
                         Tokenizer::Words(WordVocab::build(&bytes, size as usize)?)
                     }
+                    Vocab::Gpt2 => Tokenizer::Gpt2,
                 };
                 let tokens = tokenizer.encode(&bytes);
                 let split = ((tokens.len() as f64) * (1.0 - spec.data.val_split)).round() as usize;

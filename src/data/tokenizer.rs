@@ -1,5 +1,6 @@
-//! Tokenizers: raw bytes (256 symbols), or the most frequent words of the corpus on
-//! top of the 256 bytes (every byte stays a token, so any text can be encoded).
+//! Tokenizers: raw bytes (256 symbols); the most frequent words of the corpus on top
+//! of the 256 bytes (every byte stays a token, so any text can be encoded); or GPT-2's
+//! byte-level BPE (50 257 tokens, the merge table compiled in by `tiktoken-rs`).
 
 use std::collections::HashMap;
 
@@ -10,6 +11,16 @@ use super::DataError;
 pub enum Tokenizer {
     Bytes,
     Words(WordVocab),
+    Gpt2,
+}
+
+/// GPT-2's vocabulary: 50 000 merges, 256 bytes and `<|endoftext|>`.
+pub const GPT2_VOCAB: usize = 50_257;
+/// GPT-2's `<|endoftext|>`, which separates documents.
+pub const GPT2_END_OF_TEXT: u32 = 50_256;
+
+fn gpt2() -> &'static tiktoken_rs::CoreBPE {
+    tiktoken_rs::r50k_base_singleton()
 }
 
 /// Token ids 0..256 are bytes; 256.. are words, most frequent first.
@@ -73,7 +84,7 @@ impl Tokenizer {
     /// The word list of a word vocabulary (stored in checkpoints), `None` for bytes.
     pub fn words(&self) -> Option<Vec<String>> {
         match self {
-            Tokenizer::Bytes => None,
+            Tokenizer::Bytes | Tokenizer::Gpt2 => None,
             Tokenizer::Words(v) => Some(
                 v.words
                     .iter()
@@ -98,11 +109,24 @@ impl Tokenizer {
         match self {
             Tokenizer::Bytes => 256,
             Tokenizer::Words(v) => 256 + v.words.len(),
+            Tokenizer::Gpt2 => GPT2_VOCAB,
         }
     }
 
+    /// The token that separates documents, where the vocabulary has one.
+    pub fn end_of_text(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Gpt2 => Some(GPT2_END_OF_TEXT),
+            Tokenizer::Bytes | Tokenizer::Words(_) => None,
+        }
+    }
+
+    /// Token ids of `text`. GPT-2's BPE reads text, so bytes that are not UTF-8 are
+    /// read as U+FFFD (as Python's `errors="replace"`); `<|endoftext|>` in the text is
+    /// ordinary text, as nanoGPT's `encode_ordinary` has it.
     pub fn encode(&self, text: &[u8]) -> Vec<u32> {
         match self {
+            Tokenizer::Gpt2 => gpt2().encode_ordinary(&String::from_utf8_lossy(text)),
             Tokenizer::Bytes => text.iter().map(|&b| b as u32).collect(),
             Tokenizer::Words(vocab) => {
                 let mut out = Vec::with_capacity(text.len() / 3);
@@ -117,7 +141,18 @@ impl Tokenizer {
         }
     }
 
+    /// The bytes of `tokens` (ids outside the vocabulary are skipped). GPT-2's tokens
+    /// are byte sequences that may split a UTF-8 character: decode a whole sequence,
+    /// not token by token, to print it.
     pub fn decode(&self, tokens: &[u32]) -> Vec<u8> {
+        if let Tokenizer::Gpt2 = self {
+            let known: Vec<u32> = tokens
+                .iter()
+                .copied()
+                .filter(|&t| (t as usize) < GPT2_VOCAB)
+                .collect();
+            return gpt2().decode_bytes(&known).unwrap_or_default();
+        }
         let mut out = Vec::with_capacity(tokens.len());
         for &t in tokens {
             match self {
@@ -125,7 +160,7 @@ impl Tokenizer {
                 Tokenizer::Words(vocab) => {
                     out.extend(vocab.words.get(t as usize - 256).into_iter().flatten())
                 }
-                Tokenizer::Bytes => {}
+                Tokenizer::Bytes | Tokenizer::Gpt2 => {}
             }
         }
         out
@@ -148,6 +183,28 @@ mod tests {
             "unknown words are bytes"
         );
         assert_eq!(tok.decode(&ids), b"the cat sat");
+    }
+
+    #[test]
+    fn gpt2_matches_the_reference_ids_and_round_trips_utf8() {
+        let tok = Tokenizer::Gpt2;
+        // Ids from OpenAI's tiktoken / Hugging Face's GPT2TokenizerFast for "Hello world".
+        assert_eq!(tok.encode(b"Hello world"), [15496, 995]);
+        let text = "naïve café — 東京 🚀\n<|endoftext|>";
+        let ids = tok.encode(text.as_bytes());
+        assert!(ids.iter().all(|&t| (t as usize) < GPT2_VOCAB));
+        assert!(
+            !ids.contains(&GPT2_END_OF_TEXT),
+            "the marker in text is ordinary text"
+        );
+        assert_eq!(tok.decode(&ids), text.as_bytes());
+        assert_eq!(tok.vocab_size(), 50_257);
+        assert_eq!(tok.decode(&[GPT2_END_OF_TEXT]), b"<|endoftext|>");
+        assert_eq!(
+            tok.decode(&[15496, 60_000]),
+            b"Hello",
+            "unknown ids are skipped"
+        );
     }
 
     #[test]

@@ -102,13 +102,17 @@ pub enum Vocab {
     /// `words(size = 4096)`: the most frequent words of the corpus, with the 256
     /// bytes as fallback for everything else; `size` counts both.
     Words { size: u64 },
+    /// `gpt2`: GPT-2's byte-level BPE, 50 257 tokens (the last is `<|endoftext|>`),
+    /// its merge table built into cllm (the `tiktoken-rs` crate).
+    Gpt2,
 }
 
 impl Field for Vocab {
     fn read(value: &Spanned<Value>, _unit: Unit) -> Result<Self, Problem> {
-        let (name, span, args) = variant(value, "a vocabulary: `bytes` or `words(4096)`")?;
+        let (name, span, args) = variant(value, "a vocabulary: `bytes`, `words(4096)` or `gpt2`")?;
         match name {
             "bytes" => Args::new(name, span, args, &[]).map(|_| Vocab::Bytes),
+            "gpt2" => Args::new(name, span, args, &[]).map(|_| Vocab::Gpt2),
             "words" => {
                 let args = Args::new(name, span, args, &["size"])?;
                 Ok(Vocab::Words {
@@ -119,7 +123,7 @@ impl Field for Vocab {
                 name,
                 span,
                 "vocabulary",
-                &["bytes", "words"],
+                &["bytes", "words", "gpt2"],
             )),
         }
     }
@@ -127,6 +131,7 @@ impl Field for Vocab {
     fn write(&self, _unit: Unit) -> Value {
         match self {
             Vocab::Bytes => Value::Ident("bytes".into()),
+            Vocab::Gpt2 => Value::Ident("gpt2".into()),
             Vocab::Words { size } => {
                 Value::call("words", vec![(Some("size"), Value::number(*size as f64))])
             }

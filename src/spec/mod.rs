@@ -166,6 +166,7 @@ impl Model {
         match self.vocab {
             Vocab::Bytes => 256,
             Vocab::Words { size } => size,
+            Vocab::Gpt2 => crate::data::GPT2_VOCAB as u64,
         }
     }
 
