@@ -41,6 +41,8 @@ enum Command {
     Sample(cli::sample::SampleArgs),
     /// Validation loss and perplexity of a checkpoint (and accuracy for addition).
     Eval(cli::eval::EvalArgs),
+    /// Write a run's model for Hugging Face `transformers` (GPT2LMHeadModel).
+    Export(cli::export::ExportArgs),
     /// Print what the planner decides: kernels, memory arena, keep or recompute, shards.
     Plan(cli::plan::PlanArgs),
     /// Print the Cranelift IR of every kernel.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Sample(args) => cli::sample::sample(args),
         Command::Eval(args) => cli::eval::eval(args),
+        Command::Export(args) => cli::export::export(args),
         Command::Plan(args) => cli::plan::plan(args),
         Command::Ir(args) => cli::ir::ir(args),
         Command::Bench(args) => cli::bench::bench(args),

@@ -12,7 +12,7 @@ use super::{CheckpointError, Stored, load};
 use crate::graph::names::{Part, WPE};
 
 /// Our parameter names that GPT-2 stores transposed.
-fn is_conv1d(name: &str) -> bool {
+pub(super) fn is_conv1d(name: &str) -> bool {
     (Part::CONV1D.iter()).any(|part| name.ends_with(&format!("{}.weight", part.suffix())))
 }
 

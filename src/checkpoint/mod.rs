@@ -2,6 +2,7 @@
 //! the data cursor (RNG state) and the resolved spec. Written to a temporary file,
 //! synced, then renamed over the old one, so a crash never leaves a torn checkpoint.
 
+mod export;
 mod gpt2;
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::data::Cursor;
 
+pub use export::{ExportError, export_hf};
 pub use gpt2::import_gpt2;
 
 /// The file a run directory's checkpoint lives in.
@@ -155,24 +157,31 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
         });
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
-    let encoded = in_fixed_order(encoded);
+    write_atomic(path, &in_fixed_order(encoded)).map_err(fail)
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it (synced, then renamed
+/// over `path`), creating the folder: a crash leaves the old file or the new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        std::fs::create_dir_all(dir)?;
     }
-    let temporary = path.with_extension("safetensors.tmp");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     let written = (|| {
         let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(&encoded)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&temporary, path)
     })();
     if written.is_err() {
         // A partial temporary file (a full disk) is not left behind to keep it full; the
-        // previous checkpoint at `path` is untouched.
+        // previous file at `path` is untouched.
         let _ = std::fs::remove_file(&temporary);
     }
-    written.map_err(fail)
+    written
 }
 
 /// Reads every f32 tensor and the metadata of a safetensors file.

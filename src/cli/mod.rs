@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod check;
 pub mod eval;
+pub mod export;
 pub mod ir;
 pub mod plan;
 pub mod run;

@@ -160,6 +160,14 @@ pub fn parse_value(text: &str) -> Result<Spanned<Value>, SpecError> {
         .map_err(|p| SpecError::new(&[("value".to_string(), text.to_string())], vec![p]))
 }
 
+impl Attention {
+    /// The pattern in spec syntax, e.g. `window(window = 64)`.
+    pub fn to_cllm(&self) -> String {
+        use convert::Field;
+        self.write(convert::Unit::None).to_string()
+    }
+}
+
 impl Model {
     /// Symbols in the vocabulary (V).
     pub fn vocab_size(&self) -> u64 {

@@ -1,0 +1,52 @@
+//! `cllm export`: a run's model for other tools (Hugging Face `transformers`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cllm::checkpoint::export_hf;
+use cllm::graph;
+use cllm::spec::Vocab;
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// A run folder (or its checkpoint.safetensors).
+    run: PathBuf,
+    /// Write `model.safetensors` and `config.json` for `GPT2LMHeadModel` into this folder.
+    #[arg(long, value_name = "DIR", required = true)]
+    hf: PathBuf,
+}
+
+pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
+    let super::stored::StoredRun {
+        file,
+        spec,
+        checkpoint: mut stored,
+        ..
+    } = super::stored::open(&args.run)?;
+    let graph = graph::build(&spec, 1);
+    let mut params = Vec::with_capacity(graph.params.len());
+    for p in &graph.params {
+        let values = stored.take(&file, &p.name, &p.shape)?;
+        params.push((p.name.clone(), p.shape.clone(), values));
+    }
+    let [model, config] = export_hf(&spec, &params, &args.hf)?;
+    let step = stored.metadata.get("step").map_or("?", String::as_str);
+    eprintln!(
+        "wrote {} and {} (step {step} of {})",
+        model.display(),
+        config.display(),
+        file.display()
+    );
+    let tokenizer = match spec.model.vocab {
+        Vocab::Gpt2 => "GPT2TokenizerFast.from_pretrained(\"gpt2\") tokenizes for it",
+        Vocab::Bytes => "its tokens are bytes: ids = list(text.encode())",
+        Vocab::Words { .. } => {
+            "its word vocabulary is cllm's own: the word list is in the checkpoint's `words` metadata"
+        }
+    };
+    eprintln!(
+        "load with: GPT2LMHeadModel.from_pretrained(\"{}\"); {tokenizer}",
+        args.hf.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
