@@ -36,3 +36,38 @@ pub const SPEC_LIMIT: u64 = 16 << 20;
 /// No limit beyond the file's own size (corpora, checkpoints, weights: the memory
 /// budget and the machine bound what is done with them).
 pub const ANY_SIZE: u64 = u64::MAX;
+
+/// The regular file at `path` mapped read-only into memory (`memmap2`), refusing what
+/// `read_regular` refuses. The bytes are paged in as they are read, never copied whole:
+/// a corpus larger than memory can be trained on. An empty file maps to no bytes.
+pub fn map_regular(path: &Path) -> std::io::Result<Mapped> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a FIFO, a device or a socket)"
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {kind}")));
+    }
+    if meta.len() == 0 {
+        return Ok(Mapped(None));
+    }
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the map is read-only and private to this process. Another process
+    // truncating the file while it is mapped would make reads fault (SIGBUS): the
+    // documented hazard of memory-mapped input, which corpora (written once, then
+    // trained on) do not meet in practice.
+    let map = unsafe { memmap2::Mmap::map(&file)? };
+    Ok(Mapped(Some(map)))
+}
+
+/// A mapped file's bytes (see [`map_regular`]).
+pub struct Mapped(Option<memmap2::Mmap>);
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}

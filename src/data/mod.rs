@@ -2,6 +2,9 @@
 //! batches a step reads. Everything is deterministic given the spec's seed.
 
 mod addition;
+mod corpus;
+mod shards;
+mod stream;
 mod text;
 mod tokenizer;
 
@@ -11,10 +14,11 @@ use cllm_kernels::softmax_xent::IGNORE;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
-use crate::spec::{Source, Spec, Vocab};
+use crate::spec::{Source, Spec};
 
 pub use addition::Addition;
-pub use tokenizer::{GPT2_END_OF_TEXT, GPT2_VOCAB, Tokenizer, WordVocab};
+pub use stream::Tokens;
+pub use tokenizer::{GPT2_END_OF_TEXT, GPT2_VOCAB, Tokenizer, WordCounts, WordVocab};
 
 /// Why the data could not be prepared. Each says what to change.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -35,12 +39,52 @@ pub enum DataError {
         help("point `data.source` at a file with text in it")
     )]
     Empty { path: PathBuf },
-    #[error("the folder `{dir}` has no .txt files")]
+    #[error("the folder `{dir}` has no .{ext} files")]
     #[diagnostic(
         code(cllm::data),
-        help("a folder source reads every `*.txt` file in it")
+        help(
+            "a folder source reads every file in it with the source's extension: text(\"dir\") *.txt, jsonl(\"dir\") *.jsonl, tokens(\"dir\") *.bin"
+        )
     )]
-    NoTextFiles { dir: PathBuf },
+    NoFiles { dir: PathBuf, ext: &'static str },
+    #[error("`{path}`, byte {offset}: {reason}")]
+    #[diagnostic(
+        code(cllm::data),
+        help(
+            "tokens(...) reads llm.c shards (a 256-int32 header, magic 20240520, version 1, then uint16 tokens) or nanoGPT's headerless uint16 .bin files"
+        )
+    )]
+    BadShard {
+        path: PathBuf,
+        offset: usize,
+        reason: String,
+    },
+    #[error("`{path}`, byte {offset}: token {token} is outside the vocabulary of {vocab}")]
+    #[diagnostic(
+        code(cllm::data),
+        help(
+            "shards of GPT-2 tokens need `model.vocab = gpt2`; otherwise the file was written with another tokenizer"
+        )
+    )]
+    TokenOutOfRange {
+        path: PathBuf,
+        offset: usize,
+        token: u32,
+        vocab: usize,
+    },
+    #[error("`{path}`, line {line} (byte {offset}): {reason}")]
+    #[diagnostic(
+        code(cllm::data),
+        help(
+            "each line of a JSON Lines source is an object such as {{\"text\": \"...\"}}; `jsonl(\"file\", key = \"...\")` names another key"
+        )
+    )]
+    BadJsonl {
+        path: PathBuf,
+        line: usize,
+        offset: usize,
+        reason: String,
+    },
     #[error(
         "the {split} split has {tokens} tokens, but one training window needs context + 1 = {needed}"
     )]
@@ -89,7 +133,7 @@ pub struct Cursor {
 }
 
 enum Corpus {
-    Text { train: Vec<u32>, val: Vec<u32> },
+    Text { train: Tokens, val: Tokens },
     Addition(Addition),
 }
 
@@ -119,18 +163,15 @@ impl Dataset {
                 );
                 (Tokenizer::Bytes, Corpus::Addition(task))
             }
-            Source::Text { path } => {
-                let bytes = text::read_corpus(&base_dir.join(path))?;
-                let tokenizer = match spec.model.vocab {
-                    Vocab::Bytes => Tokenizer::Bytes,
-                    Vocab::Words { size } => {
-                        Tokenizer::Words(WordVocab::build(&bytes, size as usize)?)
+            Source::Text { .. } | Source::Jsonl { .. } | Source::Tokens { .. } => {
+                let (tokenizer, all) = corpus::read(spec, base_dir)?;
+                let (train, val) = match all {
+                    corpus::Read::Split { train, val } => (train, val),
+                    corpus::Read::Whole(tokens) => {
+                        let share = 1.0 - spec.data.val_split;
+                        tokens.split(((tokens.len() as f64) * share).round() as usize)
                     }
-                    Vocab::Gpt2 => Tokenizer::Gpt2,
                 };
-                let tokens = tokenizer.encode(&bytes);
-                let split = ((tokens.len() as f64) * (1.0 - spec.data.val_split)).round() as usize;
-                let (train, val) = (tokens[..split].to_vec(), tokens[split..].to_vec());
                 for (name, part) in [("training", &train), ("validation", &val)] {
                     if part.len() < context + 1
                         && !(name == "validation" && spec.data.val_split == 0.0)
@@ -158,6 +199,14 @@ impl Dataset {
         match &self.corpus {
             Corpus::Addition(task) => Some(task),
             Corpus::Text { .. } => None,
+        }
+    }
+
+    /// The training and validation token streams of a text, JSON Lines or token source.
+    pub fn streams(&self) -> Option<(&Tokens, &Tokens)> {
+        match &self.corpus {
+            Corpus::Text { train, val } => Some((train, val)),
+            Corpus::Addition(_) => None,
         }
     }
 
@@ -219,8 +268,7 @@ impl Dataset {
     }
 }
 
-fn write_window(stream: &[u32], start: usize, tokens: &mut [u32], targets: &mut [u32]) {
-    let t = tokens.len();
-    tokens.copy_from_slice(&stream[start..start + t]);
-    targets.copy_from_slice(&stream[start + 1..start + t + 1]);
+fn write_window(stream: &Tokens, start: usize, tokens: &mut [u32], targets: &mut [u32]) {
+    stream.read(start, tokens);
+    stream.read(start + 1, targets);
 }

@@ -1,47 +1,97 @@
-//! Text corpora: one file, or every `.txt` file of a folder (sorted by name, joined).
+//! Documents from files: text (a whole file is a document) and JSON Lines (a line's
+//! string under a key is a document), each file memory-mapped, never read whole into
+//! memory. A source is one file, or every file of a folder with the source's
+//! extension, sorted by name.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::DataError;
-use crate::files::{ANY_SIZE, read_regular};
+use crate::files::map_regular;
 
-/// Reads the corpus at `path`.
-pub fn read_corpus(path: &Path) -> Result<Vec<u8>, DataError> {
-    let unreadable = |source| DataError::Unreadable {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = if path.is_dir() {
-        let mut files: Vec<_> = std::fs::read_dir(path)
-            .map_err(unreadable)?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "txt"))
-            .collect();
-        if files.is_empty() {
-            return Err(DataError::NoTextFiles {
-                dir: path.to_path_buf(),
-            });
-        }
-        files.sort();
-        let mut all = Vec::new();
-        for file in files {
-            let text = read_regular(&file, ANY_SIZE).map_err(|source| DataError::Unreadable {
-                path: file.clone(),
-                source,
-            })?;
-            all.extend_from_slice(&text);
-            if !all.ends_with(b"\n") {
-                all.push(b'\n');
-            }
-        }
-        all
-    } else {
-        read_regular(path, ANY_SIZE).map_err(unreadable)?
-    };
-    if bytes.is_empty() {
-        return Err(DataError::Empty {
+/// `path` itself, or every `*.{ext}` regular file in the folder `path`, sorted.
+pub fn files(path: &Path, ext: &'static str) -> Result<Vec<PathBuf>, DataError> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|source| DataError::Unreadable {
             path: path.to_path_buf(),
+            source,
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
+        .collect();
+    if files.is_empty() {
+        return Err(DataError::NoFiles {
+            dir: path.to_path_buf(),
+            ext,
         });
     }
-    Ok(bytes)
+    files.sort();
+    Ok(files)
+}
+
+fn map(path: &Path) -> Result<crate::files::Mapped, DataError> {
+    map_regular(path).map_err(|source| DataError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Calls `document` with each text file's bytes; refuses a source with no bytes at all.
+pub fn text_documents(files: &[PathBuf], document: &mut dyn FnMut(&[u8])) -> Result<(), DataError> {
+    let mut total = 0;
+    for file in files {
+        let bytes = map(file)?;
+        total += bytes.len();
+        document(&bytes);
+    }
+    if total == 0 {
+        return Err(DataError::Empty {
+            path: files[0].clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Calls `document` with the string under `key` of each line of each JSON Lines file
+/// (blank lines are skipped); a line that is not such an object is an error naming
+/// the file, the line and its byte offset.
+pub fn jsonl_documents(
+    files: &[PathBuf],
+    key: &str,
+    document: &mut dyn FnMut(&[u8]),
+) -> Result<(), DataError> {
+    let mut count = 0;
+    for file in files {
+        let bytes = map(file)?;
+        let mut offset = 0;
+        for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            let at = offset;
+            offset += line.len() + 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let bad = |reason: String| DataError::BadJsonl {
+                path: file.clone(),
+                line: index + 1,
+                offset: at,
+                reason,
+            };
+            let value: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| bad(e.to_string()))?;
+            let text = value
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| bad(format!("no string under \"{key}\"")))?;
+            document(text.as_bytes());
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Err(DataError::Empty {
+            path: files[0].clone(),
+        });
+    }
+    Ok(())
 }

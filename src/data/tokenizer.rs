@@ -48,35 +48,52 @@ fn word_runs(text: &[u8]) -> impl Iterator<Item = (&[u8], bool)> {
     })
 }
 
-impl WordVocab {
-    /// The `size − 256` most frequent words of `corpus` (ties broken by the word).
-    pub fn build(corpus: &[u8], size: usize) -> Result<WordVocab, DataError> {
-        let mut counts: HashMap<&[u8], u64> = HashMap::new();
-        for (run, is_word) in word_runs(corpus) {
-            if is_word {
-                *counts.entry(run).or_default() += 1;
+/// Word counts over every document of a corpus, for [`WordVocab`].
+#[derive(Default)]
+pub struct WordCounts(HashMap<Vec<u8>, u64>);
+
+impl WordCounts {
+    pub fn add(&mut self, text: &[u8]) {
+        for (run, is_word) in word_runs(text) {
+            if !is_word {
+                continue;
+            }
+            match self.0.get_mut(run) {
+                Some(count) => *count += 1,
+                None => {
+                    self.0.insert(run.to_vec(), 1);
+                }
             }
         }
+    }
+
+    /// The `size − 256` most frequent words (ties broken by the word).
+    pub fn vocab(self, size: usize) -> Result<WordVocab, DataError> {
         let wanted = size.saturating_sub(256);
-        if counts.len() < wanted {
+        if self.0.len() < wanted {
             return Err(DataError::VocabTooLarge {
                 size,
-                distinct: counts.len(),
+                distinct: self.0.len(),
             });
         }
-        let mut ranked: Vec<(&[u8], u64)> = counts.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let words: Vec<Vec<u8>> = ranked
-            .into_iter()
-            .take(wanted)
-            .map(|(w, _)| w.to_vec())
-            .collect();
+        let mut ranked: Vec<(Vec<u8>, u64)> = self.0.into_iter().collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let words: Vec<Vec<u8>> = ranked.into_iter().take(wanted).map(|(w, _)| w).collect();
         let ids = words
             .iter()
             .enumerate()
             .map(|(i, w)| (w.clone(), 256 + i as u32))
             .collect();
         Ok(WordVocab { words, ids })
+    }
+}
+
+impl WordVocab {
+    /// The `size − 256` most frequent words of `corpus` (ties broken by the word).
+    pub fn build(corpus: &[u8], size: usize) -> Result<WordVocab, DataError> {
+        let mut counts = WordCounts::default();
+        counts.add(corpus);
+        counts.vocab(size)
     }
 }
 

@@ -23,6 +23,25 @@ pub enum Source {
     /// `text("path")`: a text file, or every `.txt` file of a directory (sorted by
     /// name); the path is relative to the spec's folder.
     Text { path: String },
+    /// `jsonl("path", key = "text")`: JSON Lines, one document per line (the string
+    /// under `key`), from a file or every `.jsonl` file of a directory.
+    Jsonl { path: String, key: String },
+    /// `tokens("path")`: token shards already tokenised (llm.c's `.bin` with its
+    /// 256-int32 header, or nanoGPT's headerless uint16 `.bin`), a file or every `.bin`
+    /// file of a directory; files named `*val*` are the validation split.
+    Tokens { path: String },
+}
+
+impl Source {
+    /// The file or folder the source reads, if it reads one.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Source::Addition { .. } => None,
+            Source::Text { path } | Source::Jsonl { path, .. } | Source::Tokens { path } => {
+                Some(path)
+            }
+        }
+    }
 }
 
 impl Default for Source {
@@ -64,11 +83,24 @@ impl Field for Source {
                     path: args.required("path", Unit::None)?,
                 })
             }
+            "jsonl" => {
+                let args = Args::new(name, span, args, &["path", "key"])?;
+                Ok(Source::Jsonl {
+                    path: args.required("path", Unit::None)?,
+                    key: args.get("key", Unit::None, "text".to_string())?,
+                })
+            }
+            "tokens" => {
+                let args = Args::new(name, span, args, &["path"])?;
+                Ok(Source::Tokens {
+                    path: args.required("path", Unit::None)?,
+                })
+            }
             _ => Err(unknown_variant(
                 name,
                 span,
                 "data source",
-                &["addition", "text"],
+                &["addition", "text", "jsonl", "tokens"],
             )),
         }
     }
@@ -88,6 +120,16 @@ impl Field for Source {
                 ],
             ),
             Source::Text { path } => Value::call("text", vec![(None, Value::Str(path.clone()))]),
+            Source::Jsonl { path, key } => Value::call(
+                "jsonl",
+                vec![
+                    (None, Value::Str(path.clone())),
+                    (Some("key"), Value::Str(key.clone())),
+                ],
+            ),
+            Source::Tokens { path } => {
+                Value::call("tokens", vec![(None, Value::Str(path.clone()))])
+            }
         }
     }
 }

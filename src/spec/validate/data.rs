@@ -62,7 +62,28 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
                 "held-out problems measure accuracy, e.g. `held_out = 1000`",
             );
         }
-        Source::Text { path } => {
+        Source::Text { path } | Source::Jsonl { path, .. } | Source::Tokens { path } => {
+            c.require(
+                !matches!(
+                    (&d.source, spec.model.vocab),
+                    (
+                        Source::Tokens { .. },
+                        super::super::choices::Vocab::Words { .. }
+                    )
+                ),
+                &["model.vocab", "data.source"],
+                "a word vocabulary is built from text, but `tokens(...)` is already tokenised"
+                    .into(),
+                "use `vocab = gpt2` for GPT-2 token shards (llm.c's, nanoGPT's), or `bytes`",
+            );
+            if let Source::Jsonl { key, .. } = &d.source {
+                c.require(
+                    !key.is_empty(),
+                    &["data.source"],
+                    "the JSON key is empty".into(),
+                    "e.g. `source = jsonl(\"data.jsonl\", key = \"text\")`",
+                );
+            }
             let missing = base_dir.filter(|base| !base.join(path).exists());
             c.require(
                 missing.is_none(),

@@ -1,0 +1,98 @@
+//! A text, JSON Lines or token-shard source as one token stream (or two, when the
+//! shards name their validation split), with the tokenizer that reads it.
+//!
+//! Documents are joined in order. Where the vocabulary has an end-of-text token
+//! (GPT-2's) it separates them; otherwise each document of several ends with a
+//! newline (added where it lacks one).
+
+use std::path::{Path, PathBuf};
+
+use super::stream::Tokens;
+use super::tokenizer::{Tokenizer, WordCounts};
+use super::{DataError, shards, text};
+use crate::spec::{Source, Spec, Vocab};
+
+/// What a source reads as.
+pub enum Read {
+    /// One stream, split by `data.val_split`.
+    Whole(Tokens),
+    /// Token shards whose file names say which split they are (`*val*`).
+    Split { train: Tokens, val: Tokens },
+}
+
+/// The source of `spec` (a text, JSON Lines or token source) with paths under `base_dir`.
+pub fn read(spec: &Spec, base_dir: &Path) -> Result<(Tokenizer, Read), DataError> {
+    let source = &spec.data.source;
+    let full = base_dir.join(source.path().expect("a file source"));
+    let vocab = spec.model.vocab;
+    if let Source::Tokens { .. } = source {
+        let tokenizer = match vocab {
+            Vocab::Gpt2 => Tokenizer::Gpt2,
+            // A word vocabulary is built from text; the spec check refuses it here.
+            Vocab::Bytes | Vocab::Words { .. } => Tokenizer::Bytes,
+        };
+        return Ok((
+            tokenizer,
+            shard_streams(&full, spec.model.vocab_size() as usize)?,
+        ));
+    }
+    let files = match source {
+        Source::Jsonl { .. } => text::files(&full, "jsonl")?,
+        _ => text::files(&full, "txt")?,
+    };
+    let each = |document: &mut dyn FnMut(&[u8])| match source {
+        Source::Jsonl { key, .. } => text::jsonl_documents(&files, key, document),
+        _ => text::text_documents(&files, document),
+    };
+    let tokenizer = match vocab {
+        Vocab::Bytes => Tokenizer::Bytes,
+        Vocab::Gpt2 => Tokenizer::Gpt2,
+        Vocab::Words { size } => {
+            let mut counts = WordCounts::default();
+            each(&mut |document| counts.add(document))?;
+            Tokenizer::Words(counts.vocab(size as usize)?)
+        }
+    };
+    let several = files.len() > 1 || matches!(source, Source::Jsonl { .. });
+    let newline = tokenizer.encode(b"\n");
+    let mut tokens: Vec<u32> = Vec::new();
+    each(&mut |document| {
+        match tokenizer.end_of_text() {
+            Some(end) if !tokens.is_empty() => tokens.push(end),
+            _ => {}
+        }
+        tokens.extend(tokenizer.encode(document));
+        if several && tokenizer.end_of_text().is_none() && !document.ends_with(b"\n") {
+            tokens.extend_from_slice(&newline);
+        }
+    })?;
+    Ok((tokenizer, Read::Whole(Tokens::owned(tokens))))
+}
+
+/// The shards at `path`: a file, or a folder's `.bin` files, those named `*val*` the
+/// validation split when both kinds are there.
+fn shard_streams(path: &Path, vocab: usize) -> Result<Read, DataError> {
+    let files = text::files(path, "bin")?;
+    let is_val = |f: &PathBuf| {
+        f.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("val"))
+    };
+    let open = |files: Vec<&PathBuf>| -> Result<Tokens, DataError> {
+        let parts = files.into_iter().map(|f| shards::open(f, vocab));
+        Ok(Tokens::new(parts.collect::<Result<_, _>>()?))
+    };
+    let (val, train): (Vec<&PathBuf>, Vec<&PathBuf>) = files.iter().partition(|f| is_val(f));
+    if val.is_empty() || train.is_empty() {
+        let all = open(files.iter().collect())?;
+        if all.is_empty() {
+            return Err(DataError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        return Ok(Read::Whole(all));
+    }
+    Ok(Read::Split {
+        train: open(train)?,
+        val: open(val)?,
+    })
+}

@@ -1,0 +1,144 @@
+//! Token shards already tokenised by another tool, mapped rather than read:
+//! - llm.c's `.bin`: a header of 256 little-endian int32 (magic 20240520, version 1,
+//!   the token count), then that many uint16 tokens;
+//! - nanoGPT's `train.bin` / `val.bin`: uint16 tokens and nothing else.
+//!
+//! The two are told apart by llm.c's magic number. Every token is checked against the
+//! vocabulary once, at load, so a bad file is refused before training, with the byte
+//! offset of the first bad token.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::DataError;
+use super::stream::Part;
+use crate::files::map_regular;
+
+/// llm.c's shard header: 256 int32.
+const HEADER_BYTES: usize = 256 * 4;
+const MAGIC: i32 = 20_240_520;
+
+/// The tokens of the shard at `path`, each below `vocab`.
+pub fn open(path: &Path, vocab: usize) -> Result<Part, DataError> {
+    let map = map_regular(path).map_err(|source| DataError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |offset: usize, reason: String| DataError::BadShard {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let word = |i: usize| i32::from_le_bytes(map[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+    let (offset, count) = if map.len() >= 4 && word(0) == MAGIC {
+        if map.len() < HEADER_BYTES {
+            return Err(bad(
+                0,
+                format!(
+                    "llm.c's header is {HEADER_BYTES} bytes; the file has {}",
+                    map.len()
+                ),
+            ));
+        }
+        if word(1) != 1 {
+            return Err(bad(
+                4,
+                format!(
+                    "llm.c shard version {}; version 1 (uint16 tokens) is read",
+                    word(1)
+                ),
+            ));
+        }
+        let count =
+            usize::try_from(word(2)).map_err(|_| bad(8, format!("token count {}", word(2))))?;
+        let held = (map.len() - HEADER_BYTES) / 2;
+        if count != held || !(map.len() - HEADER_BYTES).is_multiple_of(2) {
+            return Err(bad(
+                8,
+                format!(
+                    "the header says {count} tokens, but {} bytes follow it (truncated or padded?)",
+                    map.len() - HEADER_BYTES
+                ),
+            ));
+        }
+        (HEADER_BYTES, count)
+    } else {
+        if !map.len().is_multiple_of(2) {
+            return Err(bad(
+                map.len() - 1,
+                "an odd number of bytes: not uint16 tokens (nanoGPT's .bin) nor an llm.c shard"
+                    .into(),
+            ));
+        }
+        (0, map.len() / 2)
+    };
+    let tokens = &map[offset..offset + 2 * count];
+    if let Some(i) = tokens
+        .chunks_exact(2)
+        .position(|b| u16::from_le_bytes([b[0], b[1]]) as usize >= vocab)
+    {
+        let token = u16::from_le_bytes([tokens[2 * i], tokens[2 * i + 1]]);
+        return Err(DataError::TokenOutOfRange {
+            path: path.to_path_buf(),
+            offset: offset + 2 * i,
+            token: token.into(),
+            vocab,
+        });
+    }
+    Ok(Part::U16 {
+        map: Arc::new(map),
+        offset,
+        range: 0..count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llmc(tokens: &[u16], count: i32) -> Vec<u8> {
+        let mut header = [0i32; 256];
+        (header[0], header[1], header[2]) = (MAGIC, 1, count);
+        let mut bytes: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
+        bytes.extend(tokens.iter().flat_map(|t| t.to_le_bytes()));
+        bytes
+    }
+
+    fn read_all(part: &Part) -> Vec<u32> {
+        let tokens = super::super::stream::Tokens::new(vec![part.clone()]);
+        let mut out = vec![0; tokens.len()];
+        tokens.read(0, &mut out);
+        out
+    }
+
+    #[test]
+    fn both_layouts_read_and_bad_files_name_the_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c, d) = (
+            dir.path().join("a.bin"),
+            dir.path().join("b.bin"),
+            dir.path().join("c.bin"),
+            dir.path().join("d.bin"),
+        );
+        std::fs::write(&a, llmc(&[50_256, 15_496, 995], 3)).unwrap();
+        std::fs::write(&b, [1u8, 0, 2, 0, 3, 0]).unwrap();
+        assert_eq!(read_all(&open(&a, 50_257).unwrap()), [50_256, 15_496, 995]);
+        assert_eq!(read_all(&open(&b, 256).unwrap()), [1, 2, 3]);
+        match open(&a, 256) {
+            Err(DataError::TokenOutOfRange { offset, token, .. }) => {
+                assert_eq!((offset, token), (1024, 50_256));
+            }
+            _ => panic!("a GPT-2 token is outside a byte vocabulary"),
+        }
+        std::fs::write(&c, llmc(&[1, 2], 5)).unwrap();
+        assert!(matches!(
+            open(&c, 256),
+            Err(DataError::BadShard { offset: 8, .. })
+        ));
+        std::fs::write(&d, [1u8, 0, 2]).unwrap();
+        assert!(matches!(
+            open(&d, 256),
+            Err(DataError::BadShard { offset: 2, .. })
+        ));
+    }
+}
