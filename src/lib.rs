@@ -31,6 +31,7 @@ pub mod lattice;
 pub mod machine;
 pub mod peak;
 pub mod plan;
+pub mod plot;
 pub mod rng;
 pub mod runtime;
 pub mod spec;

@@ -43,6 +43,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Write a run's model for Hugging Face `transformers` (GPT2LMHeadModel).
     Export(cli::export::ExportArgs),
+    /// Draw loss and learning rate against step (SVG and PNG), several runs overlaid.
+    Plot(cli::plot::PlotArgs),
     /// Print what the planner decides: kernels, memory arena, keep or recompute, shards.
     Plan(cli::plan::PlanArgs),
     /// Print the Cranelift IR of every kernel.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => cli::sample::sample(args),
         Command::Eval(args) => cli::eval::eval(args),
         Command::Export(args) => cli::export::export(args),
+        Command::Plot(args) => cli::plot::plot(args),
         Command::Plan(args) => cli::plan::plan(args),
         Command::Ir(args) => cli::ir::ir(args),
         Command::Bench(args) => cli::bench::bench(args),

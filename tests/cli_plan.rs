@@ -43,12 +43,56 @@ fn plan_prints_the_table_json_and_svg() {
         svg.to_str().unwrap(),
     ]);
     assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!(
+        "wrote the arena's buffer lifetimes to {}",
+        svg.display()
+    )));
     let picture = std::fs::read_to_string(svg).unwrap();
     assert!(
         picture.starts_with("<svg")
             && picture.trim_end().ends_with("</svg>")
             && picture.contains("<rect")
     );
+    // Axes with titles, a legend, and names on the buffers large enough to hold them.
+    for text in [
+        "kernel (in execution order)",
+        "offset in the arena (MiB)",
+        ">activation gradient<",
+        ">saved for backward<",
+        ">forward | backward<",
+        ">h.0.mlp.c_fc.out<",
+    ] {
+        assert!(picture.contains(text), "the arena picture lacks `{text}`");
+    }
+}
+
+#[test]
+fn a_small_masks_title_is_not_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("mask.svg");
+    let out = cllm(&[
+        "plan",
+        "specs/add.cllm",
+        "--set",
+        "model.attention=window(4)",
+        "--mask-svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let picture = std::fs::read_to_string(svg).unwrap();
+    let width: f64 = picture
+        .split("width=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The longer title line is ~60 characters of 12 px sans-serif: ~400 px.
+    assert!(width >= 480.0, "{width} px at T = 16");
+    assert!(picture.contains("attention mask, T = 16"));
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod export;
 pub mod ir;
 pub mod plan;
+pub mod plot;
 pub mod run;
 pub mod sample;
 mod stored;

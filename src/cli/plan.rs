@@ -34,6 +34,7 @@ pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
     if let Some(path) = &args.svg {
         std::fs::write(path, plan::lifetimes_svg(&plan))
             .map_err(|error| miette::miette!("cannot write {}: {error}", path.display()))?;
+        eprintln!("wrote the arena's buffer lifetimes to {}", path.display());
     }
     if let Some(path) = &args.mask_svg {
         let picture = match &plan.pattern {
@@ -47,6 +48,7 @@ pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
         };
         std::fs::write(path, picture)
             .map_err(|error| miette::miette!("cannot write {}: {error}", path.display()))?;
+        eprintln!("wrote the attention mask to {}", path.display());
     }
     if args.kernels {
         print!("{}", plan::kernel_listing(&plan));

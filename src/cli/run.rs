@@ -85,39 +85,51 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         ..RunOptions::new(run_dir.clone(), base_dir)
     };
     let summary = runtime::train(&spec, &options)?;
-    {
-        {
-            let mut line = format!(
-                "done: {} step{}, final loss {:.4}",
-                summary.steps,
-                if summary.steps == 1 { "" } else { "s" },
-                summary.final_loss
-            );
-            if let Some(v) = summary.val_loss {
-                line += &format!(", val_loss {v:.4}");
-            }
-            if let Some((right, n)) = summary.accuracy {
-                line += &format!(
-                    ", accuracy {:.1}% ({right}/{n})",
-                    100.0 * right as f64 / n as f64
-                );
-            }
-            println!("{line}; checkpoint {}", summary.checkpoint.display());
-            let a = summary.averages;
-            println!(
-                "wall {:.1} s; training at {:.0} tok/s, MFU {:.1}% (averaged over this invocation's steps)",
-                a.wall_seconds, a.tokens_per_s, a.mfu
-            );
-            if summary.stopped_early {
-                // The checkpoint holds the resolved spec with every override: the
-                // folder alone continues this run.
-                println!("resume with: cllm run --resume {}", run_dir.display());
-            }
-            if interrupt.load(Ordering::Relaxed) {
-                return Ok(ExitCode::from(130));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    let mut line = format!(
+        "done: {} step{}, final loss {:.4}",
+        summary.steps,
+        if summary.steps == 1 { "" } else { "s" },
+        summary.final_loss
+    );
+    if let Some(v) = summary.val_loss {
+        line += &format!(", val_loss {v:.4}");
+    }
+    if let Some((right, n)) = summary.accuracy {
+        line += &format!(
+            ", accuracy {:.1}% ({right}/{n})",
+            100.0 * right as f64 / n as f64
+        );
+    }
+    println!("{line}; checkpoint {}", summary.checkpoint.display());
+    let a = summary.averages;
+    println!(
+        "wall {:.1} s; training at {:.0} tok/s, MFU {:.1}% (averaged over this invocation's steps)",
+        a.wall_seconds, a.tokens_per_s, a.mfu
+    );
+    draw_curves(&run_dir);
+    if summary.stopped_early {
+        // The checkpoint holds the resolved spec with every override: the
+        // folder alone continues this run.
+        println!("resume with: cllm run --resume {}", run_dir.display());
+    }
+    if interrupt.load(Ordering::Relaxed) {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run's loss curves as `loss.svg` and `loss.png` in its folder (`cllm plot`'s
+/// picture); a run too short to have logged a row gets none. A picture that cannot be
+/// drawn is a warning: the run itself succeeded.
+fn draw_curves(run_dir: &std::path::Path) {
+    let curves = match cllm::plot::read_curves(run_dir) {
+        Ok(curves) => curves,
+        Err(cllm::plot::PlotError::Empty { .. }) => return,
+        Err(e) => return eprintln!("warning: no loss plot: {e}"),
+    };
+    match cllm::plot::draw(&[curves], &run_dir.join("loss")) {
+        Ok([svg, _]) => println!("loss curves: {} (and .png)", svg.display()),
+        Err(e) => eprintln!("warning: no loss plot: {e}"),
     }
 }
 

@@ -200,23 +200,28 @@ pub fn mask_svg(pattern: &Pattern) -> String {
             kept[(p / per) * n + q as usize / per] += 1;
         }
     }
-    let size = 2 * n + 40;
+    // Cells of at least 2 px, the grid at least ~400 px across, the picture wide enough
+    // for its two title lines whatever T is (at T = 16 the title was cut off).
+    let px = (400 / n).max(2);
+    let grid = px * n;
+    let (left, top) = (20, 52);
+    let width = (grid + 2 * left).max(480);
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size}\" height=\"{}\" font-family=\"monospace\" font-size=\"11\">",
-        size + 20
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">",
+        grid + top + 20
     );
     let _ = writeln!(
         svg,
-        "<text x=\"20\" y=\"14\">attention mask, T = {t}: {:.1}% of dense causal (query ↓, key →, {per}×{per} positions a cell)</text>",
+        "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"18\" font-size=\"14\">attention mask, T = {t}: {:.1}% of dense causal</text>\n\
+         <text x=\"{left}\" y=\"38\">query ↓, key →; a cell is {per}×{per} positions, darker = more kept</text>",
         100.0 * pattern.density()
     );
     let _ = writeln!(
         svg,
-        "<rect x=\"20\" y=\"30\" width=\"{}\" height=\"{}\" fill=\"white\" stroke=\"#999\"/>",
-        2 * n,
-        2 * n
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{grid}\" height=\"{grid}\" fill=\"white\" stroke=\"#999\"/>"
     );
     for row in 0..n {
         for col in 0..=row {
@@ -228,9 +233,9 @@ pub fn mask_svg(pattern: &Pattern) -> String {
             let shade = (255.0 * (1.0 - share.min(1.0))) as u8;
             let _ = writeln!(
                 svg,
-                "<rect x=\"{}\" y=\"{}\" width=\"2\" height=\"2\" fill=\"rgb({shade},{shade},255)\"/>",
-                20 + 2 * col,
-                30 + 2 * row
+                "<rect x=\"{}\" y=\"{}\" width=\"{px}\" height=\"{px}\" fill=\"rgb({shade},{shade},255)\"/>",
+                left + px * col,
+                top + px * row
             );
         }
     }

@@ -1,0 +1,33 @@
+//! `cllm plot`: loss and learning-rate curves of one run or several, overlaid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cllm::plot::{Curves, draw, read_curves};
+
+#[derive(clap::Args)]
+pub struct PlotArgs {
+    /// Run folders (each with the metrics.jsonl `cllm run` writes).
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// Where to write: OUT.svg and OUT.png (default: RUN_DIR/loss for one run,
+    /// ./loss for several).
+    #[arg(long, value_name = "OUT")]
+    out: Option<PathBuf>,
+}
+
+pub fn plot(args: PlotArgs) -> miette::Result<ExitCode> {
+    let runs: Vec<Curves> = (args.runs.iter())
+        .map(|dir| read_curves(dir))
+        .collect::<Result<_, _>>()?;
+    let stem = args
+        .out
+        .clone()
+        .unwrap_or_else(|| match args.runs.as_slice() {
+            [one] => one.join("loss"),
+            _ => PathBuf::from("loss"),
+        });
+    let [svg, png] = draw(&runs, &stem)?;
+    eprintln!("wrote {} and {}", svg.display(), png.display());
+    Ok(ExitCode::SUCCESS)
+}

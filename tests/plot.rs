@@ -1,0 +1,76 @@
+//! `cllm plot` and the picture `cllm run` leaves: loss and learning rate against step,
+//! several runs overlaid with a legend, as SVG and PNG.
+
+use std::process::{Command, Output};
+
+fn cllm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cllm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn runs_are_drawn_overlaid_with_a_legend() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).display().to_string();
+    for (name, attention) in [("dense", "dense"), ("windowed", "window(8)")] {
+        let out = cllm(&[
+            "run",
+            "specs/add.cllm",
+            "--steps",
+            "120",
+            "--set",
+            &format!("model.attention={attention}"),
+            "--set",
+            "eval.every=60",
+            "--out",
+            &d(name),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // `cllm run` leaves its own picture.
+        let svg = std::fs::read_to_string(dir.path().join(name).join("loss.svg")).unwrap();
+        assert!(svg.contains(&format!("{name} train")), "legend of {name}");
+    }
+    let out = cllm(&["plot", &d("dense"), &d("windowed"), "--out", &d("both")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(dir.path().join("both.svg")).unwrap();
+    for label in [
+        "dense train",
+        "dense validation",
+        "windowed train",
+        "windowed validation",
+    ] {
+        assert!(svg.contains(label), "the legend has `{label}`");
+    }
+    for text in ["step", "learning rate", "loss"] {
+        assert!(
+            svg.contains(&format!(">\n{text}\n<")),
+            "axis or title `{text}`"
+        );
+    }
+    let png = std::fs::read(dir.path().join("both.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert_eq!((w, h), (1000, 720));
+}
+
+#[test]
+fn a_folder_without_metrics_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cllm(&["plot", dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("metrics.jsonl"), "{stderr}");
+}
