@@ -152,16 +152,7 @@ pub fn causal_blocks(t: usize) -> BlockLists {
     BlockLists::causal(t, block)
 }
 
-/// "1.5 GiB", "12.0 MiB", "512 B".
-pub fn human_bytes(bytes: u64) -> String {
-    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (name, size) in units {
-        if bytes >= size {
-            return format!("{:.1} {name}", bytes as f64 / size as f64);
-        }
-    }
-    format!("{bytes} B")
-}
+pub use crate::spec::human_bytes;
 
 /// `model.attention` in the lattice module's terms.
 pub fn pattern_kind(attention: &Attention) -> PatternKind {

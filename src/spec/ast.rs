@@ -141,6 +141,27 @@ pub fn format_number(value: f64) -> String {
     }
 }
 
+/// "1.5 GiB", "12.0 MiB", "512 B", "203.1 TiB"; past 1 024 PiB in scientific notation
+/// ("2.3e21 B"): sizes no machine has still read at a glance.
+pub fn human_bytes(bytes: u64) -> String {
+    let units = [
+        ("PiB", 1u64 << 50),
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    if bytes >= 1 << 60 {
+        return format!("{:.1e} B", bytes as f64);
+    }
+    for (name, size) in units {
+        if bytes >= size {
+            return format!("{:.1} {name}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
 fn write_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_str("\"")?;
     for c in s.chars() {

@@ -147,14 +147,25 @@ const MAX_WHOLE: f64 = 9_007_199_254_740_992.0;
 impl Field for u64 {
     fn read(value: &Spanned<Value>, unit: Unit) -> Result<Self, Problem> {
         let number = read_number(value, unit)?;
-        if number.fract() != 0.0 || !(0.0..=MAX_WHOLE).contains(&number) {
+        let found = super::ast::format_number(number);
+        if number > MAX_WHOLE {
             return Err(Problem::new(
                 value.span,
-                format!(
-                    "expected a whole number ≥ 0, found {}",
-                    super::ast::format_number(number)
-                ),
-                "not a whole number",
+                format!("{found} is too large: whole numbers in a spec go up to 2^53 ≈ 9.0e15"),
+                "too large",
+            )
+            .with_help("no size or count of a model a CPU can train comes near it"));
+        }
+        if number.fract() != 0.0 || number < 0.0 {
+            let label = if number < 0.0 {
+                "negative"
+            } else {
+                "not a whole number"
+            };
+            return Err(Problem::new(
+                value.span,
+                format!("expected a whole number ≥ 0, found {found}"),
+                label,
             )
             .with_help("write a whole number such as `4`, `3_000` or `4k`"));
         }

@@ -64,9 +64,9 @@ pub struct SpecError(Box<Located>);
 pub struct Located {
     message: String,
     #[source_code]
-    source_code: NamedSource<String>,
+    source_code: Option<NamedSource<String>>,
     #[label("{label}")]
-    span: SourceSpan,
+    span: Option<SourceSpan>,
     label: String,
     #[help]
     help: Option<String>,
@@ -78,15 +78,27 @@ impl SpecError {
     /// Attaches the source texts, as `(name, text)` indexed by [`Problem::origin`], to
     /// the problems. `problems` must not be empty.
     pub fn new(sources: &[(String, String)], problems: Vec<Problem>) -> SpecError {
-        let mut errors = problems.into_iter().map(|p| {
-            let (name, text) = &sources[p.origin.min(sources.len() - 1)];
-            SpecError::one(name, text, p)
-        });
-        let mut first = errors
-            .next()
-            .expect("SpecError::new is called with at least one problem");
-        first.others = errors.collect();
-        SpecError(Box::new(first))
+        assert!(!problems.is_empty(), "SpecError::new needs a problem");
+        let mut errors: Vec<Located> = problems
+            .into_iter()
+            .map(|p| {
+                let (name, text) = &sources[p.origin.min(sources.len() - 1)];
+                SpecError::one(name, text, p)
+            })
+            .collect();
+        if errors.len() == 1 {
+            return SpecError(Box::new(errors.remove(0)));
+        }
+        // Several: a one-line summary, then every problem drawn the same way (miette
+        // draws related diagnostics with an `Error:` line, not the first one).
+        SpecError(Box::new(Located {
+            message: format!("{} has {} problems", sources[0].0, errors.len()),
+            source_code: None,
+            span: None,
+            label: String::new(),
+            help: None,
+            others: errors,
+        }))
     }
 
     fn one(name: &str, source: &str, problem: Problem) -> Located {
@@ -98,8 +110,8 @@ impl SpecError {
         };
         Located {
             message: problem.message,
-            source_code: NamedSource::new(name, source),
-            span: span.into(),
+            source_code: Some(NamedSource::new(name, source)),
+            span: Some(span.into()),
             label: problem.label,
             help: problem.help,
             others: Vec::new(),
@@ -108,12 +120,12 @@ impl SpecError {
 
     /// How many problems this error reports.
     pub fn count(&self) -> usize {
-        1 + self.0.others.len()
+        self.0.others.len().max(1)
     }
 
     /// The first problem's message, without rendering.
     pub fn message(&self) -> &str {
-        &self.0.message
+        &self.0.others.first().unwrap_or(&self.0).message
     }
 }
 
@@ -157,7 +169,17 @@ pub fn did_you_mean<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|k| (*k, strsim::damerau_levenshtein(word, k)))
         .min_by_key(|(_, d)| *d)?;
     let allowed = (word.chars().count().max(best.len()) / 3).max(1);
-    (distance <= allowed).then_some(best)
+    if distance <= allowed {
+        return Some(best);
+    }
+    // A longer or shorter form of a known word (`training` → `train`), the shortest
+    // such when several are.
+    known
+        .iter()
+        .filter(|k| k.len() >= 3 && word.len() >= 3)
+        .filter(|k| word.starts_with(**k) || k.starts_with(word))
+        .min_by_key(|k| k.len().abs_diff(word.len()))
+        .copied()
 }
 
 /// `a`, `b`, `c` → "`a`, `b`, `c`".

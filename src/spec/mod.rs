@@ -21,7 +21,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use ast::{Span, Spanned, Value};
+pub use ast::{Span, Spanned, Value, human_bytes};
 pub use choices::{Attention, Coords, Source, Vocab, identity_basis};
 pub use error::{Problem, SpecError, did_you_mean, render_plain};
 pub use print::to_cllm;

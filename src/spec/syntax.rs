@@ -140,7 +140,22 @@ fn entry(pair: Pair<'_, Rule>) -> Entry {
 
 fn value(pair: Pair<'_, Rule>) -> Spanned<Value> {
     debug_assert_eq!(pair.as_rule(), Rule::value);
-    let span = span_of(&pair);
+    // The value's own characters: a number with no unit ends where the number does (the
+    // grammar's `number ~ unit?` also takes the whitespace after it, which made a
+    // diagnostic's underline run into the next line).
+    let end = pair
+        .clone()
+        .into_inner()
+        .flat_map(|p| p.into_inner())
+        .map(|p| p.as_span().end())
+        .max()
+        .filter(|_| {
+            pair.clone()
+                .into_inner()
+                .next()
+                .is_some_and(|p| p.as_rule() == Rule::number_with_unit)
+        });
+    let span = Span::new(pair.as_span().start(), end.unwrap_or(pair.as_span().end()));
     let inner = pair
         .into_inner()
         .next()

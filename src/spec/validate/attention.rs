@@ -74,18 +74,20 @@ pub(super) fn attention(c: &mut Checker<'_>, spec: &Spec) {
                 );
             }
             let square = basis.len() == 2 && basis.iter().all(|row| row.len() == 2);
-            c.require(
+            c.require_labelled(
                 square,
                 keys,
+                "not 2×2",
                 "the lattice basis must be 2×2, e.g. `basis = [[1, 0], [0, 2]]`".into(),
                 "positions live in the plane, so the basis has two rows of two integers",
             );
             if square {
                 let det = basis[0][0] as i128 * basis[1][1] as i128
                     - basis[0][1] as i128 * basis[1][0] as i128;
-                c.require(
+                c.require_labelled(
                     det != 0,
                     keys,
+                    "singular",
                     "the lattice basis is singular (determinant 0)".into(),
                     "the two rows must be linearly independent, e.g. `[[1, 0], [0, 2]]`",
                 );

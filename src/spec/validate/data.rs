@@ -38,10 +38,10 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
                 bytes <= spec.plan.memory_budget,
                 &["data.source", "plan.memory_budget"],
                 format!(
-                    "{} held-out problems need about {:.1} GiB, over the memory budget of {:.1} GiB",
-                    (*held_out).min(pairs),
-                    bytes as f64 / (1u64 << 30) as f64,
-                    spec.plan.memory_budget as f64 / (1u64 << 30) as f64
+                    "{} held-out problems need about {}, over the memory budget of {}",
+                    super::super::ast::format_number((*held_out).min(pairs) as f64),
+                    super::super::ast::human_bytes(bytes),
+                    super::super::ast::human_bytes(spec.plan.memory_budget)
                 ),
                 "hold out fewer problems, e.g. `held_out = 1000` (each is evaluated by sampling), or raise `plan.memory_budget`",
             );
@@ -77,17 +77,19 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
                 "use `vocab = gpt2` for GPT-2 token shards (llm.c's, nanoGPT's), or `bytes`",
             );
             if let Source::Jsonl { key, .. } = &d.source {
-                c.require(
+                c.require_labelled(
                     !key.is_empty(),
                     &["data.source"],
+                    "empty key",
                     "the JSON key is empty".into(),
                     "e.g. `source = jsonl(\"data.jsonl\", key = \"text\")`",
                 );
             }
             let missing = base_dir.filter(|base| !base.join(path).exists());
-            c.require(
+            c.require_labelled(
                 missing.is_none(),
                 &["data.source"],
+                "not found",
                 format!("no file or folder at `{path}` (relative to the spec's folder)"),
                 &missing.and_then(|base| closest(base, path)).map_or(
                     "paths are relative to the spec's folder".to_string(),
@@ -106,9 +108,10 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
             Some(near) if !full.is_file() => format!("did you mean `{near}`? (paths are relative to the spec's folder; `weights = none` starts from random weights)"),
             _ => "paths are relative to the spec's folder; write `weights = none` to start from random weights".to_string(),
         };
-        c.require(
+        c.require_labelled(
             full.is_file(),
             &["model.weights"],
+            "not found",
             format!("no weights file at `{weights}` (relative to the spec's folder)"),
             &help,
         );

@@ -33,11 +33,30 @@ struct Checker<'a> {
 impl Checker<'_> {
     /// Records a problem unless `ok`; `keys` (`block.key`) say where to point, first given wins.
     fn require(&mut self, ok: bool, keys: &[&str], message: String, help: &str) {
+        // One key: its value is out of range. Several: it disagrees with the others.
+        let label = match keys {
+            [_, others @ ..] if !others.is_empty() => {
+                format!("does not fit `{}`", others.join("`, `"))
+            }
+            _ => "out of range".to_string(),
+        };
+        self.require_labelled(ok, keys, &label, message, help);
+    }
+
+    /// `require` with the label under the value said outright (a missing file is not
+    /// out of range).
+    fn require_labelled(
+        &mut self,
+        ok: bool,
+        keys: &[&str],
+        label: &str,
+        message: String,
+        help: &str,
+    ) {
         if ok {
             return;
         }
         let (origin, span) = self.spans.first_given(keys).unwrap_or((0, self.fallback));
-        let label = format!("`{}` is out of range", keys[0]);
         let problem = Problem::new(span, message, label)
             .with_help(help)
             .in_origin(origin);
