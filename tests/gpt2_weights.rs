@@ -284,3 +284,30 @@ fn a_gpt2_vocabulary_file_trains_and_samples() {
     let out = String::from_utf8(sample.stdout).expect("GPT-2 samples are decoded as UTF-8");
     assert!(out.starts_with("Héllo, 東京"), "{out}");
 }
+
+/// An untied output head (`lm_head.weight` unlike `wte`) loads under `tied_head =
+/// false`, and is refused, not silently dropped, by a tied model.
+#[test]
+fn an_untied_head_needs_an_untied_model() {
+    let untied = spec_with("tied_head = false");
+    let tensors = gpt2_tensors_for(&untied, 4);
+    assert!(tensors.iter().any(|t| t.0 == "lm_head.weight"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpt2.safetensors");
+    write_gpt2(&file, "", &tensors);
+    let shapes = |text: &str| -> Vec<(String, Vec<usize>)> {
+        let spec = spec::parse(text, "t", Path::new("specs"), &[]).unwrap();
+        (graph::build(&spec, 1).params.iter())
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect()
+    };
+    let imported = checkpoint::import_gpt2(&file, &shapes(&untied)).expect("untied imports");
+    let head = &tensors.iter().find(|t| t.0 == "lm_head.weight").unwrap().2;
+    assert!(imported.contains(head));
+    match checkpoint::import_gpt2(&file, &shapes(&spec_text())) {
+        Err(CheckpointError::Format { reason, .. }) => {
+            assert!(reason.contains("tied_head = false"), "{reason}")
+        }
+        other => panic!("a tied model took an untied head: {other:?}"),
+    }
+}

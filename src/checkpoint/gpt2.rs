@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::{CheckpointError, Stored, load};
-use crate::graph::names::{Part, WPE};
+use crate::graph::names::{LM_HEAD, Part, WPE, WTE};
 
 /// Our parameter names that GPT-2 stores transposed.
 pub(super) fn is_conv1d(name: &str) -> bool {
@@ -23,6 +23,27 @@ pub fn import_gpt2(
 ) -> Result<Vec<Vec<f32>>, CheckpointError> {
     let mut stored = load(path)?;
     let ours = stored.metadata.get("format").map(String::as_str) == Some(super::FORMAT);
+    let tied = !params.iter().any(|(name, _)| name == LM_HEAD);
+    if tied && let Some((_, head)) = stored.tensors.get(LM_HEAD) {
+        // Hugging Face files may store the tied head too (a copy of `wte`); a head
+        // that differs belongs to an untied model, which a tied one would misread.
+        let wte = [
+            format!("{WTE}.weight"),
+            format!("transformer.{WTE}.weight"),
+            WTE.into(),
+        ]
+        .into_iter()
+        .find_map(|k| stored.tensors.get(&k));
+        if wte.is_none_or(|(_, wte)| wte != head) {
+            return Err(super::CheckpointError::Format {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "its `{LM_HEAD}` differs from its token embedding: the model has an untied \
+                     output head; set `model.tied_head = false` to load it"
+                ),
+            });
+        }
+    }
     let mut out = Vec::with_capacity(params.len());
     for (name, shape) in params {
         let candidates = [
