@@ -16,9 +16,9 @@ impl Machine<f32> {
         );
         let params = self.params.as_mut_ptr();
         let mask = self.mask.as_mut_ptr();
-        let (shards, workers) = (self.plan.shards, self.plan.workers);
+        let (own, workers) = (self.own_shards(), self.plan.workers);
         for (w, worker) in self.workers.iter_mut().enumerate() {
-            worker.tables = (w..shards)
+            worker.tables = (own.start + w..own.end)
                 .step_by(workers)
                 .map(|s| {
                     let grads = self.shard_grads[s].as_mut_ptr();

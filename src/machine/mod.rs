@@ -17,8 +17,11 @@
 
 mod bind;
 mod parallel;
+mod ranks;
 mod reference;
 mod worker;
+
+pub use ranks::{Exchange, RankError, ThreadRanks, rank_counts};
 
 use std::sync::Arc;
 
@@ -97,6 +100,8 @@ pub struct Machine<T: Real> {
     pool: Arc<rayon::ThreadPool>,
     /// Fill every arena tensor with NaN right after its last use (tests liveness).
     poison: bool,
+    /// This process's shards and exchange when the step is split over ranks.
+    ranks: Option<ranks::Ranks>,
 }
 
 /// A compiled program and the argument tables of its optimizer kernels, per chunk.
@@ -186,8 +191,26 @@ impl<T: Real> Machine<T> {
             program: None,
             pool: Arc::new(pool),
             poison: false,
+            ranks: None,
             plan,
         })
+    }
+
+    /// Splits every step over the ranks of `exchange`: this process runs its block of
+    /// the shards and exchanges subtree sums (`ranks.rs`). Call before `attach_jit`.
+    pub fn set_ranks(&mut self, exchange: Arc<dyn Exchange>) -> Result<(), RankError> {
+        assert!(self.program.is_none(), "set_ranks goes before attach_jit");
+        let grads = self.params.len();
+        let ranks = ranks::Ranks::new(exchange, self.plan.shards, grads, size_of::<T>())?;
+        self.ranks = Some(ranks);
+        Ok(())
+    }
+
+    /// The shards this process runs: all of them, or its rank's block.
+    fn own_shards(&self) -> std::ops::Range<usize> {
+        self.ranks
+            .as_ref()
+            .map_or(0..self.plan.shards, |r| r.own.clone())
     }
 
     /// Whether kernels run JIT-compiled (else by the reference interpreter).

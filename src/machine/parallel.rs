@@ -44,6 +44,7 @@ impl<T: Real> Machine<T> {
 
     fn run_shards(&mut self, batches: &[Batch], loss_scale: f64, backward: bool) -> f64 {
         let (shards, workers) = (self.plan.shards, self.plan.workers);
+        let own = self.own_shards();
         let gemm_threads = (self.plan.threads / workers).max(1);
         let dims = self.plan.graph.dims;
         let shard_len = dims.batch * dims.t;
@@ -59,7 +60,7 @@ impl<T: Real> Machine<T> {
                     if worker.losses.len() < passes {
                         worker.losses.resize(passes, 0.0); // the first step only
                     }
-                    for (local, s) in (w..shards).step_by(workers).enumerate() {
+                    for (local, s) in (own.start + w..own.end).step_by(workers).enumerate() {
                         if backward {
                             // SAFETY: shard s is run by this worker alone.
                             unsafe { shared.shard_grads[s].slice(shared.grads_len) }
@@ -79,16 +80,84 @@ impl<T: Real> Machine<T> {
                     }
                 });
         });
+        // Σ loss in (micro-batch, shard) order, whichever worker (or rank) ran a shard.
+        let loss_of = |workers_: &[super::worker::Worker<T>], pass: usize| {
+            let s = pass % shards;
+            workers_[((s - own.start) % workers) % workers].losses[pass]
+        };
         let mut total = 0.0;
-        for pass in 0..passes {
-            total += self.workers[(pass % shards) % workers].losses[pass];
+        match &mut self.ranks {
+            None => {
+                for pass in 0..passes {
+                    total += loss_of(&self.workers, pass);
+                }
+            }
+            Some(ranks) => {
+                let block = ranks.block;
+                ranks.losses_out.clear();
+                for pass in (0..passes).filter(|p| own.contains(&(p % shards))) {
+                    ranks.losses_out.push(loss_of(&self.workers, pass));
+                }
+                let count = ranks.exchange.ranks();
+                ranks.losses_in.resize(count * ranks.losses_out.len(), 0.0);
+                let recv = &mut ranks.losses_in;
+                // SAFETY: f64 is plain data; the byte view covers exactly `recv`.
+                let recv_bytes = unsafe {
+                    std::slice::from_raw_parts_mut(recv.as_mut_ptr().cast::<u8>(), 8 * recv.len())
+                };
+                ranks
+                    .exchange
+                    .all_gather(super::ranks::bytes_of(&ranks.losses_out), recv_bytes);
+                // Rank r sent its shards' losses in (micro-batch, shard) order.
+                let per_rank = ranks.losses_out.len();
+                for pass in 0..passes {
+                    let (a, s) = (pass / shards, pass % shards);
+                    let (r, within) = (s / block, s % block);
+                    total += ranks.losses_in[r * per_rank + a * block + within];
+                }
+            }
         }
         total
     }
 
     /// Sums every shard's gradient into shard 0's in the fixed tree, chunk by chunk in
-    /// parallel, recording each chunk's Σ g².
+    /// parallel, recording each chunk's Σ g². Over ranks: the subtree sums, exchanged,
+    /// then the tree above them (`ranks.rs`).
     fn sum_shard_grads(&mut self) {
+        let Some(ranks) = &mut self.ranks else {
+            return self.tree_sum();
+        };
+        let (own, block, len) = (ranks.own.clone(), ranks.block, self.params.len());
+        let minus_zero = T::from_f64(-0.0);
+        for (s, g) in self.shard_grads.iter_mut().enumerate() {
+            if !own.contains(&s) {
+                g.fill(minus_zero);
+            }
+        }
+        self.tree_sum();
+        let ranks = self.ranks.as_mut().expect("split over ranks");
+        ranks.exchange.all_gather(
+            super::ranks::bytes_of(&self.shard_grads[0]),
+            &mut ranks.sums,
+        );
+        let bytes = len * size_of::<T>();
+        for (s, g) in self.shard_grads.iter_mut().enumerate() {
+            if s.is_multiple_of(block) {
+                let sum = &ranks.sums[(s / block) * bytes..][..bytes];
+                // SAFETY: T is plain data (f32 or f64); `g` has exactly `bytes` bytes.
+                let g_bytes =
+                    unsafe { std::slice::from_raw_parts_mut(g.as_mut_ptr().cast::<u8>(), bytes) };
+                g_bytes.copy_from_slice(sum);
+            } else {
+                g.fill(minus_zero);
+            }
+        }
+        self.tree_sum();
+    }
+
+    /// The fixed tree over every shard buffer, chunk by chunk in parallel, recording
+    /// each chunk's Σ g².
+    fn tree_sum(&mut self) {
         let pool = std::sync::Arc::clone(&self.pool);
         let Machine {
             plan,

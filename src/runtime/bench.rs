@@ -53,7 +53,7 @@ impl StepLoop {
             data,
             plan_ms,
             jit_ms,
-        } = session::assemble(spec, passes, base_dir, backend)?;
+        } = session::assemble(spec, passes, base_dir, backend, None)?;
         session::initialise(&mut machine, spec, base_dir)?;
         let micro = spec.train.micro_batch() as usize;
         let t = spec.model.context as usize;

@@ -89,6 +89,7 @@ pub fn evaluate_checkpoint(
         crate::plan::PassOptions::default(),
         base_dir,
         super::Backend::Jit,
+        None,
     )?;
     let (step, _) = super::session::restore(&mut machine, checkpoint)?;
     let mut scratch = Batch::new(

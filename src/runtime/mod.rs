@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub poison: bool,
     /// Who runs the kernels.
     pub backend: Backend,
+    /// The other processes of a run split over ranks (MPI), if any: each step's
+    /// shards are split among them and the results are the same bits (`machine/ranks.rs`).
+    pub ranks: Option<Arc<dyn crate::machine::Exchange>>,
 }
 
 /// Who runs the plan's kernels.
@@ -72,6 +75,7 @@ impl RunOptions {
             passes: PassOptions::default(),
             poison: false,
             backend: Backend::Jit,
+            ranks: None,
         }
     }
 }
@@ -93,6 +97,17 @@ pub enum RunError {
         help("lower `plan.threads` (or write `threads = auto` for one per core)")
     )]
     Threads(usize, String),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Ranks(#[from] crate::machine::RankError),
+    #[error("rank {rank} runs another spec, plan or cllm binary than rank 0")]
+    #[diagnostic(
+        code(cllm::ranks),
+        help(
+            "start every rank with the same binary, spec and --set overrides (one `mpiexec` command line)"
+        )
+    )]
+    RankMismatch { rank: usize },
     #[error("the JIT could not compile this plan: {0}")]
     #[diagnostic(
         code(cllm::jit),

@@ -102,6 +102,22 @@ impl Reporter {
         })
     }
 
+    /// A reporter that prints and writes nothing (a rank other than 0 of a run split
+    /// over ranks: rank 0 speaks for the run).
+    pub fn silent(total: u64, speed: Speed) -> Reporter {
+        Reporter {
+            bar: ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()),
+            metrics: None,
+            quiet: true,
+            window_start: Instant::now(),
+            window_steps: 0,
+            started: Instant::now(),
+            speed,
+            trained_seconds: 0.0,
+            trained_steps: 0,
+        }
+    }
+
     /// Wall time since the start, and tokens/s and MFU averaged over training time.
     pub fn averages(&self) -> Averages {
         let seconds = self.trained_seconds.max(1e-12);

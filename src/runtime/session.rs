@@ -32,6 +32,7 @@ pub(crate) fn assemble(
     passes: PassOptions,
     base_dir: &Path,
     backend: Backend,
+    ranks: Option<&std::sync::Arc<dyn crate::machine::Exchange>>,
 ) -> Result<Session, RunError> {
     let started = Instant::now();
     let plan = plan::plan_with(spec, passes)?;
@@ -46,6 +47,9 @@ pub(crate) fn assemble(
     let threads = plan.threads;
     let mut machine =
         Machine::try_new(plan).map_err(|e| RunError::Threads(threads, e.to_string()))?;
+    if let Some(ranks) = ranks {
+        machine.set_ranks(ranks.clone())?;
+    }
     if let Some(program) = program {
         machine.attach_jit(program);
     }
@@ -117,4 +121,30 @@ pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<(u64, C
         v_dst.copy_from_slice(&v);
     }
     Ok((step, cursor))
+}
+
+/// Refuses to train unless every rank runs the same binary, resolved spec and plan:
+/// each rank all-gathers a hash of the three and compares.
+pub(crate) fn same_run_on_every_rank(
+    ranks: &dyn crate::machine::Exchange,
+    spec: &Spec,
+    plan: &crate::plan::Plan,
+) -> Result<(), RunError> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(spec)
+        .expect("a Spec serializes")
+        .hash(&mut h);
+    (plan.shards, plan.kernels.len(), plan.arena.peak_bytes).hash(&mut h);
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| std::fs::read(exe).ok())
+        .hash(&mut h);
+    let mine = h.finish().to_le_bytes();
+    let mut all = vec![0u8; 8 * ranks.ranks()];
+    ranks.all_gather(&mine, &mut all);
+    match all.chunks_exact(8).position(|theirs| theirs != &all[..8]) {
+        Some(rank) => Err(RunError::RankMismatch { rank }),
+        None => Ok(()),
+    }
 }

@@ -43,7 +43,13 @@ struct State {
 pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> {
     let Session {
         mut machine, data, ..
-    } = session::assemble(spec, options.passes, &options.base_dir, options.backend)?;
+    } = session::assemble(
+        spec,
+        options.passes,
+        &options.base_dir,
+        options.backend,
+        options.ranks.as_ref(),
+    )?;
     let micro_batch = spec.train.micro_batch() as usize;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
     let (done, cursor) = match &options.resume {
@@ -81,15 +87,23 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         peak_gflops: crate::peak::fma_peak_gflops(plan.threads),
         step_tokens: spec.train.batch as usize * spec.model.context as usize,
     };
-    let mut report = Reporter::new(
-        &options.run_dir,
-        state.step,
-        total,
-        options.resume.is_none(),
-        options.quiet,
-        speed,
-    )
-    .map_err(run_dir_error)?;
+    let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
+    if let Some(ranks) = &options.ranks {
+        session::same_run_on_every_rank(ranks.as_ref(), spec, state.machine.plan())?;
+    }
+    let mut report = if follower {
+        Reporter::silent(total, speed)
+    } else {
+        Reporter::new(
+            &options.run_dir,
+            state.step,
+            total,
+            options.resume.is_none(),
+            options.quiet,
+            speed,
+        )
+        .map_err(run_dir_error)?
+    };
     report.say(&format!(
         "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); MFU against the measured {}-bit FMA peak of {:.0} GFLOP/s; run folder {}",
         state.machine.graph().parameter_count(),
@@ -274,6 +288,9 @@ fn save(
             step: state.step,
             tensor,
         });
+    }
+    if options.ranks.as_ref().is_some_and(|r| r.rank() != 0) {
+        return Ok(()); // every rank holds the same state; rank 0 writes it
     }
     let graph = state.machine.graph();
     let mut tensors = Vec::new();

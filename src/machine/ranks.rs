@@ -1,0 +1,182 @@
+//! One step across processes (data parallelism over MPI ranks, or any [`Exchange`]),
+//! with the same bits as one process.
+//!
+//! Rank r of R owns the contiguous block of b = S/R shards [r·b, (r+1)·b). The
+//! single-process step sums the S shard gradients in a fixed binary tree (`g[s] +=
+//! g[s + stride]`, stride 1, 2, 4, …). When b is a power of two, each block is a whole
+//! subtree of that tree, so:
+//!
+//! 1. each rank runs its own shards, then the full S-buffer tree with every other
+//!    rank's buffers set to −0.0 (x + (−0.0) = x exactly, +0 and −0 included): its
+//!    subtree's sum lands in buffer 0, the same bits the single process has at the
+//!    subtree's root;
+//! 2. the R subtree sums are exchanged (one all-gather of P floats from each rank);
+//! 3. each rank writes sum r into buffer r·b, −0.0 everywhere else, and runs the tree
+//!    once more: the levels above the blocks add exactly what the single process adds,
+//!    in the same order, and the same kernel computes the same Σ g² for clipping.
+//!
+//! Losses of the shards (f64, per micro-batch and shard) are all-gathered too and added
+//! in the single process's order. Every rank then holds the step's gradient and runs
+//! AdamW itself: the parameters never need to be sent.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+/// An all-gather among the ranks of one run.
+pub trait Exchange: Send + Sync + std::fmt::Debug {
+    /// This process's rank, 0-based.
+    fn rank(&self) -> usize;
+    /// How many ranks there are.
+    fn ranks(&self) -> usize;
+    /// Every rank's `send` (the same length on each), in rank order, into `recv`
+    /// (`ranks() × send.len()` bytes).
+    fn all_gather(&self, send: &[u8], recv: &mut [u8]);
+}
+
+/// The rank counts `shards` can be split over: R divides S and S/R is a power of two
+/// (a block of shards must be a whole subtree of the sum).
+pub fn rank_counts(shards: usize) -> Vec<usize> {
+    (1..=shards)
+        .filter(|&r| shards.is_multiple_of(r) && (shards / r).is_power_of_two())
+        .collect()
+}
+
+/// Why a machine cannot run on this many ranks.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("{ranks} ranks cannot split the plan's {shards} shards into equal power-of-two blocks")]
+#[diagnostic(
+    code(cllm::ranks),
+    help(
+        "run on {counts} ranks: `plan.shards` fixes which (the shard count never follows the rank count, so results do not change with it)"
+    )
+)]
+pub struct RankError {
+    pub ranks: usize,
+    pub shards: usize,
+    /// The rank counts that would do, e.g. "1, 2, 4 or 8".
+    pub counts: String,
+}
+
+impl RankError {
+    pub fn new(ranks: usize, shards: usize) -> RankError {
+        let counts: Vec<String> = rank_counts(shards).iter().map(usize::to_string).collect();
+        let counts = match counts.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => "1".into(),
+        };
+        RankError {
+            ranks,
+            shards,
+            counts,
+        }
+    }
+}
+
+/// A machine's place among the ranks.
+pub(super) struct Ranks {
+    pub exchange: Arc<dyn Exchange>,
+    /// The shards this rank runs.
+    pub own: Range<usize>,
+    /// Shards per rank (b).
+    pub block: usize,
+    /// All-gather buffers, sized once: the ranks' subtree sums, and losses.
+    pub sums: Vec<u8>,
+    pub losses_out: Vec<f64>,
+    pub losses_in: Vec<f64>,
+}
+
+impl Ranks {
+    pub fn new(
+        exchange: Arc<dyn Exchange>,
+        shards: usize,
+        grads: usize,
+        elem: usize,
+    ) -> Result<Ranks, RankError> {
+        let (rank, ranks) = (exchange.rank(), exchange.ranks());
+        if !rank_counts(shards).contains(&ranks) {
+            return Err(RankError::new(ranks, shards));
+        }
+        let block = shards / ranks;
+        Ok(Ranks {
+            exchange,
+            own: rank * block..(rank + 1) * block,
+            block,
+            sums: vec![0; ranks * grads * elem],
+            losses_out: Vec::new(),
+            losses_in: Vec::new(),
+        })
+    }
+}
+
+/// `values` as bytes (f32 and f64 are plain data: every byte pattern is a value).
+pub(super) fn bytes_of<T: cllm_kernels::Real>(values: &[T]) -> &[u8] {
+    // SAFETY: T is f32 or f64 (Real); the slice covers exactly the values' bytes.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rank_counts;
+
+    #[test]
+    fn blocks_are_power_of_two_subtrees() {
+        assert_eq!(rank_counts(8), [1, 2, 4, 8]);
+        assert_eq!(rank_counts(6), [3, 6]);
+        assert_eq!(rank_counts(12), [3, 6, 12]);
+        assert_eq!(rank_counts(1), [1]);
+    }
+}
+
+/// Ranks as threads of one process, for tests and for trying a split without MPI:
+/// `ThreadRanks::group(R)` gives R exchanges; each all-gather waits for all R.
+#[derive(Debug)]
+pub struct ThreadRanks {
+    rank: usize,
+    shared: Arc<Gathering>,
+}
+
+#[derive(Debug)]
+struct Gathering {
+    barrier: std::sync::Barrier,
+    slots: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl ThreadRanks {
+    pub fn group(ranks: usize) -> Vec<Arc<dyn Exchange>> {
+        let shared = Arc::new(Gathering {
+            barrier: std::sync::Barrier::new(ranks),
+            slots: std::sync::Mutex::new(vec![Vec::new(); ranks]),
+        });
+        (0..ranks)
+            .map(|rank| {
+                Arc::new(ThreadRanks {
+                    rank,
+                    shared: shared.clone(),
+                }) as Arc<dyn Exchange>
+            })
+            .collect()
+    }
+}
+
+impl Exchange for ThreadRanks {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn ranks(&self) -> usize {
+        self.shared.slots.lock().expect("no rank panicked").len()
+    }
+
+    fn all_gather(&self, send: &[u8], recv: &mut [u8]) {
+        self.shared.slots.lock().expect("no rank panicked")[self.rank] = send.to_vec();
+        self.shared.barrier.wait();
+        for (chunk, slot) in recv
+            .chunks_mut(send.len().max(1))
+            .zip(self.shared.slots.lock().expect("no rank panicked").iter())
+        {
+            chunk.copy_from_slice(slot);
+        }
+        self.shared.barrier.wait();
+    }
+}

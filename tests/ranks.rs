@@ -1,0 +1,106 @@
+//! A step split over ranks gives the same bits as one process: R "ranks" as threads of
+//! this process (`ThreadRanks`, the same exchange contract MPI fulfils), each a machine
+//! with its block of the shards, against single-process runs on 1 and 2 threads.
+
+use std::path::Path;
+
+use cllm::checkpoint;
+use cllm::machine::ThreadRanks;
+use cllm::runtime::{self, RunOptions};
+use cllm::spec::{self, Spec};
+
+fn tiny(threads: u64) -> Spec {
+    let text = format!(
+        "cllm 0.1\ndata {{ source = addition(digits = 2, held_out = 50) }}\n\
+         model gpt {{ context = 12 tokens  width = 32  layers = 2  heads = 2 }}\n\
+         train {{ steps = 6  batch = 16 seqs  accumulate = 2  log_every = 1 }}\n\
+         eval {{ every = 3 steps  batches = 2 }}\ncheckpoint {{ every = 3 steps }}\n\
+         plan {{ threads = {threads}  shards = 4 }}\n"
+    );
+    spec::parse(&text, "tiny", Path::new("."), &[]).unwrap()
+}
+
+/// Every tensor (parameters and AdamW moments) of the run's checkpoint, by name.
+fn state(dir: &Path) -> Vec<(String, Vec<u32>)> {
+    let stored = checkpoint::load(&dir.join(checkpoint::FILE_NAME)).unwrap();
+    let mut tensors: Vec<(String, Vec<u32>)> = (stored.tensors.into_iter())
+        .map(|(name, (_, v))| (name, v.iter().map(|x| x.to_bits()).collect()))
+        .collect();
+    tensors.sort();
+    tensors
+}
+
+fn run_on_ranks(ranks: usize, dir: &Path) -> Vec<runtime::RunSummary> {
+    let spec = tiny(1);
+    let handles: Vec<_> = ThreadRanks::group(ranks)
+        .into_iter()
+        .map(|exchange| {
+            let mut options = RunOptions::new(dir, ".");
+            options.quiet = true;
+            options.ranks = Some(exchange);
+            let spec = spec.clone();
+            std::thread::spawn(move || runtime::train(&spec, &options).unwrap())
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+#[test]
+fn ranks_give_the_single_process_bits() {
+    let root = tempfile::tempdir().unwrap();
+    let single = |threads: u64| {
+        let dir = root.path().join(format!("t{threads}"));
+        let mut options = RunOptions::new(&dir, ".");
+        options.quiet = true;
+        let summary = runtime::train(&tiny(threads), &options).unwrap();
+        (summary, state(&dir))
+    };
+    let (one, expected) = single(1);
+    let (two, on_two) = single(2);
+    assert_eq!(on_two, expected, "1 and 2 threads agree");
+    assert_eq!(one.losses, two.losses);
+    for ranks in [1, 2, 4] {
+        let dir = root.path().join(format!("r{ranks}"));
+        let summaries = run_on_ranks(ranks, &dir);
+        assert_eq!(
+            state(&dir),
+            expected,
+            "{ranks} ranks: parameters and moments"
+        );
+        for s in &summaries {
+            let same = s
+                .losses
+                .iter()
+                .zip(&one.losses)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{ranks} ranks: every rank's losses");
+            assert_eq!(s.val_loss.map(f64::to_bits), one.val_loss.map(f64::to_bits));
+        }
+    }
+}
+
+#[test]
+fn a_rank_count_that_does_not_split_the_shards_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = tiny(1);
+    let handles: Vec<_> = ThreadRanks::group(3)
+        .into_iter()
+        .map(|exchange| {
+            let mut options = RunOptions::new(dir.path(), ".");
+            options.quiet = true;
+            options.ranks = Some(exchange);
+            let spec = spec.clone();
+            std::thread::spawn(move || runtime::train(&spec, &options).map(|_| ()))
+        })
+        .collect();
+    for h in handles {
+        let error = h.join().unwrap().unwrap_err();
+        let text = format!("{error}");
+        assert!(
+            text.contains("3 ranks cannot split the plan's 4 shards"),
+            "{text}"
+        );
+        let help = miette::Diagnostic::help(&error).unwrap().to_string();
+        assert!(help.contains("1, 2 or 4"), "{help}");
+    }
+}
