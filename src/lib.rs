@@ -29,6 +29,8 @@ pub mod files;
 pub mod graph;
 pub mod lattice;
 pub mod machine;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod peak;
 pub mod plan;
 pub mod plot;

@@ -71,7 +71,10 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
             "\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
         );
     });
+    let ranks = ranks()?;
+    let follower = ranks.as_ref().is_some_and(|r| r.rank() != 0);
     let options = RunOptions {
+        ranks: ranks.clone(),
         resume: args.resume.as_deref().map(checkpoint::locate),
         stop_at: args.stop_at,
         quiet: args.quiet,
@@ -84,7 +87,14 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         },
         ..RunOptions::new(run_dir.clone(), base_dir)
     };
-    let summary = runtime::train(&spec, &options)?;
+    let summary = match runtime::train(&spec, &options) {
+        Ok(summary) => summary,
+        Err(error) => return Err(on_every_rank(error.into(), &ranks)),
+    };
+    if follower {
+        // Rank 0 speaks for the run (and wrote its checkpoint).
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut line = format!(
         "done: {} step{}, final loss {:.4}",
         summary.steps,
@@ -209,4 +219,40 @@ fn resumed(
         base_dir,
         run_dir,
     })
+}
+
+/// The MPI ranks of this run when `mpiexec` (or `srun`) started it with the `mpi`
+/// feature built in; none otherwise.
+#[cfg(feature = "mpi")]
+fn ranks() -> miette::Result<Option<Arc<dyn cllm::machine::Exchange>>> {
+    let mpi = cllm::mpi::start().map_err(|e| miette::miette!("cannot start MPI: {e}"))?;
+    Ok(mpi.map(|m| m as Arc<dyn cllm::machine::Exchange>))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn ranks() -> miette::Result<Option<Arc<dyn cllm::machine::Exchange>>> {
+    const LAUNCHED: [&str; 3] = ["PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK"];
+    if LAUNCHED.iter().any(|v| std::env::var_os(v).is_some()) {
+        eprintln!(
+            "warning: started by an MPI launcher, but this cllm was built without the `mpi` \
+             feature: every process trains the whole model alone (cargo build --release --features mpi)"
+        );
+    }
+    Ok(None)
+}
+
+/// An error of a run split over ranks ends every rank: one rank stopping alone would
+/// leave the others waiting in the next exchange. (Errors that follow from the spec or
+/// the numbers happen on every rank at once; a write that fails on rank 0 does not.)
+fn on_every_rank(
+    error: miette::Report,
+    ranks: &Option<Arc<dyn cllm::machine::Exchange>>,
+) -> miette::Report {
+    if let Some(ranks) = ranks
+        && ranks.ranks() > 1
+    {
+        eprintln!("rank {}: {error:?}", ranks.rank());
+        ranks.abort(1);
+    }
+    error
 }

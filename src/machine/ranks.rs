@@ -31,6 +31,24 @@ pub trait Exchange: Send + Sync + std::fmt::Debug {
     /// Every rank's `send` (the same length on each), in rank order, into `recv`
     /// (`ranks() × send.len()` bytes).
     fn all_gather(&self, send: &[u8], recv: &mut [u8]);
+    /// Ends every rank with `code` (a rank that stops alone would leave the others
+    /// waiting in the next exchange). Threads of one process end the process.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+/// Whether `flag` is set on any rank (every rank must ask at the same point).
+pub fn any_rank(exchange: &dyn Exchange, flag: bool) -> bool {
+    let mut all = [0u8; 1024];
+    let n = exchange.ranks();
+    if n > all.len() {
+        let mut all = vec![0u8; n];
+        exchange.all_gather(&[flag as u8], &mut all);
+        return all.contains(&1);
+    }
+    exchange.all_gather(&[flag as u8], &mut all[..n]);
+    all[..n].contains(&1)
 }
 
 /// The rank counts `shards` can be split over: R divides S and S/R is a power of two

@@ -84,7 +84,9 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         step_flops: plan.step_flops(spec.train.accumulate) as f64,
         // Measured at start-up (~0.1 s), as `cllm bench` does: MFU is against what this
         // machine's FMA units do at their widest width on the run's threads.
-        peak_gflops: crate::peak::fma_peak_gflops(plan.threads),
+        // Over R ranks, R processes of this machine's kind (each measures its own).
+        peak_gflops: crate::peak::fma_peak_gflops(plan.threads)
+            * options.ranks.as_ref().map_or(1, |r| r.ranks()) as f64,
         step_tokens: spec.train.batch as usize * spec.model.context as usize,
     };
     let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
@@ -112,7 +114,10 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         spec.train.batch,
         spec.model.context,
         state.machine.plan().shards,
-        state.machine.plan().threads,
+        match &options.ranks {
+            Some(r) => format!("{} ranks × {}", r.ranks(), state.machine.plan().threads),
+            None => state.machine.plan().threads.to_string(),
+        },
         match state.machine.compile_seconds() {
             Some(seconds) => format!("JIT compiled in {:.0} ms", 1e3 * seconds),
             None => "reference interpreter".to_string(),
@@ -149,9 +154,12 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     let pool = state.machine.pool();
     pool.install(|| -> Result<(), RunError> {
         while state.step < total {
-            if options.interrupt.load(Ordering::Relaxed)
-                || options.stop_at.is_some_and(|k| state.step >= k)
-            {
+            // Over ranks, all stop at the same step when any was interrupted.
+            let mut interrupted = options.interrupt.load(Ordering::Relaxed);
+            if let Some(ranks) = &options.ranks {
+                interrupted = crate::machine::any_rank(ranks.as_ref(), interrupted);
+            }
+            if interrupted || options.stop_at.is_some_and(|k| state.step >= k) {
                 stopped_early = true;
                 break;
             }

@@ -1,0 +1,89 @@
+//! MPI ranks (the `mpi` cargo feature): the [`Exchange`] of a run started by
+//! `mpiexec -n R cllm run SPEC`, over the system's MPI (MPICH or Open MPI) through the
+//! `mpi` crate. The one collective a step needs is an all-gather.
+
+use std::sync::Arc;
+
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::{Communicator, CommunicatorCollectives};
+
+use crate::machine::Exchange;
+
+/// The largest all-gather sent in one call (MPI counts are 32-bit).
+const CALL_BYTES: usize = 1 << 30;
+
+/// `MPI_COMM_WORLD` of this process; MPI is finalized when the last handle drops.
+pub struct Mpi {
+    world: SimpleCommunicator,
+    rank: usize,
+    ranks: usize,
+    _universe: Universe,
+}
+
+impl std::fmt::Debug for Mpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MPI rank {} of {}", self.rank, self.ranks)
+    }
+}
+
+// SAFETY: MPI is initialised with `Threading::Multiple` (checked in `start`), so any
+// thread may call it; the trainer makes its calls from one thread at a time anyway.
+unsafe impl Send for Mpi {}
+unsafe impl Sync for Mpi {}
+
+/// MPI, when this process was started by an MPI launcher (`mpiexec`, `srun`): the
+/// launchers set one of these variables. A plain `cllm run` never initialises MPI.
+pub fn start() -> Result<Option<Arc<Mpi>>, String> {
+    const LAUNCHED: [&str; 4] = ["PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK"];
+    if !LAUNCHED.iter().any(|v| std::env::var_os(v).is_some()) {
+        return Ok(None);
+    }
+    let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+        .ok_or("MPI was initialised twice")?;
+    if threading != mpi::Threading::Multiple {
+        return Err(format!(
+            "this MPI library offers {threading:?} threading; cllm needs Multiple"
+        ));
+    }
+    let world = universe.world();
+    let (rank, ranks) = (world.rank() as usize, world.size() as usize);
+    Ok(Some(Arc::new(Mpi {
+        world,
+        rank,
+        ranks,
+        _universe: universe,
+    })))
+}
+
+impl Exchange for Mpi {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn ranks(&self) -> usize {
+        self.ranks
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
+    fn all_gather(&self, send: &[u8], recv: &mut [u8]) {
+        let len = send.len();
+        if len <= CALL_BYTES {
+            self.world.all_gather_into(send, recv);
+            return;
+        }
+        // Past MPI's 32-bit counts: in pieces, each gathered then put in place.
+        let mut piece = vec![0u8; self.ranks * CALL_BYTES];
+        for start in (0..len).step_by(CALL_BYTES) {
+            let n = CALL_BYTES.min(len - start);
+            self.world
+                .all_gather_into(&send[start..start + n], &mut piece[..self.ranks * n]);
+            for r in 0..self.ranks {
+                recv[r * len + start..][..n].copy_from_slice(&piece[r * n..][..n]);
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! MPI ranks (`--features mpi`; needs `mpiexec` from MPICH or Open MPI): the same run
+//! on 1 process × 1 or 2 threads and on 1, 2 and 4 ranks gives the same parameters and
+//! moments bit for bit; a rank count that does not split the shards is refused; a
+//! 2-rank checkpoint resumes on 1 process bit for bit; a killed rank leaves the last
+//! checkpoint loadable.
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cllm::checkpoint;
+
+const CLLM: &str = env!("CARGO_BIN_EXE_cllm");
+
+/// Every tensor of the run's checkpoint (parameters and moments) as bits, by name.
+fn state(dir: &Path) -> Vec<(String, Vec<u32>)> {
+    let stored = checkpoint::load(&dir.join(checkpoint::FILE_NAME)).unwrap();
+    let mut tensors: Vec<(String, Vec<u32>)> = (stored.tensors.into_iter())
+        .map(|(name, (_, v))| (name, v.iter().map(|x| x.to_bits()).collect()))
+        .collect();
+    tensors.sort();
+    tensors
+}
+
+fn run(ranks: Option<usize>, args: &[&str]) -> Output {
+    let mut command = match ranks {
+        Some(n) => {
+            let mut c = Command::new("mpiexec");
+            c.args(["-n", &n.to_string(), CLLM]);
+            c
+        }
+        None => Command::new(CLLM),
+    };
+    command.args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn train(ranks: Option<usize>, threads: u64, dir: &Path, extra: &[&str]) -> Output {
+    let threads = threads.to_string();
+    let mut args = vec![
+        "run",
+        "specs/bench-xs.cllm",
+        "--steps",
+        "10",
+        "--threads",
+        &threads,
+        "--quiet",
+        "--out",
+    ];
+    args.push(dir.to_str().unwrap());
+    args.extend(extra);
+    let out = run(ranks, &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn ranks_give_the_single_process_bits() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| root.path().join(name);
+    train(None, 1, &dir("p1"), &[]);
+    train(None, 2, &dir("p2"), &[]);
+    let expected = state(&dir("p1"));
+    assert_eq!(state(&dir("p2")), expected, "1 and 2 threads");
+    for ranks in [1, 2, 4] {
+        let name = format!("r{ranks}");
+        train(Some(ranks), 1, &dir(&name), &[]);
+        assert_eq!(state(&dir(&name)), expected, "{ranks} ranks × 1 thread");
+    }
+    // Resume on 1 process from a checkpoint 2 ranks wrote at step 5.
+    train(Some(2), 1, &dir("half"), &["--stop-at", "5"]);
+    let resumed = run(
+        None,
+        &["run", "--resume", dir("half").to_str().unwrap(), "--quiet"],
+    );
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert_eq!(
+        state(&dir("half")),
+        expected,
+        "2 ranks to step 5, then 1 process"
+    );
+}
+
+#[test]
+fn a_rank_count_that_does_not_split_the_shards_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let out = run(
+        Some(3),
+        &[
+            "run",
+            "specs/bench-xs.cllm",
+            "--steps",
+            "2",
+            "--out",
+            root.path().to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 ranks cannot split the plan's 8 shards"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1, 2, 4 or 8"), "{stderr}");
+}
+
+#[test]
+fn a_killed_rank_leaves_the_last_checkpoint_loadable() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("killed");
+    let mut job = Command::new("mpiexec")
+        .args([
+            "-n",
+            "2",
+            CLLM,
+            "run",
+            "specs/bench-xs.cllm",
+            "--steps",
+            "100000",
+        ])
+        .args([
+            "--threads",
+            "1",
+            "--quiet",
+            "--set",
+            "checkpoint.every=3",
+            "--out",
+        ])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !dir.join(checkpoint::FILE_NAME).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoint in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The rank processes: `cllm run` whose command line names this run folder.
+    let pids = String::from_utf8(
+        Command::new("pgrep")
+            .args(["-f", &format!("run .*{}", dir.display())])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let victim = pids.lines().last().expect("the ranks are running");
+    Command::new("kill").args(["-9", victim]).status().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the other rank hangs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "the job reports the dead rank");
+    // The checkpoint is whole: it loads, and training continues from it.
+    let resumed = run(
+        None,
+        &[
+            "run",
+            "--resume",
+            dir.to_str().unwrap(),
+            "--steps",
+            "100000",
+            "--stop-at",
+            "0",
+            "--quiet",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!stderr.contains("not a readable"), "{stderr}");
+    checkpoint::load(&dir.join(checkpoint::FILE_NAME)).expect("the checkpoint loads");
+}
