@@ -31,6 +31,14 @@ fn state(dir: &Path) -> Vec<(String, Vec<u32>)> {
 }
 
 fn run_on_ranks(ranks: usize, dir: &Path) -> Vec<runtime::RunSummary> {
+    run_on_ranks_with(ranks, dir, runtime::Backend::Jit)
+}
+
+fn run_on_ranks_with(
+    ranks: usize,
+    dir: &Path,
+    backend: runtime::Backend,
+) -> Vec<runtime::RunSummary> {
     let spec = tiny(1);
     let handles: Vec<_> = ThreadRanks::group(ranks)
         .into_iter()
@@ -38,6 +46,7 @@ fn run_on_ranks(ranks: usize, dir: &Path) -> Vec<runtime::RunSummary> {
             let mut options = RunOptions::new(dir, ".");
             options.quiet = true;
             options.ranks = Some(exchange);
+            options.backend = backend;
             let spec = spec.clone();
             std::thread::spawn(move || runtime::train(&spec, &options).unwrap())
         })
@@ -77,6 +86,21 @@ fn ranks_give_the_single_process_bits() {
             assert_eq!(s.val_loss.map(f64::to_bits), one.val_loss.map(f64::to_bits));
         }
     }
+}
+
+/// The interpreter sums over ranks its own way (the whole tree twice, other ranks'
+/// buffers at −0.0): the same bits as the interpreter alone.
+#[test]
+fn the_interpreter_over_ranks_gives_its_own_single_process_bits() {
+    let root = tempfile::tempdir().unwrap();
+    let alone = root.path().join("alone");
+    let mut options = RunOptions::new(&alone, ".");
+    options.quiet = true;
+    options.backend = runtime::Backend::Interp;
+    runtime::train(&tiny(1), &options).unwrap();
+    let split = root.path().join("split");
+    run_on_ranks_with(2, &split, runtime::Backend::Interp);
+    assert_eq!(state(&split), state(&alone));
 }
 
 #[test]

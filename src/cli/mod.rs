@@ -10,6 +10,7 @@ pub mod plan;
 pub mod plot;
 pub mod run;
 pub mod sample;
+pub mod scaling;
 mod stored;
 
 /// Prints a diagnostic the way every subcommand does.

@@ -26,6 +26,17 @@ pub struct PlanArgs {
     /// columns across) into this SVG file.
     #[arg(long, value_name = "FILE")]
     mask_svg: Option<PathBuf>,
+    /// Print the split over R MPI ranks: each rank's shards, the bytes it sends a step,
+    /// and the cost model's step time and scaling efficiency for 1…64 ranks.
+    #[arg(long, value_name = "R")]
+    ranks: Option<usize>,
+    /// The network of the cost model: bandwidth,latency.
+    #[arg(long, value_name = "BANDWIDTH,LATENCY", default_value = "10Gbit,50us")]
+    network: String,
+    /// One process's FLOP rate on this step for the cost model, GFLOP/s (default: 60%
+    /// of the FMA peak measured now on `plan.threads`; `cllm bench` measures the real one).
+    #[arg(long, value_name = "G")]
+    gflops: Option<f64>,
 }
 
 pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
@@ -49,6 +60,13 @@ pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
         std::fs::write(path, picture)
             .map_err(|error| miette::miette!("cannot write {}: {error}", path.display()))?;
         eprintln!("wrote the attention mask to {}", path.display());
+    }
+    if let Some(ranks) = args.ranks {
+        print!(
+            "{}",
+            super::scaling::report(&spec, &plan, ranks, &args.network, args.gflops)?
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     if args.kernels {
         print!("{}", plan::kernel_listing(&plan));

@@ -116,6 +116,14 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         "wall {:.1} s; training at {:.0} tok/s, MFU {:.1}% (averaged over this invocation's steps)",
         a.wall_seconds, a.tokens_per_s, a.mfu
     );
+    if let (Some(seconds), Some(ranks)) = (summary.exchange_seconds, &ranks) {
+        println!(
+            "{} ranks: {seconds:.2} s in the exchange (waiting for the slowest rank included), \
+             {:.1}% of the wall time",
+            ranks.ranks(),
+            100.0 * seconds / a.wall_seconds.max(1e-9)
+        );
+    }
     draw_curves(&run_dir);
     if summary.stopped_early {
         // The checkpoint holds the resolved spec with every override: the

@@ -67,6 +67,38 @@ impl Machine<f32> {
                 )
             })
             .collect();
+        if let Some(ranks) = &mut self.ranks {
+            // Pass 1: this rank's shards, −0.0 for the others', the sum into shard 0's
+            // buffer (or `partial` when shard 0 is another rank's). Pass 2: each rank's
+            // sum at its block's first shard, −0.0 elsewhere, the total into shard 0's.
+            let (len, block) = (self.params.len(), ranks.block);
+            let zero = ranks.minus_zero.as_mut_ptr().cast::<u8>();
+            let pass = |slot: &mut dyn FnMut(usize, usize) -> *mut u8| -> Vec<Table> {
+                chunks
+                    .iter()
+                    .map(|c| Table((0..self.plan.shards).map(|s| slot(s, c.offset)).collect()))
+                    .collect()
+            };
+            let grads: Vec<*mut f32> = self
+                .shard_grads
+                .iter_mut()
+                .map(|g| g.as_mut_ptr())
+                .collect();
+            let (own, partial) = (ranks.own.clone(), ranks.partial.as_mut_ptr());
+            // SAFETY (both passes): offsets stay inside each buffer (chunks cover P floats).
+            let first = pass(&mut |s, at| match s {
+                _ if own.contains(&s) => unsafe { grads[s].add(at).cast() },
+                0 => unsafe { partial.add(at).cast() },
+                _ => zero,
+            });
+            let sums = ranks.sums.as_mut_ptr();
+            let second = pass(&mut |s, at| match s {
+                0 => unsafe { grads[0].add(at).cast() },
+                _ if s.is_multiple_of(block) => unsafe { sums.add((s / block) * len + at).cast() },
+                _ => zero,
+            });
+            ranks.tables = Some((first, second));
+        }
         self.program = Some(Bound {
             program,
             shard_sum_tables,

@@ -101,7 +101,7 @@ pub struct Machine<T: Real> {
     /// Fill every arena tensor with NaN right after its last use (tests liveness).
     poison: bool,
     /// This process's shards and exchange when the step is split over ranks.
-    ranks: Option<ranks::Ranks>,
+    ranks: Option<ranks::Ranks<T>>,
 }
 
 /// A compiled program and the argument tables of its optimizer kernels, per chunk.
@@ -201,9 +201,15 @@ impl<T: Real> Machine<T> {
     pub fn set_ranks(&mut self, exchange: Arc<dyn Exchange>) -> Result<(), RankError> {
         assert!(self.program.is_none(), "set_ranks goes before attach_jit");
         let grads = self.params.len();
-        let ranks = ranks::Ranks::new(exchange, self.plan.shards, grads, size_of::<T>())?;
+        let ranks = ranks::Ranks::new(exchange, self.plan.shards, grads)?;
         self.ranks = Some(ranks);
         Ok(())
+    }
+
+    /// Seconds this process has spent exchanging with the other ranks (waiting for the
+    /// slowest included); `None` when it runs alone.
+    pub fn exchange_seconds(&self) -> Option<f64> {
+        self.ranks.as_ref().map(|r| r.exchange_seconds)
     }
 
     /// The shards this process runs: all of them, or its rank's block.

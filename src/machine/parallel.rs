@@ -105,9 +105,9 @@ impl<T: Real> Machine<T> {
                 let recv_bytes = unsafe {
                     std::slice::from_raw_parts_mut(recv.as_mut_ptr().cast::<u8>(), 8 * recv.len())
                 };
-                ranks
-                    .exchange
-                    .all_gather(super::ranks::bytes_of(&ranks.losses_out), recv_bytes);
+                let started = std::time::Instant::now();
+                (ranks.exchange).all_gather(super::ranks::bytes_of(&ranks.losses_out), recv_bytes);
+                ranks.exchange_seconds += started.elapsed().as_secs_f64();
                 // Rank r sent its shards' losses in (micro-batch, shard) order.
                 let per_rank = ranks.losses_out.len();
                 for pass in 0..passes {
@@ -127,6 +127,11 @@ impl<T: Real> Machine<T> {
         let Some(ranks) = &mut self.ranks else {
             return self.tree_sum();
         };
+        if ranks.tables.is_some() {
+            return self.sum_over_ranks_compiled();
+        }
+        // The interpreter: the other ranks' buffers filled with −0.0, the whole tree run
+        // twice (simple, and only for tests and the reference back end).
         let (own, block, len) = (ranks.own.clone(), ranks.block, self.params.len());
         let minus_zero = T::from_f64(-0.0);
         for (s, g) in self.shard_grads.iter_mut().enumerate() {
@@ -136,23 +141,74 @@ impl<T: Real> Machine<T> {
         }
         self.tree_sum();
         let ranks = self.ranks.as_mut().expect("split over ranks");
-        ranks.exchange.all_gather(
-            super::ranks::bytes_of(&self.shard_grads[0]),
-            &mut ranks.sums,
-        );
-        let bytes = len * size_of::<T>();
+        let started = std::time::Instant::now();
+        let send = super::ranks::bytes_of(&self.shard_grads[0]);
+        (ranks.exchange).all_gather(send, super::ranks::bytes_of_mut(&mut ranks.sums));
+        ranks.exchange_seconds += started.elapsed().as_secs_f64();
         for (s, g) in self.shard_grads.iter_mut().enumerate() {
             if s.is_multiple_of(block) {
-                let sum = &ranks.sums[(s / block) * bytes..][..bytes];
-                // SAFETY: T is plain data (f32 or f64); `g` has exactly `bytes` bytes.
-                let g_bytes =
-                    unsafe { std::slice::from_raw_parts_mut(g.as_mut_ptr().cast::<u8>(), bytes) };
-                g_bytes.copy_from_slice(sum);
+                g.copy_from_slice(&ranks.sums[(s / block) * len..][..len]);
             } else {
                 g.fill(minus_zero);
             }
         }
         self.tree_sum();
+    }
+
+    /// The compiled tree over ranks: pass 1 over this rank's shards (the others' read as
+    /// a chunk of −0.0), the all-gather, pass 2 over the ranks' sums (`ranks.rs`).
+    fn sum_over_ranks_compiled(&mut self) {
+        let pool = std::sync::Arc::clone(&self.pool);
+        let Machine {
+            ranks,
+            program,
+            chunk_squares,
+            shard_grads,
+            ..
+        } = self;
+        let super::ranks::Ranks {
+            exchange,
+            sums,
+            partial,
+            tables,
+            exchange_seconds,
+            ..
+        } = ranks.as_mut().expect("split over ranks");
+        let bound = program.as_ref().expect("compiled");
+        let (first, second) = tables.as_ref().expect("tables bound");
+        let run = |tables: &[super::Table], squares: &mut [f64]| {
+            pool.install(|| {
+                squares
+                    .par_iter_mut()
+                    .zip(tables)
+                    .zip(&bound.program.shard_sum)
+                    .for_each(|((squares, table), kernel)| {
+                        // SAFETY: each table points at one chunk of its buffers; chunks
+                        // are disjoint, and the −0.0 chunk is only read.
+                        *squares = unsafe { kernel(table.0.as_ptr(), [0.0f64].as_ptr()) };
+                    })
+            })
+        };
+        // Shard 0 belongs to another rank: this rank's sum goes to `partial`, which the
+        // tree also reads as shard 0's (−0.0) input.
+        partial.fill(T::from_f64(-0.0));
+        run(first, chunk_squares);
+        let started = std::time::Instant::now();
+        let mine = if partial.is_empty() {
+            &shard_grads[0]
+        } else {
+            &*partial
+        };
+        exchange.all_gather(
+            super::ranks::bytes_of(mine),
+            super::ranks::bytes_of_mut(sums),
+        );
+        *exchange_seconds += started.elapsed().as_secs_f64();
+        let len = shard_grads[0].len();
+        if !partial.is_empty() {
+            shard_grads[0].copy_from_slice(&sums[..len]);
+        }
+        run(second, chunk_squares);
     }
 
     /// The fixed tree over every shard buffer, chunk by chunk in parallel, recording

@@ -91,38 +91,55 @@ impl RankError {
     }
 }
 
-/// A machine's place among the ranks.
-pub(super) struct Ranks {
+/// A machine's place among the ranks, and the buffers of its exchange (sized once).
+pub(super) struct Ranks<T> {
     pub exchange: Arc<dyn Exchange>,
     /// The shards this rank runs.
     pub own: Range<usize>,
     /// Shards per rank (b).
     pub block: usize,
-    /// All-gather buffers, sized once: the ranks' subtree sums, and losses.
-    pub sums: Vec<u8>,
+    /// Every rank's subtree sum, in rank order (R × P), as the all-gather leaves them.
+    pub sums: Vec<T>,
+    /// This rank's subtree sum when its block does not hold shard 0 (P), else empty.
+    pub partial: Vec<T>,
+    /// −0.0, one parameter chunk long: what the compiled tree reads for the shards of
+    /// other ranks (never written).
+    pub minus_zero: Vec<T>,
+    /// The compiled tree's argument tables per chunk, for the two passes (JIT only).
+    pub tables: Option<(Vec<super::Table>, Vec<super::Table>)>,
     pub losses_out: Vec<f64>,
     pub losses_in: Vec<f64>,
+    /// Seconds spent in all-gathers (waiting for the slowest rank included).
+    pub exchange_seconds: f64,
 }
 
-impl Ranks {
+impl<T: cllm_kernels::Real> Ranks<T> {
     pub fn new(
         exchange: Arc<dyn Exchange>,
         shards: usize,
         grads: usize,
-        elem: usize,
-    ) -> Result<Ranks, RankError> {
+    ) -> Result<Self, RankError> {
         let (rank, ranks) = (exchange.rank(), exchange.ranks());
         if !rank_counts(shards).contains(&ranks) {
             return Err(RankError::new(ranks, shards));
         }
         let block = shards / ranks;
+        let minus_zero = T::from_f64(-0.0);
         Ok(Ranks {
             exchange,
             own: rank * block..(rank + 1) * block,
             block,
-            sums: vec![0; ranks * grads * elem],
+            sums: vec![T::default(); ranks * grads],
+            partial: if rank == 0 {
+                Vec::new()
+            } else {
+                vec![minus_zero; grads]
+            },
+            minus_zero: vec![minus_zero; crate::plan::PARAM_CHUNK],
+            tables: None,
             losses_out: Vec::new(),
             losses_in: Vec::new(),
+            exchange_seconds: 0.0,
         })
     }
 }
@@ -131,6 +148,13 @@ impl Ranks {
 pub(super) fn bytes_of<T: cllm_kernels::Real>(values: &[T]) -> &[u8] {
     // SAFETY: T is f32 or f64 (Real); the slice covers exactly the values' bytes.
     unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
+}
+
+/// `values` as bytes to write (f32 and f64 take any byte pattern).
+pub(super) fn bytes_of_mut<T: cllm_kernels::Real>(values: &mut [T]) -> &mut [u8] {
+    let len = std::mem::size_of_val(values);
+    // SAFETY: T is f32 or f64 (Real): every byte pattern is a valid value.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), len) }
 }
 
 #[cfg(test)]

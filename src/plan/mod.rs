@@ -21,6 +21,7 @@ mod memory;
 mod placement;
 mod recompute;
 mod report;
+pub mod scaling;
 mod svg;
 
 pub use error::PlanError;

@@ -31,6 +31,8 @@ pub struct RunSummary {
     pub checkpoint: PathBuf,
     /// Wall time, and tokens/s and MFU averaged over this invocation's training time.
     pub averages: Averages,
+    /// Seconds spent exchanging with other ranks (a run split over ranks).
+    pub exchange_seconds: Option<f64>,
 }
 
 struct State {
@@ -235,6 +237,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         stopped_early,
         checkpoint: checkpoint_path,
         averages,
+        exchange_seconds: state.machine.exchange_seconds(),
     })
 }
 

@@ -1,0 +1,108 @@
+//! The text of `cllm plan --ranks R`: the split over ranks and the cost model's table.
+
+use std::fmt::Write;
+
+use cllm::machine::rank_counts;
+use cllm::plan::Plan;
+use cllm::plan::scaling::{Network, Step, exchange_dominates, predict};
+use cllm::spec::Spec;
+
+pub fn report(
+    spec: &Spec,
+    plan: &Plan,
+    ranks: usize,
+    network: &str,
+    gflops: Option<f64>,
+) -> miette::Result<String> {
+    let net = Network::parse(network).map_err(|e| miette::miette!("--network {e}"))?;
+    let shards = plan.shards;
+    let allowed = rank_counts(shards);
+    if !allowed.contains(&ranks) {
+        return Err(cllm::machine::RankError::new(ranks, shards).into());
+    }
+    let (rate, assumed) = match gflops {
+        Some(g) if g.is_finite() && g > 0.0 => (g * 1e9, "given"),
+        Some(g) => miette::bail!("--gflops must be positive, not {g}"),
+        None => (
+            0.6 * cllm::peak::fma_peak_gflops(plan.threads) * 1e9,
+            "60% of the measured FMA peak",
+        ),
+    };
+    let step = Step {
+        flops: plan.step_flops(spec.train.accumulate) as f64,
+        params: plan.graph.parameter_count() as f64,
+        shards,
+        flop_rate: rate,
+        memory_bytes_per_s: cllm::peak::triad_gbps() * 1e9,
+    };
+    let mut out = String::new();
+    let block = shards / ranks;
+    let _ = writeln!(
+        out,
+        "{ranks} rank(s) × {} thread(s); plan.shards = {shards} splits over {} ranks",
+        plan.threads,
+        allowed
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for r in 0..ranks {
+        let _ = writeln!(
+            out,
+            "  rank {r}: shards {}..{}",
+            r * block,
+            (r + 1) * block - 1
+        );
+    }
+    let one = predict(&step, &net, ranks);
+    let _ = writeln!(
+        out,
+        "each rank sends {:.1} MB a step (its subtree sum of the gradient, {:.2}M floats; the \
+         shards' losses; the stop flag) and receives {} times that",
+        one.sent_bytes / 1e6,
+        step.params / 1e6,
+        ranks - 1
+    );
+    let _ = writeln!(
+        out,
+        "\ncost model (docs/scaling.md): {:.2} GFLOP a step; one process {:.1} GFLOP/s ({assumed}), \
+         memory {:.1} GB/s; network {:.1} Gbit/s, {:.0} µs",
+        step.flops / 1e9,
+        rate / 1e9,
+        step.memory_bytes_per_s / 1e9,
+        8.0 * net.bytes_per_s / 1e9,
+        net.latency_s * 1e6
+    );
+    let _ = writeln!(
+        out,
+        "{:>6} {:>12} {:>12} {:>9} {:>10} {:>11}",
+        "ranks", "compute ms", "exchange ms", "tree ms", "step ms", "efficiency"
+    );
+    for r in (0..7).map(|k| 1usize << k) {
+        let p = predict(&step, &net, r);
+        let _ = writeln!(
+            out,
+            "{:>6} {:>12.1} {:>12.1} {:>9.1} {:>10.1} {:>10.0}%",
+            r,
+            1e3 * p.compute_s,
+            1e3 * p.exchange_s,
+            1e3 * p.tree_s,
+            1e3 * p.step_s,
+            100.0 * p.efficiency
+        );
+    }
+    match exchange_dominates(&step, &net) {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "the exchange takes longer than compute from {r} ranks (ranks past {} need more `plan.shards`)",
+                shards
+            );
+        }
+        None => {
+            let _ = writeln!(out, "the exchange stays below compute up to 2^19 ranks");
+        }
+    }
+    Ok(out)
+}

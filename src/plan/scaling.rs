@@ -1,0 +1,154 @@
+//! `cllm plan --ranks R`: what a run split over R ranks sends, and a cost model of its
+//! step time, so the plan past one machine is a number before it is a cluster.
+//!
+//! Per step, rank r of R computes its S/R shards (a 1/R share of the step's FLOPs) and
+//! then exchanges (`machine/ranks.rs`): an all-gather of every rank's subtree sum of the
+//! gradient (P floats from each), one of the shards' losses and one of the stop flag.
+//! With the ring algorithm MPI uses for large all-gathers each rank receives (R − 1)
+//! messages in R − 1 rounds:
+//!
+//!   compute(R)  = FLOPs / (R · F)                      F: one process's FLOP rate
+//!   exchange(R) = (R − 1) · (3α + 4P / β)              α latency, β bandwidth (bytes/s)
+//!   tree(R)     = 2 · S · 4P / B    (R > 1)            the two local tree passes, at
+//!                                                      memory bandwidth B
+//!   efficiency  = compute(1) / (R · step(R))
+//!
+//! The all-gather keeps every float's sum in the single process's tree order (the bits
+//! do not change with R), but its bytes grow with R where an all-reduce's do not: the
+//! exchange overtakes compute near R ≈ √(FLOPs · β / (4P · F)).
+
+/// A network: bandwidth in bytes per second and latency in seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Network {
+    pub bytes_per_s: f64,
+    pub latency_s: f64,
+}
+
+impl Network {
+    /// `10Gbit,50us`: a bandwidth in Gbit (or Mbit) per second and a latency in µs,
+    /// ms or ns.
+    pub fn parse(text: &str) -> Result<Network, String> {
+        let (bandwidth, latency) = text
+            .split_once(',')
+            .ok_or_else(|| format!("`{text}`: write bandwidth,latency such as `10Gbit,50us`"))?;
+        let number = |s: &str, units: &[(&str, f64)]| -> Result<f64, String> {
+            let s = s.trim();
+            let (value, scale) = units
+                .iter()
+                .find_map(|(u, scale)| s.strip_suffix(u).map(|v| (v, *scale)))
+                .ok_or_else(|| {
+                    let names: Vec<&str> = units.iter().map(|u| u.0).collect();
+                    format!("`{s}`: expected a unit among {}", names.join(", "))
+                })?;
+            let value: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}` is not a number"))?;
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("`{s}` must be positive"));
+            }
+            Ok(value * scale)
+        };
+        let bits = number(bandwidth, &[("Gbit", 1e9), ("Mbit", 1e6)])?;
+        let latency = number(latency, &[("us", 1e-6), ("ms", 1e-3), ("ns", 1e-9)])?;
+        Ok(Network {
+            bytes_per_s: bits / 8.0,
+            latency_s: latency,
+        })
+    }
+}
+
+/// The model's inputs for one spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// FLOPs of one step (every shard, every micro-batch).
+    pub flops: f64,
+    /// Parameters (P): floats in one gradient.
+    pub params: f64,
+    /// Shards (S).
+    pub shards: usize,
+    /// One process's FLOP rate on this step (F), FLOP/s.
+    pub flop_rate: f64,
+    /// Memory bandwidth of one process (B), bytes/s.
+    pub memory_bytes_per_s: f64,
+}
+
+/// One row of the model: seconds per step and their parts, on `ranks` ranks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    pub ranks: usize,
+    pub compute_s: f64,
+    pub exchange_s: f64,
+    pub tree_s: f64,
+    pub step_s: f64,
+    /// compute(1) / (R · step(R)).
+    pub efficiency: f64,
+    /// Bytes each rank sends per step (its gradient subtree sum, losses and flag).
+    pub sent_bytes: f64,
+}
+
+pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
+    let r = ranks as f64;
+    let compute_s = step.flops / (r * step.flop_rate);
+    let message = 4.0 * step.params;
+    let exchange_s = (r - 1.0) * (3.0 * net.latency_s + message / net.bytes_per_s);
+    let tree_s = if ranks > 1 {
+        2.0 * step.shards as f64 * message / step.memory_bytes_per_s
+    } else {
+        0.0
+    };
+    let step_s = compute_s + exchange_s + tree_s;
+    let single = step.flops / step.flop_rate;
+    Prediction {
+        ranks,
+        compute_s,
+        exchange_s,
+        tree_s,
+        step_s,
+        efficiency: single / (r * step_s),
+        sent_bytes: if ranks > 1 {
+            message + 8.0 * step.shards as f64 + 1.0
+        } else {
+            0.0
+        },
+    }
+}
+
+/// The smallest power-of-two R at which the exchange takes longer than compute.
+pub fn exchange_dominates(step: &Step, net: &Network) -> Option<usize> {
+    (0..20).map(|k| 1usize << k).find(|&r| {
+        let p = predict(step, net, r);
+        p.exchange_s > p.compute_s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_parse_and_the_model_adds_up() {
+        let net = Network::parse("10Gbit,50us").unwrap();
+        assert_eq!(net.bytes_per_s, 1.25e9);
+        assert!((net.latency_s - 50e-6).abs() < 1e-12);
+        assert!(Network::parse("10Gbps,50us").is_err());
+        assert!(Network::parse("10Gbit").is_err());
+        let step = Step {
+            flops: 1e12,
+            params: 1e7,
+            shards: 8,
+            flop_rate: 1e11,
+            memory_bytes_per_s: 2e10,
+        };
+        let one = predict(&step, &net, 1);
+        assert_eq!((one.efficiency, one.exchange_s), (1.0, 0.0));
+        let two = predict(&step, &net, 2);
+        // 10 s of compute halves; 40 MB at 1.25 GB/s is 32 ms (+150 µs); tree 32 ms.
+        assert!((two.compute_s - 5.0).abs() < 1e-9);
+        assert!((two.exchange_s - 0.03215).abs() < 1e-6);
+        assert!((two.tree_s - 0.032).abs() < 1e-9);
+        assert!(two.efficiency < 1.0 && two.efficiency > 0.98);
+        // √(1e12 · 1.25e9 / (4e7 · 1e11)) ≈ 17.7: first power of two past it is 32.
+        assert_eq!(exchange_dominates(&step, &net), Some(32));
+    }
+}
