@@ -9,8 +9,10 @@
 //!
 //!   compute(R)  = FLOPs / (R · F)                      F: one process's FLOP rate
 //!   exchange(R) = (R − 1) · (3α + 4P / β)              α latency, β bandwidth (bytes/s)
-//!   tree(R)     = 2 · S · 4P / B    (R > 1)            the two local tree passes, at
-//!                                                      memory bandwidth B
+//!   tree(R)     = (R + 4) · 4P / B    (R > 1)          what the single process's tree
+//!                                                      does not: reading the R sums,
+//!                                                      two writes, a fill and a copy,
+//!                                                      at memory bandwidth B
 //!   efficiency  = compute(1) / (R · step(R))
 //!
 //! The all-gather keeps every float's sum in the single process's tree order (the bits
@@ -93,7 +95,7 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
     let message = 4.0 * step.params;
     let exchange_s = (r - 1.0) * (3.0 * net.latency_s + message / net.bytes_per_s);
     let tree_s = if ranks > 1 {
-        2.0 * step.shards as f64 * message / step.memory_bytes_per_s
+        (r + 4.0) * message / step.memory_bytes_per_s
     } else {
         0.0
     };
@@ -143,10 +145,10 @@ mod tests {
         let one = predict(&step, &net, 1);
         assert_eq!((one.efficiency, one.exchange_s), (1.0, 0.0));
         let two = predict(&step, &net, 2);
-        // 10 s of compute halves; 40 MB at 1.25 GB/s is 32 ms (+150 µs); tree 32 ms.
+        // 10 s of compute halves; 40 MB at 1.25 GB/s is 32 ms (+150 µs); tree 6 × 2 ms.
         assert!((two.compute_s - 5.0).abs() < 1e-9);
         assert!((two.exchange_s - 0.03215).abs() < 1e-6);
-        assert!((two.tree_s - 0.032).abs() < 1e-9);
+        assert!((two.tree_s - 0.012).abs() < 1e-9);
         assert!(two.efficiency < 1.0 && two.efficiency > 0.98);
         // √(1e12 · 1.25e9 / (4e7 · 1e11)) ≈ 17.7: first power of two past it is 32.
         assert_eq!(exchange_dominates(&step, &net), Some(32));
