@@ -215,7 +215,10 @@ fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[Curves]) -> 
         .x_desc("step")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("lr")
-        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .y_label_formatter(&|v| match *v {
+            0.0 => "0".to_string(),
+            v => format!("{v:.1e}"),
+        })
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;

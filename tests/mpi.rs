@@ -113,6 +113,46 @@ fn a_rank_count_that_does_not_split_the_shards_is_refused() {
 }
 
 #[test]
+fn a_rank_started_with_another_spec_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("mixed");
+    let out = out.to_str().unwrap();
+    // One `mpiexec`, two command lines (MPMD): rank 1 overrides the learning rate.
+    let run = Command::new("mpiexec")
+        .args([
+            "-n",
+            "1",
+            CLLM,
+            "run",
+            "specs/bench-xs.cllm",
+            "--steps",
+            "2",
+            "--out",
+            out,
+        ])
+        .args([
+            ":",
+            "-n",
+            "1",
+            CLLM,
+            "run",
+            "specs/bench-xs.cllm",
+            "--steps",
+            "2",
+        ])
+        .args(["--set", "train.optimizer=adamw(lr = 1e-3)", "--out", out])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 runs another spec, plan or cllm binary than rank 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_killed_rank_leaves_the_last_checkpoint_loadable() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("killed");
