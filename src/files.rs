@@ -8,15 +8,7 @@ use std::path::Path;
 /// The whole of the regular file at `path`, refusing anything else (a FIFO, a device, a
 /// socket, a folder) and anything over `limit` bytes, before opening it.
 pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        let kind = if meta.is_dir() {
-            "a folder"
-        } else {
-            "not a regular file (a FIFO, a device or a socket)"
-        };
-        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {kind}")));
-    }
+    let meta = regular(path)?;
     if meta.len() > limit {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -31,6 +23,21 @@ pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The metadata of the regular file at `path`; anything else (a FIFO, a device, a
+/// socket, a folder) is an error saying what it is, found without opening it.
+fn regular(path: &Path) -> std::io::Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a FIFO, a device or a socket)"
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {kind}")));
+    }
+    Ok(meta)
+}
+
 /// The limit for a spec file: specs are a page of text.
 pub const SPEC_LIMIT: u64 = 16 << 20;
 /// No limit beyond the file's own size (corpora, checkpoints, weights: the memory
@@ -41,15 +48,7 @@ pub const ANY_SIZE: u64 = u64::MAX;
 /// `read_regular` refuses. The bytes are paged in as they are read, never copied whole:
 /// a corpus larger than memory can be trained on. An empty file maps to no bytes.
 pub fn map_regular(path: &Path) -> std::io::Result<Mapped> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        let kind = if meta.is_dir() {
-            "a folder"
-        } else {
-            "not a regular file (a FIFO, a device or a socket)"
-        };
-        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {kind}")));
-    }
+    let meta = regular(path)?;
     if meta.len() == 0 {
         return Ok(Mapped(None));
     }

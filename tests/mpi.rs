@@ -11,17 +11,10 @@ use std::time::{Duration, Instant};
 
 use cllm::checkpoint;
 
-const CLLM: &str = env!("CARGO_BIN_EXE_cllm");
+mod common;
+use common::checkpoint_bits as state;
 
-/// Every tensor of the run's checkpoint (parameters and moments) as bits, by name.
-fn state(dir: &Path) -> Vec<(String, Vec<u32>)> {
-    let stored = checkpoint::load(&dir.join(checkpoint::FILE_NAME)).unwrap();
-    let mut tensors: Vec<(String, Vec<u32>)> = (stored.tensors.into_iter())
-        .map(|(name, (_, v))| (name, v.iter().map(|x| x.to_bits()).collect()))
-        .collect();
-    tensors.sort();
-    tensors
-}
+const CLLM: &str = env!("CARGO_BIN_EXE_cllm");
 
 fn run(ranks: Option<usize>, args: &[&str]) -> Output {
     let mut command = match ranks {

@@ -4,10 +4,12 @@
 
 use std::path::Path;
 
-use cllm::checkpoint;
 use cllm::machine::ThreadRanks;
 use cllm::runtime::{self, RunOptions};
 use cllm::spec::{self, Spec};
+
+mod common;
+use common::checkpoint_bits as state;
 
 fn tiny(threads: u64) -> Spec {
     let text = format!(
@@ -18,16 +20,6 @@ fn tiny(threads: u64) -> Spec {
          plan {{ threads = {threads}  shards = 4 }}\n"
     );
     spec::parse(&text, "tiny", Path::new("."), &[]).unwrap()
-}
-
-/// Every tensor (parameters and AdamW moments) of the run's checkpoint, by name.
-fn state(dir: &Path) -> Vec<(String, Vec<u32>)> {
-    let stored = checkpoint::load(&dir.join(checkpoint::FILE_NAME)).unwrap();
-    let mut tensors: Vec<(String, Vec<u32>)> = (stored.tensors.into_iter())
-        .map(|(name, (_, v))| (name, v.iter().map(|x| x.to_bits()).collect()))
-        .collect();
-    tensors.sort();
-    tensors
 }
 
 fn run_on_ranks(ranks: usize, dir: &Path) -> Vec<runtime::RunSummary> {

@@ -93,12 +93,7 @@ impl Reporter {
             bar,
             metrics: Some(metrics),
             quiet,
-            window_start: Instant::now(),
-            window_steps: 0,
-            started: Instant::now(),
-            speed,
-            trained_seconds: 0.0,
-            trained_steps: 0,
+            ..Reporter::silent(total, speed)
         })
     }
 

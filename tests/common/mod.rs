@@ -17,3 +17,16 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Every tensor of the checkpoint in `dir` (parameters and AdamW moments) as bits,
+/// sorted by name: two runs agree bit for bit when these are equal.
+#[allow(dead_code)] // not every test that includes this module compares checkpoints
+pub fn checkpoint_bits(dir: &std::path::Path) -> Vec<(String, Vec<u32>)> {
+    let file = dir.join(cllm::checkpoint::FILE_NAME);
+    let stored = cllm::checkpoint::load(&file).unwrap();
+    let mut tensors: Vec<(String, Vec<u32>)> = (stored.tensors.into_iter())
+        .map(|(name, (_, v))| (name, v.iter().map(|x| x.to_bits()).collect()))
+        .collect();
+    tensors.sort();
+    tensors
+}
