@@ -81,9 +81,9 @@ impl<T: Real> Machine<T> {
                 });
         });
         // Σ loss in (micro-batch, shard) order, whichever worker (or rank) ran a shard.
-        let loss_of = |workers_: &[super::worker::Worker<T>], pass: usize| {
-            let s = pass % shards;
-            workers_[((s - own.start) % workers) % workers].losses[pass]
+        // Worker w ran the rank's shards own.start + w, + 2w, …
+        let loss_of = |list: &[super::worker::Worker<T>], pass: usize| {
+            list[(pass % shards - own.start) % workers].losses[pass]
         };
         let mut total = 0.0;
         match &mut self.ranks {
@@ -100,11 +100,7 @@ impl<T: Real> Machine<T> {
                 }
                 let count = ranks.exchange.ranks();
                 ranks.losses_in.resize(count * ranks.losses_out.len(), 0.0);
-                let recv = &mut ranks.losses_in;
-                // SAFETY: f64 is plain data; the byte view covers exactly `recv`.
-                let recv_bytes = unsafe {
-                    std::slice::from_raw_parts_mut(recv.as_mut_ptr().cast::<u8>(), 8 * recv.len())
-                };
+                let recv_bytes = super::ranks::bytes_of_mut(&mut ranks.losses_in);
                 let started = std::time::Instant::now();
                 (ranks.exchange).all_gather(super::ranks::bytes_of(&ranks.losses_out), recv_bytes);
                 ranks.exchange_seconds += started.elapsed().as_secs_f64();
