@@ -7,10 +7,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The version, with the optional features this binary was built with.
+const VERSION: &str = if cfg!(feature = "mpi") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: mpi)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Parser)]
 #[command(
     name = "cllm",
-    version,
+    version = VERSION,
     about = "Train small GPT-style language models on the CPU from a .cllm spec"
 )]
 struct Cli {
