@@ -129,46 +129,81 @@ fn a_rank_count_that_does_not_split_the_shards_is_refused() {
     assert!(stderr.contains("1, 2, 4 or 8"), "{stderr}");
 }
 
+/// One `mpiexec` with two command lines (MPMD): rank 0 runs `specs/bench-xs.cllm` into
+/// `out`, rank 1 the same with `rank1` added. Waits at most 60 s (a hang fails).
+fn two_command_lines(out: &str, rank1: &[&str]) -> (Option<i32>, String) {
+    built_with_mpi();
+    let line = ["run", "specs/bench-xs.cllm", "--steps", "2", "--out", out];
+    let mut job = Command::new("mpiexec")
+        .args(["-n", "1", CLLM])
+        .args(line)
+        .args([":", "-n", "1", CLLM])
+        .args(line)
+        .args(rank1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = job.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = job.kill();
+            panic!("the job hangs (60 s)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
 #[test]
 fn a_rank_started_with_another_spec_is_refused() {
     let _job = one_job();
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("mixed");
-    let out = out.to_str().unwrap();
-    // One `mpiexec`, two command lines (MPMD): rank 1 overrides the learning rate.
-    built_with_mpi();
-    let run = Command::new("mpiexec")
-        .args([
-            "-n",
-            "1",
-            CLLM,
-            "run",
-            "specs/bench-xs.cllm",
-            "--steps",
-            "2",
-            "--out",
-            out,
-        ])
-        .args([
-            ":",
-            "-n",
-            "1",
-            CLLM,
-            "run",
-            "specs/bench-xs.cllm",
-            "--steps",
-            "2",
-        ])
-        .args(["--set", "train.optimizer=adamw(lr = 1e-3)", "--out", out])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("rank 1 runs another spec, plan or cllm binary than rank 0"),
-        "{stderr}"
+    // Rank 1 overrides the learning rate. Every rank sees the mismatch in the same
+    // exchange, so none aborts: rank 0 prints the reason once, both exit 1. (When a
+    // rank aborted instead, the launcher lost the message now and then.)
+    let (code, stderr) = two_command_lines(
+        out.to_str().unwrap(),
+        &["--set", "train.optimizer=adamw(lr = 1e-3)"],
     );
+    assert_eq!(code, Some(1), "{stderr}");
+    let reason = "rank 1 runs another spec, plan or cllm binary than rank 0";
+    assert_eq!(stderr.matches(reason).count(), 1, "{stderr}");
+    assert!(!stderr.contains("BAD TERMINATION"), "{stderr}");
+}
+
+#[test]
+fn a_rank_whose_spec_is_refused_stops_every_rank_with_its_reason() {
+    let _job = one_job();
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("refused");
+    // Rank 1 fails before it could train (a bad override; a missing file): rank 0
+    // must not wait for it in an exchange (it hung before MPI started first).
+    for bad in ["model.width=abc", "data.source=text(\"missing.txt\")"] {
+        let (code, stderr) = two_command_lines(out.to_str().unwrap(), &["--set", bad]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("rank 1 could not start the run"),
+            "{stderr}"
+        );
+        let reason = if bad.starts_with("model") {
+            "expected a number"
+        } else {
+            "missing.txt"
+        };
+        assert!(stderr.contains(reason), "{stderr}");
+    }
 }
 
 #[test]

@@ -51,14 +51,21 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     if let Some(threads) = args.threads {
         overrides.push(format!("plan.threads={threads}"));
     }
+    // MPI first: a rank whose spec is refused must still meet the others in an
+    // exchange, or they would wait for it forever.
+    let ranks = ranks()?;
+    let target = match (&args.resume, &args.spec) {
+        (Some(resume), _) => resumed(resume, args.spec.as_deref(), &overrides, &args.out),
+        (None, Some(path)) => fresh(path, &overrides, &args.out),
+        (None, None) => Err(miette::miette!("give a spec to run, or --resume RUN_DIR")),
+    };
     let Target {
         spec,
         base_dir,
         run_dir,
-    } = match (&args.resume, &args.spec) {
-        (Some(resume), _) => resumed(resume, args.spec.as_deref(), &overrides, &args.out)?,
-        (None, Some(path)) => fresh(path, &overrides, &args.out)?,
-        (None, None) => unreachable!("clap requires a spec unless --resume"),
+    } = match agree_on_target(target, &ranks) {
+        Ok(target) => target,
+        Err(stop) => return stop,
     };
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
@@ -71,7 +78,6 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
             "\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
         );
     });
-    let ranks = ranks()?;
     let follower = ranks.as_ref().is_some_and(|r| r.rank() != 0);
     let options = RunOptions {
         ranks: ranks.clone(),
@@ -89,7 +95,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     };
     let summary = match runtime::train(&spec, &options) {
         Ok(summary) => summary,
-        Err(error) => return Err(on_every_rank(error.into(), &ranks)),
+        Err(error) => return on_every_rank(error, ranks),
     };
     if follower {
         // Rank 0 speaks for the run (and wrote its checkpoint).
@@ -249,18 +255,57 @@ fn ranks() -> miette::Result<Option<Arc<dyn cllm::machine::Exchange>>> {
     Ok(None)
 }
 
-/// An error of a run split over ranks ends every rank: one rank stopping alone would
-/// leave the others waiting in the next exchange. (Errors that follow from the spec or
-/// the numbers happen on every rank at once; a write that fails on rank 0 does not.)
-fn on_every_rank(
-    error: miette::Report,
+/// The run's target, once every rank knows whether every other has one: a rank whose
+/// spec was refused prints why, and every rank stops with exit 1 (see
+/// [`cllm::machine::agree`]).
+fn agree_on_target(
+    target: miette::Result<Target>,
     ranks: &Option<Arc<dyn cllm::machine::Exchange>>,
-) -> miette::Report {
-    if let Some(ranks) = ranks
-        && ranks.ranks() > 1
-    {
-        eprintln!("rank {}: {error:?}", ranks.rank());
-        ranks.abort(1);
+) -> Result<Target, miette::Result<ExitCode>> {
+    use cllm::machine::Agreement;
+    let Some(ranks) = ranks.as_ref().filter(|r| r.ranks() > 1) else {
+        return target.map_err(Err);
+    };
+    let failure = target.as_ref().err().map(|e| format!("{e:?}"));
+    match (
+        cllm::machine::agree(ranks.as_ref(), failure.as_deref(), 0),
+        target,
+    ) {
+        (Agreement::Failed { speaks: true }, Err(error)) => Err(Err(error)),
+        (_, Err(_)) => Err(Ok(ExitCode::FAILURE)),
+        (Agreement::OtherFailed { rank }, Ok(_)) if ranks.rank() == 0 => Err(Err(miette::miette!(
+            "rank {rank} could not start the run; its message says why"
+        ))),
+        (Agreement::OtherFailed { .. }, Ok(_)) => Err(Ok(ExitCode::FAILURE)),
+        (_, Ok(target)) => Ok(target),
     }
-    error
+}
+
+/// An error of a run split over ranks. One that every rank met at the same point is
+/// printed by one rank, and every rank returns exit 1 normally (MPI is finalized when
+/// the last handle drops). An error of one rank alone (a write that failed on rank 0)
+/// must end the others, which would wait in the next exchange forever: its whole
+/// message goes out in one write, then the job is aborted after a moment for the
+/// launcher to forward it (an abort right after many small writes lost the message).
+fn on_every_rank(
+    error: runtime::RunError,
+    ranks: Option<Arc<dyn cllm::machine::Exchange>>,
+) -> miette::Result<ExitCode> {
+    let Some(ranks) = ranks.filter(|r| r.ranks() > 1) else {
+        return Err(error.into());
+    };
+    match error.on_every_rank(ranks.rank()) {
+        Some(true) => Err(error.into()),
+        Some(false) => Ok(ExitCode::FAILURE),
+        None => {
+            use std::io::Write;
+            let text = format!("rank {}: {:?}\n", ranks.rank(), miette::Report::from(error));
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(text.as_bytes());
+            let _ = stderr.flush();
+            drop(stderr);
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            ranks.abort(1)
+        }
+    }
 }

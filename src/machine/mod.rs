@@ -21,7 +21,7 @@ mod ranks;
 mod reference;
 mod worker;
 
-pub use ranks::{Exchange, RankError, ThreadRanks, any_rank, rank_counts};
+pub use ranks::{Agreement, Exchange, RankError, ThreadRanks, agree, any_rank, rank_counts};
 
 use std::sync::Arc;
 

@@ -51,6 +51,57 @@ pub fn any_rank(exchange: &dyn Exchange, flag: bool) -> bool {
     all[..n].contains(&1)
 }
 
+/// What every rank learned from [`agree`]: the same thing on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agreement {
+    /// No rank failed and every rank gave the same fingerprint.
+    Same,
+    /// This rank failed; `speaks` on the lowest rank that failed with the same message
+    /// (each distinct message is printed once).
+    Failed { speaks: bool },
+    /// This rank was fine, but `rank` (the lowest) failed.
+    OtherFailed { rank: usize },
+    /// Every rank was fine, but `rank` (the lowest) gave another fingerprint than rank 0.
+    Mismatch { rank: usize },
+}
+
+/// One all-gather every rank makes at the same point whether or not it failed before
+/// it: each sends a hash of its failure's message (`None`: it did not fail) and a
+/// fingerprint of what it is about to run. Afterwards every rank knows the same thing,
+/// so all can stop together, each with exit 1 and MPI finalized, instead of one rank
+/// leaving while the others wait in an exchange that never completes (a hang), or
+/// aborting the job (whose launcher may tear it down before forwarding the reason).
+pub fn agree(exchange: &dyn Exchange, failure: Option<&str>, fingerprint: u64) -> Agreement {
+    use std::hash::{Hash, Hasher};
+    let failure = failure.map_or(0, |text| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        h.finish().max(1) // 0 means "no failure"
+    });
+    let mut mine = [0u8; 16];
+    mine[..8].copy_from_slice(&failure.to_le_bytes());
+    mine[8..].copy_from_slice(&fingerprint.to_le_bytes());
+    let n = exchange.ranks();
+    let mut all = vec![0u8; 16 * n];
+    exchange.all_gather(&mine, &mut all);
+    let word = |rank: usize, at: usize| {
+        u64::from_le_bytes(all[16 * rank + at..][..8].try_into().expect("8 bytes"))
+    };
+    if failure != 0 {
+        let first = (0..n).find(|&r| word(r, 0) == failure);
+        return Agreement::Failed {
+            speaks: first == Some(exchange.rank()),
+        };
+    }
+    if let Some(rank) = (0..n).find(|&r| word(r, 0) != 0) {
+        return Agreement::OtherFailed { rank };
+    }
+    match (0..n).find(|&r| word(r, 8) != word(0, 8)) {
+        Some(rank) => Agreement::Mismatch { rank },
+        None => Agreement::Same,
+    }
+}
+
 /// The rank counts `shards` can be split over: R divides S and S/R is a power of two
 /// (a block of shards must be a whole subtree of the sum).
 pub fn rank_counts(shards: usize) -> Vec<usize> {

@@ -61,6 +61,25 @@ pub enum Backend {
     Jit,
 }
 
+impl RunError {
+    /// `Some(prints)` when every rank of a run split over ranks stops with this error
+    /// at the same point (so none need abort the job), `prints` telling whether `rank`
+    /// is the one to print it; `None` for an error of this rank alone (a write that
+    /// failed on rank 0). Besides the errors the set-up exchange agreed on, the numbers
+    /// are the same bits on every rank: a non-finite loss or state, or a divergence, is
+    /// met by all ranks at the same step.
+    pub fn on_every_rank(&self, rank: usize) -> Option<bool> {
+        match self {
+            RunError::OnEveryRank(_) => Some(true),
+            RunError::SaidByAnotherRank(_) => Some(false),
+            RunError::NonFinite { .. }
+            | RunError::NonFiniteState { .. }
+            | RunError::Diverged { .. } => Some(rank == 0),
+            _ => None,
+        }
+    }
+}
+
 impl RunOptions {
     /// Options for a run in `run_dir` of a spec whose relative paths start at `base_dir`.
     pub fn new(run_dir: impl Into<PathBuf>, base_dir: impl Into<PathBuf>) -> RunOptions {
@@ -108,6 +127,19 @@ pub enum RunError {
         )
     )]
     RankMismatch { rank: usize },
+    #[error("rank {rank} could not start the run; its message says why")]
+    #[diagnostic(code(cllm::ranks))]
+    OtherRank { rank: usize },
+    /// An error every rank of a run split over ranks reached at the same point (after
+    /// an exchange that told every rank), so every rank stops without aborting the
+    /// others; this rank prints it.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    OnEveryRank(Box<RunError>),
+    /// The same, printed by another rank (each distinct error is printed once).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    SaidByAnotherRank(Box<RunError>),
     #[error("the JIT could not compile this plan: {0}")]
     #[diagnostic(
         code(cllm::jit),

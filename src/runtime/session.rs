@@ -123,28 +123,52 @@ pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<(u64, C
     Ok((step, cursor))
 }
 
-/// Refuses to train unless every rank runs the same binary, resolved spec and plan:
-/// each rank all-gathers a hash of the three and compares.
-pub(crate) fn same_run_on_every_rank(
+/// The set-up, agreed among the ranks (see [`crate::machine::agree`]): every rank
+/// learns whether every other set up the same binary, resolved spec and plan, so a
+/// failure anywhere stops all of them here. This rank's own error, another rank's
+/// failure or a mismatch come back wrapped in [`RunError::OnEveryRank`] where this rank
+/// prints it, else in [`RunError::SaidByAnotherRank`].
+pub(crate) fn agree_on_every_rank<T>(
     ranks: &dyn crate::machine::Exchange,
     spec: &Spec,
-    plan: &crate::plan::Plan,
-) -> Result<(), RunError> {
+    setup: Result<T, RunError>,
+    plan_of: impl Fn(&T) -> &crate::plan::Plan,
+) -> Result<T, RunError> {
+    use crate::machine::Agreement;
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(spec)
-        .expect("a Spec serializes")
-        .hash(&mut h);
-    (plan.shards, plan.kernels.len(), plan.arena.peak_bytes).hash(&mut h);
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| std::fs::read(exe).ok())
-        .hash(&mut h);
-    let mine = h.finish().to_le_bytes();
-    let mut all = vec![0u8; 8 * ranks.ranks()];
-    ranks.all_gather(&mine, &mut all);
-    match all.chunks_exact(8).position(|theirs| theirs != &all[..8]) {
-        Some(rank) => Err(RunError::RankMismatch { rank }),
-        None => Ok(()),
+    let failure = setup.as_ref().err().map(|e| format!("{e:?}"));
+    let fingerprint = setup.as_ref().map_or(0, |done| {
+        let plan = plan_of(done);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(spec)
+            .expect("a Spec serializes")
+            .hash(&mut h);
+        (plan.shards, plan.kernels.len(), plan.arena.peak_bytes).hash(&mut h);
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| std::fs::read(exe).ok())
+            .hash(&mut h);
+        h.finish()
+    });
+    let agreed = |error: RunError, speaks: bool| match speaks {
+        true => RunError::OnEveryRank(Box::new(error)),
+        false => RunError::SaidByAnotherRank(Box::new(error)),
+    };
+    let agreement = crate::machine::agree(ranks, failure.as_deref(), fingerprint);
+    match setup {
+        Err(error) => Err(agreed(
+            error,
+            agreement == Agreement::Failed { speaks: true },
+        )),
+        Ok(done) => match agreement {
+            // `Failed` answers only a rank that failed.
+            Agreement::Same | Agreement::Failed { .. } => Ok(done),
+            Agreement::OtherFailed { rank } => {
+                Err(agreed(RunError::OtherRank { rank }, ranks.rank() == 0))
+            }
+            Agreement::Mismatch { rank } => {
+                Err(agreed(RunError::RankMismatch { rank }, ranks.rank() == 0))
+            }
+        },
     }
 }

@@ -41,73 +41,34 @@ struct State {
     cursor: Cursor,
 }
 
+/// Everything a run sets up before its first step.
+struct Setup {
+    state: State,
+    data: Dataset,
+    report: Reporter,
+    speed: Speed,
+}
+
 /// Trains the model `spec` describes; see [`RunOptions`] for the how.
 pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> {
-    let Session {
-        mut machine, data, ..
-    } = session::assemble(
-        spec,
-        options.passes,
-        &options.base_dir,
-        options.backend,
-        options.ranks.as_ref(),
-    )?;
+    let setup = set_up(spec, options);
+    // Over ranks, every rank learns whether every other set up the same run, so a
+    // failure anywhere stops all of them at this point, each with exit 1.
+    let setup = match &options.ranks {
+        Some(ranks) => session::agree_on_every_rank(ranks.as_ref(), spec, setup, |s: &Setup| {
+            s.state.machine.plan()
+        })?,
+        None => setup?,
+    };
+    let Setup {
+        mut state,
+        data,
+        mut report,
+        speed,
+    } = setup;
     let micro_batch = spec.train.micro_batch() as usize;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
-    let (done, cursor) = match &options.resume {
-        Some(from) => session::restore(&mut machine, &checkpoint::locate(from))?,
-        None => {
-            session::initialise(&mut machine, spec, &options.base_dir)?;
-            (0, Dataset::cursor(spec.train.seed))
-        }
-    };
-    let mut state = State {
-        machine,
-        step: done,
-        cursor,
-    };
-    state.machine.set_poison(options.poison);
     let total = spec.train.steps;
-    if let Some(from) = &options.resume
-        && state.step >= total
-    {
-        return Err(RunError::NothingToResume {
-            path: checkpoint::locate(from),
-            step: state.step,
-            steps: total,
-        });
-    }
-    let run_dir_error = |source| RunError::RunDir {
-        path: options.run_dir.clone(),
-        source,
-    };
-    let plan = state.machine.plan();
-    let speed = Speed {
-        step_flops: plan.step_flops(spec.train.accumulate) as f64,
-        // Measured at start-up (~0.1 s), as `cllm bench` does: MFU is against what this
-        // machine's FMA units do at their widest width on the run's threads.
-        // Over R ranks, R processes of this machine's kind (each measures its own).
-        peak_gflops: crate::peak::fma_peak_gflops(plan.threads)
-            * options.ranks.as_ref().map_or(1, |r| r.ranks()) as f64,
-        step_tokens: spec.train.batch as usize * spec.model.context as usize,
-    };
-    let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
-    if let Some(ranks) = &options.ranks {
-        session::same_run_on_every_rank(ranks.as_ref(), spec, state.machine.plan())?;
-    }
-    let mut report = if follower {
-        Reporter::silent(total, speed)
-    } else {
-        Reporter::new(
-            &options.run_dir,
-            state.step,
-            total,
-            options.resume.is_none(),
-            options.quiet,
-            speed,
-        )
-        .map_err(run_dir_error)?
-    };
     report.say(&format!(
         "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); MFU against the measured {}-bit FMA peak of {:.0} GFLOP/s; run folder {}",
         state.machine.graph().parameter_count(),
@@ -238,6 +199,75 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         checkpoint: checkpoint_path,
         averages,
         exchange_seconds: state.machine.exchange_seconds(),
+    })
+}
+
+/// Plans, loads, compiles, and initialises or restores the run; opens its reports.
+fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
+    let Session {
+        mut machine, data, ..
+    } = session::assemble(
+        spec,
+        options.passes,
+        &options.base_dir,
+        options.backend,
+        options.ranks.as_ref(),
+    )?;
+    let (done, cursor) = match &options.resume {
+        Some(from) => session::restore(&mut machine, &checkpoint::locate(from))?,
+        None => {
+            session::initialise(&mut machine, spec, &options.base_dir)?;
+            (0, Dataset::cursor(spec.train.seed))
+        }
+    };
+    let mut state = State {
+        machine,
+        step: done,
+        cursor,
+    };
+    state.machine.set_poison(options.poison);
+    let total = spec.train.steps;
+    if let Some(from) = &options.resume
+        && state.step >= total
+    {
+        return Err(RunError::NothingToResume {
+            path: checkpoint::locate(from),
+            step: state.step,
+            steps: total,
+        });
+    }
+    let plan = state.machine.plan();
+    let speed = Speed {
+        step_flops: plan.step_flops(spec.train.accumulate) as f64,
+        // Measured at start-up (~0.1 s), as `cllm bench` does: MFU is against what this
+        // machine's FMA units do at their widest width on the run's threads.
+        // Over R ranks, R processes of this machine's kind (each measures its own).
+        peak_gflops: crate::peak::fma_peak_gflops(plan.threads)
+            * options.ranks.as_ref().map_or(1, |r| r.ranks()) as f64,
+        step_tokens: spec.train.batch as usize * spec.model.context as usize,
+    };
+    let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
+    let report = if follower {
+        Reporter::silent(total, speed)
+    } else {
+        Reporter::new(
+            &options.run_dir,
+            state.step,
+            total,
+            options.resume.is_none(),
+            options.quiet,
+            speed,
+        )
+        .map_err(|source| RunError::RunDir {
+            path: options.run_dir.clone(),
+            source,
+        })?
+    };
+    Ok(Setup {
+        state,
+        data,
+        report,
+        speed,
     })
 }
 
