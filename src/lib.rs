@@ -35,5 +35,6 @@ pub mod peak;
 pub mod plan;
 pub mod plot;
 pub mod rng;
+pub mod run_folder;
 pub mod runtime;
 pub mod spec;

@@ -61,7 +61,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A command line clap refuses is a user error like any other: exit 1 (help and
+    // --version print and exit 0).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    cllm::files::exit_cleanly_on_sigbus();
     // Every subcommand returns `miette::Result<ExitCode>`: its own code (0, or 130 after
     // Ctrl-C, or 1 when `check` has printed several specs' diagnostics), or an error,
     // rendered here the one way and exit 1.

@@ -113,7 +113,7 @@ pub fn export_hf(
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let model = dir.join("model.safetensors");
     let write = |path: &Path, bytes: &[u8]| {
-        super::write_atomic(path, bytes).map_err(|source| ExportError::Write {
+        crate::files::write_atomic(path, bytes).map_err(|source| ExportError::Write {
             path: path.to_path_buf(),
             source,
         })

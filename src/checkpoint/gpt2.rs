@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::{CheckpointError, Stored, load};
+use super::{CheckpointError, Stored, load_some};
 use crate::graph::names::{LM_HEAD, Part, WPE, WTE};
 
 /// Our parameter names that GPT-2 stores transposed.
@@ -21,7 +21,15 @@ pub fn import_gpt2(
     path: &Path,
     params: &[(String, Vec<usize>)],
 ) -> Result<Vec<Vec<f32>>, CheckpointError> {
-    let mut stored = load(path)?;
+    // Only the tensors the model reads are read (the file is mapped): a large file's
+    // other tensors cost nothing.
+    let wanted: std::collections::HashSet<String> = params
+        .iter()
+        .flat_map(|(name, _)| candidates(name))
+        .chain(candidates(LM_HEAD))
+        .chain(candidates(WTE))
+        .collect();
+    let mut stored = load_some(path, |name| wanted.contains(name))?;
     let ours = stored.metadata.get("format").map(String::as_str) == Some(super::FORMAT);
     let tied = !params.iter().any(|(name, _)| name == LM_HEAD);
     if tied && let Some((_, head)) = stored.tensors.get(LM_HEAD) {
@@ -44,15 +52,22 @@ pub fn import_gpt2(
             });
         }
     }
+    if let Some(found) = layers_in(&stored.unread)
+        && let Some(layers) = layers_in(&params.iter().map(|p| p.0.clone()).collect::<Vec<_>>())
+        && found > layers
+    {
+        return Err(super::CheckpointError::Format {
+            path: path.to_path_buf(),
+            reason: format!(
+                "it holds {found} layers and the spec's model has {layers}: set `model.layers = {found}` \
+                 (a smaller model would silently drop layers {layers}..{})",
+                found - 1
+            ),
+        });
+    }
     let mut out = Vec::with_capacity(params.len());
     for (name, shape) in params {
-        let candidates = [
-            name.clone(),
-            format!("{name}.weight"),
-            format!("transformer.{name}"),
-            format!("transformer.{name}.weight"),
-        ];
-        let key = candidates
+        let key = candidates(name)
             .iter()
             .find(|c| stored.tensors.contains_key(*c))
             .cloned()
@@ -74,6 +89,33 @@ pub fn import_gpt2(
     Ok(out)
 }
 
+/// One more than the largest layer index among `names` (`h.{i}.…`, optionally under
+/// `transformer.`), if any name is a layer's.
+fn layers_in(names: &[String]) -> Option<usize> {
+    names
+        .iter()
+        .filter_map(|n| {
+            let rest = n.strip_prefix("transformer.").unwrap_or(n);
+            rest.strip_prefix("h.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map(|i| i + 1)
+}
+
+/// The names GPT-2 files store our parameter `name` under.
+fn candidates(name: &str) -> [String; 4] {
+    [
+        name.to_string(),
+        format!("{name}.weight"),
+        format!("transformer.{name}"),
+        format!("transformer.{name}.weight"),
+    ]
+}
+
 fn take_any(
     stored: &mut Stored,
     path: &Path,
@@ -88,7 +130,14 @@ fn take_any(
         && found[1] == shape[1]
         && found[0] >= shape[0]
     {
-        return Ok(values[..shape[0] * shape[1]].to_vec());
+        let values = &values[..shape[0] * shape[1]];
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(CheckpointError::NonFinite {
+                path: path.to_path_buf(),
+                name: key.to_string(),
+            });
+        }
+        return Ok(values.to_vec());
     }
     stored.take(path, key, shape)
 }

@@ -6,7 +6,6 @@ mod export;
 mod gpt2;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -43,6 +42,24 @@ pub enum CheckpointError {
     #[error("`{path}` is not a readable safetensors file: {reason}")]
     #[diagnostic(code(cllm::checkpoint))]
     Format { path: PathBuf, reason: String },
+    #[error(
+        "`{path}` is corrupt at tensor `{name}`: its bytes do not match the checksum written with them"
+    )]
+    #[diagnostic(
+        code(cllm::checkpoint),
+        help(
+            "the file changed after it was written (a damaged disk or copy); use an intact copy, or start the run again"
+        )
+    )]
+    Corrupt { path: PathBuf, name: String },
+    #[error("tensor `{name}` in `{path}` holds NaN or infinite values")]
+    #[diagnostic(
+        code(cllm::checkpoint),
+        help(
+            "the file is damaged, or was written from a diverged model (cllm never saves one); use another file"
+        )
+    )]
+    NonFinite { path: PathBuf, name: String },
     #[error("`{path}` has no tensor `{name}`")]
     #[diagnostic(
         code(cllm::checkpoint),
@@ -69,6 +86,11 @@ pub enum CheckpointError {
 pub struct Stored {
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     pub metadata: HashMap<String, String>,
+    /// Tensors of other dtypes passed over (masks, buffers), "name (dtype)", for a
+    /// message that names them when a wanted tensor is missing.
+    pub skipped: Vec<String>,
+    /// Tensors not asked for (see [`load_some`]), by name.
+    pub unread: Vec<String>,
 }
 
 /// What a training run saves.
@@ -84,6 +106,11 @@ pub struct Snapshot<'a> {
     /// (name, shape, values) of every parameter, then every AdamW moment.
     pub tensors: Vec<(String, Vec<usize>, &'a [f32])>,
 }
+
+/// The metadata key of each tensor's CRC-32 (a JSON map of name to 8 hex digits),
+/// checked whenever the tensor is read. Files without it (older cllm, other tools) load
+/// unchecked.
+const CHECKSUMS: &str = "crc32";
 
 /// The metadata key of the folder a run's spec was in (its relative paths start there).
 pub const BASE_DIR: &str = "base_dir";
@@ -145,6 +172,14 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
         .collect();
+    let sums: std::collections::BTreeMap<&str, String> = (snapshot.tensors.iter())
+        .zip(&bytes)
+        .map(|((name, _, _), data)| (name.as_str(), format!("{:08x}", crc32fast::hash(data))))
+        .collect();
+    metadata.insert(
+        CHECKSUMS.to_string(),
+        serde_json::to_string(&sums).expect("strings serialize"),
+    );
     let views = snapshot
         .tensors
         .iter()
@@ -157,73 +192,91 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
         });
     let encoded = safetensors::serialize(views, Some(metadata))
         .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
-    write_atomic(path, &in_fixed_order(encoded)).map_err(fail)
-}
-
-/// Writes `bytes` to `path` through a temporary file beside it (synced, then renamed
-/// over `path`), creating the folder: a crash leaves the old file or the new one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
-    let temporary = PathBuf::from(temporary);
-    let written = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        // A partial temporary file (a full disk) is not left behind to keep it full; the
-        // previous file at `path` is untouched.
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written
+    crate::files::write_atomic(path, &in_fixed_order(encoded)).map_err(fail)
 }
 
 /// Reads every f32 tensor and the metadata of a safetensors file.
 pub fn load(path: &Path) -> Result<Stored, CheckpointError> {
-    let bytes = crate::files::read_regular(path, crate::files::ANY_SIZE).map_err(|source| {
-        CheckpointError::Read {
-            path: path.to_path_buf(),
-            source,
-        }
+    load_some(path, |_| true)
+}
+
+/// Reads the metadata and the f32 tensors `wanted` names of a safetensors file: the
+/// file is memory-mapped, and only those tensors are read and converted (a 3 GB file
+/// of which a small model uses a part costs that part), each checked against its
+/// checksum when the file has one.
+pub fn load_some(path: &Path, wanted: impl Fn(&str) -> bool) -> Result<Stored, CheckpointError> {
+    let bytes = crate::files::map_regular(path).map_err(|source| CheckpointError::Read {
+        path: path.to_path_buf(),
+        source,
     })?;
-    parse(path, &bytes)
+    parse_some(path, &bytes, wanted)
 }
 
 /// Every f32 tensor and the metadata of the safetensors bytes read from `path` (named
 /// in errors only): any bytes give a [`Stored`] or an error, never a panic (the
 /// `load_checkpoint` fuzz target holds it to that).
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Stored, CheckpointError> {
+    parse_some(path, bytes, |_| true)
+}
+
+fn parse_some(
+    path: &Path,
+    bytes: &[u8],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Stored, CheckpointError> {
     let format = |reason: String| CheckpointError::Format {
         path: path.to_path_buf(),
         reason,
     };
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| format(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
+    let sums: HashMap<String, String> = match metadata.get(CHECKSUMS) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|_| format(format!("its `{CHECKSUMS}` metadata is unreadable")))?,
+        None => HashMap::new(),
+    };
     let file = SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
     let mut tensors = HashMap::new();
+    let mut skipped = Vec::new();
+    let mut unread = Vec::new();
     for (name, view) in file.tensors() {
-        let values = match view.dtype() {
+        if !wanted(&name) {
+            unread.push(name);
+            continue;
+        }
+        if let Some(sum) = sums.get(&name)
+            && *sum != format!("{:08x}", crc32fast::hash(view.data()))
+        {
+            return Err(CheckpointError::Corrupt {
+                path: path.to_path_buf(),
+                name,
+            });
+        }
+        let values: Vec<f32> = match view.dtype() {
             Dtype::F32 => view
                 .data()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
-            Dtype::BOOL | Dtype::U8 | Dtype::I64 => continue, // masks and buffers, not weights
+            Dtype::BOOL | Dtype::U8 | Dtype::I64 => {
+                // masks and buffers, not weights
+                skipped.push(format!("{name} ({:?})", view.dtype()));
+                continue;
+            }
             other => {
                 return Err(format(format!(
-                    "tensor `{name}` is {other:?}; only F32 is read"
+                    "tensor `{name}` is {other:?}; only F32 is read (convert the file to float32, e.g. `model.float().save_pretrained(...)`)"
                 )));
             }
         };
         tensors.insert(name, (view.shape().to_vec(), values));
     }
-    Ok(Stored { tensors, metadata })
+    Ok(Stored {
+        tensors,
+        metadata,
+        skipped,
+        unread,
+    })
 }
 
 impl Stored {
@@ -234,19 +287,34 @@ impl Stored {
         name: &str,
         expected: &[usize],
     ) -> Result<Vec<f32>, CheckpointError> {
-        let (shape, values) =
-            self.tensors
-                .remove(name)
-                .ok_or_else(|| CheckpointError::Missing {
+        let Some((shape, values)) = self.tensors.remove(name) else {
+            let prefix = format!("{name} (");
+            return Err(match self.skipped.iter().find(|s| s.starts_with(&prefix)) {
+                Some(skipped) => CheckpointError::Format {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "tensor `{name}` is {}; only F32 is read (convert the file to float32)",
+                        &skipped[prefix.len()..skipped.len() - 1]
+                    ),
+                },
+                None => CheckpointError::Missing {
                     path: path.to_path_buf(),
                     name: name.to_string(),
-                })?;
+                },
+            });
+        };
         if shape != expected {
             return Err(CheckpointError::Shape {
                 path: path.to_path_buf(),
                 name: name.to_string(),
                 expected: expected.to_vec(),
                 found: shape,
+            });
+        }
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(CheckpointError::NonFinite {
+                path: path.to_path_buf(),
+                name: name.to_string(),
             });
         }
         Ok(values)

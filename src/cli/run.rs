@@ -38,6 +38,10 @@ pub struct RunArgs {
     /// Run folder for the checkpoint and metrics (default: `checkpoint.dir`, else runs/NAME).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Start over in a run folder that holds a run: its checkpoint, metrics and plots
+    /// are deleted first (without it, such a folder is refused).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Print nothing but errors and the final summary.
     #[arg(long)]
     quiet: bool,
@@ -68,20 +72,12 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         Err(stop) => return stop,
     };
     let interrupt = Arc::new(AtomicBool::new(false));
-    let flag = interrupt.clone();
-    // A second Ctrl-C while saving falls through to the default (the process ends).
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to quit now)"
-        );
-    });
+    stop_on_signals(interrupt.clone());
     let follower = ranks.as_ref().is_some_and(|r| r.rank() != 0);
     let options = RunOptions {
         ranks: ranks.clone(),
         resume: args.resume.as_deref().map(checkpoint::locate),
+        overwrite: args.overwrite,
         stop_at: args.stop_at,
         quiet: args.quiet,
         interrupt: interrupt.clone(),
@@ -140,6 +136,25 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         return Ok(ExitCode::from(130));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP (what a batch scheduler, `docker stop` and a closed
+/// terminal send) finish the step, save a checkpoint and stop: exit 130. A second
+/// signal quits at once (exit 1, saying the last checkpoint written is kept) — unless
+/// a checkpoint is being written: then it is left to finish, and the run stops after.
+fn stop_on_signals(interrupt: Arc<AtomicBool>) {
+    let _ = ctrlc::set_handler(move || {
+        if !interrupt.swap(true, Ordering::SeqCst) {
+            eprintln!(
+                "\ninterrupted: finishing this step and saving a checkpoint (again to quit without saving)"
+            );
+        } else {
+            let words = "\nstopped without saving: the run folder keeps the last checkpoint written, if any\n";
+            if !cllm::files::exit_between_writes(1, words) {
+                eprintln!("a checkpoint is being written: stopping once it is on disk");
+            }
+        }
+    });
 }
 
 /// The run's loss curves as `loss.svg` and `loss.png` in its folder (`cllm plot`'s

@@ -31,6 +31,9 @@ pub struct RunOptions {
     pub run_dir: PathBuf,
     /// Continue from the checkpoint in this folder (or file).
     pub resume: Option<PathBuf>,
+    /// A fresh run into a folder that holds a run deletes that run's files first
+    /// (otherwise it is refused).
+    pub overwrite: bool,
     /// Save a checkpoint and stop once this many steps are done (as Ctrl-C would).
     pub stop_at: Option<u64>,
     /// No stdout lines and no progress bar (metrics.jsonl is still written).
@@ -86,6 +89,7 @@ impl RunOptions {
         RunOptions {
             run_dir: run_dir.into(),
             resume: None,
+            overwrite: false,
             stop_at: None,
             quiet: false,
             interrupt: Arc::new(AtomicBool::new(false)),
@@ -110,6 +114,9 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    RunFolder(#[from] crate::run_folder::RunFolderError),
     #[error("the OS could not start the plan's {0} threads: {1}")]
     #[diagnostic(
         code(cllm::threads),

@@ -9,6 +9,9 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
+/// The file of a run's metrics rows, in its folder.
+pub const METRICS: &str = "metrics.jsonl";
+
 pub struct Reporter {
     bar: ProgressBar,
     metrics: Option<File>,
@@ -70,14 +73,9 @@ impl Reporter {
     ) -> std::io::Result<Reporter> {
         std::fs::create_dir_all(run_dir)?;
         if !fresh {
-            keep_rows_up_to(&run_dir.join("metrics.jsonl"), start)?;
+            keep_rows_up_to(&run_dir.join(METRICS), start)?;
         }
-        let metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(!fresh)
-            .write(true)
-            .truncate(fresh)
-            .open(run_dir.join("metrics.jsonl"))?;
+        let metrics = crate::files::open_append_regular(&run_dir.join(METRICS), fresh)?;
         let target = if quiet {
             ProgressDrawTarget::hidden()
         } else {
@@ -216,11 +214,24 @@ impl Reporter {
 }
 
 /// Rewrites `path` without the rows whose `step` is past `step` (atomically: a
-/// temporary file, then rename). Rows that are not JSON with a step are kept.
+/// temporary file, then rename). Rows that are not JSON with a step are kept. A
+/// metrics file that is not a regular file (a FIFO, a link to a device) is refused
+/// unread; one larger than 1 GiB too (a million rows are 200 MB).
 fn keep_rows_up_to(path: &Path, step: u64) -> std::io::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(()); // none yet (or unreadable: appending will say so)
-    };
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(()); // none yet
+    }
+    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{METRICS} is a symbolic link; cllm writes a run's files only where they are, never through a link"
+            ),
+        ));
+    }
+    let bytes = crate::files::read_regular(path, 1 << 30)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{METRICS}: {e}")))?;
+    let text = String::from_utf8_lossy(&bytes);
     let past = |line: &str| {
         serde_json::from_str::<serde_json::Value>(line)
             .ok()
@@ -235,7 +246,5 @@ fn keep_rows_up_to(path: &Path, step: u64) -> std::io::Result<()> {
         .filter(|line| !past(line))
         .map(|line| format!("{line}\n"))
         .collect();
-    let temporary = path.with_extension("jsonl.tmp");
-    std::fs::write(&temporary, kept)?;
-    std::fs::rename(&temporary, path)
+    crate::files::write_atomic(path, kept.as_bytes())
 }

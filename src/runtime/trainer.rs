@@ -43,6 +43,8 @@ struct State {
 
 /// Everything a run sets up before its first step.
 struct Setup {
+    /// The run folder's lock (rank 0's; held until the run ends).
+    _lock: Option<crate::run_folder::RunFolderLock>,
     state: State,
     data: Dataset,
     report: Reporter,
@@ -61,6 +63,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         None => setup?,
     };
     let Setup {
+        _lock,
         mut state,
         data,
         mut report,
@@ -247,6 +250,18 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
         step_tokens: spec.train.batch as usize * spec.model.context as usize,
     };
     let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
+    let lock = match follower {
+        true => None,
+        false => Some(crate::run_folder::claim(
+            &options.run_dir,
+            match options.resume {
+                Some(_) => crate::run_folder::Claim::Resume,
+                None => crate::run_folder::Claim::Fresh {
+                    overwrite: options.overwrite,
+                },
+            },
+        )?),
+    };
     let report = if follower {
         Reporter::silent(total, speed)
     } else {
@@ -264,6 +279,7 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
         })?
     };
     Ok(Setup {
+        _lock: lock,
         state,
         data,
         report,

@@ -1,0 +1,173 @@
+//! A run folder as a unit: one process writes it at a time, and a fresh run never
+//! replaces a run that is already there.
+//!
+//! The writer holds an advisory lock (`flock`, through `File::try_lock`) on
+//! `cllm.lock` in the folder for as long as it runs; the file holds its process id, so
+//! a second writer is refused naming it. The lock is released by the kernel when the
+//! process ends however it ends (a crash, SIGKILL): there is no stale lock to remove.
+//! Readers (`eval`, `sample`, `export`, `plot`) take no lock: the checkpoint and every
+//! other file a run rewrites are only ever renamed into place
+//! ([`crate::files::write_atomic`]), so a reader sees the old file or the new one.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file in a run folder.
+pub const LOCK_FILE: &str = "cllm.lock";
+
+/// The files a run leaves in its folder (a fresh run into a folder holding any of the
+/// first two is refused; `--overwrite` removes them all first).
+const RUN_FILES: [&str; 4] = [
+    crate::checkpoint::FILE_NAME,
+    "metrics.jsonl",
+    "loss.svg",
+    "loss.png",
+];
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum RunFolderError {
+    #[error("the run folder `{path}` is in use by another cllm process{}", pid.map_or(String::new(), |p| format!(" (pid {p})")))]
+    #[diagnostic(
+        code(cllm::run_folder),
+        help(
+            "two runs cannot write one folder: wait for that one to finish (or stop it), or give this run another `--out`"
+        )
+    )]
+    InUse { path: PathBuf, pid: Option<u32> },
+    #[error("`{path}` already holds a run ({found}); a new run would replace it")]
+    #[diagnostic(
+        code(cllm::run_folder),
+        help("continue it with `cllm run --resume {}`, start over in it with `--overwrite` (its checkpoint, metrics and plots are deleted), or give this run another `--out`", path.display())
+    )]
+    HoldsRun { path: PathBuf, found: String },
+    #[error("cannot use `{path}` as a run folder: {source}")]
+    #[diagnostic(
+        code(cllm::run_folder),
+        help("give `--out` a folder this user can create and write")
+    )]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The lock on a run folder, held until dropped (or the process ends).
+#[derive(Debug)]
+pub struct RunFolderLock {
+    _file: std::fs::File,
+}
+
+/// What the writer is about to do in the folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// A new run: refused if the folder holds one, unless `overwrite` (then its files
+    /// are deleted first).
+    Fresh { overwrite: bool },
+    /// Continue the run the folder holds.
+    Resume,
+}
+
+/// Locks `dir` (created when missing) for this process, or says who holds it; then
+/// makes sure a fresh run replaces nothing unasked, and removes the temporary files an
+/// earlier writer that died left (no other writer can be using them now).
+pub fn claim(dir: &Path, claim: Claim) -> Result<RunFolderLock, RunFolderError> {
+    let io = |source| RunFolderError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if let Ok(meta) = std::fs::metadata(dir)
+        && !meta.is_dir()
+    {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "it is a file, not a folder",
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock_path = dir.join(LOCK_FILE);
+    let mut file = open_lock(&lock_path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(RunFolderError::InUse {
+                path: dir.to_path_buf(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    (|| {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())
+    })()
+    .map_err(io)?;
+    if let Claim::Fresh { overwrite } = claim {
+        let present: Vec<&str> = RUN_FILES
+            .iter()
+            .copied()
+            .filter(|name| std::fs::symlink_metadata(dir.join(name)).is_ok())
+            .collect();
+        let holds_run = present.iter().any(|n| RUN_FILES[..2].contains(n));
+        if holds_run && !overwrite {
+            return Err(RunFolderError::HoldsRun {
+                path: dir.to_path_buf(),
+                found: present.join(", "),
+            });
+        }
+        for name in present {
+            std::fs::remove_file(dir.join(name)).map_err(io)?;
+        }
+    }
+    remove_stale_temporaries(dir);
+    Ok(RunFolderLock { _file: file })
+}
+
+/// The lock file, opened (created when missing) without following a link or blocking
+/// on a FIFO, and checked to be a regular file.
+fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{LOCK_FILE}: {e} (is it a link?)")))?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{LOCK_FILE} is not a regular file"),
+        ));
+    }
+    Ok(file)
+}
+
+/// Deletes what [`crate::files::write_atomic`] left when its process died mid-write,
+/// and the fixed `.tmp` names older versions used. Only the link or file itself is
+/// removed, never what a link points to.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefixes: Vec<_> = RUN_FILES
+        .iter()
+        .map(|name| crate::files::temporary_prefix(name.as_ref()))
+        .collect();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let bytes = name.as_encoded_bytes();
+        let ours = prefixes
+            .iter()
+            .any(|p| bytes.starts_with(p.as_encoded_bytes()))
+            || RUN_FILES
+                .iter()
+                .any(|f| bytes == format!("{f}.tmp").as_bytes());
+        if ours {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
