@@ -28,6 +28,14 @@ pub enum PlotError {
         help("a run writes a row every `train.log_every` steps")
     )]
     Empty { path: PathBuf },
+    #[error(
+        "every training row of `{path}` is beyond ±{PLOTTED:e} ({clipped} values): nothing to draw"
+    )]
+    #[diagnostic(
+        code(cllm::plot),
+        help("the run diverged; its metrics.jsonl holds the numbers")
+    )]
+    AllClipped { path: PathBuf, clipped: usize },
     #[error("cannot draw `{path}`: {reason}")]
     #[diagnostic(code(cllm::plot))]
     Draw { path: PathBuf, reason: String },
@@ -40,7 +48,13 @@ pub struct Curves {
     pub train: Vec<(f64, f64)>,
     pub val: Vec<(f64, f64)>,
     pub lr: Vec<(f64, f64)>,
+    /// Finite values left out because they are beyond ±[`PLOTTED`] (a diverged run's
+    /// loss of 1e308 would make an axis no plot can draw).
+    pub clipped: usize,
 }
+
+/// The largest magnitude of a step or value that is drawn.
+pub const PLOTTED: f64 = 1e15;
 
 /// The curves in `run_dir/metrics.jsonl`, named after the folder. Rows that do not
 /// parse (a line cut by a crash) are skipped; non-finite values are not drawn.
@@ -67,9 +81,13 @@ pub fn read_curves(run_dir: &Path) -> Result<Curves, PlotError> {
         let Some(step) = row["step"].as_f64() else {
             continue;
         };
-        let push = |into: &mut Vec<(f64, f64)>, key: &str| {
+        let mut push = |into: &mut Vec<(f64, f64)>, key: &str| {
             if let Some(v) = row[key].as_f64().filter(|v| v.is_finite()) {
-                into.push((step, v));
+                if v.abs() > PLOTTED || step.abs() > PLOTTED {
+                    curves.clipped += 1;
+                } else {
+                    into.push((step, v));
+                }
             }
         };
         match row["kind"].as_str() {
@@ -79,6 +97,10 @@ pub fn read_curves(run_dir: &Path) -> Result<Curves, PlotError> {
                 push(&mut curves.lr, "lr");
             }
         }
+    }
+    if curves.train.is_empty() && curves.clipped > 0 {
+        let clipped = curves.clipped;
+        return Err(PlotError::AllClipped { path, clipped });
     }
     if curves.train.is_empty() {
         return Err(PlotError::Empty { path });
@@ -106,9 +128,39 @@ pub fn draw(runs: &[Curves], stem: &Path) -> Result<[PathBuf; 2], PlotError> {
             reason: e,
         }
     };
-    render(SVGBackend::new(&svg, size).into_drawing_area(), runs).map_err(failed(&svg))?;
-    render(BitMapBackend::new(&png, size).into_drawing_area(), runs).map_err(failed(&png))?;
+    // Drawn in memory, then written as every file cllm writes (a temporary file
+    // renamed into place: never through a link planted at the name).
+    let mut text = String::new();
+    render(
+        SVGBackend::with_string(&mut text, size).into_drawing_area(),
+        runs,
+    )
+    .map_err(failed(&svg))?;
+    let mut pixels = vec![0u8; 3 * size.0 as usize * size.1 as usize];
+    render(
+        BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area(),
+        runs,
+    )
+    .map_err(failed(&png))?;
+    let encoded = encode_png(&pixels, size).map_err(failed(&png))?;
+    let write = |path: &Path, bytes: &[u8]| {
+        crate::files::write_atomic(path, bytes).map_err(|e| failed(path)(e.to_string()))
+    };
+    write(&svg, text.as_bytes())?;
+    write(&png, &encoded)?;
     Ok([svg, png])
+}
+
+/// RGB pixels as a PNG file's bytes.
+fn encode_png(pixels: &[u8], (width, height): (u32, u32)) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+    writer.write_image_data(pixels).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// The run's colour: a fixed palette, so the same run keeps its colour across plots.

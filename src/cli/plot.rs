@@ -27,6 +27,16 @@ pub fn plot(args: PlotArgs) -> miette::Result<ExitCode> {
             [one] => one.join("loss"),
             _ => PathBuf::from("loss"),
         });
+    for run in &runs {
+        if run.clipped > 0 {
+            eprintln!(
+                "warning: {}: {} value(s) beyond ±{:e} are not drawn",
+                run.name,
+                run.clipped,
+                cllm::plot::PLOTTED
+            );
+        }
+    }
     let [svg, png] = draw(&runs, &stem)?;
     eprintln!("wrote {} and {}", svg.display(), png.display());
     Ok(ExitCode::SUCCESS)

@@ -41,6 +41,10 @@ pub struct SampleArgs {
     stats: bool,
 }
 
+/// The most tokens one `cllm sample` generates (a count past it is a mistake: at
+/// thousands of tokens a second, 10⁸ take a day).
+const MOST_TOKENS: u64 = 100_000_000;
+
 pub fn sample(args: SampleArgs) -> miette::Result<ExitCode> {
     generate(&args).map(|()| ExitCode::SUCCESS)
 }
@@ -88,7 +92,20 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     if prompt.is_empty() {
         miette::bail!(help = "give a prompt with --prompt", "the prompt is empty");
     }
-    let count = args.tokens.unwrap_or(s.tokens) as usize;
+    let count = args.tokens.unwrap_or(s.tokens);
+    if count > MOST_TOKENS {
+        let from = match args.tokens {
+            Some(_) => "--tokens",
+            None => "`sample.tokens`",
+        };
+        miette::bail!(
+            help = format!(
+                "ask for at most {MOST_TOKENS} tokens (the output streams: Ctrl-C stops it)"
+            ),
+            "{from} asks for {count} tokens, more than one sampling call generates"
+        );
+    }
+    let count = count as usize;
     let mut rng = Rng::new(args.seed.unwrap_or(s.seed));
     let mask = cllm::plan::attention_pattern(&spec)
         .map_err(|e| miette::miette!("{e}"))?
@@ -96,9 +113,18 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     let mut sampler = Sampler::new(&graph, params.iter().map(Vec::as_slice).collect())
         .map_err(|e| miette::miette!("{e}"))?
         .with_mask(mask);
+    // The text streams out token by token (each token's bytes follow the last's, so
+    // the concatenation is the decoding of the whole).
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(prompt_text.as_bytes());
     let started = std::time::Instant::now();
-    let out = sampler.generate(&prompt, count, sampling, &mut rng, |_| false);
+    let out = sampler.generate(&prompt, count, sampling, &mut rng, |token| {
+        // A closed pipe (`| head`) stops generating.
+        stdout.write_all(&tokenizer.decode(&[token])).is_err()
+    });
     let seconds = started.elapsed().as_secs_f64();
+    let _ = stdout.write_all(b"\n");
+    let _ = stdout.flush();
     if args.stats {
         // Every position fed (the prompt's and each generated token but the last) runs
         // the whole model once and so reads every weight once.
@@ -117,9 +143,5 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
             100.0 * rate / bound
         );
     }
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(prompt_text.as_bytes());
-    let _ = stdout.write_all(&tokenizer.decode(&out));
-    let _ = stdout.write_all(b"\n");
     Ok(())
 }

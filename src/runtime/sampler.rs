@@ -107,7 +107,8 @@ impl<'a> Sampler<'a> {
         for &t in prompt {
             self.feed(t);
         }
-        let mut out = Vec::with_capacity(count);
+        // Grown as tokens come: a huge count must not be allocated up front.
+        let mut out = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
             let next = self.next(sampling, rng);
             out.push(next);
