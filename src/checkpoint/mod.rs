@@ -112,6 +112,9 @@ pub struct Snapshot<'a> {
 /// unchecked.
 const CHECKSUMS: &str = "crc32";
 
+/// The metadata key of the fingerprint of the data a run trained on.
+pub const DATA: &str = "data";
+
 /// The metadata key of the folder a run's spec was in (its relative paths start there).
 pub const BASE_DIR: &str = "base_dir";
 

@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// are deleted first (without it, such a folder is refused).
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
+    /// With --resume: continue even though the training data changed since the
+    /// checkpoint (refused otherwise: the run would no longer be exact).
+    #[arg(long, requires = "resume")]
+    allow_data_change: bool,
     /// Print nothing but errors and the final summary.
     #[arg(long)]
     quiet: bool,
@@ -78,6 +82,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         ranks: ranks.clone(),
         resume: args.resume.as_deref().map(checkpoint::locate),
         overwrite: args.overwrite,
+        allow_data_change: args.allow_data_change,
         stop_at: args.stop_at,
         quiet: args.quiet,
         interrupt: interrupt.clone(),
@@ -97,33 +102,43 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         // Rank 0 speaks for the run (and wrote its checkpoint).
         return Ok(ExitCode::SUCCESS);
     }
-    let mut line = format!(
-        "done: {} step{}, final loss {:.4}",
-        summary.steps,
-        if summary.steps == 1 { "" } else { "s" },
-        summary.final_loss
-    );
-    if let Some(v) = summary.val_loss {
-        line += &format!(", val_loss {v:.4}");
-    }
-    if let Some((right, n)) = summary.accuracy {
-        line += &format!(
-            ", accuracy {:.1}% ({right}/{n})",
-            100.0 * right as f64 / n as f64
+    if summary.losses.is_empty() {
+        // Stopped before its first step (`--stop-at` at or below the checkpoint's step):
+        // no loss, no speed to report.
+        println!(
+            "no step trained in this invocation: the run stands at step {}; checkpoint {}",
+            summary.steps,
+            summary.checkpoint.display()
+        );
+    } else {
+        let mut line = format!(
+            "done: {} step{}, final loss {:.4}",
+            summary.steps,
+            if summary.steps == 1 { "" } else { "s" },
+            summary.final_loss
+        );
+        if let Some(v) = summary.val_loss {
+            line += &format!(", val_loss {v:.4}");
+        }
+        if let Some((right, n)) = summary.accuracy {
+            line += &format!(
+                ", accuracy {:.1}% ({right}/{n})",
+                100.0 * right as f64 / n as f64
+            );
+        }
+        println!("{line}; checkpoint {}", summary.checkpoint.display());
+        let a = summary.averages;
+        println!(
+            "wall {:.1} s; training at {:.0} tok/s, MFU {:.1}% (averaged over this invocation's steps)",
+            a.wall_seconds, a.tokens_per_s, a.mfu
         );
     }
-    println!("{line}; checkpoint {}", summary.checkpoint.display());
-    let a = summary.averages;
-    println!(
-        "wall {:.1} s; training at {:.0} tok/s, MFU {:.1}% (averaged over this invocation's steps)",
-        a.wall_seconds, a.tokens_per_s, a.mfu
-    );
     if let (Some(seconds), Some(ranks)) = (summary.exchange_seconds, &ranks) {
         println!(
             "{} ranks: {seconds:.2} s in the exchange (waiting for the slowest rank included), \
              {:.1}% of the wall time",
             ranks.ranks(),
-            100.0 * seconds / a.wall_seconds.max(1e-9)
+            100.0 * seconds / summary.averages.wall_seconds.max(1e-9)
         );
     }
     draw_curves(&run_dir);

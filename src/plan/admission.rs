@@ -23,7 +23,10 @@ pub fn admit(spec: &Spec, shards: u64) -> Result<(), PlanError> {
         Attention::Dense => 0,
         _ => 4 * context * context,
     };
+    // A step's batch buffers (tokens and targets, u32) and the evaluation's.
+    let batches = 8 * (spec.train.batch as u128 + spec.train.micro_batch() as u128) * context;
     let needed = 4 * (3 + shards as u128) * params
+        + batches
         + layers * PLANNER_BYTES_PER_LAYER
         + 8 * blocks * (blocks + 1) / 2
         + mask;

@@ -6,8 +6,8 @@ use crate::lattice::LatticeError;
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum PlanError {
     #[error(
-        "the plan needs {} ({} of parameters, gradients and AdamW state + {} worker arena(s) of {}), over the memory budget of {}",
-        human_bytes(*needed), human_bytes(*fixed), workers, human_bytes(*arena), human_bytes(*budget)
+        "the plan needs {} ({} of parameters, gradients and AdamW state + {} worker arena(s) of {}), over {}",
+        human_bytes(*needed), human_bytes(*fixed), workers, human_bytes(*arena), limit_words(*budget, *by_machine)
     )]
     #[diagnostic(
         code(cllm::plan::budget),
@@ -19,10 +19,12 @@ pub enum PlanError {
         arena: u64,
         workers: u64,
         budget: u64,
+        /// The machine's memory is the limit (it is below `plan.memory_budget`).
+        by_machine: bool,
     },
     #[error(
-        "the parameters, their gradients ({shards} shard buffers) and AdamW's state alone need {}, over the memory budget of {}",
-        human_bytes(*fixed), human_bytes(*budget)
+        "the parameters, their gradients ({shards} shard buffers) and AdamW's state alone need {}, over {}",
+        human_bytes(*fixed), limit_words(*budget, *by_machine)
     )]
     #[diagnostic(
         code(cllm::plan::budget),
@@ -32,15 +34,17 @@ pub enum PlanError {
         fixed: u64,
         shards: u64,
         budget: u64,
+        /// The machine's memory is the limit (it is below `plan.memory_budget`).
+        by_machine: bool,
     },
     #[error(
-        "a model of {layers} layers of width {width} over a context of {context} tokens needs at least {} (parameters, their gradients and AdamW's state, and the planner's own tables), over {}",
+        "a model of {layers} layers of width {width} over a context of {context} tokens needs at least {} (parameters, their gradients and AdamW's state, a step's batch buffers and the planner's own tables), over {}",
         human_bytes(*needed), limit_words(*limit, *by_machine)
     )]
     #[diagnostic(
         code(cllm::plan::budget),
         help(
-            "lower `model.layers`, `model.width` or `model.context`, or raise `plan.memory_budget`"
+            "lower `model.layers`, `model.width`, `model.context` or `train.batch`, or raise `plan.memory_budget` (up to this machine's memory)"
         )
     )]
     ModelOverBudget {

@@ -217,13 +217,17 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     admission::admit(spec, shards as u64)?;
     let graph = crate::graph::build(spec, micro_batch / shards);
     let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
-    let budget = spec.plan.memory_budget;
+    // A budget above what the machine has does not make the memory exist: every size
+    // the plan allocates is checked against the smaller of the two.
+    let machine = admission::machine_memory().unwrap_or(u64::MAX);
+    let budget = spec.plan.memory_budget.min(machine);
     if fixed_bytes > budget {
         // No arena can help: refused before any pass runs.
         return Err(PlanError::FixedOverBudget {
             fixed: fixed_bytes,
             shards: shards as u64,
             budget,
+            by_machine: machine < spec.plan.memory_budget,
         });
     }
     let pattern = attention_pattern(spec)?;

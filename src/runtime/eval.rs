@@ -91,7 +91,7 @@ pub fn evaluate_checkpoint(
         super::Backend::Jit,
         None,
     )?;
-    let (step, _) = super::session::restore(&mut machine, checkpoint)?;
+    let step = super::session::restore(&mut machine, checkpoint)?.step;
     let mut scratch = Batch::new(
         spec.train.micro_batch() as usize,
         spec.model.context as usize,

@@ -34,6 +34,9 @@ pub struct RunOptions {
     /// A fresh run into a folder that holds a run deletes that run's files first
     /// (otherwise it is refused).
     pub overwrite: bool,
+    /// Resume even when the data differs from what the checkpoint trained on (the
+    /// resumption is then not exact).
+    pub allow_data_change: bool,
     /// Save a checkpoint and stop once this many steps are done (as Ctrl-C would).
     pub stop_at: Option<u64>,
     /// No stdout lines and no progress bar (metrics.jsonl is still written).
@@ -90,6 +93,7 @@ impl RunOptions {
             run_dir: run_dir.into(),
             resume: None,
             overwrite: false,
+            allow_data_change: false,
             stop_at: None,
             quiet: false,
             interrupt: Arc::new(AtomicBool::new(false)),
@@ -184,6 +188,21 @@ pub enum RunError {
     RunDir {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error(
+        "the data changed since `{path}` was written: it trained on {was}, the spec now reads {now}"
+    )]
+    #[diagnostic(
+        code(cllm::resume),
+        help(
+            "a resumed run continues exactly only on the same data: put the corpus back, or resume on \
+             the new data anyway with `--allow-data-change` (the run is then no longer a continuation)"
+        )
+    )]
+    DataChanged {
+        path: PathBuf,
+        was: String,
+        now: String,
     },
     #[error("the run in `{path}` is complete: step {step} of its {steps} steps")]
     #[diagnostic(

@@ -118,7 +118,10 @@ impl Reporter {
         Averages {
             wall_seconds: self.started.elapsed().as_secs_f64(),
             tokens_per_s: steps * self.speed.step_tokens as f64 / seconds,
-            mfu: self.speed.mfu(seconds / steps.max(1.0)),
+            mfu: match self.trained_steps {
+                0 => 0.0,
+                _ => self.speed.mfu(seconds / steps),
+            },
         }
     }
 

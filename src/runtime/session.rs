@@ -95,9 +95,17 @@ pub(crate) fn initialise(
     Ok(())
 }
 
-/// A checkpoint's parameters and AdamW moments into `machine`; returns its step and
-/// data cursor.
-pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<(u64, Cursor), RunError> {
+/// What a checkpoint says of where its run stands.
+pub(crate) struct Restored {
+    pub step: u64,
+    pub cursor: Cursor,
+    /// The fingerprint of the data it trained on (`Dataset::fingerprint`), if recorded.
+    pub data: Option<String>,
+}
+
+/// A checkpoint's parameters and AdamW moments into `machine`; returns its step, data
+/// cursor and data fingerprint.
+pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<Restored, RunError> {
     let mut stored = checkpoint::load(path)?;
     let format = |reason: &str| checkpoint::CheckpointError::Format {
         path: path.to_path_buf(),
@@ -120,7 +128,11 @@ pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<(u64, C
         m_dst.copy_from_slice(&m);
         v_dst.copy_from_slice(&v);
     }
-    Ok((step, cursor))
+    Ok(Restored {
+        step,
+        cursor,
+        data: stored.metadata.get(checkpoint::DATA).cloned(),
+    })
 }
 
 /// The set-up, agreed among the ranks (see [`crate::machine::agree`]): every rank

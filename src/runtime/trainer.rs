@@ -217,7 +217,22 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
         options.ranks.as_ref(),
     )?;
     let (done, cursor) = match &options.resume {
-        Some(from) => session::restore(&mut machine, &checkpoint::locate(from))?,
+        Some(from) => {
+            let path = checkpoint::locate(from);
+            let restored = session::restore(&mut machine, &path)?;
+            let now = data.fingerprint();
+            if let Some(was) = restored.data
+                && Some(&was) != now.as_ref()
+                && !options.allow_data_change
+            {
+                return Err(RunError::DataChanged {
+                    path,
+                    was,
+                    now: now.unwrap_or_else(|| "none".into()),
+                });
+            }
+            (restored.step, restored.cursor)
+        }
         None => {
             session::initialise(&mut machine, spec, &options.base_dir)?;
             (0, Dataset::cursor(spec.train.seed))
@@ -372,8 +387,12 @@ fn save(
         .unwrap_or_else(|_| options.base_dir.clone())
         .to_string_lossy()
         .into_owned();
+    let fingerprint = data
+        .fingerprint()
+        .map(|f| (checkpoint::DATA.to_string(), f));
     let extra = words
         .into_iter()
+        .chain(fingerprint)
         .chain([(checkpoint::BASE_DIR.to_string(), base_dir)]);
     let snapshot = Snapshot {
         step: state.step,
