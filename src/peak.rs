@@ -131,3 +131,11 @@ unsafe fn fma_loop_avx512(iterations: u64) -> f32 {
     }
     _mm512_reduce_add_ps(sum)
 }
+
+/// This machine's physical memory in bytes (`MemTotal` of /proc/meminfo), where known.
+pub fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}

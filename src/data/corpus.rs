@@ -56,6 +56,32 @@ pub fn read(spec: &Spec, base_dir: &Path) -> Result<(Tokenizer, Read), DataError
     let several = files.len() > 1 || matches!(source, Source::Jsonl { .. });
     let newline = tokenizer.encode(b"\n");
     let mut tokens: Vec<u32> = Vec::new();
+    // Text becomes at most one 4-byte token per byte (and a separator per document):
+    // admitted against the memory there is before any is read, and reserved up front
+    // so that an allocation the address space refuses is an error, not an abort.
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let needed = 4 * (bytes as u128 + files.len() as u128);
+    let limit = spec
+        .plan
+        .memory_budget
+        .min(crate::peak::machine_memory().unwrap_or(u64::MAX));
+    let too_large = || DataError::TooLarge {
+        path: full.clone(),
+        bytes,
+        needed: needed.min(u64::MAX as u128) as u64,
+        limit,
+    };
+    if needed > limit as u128 / 2 {
+        return Err(too_large());
+    }
+    if matches!(tokenizer, Tokenizer::Bytes) {
+        tokens
+            .try_reserve_exact(needed as usize / 4)
+            .map_err(|_| too_large())?;
+    }
     each(&mut |document| {
         match tokenizer.end_of_text() {
             Some(end) if !tokens.is_empty() => tokens.push(end),

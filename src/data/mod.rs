@@ -86,6 +86,23 @@ pub enum DataError {
         reason: String,
     },
     #[error(
+        "the corpus `{path}` ({}) would take up to {} as 32-bit tokens in memory, over half of {}",
+        crate::spec::human_bytes(*bytes), crate::spec::human_bytes(*needed), crate::spec::human_bytes(*limit)
+    )]
+    #[diagnostic(
+        code(cllm::data),
+        help(
+            "tokenize it once into token shards (llm.c's or nanoGPT's .bin) and train with tokens(\"dir\"): shards are memory-mapped, 2 bytes a token, never read whole"
+        )
+    )]
+    TooLarge {
+        path: PathBuf,
+        bytes: u64,
+        needed: u64,
+        /// The smaller of `plan.memory_budget` and the machine's memory.
+        limit: u64,
+    },
+    #[error(
         "the {split} split has {tokens} tokens, but one training window needs context + 1 = {needed}"
     )]
     #[diagnostic(

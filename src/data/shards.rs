@@ -63,6 +63,28 @@ pub fn open(path: &Path, vocab: usize) -> Result<Part, DataError> {
         }
         (HEADER_BYTES, count)
     } else {
+        if map.len() >= 4 && word(0) == MAGIC.swap_bytes() {
+            return Err(bad(
+                0,
+                "llm.c's magic, big-endian: llm.c shards are little-endian; rewrite it on a little-endian machine".into(),
+            ));
+        }
+        if map.len() >= HEADER_BYTES && (20_000_000..30_000_000).contains(&word(0)) && word(1) == 1
+        {
+            return Err(bad(
+                0,
+                format!(
+                    "a header with magic {} (llm.c's is {MAGIC}): another version of llm.c's format, not read here",
+                    word(0)
+                ),
+            ));
+        }
+        if looks_like_text(&map) {
+            return Err(bad(
+                0,
+                "it reads as text, not tokens (no NUL byte in its first 64 KiB, valid UTF-8): give text files to text(...) or jsonl(...), token shards to tokens(...)".into(),
+            ));
+        }
         if !map.len().is_multiple_of(2) {
             return Err(bad(
                 map.len() - 1,
@@ -90,6 +112,22 @@ pub fn open(path: &Path, vocab: usize) -> Result<Part, DataError> {
         offset,
         range: 0..count,
     })
+}
+
+/// Whether `bytes` look like text rather than uint16 tokens: the first 64 KiB (all of
+/// a smaller file, at least 16 bytes of it) hold no NUL byte and are valid UTF-8. Token
+/// streams hold tokens below 256 (punctuation, newlines) every few tokens, each with a
+/// zero high byte.
+fn looks_like_text(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64 << 10)];
+    if head.len() < 16 || head.contains(&0) {
+        return false;
+    }
+    // A cut at 64 KiB may split a character: accept an incomplete one at the end.
+    match std::str::from_utf8(head) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none() && head.len() == 64 << 10,
+    }
 }
 
 #[cfg(test)]
@@ -140,5 +178,49 @@ mod tests {
             open(&d, 256),
             Err(DataError::BadShard { offset: 2, .. })
         ));
+    }
+
+    #[test]
+    fn text_a_big_endian_header_and_another_magic_are_named_not_read_as_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let says = |bytes: &[u8], what: &str| {
+            let path = dir.path().join("x.bin");
+            std::fs::write(&path, bytes).unwrap();
+            match open(&path, 50_257) {
+                Err(DataError::BadShard {
+                    offset: 0, reason, ..
+                }) => {
+                    assert!(reason.contains(what), "{reason}")
+                }
+                Err(other) => panic!("{other}"),
+                Ok(_) => panic!("{what}: read as tokens"),
+            }
+        };
+        says(
+            b"First Citizen:\nBefore we proceed any further, hear me speak.\n",
+            "reads as text",
+        );
+        says(
+            "caf\u{e9} \u{4e16}\u{754c} – ok, une phrase de plus.\n".as_bytes(),
+            "reads as text",
+        );
+        let mut big = llmc(&[1, 2], 2);
+        big[..4].copy_from_slice(&MAGIC.to_be_bytes());
+        says(&big, "big-endian");
+        let mut other = llmc(&[1, 2], 2);
+        other[..4].copy_from_slice(&20_240_801i32.to_le_bytes());
+        says(&other, "magic 20240801");
+        // Tokens (with zero high bytes) still read.
+        let tokens: Vec<u8> = [11u16, 15_496, 13, 198, 995, 11, 13, 198]
+            .iter()
+            .flat_map(|t| t.to_le_bytes())
+            .collect();
+        assert_eq!(read_all(&open_bytes(&dir, &tokens)).len(), 8);
+    }
+
+    fn open_bytes(dir: &tempfile::TempDir, bytes: &[u8]) -> Part {
+        let path = dir.path().join("ok.bin");
+        std::fs::write(&path, bytes).unwrap();
+        open(&path, 50_257).unwrap()
     }
 }

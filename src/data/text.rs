@@ -19,8 +19,25 @@ pub fn files(path: &Path, ext: &'static str) -> Result<Vec<PathBuf>, DataError> 
             source,
         })?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
+    // A file of the source's kind that is not a regular file (a FIFO, a link to a
+    // device, a broken link, a folder named `x.bin`) is refused, not skipped: training
+    // on the rest would be a silent wrong result.
+    for file in &files {
+        if let Err(source) = std::fs::metadata(file).and_then(|m| match m.is_file() {
+            true => Ok(()),
+            false => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is not a regular file (a FIFO, a device, a socket or a folder)",
+            )),
+        }) {
+            return Err(DataError::Unreadable {
+                path: file.clone(),
+                source,
+            });
+        }
+    }
     if files.is_empty() {
         return Err(DataError::NoFiles {
             dir: path.to_path_buf(),

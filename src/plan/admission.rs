@@ -31,7 +31,7 @@ pub fn admit(spec: &Spec, shards: u64) -> Result<(), PlanError> {
         + 8 * blocks * (blocks + 1) / 2
         + mask;
     // A budget above what the machine has does not make the memory exist.
-    let machine = machine_memory().unwrap_or(u64::MAX);
+    let machine = crate::peak::machine_memory().unwrap_or(u64::MAX);
     let limit = spec.plan.memory_budget.min(machine);
     if needed > limit as u128 {
         return Err(PlanError::ModelOverBudget {
@@ -44,12 +44,4 @@ pub fn admit(spec: &Spec, shards: u64) -> Result<(), PlanError> {
         });
     }
     Ok(())
-}
-
-/// This machine's physical memory in bytes (`MemTotal` of /proc/meminfo), where known.
-pub fn machine_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
 }

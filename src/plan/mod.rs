@@ -219,7 +219,7 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
     // A budget above what the machine has does not make the memory exist: every size
     // the plan allocates is checked against the smaller of the two.
-    let machine = admission::machine_memory().unwrap_or(u64::MAX);
+    let machine = crate::peak::machine_memory().unwrap_or(u64::MAX);
     let budget = spec.plan.memory_budget.min(machine);
     if fixed_bytes > budget {
         // No arena can help: refused before any pass runs.

@@ -198,7 +198,7 @@ pub fn recompute(mut plan: Plan, policy: Recompute) -> Result<Plan, PlanError> {
             workers: plan.workers as u64,
             budget: plan.memory_budget,
             // The planner's budget is the smaller of `plan.memory_budget` and the machine.
-            by_machine: super::admission::machine_memory() == Some(plan.memory_budget),
+            by_machine: crate::peak::machine_memory() == Some(plan.memory_budget),
         });
     }
     plan.passes.push("allocate");
