@@ -95,6 +95,7 @@ fn stopping_at_the_checkpoints_step_reports_no_step() {
         "5",
         "--stop-at",
         "0",
+        "--quiet",
         "--out",
         out.to_str().unwrap(),
     ]);
