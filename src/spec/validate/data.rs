@@ -86,11 +86,22 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
                 );
             }
             let missing = base_dir.filter(|base| !base.join(path).exists());
+            let folder = base_dir.map_or(String::new(), folder_words);
+            let (label, what) = match missing.map(|base| base.join(path)) {
+                Some(full) if std::fs::symlink_metadata(&full).is_ok() => (
+                    "broken link",
+                    format!("`{path}` is a symbolic link to nothing (or to itself){folder}"),
+                ),
+                _ => (
+                    "not found",
+                    format!("no file or folder at `{path}`{folder}"),
+                ),
+            };
             c.require_labelled(
                 missing.is_none(),
                 &["data.source"],
-                "not found",
-                format!("no file or folder at `{path}` (relative to the spec's folder)"),
+                label,
+                what,
                 &missing.and_then(|base| closest(base, path)).map_or(
                     "paths are relative to the spec's folder".to_string(),
                     |near| {
@@ -108,14 +119,35 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
             Some(near) if !full.is_file() => format!("did you mean `{near}`? (paths are relative to the spec's folder; `weights = none` starts from random weights)"),
             _ => "paths are relative to the spec's folder; write `weights = none` to start from random weights".to_string(),
         };
-        c.require_labelled(
-            full.is_file(),
-            &["model.weights"],
-            "not found",
-            format!("no weights file at `{weights}` (relative to the spec's folder)"),
-            &help,
-        );
+        let folder = folder_words(base);
+        let (label, what) = match std::fs::symlink_metadata(&full) {
+            Err(_) => ("not found", format!("no weights file at `{weights}`{folder}")),
+            Ok(_) => match std::fs::metadata(&full) {
+                Err(_) => (
+                    "broken link",
+                    format!("`{weights}` is a symbolic link to nothing (or to itself){folder}"),
+                ),
+                Ok(meta) if meta.is_dir() => (
+                    "a folder",
+                    format!("`{weights}` is a folder, not a weights file{folder}"),
+                ),
+                Ok(_) => (
+                    "not a regular file",
+                    format!("`{weights}` is not a regular file (a FIFO, a device or a socket){folder}"),
+                ),
+            },
+        };
+        c.require_labelled(full.is_file(), &["model.weights"], label, what, &help);
     }
+}
+
+/// " (relative to the spec's folder `X`)", naming it.
+fn folder_words(base: &Path) -> String {
+    let shown = match base.as_os_str().is_empty() {
+        true => ".".to_string(),
+        false => base.display().to_string(),
+    };
+    format!(" (relative to the spec's folder `{shown}`)")
 }
 
 /// The name in `path`'s folder closest to its last component (a typo's likely fix), as
@@ -131,6 +163,8 @@ fn closest(base: &Path, path: &str) -> Option<String> {
         .take(10_000)
         .collect();
     let known: Vec<&str> = names.iter().map(String::as_str).collect();
+    // The name itself is no suggestion (a link to nothing is listed under its name).
+    let known: Vec<&str> = known.into_iter().filter(|k| *k != name).collect();
     let near = super::super::error::did_you_mean(name, &known)?;
     Some(folder.join(near).display().to_string())
 }
