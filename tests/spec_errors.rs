@@ -14,8 +14,7 @@ fn diagnostic_for(path: &Path) -> String {
     // where the repository is checked out.
     let folder = Path::new("tests/bad_specs");
     assert!(folder.join(path.file_name().unwrap()).is_file());
-    let error = spec::parse(&text, &name, folder, &[])
-        .expect_err("a bad spec must not check");
+    let error = spec::parse(&text, &name, folder, &[]).expect_err("a bad spec must not check");
     spec::render_plain(&error)
 }
 

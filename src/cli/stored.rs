@@ -42,6 +42,9 @@ pub fn open(path: &Path) -> miette::Result<StoredRun> {
         miette::miette!("the spec stored in `{}` is unreadable: {e}", file.display())
     })?;
     let spec = spec::check_stored(&spec, &format!("the spec stored in {}", file.display()))?;
+    // The model the stored spec describes must fit before its graph is built (a
+    // damaged or hand-edited spec of 10⁸ layers aborted `sample` allocating it).
+    cllm::plan::admit(&spec, 1)?;
     let base_dir = stored.metadata.get(checkpoint::BASE_DIR).map(PathBuf::from);
     Ok(StoredRun {
         file,

@@ -81,8 +81,11 @@ pub fn jsonl_documents(
 ) -> Result<(), DataError> {
     let mut count = 0;
     for file in files {
-        let bytes = map(file)?;
-        let mut offset = 0;
+        let mapped = map(file)?;
+        // A UTF-8 byte-order mark (Windows editors write one) is not part of the JSON.
+        const BOM: &[u8] = b"\xef\xbb\xbf";
+        let bytes = mapped.strip_prefix(BOM).unwrap_or(&mapped);
+        let mut offset = mapped.len() - bytes.len();
         for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
             let at = offset;
             offset += line.len() + 1;

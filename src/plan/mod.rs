@@ -24,6 +24,7 @@ mod report;
 pub mod scaling;
 mod svg;
 
+pub use admission::admit;
 pub use error::PlanError;
 
 use serde::Serialize;

@@ -121,7 +121,10 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
         };
         let folder = folder_words(base);
         let (label, what) = match std::fs::symlink_metadata(&full) {
-            Err(_) => ("not found", format!("no weights file at `{weights}`{folder}")),
+            Err(_) => (
+                "not found",
+                format!("no weights file at `{weights}`{folder}"),
+            ),
             Ok(_) => match std::fs::metadata(&full) {
                 Err(_) => (
                     "broken link",
@@ -133,7 +136,9 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
                 ),
                 Ok(_) => (
                     "not a regular file",
-                    format!("`{weights}` is not a regular file (a FIFO, a device or a socket){folder}"),
+                    format!(
+                        "`{weights}` is not a regular file (a FIFO, a device or a socket){folder}"
+                    ),
                 ),
             },
         };
