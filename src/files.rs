@@ -56,7 +56,20 @@ pub fn map_regular(path: &Path) -> std::io::Result<Mapped> {
     // SAFETY: the map is read-only and private to this process. Another process
     // truncating the file while it is mapped makes reads fault (SIGBUS): the binary
     // turns that into a message and exit 1 (`exit_cleanly_on_sigbus`).
-    let map = unsafe { memmap2::Mmap::map(&file)? };
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOMEM) {
+            let most = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+                .map_or("?".into(), |t| t.trim().to_string());
+            return Error::new(
+                ErrorKind::OutOfMemory,
+                format!(
+                    "cannot map it: the process holds as many memory maps as the kernel allows \
+                     (vm.max_map_count = {most}) or has no address space left; merge small files into fewer"
+                ),
+            );
+        }
+        e
+    })?;
     Ok(Mapped(Some(map)))
 }
 

@@ -230,3 +230,53 @@ fn the_arena_is_checked_against_the_machine_not_only_the_budget() {
         "this machine's",
     );
 }
+
+#[test]
+fn a_shard_truncated_under_a_run_ends_it_with_a_message_not_sigbus() {
+    let root = tempfile::tempdir().unwrap();
+    let d = root.path();
+    let shard = d.join("train.bin");
+    let tokens: Vec<u8> = (0..2_000_000u32)
+        .flat_map(|t| ((t * 7 % 256) as u16).to_le_bytes())
+        .collect();
+    std::fs::write(&shard, &tokens).unwrap();
+    let spec = spec(d, "tokens(\"train.bin\")", "bytes");
+    let out = d.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cllm"))
+        .args([
+            "run",
+            &spec,
+            "--quiet",
+            "--set",
+            "train.steps=1000000",
+            "--out",
+        ])
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(true, |t| t.is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no row in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&shard)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("truncated or replaced"), "{stderr}");
+}

@@ -17,6 +17,15 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
+    if let Ok(meta) = std::fs::metadata(&args.hf)
+        && !meta.is_dir()
+    {
+        miette::bail!(
+            help = "give --hf a folder (it is created when missing)",
+            "--hf `{}` is a file, not a folder",
+            args.hf.display()
+        );
+    }
     let super::stored::StoredRun {
         file,
         spec,

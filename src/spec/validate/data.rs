@@ -90,11 +90,14 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
             let (label, what) = match missing.map(|base| base.join(path)) {
                 Some(full) if std::fs::symlink_metadata(&full).is_ok() => (
                     "broken link",
-                    format!("`{path}` is a symbolic link to nothing (or to itself){folder}"),
+                    format!(
+                        "`{}` is a symbolic link to nothing (or to itself){folder}",
+                        path.escape_debug()
+                    ),
                 ),
                 _ => (
                     "not found",
-                    format!("no file or folder at `{path}`{folder}"),
+                    format!("no file or folder at `{}`{folder}", path.escape_debug()),
                 ),
             };
             c.require_labelled(
@@ -123,21 +126,28 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
         let (label, what) = match std::fs::symlink_metadata(&full) {
             Err(_) => (
                 "not found",
-                format!("no weights file at `{weights}`{folder}"),
+                format!("no weights file at `{}`{folder}", weights.escape_debug()),
             ),
             Ok(_) => match std::fs::metadata(&full) {
                 Err(_) => (
                     "broken link",
-                    format!("`{weights}` is a symbolic link to nothing (or to itself){folder}"),
+                    format!(
+                        "`{}` is a symbolic link to nothing (or to itself){folder}",
+                        weights.escape_debug()
+                    ),
                 ),
                 Ok(meta) if meta.is_dir() => (
                     "a folder",
-                    format!("`{weights}` is a folder, not a weights file{folder}"),
+                    format!(
+                        "`{}` is a folder, not a weights file{folder}",
+                        weights.escape_debug()
+                    ),
                 ),
                 Ok(_) => (
                     "not a regular file",
                     format!(
-                        "`{weights}` is not a regular file (a FIFO, a device or a socket){folder}"
+                        "`{}` is not a regular file (a FIFO, a device or a socket){folder}",
+                        weights.escape_debug()
                     ),
                 ),
             },
