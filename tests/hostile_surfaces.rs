@@ -242,7 +242,7 @@ fn a_shard_truncated_under_a_run_ends_it_with_a_message_not_sigbus() {
     std::fs::write(&shard, &tokens).unwrap();
     let spec = spec(d, "tokens(\"train.bin\")", "bytes");
     let out = d.join("run");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cllm"))
+    let child = Command::new(env!("CARGO_BIN_EXE_cllm"))
         .args([
             "run",
             &spec,
@@ -257,6 +257,17 @@ fn a_shard_truncated_under_a_run_ends_it_with_a_message_not_sigbus() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed if an assertion fails first: a million-step run must not outlive the test.
+    struct Running(Option<std::process::Child>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(child) = &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut running = Running(Some(child));
     let started = Instant::now();
     while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(true, |t| t.is_empty()) {
         assert!(
@@ -271,11 +282,17 @@ fn a_shard_truncated_under_a_run_ends_it_with_a_message_not_sigbus() {
         .unwrap()
         .set_len(0)
         .unwrap();
+    let child = running.0.as_mut().expect("running");
     while child.try_wait().unwrap().is_none() {
         assert!(started.elapsed() < Duration::from_secs(60), "still running");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = child.wait_with_output().unwrap();
+    let out = running
+        .0
+        .take()
+        .expect("running")
+        .wait_with_output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("truncated or replaced"), "{stderr}");

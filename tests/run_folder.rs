@@ -95,9 +95,32 @@ fn a_fresh_run_into_a_folder_holding_a_run_is_refused_unless_overwrite() {
     assert!(temporaries(&dir).is_empty(), "{:?}", temporaries(&dir));
 }
 
+/// A child process killed when dropped: a failed assertion must not leave a run of a
+/// million steps behind.
+struct Running(Option<Child>);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    fn take(mut self) -> Child {
+        self.0.take().expect("running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A run of the addition task that goes on until stopped, writing into `dir`.
-fn long_run(dir: &Path) -> Child {
-    Command::new(CLLM)
+fn long_run(dir: &Path) -> Running {
+    let child = Command::new(CLLM)
         .args(["run", "specs/add.cllm", "--steps", "1000000", "--quiet"])
         .args([
             "--set",
@@ -111,7 +134,8 @@ fn long_run(dir: &Path) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(Some(child))
 }
 
 /// Waits until the run in `dir` has logged a training row (it is past its set-up).
@@ -139,7 +163,7 @@ fn a_second_writer_is_refused_and_sigterm_or_sighup_save_and_stop() {
         assert!(stderr.contains(&holder), "{stderr}");
         // SAFETY: kill(2) on the child this test started.
         assert_eq!(unsafe { libc::kill(first.id() as i32, signal) }, 0);
-        let (code, stdout, stderr) = finish(first, &[name]);
+        let (code, stdout, stderr) = finish(first.take(), &[name]);
         assert_eq!(code, Some(130), "{name}: {stdout}{stderr}");
         assert!(
             stdout.contains("resume with: cllm run --resume"),

@@ -69,7 +69,13 @@ pub fn import_gpt2(
     for (name, shape) in params {
         let key = candidates(name)
             .iter()
-            .find(|c| stored.tensors.contains_key(*c))
+            .find(|c| {
+                // A tensor of another dtype under that name is the one meant: `take`
+                // then says which dtype it is.
+                let skipped = format!("{c} (");
+                stored.tensors.contains_key(*c)
+                    || stored.skipped.iter().any(|s| s.starts_with(&skipped))
+            })
             .cloned()
             .unwrap_or_else(|| name.clone());
         if is_conv1d(name) && !ours {
