@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 /// The lock file in a run folder.
 pub const LOCK_FILE: &str = "cllm.lock";
 
-/// The files a run leaves in its folder (a fresh run into a folder holding any of the
-/// first two is refused; `--overwrite` removes them all first).
+/// The files a run leaves in its folder (a fresh run into a folder holding a
+/// checkpoint is refused; `--overwrite`, or a folder without a checkpoint, has them
+/// all removed first).
 const RUN_FILES: [&str; 4] = [
     crate::checkpoint::FILE_NAME,
     "metrics.jsonl",
@@ -110,7 +111,9 @@ pub fn claim(dir: &Path, claim: Claim) -> Result<RunFolderLock, RunFolderError> 
             .copied()
             .filter(|name| std::fs::symlink_metadata(dir.join(name)).is_ok())
             .collect();
-        let holds_run = present.iter().any(|n| RUN_FILES[..2].contains(n));
+        // A run is there once it has a checkpoint: metrics and plots alone are what a
+        // run killed before its first checkpoint left, which nothing can resume.
+        let holds_run = present.contains(&crate::checkpoint::FILE_NAME);
         if holds_run && !overwrite {
             return Err(RunFolderError::HoldsRun {
                 path: dir.to_path_buf(),

@@ -68,7 +68,13 @@ fn killed_runs_resume_to_the_uninterrupted_run_bit_for_bit() {
         let mut finished = run(&dir, false, Some(Duration::from_millis(first_ms)));
         let mut kills = [second_ms, None].into_iter();
         while !finished {
-            inside_a_write += dir.join("checkpoint.safetensors.tmp").exists() as usize;
+            inside_a_write += std::fs::read_dir(&dir).is_ok_and(|entries| {
+                entries.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".checkpoint.safetensors.tmp.")
+                })
+            }) as usize;
             let resume = dir.join("checkpoint.safetensors").exists();
             let kill = kills.next().flatten().map(Duration::from_millis);
             finished = run(&dir, resume, kill);
