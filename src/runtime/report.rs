@@ -221,10 +221,10 @@ impl Reporter {
 /// metrics file that is not a regular file (a FIFO, a link to a device) is refused
 /// unread; one larger than 1 GiB too (a million rows are 200 MB).
 fn keep_rows_up_to(path: &Path, step: u64) -> std::io::Result<()> {
-    if std::fs::symlink_metadata(path).is_err() {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(()); // none yet
-    }
-    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+    };
+    if meta.file_type().is_symlink() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!(
