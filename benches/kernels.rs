@@ -9,8 +9,9 @@
 
 use cllm::peak;
 use cllm_kernels::attention::AttentionShape;
+use cllm_kernels::ir::Step;
 use cllm_kernels::jit::{Compiled, JitOptions};
-use cllm_kernels::program::{KernelDesc, Step, compile};
+use cllm_kernels::program::{KernelDesc, compile};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const T: usize = 256;
@@ -19,10 +20,10 @@ const HEADS: usize = 6;
 const V: usize = 256;
 const PARAMS: usize = 10_844_160;
 
-fn build(step: Step, slots: usize, native: bool) -> Compiled {
+fn build(step: &Step, native: bool) -> Compiled {
     let desc = KernelDesc {
         name: "bench".into(),
-        steps: vec![(step, (0..slots).collect())],
+        steps: vec![step.clone().numbered()],
     };
     compile(
         &[desc],
@@ -35,11 +36,19 @@ fn build(step: Step, slots: usize, native: bool) -> Compiled {
     .expect("compiles")
 }
 
-/// Buffers for one kernel, with a value pattern that keeps exp and sqrt finite.
-fn buffers(lengths: &[usize]) -> Vec<Vec<f32>> {
-    lengths
-        .iter()
-        .map(|&n| (0..n).map(|i| ((i % 97) as f32 - 48.0) * 0.01).collect())
+/// Buffers for one kernel (each slot of `step` holds its buffer's length), with a
+/// value pattern that keeps exp and sqrt finite; id slots hold valid ids below `ids`.
+fn buffers(step: &Step, ids: usize) -> Vec<Vec<f32>> {
+    step.slots()
+        .into_iter()
+        .map(|(slot, &n)| {
+            (0..n)
+                .map(|i| match slot.ids {
+                    true => f32::from_bits((i % ids) as u32),
+                    false => ((i % 97) as f32 - 48.0) * 0.01,
+                })
+                .collect()
+        })
         .collect()
 }
 
@@ -52,23 +61,17 @@ fn run(compiled: &Compiled, buffers: &mut [Vec<f32>], scalars: &[f64]) {
     unsafe { (compiled.functions[0])(pointers.as_ptr(), scalars.as_ptr()) };
 }
 
+/// Benchmarks `step`, each of its slots bound to the length of its buffer.
 fn bench_kernel(
     c: &mut Criterion,
     name: &str,
     step: Step,
-    lengths: &[usize],
     throughput: Throughput,
     scalars: &[f64],
     native: bool,
 ) {
-    let compiled = build(step.clone(), lengths.len(), native);
-    let mut bufs = buffers(lengths);
-    if let Step::SoftmaxXent { v, .. } = step {
-        // targets are u32 ids: store valid ones' bits
-        for (i, x) in bufs[3].iter_mut().enumerate() {
-            *x = f32::from_bits((i % v) as u32);
-        }
-    }
+    let compiled = build(&step, native);
+    let mut bufs = buffers(&step, V);
     let mut group = c.benchmark_group(name);
     group.throughput(throughput);
     group.bench_function("jit", |b| b.iter(|| run(&compiled, &mut bufs, scalars)));
@@ -95,10 +98,12 @@ fn kernels(c: &mut Criterion) {
                 rows: n,
                 c: C,
                 oc: 3 * C,
-                bias: true,
-                gelu: false,
+                out: n * 3 * C,
+                inp: n * C,
+                weight: 3 * C * C,
+                bias: Some(3 * C),
+                gelu_out: None,
             },
-            &[n * 3 * C, n * C, 3 * C * C, 3 * C],
             flops(2 * n * C * 3 * C),
             &[],
             native,
@@ -111,10 +116,12 @@ fn kernels(c: &mut Criterion) {
             rows: n,
             c: C,
             oc: 4 * C,
-            bias: true,
-            gelu: true,
+            out: n * 4 * C,
+            inp: n * C,
+            weight: 4 * C * C,
+            bias: Some(4 * C),
+            gelu_out: Some(n * 4 * C),
         },
-        &[n * 4 * C, n * C, 4 * C * C, 4 * C, n * 4 * C],
         flops(2 * n * C * 4 * C),
         &[],
         true,
@@ -126,10 +133,15 @@ fn kernels(c: &mut Criterion) {
             rows: n,
             c: C,
             oc: 4 * C,
-            bias: true,
-            gelu: false,
+            dinp: n * C,
+            dweight: 4 * C * C,
+            dbias: Some(4 * C),
+            dout: n * 4 * C,
+            inp: n * C,
+            weight: 4 * C * C,
+            dpre: None,
+            pre: None,
         },
-        &[n * C, 4 * C * C, 4 * C, n * 4 * C, n * C, 4 * C * C],
         flops(4 * n * C * 4 * C),
         &[],
         true,
@@ -137,10 +149,6 @@ fn kernels(c: &mut Criterion) {
     // fc_proj's backward, alone and with GELU's backward in its dx epilogue (same FLOPs
     // counted for both, so the throughputs compare what the epilogue costs).
     for gelu in [false, true] {
-        let mut buffers = vec![n * 4 * C, 4 * C * C, C, n * C, n * 4 * C, 4 * C * C];
-        if gelu {
-            buffers.extend([n * 4 * C, n * 4 * C]);
-        }
         bench_kernel(
             c,
             if gelu {
@@ -152,10 +160,15 @@ fn kernels(c: &mut Criterion) {
                 rows: n,
                 c: 4 * C,
                 oc: C,
-                bias: true,
-                gelu,
+                dinp: n * 4 * C,
+                dweight: 4 * C * C,
+                dbias: Some(C),
+                dout: n * C,
+                inp: n * 4 * C,
+                weight: 4 * C * C,
+                dpre: gelu.then_some(n * 4 * C),
+                pre: gelu.then_some(n * 4 * C),
             },
-            &buffers,
             flops(4 * n * C * 4 * C),
             &[],
             true,
@@ -176,10 +189,12 @@ fn kernels(c: &mut Criterion) {
         "attention_fwd",
         Step::Attention {
             shape,
-            masked: false,
             blocks: blocks.clone(),
+            out: n * C,
+            lse: HEADS * T,
+            qkv: n * 3 * C,
+            keep: None,
         },
-        &[n * C, HEADS * T, n * 3 * C],
         flops(tiled(2) as usize),
         &[],
         true,
@@ -189,10 +204,14 @@ fn kernels(c: &mut Criterion) {
         "attention_bwd",
         Step::AttentionBackward {
             shape,
-            masked: false,
             blocks: blocks.clone(),
+            dqkv: n * 3 * C,
+            dout: n * C,
+            qkv: n * 3 * C,
+            out: n * C,
+            lse: HEADS * T,
+            keep: None,
         },
-        &[n * 3 * C, n * C, n * 3 * C, n * C, HEADS * T],
         flops(tiled(5) as usize),
         &[],
         true,
@@ -204,8 +223,13 @@ fn kernels(c: &mut Criterion) {
             rows: n,
             c: C,
             eps: 1e-5,
+            out: n * C,
+            mean: n,
+            rstd: n,
+            inp: n * C,
+            weight: C,
+            bias: C,
         },
-        &[n * C, n, n, n * C, C, C],
         bytes(2 * n * C),
         &[],
         true,
@@ -213,8 +237,18 @@ fn kernels(c: &mut Criterion) {
     bench_kernel(
         c,
         "layernorm_bwd",
-        Step::LayerNormBackward { rows: n, c: C },
-        &[n * C, C, C, n * C, n * C, C, n, n],
+        Step::LayerNormBackward {
+            rows: n,
+            c: C,
+            dinp: n * C,
+            dweight: C,
+            dbias: C,
+            dout: n * C,
+            inp: n * C,
+            weight: C,
+            mean: n,
+            rstd: n,
+        },
         bytes(4 * n * C),
         &[],
         true,
@@ -222,8 +256,12 @@ fn kernels(c: &mut Criterion) {
     bench_kernel(
         c,
         "gelu_bwd",
-        Step::GeluBackward { n: n * 4 * C },
-        &[n * 4 * C, n * 4 * C, n * 4 * C],
+        Step::GeluBackward {
+            n: n * 4 * C,
+            dinp: n * 4 * C,
+            dout: n * 4 * C,
+            inp: n * 4 * C,
+        },
         bytes(4 * n * 4 * C),
         &[],
         true,
@@ -231,8 +269,12 @@ fn kernels(c: &mut Criterion) {
     bench_kernel(
         c,
         "residual_fwd",
-        Step::Residual { n: n * C },
-        &[n * C, n * C, n * C],
+        Step::Residual {
+            n: n * C,
+            out: n * C,
+            a: n * C,
+            b: n * C,
+        },
         bytes(3 * n * C),
         &[],
         true,
@@ -240,8 +282,14 @@ fn kernels(c: &mut Criterion) {
     bench_kernel(
         c,
         "softmax_xent_fwd",
-        Step::SoftmaxXent { rows: n, v: V },
-        &[n, n * V, n * V, n],
+        Step::SoftmaxXent {
+            rows: n,
+            v: V,
+            losses: n,
+            probs: n * V,
+            logits: n * V,
+            targets: n,
+        },
         bytes(2 * n * V),
         &[],
         true,
@@ -251,8 +299,13 @@ fn kernels(c: &mut Criterion) {
     bench_kernel(
         c,
         "adamw",
-        Step::AdamW { segments },
-        &[PARAMS, PARAMS, PARAMS, PARAMS],
+        Step::AdamW {
+            segments,
+            params: PARAMS,
+            grads: PARAMS,
+            m: PARAMS,
+            v: PARAMS,
+        },
         bytes(7 * PARAMS),
         &adamw_scalars,
         true,

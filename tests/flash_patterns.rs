@@ -10,8 +10,9 @@ use cllm::plan;
 use cllm::rng::Rng;
 use cllm::spec;
 use cllm_kernels::attention::{AttentionShape, attention_backward, attention_forward};
-use cllm_kernels::jit::{Compiled, JitOptions};
-use cllm_kernels::program::{KernelDesc, Step, compile};
+use cllm_kernels::ir::Step;
+use cllm_kernels::jit::JitOptions;
+use cllm_kernels::program::{KernelDesc, compile};
 
 const CONTEXT: usize = 600;
 const WIDTH: usize = 64;
@@ -63,40 +64,34 @@ fn check(attention: &str) {
     let n = BATCH * CONTEXT;
     let qkv = random(n * 3 * WIDTH);
     let dout = random(n * WIDTH);
-    let masked = keep.is_some();
-
-    let forward = kernel(Step::Attention {
-        shape,
-        masked,
-        blocks: blocks.clone(),
-    });
     let (mut out, mut lse) = (
         vec![f32::NAN; n * WIDTH],
         vec![f32::NAN; BATCH * HEADS * CONTEXT],
     );
-    let mut args = vec![ptr(&mut out), ptr(&mut lse), ptr_const(&qkv)];
-    args.extend(keep.as_deref().map(ptr_const));
-    run(&forward, &args);
+    run(Step::Attention {
+        shape,
+        blocks: blocks.clone(),
+        out: ptr(&mut out),
+        lse: ptr(&mut lse),
+        qkv: ptr_const(&qkv),
+        keep: keep.as_deref().map(ptr_const),
+    });
     let (mut r_out, mut r_lse) = (vec![0.0; out.len()], vec![0.0; lse.len()]);
     attention_forward(&mut r_out, &mut r_lse, &qkv, keep.as_deref(), shape);
     close(attention, "out", &out, &r_out);
     close(attention, "lse", &lse, &r_lse);
 
-    let backward = kernel(Step::AttentionBackward {
-        shape,
-        masked,
-        blocks: blocks.clone(),
-    });
     let mut dqkv = vec![0.0; qkv.len()];
-    let mut args = vec![
-        ptr(&mut dqkv),
-        ptr_const(&dout),
-        ptr_const(&qkv),
-        ptr_const(&out),
-        ptr_const(&lse),
-    ];
-    args.extend(keep.as_deref().map(ptr_const));
-    run(&backward, &args);
+    run(Step::AttentionBackward {
+        shape,
+        blocks: blocks.clone(),
+        dqkv: ptr(&mut dqkv),
+        dout: ptr_const(&dout),
+        qkv: ptr_const(&qkv),
+        out: ptr_const(&out),
+        lse: ptr_const(&lse),
+        keep: keep.as_deref().map(ptr_const),
+    });
     let mut r_dqkv = vec![0.0; qkv.len()];
     attention_backward(&mut r_dqkv, &dout, &qkv, keep.as_deref(), shape);
     close(attention, "dqkv", &dqkv, &r_dqkv);
@@ -108,17 +103,16 @@ fn check(attention: &str) {
     );
 }
 
-fn kernel(step: Step) -> Compiled {
-    let slots = match &step {
-        Step::Attention { masked, .. } => 3 + *masked as usize,
-        Step::AttentionBackward { masked, .. } => 5 + *masked as usize,
-        _ => unreachable!(),
-    };
+/// Compiles `step` alone and runs it on the buffers its slots point at.
+fn run(step: Step<*mut u8>) {
     let desc = KernelDesc {
         name: "attention".into(),
-        steps: vec![(step, (0..slots).collect())],
+        steps: vec![step.clone().numbered()],
     };
-    compile(&[desc], JitOptions::default()).expect("compiles")
+    let compiled = compile(&[desc], JitOptions::default()).expect("compiles");
+    let args: Vec<*mut u8> = step.slots().into_iter().map(|(_, &p)| p).collect();
+    // SAFETY: the buffers have the shapes the kernel was compiled for.
+    unsafe { (compiled.functions[0])(args.as_ptr(), [0.0f64].as_ptr()) };
 }
 
 fn ptr(v: &mut [f32]) -> *mut u8 {
@@ -127,11 +121,6 @@ fn ptr(v: &mut [f32]) -> *mut u8 {
 
 fn ptr_const(v: &[f32]) -> *mut u8 {
     v.as_ptr() as *mut u8 // only read by the kernel
-}
-
-fn run(compiled: &Compiled, args: &[*mut u8]) {
-    // SAFETY: the buffers have the shapes the kernel was compiled for.
-    unsafe { (compiled.functions[0])(args.as_ptr(), [0.0f64].as_ptr()) };
 }
 
 /// Elementwise within 1e-4 of the reference's rms (f32 sums over up to 600 keys against

@@ -19,6 +19,7 @@ pub mod embedding;
 pub mod gelu;
 pub mod gemm;
 pub mod helpers;
+pub mod ir;
 pub mod jit;
 pub mod layernorm;
 pub mod matmul;

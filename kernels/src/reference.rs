@@ -1,16 +1,18 @@
 //! The reference back end of the kernel IR: one [`Step`] → the reference kernels of
-//! its family (the plain loops beside each emitter), on the buffers of its slots. The
-//! JIT's back end is [`crate::program::compile`]; both read the same step, so "the
+//! its family (the plain loops beside each emitter), on the buffers of its slots, taken
+//! by name. The JIT's back end is [`crate::program::compile`]; both read the same step,
+//! so "the
 //! reference runs the same plan" holds by construction: a fused step (matmul + bias +
 //! GELU) is run fused here too, in the order the JIT runs it.
 
 use crate::Real;
+use crate::adamw::{AdamWStep, adamw_update};
 use crate::attention::{attention_backward, attention_forward};
 use crate::embedding::{embedding_backward, embedding_forward};
 use crate::gelu::{gelu_backward, gelu_forward};
+use crate::ir::Step;
 use crate::layernorm::{layernorm_backward, layernorm_forward};
 use crate::matmul::{matmul_backward, matmul_forward};
-use crate::program::Step;
 use crate::residual::{residual_backward, residual_forward};
 use crate::shard_sum::shard_grad_sum;
 use crate::softmax_xent::{softmax_xent_backward, softmax_xent_forward};
@@ -25,115 +27,253 @@ pub enum Buf<'a, T> {
     Ids(&'a [u32]),
 }
 
-/// The step's buffers in slot order, taken one at a time.
-struct Slots<'a, T>(std::vec::IntoIter<Buf<'a, T>>);
-
-impl<'a, T> Slots<'a, T> {
-    fn next(&mut self) -> Buf<'a, T> {
-        self.0.next().expect("a buffer for every slot of the step")
-    }
-    fn read(&mut self) -> &'a [T] {
-        match self.next() {
+impl<'a, T> Buf<'a, T> {
+    /// The buffer of a slot the step only reads.
+    ///
+    /// # Panics
+    /// If it was bound as written or as ids (a bug in whoever bound the step).
+    pub fn read(self) -> &'a [T] {
+        match self {
             Buf::In(x) => x,
             _ => panic!("a read slot bound to a written buffer or to ids"),
         }
     }
-    fn write(&mut self) -> &'a mut [T] {
-        match self.next() {
+
+    /// The buffer of a slot the step writes.
+    ///
+    /// # Panics
+    /// If it was bound read-only or as ids.
+    pub fn write(self) -> &'a mut [T] {
+        match self {
             Buf::Out(x) => x,
             _ => panic!("a written slot bound to a read-only buffer or to ids"),
         }
     }
-    fn ids(&mut self) -> &'a [u32] {
-        match self.next() {
+
+    /// The ids of a token or target slot.
+    ///
+    /// # Panics
+    /// If it was bound to floats.
+    pub fn ids(self) -> &'a [u32] {
+        match self {
             Buf::Ids(x) => x,
             _ => panic!("an id slot bound to a float buffer"),
         }
     }
 }
 
-/// Runs `step` on `bufs` (one per slot, in [`Step::slots`] order); returns the loss
-/// sum for `SoftmaxXent`, Σ g² for `ShardGradSum`, else 0. `loss_scale` is the scalar
-/// the backward of the loss reads.
+/// The run-time scalars a step may read: the JIT reads the same values from its scalar
+/// array.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scalars {
+    /// The backward of the loss multiplies by it (1/scored targets).
+    pub loss_scale: f64,
+    /// The optimizer's step, for `AdamW`.
+    pub adamw: Option<AdamWStep>,
+}
+
+/// Runs `step` on the buffers bound to its slots; returns the loss sum for
+/// `SoftmaxXent`, Σ g² for `ShardGradSum`, else 0.
 ///
 /// # Panics
-/// If a buffer does not match its slot (a bug in whoever bound them), or for `AdamW`,
-/// whose step scalars live with the optimizer (`adamw::adamw_update`).
-pub fn run_step<T: Real>(step: &Step, bufs: Vec<Buf<'_, T>>, loss_scale: f64) -> f64 {
-    assert_eq!(bufs.len(), step.slots().len(), "one buffer per slot");
-    let mut s = Slots(bufs.into_iter());
-    match *step {
-        Step::Embedding { t, c, .. } => {
-            let (out, tokens, wte, wpe) = (s.write(), s.ids(), s.read(), s.read());
-            embedding_forward(out, tokens, wte, wpe, t, c)
-        }
-        Step::EmbeddingBackward { t, c, .. } => {
-            let (dwte, dwpe, dout, tokens) = (s.write(), s.write(), s.read(), s.ids());
-            embedding_backward(dwte, dwpe, dout, tokens, t, c)
-        }
-        Step::LayerNorm { c, eps, .. } => {
-            let (out, mean, rstd) = (s.write(), s.write(), s.write());
-            let (inp, weight, bias) = (s.read(), s.read(), s.read());
-            layernorm_forward(out, mean, rstd, inp, weight, bias, c, eps)
-        }
-        Step::LayerNormBackward { c, .. } => {
-            let (dinp, dweight, dbias) = (s.write(), s.write(), s.write());
-            let (dout, inp, weight, mean, rstd) =
-                (s.read(), s.read(), s.read(), s.read(), s.read());
-            layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, c)
-        }
+/// If a buffer does not match its slot (a bug in whoever bound them), or `AdamW`
+/// without its step in `scalars`.
+pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
+    match step {
+        Step::Embedding {
+            t,
+            c,
+            out,
+            tokens,
+            wte,
+            wpe,
+            ..
+        } => embedding_forward(out.write(), tokens.ids(), wte.read(), wpe.read(), t, c),
+        Step::EmbeddingBackward {
+            t,
+            c,
+            dwte,
+            dwpe,
+            dout,
+            tokens,
+            ..
+        } => embedding_backward(dwte.write(), dwpe.write(), dout.read(), tokens.ids(), t, c),
+        Step::LayerNorm {
+            c,
+            eps,
+            out,
+            mean,
+            rstd,
+            inp,
+            weight,
+            bias,
+            ..
+        } => layernorm_forward(
+            out.write(),
+            mean.write(),
+            rstd.write(),
+            inp.read(),
+            weight.read(),
+            bias.read(),
+            c,
+            eps,
+        ),
+        Step::LayerNormBackward {
+            c,
+            dinp,
+            dweight,
+            dbias,
+            dout,
+            inp,
+            weight,
+            mean,
+            rstd,
+            ..
+        } => layernorm_backward(
+            dinp.write(),
+            dweight.write(),
+            dbias.write(),
+            dout.read(),
+            inp.read(),
+            weight.read(),
+            mean.read(),
+            rstd.read(),
+            c,
+        ),
         Step::Matmul {
-            c, oc, bias, gelu, ..
+            c,
+            oc,
+            out,
+            inp,
+            weight,
+            bias,
+            gelu_out,
+            ..
         } => {
-            let (out, inp, weight) = (s.write(), s.read(), s.read());
-            let bias = bias.then(|| s.read());
-            matmul_forward(out, inp, weight, bias, c, oc);
-            if gelu {
-                gelu_forward(s.write(), out);
+            let out = out.write();
+            matmul_forward(out, inp.read(), weight.read(), bias.map(Buf::read), c, oc);
+            if let Some(gelu_out) = gelu_out {
+                gelu_forward(gelu_out.write(), out);
             }
         }
         Step::MatmulBackward {
-            c, oc, bias, gelu, ..
+            c,
+            oc,
+            dinp,
+            dweight,
+            dbias,
+            dout,
+            inp,
+            weight,
+            dpre,
+            pre,
+            ..
         } => {
-            let (dinp, dweight) = (s.write(), s.write());
-            let dbias = bias.then(|| s.write());
-            let (dout, inp, weight) = (s.read(), s.read(), s.read());
-            matmul_backward(&mut *dinp, dweight, dbias, dout, inp, weight, c, oc);
-            if gelu {
-                gelu_backward(s.write(), dinp, s.read());
+            let dinp = dinp.write();
+            let (dbias, dout) = (dbias.map(Buf::write), dout.read());
+            matmul_backward(
+                &mut *dinp,
+                dweight.write(),
+                dbias,
+                dout,
+                inp.read(),
+                weight.read(),
+                c,
+                oc,
+            );
+            match (dpre, pre) {
+                (Some(dpre), Some(pre)) => gelu_backward(dpre.write(), dinp, pre.read()),
+                (None, None) => {}
+                _ => panic!("a fused GELU backward needs both dpre and pre"),
             }
         }
-        Step::Gelu { .. } => gelu_forward(s.write(), s.read()),
-        Step::GeluBackward { .. } => gelu_backward(s.write(), s.read(), s.read()),
-        Step::Residual { .. } => residual_forward(s.write(), s.read(), s.read()),
-        Step::ResidualBackward { .. } => residual_backward(s.write(), s.write(), s.read()),
-        Step::Attention { shape, masked, .. } => {
-            let (out, lse, qkv) = (s.write(), s.write(), s.read());
-            let keep = masked.then(|| s.read());
-            attention_forward(out, lse, qkv, keep, shape)
+        Step::Gelu { out, inp, .. } => gelu_forward(out.write(), inp.read()),
+        Step::GeluBackward {
+            dinp, dout, inp, ..
+        } => gelu_backward(dinp.write(), dout.read(), inp.read()),
+        Step::Residual { out, a, b, .. } => residual_forward(out.write(), a.read(), b.read()),
+        Step::ResidualBackward { da, db, dout, .. } => {
+            residual_backward(da.write(), db.write(), dout.read())
         }
-        Step::AttentionBackward { shape, masked, .. } => {
-            let (dqkv, dout, qkv) = (s.write(), s.read(), s.read());
-            // The saved output and log-sum-exp are the tiled kernel's shortcut; the
-            // reference recomputes from the definition.
-            let (_out, _lse) = (s.read(), s.read());
-            let keep = masked.then(|| s.read());
-            attention_backward(dqkv, dout, qkv, keep, shape)
+        Step::Attention {
+            shape,
+            out,
+            lse,
+            qkv,
+            keep,
+            ..
+        } => attention_forward(
+            out.write(),
+            lse.write(),
+            qkv.read(),
+            keep.map(Buf::read),
+            shape,
+        ),
+        // The saved output and log-sum-exp are the tiled kernel's shortcut; the
+        // reference recomputes from the definition.
+        Step::AttentionBackward {
+            shape,
+            dqkv,
+            dout,
+            qkv,
+            out: _,
+            lse: _,
+            keep,
+            ..
+        } => attention_backward(
+            dqkv.write(),
+            dout.read(),
+            qkv.read(),
+            keep.map(Buf::read),
+            shape,
+        ),
+        Step::SoftmaxXent {
+            v,
+            losses,
+            probs,
+            logits,
+            targets,
+            ..
+        } => {
+            let targets = targets.ids();
+            return softmax_xent_forward(losses.write(), probs.write(), logits.read(), targets, v);
         }
-        Step::SoftmaxXent { v, .. } => {
-            let (losses, probs, logits, targets) = (s.write(), s.write(), s.read(), s.ids());
-            return softmax_xent_forward(losses, probs, logits, targets, v);
+        Step::SoftmaxXentBackward {
+            v,
+            dlogits,
+            probs,
+            targets,
+            ..
+        } => {
+            let (dlogits, probs) = (dlogits.write(), probs.read());
+            softmax_xent_backward(dlogits, probs, targets.ids(), scalars.loss_scale, v)
         }
-        Step::SoftmaxXentBackward { v, .. } => {
-            let (dlogits, probs, targets) = (s.write(), s.read(), s.ids());
-            softmax_xent_backward(dlogits, probs, targets, loss_scale, v)
-        }
-        Step::ShardGradSum { shards, .. } => {
-            let mut grads: Vec<&mut [T]> = (0..shards).map(|_| s.write()).collect();
+        Step::ShardGradSum { grads, .. } => {
+            let mut grads: Vec<&mut [T]> = grads.into_iter().map(Buf::write).collect();
             return shard_grad_sum(&mut grads);
         }
-        Step::AdamW { .. } => {
-            panic!("AdamW runs through adamw::adamw_update with its step scalars")
+        Step::AdamW {
+            segments,
+            params,
+            grads,
+            m,
+            v,
+        } => {
+            let h = scalars.adamw.expect("AdamW runs with its step's scalars");
+            let (params, grads, m, v) = (params.write(), grads.read(), m.write(), v.write());
+            for (offset, len, decayed) in segments {
+                let at = offset..offset + len;
+                let step = AdamWStep {
+                    weight_decay: if decayed { h.weight_decay } else { 0.0 },
+                    ..h
+                };
+                let (p, m, v) = (
+                    &mut params[at.clone()],
+                    &mut m[at.clone()],
+                    &mut v[at.clone()],
+                );
+                adamw_update(p, &grads[at], m, v, &step);
+            }
         }
     }
     0.0

@@ -90,10 +90,7 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
             }
         };
         let steps = (kernel.steps.iter())
-            .map(|call| {
-                let slots = call.args.iter().map(|a| slot(a.tensor)).collect();
-                (call.step.clone(), slots)
-            })
+            .map(|call| call.clone().map(|_, tensor| slot(tensor)))
             .collect();
         descs.push(KernelDesc {
             name: kernel.name.clone(),
@@ -118,23 +115,21 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
     for chunk in &plan.param_chunks {
         let sum = KernelDesc {
             name: "shard_grad_sum".into(),
-            steps: vec![(
-                Step::ShardGradSum {
-                    shards,
-                    len: chunk.len,
-                },
-                (0..shards).collect(),
-            )],
+            steps: vec![Step::ShardGradSum {
+                len: chunk.len,
+                grads: (0..shards).collect(),
+            }],
         };
         chunk_kernels.shard_sum.push(index_of(&mut descs, sum));
         let adamw = KernelDesc {
             name: "adamw".into(),
-            steps: vec![(
-                Step::AdamW {
-                    segments: vec![(0, chunk.len, chunk.decay)],
-                },
-                vec![0, 1, 2, 3],
-            )],
+            steps: vec![Step::AdamW {
+                segments: vec![(0, chunk.len, chunk.decay)],
+                params: 0,
+                grads: 1,
+                m: 2,
+                v: 3,
+            }],
         };
         chunk_kernels.adamw.push(index_of(&mut descs, adamw));
     }

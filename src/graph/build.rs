@@ -25,7 +25,7 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
     let std = m.init_std;
     // GPT-2 scales the init of the projections into the residual stream by 1/√(2L).
     let residual_std = std / (2.0 * dims.layers as f64).sqrt();
-    let (bt, c, t) = (dims.batch * dims.t, dims.c, dims.t);
+    let (bt, c, t) = (dims.rows(), dims.c, dims.t);
 
     let wte = b.param(names::WTE, vec![dims.vocab, c], Init::Normal { std }, true);
     let wpe = b.param(names::WPE, vec![t, c], Init::Normal { std }, true);
@@ -170,7 +170,7 @@ impl Builder {
     }
 
     fn layernorm(&mut self, name: &str, x: TensorId, eps: f64) -> TensorId {
-        let (bt, c) = (self.graph.dims.batch * self.graph.dims.t, self.graph.dims.c);
+        let (bt, c) = (self.graph.dims.rows(), self.graph.dims.c);
         let w = self.param(&format!("{name}.weight"), vec![c], Init::Ones, false);
         let b = self.param(&format!("{name}.bias"), vec![c], Init::Zeros, false);
         let outs = self.op(
@@ -187,7 +187,7 @@ impl Builder {
 
     /// `y = x · Wᵀ + b` with W of shape (out, in).
     fn linear(&mut self, name: &str, x: TensorId, out: usize, std: f64) -> TensorId {
-        let bt = self.graph.dims.batch * self.graph.dims.t;
+        let bt = self.graph.dims.rows();
         let inp = *self
             .graph
             .tensor(x)

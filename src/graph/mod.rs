@@ -165,6 +165,13 @@ pub struct Dims {
     pub hidden: usize,
 }
 
+impl Dims {
+    /// Token positions in one pass: B·T, the rows of every per-position tensor.
+    pub fn rows(&self) -> usize {
+        self.batch * self.t
+    }
+}
+
 /// A whole training step: forward ops, then backward ops, over named tensors.
 #[derive(Clone, Debug, Serialize)]
 pub struct Graph {

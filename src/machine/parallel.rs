@@ -47,7 +47,7 @@ impl<T: Real> Machine<T> {
         let own = self.own_shards();
         let gemm_threads = (self.plan.threads / workers).max(1);
         let dims = self.plan.graph.dims;
-        let shard_len = dims.batch * dims.t;
+        let shard_len = dims.rows();
         let passes = batches.len() * shards;
         let pool = std::sync::Arc::clone(&self.pool);
         let (shared, worker_list) = self.split();

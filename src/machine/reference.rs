@@ -5,7 +5,7 @@
 //! while handing out the slices.
 
 use cllm_kernels::Real;
-use cllm_kernels::reference::{Buf, run_step};
+use cllm_kernels::reference::{Buf, Scalars, run_step};
 
 use super::{Place, Region};
 use crate::plan::ir::StepCall;
@@ -48,7 +48,8 @@ fn split_disjoint<'a, T>(mut buffer: &'a mut [T], ranges: &[(usize, usize)]) -> 
 
 /// Runs one step; returns the loss sum for `SoftmaxXent`, else 0.
 pub(super) fn run<T: Real>(it: &mut StepContext<'_, T>, call: &StepCall, loss_scale: f64) -> f64 {
-    let places: Vec<Place> = call.args.iter().map(|a| it.places[a.tensor.0]).collect();
+    let mut places = Vec::new();
+    call.visit(|_, tensor| places.push(it.places[tensor.0]));
     let ranges = |region: Region| -> Vec<(usize, usize)> {
         (places.iter())
             .filter(|p| p.region == region)
@@ -57,23 +58,30 @@ pub(super) fn run<T: Real>(it: &mut StepContext<'_, T>, call: &StepCall, loss_sc
     };
     let mut arena = split_disjoint(&mut *it.arena, &ranges(Region::Arena)).into_iter();
     let mut grads = split_disjoint(&mut *it.grads, &ranges(Region::Grads)).into_iter();
-    let bufs = (call.args.iter().zip(&places))
-        .map(|(arg, p)| match p.region {
+    // `map` visits the slots in the order `visit` did.
+    let mut places = places.into_iter();
+    let bufs = call.clone().map(|slot, _| {
+        let p = places.next().expect("one place per slot");
+        match p.region {
             Region::Arena => bind(
                 arena.next().expect("one slice per arena tensor"),
-                arg.writes,
+                slot.writes,
             ),
-            Region::Grads => bind(grads.next().expect("one slice per gradient"), arg.writes),
+            Region::Grads => bind(grads.next().expect("one slice per gradient"), slot.writes),
             Region::Params => {
-                debug_assert!(!arg.writes, "parameters are only read by kernels");
+                debug_assert!(!slot.writes, "parameters are only read by kernels");
                 Buf::In(&it.params[p.offset..p.offset + p.len])
             }
             Region::Mask => Buf::In(&it.mask[p.offset..p.offset + p.len]),
             Region::Tokens => Buf::Ids(it.tokens),
             Region::Targets => Buf::Ids(it.targets),
-        })
-        .collect();
-    run_step(&call.step, bufs, loss_scale)
+        }
+    });
+    let scalars = Scalars {
+        loss_scale,
+        adamw: None,
+    };
+    run_step(bufs, &scalars)
 }
 
 /// A slice of the arena or the gradients as the slot wants it.

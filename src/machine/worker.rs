@@ -40,7 +40,7 @@ pub(super) struct Shared<'a, T: Real> {
 
 impl<T: Real> Worker<T> {
     pub(super) fn new(plan: &Plan) -> Worker<T> {
-        let n = plan.graph.dims.batch * plan.graph.dims.t;
+        let n = plan.graph.dims.rows();
         Worker {
             arena: vec![T::default(); (plan.arena.peak_bytes / 4) as usize],
             tokens: vec![0; n],

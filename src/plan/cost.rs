@@ -11,11 +11,13 @@ use crate::graph::Graph;
 /// tensor its steps touch (a fused intermediate is counted, since the reference
 /// materialises it).
 pub fn kernel_cost(graph: &Graph, steps: &[StepCall]) -> (u64, u64) {
-    let flops = steps.iter().map(|s| s.step.flops()).sum();
-    let touched: BTreeSet<_> = steps
-        .iter()
-        .flat_map(|s| s.args.iter().map(|a| a.tensor))
-        .collect();
+    let flops = steps.iter().map(|s| s.flops()).sum();
+    let mut touched = BTreeSet::new();
+    for step in steps {
+        step.visit(|_, &tensor| {
+            touched.insert(tensor);
+        });
+    }
     let bytes = touched
         .iter()
         .map(|&id| 4 * graph.tensor(id).len() as u64)

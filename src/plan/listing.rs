@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! 6 forward matmul_bias_gelu  (17.43 MFLOP, 834.0 KiB)
-//!     Matmul { rows: 128, c: 128, oc: 512, bias: true, gelu: true }  out=h.0.mlp.c_fc.out inp=h.0.ln_2 …
+//!     Matmul { rows: 128, c: 128, oc: 512 }  out=h.0.mlp.c_fc.out inp=h.0.ln_2 … bias=… gelu_out=…
 //! ```
 
 use std::fmt::Write as _;
@@ -28,10 +28,10 @@ pub fn kernel_listing(plan: &Plan) -> String {
             human_bytes(kernel.bytes)
         );
         for call in &kernel.steps {
-            let _ = write!(out, "    {} ", step_text(&call.step, plan.graph.dims.t));
-            for arg in &call.args {
-                let _ = write!(out, " {}={}", arg.slot, plan.graph.tensor(arg.tensor).name);
-            }
+            let _ = write!(out, "    {} ", step_text(call, plan.graph.dims.t));
+            call.visit(|slot, &tensor| {
+                let _ = write!(out, " {}={}", slot.name, plan.graph.tensor(tensor).name);
+            });
             out.push('\n');
         }
     }
@@ -39,18 +39,21 @@ pub fn kernel_listing(plan: &Plan) -> String {
 }
 
 /// A step's kind and shapes; attention's tile lists summarised.
-fn step_text(step: &Step, t: usize) -> String {
+fn step_text<S>(step: &Step<S>, t: usize) -> String {
     match step {
         Step::Attention {
             shape,
-            masked,
             blocks,
+            keep,
+            ..
         }
         | Step::AttentionBackward {
             shape,
-            masked,
             blocks,
+            keep,
+            ..
         } => {
+            let masked = keep.is_some();
             let kind = if matches!(step, Step::Attention { .. }) {
                 "Attention"
             } else {
@@ -63,6 +66,6 @@ fn step_text(step: &Step, t: usize) -> String {
                 100.0 * blocks.fraction(t)
             )
         }
-        other => format!("{other:?}"),
+        other => other.shape_text(),
     }
 }

@@ -46,8 +46,8 @@ fn candidates(plan: &Plan) -> Vec<Candidate> {
         .filter(|op| op.outputs.iter().any(|&o| backward_reads(o)))
         .map(|op| {
             let bytes: usize = op.outputs.iter().map(|&o| graph.tensor(o).len()).sum();
-            let call = super::ir::lower_op(graph, op, &[], &plan.attention_blocks);
-            let flops = call.step.flops().max(1);
+            let call = super::ir::lower_op(graph, op, None, &plan.attention_blocks);
+            let flops = call.flops().max(1);
             Candidate {
                 op: op.clone(),
                 saved_per_flop: 4.0 * bytes as f64 / flops as f64,

@@ -14,48 +14,41 @@
 
 use cllm_kernels::attention::{DecodeCache, attention_decode_head, decode_scratch_len};
 use cllm_kernels::gemm::matvec::matvec;
+use cllm_kernels::ir::Step;
 use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
-use cllm_kernels::program::{self, KernelDesc, Step};
+use cllm_kernels::program::{self, KernelDesc};
 use rayon::prelude::*;
 
 use crate::graph::{Graph, OpKind, Role, TensorId};
 
-/// One instruction: a forward op of the graph on one position. Activations are indices
-/// into [`Decoder::rows`], parameters into the parameter list, `kernel` into the
-/// compiled row kernels (argument slots in `Step::slots` order).
+/// Where one slot of a row kernel points, for one token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Operand {
+    /// An activation row: an index into [`Decoder::rows`].
+    Row(usize),
+    /// A whole parameter (a LayerNorm's weight or bias).
+    Param(usize),
+    /// Row `token` of the token embedding, `width` floats.
+    TokenRow { param: usize, width: usize },
+    /// Row `position` of the position embedding, `width` floats.
+    PositionRow { param: usize, width: usize },
+}
+
+/// The most slots a row step has (LayerNorm's six).
+const ROW_SLOTS: usize = 6;
+
+/// One instruction: a forward op of the graph on one position.
 enum Instr {
-    /// x = wte[token] + wpe[position]: the residual kernel on the two rows.
-    Embedding {
-        out: usize,
-        wte: usize,
-        wpe: usize,
-        kernel: usize,
-    },
-    LayerNorm {
-        x: usize,
-        weight: usize,
-        bias: usize,
-        /// y, mean, rstd
-        out: [usize; 3],
-        kernel: usize,
-    },
-    /// y = W·x (+ b)
+    /// A training step compiled for one row (LayerNorm, GELU, a residual add, and the
+    /// embedding as the residual add of its two rows), bound to its operands by slot;
+    /// `kernel` indexes the compiled row kernels.
+    Row { step: Step<Operand>, kernel: usize },
+    /// y = W·x (+ b); activations are rows, `weight` and `bias` parameters.
     Linear {
         x: usize,
         weight: usize,
         bias: Option<usize>,
         out: usize,
-    },
-    Gelu {
-        x: usize,
-        out: usize,
-        kernel: usize,
-    },
-    Residual {
-        a: usize,
-        b: usize,
-        out: usize,
-        kernel: usize,
     },
     /// Appends this position's k and v (the middle and last thirds of `qkv`) to cache
     /// `cache`, then attends to positions 0..=position.
@@ -91,17 +84,18 @@ pub struct Decoder {
 struct RowKernels(Vec<KernelDesc>);
 
 impl RowKernels {
-    /// The index of `step`'s kernel, added on first use.
-    fn of(&mut self, name: &str, step: Step) -> usize {
-        let slots = (0..step.slots().len()).collect();
+    /// `step` with the index of its kernel (its slots numbered in argument order),
+    /// compiled on first use.
+    fn of(&mut self, name: &str, step: Step<Operand>) -> Instr {
         let desc = KernelDesc {
             name: format!("decode_{name}"),
-            steps: vec![(step, slots)],
+            steps: vec![step.clone().numbered()],
         };
-        self.0.iter().position(|d| *d == desc).unwrap_or_else(|| {
+        let kernel = self.0.iter().position(|d| *d == desc).unwrap_or_else(|| {
             self.0.push(desc);
             self.0.len() - 1
-        })
+        });
+        Instr::Row { step, kernel }
     }
 }
 
@@ -110,7 +104,7 @@ impl Decoder {
     /// compiles its row kernels.
     pub fn new(graph: &Graph) -> Result<Decoder, JitError> {
         let d = graph.dims;
-        let positions = d.batch * d.t;
+        let positions = d.rows();
         let mut rows: Vec<Vec<f32>> = Vec::new();
         let mut row_of = vec![usize::MAX; graph.tensors.len()];
         let mut row = |id: TensorId| {
@@ -134,43 +128,59 @@ impl Decoder {
         for op in &graph.forward {
             let (i, o) = (&op.inputs, &op.outputs);
             program.push(match op.kind {
-                OpKind::Embedding => Instr::Embedding {
-                    out: row(o[0]),
-                    wte: param(i[1]),
-                    wpe: param(i[2]),
-                    kernel: kernels.of("residual", Step::Residual { n: width(o[0]) }),
-                },
-                OpKind::LayerNorm { eps } => Instr::LayerNorm {
-                    x: row(i[0]),
-                    weight: param(i[1]),
-                    bias: param(i[2]),
-                    out: [row(o[0]), row(o[1]), row(o[2])],
-                    kernel: kernels.of(
-                        "layernorm",
-                        Step::LayerNorm {
-                            rows: 1,
-                            c: width(o[0]),
-                            eps,
+                OpKind::Embedding => {
+                    let width = width(o[0]);
+                    let step = Step::Residual {
+                        n: width,
+                        out: Operand::Row(row(o[0])),
+                        a: Operand::TokenRow {
+                            param: param(i[1]),
+                            width,
                         },
-                    ),
-                },
+                        b: Operand::PositionRow {
+                            param: param(i[2]),
+                            width,
+                        },
+                    };
+                    kernels.of("residual", step)
+                }
+                OpKind::LayerNorm { eps } => kernels.of(
+                    "layernorm",
+                    Step::LayerNorm {
+                        rows: 1,
+                        c: width(o[0]),
+                        eps,
+                        out: Operand::Row(row(o[0])),
+                        mean: Operand::Row(row(o[1])),
+                        rstd: Operand::Row(row(o[2])),
+                        inp: Operand::Row(row(i[0])),
+                        weight: Operand::Param(param(i[1])),
+                        bias: Operand::Param(param(i[2])),
+                    },
+                ),
                 OpKind::Matmul { bias } => Instr::Linear {
                     x: row(i[0]),
                     weight: param(i[1]),
                     bias: bias.then(|| param(i[2])),
                     out: row(o[0]),
                 },
-                OpKind::Gelu => Instr::Gelu {
-                    x: row(i[0]),
-                    out: row(o[0]),
-                    kernel: kernels.of("gelu", Step::Gelu { n: width(o[0]) }),
-                },
-                OpKind::Residual => Instr::Residual {
-                    a: row(i[0]),
-                    b: row(i[1]),
-                    out: row(o[0]),
-                    kernel: kernels.of("residual", Step::Residual { n: width(o[0]) }),
-                },
+                OpKind::Gelu => kernels.of(
+                    "gelu",
+                    Step::Gelu {
+                        n: width(o[0]),
+                        out: Operand::Row(row(o[0])),
+                        inp: Operand::Row(row(i[0])),
+                    },
+                ),
+                OpKind::Residual => kernels.of(
+                    "residual",
+                    Step::Residual {
+                        n: width(o[0]),
+                        out: Operand::Row(row(o[0])),
+                        a: Operand::Row(row(i[0])),
+                        b: Operand::Row(row(i[1])),
+                    },
+                ),
                 OpKind::Attention { heads } => {
                     caches += 1;
                     head_scratch = head_scratch.max(decode_scratch_len(d.t, d.c, heads));
@@ -184,7 +194,15 @@ impl Decoder {
                 }
                 // The loss: sampling wants the logits.
                 OpKind::SoftmaxXent => continue,
-                kind => unreachable!("{} is not a forward op", kind.name()),
+                OpKind::EmbeddingBackward
+                | OpKind::LayerNormBackward
+                | OpKind::MatmulBackward { .. }
+                | OpKind::GeluBackward
+                | OpKind::ResidualBackward
+                | OpKind::AttentionBackward { .. }
+                | OpKind::SoftmaxXentBackward => {
+                    unreachable!("{} is not a forward op", op.kind.name())
+                }
             });
         }
         let logits = row(graph.logits);
@@ -224,47 +242,26 @@ impl Decoder {
             let rows = &mut self.rows;
             let function = |kernel: usize| self.compiled.functions[kernel];
             match *instr {
-                Instr::Embedding {
-                    out,
-                    wte,
-                    wpe,
-                    kernel,
-                } => {
-                    let c = rows[out].len();
-                    let wte_row = &params[wte][token as usize * c..][..c];
-                    let wpe_row = &params[wpe][position * c..][..c];
-                    let args = [written(&mut rows[out]), read(wte_row), read(wpe_row)];
-                    // SAFETY: the residual kernel of width c over rows of c floats.
-                    unsafe { call(function(kernel), &args) };
-                }
-                Instr::LayerNorm {
-                    x,
-                    weight,
-                    bias,
-                    out: [y, mean, rstd],
-                    kernel,
-                } => {
-                    let args = [
-                        written(&mut rows[y]),
-                        written(&mut rows[mean]),
-                        written(&mut rows[rstd]),
-                        read(&rows[x]),
-                        read(params[weight]),
-                        read(params[bias]),
-                    ];
-                    // SAFETY: LayerNorm of one row of width c: y, x, weight and bias
-                    // hold c floats, mean and rstd one; y is none of the inputs.
-                    unsafe { call(function(kernel), &args) };
-                }
-                Instr::Gelu { x, out, kernel } => {
-                    let args = [written(&mut rows[out]), read(&rows[x])];
-                    // SAFETY: GELU over rows of the width it was compiled for.
-                    unsafe { call(function(kernel), &args) };
-                }
-                Instr::Residual { a, b, out, kernel } => {
-                    let args = [written(&mut rows[out]), read(&rows[a]), read(&rows[b])];
-                    // SAFETY: the residual add over rows of the width it was compiled for.
-                    unsafe { call(function(kernel), &args) };
+                Instr::Row { ref step, kernel } => {
+                    let mut table = [std::ptr::null_mut::<u8>(); ROW_SLOTS];
+                    let mut count = 0;
+                    step.visit(|slot, &operand| {
+                        table[count] = match operand {
+                            Operand::Row(r) if slot.writes => written(&mut rows[r]),
+                            Operand::Row(r) => read(&rows[r]),
+                            Operand::Param(p) => read(params[p]),
+                            Operand::TokenRow { param, width } => {
+                                read(&params[param][token as usize * width..][..width])
+                            }
+                            Operand::PositionRow { param, width } => {
+                                read(&params[param][position * width..][..width])
+                            }
+                        };
+                        count += 1;
+                    });
+                    // SAFETY: the step was compiled for rows of these widths (LayerNorm:
+                    // mean and rstd one float); a written row is none of the others.
+                    unsafe { call(function(kernel), &table[..count]) };
                 }
                 Instr::Linear {
                     x,
