@@ -262,8 +262,8 @@ fn a_fixed_state_over_budget_is_refused_at_once() {
             other.map(|p| p.total_bytes())
         ),
     }
-    // Wide enough that biases and LayerNorms outweigh the planner's table estimate, so
-    // a budget one byte short of the exact state passes admission.
+    // Admission counts the exact parameter state: one byte short of it is refused there,
+    // before the graph is built.
     let text = "cllm 0.1\ndata { source = addition(digits = 2, held_out = 200) }\n\
                 model gpt { context = 10 tokens  width = 512  layers = 2  heads = 2 }\n\
                 train { steps = 1  batch = 1 seqs }\nplan { shards = 1 }\n";
@@ -272,11 +272,11 @@ fn a_fixed_state_over_budget_is_refused_at_once() {
     let fixed = plan::plan(&wide).unwrap().fixed_bytes;
     wide.plan.memory_budget = fixed - 1;
     match plan::plan(&wide) {
-        Err(PlanError::FixedOverBudget {
-            fixed: f, budget, ..
-        }) => assert!(f == fixed && budget == fixed - 1),
+        Err(PlanError::ModelOverBudget { needed, limit, .. }) => {
+            assert!(needed > fixed && limit == fixed - 1)
+        }
         other => panic!(
-            "expected FixedOverBudget, got {:?}",
+            "expected ModelOverBudget, got {:?}",
             other.map(|p| p.total_bytes())
         ),
     }
@@ -302,4 +302,26 @@ fn the_add_plan_report_is_stable() {
     spec.plan.threads = cllm::spec::Threads::Count(2); // the worker count shows in the report
     let plan = plan::plan(&spec).unwrap();
     insta::assert_snapshot!(plan::describe("specs/add.cllm", &spec, &plan));
+}
+
+/// The model's parameter count (what admission bounds memory with) is the count the
+/// graph builds, at a narrow MLP, a tied head and the default alike; admission then
+/// accepts a 1×-MLP model whose state fits, which the old 12·C²-per-layer bound refused.
+#[test]
+fn the_model_counts_the_parameters_the_graph_builds() {
+    for extra in ["", "model.mlp=1", "model.mlp=2.5", "model.tied_head=false"] {
+        let sets: Vec<String> = (!extra.is_empty())
+            .then(|| extra.to_string())
+            .into_iter()
+            .collect();
+        let spec = spec::load(Path::new("specs/bench-xs.cllm"), &sets).unwrap();
+        let plan = plan::plan(&spec).unwrap();
+        let graph = &plan.graph;
+        let built: usize = graph
+            .params
+            .iter()
+            .map(|p| graph.tensor(p.tensor).len())
+            .sum();
+        assert_eq!(spec.model.parameter_count(), built as u128, "{extra}");
+    }
 }

@@ -11,7 +11,7 @@ use safetensors::{Dtype, tensor::TensorView};
 
 use super::gpt2::is_conv1d;
 use crate::graph::names::{LM_HEAD, WPE, WTE};
-use crate::spec::{Attention, Spec, Vocab};
+use crate::spec::{Spec, Vocab};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ExportError {
@@ -82,7 +82,7 @@ pub fn export_hf(
     params: &[(String, Vec<usize>, Vec<f32>)],
     dir: &Path,
 ) -> Result<[PathBuf; 2], ExportError> {
-    if spec.model.attention != Attention::Dense {
+    if spec.model.attention.masked() {
         let attention = spec.model.attention.to_cllm();
         return Err(ExportError::Attention { attention });
     }

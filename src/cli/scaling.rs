@@ -30,7 +30,7 @@ pub fn report(
     };
     let step = Step {
         flops: plan.step_flops(spec.train.accumulate) as f64,
-        params: plan.graph.parameter_count() as f64,
+        params: spec.model.parameter_count() as f64,
         shards,
         flop_rate: rate,
         memory_bytes_per_s: cllm::peak::triad_gbps() * 1e9,

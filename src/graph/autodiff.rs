@@ -10,18 +10,8 @@ use super::{Graph, Op, OpKind, Role, TensorId};
 pub fn differentiate(graph: &mut Graph) {
     let mut grads: HashMap<TensorId, TensorId> = HashMap::new();
     for op in graph.forward.clone().iter().rev() {
-        let backward = match op.kind {
-            // The loss is the seed: its backward needs no incoming gradient.
-            OpKind::SoftmaxXent => Some(Op {
-                kind: OpKind::SoftmaxXentBackward,
-                inputs: vec![op.outputs[1], op.inputs[1]],
-                outputs: vec![grad_of(graph, &mut grads, op.inputs[0])],
-            }),
-            _ => grads
-                .get(&op.outputs[0])
-                .copied()
-                .map(|dy| backward_op(graph, &mut grads, op, dy)),
-        };
+        let dy = grads.get(&op.outputs[0]).copied();
+        let backward = backward_op(graph, &mut grads, op, dy);
         graph.backward.extend(backward);
     }
 }
@@ -38,43 +28,43 @@ fn grad_of(graph: &mut Graph, grads: &mut HashMap<TensorId, TensorId>, x: Tensor
             let (name, shape) = (format!("d{}", t.name), t.shape.clone());
             graph.add_tensor(name, shape, Role::Grad)
         }
-        role => unreachable!("no gradient flows into a {role:?} tensor"),
+        role @ (Role::Tokens
+        | Role::Targets
+        | Role::Mask
+        | Role::ParamGrad(_)
+        | Role::Saved
+        | Role::Grad) => unreachable!("no gradient flows into a {role:?} tensor"),
     };
     grads.insert(x, g);
     g
 }
 
+/// The backward op of forward `op`, whose first output has gradient `dy` (`None`: no
+/// gradient reaches it, and only the loss, which seeds one, has a backward then).
+/// Every op kind is named, so a new one is a compile error here.
 fn backward_op(
     graph: &mut Graph,
     grads: &mut HashMap<TensorId, TensorId>,
     op: &Op,
-    dy: TensorId,
-) -> Op {
+    dy: Option<TensorId>,
+) -> Option<Op> {
     let (i, o) = (&op.inputs, &op.outputs);
-    if let OpKind::Attention { heads } = op.kind {
-        // Backward recomputes the probabilities tile by tile from the saved
-        // log-sum-exp, and reads the output (for rowsum(dy ⊙ y)) and the mask.
-        let dqkv = grad_of(graph, grads, i[0]);
-        let inputs = [dy, i[0], o[0], o[1]].into_iter().chain(i.get(1).copied());
-        return Op {
-            kind: OpKind::AttentionBackward { heads },
-            inputs: inputs.collect(),
-            outputs: vec![dqkv],
-        };
-    }
     let mut d = |x: TensorId| grad_of(graph, grads, x);
-    let (kind, inputs, outputs) = match op.kind {
-        OpKind::Embedding => (
+    let (kind, inputs, outputs) = match (op.kind, dy) {
+        // The loss is the seed: its backward needs no incoming gradient.
+        (OpKind::SoftmaxXent, _) => (OpKind::SoftmaxXentBackward, vec![o[1], i[1]], vec![d(i[0])]),
+        (_, None) => return None,
+        (OpKind::Embedding, Some(dy)) => (
             OpKind::EmbeddingBackward,
             vec![dy, i[0]],
             vec![d(i[1]), d(i[2])],
         ),
-        OpKind::LayerNorm { .. } => (
+        (OpKind::LayerNorm { .. }, Some(dy)) => (
             OpKind::LayerNormBackward,
             vec![dy, i[0], i[1], o[1], o[2]],
             vec![d(i[0]), d(i[1]), d(i[2])],
         ),
-        OpKind::Matmul { bias } => {
+        (OpKind::Matmul { bias }, Some(dy)) => {
             let mut outputs = vec![d(i[0]), d(i[1])];
             if bias {
                 outputs.push(d(i[2]));
@@ -85,13 +75,34 @@ fn backward_op(
                 outputs,
             )
         }
-        OpKind::Gelu => (OpKind::GeluBackward, vec![dy, i[0]], vec![d(i[0])]),
-        OpKind::Residual => (OpKind::ResidualBackward, vec![dy], vec![d(i[0]), d(i[1])]),
-        kind => unreachable!("{kind:?} is not a forward op with a gradient rule"),
+        (OpKind::Gelu, Some(dy)) => (OpKind::GeluBackward, vec![dy, i[0]], vec![d(i[0])]),
+        (OpKind::Residual, Some(dy)) => {
+            (OpKind::ResidualBackward, vec![dy], vec![d(i[0]), d(i[1])])
+        }
+        // Backward recomputes the probabilities tile by tile from the saved
+        // log-sum-exp, and reads the output (for rowsum(dy ⊙ y)) and the mask.
+        (OpKind::Attention { heads }, Some(dy)) => (
+            OpKind::AttentionBackward { heads },
+            [dy, i[0], o[0], o[1]]
+                .into_iter()
+                .chain(i.get(1).copied())
+                .collect(),
+            vec![d(i[0])],
+        ),
+        (
+            OpKind::EmbeddingBackward
+            | OpKind::LayerNormBackward
+            | OpKind::MatmulBackward { .. }
+            | OpKind::GeluBackward
+            | OpKind::ResidualBackward
+            | OpKind::AttentionBackward { .. }
+            | OpKind::SoftmaxXentBackward,
+            Some(_),
+        ) => unreachable!("{} is a backward op in the forward list", op.kind.name()),
     };
-    Op {
+    Some(Op {
         kind,
         inputs,
         outputs,
-    }
+    })
 }

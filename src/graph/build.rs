@@ -5,7 +5,7 @@
 //! `tied_head = false`) → softmax cross-entropy.
 
 use super::names::{self, Part};
-use crate::spec::{Attention, Spec};
+use crate::spec::Spec;
 
 use super::{Dims, Graph, Init, Op, OpKind, Param, Role, TensorId, autodiff};
 
@@ -30,7 +30,7 @@ pub fn build(spec: &Spec, batch: usize) -> Graph {
     let wte = b.param(names::WTE, vec![dims.vocab, c], Init::Normal { std }, true);
     let wpe = b.param(names::WPE, vec![t, c], Init::Normal { std }, true);
     let tokens = b.graph.tokens;
-    if m.attention != Attention::Dense {
+    if m.attention.masked() {
         let mask = b.graph.add_tensor("keep".into(), vec![t, t], Role::Mask);
         b.graph.mask = Some(mask);
     }

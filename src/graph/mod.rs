@@ -193,14 +193,6 @@ impl Graph {
         &self.tensors[id.0]
     }
 
-    /// Total trainable parameters.
-    pub fn parameter_count(&self) -> usize {
-        self.params
-            .iter()
-            .map(|p| self.tensor(p.tensor).len())
-            .sum()
-    }
-
     /// The parameter called `name`, if any.
     pub fn param_index(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)

@@ -3,36 +3,58 @@
 //! ran out of memory inside the planner; a spec that cannot fit now stops here, in
 //! microseconds, naming its keys.
 
-use super::PlanError;
-use crate::spec::{Attention, Spec};
+use super::{BYTES_PER_FLOAT, PlanError};
+use crate::spec::Spec;
 
 /// Bytes of the planner's own tables per layer (graph, kernels, IR, slots), as measured
 /// (≈ 40 KiB a layer at 1 536 layers) with room to spare.
 const PLANNER_BYTES_PER_LAYER: u128 = 64 << 10;
 
+/// Copies of the parameters a run holds: the values, AdamW's two moments, and one
+/// gradient buffer per shard.
+pub fn state_copies(shards: u64) -> u64 {
+    3 + shards
+}
+
+/// The memory a plan may use: `plan.memory_budget`, or the machine's memory if that is
+/// smaller (a budget above what the machine has does not make the memory exist; every
+/// size the plan allocates is checked against it).
+pub fn budget(spec: &Spec) -> u64 {
+    let machine = crate::peak::machine_memory().unwrap_or(u64::MAX);
+    spec.plan.memory_budget.min(machine)
+}
+
+/// Bytes of the parameter state: `state_copies` of every parameter (fits in u64 once
+/// admitted).
+pub fn fixed_bytes(spec: &Spec, shards: u64) -> u64 {
+    let bytes =
+        BYTES_PER_FLOAT as u128 * state_copies(shards) as u128 * spec.model.parameter_count();
+    bytes.min(u64::MAX as u128) as u64
+}
+
 /// Refuses a model whose parameter state and planner tables cannot fit the budget: a
-/// lower bound (12·C² parameters per layer and the embeddings, times parameters +
-/// per-shard gradients + AdamW's two moments; the planner's tables; a T×T mask for a
-/// sparse pattern; the causal tile lists) in 128-bit arithmetic, so no size overflows.
+/// lower bound (the model's parameters, times parameters + per-shard gradients +
+/// AdamW's two moments; the planner's tables; a T×T mask for a sparse pattern; the
+/// causal tile lists) in 128-bit arithmetic, so no size overflows.
 pub fn admit(spec: &Spec, shards: u64) -> Result<(), PlanError> {
     let m = &spec.model;
-    let (layers, width, context) = (m.layers as u128, m.width as u128, m.context as u128);
-    let params = layers * 12 * width * width + (spec.model.vocab_size() as u128 + context) * width;
+    let (layers, context) = (m.layers as u128, m.context as u128);
     let blocks = context.div_ceil(32);
-    let mask = match m.attention {
-        Attention::Dense => 0,
-        _ => 4 * context * context,
+    let float = BYTES_PER_FLOAT as u128;
+    let mask = if m.attention.masked() {
+        float * context * context
+    } else {
+        0
     };
     // A step's batch buffers (tokens and targets, u32) and the evaluation's.
     let batches = 8 * (spec.train.batch as u128 + spec.train.micro_batch() as u128) * context;
-    let needed = 4 * (3 + shards as u128) * params
+    let needed = fixed_bytes(spec, shards) as u128
         + batches
         + layers * PLANNER_BYTES_PER_LAYER
         + 8 * blocks * (blocks + 1) / 2
         + mask;
-    // A budget above what the machine has does not make the memory exist.
     let machine = crate::peak::machine_memory().unwrap_or(u64::MAX);
-    let limit = spec.plan.memory_budget.min(machine);
+    let limit = budget(spec);
     if needed > limit as u128 {
         return Err(PlanError::ModelOverBudget {
             layers: m.layers,

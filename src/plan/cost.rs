@@ -20,7 +20,7 @@ pub fn kernel_cost(graph: &Graph, steps: &[StepCall]) -> (u64, u64) {
     }
     let bytes = touched
         .iter()
-        .map(|&id| 4 * graph.tensor(id).len() as u64)
+        .map(|&id| super::BYTES_PER_FLOAT * graph.tensor(id).len() as u64)
         .sum();
     (flops, bytes)
 }

@@ -23,21 +23,6 @@ pub enum PlanError {
         by_machine: bool,
     },
     #[error(
-        "the parameters, their gradients ({shards} shard buffers) and AdamW's state alone need {}, over {}",
-        human_bytes(*fixed), limit_words(*budget, *by_machine)
-    )]
-    #[diagnostic(
-        code(cllm::plan::budget),
-        help("raise `plan.memory_budget` above {}, or make the model smaller (`model.layers`, `model.width`) or use fewer `plan.shards`", human_bytes(*fixed))
-    )]
-    FixedOverBudget {
-        fixed: u64,
-        shards: u64,
-        budget: u64,
-        /// The machine's memory is the limit (it is below `plan.memory_budget`).
-        by_machine: bool,
-    },
-    #[error(
         "a model of {layers} layers of width {width} over a context of {context} tokens needs at least {} (parameters, their gradients and AdamW's state, a step's batch buffers and the planner's own tables), over {}",
         human_bytes(*needed), limit_words(*limit, *by_machine)
     )]

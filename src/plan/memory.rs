@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::Plan;
+use super::{BYTES_PER_FLOAT, Plan};
 use crate::graph::{Role, TensorId};
 
 /// Where a tensor lives in the arena and when.
@@ -39,10 +39,10 @@ pub fn allocate(plan: &mut Plan) {
     for (k, kernel) in plan.kernels.iter().enumerate() {
         for op in &kernel.ops {
             for &id in op.outputs.iter() {
-                let t = graph.tensor(id);
-                if !matches!(t.role, Role::Activation | Role::Saved | Role::Grad) {
+                if !plan.in_arena(id) {
                     continue;
                 }
+                let t = graph.tensor(id);
                 match &mut lifetimes[id.0] {
                     None => {
                         lifetimes[id.0] = Some((k, k));
@@ -95,9 +95,9 @@ pub fn allocate(plan: &mut Plan) {
     }
     let lower_bound = lower_bound as usize;
     plan.arena = ArenaStats {
-        peak_bytes: 4 * peak as u64,
-        lower_bound_bytes: 4 * lower_bound as u64,
-        naive_bytes: 4 * placed.iter().map(|s| s.len as u64).sum::<u64>(),
+        peak_bytes: BYTES_PER_FLOAT * peak as u64,
+        lower_bound_bytes: BYTES_PER_FLOAT * lower_bound as u64,
+        naive_bytes: BYTES_PER_FLOAT * placed.iter().map(|s| s.len as u64).sum::<u64>(),
     };
     plan.slots = slots;
 }

@@ -78,6 +78,9 @@ pub struct ParamChunk {
     pub decay: bool,
 }
 
+/// Bytes of one f32: every tensor's element.
+pub const BYTES_PER_FLOAT: u64 = 4;
+
 /// Floats per parameter chunk at most: 128 KiB per shard, so the chunk of every
 /// shard's gradient stays in L2 while the tree sums it.
 pub const PARAM_CHUNK: usize = 1 << 15;
@@ -215,22 +218,12 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
             suggestion,
         });
     }
+    // Admission bounds everything the sizes alone fix (the parameter state among it),
+    // so past it the fixed state fits and only the arena is left to plan.
     admission::admit(spec, shards as u64)?;
     let graph = crate::graph::build(spec, micro_batch / shards);
-    let fixed_bytes = 4 * (3 + shards as u64) * graph.parameter_count() as u64;
-    // A budget above what the machine has does not make the memory exist: every size
-    // the plan allocates is checked against the smaller of the two.
-    let machine = crate::peak::machine_memory().unwrap_or(u64::MAX);
-    let budget = spec.plan.memory_budget.min(machine);
-    if fixed_bytes > budget {
-        // No arena can help: refused before any pass runs.
-        return Err(PlanError::FixedOverBudget {
-            fixed: fixed_bytes,
-            shards: shards as u64,
-            budget,
-            by_machine: machine < spec.plan.memory_budget,
-        });
-    }
+    let fixed_bytes = admission::fixed_bytes(spec, shards as u64);
+    let budget = admission::budget(spec);
     let pattern = attention_pattern(spec)?;
     let sparse = pattern.as_ref().and_then(|p| {
         let block = ATTENTION_BLOCK.min(p.t);

@@ -50,7 +50,7 @@ fn candidates(plan: &Plan) -> Vec<Candidate> {
             let flops = call.flops().max(1);
             Candidate {
                 op: op.clone(),
-                saved_per_flop: 4.0 * bytes as f64 / flops as f64,
+                saved_per_flop: (super::BYTES_PER_FLOAT * bytes as u64) as f64 / flops as f64,
             }
         })
         .collect();

@@ -2,30 +2,12 @@
 
 use std::fmt::Write as _;
 
-use super::{Phase, Plan, human_bytes};
+use super::{BYTES_PER_FLOAT, Phase, Plan, human_bytes};
 use crate::spec::Spec;
 
 /// The attention pattern: its reach, keys per query, density and blocks.
 fn attention(w: &mut String, spec: &Spec, plan: &Plan) {
-    use crate::spec::{Attention, Coords};
-    let written = match &spec.model.attention {
-        Attention::Dense => "dense".to_string(),
-        Attention::Window { window } => format!("window({window})"),
-        Attention::Strided { stride, window } => format!("strided({stride}, {window})"),
-        Attention::Primes { window } => format!("primes(window = {window})"),
-        Attention::Lattice {
-            coords,
-            basis,
-            radius,
-            window,
-        } => {
-            let coords = match coords {
-                Coords::Grid { width } => format!("grid({width})"),
-                Coords::Ulam => "ulam".to_string(),
-            };
-            format!("lattice({coords}, basis = {basis:?}, radius = {radius}, window = {window})")
-        }
-    };
+    let written = spec.model.attention.to_cllm();
     let tiles = |b: &cllm_kernels::attention::BlockLists| {
         let count = b.lists.iter().map(Vec::len).sum::<usize>();
         format!(
@@ -170,8 +152,8 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
             "  {:<32} {:<18} {:>10} {:>10}  {}..{}",
             t.name,
             format!("{:?}", t.shape),
-            human_bytes(4 * slot.offset as u64),
-            human_bytes(4 * slot.len as u64),
+            human_bytes(BYTES_PER_FLOAT * slot.offset as u64),
+            human_bytes(BYTES_PER_FLOAT * slot.len as u64),
             slot.first,
             slot.last
         );

@@ -93,7 +93,7 @@ pub fn lifetimes_svg(plan: &Plan) -> String {
             tensor.shape,
             slot.first,
             slot.last,
-            super::human_bytes(4 * slot.offset as u64)
+            super::human_bytes(super::BYTES_PER_FLOAT * slot.offset as u64)
         );
         // A label where the name fits (about 6 px a character at 10 px).
         if w > 6.0 * tensor.name.len() as f64 + 6.0 && h >= 12.0 {
@@ -127,7 +127,7 @@ pub fn lifetimes_svg(plan: &Plan) -> String {
             bottom + 18.0
         );
     }
-    let mib = peak * 4.0 / (1u64 << 20) as f64;
+    let mib = peak * super::BYTES_PER_FLOAT as f64 / (1u64 << 20) as f64;
     for m in ticks(mib, 8.0) {
         let ty = y(m * (1u64 << 20) as f64 / 4.0);
         let _ = writeln!(

@@ -8,10 +8,11 @@ use crate::spec::{Optimizer, Schedule, Train};
 /// The learning rate at 0-based `step`: linear warm-up to the peak, then the decay.
 pub fn learning_rate(train: &Train, step: u64) -> f64 {
     let peak = train.optimizer.lr();
-    let (warmup, min_lr, cosine) = match train.schedule {
-        Schedule::Constant { warmup } => (warmup, peak, false),
-        Schedule::Linear { warmup, min_lr } => (warmup, min_lr.unwrap_or(peak / 10.0), false),
-        Schedule::Cosine { warmup, min_lr } => (warmup, min_lr.unwrap_or(peak / 10.0), true),
+    let warmup = train.schedule.warmup();
+    let (min_lr, cosine) = match train.schedule {
+        Schedule::Constant { .. } => (peak, false),
+        Schedule::Linear { min_lr, .. } => (min_lr.unwrap_or(peak / 10.0), false),
+        Schedule::Cosine { min_lr, .. } => (min_lr.unwrap_or(peak / 10.0), true),
     };
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;

@@ -12,7 +12,7 @@ use crate::runtime::optimizer;
 use crate::runtime::report::{Averages, Reporter, Speed};
 use crate::runtime::session::{self, Session};
 use crate::runtime::{RunError, RunOptions};
-use crate::spec::{Schedule, Spec};
+use crate::spec::Spec;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +74,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     let total = spec.train.steps;
     report.say(&format!(
         "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); MFU against the measured {}-bit FMA peak of {:.0} GFLOP/s; run folder {}",
-        state.machine.graph().parameter_count(),
+        spec.model.parameter_count(),
         speed.step_flops / 1e9,
         total,
         spec.train.batch,
@@ -93,11 +93,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         speed.peak_gflops,
         options.run_dir.display()
     ));
-    let warmup = match spec.train.schedule {
-        Schedule::Constant { warmup }
-        | Schedule::Linear { warmup, .. }
-        | Schedule::Cosine { warmup, .. } => warmup,
-    };
+    let warmup = spec.train.schedule.warmup();
     if warmup >= total {
         report.warn(&format!(
             "the schedule's warm-up ({warmup} steps) is not shorter than the run ({total} steps): \

@@ -166,6 +166,12 @@ impl Attention {
         use convert::Field;
         self.write(convert::Unit::None).to_string()
     }
+
+    /// Whether the pattern is sparse, so attention reads a (T,T) mask of kept keys
+    /// (every pattern but `dense`).
+    pub fn masked(&self) -> bool {
+        *self != Attention::Dense
+    }
 }
 
 impl Model {
@@ -183,19 +189,22 @@ impl Model {
         (self.width as f64 * self.mlp).round() as u64
     }
 
-    /// Trainable parameters, GPT-2 layout (biases and LayerNorm gains included).
-    pub fn parameter_count(&self) -> u64 {
+    /// Trainable parameters, GPT-2 layout (biases and LayerNorm gains included): the
+    /// one count (the graph builds exactly these; admission bounds memory with it), in
+    /// 128-bit arithmetic so that no spec's sizes overflow it.
+    pub fn parameter_count(&self) -> u128 {
         let (v, t, c, h) = (
-            self.vocab_size(),
-            self.context,
-            self.width,
-            self.mlp_width(),
+            self.vocab_size() as u128,
+            self.context as u128,
+            self.width as u128,
+            self.mlp_width() as u128,
         );
         let layernorm = 2 * c;
         let attention = c * 3 * c + 3 * c + c * c + c;
         let mlp = c * h + h + h * c + c;
         let head = if self.tied_head { 0 } else { v * c };
-        v * c + t * c + self.layers * (2 * layernorm + attention + mlp) + layernorm + head
+        let layers = self.layers as u128;
+        v * c + t * c + layers * (2 * layernorm + attention + mlp) + layernorm + head
     }
 }
 

@@ -108,6 +108,15 @@ impl Default for Schedule {
 }
 
 impl Schedule {
+    /// Steps of the linear warm-up to the peak learning rate.
+    pub fn warmup(&self) -> u64 {
+        match *self {
+            Schedule::Constant { warmup }
+            | Schedule::Linear { warmup, .. }
+            | Schedule::Cosine { warmup, .. } => warmup,
+        }
+    }
+
     /// Fills the derived default `min_lr = lr / 10`.
     pub fn resolve(self, lr: f64) -> Schedule {
         match self {
