@@ -1,8 +1,9 @@
 //! Stage 4: a [`Plan`] → a [`Program`]: every plan kernel's steps (the kernel IR the
 //! plan lowered, `plan::ir`) as a kernel description for `cllm-kernels`, its tensors
-//! numbered into one argument table per kernel, plus the kernels of the optimizer side,
-//! one per distinct parameter-chunk shape: the shard-gradient tree sum (which also
-//! returns the chunk's Σ g²) and AdamW. All compiled once into one module.
+//! numbered into one argument table per kernel, plus the optimizer's steps the plan
+//! lowered per parameter chunk (`plan::optimizer`), one kernel per distinct shape: the
+//! shard-gradient tree sum (which also returns the chunk's Σ g²) and AdamW. All
+//! compiled once into one module.
 //! `src/` knows nothing of Cranelift: it describes, `cllm-kernels` compiles.
 
 use std::time::Instant;
@@ -111,26 +112,16 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
                 descs.len() - 1
             }
         };
-    let shards = plan.shards;
-    for chunk in &plan.param_chunks {
-        let sum = KernelDesc {
-            name: "shard_grad_sum".into(),
-            steps: vec![Step::ShardGradSum {
-                len: chunk.len,
-                grads: (0..shards).collect(),
-            }],
+    // One kernel per distinct chunk shape: a chunk step runs alone, its slots numbered
+    // in argument order (the table `machine::bind` builds from the same step).
+    for chunk in &plan.optimizer {
+        let desc = |name: &str, step: &Step<_>| KernelDesc {
+            name: name.into(),
+            steps: vec![step.clone().numbered()],
         };
+        let sum = desc("shard_grad_sum", &chunk.grad_sum);
         chunk_kernels.shard_sum.push(index_of(&mut descs, sum));
-        let adamw = KernelDesc {
-            name: "adamw".into(),
-            steps: vec![Step::AdamW {
-                segments: vec![(0, chunk.len, chunk.decay)],
-                params: 0,
-                grads: 1,
-                m: 2,
-                v: 3,
-            }],
-        };
+        let adamw = desc("adamw", &chunk.adamw);
         chunk_kernels.adamw.push(index_of(&mut descs, adamw));
     }
     (descs, tables, chunk_kernels)

@@ -1,8 +1,11 @@
 //! Binding a compiled [`Program`] to a machine's memory: every kernel's argument
-//! table, per shard, and the shard-sum and AdamW tables per parameter chunk, built
-//! once, so a step on the JIT path allocates nothing.
+//! table, per shard, and the tables of the plan's optimizer steps per parameter chunk
+//! (the shard sum, and over ranks its two passes, and AdamW), built once, so a step on
+//! the JIT path allocates nothing.
 
 use crate::codegen::Program;
+use crate::plan::ir::Step;
+use crate::plan::optimizer::{State, StateSlice};
 
 use super::{Bound, Machine, Table};
 
@@ -39,65 +42,55 @@ impl Machine<f32> {
                 })
                 .collect();
         }
-        let chunks = &self.plan.param_chunks;
-        let shard_sum_tables = chunks
-            .iter()
-            .map(|c| {
-                Table(
-                    self.shard_grads
-                        .iter_mut()
-                        .map(|g| g[c.offset..].as_mut_ptr().cast())
-                        .collect(),
-                )
-            })
+        // The optimizer's tables: each chunk step's slots, in argument order, resolved
+        // to pointers into the fixed state.
+        let grads: Vec<*mut f32> = (self.shard_grads.iter_mut())
+            .map(|g| g.as_mut_ptr())
             .collect();
-        let adamw_tables = chunks
+        let [params, m, v] = [&mut self.params, &mut self.m, &mut self.v].map(|b| b.as_mut_ptr());
+        let local = |slice: &StateSlice| {
+            let base = match slice.state {
+                State::Params => params,
+                State::Grads { shard } => grads[shard],
+                State::M => m,
+                State::V => v,
+            };
+            // SAFETY: a chunk's slices lie inside their buffers (chunks cover P floats).
+            unsafe { base.add(slice.offset).cast::<u8>() }
+        };
+        let optimizer = &self.plan.optimizer;
+        let shard_sum_tables = optimizer
             .iter()
-            .map(|c| {
-                Table(
-                    [
-                        &mut self.params,
-                        &mut self.shard_grads[0],
-                        &mut self.m,
-                        &mut self.v,
-                    ]
-                    .into_iter()
-                    .map(|b| b[c.offset..].as_mut_ptr().cast())
-                    .collect(),
-                )
-            })
+            .map(|c| table(&c.grad_sum, local))
             .collect();
+        let adamw_tables = optimizer.iter().map(|c| table(&c.adamw, local)).collect();
         if let Some(ranks) = &mut self.ranks {
             // Pass 1: this rank's shards, −0.0 for the others', the sum into shard 0's
             // buffer (or `partial` when shard 0 is another rank's). Pass 2: each rank's
             // sum at its block's first shard, −0.0 elsewhere, the total into shard 0's.
             let (len, block) = (self.params.len(), ranks.block);
             let zero = ranks.minus_zero.as_mut_ptr().cast::<u8>();
-            let pass = |slot: &mut dyn FnMut(usize, usize) -> *mut u8| -> Vec<Table> {
-                chunks
-                    .iter()
-                    .map(|c| Table((0..self.plan.shards).map(|s| slot(s, c.offset)).collect()))
-                    .collect()
-            };
-            let grads: Vec<*mut f32> = self
-                .shard_grads
-                .iter_mut()
-                .map(|g| g.as_mut_ptr())
-                .collect();
             let (own, partial) = (ranks.own.clone(), ranks.partial.as_mut_ptr());
-            // SAFETY (both passes): offsets stay inside each buffer (chunks cover P floats).
-            let first = pass(&mut |s, at| match s {
-                _ if own.contains(&s) => unsafe { grads[s].add(at).cast() },
-                0 => unsafe { partial.add(at).cast() },
-                _ => zero,
-            });
             let sums = ranks.sums.as_mut_ptr();
-            let second = pass(&mut |s, at| match s {
-                0 => unsafe { grads[0].add(at).cast() },
-                _ if s.is_multiple_of(block) => unsafe { sums.add((s / block) * len + at).cast() },
-                _ => zero,
-            });
-            ranks.tables = Some((first, second));
+            // SAFETY (both passes): offsets stay inside each buffer (chunks cover P floats).
+            let first = |slice: &StateSlice| match slice.state {
+                State::Grads { shard } if !own.contains(&shard) => match shard {
+                    0 => unsafe { partial.add(slice.offset).cast() },
+                    _ => zero,
+                },
+                _ => local(slice),
+            };
+            let second = |slice: &StateSlice| match slice.state {
+                State::Grads { shard } if shard != 0 => match shard.is_multiple_of(block) {
+                    true => unsafe { sums.add((shard / block) * len + slice.offset).cast() },
+                    false => zero,
+                },
+                _ => local(slice),
+            };
+            let pass = |at: &dyn Fn(&StateSlice) -> *mut u8| -> Vec<Table> {
+                optimizer.iter().map(|c| table(&c.grad_sum, at)).collect()
+            };
+            ranks.tables = Some((pass(&first), pass(&second)));
         }
         self.program = Some(Bound {
             program,
@@ -105,4 +98,12 @@ impl Machine<f32> {
             adamw_tables,
         });
     }
+}
+
+/// The argument table of a step run alone: its slots in argument order (the order
+/// codegen numbered them in), each resolved by `at`.
+fn table(step: &Step<StateSlice>, at: impl Fn(&StateSlice) -> *mut u8) -> Table {
+    let mut pointers = Vec::new();
+    step.visit(|_, slice| pointers.push(at(slice)));
+    Table(pointers)
 }

@@ -67,6 +67,16 @@ impl<T> SyncPtr<T> {
         // SAFETY: forwarded to the caller.
         unsafe { std::slice::from_raw_parts_mut(self.0, len) }
     }
+
+    /// Elements `offset..offset + len`.
+    ///
+    /// # Safety
+    /// They lie inside the buffer, and no one else may access them while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, offset: usize, len: usize) -> &mut [T] {
+        // SAFETY: forwarded to the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
 }
 
 /// A kernel's argument table: the base pointer of each of its tensors.
@@ -96,6 +106,8 @@ pub struct Machine<T: Real> {
     workers: Vec<Worker<T>>,
     /// Σ g² of each parameter chunk of the last tree sum.
     chunk_squares: Vec<f64>,
+    /// What AdamW's chunk kernels return (nothing of use; kept apart from the norms).
+    chunk_returns: Vec<f64>,
     program: Option<Bound>,
     pool: Arc<rayon::ThreadPool>,
     /// Fill every arena tensor with NaN right after its last use (tests liveness).
@@ -188,6 +200,7 @@ impl<T: Real> Machine<T> {
             places,
             workers: (0..plan.workers).map(|_| Worker::new(&plan)).collect(),
             chunk_squares: vec![0.0; plan.param_chunks.len()],
+            chunk_returns: vec![0.0; plan.param_chunks.len()],
             program: None,
             pool: Arc::new(pool),
             poison: false,

@@ -20,12 +20,15 @@
 use rayon::prelude::*;
 
 use cllm_kernels::Real;
-use cllm_kernels::adamw::{AdamWStep, adamw_update};
-use cllm_kernels::shard_sum::shard_grad_sum;
+use cllm_kernels::adamw::AdamWStep;
+use cllm_kernels::jit::KernelFn;
+use cllm_kernels::reference::{Buf, Scalars, run_step};
 
 use super::{Machine, SyncPtr};
 use crate::data::Batch;
 use crate::plan::Phase;
+use crate::plan::ir::Step;
+use crate::plan::optimizer::{State, StateSlice};
 
 impl<T: Real> Machine<T> {
     /// Forward and backward of every shard of every micro-batch (each `batch` holds
@@ -172,18 +175,9 @@ impl<T: Real> Machine<T> {
         } = ranks.as_mut().expect("split over ranks");
         let bound = program.as_ref().expect("compiled");
         let (first, second) = tables.as_ref().expect("tables bound");
+        let kernels = &bound.program.shard_sum;
         let run = |tables: &[super::Table], squares: &mut [f64]| {
-            pool.install(|| {
-                squares
-                    .par_iter_mut()
-                    .zip(tables)
-                    .zip(&bound.program.shard_sum)
-                    .for_each(|((squares, table), kernel)| {
-                        // SAFETY: each table points at one chunk of its buffers; chunks
-                        // are disjoint, and the −0.0 chunk is only read.
-                        *squares = unsafe { kernel(table.0.as_ptr(), [0.0f64].as_ptr()) };
-                    })
-            })
+            run_compiled_chunks(&pool, kernels, tables, &[0.0], squares)
         };
         // Shard 0 belongs to another rank: this rank's sum goes to `partial`, which the
         // tree also reads as shard 0's (−0.0) input.
@@ -211,38 +205,15 @@ impl<T: Real> Machine<T> {
     /// each chunk's Σ g².
     fn tree_sum(&mut self) {
         let pool = std::sync::Arc::clone(&self.pool);
-        let Machine {
-            plan,
-            shard_grad_ptrs,
-            chunk_squares,
-            program,
-            params,
-            ..
-        } = self;
-        let len = params.len();
-        let chunks = &plan.param_chunks;
-        pool.install(|| match program {
-            Some(bound) => chunk_squares
-                .par_iter_mut()
-                .zip(&bound.shard_sum_tables)
-                .zip(&bound.program.shard_sum)
-                .for_each(|((squares, table), kernel)| {
-                    // SAFETY: the table points at this chunk of every shard buffer;
-                    // chunks are disjoint, so no other task touches these floats.
-                    *squares = unsafe { kernel(table.0.as_ptr(), [0.0f64].as_ptr()) };
-                }),
-            None => chunk_squares
-                .par_iter_mut()
-                .zip(chunks)
-                .for_each(|(squares, chunk)| {
-                    let mut parts: Vec<&mut [T]> = shard_grad_ptrs
-                        .iter()
-                        // SAFETY: chunks are disjoint and each task takes its own.
-                        .map(|g| unsafe { &mut g.slice(len)[chunk.offset..][..chunk.len] })
-                        .collect();
-                    *squares = shard_grad_sum(&mut parts);
-                }),
-        });
+        if let Some(bound) = &self.program {
+            let (kernels, tables) = (&bound.program.shard_sum, &bound.shard_sum_tables);
+            let squares = &mut self.chunk_squares;
+            return run_compiled_chunks(&pool, kernels, tables, &[0.0], squares);
+        }
+        let state = self.state_pointers();
+        let steps: Vec<_> = self.plan.optimizer.iter().map(|c| &c.grad_sum).collect();
+        let squares = &mut self.chunk_squares;
+        run_reference_chunks(&pool, &steps, &state, &Scalars::default(), squares);
     }
 
     /// One AdamW update of every parameter from the summed gradient, chunk by chunk
@@ -250,50 +221,86 @@ impl<T: Real> Machine<T> {
     /// applies to decayed parameters only (not biases and LayerNorm parameters).
     pub fn adamw(&mut self, h: AdamWStep) {
         let pool = std::sync::Arc::clone(&self.pool);
-        let Machine {
-            plan,
-            params,
-            shard_grads,
-            m,
-            v,
-            program,
-            ..
-        } = self;
-        let chunks = &plan.param_chunks;
-        if let Some(bound) = program {
-            let scalars = h.scalars();
-            pool.install(|| {
-                bound
-                    .adamw_tables
-                    .par_iter()
-                    .zip(&bound.program.adamw)
-                    .for_each(|(table, kernel)| {
-                        // SAFETY: the table points at this chunk of the parameter,
-                        // gradient and moment buffers; chunks are disjoint.
-                        unsafe { kernel(table.0.as_ptr(), scalars.as_array().as_ptr()) };
-                    })
-            });
-            return;
+        if let Some(bound) = &self.program {
+            let (kernels, tables) = (&bound.program.adamw, &bound.adamw_tables);
+            let returns = &mut self.chunk_returns;
+            return run_compiled_chunks(&pool, kernels, tables, h.scalars().as_array(), returns);
         }
-        let len = params.len();
-        let buffers = [
-            SyncPtr(params.as_mut_ptr()),
-            SyncPtr(shard_grads[0].as_mut_ptr()),
-            SyncPtr(m.as_mut_ptr()),
-            SyncPtr(v.as_mut_ptr()),
-        ];
-        pool.install(|| {
-            chunks.par_iter().for_each(|chunk| {
-                let step = AdamWStep {
-                    weight_decay: if chunk.decay { h.weight_decay } else { 0.0 },
-                    ..h
-                };
-                // SAFETY: chunks are disjoint and each task takes its own.
-                let [p, g, m, v] = buffers
-                    .each_ref()
-                    .map(|b| unsafe { &mut b.slice(len)[chunk.offset..][..chunk.len] });
-                adamw_update(p, g, m, v, &step);
-            })
-        });
+        let state = self.state_pointers();
+        let steps: Vec<_> = self.plan.optimizer.iter().map(|c| &c.adamw).collect();
+        let scalars = Scalars {
+            loss_scale: 0.0,
+            adamw: Some(h),
+        };
+        run_reference_chunks(&pool, &steps, &state, &scalars, &mut self.chunk_returns);
     }
+
+    /// Base pointers of the fixed state, for the reference's chunk steps.
+    fn state_pointers(&mut self) -> StatePointers<T> {
+        StatePointers {
+            params: SyncPtr(self.params.as_mut_ptr()),
+            grads: self.shard_grad_ptrs.iter().map(|g| SyncPtr(g.0)).collect(),
+            m: SyncPtr(self.m.as_mut_ptr()),
+            v: SyncPtr(self.v.as_mut_ptr()),
+        }
+    }
+}
+
+/// Where the fixed state's buffers start.
+struct StatePointers<T> {
+    params: SyncPtr<T>,
+    grads: Vec<SyncPtr<T>>,
+    m: SyncPtr<T>,
+    v: SyncPtr<T>,
+}
+
+/// Runs compiled chunk kernel `kernels[i]` on `tables[i]` for every chunk in parallel,
+/// with `scalars`, storing what it returns in `returns[i]` (Σ g² for the tree sum).
+fn run_compiled_chunks(
+    pool: &rayon::ThreadPool,
+    kernels: &[KernelFn],
+    tables: &[super::Table],
+    scalars: &[f64],
+    returns: &mut [f64],
+) {
+    pool.install(|| {
+        (returns.par_iter_mut().zip(tables).zip(kernels)).for_each(|((out, table), kernel)| {
+            // SAFETY: each table points at one chunk of its buffers (bound from the
+            // plan's chunk steps, which the kernel was compiled from); chunks are
+            // disjoint, and a −0.0 chunk over ranks is only read.
+            *out = unsafe { kernel(table.0.as_ptr(), scalars.as_ptr()) };
+        })
+    });
+}
+
+/// The reference back end of the same chunk steps: `steps[i]` through `run_step` on
+/// slices of the fixed state, every chunk in parallel.
+fn run_reference_chunks<T: Real>(
+    pool: &rayon::ThreadPool,
+    steps: &[&Step<StateSlice>],
+    state: &StatePointers<T>,
+    scalars: &Scalars,
+    returns: &mut [f64],
+) {
+    pool.install(|| {
+        (returns.par_iter_mut().zip(steps)).for_each(|(out, step)| {
+            let bufs = (*step).clone().map(|slot, slice| {
+                let base = match slice.state {
+                    State::Params => &state.params,
+                    State::Grads { shard } => &state.grads[shard],
+                    State::M => &state.m,
+                    State::V => &state.v,
+                };
+                // SAFETY: chunks are disjoint and each task takes its own; within a
+                // step the slices are of distinct buffers.
+                let mine = unsafe { base.range(slice.offset, slice.len) };
+                if slot.writes {
+                    Buf::Out(mine)
+                } else {
+                    Buf::In(&*mine)
+                }
+            });
+            *out = run_step(bufs, scalars);
+        })
+    });
 }

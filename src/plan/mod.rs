@@ -18,6 +18,7 @@ mod fusion;
 pub mod ir;
 mod listing;
 mod memory;
+pub mod optimizer;
 mod placement;
 mod recompute;
 mod report;
@@ -125,6 +126,10 @@ pub struct Plan {
     pub workers: usize,
     /// The parameter buffer cut into chunks for the gradient sum and AdamW.
     pub param_chunks: Vec<ParamChunk>,
+    /// Per chunk, the optimizer's steps (`optimizer.rs`); left out of the JSON (one
+    /// pair per 32 Ki parameters).
+    #[serde(skip)]
+    pub optimizer: Vec<optimizer::ChunkSteps>,
     pub kernels: Vec<Kernel>,
     /// Arena slot of every tensor that lives in the arena (indexed by tensor id).
     pub slots: Vec<Option<Slot>>,
@@ -285,12 +290,14 @@ fn schedule(
         }
     }
     let param_chunks = param_chunks(&graph);
+    let optimizer = optimizer::lower_optimizer(&param_chunks, shards);
     Plan {
         graph,
         shards,
         threads,
         workers: threads.min(shards),
         param_chunks,
+        optimizer,
         kernels,
         slots: Vec::new(),
         arena: ArenaStats::default(),
