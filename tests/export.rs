@@ -107,8 +107,12 @@ fn exported_files_have_gpt2s_layout_and_read_back_bit_for_bit() {
         }
         // The forward pass through each gives the same logits.
         let logits = |params: &[Vec<f32>]| {
-            let mut sampler =
-                Sampler::new(&graph, params.iter().map(Vec::as_slice).collect()).unwrap();
+            let mut sampler = Sampler::new(
+                &graph,
+                spec.plan.gemm,
+                params.iter().map(Vec::as_slice).collect(),
+            )
+            .unwrap();
             let mut rng = cllm::rng::Rng::new(1);
             let out = sampler.generate(
                 b"123+456=".map(u32::from).as_slice(),

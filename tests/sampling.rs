@@ -45,7 +45,9 @@ fn cached_decoding_matches(attention: &str) {
 
     let params = (0..graph.params.len()).map(|i| machine.param(i)).collect();
     let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-    let mut sampler = Sampler::new(&graph, params).unwrap().with_mask(mask);
+    let mut sampler = Sampler::new(&graph, machine.plan().gemm, params)
+        .unwrap()
+        .with_mask(mask);
     let v = graph.dims.vocab;
     for (t, &token) in tokens.iter().enumerate() {
         let cached = sampler.feed(token).to_vec();

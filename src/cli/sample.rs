@@ -110,9 +110,13 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     let mask = cllm::plan::attention_pattern(&spec)
         .map_err(|e| miette::miette!("{e}"))?
         .map(|p| p.mask());
-    let mut sampler = Sampler::new(&graph, params.iter().map(Vec::as_slice).collect())
-        .map_err(|e| miette::miette!("{e}"))?
-        .with_mask(mask);
+    let mut sampler = Sampler::new(
+        &graph,
+        spec.plan.gemm,
+        params.iter().map(Vec::as_slice).collect(),
+    )
+    .map_err(|e| miette::miette!("{e}"))?
+    .with_mask(mask);
     // The text streams out token by token (each token's bytes follow the last's, so
     // the concatenation is the decoding of the whole).
     let mut stdout = std::io::stdout().lock();

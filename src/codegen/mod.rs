@@ -127,15 +127,21 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
     (descs, tables, chunk_kernels)
 }
 
+/// The JIT's options: `checks`, and native GEMMs unless the plan chose Cranelift's
+/// (`plan.gemm`) — for the plan's kernels and the decoder's alike.
+pub fn jit_options(gemm: crate::spec::Gemm, checks: Checks) -> JitOptions {
+    JitOptions {
+        verify: checks.verify,
+        optimize: checks.optimize,
+        native: gemm == crate::spec::Gemm::Native,
+    }
+}
+
 /// Compiles every kernel of `plan`.
 pub fn compile(plan: &Plan, checks: Checks) -> Result<Program, JitError> {
     let started = Instant::now();
     let (descs, tables, chunk_kernels) = describe(plan);
-    let options = JitOptions {
-        verify: checks.verify,
-        optimize: checks.optimize,
-        native: plan.gemm == crate::spec::Gemm::Native,
-    };
+    let options = jit_options(plan.gemm, checks);
     let compiled = program::compile(&descs, options)?;
     let kernels = tables
         .into_iter()

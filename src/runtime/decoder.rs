@@ -102,7 +102,7 @@ impl RowKernels {
 impl Decoder {
     /// Lowers the forward ops of `graph` up to its logits (the loss is not decoded) and
     /// compiles its row kernels.
-    pub fn new(graph: &Graph) -> Result<Decoder, JitError> {
+    pub fn new(graph: &Graph, options: JitOptions) -> Result<Decoder, JitError> {
         let d = graph.dims;
         let positions = d.rows();
         let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -208,7 +208,7 @@ impl Decoder {
         let logits = row(graph.logits);
         Ok(Decoder {
             program,
-            compiled: program::compile(&kernels.0, JitOptions::default())?,
+            compiled: program::compile(&kernels.0, options)?,
             rows,
             k_cache: vec![vec![0.0; d.t * d.c]; caches],
             v_cache: vec![vec![0.0; d.t * d.c]; caches],

@@ -6,8 +6,10 @@
 use cllm_kernels::jit::JitError;
 
 use super::decoder::Decoder;
+use crate::codegen::Checks;
 use crate::graph::Graph;
 use crate::rng::Rng;
+use crate::spec::Gemm;
 
 /// How to pick each next token.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,9 +42,9 @@ pub struct Sampler<'a> {
 
 impl<'a> Sampler<'a> {
     /// `params[i]` holds the values of `graph.params[i]`; compiles the decoder's row
-    /// kernels.
-    pub fn new(graph: &Graph, params: Vec<&'a [f32]>) -> Result<Sampler<'a>, JitError> {
-        let decoder = Decoder::new(graph)?;
+    /// kernels with the spec's choice of GEMM (`plan.gemm`), as training does.
+    pub fn new(graph: &Graph, gemm: Gemm, params: Vec<&'a [f32]>) -> Result<Sampler<'a>, JitError> {
+        let decoder = Decoder::new(graph, crate::codegen::jit_options(gemm, Checks::default()))?;
         Ok(Sampler {
             params,
             history: Vec::with_capacity(decoder.context()),
