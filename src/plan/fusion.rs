@@ -1,11 +1,20 @@
-//! Fusion passes: each merges kernels whose ops run back to back on the same data,
-//! so a JIT can keep the intermediate in registers (the reference still runs the ops
-//! one after another). Each is a `Plan → Plan` that leaves the numbers unchanged; the
-//! kernels' IR, lifetimes and offsets are derived once, after the last pass
-//! (`recompute`, which places the arena).
+//! Fusion passes: each merges kernels whose ops run back to back on the same data into
+//! one kernel. Lowering (`ir.rs`) then makes a matmul and its GELU one step (bias and
+//! GELU in the GEMM's epilogue; the GELU backward in the dx product's epilogue), so
+//! that intermediate is never reread; the other groups (residual + LayerNorm, logits +
+//! softmax-cross-entropy) still pass theirs through memory, in one kernel call. Each
+//! is a `Plan → Plan` that leaves the numbers unchanged; the kernels' IR, lifetimes
+//! and offsets are derived once, by the later passes (`lower`, `allocate`).
 
 use super::{Kernel, Plan};
 use crate::graph::OpKind;
+
+/// The fuse pass: reads the kernels' ops; merges the groups below, in this order.
+pub fn fuse(plan: Plan) -> Plan {
+    let plan = fuse_softmax_xent(plan);
+    let plan = fuse_bias_gelu(plan);
+    fuse_residual_layernorm(plan)
+}
 
 /// Merges kernel `i + 1` into kernel `i` wherever `merge(a, b)` names the result.
 fn merge_adjacent(

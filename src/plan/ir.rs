@@ -11,10 +11,22 @@ use cllm_kernels::attention::AttentionShape;
 use cllm_kernels::attention::BlockLists;
 pub use cllm_kernels::ir::{Slot, Step};
 
+use super::Plan;
 use crate::graph::{Graph, Op, OpKind, TensorId};
 
 /// One step of a plan kernel, each slot bound to a tensor of the graph.
 pub type StepCall = Step<TensorId>;
+
+/// The lower pass: reads each kernel's ops; writes its steps and the FLOPs and bytes
+/// counted from them.
+pub fn lower_kernels(mut plan: Plan) -> Plan {
+    for kernel in &mut plan.kernels {
+        kernel.steps = lower(&plan.graph, &kernel.ops, &plan.attention_blocks);
+        (kernel.flops, kernel.bytes) = super::cost::kernel_cost(&plan.graph, &kernel.steps);
+    }
+    plan.passes.push("lower");
+    plan
+}
 
 /// The steps of a fusion group: each op one step, except a matmul whose output feeds
 /// the next op's GELU (one fused step: bias + GELU in the GEMM's epilogue) and a

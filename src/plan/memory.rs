@@ -31,8 +31,36 @@ pub struct ArenaStats {
     pub naive_bytes: u64,
 }
 
-/// Lowers every kernel to the kernel IR; recomputes costs, first writers, lifetimes, offsets and the arena's statistics.
-pub fn allocate(plan: &mut Plan) {
+/// The memory plan of a kernel order: who zeroes each activation gradient first, every
+/// arena tensor's slot, and the arena's statistics.
+pub struct Layout {
+    /// Per kernel, the activation gradients it writes first (zeroed just before it).
+    pub zero_first: Vec<Vec<TensorId>>,
+    pub slots: Vec<Option<Slot>>,
+    pub arena: ArenaStats,
+}
+
+/// The allocate pass: reads the kernels' ops; writes each kernel's `zero_first`,
+/// `plan.slots` and `plan.arena`.
+pub fn allocate(mut plan: Plan) -> Plan {
+    let Layout {
+        zero_first,
+        slots,
+        arena,
+    } = layout(&plan);
+    for (kernel, zero) in plan.kernels.iter_mut().zip(zero_first) {
+        kernel.zero_first = zero;
+    }
+    plan.slots = slots;
+    plan.arena = arena;
+    plan.passes.push("allocate");
+    plan
+}
+
+/// Lifetimes of every arena tensor over the kernel order (from the kernels' ops), and
+/// an offset for each (`placement.rs`). Pure: the recompute pass measures candidate
+/// plans with it.
+pub fn layout(plan: &Plan) -> Layout {
     let graph = &plan.graph;
     let mut lifetimes: Vec<Option<(usize, usize)>> = vec![None; graph.tensors.len()];
     let mut first_writes: Vec<Vec<TensorId>> = vec![Vec::new(); plan.kernels.len()];
@@ -59,13 +87,6 @@ pub fn allocate(plan: &mut Plan) {
                 }
             }
         }
-    }
-    for (kernel, zero) in plan.kernels.iter_mut().zip(first_writes) {
-        kernel.steps = super::ir::lower(graph, &kernel.ops, &plan.attention_blocks);
-        let (flops, bytes) = super::cost::kernel_cost(graph, &kernel.steps);
-        kernel.flops = flops;
-        kernel.bytes = bytes;
-        kernel.zero_first = zero;
     }
 
     let live: Vec<usize> = (0..lifetimes.len())
@@ -94,10 +115,13 @@ pub fn allocate(plan: &mut Plan) {
         lower_bound = lower_bound.max(live);
     }
     let lower_bound = lower_bound as usize;
-    plan.arena = ArenaStats {
-        peak_bytes: BYTES_PER_FLOAT * peak as u64,
-        lower_bound_bytes: BYTES_PER_FLOAT * lower_bound as u64,
-        naive_bytes: BYTES_PER_FLOAT * placed.iter().map(|s| s.len as u64).sum::<u64>(),
-    };
-    plan.slots = slots;
+    Layout {
+        zero_first: first_writes,
+        slots,
+        arena: ArenaStats {
+            peak_bytes: BYTES_PER_FLOAT * peak as u64,
+            lower_bound_bytes: BYTES_PER_FLOAT * lower_bound as u64,
+            naive_bytes: BYTES_PER_FLOAT * placed.iter().map(|s| s.len as u64).sum::<u64>(),
+        },
+    }
 }

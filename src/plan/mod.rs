@@ -4,11 +4,16 @@
 //! static memory plan (every activation, saved tensor and activation gradient at an
 //! offset in one arena per worker, reusing bytes between tensors whose lifetimes do
 //! not overlap), which activations are kept for backward and which are recomputed,
-//! and the shard split of the batch. Each decision is a named pass `Plan → Plan`
-//! that [`PassOptions`] can switch off; `allocate` always runs last.
+//! the shard split of the batch, and the optimizer's steps per parameter chunk. Each
+//! decision is a named pass `Plan → Plan`, called once, in the order [`plan_with`]
+//! lists (fusion can be switched off, recompute's policy chosen by [`PassOptions`]):
 //!
 //! ```text
-//! schedule ─▶ fuse_softmax_xent ─▶ fuse_bias_gelu ─▶ fuse_residual_layernorm ─▶ recompute ─▶ allocate
+//! schedule ─▶ fuse ─▶ recompute ─▶ lower ─▶ allocate
+//! (graph,      (softmax_xent,     (keep or     (kernel IR,   (lifetimes,
+//!  one kernel   bias_gelu,         recompute,   FLOPs and     arena offsets:
+//!  per op,      residual_         by the bytes  bytes)        placement.rs)
+//!  optimizer)   layernorm)         it needs)
 //! ```
 
 mod admission;
@@ -208,8 +213,24 @@ pub fn plan(spec: &Spec) -> Result<Plan, PlanError> {
     plan_with(spec, PassOptions::default())
 }
 
-/// Plans with the given passes switched on or off.
+/// Plans with the given passes switched on or off: the planner is this chain of passes,
+/// each called once and recorded in `plan.passes` (their one-line docs say what each
+/// reads and writes). Recompute runs before lowering because it renames the inputs of
+/// backward kernels to the fresh copies it inserts.
 pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
+    let mut plan = schedule(spec)?;
+    if options.fuse {
+        plan = fusion::fuse(plan);
+    }
+    let plan = recompute::recompute(plan, options.recompute)?;
+    let plan = ir::lower_kernels(plan);
+    Ok(memory::allocate(plan))
+}
+
+/// The first pass: reads the spec; admits it (`admission.rs`), builds the graph of one
+/// shard and the attention tiles, and writes one kernel per graph op, forward then
+/// backward, and the optimizer's chunk steps.
+fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
     // `spec::validate` reports this with the spec's spans; a spec built in code (or an
     // override applied after validation) meets the same check here.
     let micro_batch = spec.train.micro_batch() as usize;
@@ -227,8 +248,6 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
     // so past it the fixed state fits and only the arena is left to plan.
     admission::admit(spec, shards as u64)?;
     let graph = crate::graph::build(spec, micro_batch / shards);
-    let fixed_bytes = admission::fixed_bytes(spec, shards as u64);
-    let budget = admission::budget(spec);
     let pattern = attention_pattern(spec)?;
     let sparse = pattern.as_ref().and_then(|p| {
         let block = ATTENTION_BLOCK.min(p.t);
@@ -244,34 +263,6 @@ pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
         Threads::Count(n) => n as usize,
     };
     let threads = threads.max(1);
-    let mut plan = schedule(
-        graph,
-        attention_blocks,
-        shards,
-        threads,
-        fixed_bytes,
-        budget,
-    );
-    plan.gemm = spec.plan.gemm;
-    plan.pattern = pattern;
-    if options.fuse {
-        plan = fusion::fuse_softmax_xent(plan);
-        plan = fusion::fuse_bias_gelu(plan);
-        plan = fusion::fuse_residual_layernorm(plan);
-    }
-    plan = recompute::recompute(plan, options.recompute)?;
-    Ok(plan)
-}
-
-/// The first pass: one kernel per graph op, forward then backward.
-fn schedule(
-    graph: Graph,
-    attention_blocks: BlockLists,
-    shards: usize,
-    threads: usize,
-    fixed_bytes: u64,
-    memory_budget: u64,
-) -> Plan {
     let mut kernels = Vec::new();
     for (phase, ops) in [
         (Phase::Forward, &graph.forward),
@@ -291,7 +282,7 @@ fn schedule(
     }
     let param_chunks = param_chunks(&graph);
     let optimizer = optimizer::lower_optimizer(&param_chunks, shards);
-    Plan {
+    Ok(Plan {
         graph,
         shards,
         threads,
@@ -301,14 +292,14 @@ fn schedule(
         kernels,
         slots: Vec::new(),
         arena: ArenaStats::default(),
-        fixed_bytes,
-        memory_budget,
+        fixed_bytes: admission::fixed_bytes(spec, shards as u64),
+        memory_budget: admission::budget(spec),
         recomputed: Vec::new(),
         passes: vec!["schedule"],
-        gemm: Gemm::Native,
-        pattern: None,
+        gemm: spec.plan.gemm,
+        pattern,
         attention_blocks,
-    }
+    })
 }
 
 /// Every parameter cut into chunks of at most [`PARAM_CHUNK`] floats, in order.

@@ -145,7 +145,6 @@ fn fewest_expensive(plan: Plan, expensive: &[Candidate], fits: impl Fn(&Plan) ->
         let mut trial = plan.clone();
         let ops: Vec<Op> = expensive[..count].iter().map(|c| c.op.clone()).collect();
         recompute_ops(&mut trial, &ops);
-        memory::allocate(&mut trial);
         trial
     };
     let all = with(expensive.len());
@@ -166,41 +165,45 @@ fn fewest_expensive(plan: Plan, expensive: &[Candidate], fits: impl Fn(&Plan) ->
     best
 }
 
-/// The keep-or-recompute pass; refuses a plan that cannot fit the budget.
+/// Bytes the plan needs with the arena its kernel order leaves: the cost this pass
+/// minimises recomputation under (the fixed state plus one arena per worker).
+pub fn needed_bytes(plan: &Plan) -> u64 {
+    let arena = memory::layout(plan).arena.peak_bytes;
+    plan.fixed_bytes + plan.workers as u64 * arena
+}
+
+/// The keep-or-recompute pass: reads the kernels' ops and the budget; inserts the
+/// recompute kernels it chooses (the cheap ones always under `Auto`, then the fewest
+/// expensive ones that bring [`needed_bytes`] under the budget); refuses a plan that
+/// cannot fit.
 pub fn recompute(mut plan: Plan, policy: Recompute) -> Result<Plan, PlanError> {
-    let fits = |plan: &Plan| plan.total_bytes() <= plan.memory_budget;
+    let fits = |plan: &Plan| needed_bytes(plan) <= plan.memory_budget;
     let pending = candidates(&plan);
     let ops = |c: &[Candidate]| c.iter().map(|c| c.op.clone()).collect::<Vec<Op>>();
-    // The arena is placed once per plan this pass decides between (placing is the
-    // planner's costliest step), never for a plan that is thrown away unseen.
     match policy {
-        Recompute::Never => memory::allocate(&mut plan),
-        Recompute::All => {
-            recompute_ops(&mut plan, &ops(&pending));
-            memory::allocate(&mut plan);
-        }
+        Recompute::Never => {}
+        Recompute::All => recompute_ops(&mut plan, &ops(&pending)),
         Recompute::Auto => {
             let (cheap, expensive): (Vec<Candidate>, Vec<Candidate>) =
                 pending.into_iter().partition(|c| c.saved_per_flop >= CHEAP);
             recompute_ops(&mut plan, &ops(&cheap));
-            memory::allocate(&mut plan);
             if !fits(&plan) && plan.fixed_bytes <= plan.memory_budget {
                 plan = fewest_expensive(plan, &expensive, fits);
             }
         }
     }
     plan.passes.push("recompute");
-    if !fits(&plan) {
+    let needed = needed_bytes(&plan);
+    if needed > plan.memory_budget {
         return Err(PlanError::OverBudget {
-            needed: plan.total_bytes(),
+            needed,
             fixed: plan.fixed_bytes,
-            arena: plan.arena.peak_bytes,
+            arena: memory::layout(&plan).arena.peak_bytes,
             workers: plan.workers as u64,
             budget: plan.memory_budget,
             // The planner's budget is the smaller of `plan.memory_budget` and the machine.
             by_machine: crate::peak::machine_memory() == Some(plan.memory_budget),
         });
     }
-    plan.passes.push("allocate");
     Ok(plan)
 }
