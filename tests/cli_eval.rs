@@ -1,14 +1,8 @@
 //! `cllm eval RUN_DIR` reports what the run itself reported at its end: the same
 //! validation loss (the same batches, the same weights) and accuracy, without training.
 
-use std::process::Command;
-
-fn cllm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .output()
-        .expect("cllm runs")
-}
+mod common;
+use common::cllm;
 
 /// The text after `key ` up to the next comma or the end of the line.
 fn field<'a>(line: &'a str, key: &str) -> &'a str {

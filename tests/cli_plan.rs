@@ -1,13 +1,7 @@
 //! `cllm plan` as a user types it, and budget errors before anything is allocated.
 
-use std::process::{Command, Output};
-
-fn cllm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .output()
-        .expect("cllm runs")
-}
+mod common;
+use common::cllm;
 
 #[test]
 fn plan_prints_the_table_json_and_svg() {

@@ -1,15 +1,10 @@
 //! `cllm run` and `cllm sample` as a user types them: exit codes, output, and the
 //! errors a user sees for bad data.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::cllm;
 
-fn cllm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .output()
-        .expect("cllm runs")
-}
+use std::path::Path;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -2,20 +2,15 @@
 //! GPT-2's names and Conv1D layout, a config that matches the model — and cllm's own
 //! GPT-2 import reads them back into the run's parameters bit for bit.
 
+mod common;
+use common::cllm;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use cllm::checkpoint::{self, FILE_NAME};
 use cllm::graph;
 use cllm::runtime::sampler::{Sampler, Sampling};
 use cllm::spec;
-
-fn cllm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// Trains `specs/add.cllm` for 20 steps with `sets` into `dir`/run.
 fn train(dir: &Path, sets: &[&str]) -> std::path::PathBuf {

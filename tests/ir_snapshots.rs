@@ -39,3 +39,34 @@ fn bench_xs_kernel_list_is_stable() {
     let plan = plan::plan(&spec).unwrap();
     insta::assert_snapshot!("bench_xs_kernels", plan::kernel_listing(&plan));
 }
+
+/// The graph of bench-xs before any pass: every forward op and the backward ops
+/// autodiff derived, with the name and shape of each input and output. A change to
+/// the model's description or to a gradient rule shows up here.
+#[test]
+fn bench_xs_graph_is_stable() {
+    use std::fmt::Write as _;
+    let spec = spec::load(Path::new("specs/bench-xs.cllm"), &[]).unwrap();
+    let micro_batch = spec.train.micro_batch() / spec.plan.shards;
+    let graph = cllm::graph::build(&spec, micro_batch as usize);
+    let tensor = |id: &cllm::graph::TensorId| {
+        let t = graph.tensor(*id);
+        format!("{}{:?}", t.name, t.shape)
+    };
+    let mut out = String::new();
+    for (phase, ops) in [("forward", &graph.forward), ("backward", &graph.backward)] {
+        let _ = writeln!(out, "{phase}:");
+        for op in ops {
+            let inputs: Vec<String> = op.inputs.iter().map(tensor).collect();
+            let outputs: Vec<String> = op.outputs.iter().map(tensor).collect();
+            let _ = writeln!(
+                out,
+                "  {:?}({}) -> {}",
+                op.kind,
+                inputs.join(", "),
+                outputs.join(", ")
+            );
+        }
+    }
+    insta::assert_snapshot!("bench_xs_graph", out);
+}

@@ -1,14 +1,8 @@
 //! `cllm plot` and the picture `cllm run` leaves: loss and learning rate against step,
 //! several runs overlaid with a legend, as SVG and PNG.
 
-use std::process::{Command, Output};
-
-fn cllm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::cllm;
 
 #[test]
 fn runs_are_drawn_overlaid_with_a_legend() {

@@ -5,8 +5,11 @@
 //! hint dropped `--out` and `--steps`, so following it trained into another folder
 //! on the spec's own, longer schedule.)
 
+mod common;
+use common::cllm;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// A short addition run: 50 held-out problems, no evaluation until the end.
 const SMALL: [&str; 4] = [
@@ -15,13 +18,6 @@ const SMALL: [&str; 4] = [
     "--set",
     "data.source=addition(digits = 3, held_out = 50)",
 ];
-
-fn cllm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .output()
-        .expect("cllm runs")
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

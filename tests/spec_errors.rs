@@ -2,8 +2,10 @@
 //! Each file under tests/bad_specs/ holds one mistake; its rendered diagnostic is
 //! snapshotted, and must show line:column and a help line.
 
+mod common;
+use common::cllm;
+
 use std::path::Path;
-use std::process::Command;
 
 use cllm::spec;
 
@@ -86,13 +88,6 @@ fn errors_are_all_reported_not_just_the_first() {
     let text = "cllm 0.1\nmodel gpt { head = 6  widht = 64 }\ntrain { stepz = 1 }\n";
     let error = spec::parse(text, "three", Path::new("."), &[]).expect_err("three mistakes");
     assert_eq!(error.count(), 3);
-}
-
-fn cllm(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_cllm"))
-        .args(args)
-        .output()
-        .expect("cllm runs")
 }
 
 #[test]

@@ -1,5 +1,15 @@
 //! Helpers shared by the integration tests.
 
+/// Runs the `cllm` binary with `args` (stdin closed) and waits for it.
+#[allow(dead_code)] // not every test that includes this module runs the binary
+pub fn cllm(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cllm runs")
+}
+
 /// Instantiates each test body once per back end (candle's habit): one body, two
 /// tests, `interp::name` and `jit::name`, each given its `Backend`.
 #[macro_export]
