@@ -144,3 +144,104 @@ pub fn assert_gradient(name: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[
 pub fn weighted(out: &[f64], w: &[f64]) -> f64 {
     out.iter().zip(w).map(|(a, b)| a * b).sum()
 }
+
+// ── Any step through both back ends ─────────────────────────────────────────
+
+use cllm_kernels::ir::Step;
+use cllm_kernels::program::KernelDesc;
+use cllm_kernels::reference::{Buf, Scalars, run_step};
+
+/// One slot's buffer: floats, or token ids.
+enum Data {
+    Floats(Vec<f32>),
+    Ids(Vec<u32>),
+}
+
+/// Runs `step` — each slot holding the length of its buffer — through both back ends
+/// of the kernel IR, the JIT (`program::compile`, dispatching in `emit_step`) and the
+/// reference (`reference::run_step`), on the same random buffers (token ids below
+/// `ids`), and compares every written slot with [`assert_kernel_matches`] (`reduction`:
+/// the longest sum of the step) and the returned values (loss sum, Σ g²) to 1e-5.
+/// `scalars` is what both read: the JIT as its scalar array, the reference by name.
+pub fn assert_step_matches(
+    name: &str,
+    step: Step<usize>,
+    ids: u32,
+    scalars: &Scalars,
+    reduction: usize,
+    rng: &mut Lcg,
+) {
+    let mut data: Vec<Data> = Vec::new();
+    step.visit(|slot, &len| {
+        data.push(match slot.ids {
+            true => Data::Ids(
+                (0..len)
+                    .map(|_| (rng.next().abs() * ids as f32) as u32 % ids)
+                    .collect(),
+            ),
+            // AdamW's second moment and LayerNorm's 1/σ are never negative.
+            false if matches!(slot.name, "v" | "rstd") => {
+                Data::Floats(rng.vec(len, 1.0).iter().map(|x| x.abs()).collect())
+            }
+            false => Data::Floats(rng.vec(len, 1.0)),
+        })
+    });
+    let mut reference: Vec<Data> = data
+        .iter()
+        .map(|d| match d {
+            Data::Floats(x) => Data::Floats(x.clone()),
+            Data::Ids(x) => Data::Ids(x.clone()),
+        })
+        .collect();
+
+    let compiled = cllm_kernels::program::compile(
+        &[KernelDesc {
+            name: name.into(),
+            steps: vec![step.clone().numbered()],
+        }],
+        JitOptions {
+            verify: true,
+            optimize: true,
+            native: NATIVE_GEMM.with(|n| n.get()),
+        },
+    )
+    .expect("compiles and verifies");
+    let mut pointers: Vec<*mut u8> = (data.iter_mut())
+        .map(|d| match d {
+            Data::Floats(x) => ptr(x),
+            Data::Ids(x) => ptr(x),
+        })
+        .collect();
+    let jit_scalars: Vec<f64> = match (&step, scalars.adamw) {
+        (Step::AdamW { .. }, Some(h)) => h.scalars().as_array().to_vec(),
+        _ => vec![scalars.loss_scale],
+    };
+    let jit_returned = call(&compiled, &mut pointers, &jit_scalars);
+
+    let mut buffers = reference.iter_mut();
+    let bufs = step
+        .clone()
+        .map(|slot, _| match buffers.next().expect("one per slot") {
+            Data::Ids(x) => Buf::Ids(x),
+            Data::Floats(x) => match slot.writes {
+                true => Buf::Out(x),
+                false => Buf::In(x),
+            },
+        });
+    let reference_returned = run_step(bufs, scalars);
+
+    let mut at = 0;
+    step.visit(|slot, _| {
+        if let (true, Data::Floats(jit), Data::Floats(want)) =
+            (slot.writes, &data[at], &reference[at])
+        {
+            assert_kernel_matches(&format!("{name}.{}", slot.name), jit, want, reduction);
+        }
+        at += 1;
+    });
+    let scale = reference_returned.abs().max(1e-30);
+    assert!(
+        (jit_returned - reference_returned).abs() <= 1e-5 * scale,
+        "{name}: returned {jit_returned} vs reference {reference_returned}"
+    );
+}
