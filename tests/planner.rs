@@ -325,3 +325,19 @@ fn the_model_counts_the_parameters_the_graph_builds() {
         assert_eq!(spec.model.parameter_count(), built as u128, "{extra}");
     }
 }
+
+/// Fusion and recomputation change no bits on the JIT either: every pass combination
+/// trains to the losses of the default passes, bit for bit (the fused GEMM epilogues
+/// compute GELU and its backward with the same arithmetic as the separate kernels).
+#[test]
+fn every_pass_combination_gives_the_jit_the_same_bits() {
+    let spec = spec_with(2, "");
+    let bits = |passes| -> Vec<u64> {
+        let losses = losses(&spec, passes, false, Backend::Jit);
+        losses.iter().map(|l| l.to_bits()).collect()
+    };
+    let default = bits(PassOptions::default());
+    for passes in PASS_VARIANTS {
+        assert_eq!(bits(passes), default, "{passes:?} changed the JIT's numbers");
+    }
+}
