@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Each stage is one module with one public entry point returning a `Result`; types
-//! flow one way and no stage reaches back into an earlier one. Built so far:
+//! flow one way and no stage reaches back into an earlier one:
 //!
 //! | stage | module | entry point |
 //! |---|---|---|

@@ -69,10 +69,6 @@ impl Rng {
     pub fn state(&self) -> [u64; 4] {
         self.state
     }
-
-    pub fn from_state(state: [u64; 4]) -> Rng {
-        Rng { state }
-    }
 }
 
 #[cfg(test)]

@@ -338,6 +338,10 @@ fn every_pass_combination_gives_the_jit_the_same_bits() {
     };
     let default = bits(PassOptions::default());
     for passes in PASS_VARIANTS {
-        assert_eq!(bits(passes), default, "{passes:?} changed the JIT's numbers");
+        assert_eq!(
+            bits(passes),
+            default,
+            "{passes:?} changed the JIT's numbers"
+        );
     }
 }

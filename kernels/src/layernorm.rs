@@ -10,7 +10,6 @@
 use crate::real::{Real, add_into};
 
 /// Normalises each of the `n` rows of `inp`; saves each row's mean and 1/std.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward<T: Real>(
     out: &mut [T],
     mean: &mut [T],
@@ -36,7 +35,6 @@ pub fn layernorm_forward<T: Real>(
 }
 
 /// Accumulates the gradients of LayerNorm's input, weight and bias.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward<T: Real>(
     dinp: &mut [T],
     dweight: &mut [T],
@@ -107,7 +105,6 @@ fn row_sum(
     e.b.ins().fadd(total, tail)
 }
 
-#[allow(clippy::too_many_arguments)]
 /// LayerNorm forward, native, at the CPU's full width: the JIT's operations per
 /// element, with 16 independent partial sums per row for the mean and the variance
 /// (the JIT's four-lane code is bound by those two serial reductions).
@@ -224,7 +221,6 @@ pub fn emit_layernorm_forward(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn emit_layernorm_backward(
     e: &mut Emitter<'_>,
     dinp: Value,

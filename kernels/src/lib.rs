@@ -1,9 +1,10 @@
 //! cllm-kernels: every kernel family of a training step, one file each.
 //!
 //! Each file holds, in order: the math (doc comment), the reference forward and
-//! backward (plain loops, storage generic over f32/f64, f64 accumulation), and — as
-//! the JIT lands — the Cranelift emitter of the same kernel, specialised to its
-//! shapes. This crate knows nothing of specs: `cllm` hands it shapes and buffers.
+//! backward (plain loops, storage generic over f32/f64, f64 accumulation), and the
+//! Cranelift emitter of the same kernel, specialised to its shapes. `ir.rs` is the
+//! kernel IR both back ends consume (`program.rs` the JIT's, `reference.rs` the
+//! reference's). This crate knows nothing of specs: `cllm` hands it shapes and buffers.
 //!
 //! Conventions (llm.c's): `d<name>` is the gradient of `<name>`; every backward
 //! *accumulates* (`+=`) into its gradients, so a tensor used twice simply receives

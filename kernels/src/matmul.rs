@@ -27,7 +27,6 @@ pub fn matmul_forward<T: Real>(
 }
 
 /// Accumulates the gradients of the input, the weight and (if any) the bias.
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_backward<T: Real>(
     dinp: &mut [T],
     dweight: &mut [T],
@@ -110,7 +109,6 @@ pub(crate) fn call_gemm(
 /// `out = inp · weightᵀ (+ bias)`, then optionally `gelu_out = gelu(out)`: with the
 /// native GEMM both are its fused epilogue (applied to each tile while it is in L1);
 /// with the Cranelift GEMM, one JIT pass over the output.
-#[allow(clippy::too_many_arguments)]
 pub fn emit_matmul_forward(
     e: &mut Emitter<'_>,
     out: Value,
@@ -165,7 +163,6 @@ pub fn emit_matmul_forward(
 /// `dinp += dout · weight`, `dweight += doutᵀ · inp`, `dbias += Σ_rows dout`; with
 /// `gelu = (dpre, pre)`, then `dpre += dinp ⊙ gelu'(pre)`: with the native GEMM in the
 /// epilogue of dinp's product (each tile while it is in L1), else a pass after it.
-#[allow(clippy::too_many_arguments)]
 pub fn emit_matmul_backward(
     e: &mut Emitter<'_>,
     [dinp, dweight]: [Value; 2],

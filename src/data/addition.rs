@@ -42,11 +42,6 @@ impl Addition {
         }
     }
 
-    /// Length of a whole line, newline included: `3·digits + 4`.
-    pub fn line_len(&self) -> usize {
-        3 * self.digits + 4
-    }
-
     /// The prompt `a+b=` of a problem.
     pub fn prompt(&self, (a, b): (u64, u64)) -> String {
         format!("{a:0d$}+{b:0d$}=", d = self.digits)

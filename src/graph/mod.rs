@@ -32,8 +32,8 @@ pub enum Role {
     ParamGrad(usize),
     /// A forward activation.
     Activation,
-    /// A forward by-product kept only for backward (LayerNorm statistics, attention
-    /// probabilities, softmax probabilities).
+    /// A forward by-product kept only for backward (LayerNorm statistics, attention's
+    /// per-row log-sum-exp, softmax probabilities).
     Saved,
     /// The gradient of an activation; zeroed before each backward pass.
     Grad,

@@ -232,11 +232,6 @@ impl<T: Real> Machine<T> {
             .map_or(0..self.plan.shards, |r| r.own.clone())
     }
 
-    /// Whether kernels run JIT-compiled (else by the reference interpreter).
-    pub fn is_jit(&self) -> bool {
-        self.program.is_some()
-    }
-
     /// Seconds the attached program took to compile.
     pub fn compile_seconds(&self) -> Option<f64> {
         self.program.as_ref().map(|b| b.program.compile_seconds)

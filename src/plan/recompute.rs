@@ -1,7 +1,8 @@
 //! Keep or recompute: every forward activation that backward reads is either kept
 //! from the forward pass or recomputed just before its first backward use, chosen
 //! under the memory budget. Candidates are producers whose inputs outlive them
-//! anyway: LayerNorm outputs, GELU outputs, and attention (its T×T probabilities).
+//! anyway: LayerNorm outputs, GELU outputs, and attention (its output and per-row
+//! log-sum-exp; the tiled kernels never hold a T×T matrix).
 //! The token + position embedding is never a candidate: it is gathered once per step
 //! and kept.
 //!

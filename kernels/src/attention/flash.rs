@@ -148,7 +148,6 @@ pub(crate) fn exp_shifted(x: &mut [f32], keep: Option<&[f32]>, shift: f32) -> f3
 /// from r0, key columns from c0) becomes probabilities against the running maxima `m`
 /// and sums `l`; `alpha[i]` is the factor row i's earlier output must be scaled by.
 /// `keep` is the mask from (r0, c0) on, at stride `k_ld`.
-#[allow(clippy::too_many_arguments)]
 fn online_softmax(
     s: &mut [f32],
     ld: usize,

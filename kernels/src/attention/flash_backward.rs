@@ -14,7 +14,6 @@ use crate::jit::math::exp_f32;
 /// becomes `P = exp(s·S − lse)·keep`; `ds` holds `dP = dO·Vᵀ` and becomes
 /// `s·P ⊙ (dP − D)`; both zero past the diagonal. Rows × n at stride `ld`, query rows
 /// from r0, key columns from c0; `keep` from (r0, c0) on at its stride.
-#[allow(clippy::too_many_arguments)]
 fn probabilities_and_gradients(
     p: &mut [f32],
     ds: &mut [f32],

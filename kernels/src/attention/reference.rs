@@ -124,7 +124,6 @@ pub fn attention_backward<T: Real>(
 ///
 /// Shapes: q, out (C); k_cache, v_cache (T_max, C); `scratch` at least
 /// [`decode_scratch_len`]`(T_max, C, heads)` (the caller allocates it once).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_decode<T: Real>(
     out: &mut [T],
     q: &[T],

@@ -28,7 +28,6 @@ pub fn set_gemm_threads(threads: usize) {
 /// # Safety
 /// The pointers and strides must describe valid, non-overlapping (for `dst`) f32
 /// matrices; the JIT only calls it with tensors of the plan.
-#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn cllm_sgemm(
     m: i64,
     n: i64,
@@ -63,7 +62,6 @@ pub unsafe extern "C" fn cllm_sgemm(
 ///
 /// # Safety
 /// As [`cllm_sgemm`]; `bias` holds n floats, `gelu_out` m rows of dst's row stride.
-#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     m: i64,
     n: i64,
@@ -96,7 +94,6 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
 /// # Safety
 /// As [`cllm_sgemm`]; `pre` and `dpre` hold m rows of dst's row stride, `dpre`
 /// overlapping nothing else.
-#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
     m: i64,
     n: i64,

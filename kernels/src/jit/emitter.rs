@@ -239,25 +239,6 @@ impl<'a> Emitter<'a> {
         self.for_n(vectors, n as i64, 1, |e, i| body(e, Lanes::One, i));
     }
 
-    /// `lanes` over a run-time length: four at a time up to `len & !3`, then one by one.
-    pub fn lanes_dyn(&mut self, len: Value, mut body: impl FnMut(&mut Self, Lanes, Value)) {
-        let zero = self.int(0);
-        let vectors = self.b.ins().band_imm_s(len, -4);
-        self.for_range(zero, vectors, 4, |e, i| body(e, Lanes::Four, i));
-        self.for_range(vectors, len, 1, |e, i| body(e, Lanes::One, i));
-    }
-
-    /// A scratch buffer of `floats` f32 on the kernel's stack; returns its address.
-    pub fn stack_buffer(&mut self, floats: usize) -> Value {
-        use cranelift_codegen::ir::{StackSlotData, StackSlotKind};
-        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            (4 * floats) as u32,
-            4,
-        ));
-        self.b.ins().stack_addr(types::I64, slot, 0)
-    }
-
     /// Σ of the four lanes, in a fixed order ((0 + 1) + (2 + 3)).
     pub fn sum_lanes(&mut self, v: Value) -> Value {
         let l: Vec<Value> = (0..4u8).map(|k| self.b.ins().extractlane(v, k)).collect();
@@ -272,14 +253,6 @@ impl<'a> Emitter<'a> {
         let a = self.b.ins().fmax(l[0], l[1]);
         let b = self.b.ins().fmax(l[2], l[3]);
         self.b.ins().fmax(a, b)
-    }
-
-    /// Reduces `lanes`-wide partial results to one f32: vectors are summed across lanes.
-    pub fn to_scalar_sum(&mut self, lanes: Lanes, v: Value) -> Value {
-        match lanes {
-            Lanes::Four => self.sum_lanes(v),
-            Lanes::One => v,
-        }
     }
 
     /// `x` as a value of `lanes` width (splat when four).
