@@ -6,6 +6,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::adamw::{AdamWStep, adamw_update, emit_adamw};
 
 #[test]
@@ -56,4 +59,37 @@ fn adamw_matches() {
     assert_kernel_matches("adamw.params", &p, &rp, 1);
     assert_kernel_matches("adamw.m", &m, &rm, 1);
     assert_kernel_matches("adamw.v", &v, &rv, 1);
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(9, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let _ = none;
+        let len = pick(rng, 1, 5000);
+        let h = cllm_kernels::adamw::AdamWStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+            t: round as u64 + 1,
+            grad_scale: 0.5,
+        };
+        let adamw = Scalars {
+            loss_scale: 0.0,
+            adamw: Some(h),
+        };
+        let step = Step::AdamW {
+            segments: vec![(0, len / 2, true), (len / 2, len - len / 2, false)],
+            params: len,
+            grads: len,
+            m: len,
+            v: len,
+        };
+        assert_step_matches(&name("adamw"), step, 1, &adamw, 1, rng);
+    });
 }

@@ -10,6 +10,10 @@
 mod common;
 use common::*;
 
+use cllm_kernels::attention::{AttentionShape as StepShape, BlockLists as StepBlocks};
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::attention::{
     AttentionShape, attention_backward, attention_forward, emit_attention_backward,
     emit_attention_forward,
@@ -228,4 +232,33 @@ fn attention_is_causal() {
     let after = run(&qkv);
     assert_eq!(before[..5 * 4], after[..5 * 4]);
     assert_ne!(before[5 * 4..], after[5 * 4..]);
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(7, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        // (Attention's backward reads the forward's saved output and log-sum-exp, so it
+        // is checked below with a forward first, not on random buffers.)
+        let (batch, t, heads) = (pick(rng, 1, 3), pick(rng, 1, 40), pick(rng, 1, 3));
+        let shape = StepShape {
+            batch,
+            t_len: t,
+            channels: 8 * heads,
+            heads,
+        };
+        let width = shape.channels;
+        let step = Step::Attention {
+            shape,
+            blocks: StepBlocks::causal(t, t.min(8)),
+            out: batch * t * width,
+            lse: batch * heads * t,
+            qkv: batch * t * 3 * width,
+            keep: None,
+        };
+        assert_step_matches(&name("attention"), step, 1, &none, t.max(8), rng);
+    });
 }

@@ -7,6 +7,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::embedding::*;
 
 #[test]
@@ -78,4 +81,44 @@ fn embedding_gradients() {
     embedding_backward(&mut dwte, &mut dwpe, &w, &tokens, t_len, c);
     assert_gradient("embedding.wte", &wte, &dwte, |x| forward(x, &wpe));
     assert_gradient("embedding.wpe", &wpe, &dwpe, |x| forward(&wte, x));
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(5, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let (batch, t, c) = (pick(rng, 1, 3), pick(rng, 1, 20), pick(rng, 1, 70));
+        let vocab = pick(rng, 2, 40);
+        let step = Step::Embedding {
+            batch,
+            t,
+            c,
+            out: batch * t * c,
+            tokens: batch * t,
+            wte: vocab * c,
+            wpe: t * c,
+        };
+        assert_step_matches(&name("embedding"), step, vocab as u32, &none, 1, rng);
+        let step = Step::EmbeddingBackward {
+            batch,
+            t,
+            c,
+            dwte: vocab * c,
+            dwpe: t * c,
+            dout: batch * t * c,
+            tokens: batch * t,
+        };
+        let reduction = batch * t;
+        assert_step_matches(
+            &name("embedding_backward"),
+            step,
+            vocab as u32,
+            &none,
+            reduction,
+            rng,
+        );
+    });
 }

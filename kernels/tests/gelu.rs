@@ -7,6 +7,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::gelu::*;
 
 #[test]
@@ -52,4 +55,24 @@ fn gelu_gradients() {
     let mut da = vec![0.0; 13];
     gelu_backward(&mut da, &w, &a);
     assert_gradient("gelu.inp", &a, &da, gelu_loss);
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(3, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let n = pick(rng, 1, 3000);
+        let step = Step::Gelu { n, out: n, inp: n };
+        assert_step_matches(&name("gelu"), step, 1, &none, 1, rng);
+        let step = Step::GeluBackward {
+            n,
+            dinp: n,
+            dout: n,
+            inp: n,
+        };
+        assert_step_matches(&name("gelu_backward"), step, 1, &none, 1, rng);
+    });
 }

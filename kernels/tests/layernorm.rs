@@ -7,6 +7,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::layernorm::*;
 
 #[test]
@@ -115,4 +118,47 @@ fn layernorm_gradients() {
             forward(&inp, &weight, x).0
         });
     }
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(2, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let (rows, c) = (pick(rng, 1, 37), pick(rng, 1, 70));
+        let step = Step::LayerNorm {
+            rows,
+            c,
+            eps: 1e-5,
+            out: rows * c,
+            mean: rows,
+            rstd: rows,
+            inp: rows * c,
+            weight: c,
+            bias: c,
+        };
+        assert_step_matches(&name("layernorm"), step, 1, &none, c, rng);
+        let step = Step::LayerNormBackward {
+            rows,
+            c,
+            dinp: rows * c,
+            dweight: c,
+            dbias: c,
+            dout: rows * c,
+            inp: rows * c,
+            weight: c,
+            mean: rows,
+            rstd: rows,
+        };
+        assert_step_matches(
+            &name("layernorm_backward"),
+            step,
+            1,
+            &none,
+            rows.max(c),
+            rng,
+        );
+    });
 }

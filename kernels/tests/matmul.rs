@@ -8,6 +8,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::gelu::*;
 use cllm_kernels::matmul::*;
 
@@ -144,4 +147,46 @@ fn matmul_gradients() {
         });
         assert_gradient("matmul.bias", &bias, &dbias, |x| forward(&inp, &weight, x));
     }
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(1, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let rows = pick(rng, 1, 37);
+        let (c, oc) = (pick(rng, 1, 70), pick(rng, 1, 50));
+        for bias in [false, true] {
+            for gelu in [false, true] {
+                let step = Step::Matmul {
+                    rows,
+                    c,
+                    oc,
+                    out: rows * oc,
+                    inp: rows * c,
+                    weight: oc * c,
+                    bias: bias.then_some(oc),
+                    gelu_out: gelu.then_some(rows * oc),
+                };
+                assert_step_matches(&name("matmul"), step, 1, &none, c, rng);
+                let step = Step::MatmulBackward {
+                    rows,
+                    c,
+                    oc,
+                    dinp: rows * c,
+                    dweight: oc * c,
+                    dbias: bias.then_some(oc),
+                    dout: rows * oc,
+                    inp: rows * c,
+                    weight: oc * c,
+                    dpre: gelu.then_some(rows * c),
+                    pre: gelu.then_some(rows * c),
+                };
+                let reduction = rows.max(oc);
+                assert_step_matches(&name("matmul_backward"), step, 1, &none, reduction, rng);
+            }
+        }
+    });
 }

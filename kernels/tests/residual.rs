@@ -7,6 +7,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::residual::*;
 
 #[test]
@@ -53,4 +56,29 @@ fn residual_gradients() {
     residual_backward(&mut da, &mut db, &w);
     assert_gradient("residual.a", &a, &da, |x| residual_loss(x, &b));
     assert_gradient("residual.b", &b, &db, |y| residual_loss(&a, y));
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(4, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let n = pick(rng, 1, 3000);
+        let step = Step::Residual {
+            n,
+            out: n,
+            a: n,
+            b: n,
+        };
+        assert_step_matches(&name("residual"), step, 1, &none, 1, rng);
+        let step = Step::ResidualBackward {
+            n,
+            da: n,
+            db: n,
+            dout: n,
+        };
+        assert_step_matches(&name("residual_backward"), step, 1, &none, 1, rng);
+    });
 }

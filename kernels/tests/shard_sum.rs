@@ -6,6 +6,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::gemm::sgemm::{cllm_sgemm, set_gemm_threads};
 use cllm_kernels::shard_sum::{emit_shard_grad_sum, shard_grad_sum};
 
@@ -99,4 +102,20 @@ fn native_gemm_gives_the_same_bits_on_any_thread_count() {
             }
         }
     }
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(8, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let (shards, len) = (pick(rng, 1, 9), pick(rng, 1, 5000));
+        let step = Step::ShardGradSum {
+            len,
+            grads: vec![len; shards],
+        };
+        assert_step_matches(&name("shard_grad_sum"), step, 1, &none, shards, rng);
+    });
 }

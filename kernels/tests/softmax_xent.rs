@@ -7,6 +7,9 @@
 mod common;
 use common::*;
 
+use cllm_kernels::ir::Step;
+use cllm_kernels::reference::Scalars;
+
 use cllm_kernels::softmax_xent::*;
 
 #[test]
@@ -105,4 +108,37 @@ fn native_forward_gives_the_jit_bits() {
         let jit = run(false, &mut logits, &mut targets);
         assert!(native == jit, "rows {rows}, v {v}: native and JIT differ");
     }
+}
+
+/// This family's steps through both back ends of the kernel IR (`emit_step` and
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+#[test]
+fn steps_match_through_both_back_ends() {
+    on_random_shapes(6, |rng, round| {
+        let none = Scalars::default();
+        let name = |kind: &str| format!("{kind}#{round}");
+        let (rows, vocab) = (pick(rng, 1, 37), pick(rng, 2, 300));
+        let step = Step::SoftmaxXent {
+            rows,
+            v: vocab,
+            losses: rows,
+            probs: rows * vocab,
+            logits: rows * vocab,
+            targets: rows,
+        };
+        assert_step_matches(&name("softmax_xent"), step, vocab as u32, &none, vocab, rng);
+        let scaled = Scalars {
+            loss_scale: 1.0 / rows as f64,
+            adamw: None,
+        };
+        let step = Step::SoftmaxXentBackward {
+            rows,
+            v: vocab,
+            dlogits: rows * vocab,
+            probs: rows * vocab,
+            targets: rows,
+        };
+        let ids = vocab as u32;
+        assert_step_matches(&name("softmax_xent_backward"), step, ids, &scaled, 1, rng);
+    });
 }

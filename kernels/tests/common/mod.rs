@@ -245,3 +245,19 @@ pub fn assert_step_matches(
         "{name}: returned {jit_returned} vs reference {reference_returned}"
     );
 }
+
+/// A length in `lo..=hi` from the test's stream.
+pub fn pick(rng: &mut Lcg, lo: usize, hi: usize) -> usize {
+    lo + ((rng.next().abs() * (hi - lo + 1) as f32) as usize).min(hi - lo)
+}
+
+/// Runs `check` on three random shapes with each GEMM: the frame of every family's
+/// `assert_step_matches` test.
+pub fn on_random_shapes(seed: u64, check: impl Fn(&mut Lcg, usize)) {
+    with_both_gemms(|| {
+        let mut rng = Lcg(seed);
+        for round in 0..3 {
+            check(&mut rng, round);
+        }
+    });
+}
