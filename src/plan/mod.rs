@@ -200,12 +200,11 @@ pub fn pattern_kind(attention: &Attention) -> PatternKind {
 /// The attention pattern of `spec` over its context (none when dense): the one place
 /// it is built, for training, evaluation and sampling alike.
 pub fn attention_pattern(spec: &Spec) -> Result<Option<Pattern>, LatticeError> {
-    match spec.model.attention {
-        Attention::Dense => Ok(None),
-        ref attention => {
-            Pattern::new(&pattern_kind(attention), spec.model.context as usize).map(Some)
-        }
+    let attention = &spec.model.attention;
+    if !attention.masked() {
+        return Ok(None);
     }
+    Pattern::new(&pattern_kind(attention), spec.model.context as usize).map(Some)
 }
 
 /// Plans one optimizer step of `spec` with the default passes.
