@@ -89,16 +89,9 @@ fn backward_op(
                 .collect(),
             vec![d(i[0])],
         ),
-        (
-            OpKind::EmbeddingBackward
-            | OpKind::LayerNormBackward
-            | OpKind::MatmulBackward { .. }
-            | OpKind::GeluBackward
-            | OpKind::ResidualBackward
-            | OpKind::AttentionBackward { .. }
-            | OpKind::SoftmaxXentBackward,
-            Some(_),
-        ) => unreachable!("{} is a backward op in the forward list", op.kind.name()),
+        (super::backward_kinds!(), Some(_)) => {
+            unreachable!("{} is a backward op in the forward list", op.kind.name())
+        }
     };
     Some(Op {
         kind,

@@ -115,6 +115,22 @@ pub enum OpKind {
     SoftmaxXentBackward,
 }
 
+/// Every backward op kind, as a pattern: the matches over forward ops (autodiff, the
+/// decoder) name with it the kinds that cannot occur there, so a new forward kind is
+/// still a compile error at each of them.
+macro_rules! backward_kinds {
+    () => {
+        $crate::graph::OpKind::EmbeddingBackward
+            | $crate::graph::OpKind::LayerNormBackward
+            | $crate::graph::OpKind::MatmulBackward { .. }
+            | $crate::graph::OpKind::GeluBackward
+            | $crate::graph::OpKind::ResidualBackward
+            | $crate::graph::OpKind::AttentionBackward { .. }
+            | $crate::graph::OpKind::SoftmaxXentBackward
+    };
+}
+pub(crate) use backward_kinds;
+
 impl OpKind {
     /// The kernel family name of the op alone (fusion names the groups).
     pub fn name(self) -> &'static str {

@@ -194,13 +194,7 @@ impl Decoder {
                 }
                 // The loss: sampling wants the logits.
                 OpKind::SoftmaxXent => continue,
-                OpKind::EmbeddingBackward
-                | OpKind::LayerNormBackward
-                | OpKind::MatmulBackward { .. }
-                | OpKind::GeluBackward
-                | OpKind::ResidualBackward
-                | OpKind::AttentionBackward { .. }
-                | OpKind::SoftmaxXentBackward => {
+                crate::graph::backward_kinds!() => {
                     unreachable!("{} is not a forward op", op.kind.name())
                 }
             });
