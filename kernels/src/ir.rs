@@ -75,9 +75,6 @@ macro_rules! slot_visit {
     ($f:ident, $slot:expr, $x:ident; I) => {
         $f($slot, $x)
     };
-    ($f:ident, $slot:expr, $x:ident; I) => {
-        $f($slot, $x)
-    };
     ($f:ident, $slot:expr, $x:ident; Option<$a:ident>) => {
         if let Some(x) = $x {
             $f($slot, x)
@@ -96,9 +93,6 @@ macro_rules! slot_map {
         $f($slot, $x)
     };
     ($f:ident, $slot:expr, $x:ident; R) => {
-        $f($slot, $x)
-    };
-    ($f:ident, $slot:expr, $x:ident; I) => {
         $f($slot, $x)
     };
     ($f:ident, $slot:expr, $x:ident; I) => {
