@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use cllm::peak;
+use cllm_kernels::bf16::Precision;
 use cllm_kernels::cpu::{self, Isa};
 use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
 
@@ -45,6 +46,7 @@ fn view(data: &[f32], rows: usize, cols: usize, transposed: bool) -> View {
 
 struct Case {
     isa: Isa,
+    precision: Precision,
     shape: usize,
     a: Vec<f32>,
     b: Vec<f32>,
@@ -74,7 +76,18 @@ impl Case {
         };
         let started = Instant::now();
         // SAFETY: the buffers hold these shapes; the ISA is supported.
-        unsafe { gemm(self.isa, m, k, 0..n, dst, lhs, rhs, false, epilogue) };
+        unsafe {
+            gemm(
+                self.isa,
+                m,
+                k,
+                0..n,
+                dst,
+                (lhs, rhs, self.precision),
+                false,
+                epilogue,
+            )
+        };
         self.times.push(started.elapsed().as_secs_f64());
     }
 }
@@ -91,6 +104,7 @@ fn main() {
             let (_, m, k, n, _, _) = SHAPES[shape];
             isas.iter().map(move |&isa| Case {
                 isa,
+                precision: Precision::Fp32,
                 shape,
                 a: (0..m * k)
                     .map(|i| ((i % 89) as f32 - 44.0) * 0.01)

@@ -104,7 +104,7 @@ fn exported_files_have_gpt2s_layout_and_read_back_bit_for_bit() {
         let logits = |params: &[Vec<f32>]| {
             let mut sampler = Sampler::new(
                 &graph,
-                spec.plan.gemm,
+                (spec.plan.gemm, spec.train.precision),
                 params.iter().map(Vec::as_slice).collect(),
             )
             .unwrap();

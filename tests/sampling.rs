@@ -45,7 +45,7 @@ fn cached_decoding_matches(attention: &str) {
 
     let params = (0..graph.params.len()).map(|i| machine.param(i)).collect();
     let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-    let mut sampler = Sampler::new(&graph, machine.plan().gemm, params)
+    let mut sampler = Sampler::new(&graph, machine.plan().arithmetic(), params)
         .unwrap()
         .with_mask(mask);
     let v = graph.dims.vocab;

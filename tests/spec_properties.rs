@@ -170,6 +170,11 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
                     optimizer,
                     schedule,
                     clip_grad: clip,
+                    precision: if seed % 2 == 0 {
+                        cllm_kernels::bf16::Precision::Fp32
+                    } else {
+                        cllm_kernels::bf16::Precision::Bf16
+                    },
                     seed: seed >> 12,
                     log_every: 1 + warmup,
                 }

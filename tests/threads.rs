@@ -65,3 +65,40 @@ fn the_check_can_see_rounding(backend) {
     assert!((a - b).abs() < 1e-4 * a.abs(), "{a} vs {b}");
 }
 }
+
+/// bench-xs (`specs/bench-xs.cllm`, the repository's tinyshakespeare) in bf16 for three
+/// steps: the same checkpoint bits on 1 and 3 threads, and not fp32's bits (the
+/// products did round), though close to them.
+fn bench_xs(threads: u64, precision: &str) -> (Vec<u64>, Vec<(String, Vec<u32>)>) {
+    let sets = [
+        "train.steps=3".to_string(),
+        format!("train.precision={precision}"),
+        format!("plan.threads={threads}"),
+        "eval.every=1000".to_string(),
+        "eval.batches=1".to_string(),
+    ];
+    let text = std::fs::read_to_string("specs/bench-xs.cllm").unwrap();
+    let spec = spec::parse(&text, "bench-xs", Path::new("specs"), &sets)
+        .unwrap_or_else(|e| panic!("{}", spec::render_plain(&e)));
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        quiet: true,
+        ..RunOptions::new(dir.path(), "specs")
+    };
+    let summary = runtime::train(&spec, &options).expect("trains");
+    let losses = summary.losses.iter().map(|l| l.to_bits()).collect();
+    (losses, common::checkpoint_bits(dir.path()))
+}
+
+#[test]
+fn bf16_bench_xs_gives_the_same_bits_on_one_and_three_threads() {
+    let one = bench_xs(1, "bf16");
+    assert!(
+        one == bench_xs(3, "bf16"),
+        "3 threads changed the bf16 bits"
+    );
+    let fp32 = bench_xs(3, "fp32");
+    assert_ne!(one.0, fp32.0, "bf16 products gave fp32's losses");
+    let (a, b) = (f64::from_bits(one.0[2]), f64::from_bits(fp32.0[2]));
+    assert!((a - b).abs() < 1e-2 * a.abs(), "bf16 loss {a} vs fp32 {b}");
+}

@@ -70,8 +70,8 @@ fn allocations_per_300_tokens() -> usize {
     let params = (0..machine.graph().params.len())
         .map(|i| machine.param(i))
         .collect();
-    let mut sampler =
-        Sampler::new(machine.graph(), machine.plan().gemm, params).expect("the decoder compiles");
+    let mut sampler = Sampler::new(machine.graph(), machine.plan().arithmetic(), params)
+        .expect("the decoder compiles");
     let sampling = Sampling {
         temperature: 0.9,
         top_k: Some(40),

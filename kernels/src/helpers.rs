@@ -15,16 +15,18 @@ extern "C" fn cllm_ln(x: f64) -> f64 {
 /// Every native helper: symbol, address, parameter and return types.
 pub fn all() -> Vec<Helper> {
     let i64 = Some(types::I64);
-    // cllm_sgemm(m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, accumulate)
+    // cllm_sgemm(m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
+    //            accumulate, precision)
     let mut gemm = vec![i64, i64, i64];
     for _ in 0..3 {
         gemm.extend([None, i64, i64]);
     }
-    gemm.push(i64);
+    gemm.extend([i64, i64]);
     // cllm_sgemm_bias_gelu(m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
-    //                      bias, gelu_out); cllm_sgemm_gelu_backward(…, pre, dpre) alike
+    //                      bias, gelu_out, precision); cllm_sgemm_gelu_backward(…, pre,
+    //                      dpre, precision) alike
     let fused = vec![
-        i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None,
+        i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None, i64,
     ];
     vec![
         (

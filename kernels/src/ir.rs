@@ -12,6 +12,7 @@
 //! This file knows nothing of Cranelift.
 
 use crate::attention::{AttentionShape, BlockLists};
+use crate::bf16::Precision;
 
 /// One argument slot of a step: its name, whether the step writes it (the others it
 /// only reads) and whether it holds token ids (u32) rather than floats.
@@ -253,13 +254,15 @@ steps! {
     LayerNormBackward { rows: usize, c: usize }
         [dinp: W, dweight: W, dbias: W, dout: R, inp: R, weight: R, mean: R, rstd: R]
     /// `out = inp·weight (+ bias)`; with `gelu_out`, also `gelu_out = GELU(out)` in the
-    /// GEMM's epilogue (the fused matmul + bias + GELU).
-    Matmul { rows: usize, c: usize, oc: usize }
+    /// GEMM's epilogue (the fused matmul + bias + GELU). `precision`: the product's
+    /// arithmetic (`crate::bf16`); bias and GELU are fp32 either way.
+    Matmul { rows: usize, c: usize, oc: usize, precision: Precision }
         [out: W, inp: R, weight: R, bias: Option<R>, gelu_out: Option<W>]
     /// With `dpre`/`pre` (both or neither), `dinp` is the gradient of a GELU's output
     /// and its input's gradient follows in the dx product's epilogue:
-    /// `dpre += dinp ⊙ gelu'(pre)` (the fused GELU backward).
-    MatmulBackward { rows: usize, c: usize, oc: usize }
+    /// `dpre += dinp ⊙ gelu'(pre)` (the fused GELU backward). Both products in
+    /// `precision`.
+    MatmulBackward { rows: usize, c: usize, oc: usize, precision: Precision }
         [dinp: W, dweight: W, dbias: Option<W>, dout: R, inp: R, weight: R,
          dpre: Option<W>, pre: Option<R>]
     Gelu { n: usize }

@@ -15,6 +15,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod bf16;
 pub mod cpu;
 pub mod embedding;
 pub mod gelu;
@@ -31,4 +32,5 @@ pub mod residual;
 pub mod shard_sum;
 pub mod softmax_xent;
 
+pub use bf16::Precision;
 pub use real::Real;

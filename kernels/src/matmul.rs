@@ -63,14 +63,19 @@ pub fn matmul_backward<T: Real>(
         add_into(&mut dweight[o * c..(o + 1) * c], &acc);
     }
     if let Some(dbias) = dbias {
-        let mut sums = vec![0.0f64; oc];
-        for d in dout.chunks_exact(oc) {
-            for o in 0..oc {
-                sums[o] += d[o].to_f64();
-            }
-        }
-        add_into(dbias, &sums);
+        bias_backward(dbias, dout, oc);
     }
+}
+
+/// `dbias[o] += Σ_rows dout[row, o]`.
+pub fn bias_backward<T: Real>(dbias: &mut [T], dout: &[T], oc: usize) {
+    let mut sums = vec![0.0f64; oc];
+    for d in dout.chunks_exact(oc) {
+        for o in 0..oc {
+            sums[o] += d[o].to_f64();
+        }
+    }
+    add_into(dbias, &sums);
 }
 
 // ── The Cranelift emitters ───────────────────────────────────────────────────
@@ -79,21 +84,22 @@ pub fn matmul_backward<T: Real>(
 // Cranelift GEMM (`gemm/cranelift.rs`) and the epilogues are a JIT pass over the output. JIT
 // code does the bias-gradient reduction. Transposes are strides, never copies.
 
+use crate::bf16::Precision;
 use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Emits a call of `cllm_sgemm`; each matrix is (pointer, row stride, column stride).
+/// A bf16 product always calls the native GEMM (Cranelift's 128-bit GEMM is fp32 only).
 pub(crate) fn call_gemm(
     e: &mut Emitter<'_>,
-    m: usize,
-    n: usize,
-    k: usize,
+    precision: Precision,
+    [m, n, k]: [usize; 3],
     dst: (Value, usize, usize),
     lhs: (Value, usize, usize),
     rhs: (Value, usize, usize),
     accumulate: bool,
 ) {
-    if !e.native() {
+    if !native_gemm(e, precision) {
         crate::gemm::cranelift::emit_gemm(e, m, n, k, dst, lhs, rhs, accumulate);
         return;
     }
@@ -103,7 +109,13 @@ pub(crate) fn call_gemm(
         args.extend([p, rs, cs]);
     }
     args.push(e.int(accumulate as i64));
+    args.push(e.int(precision.code()));
     e.call("cllm_sgemm", &args);
+}
+
+/// Whether a product in `precision` calls the native GEMM.
+fn native_gemm(e: &Emitter<'_>, precision: Precision) -> bool {
+    e.native() || precision == Precision::Bf16
 }
 
 /// `out = inp · weightᵀ (+ bias)`, then optionally `gelu_out = gelu(out)`: with the
@@ -111,6 +123,7 @@ pub(crate) fn call_gemm(
 /// with the Cranelift GEMM, one JIT pass over the output.
 pub fn emit_matmul_forward(
     e: &mut Emitter<'_>,
+    precision: Precision,
     out: Value,
     inp: Value,
     weight: Value,
@@ -120,20 +133,20 @@ pub fn emit_matmul_forward(
     c: usize,
     oc: usize,
 ) {
-    if e.native() && (bias.is_some() || gelu_out.is_some()) {
+    if native_gemm(e, precision) && (bias.is_some() || gelu_out.is_some()) {
         let null = e.int(0);
         let mut args = vec![e.int(n as i64), e.int(oc as i64), e.int(c as i64)];
         let (oc_, c_, one) = (e.int(oc as i64), e.int(c as i64), e.int(1));
         args.extend([out, oc_, inp, c_, one, weight, one, c_]);
         args.extend([bias.unwrap_or(null), gelu_out.unwrap_or(null)]);
+        args.push(e.int(precision.code()));
         e.call("cllm_sgemm_bias_gelu", &args);
         return;
     }
     call_gemm(
         e,
-        n,
-        oc,
-        c,
+        precision,
+        [n, oc, c],
         (out, oc, 1),
         (inp, c, 1),
         (weight, 1, c),
@@ -165,6 +178,7 @@ pub fn emit_matmul_forward(
 /// epilogue of dinp's product (each tile while it is in L1), else a pass after it.
 pub fn emit_matmul_backward(
     e: &mut Emitter<'_>,
+    precision: Precision,
     [dinp, dweight]: [Value; 2],
     dbias: Option<Value>,
     [dout, inp, weight]: [Value; 3],
@@ -174,18 +188,18 @@ pub fn emit_matmul_backward(
     oc: usize,
 ) {
     match gelu {
-        Some((dpre, pre)) if e.native() => {
+        Some((dpre, pre)) if native_gemm(e, precision) => {
             let mut args = vec![e.int(n as i64), e.int(c as i64), e.int(oc as i64)];
             let (oc_, c_, one) = (e.int(oc as i64), e.int(c as i64), e.int(1));
             args.extend([dinp, c_, dout, oc_, one, weight, c_, one, pre, dpre]);
+            args.push(e.int(precision.code()));
             e.call("cllm_sgemm_gelu_backward", &args);
         }
         _ => {
             call_gemm(
                 e,
-                n,
-                c,
-                oc,
+                precision,
+                [n, c, oc],
                 (dinp, c, 1),
                 (dout, oc, 1),
                 (weight, c, 1),
@@ -198,9 +212,8 @@ pub fn emit_matmul_backward(
     }
     call_gemm(
         e,
-        oc,
-        c,
-        n,
+        precision,
+        [oc, c, n],
         (dweight, c, 1),
         (dout, 1, oc),
         (inp, c, 1),

@@ -93,16 +93,18 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
             rows,
             c,
             oc,
+            precision,
             out,
             inp,
             weight,
             bias,
             gelu_out,
-        } => emit_matmul_forward(e, out, inp, weight, bias, gelu_out, rows, c, oc),
+        } => emit_matmul_forward(e, precision, out, inp, weight, bias, gelu_out, rows, c, oc),
         Step::MatmulBackward {
             rows,
             c,
             oc,
+            precision,
             dinp,
             dweight,
             dbias,
@@ -118,7 +120,17 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
                 _ => panic!("a fused GELU backward needs both dpre and pre"),
             };
             let inputs = [dout, inp, weight];
-            emit_matmul_backward(e, [dinp, dweight], dbias, inputs, gelu, rows, c, oc)
+            emit_matmul_backward(
+                e,
+                precision,
+                [dinp, dweight],
+                dbias,
+                inputs,
+                gelu,
+                rows,
+                c,
+                oc,
+            )
         }
         Step::Gelu { n, out, inp } => emit_gelu_forward(e, out, inp, n),
         Step::GeluBackward { n, dinp, dout, inp } => emit_gelu_backward(e, dinp, dout, inp, n),

@@ -8,6 +8,7 @@
 use crate::Real;
 use crate::adamw::{AdamWStep, adamw_update};
 use crate::attention::{attention_backward, attention_forward};
+use crate::bf16::Precision;
 use crate::embedding::{embedding_backward, embedding_forward};
 use crate::gelu::{gelu_backward, gelu_forward};
 use crate::ir::Step;
@@ -70,6 +71,18 @@ pub struct Scalars {
     pub loss_scale: f64,
     /// The optimizer's step, for `AdamW`.
     pub adamw: Option<AdamWStep>,
+}
+
+/// A product's operand as the product reads it: each element rounded to bf16 in
+/// [`Precision::Bf16`] (a copy: the reference may allocate), else as it is.
+fn operand<T: Real>(x: &[T], precision: Precision) -> std::borrow::Cow<'_, [T]> {
+    match precision {
+        Precision::Fp32 => std::borrow::Cow::Borrowed(x),
+        Precision::Bf16 => x
+            .iter()
+            .map(|&v| T::from_f64(precision.operand(v.to_f64() as f32) as f64))
+            .collect(),
+    }
 }
 
 /// Runs `step` on the buffers bound to its slots; returns the loss sum for
@@ -143,6 +156,7 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
         Step::Matmul {
             c,
             oc,
+            precision,
             out,
             inp,
             weight,
@@ -151,7 +165,11 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
             ..
         } => {
             let out = out.write();
-            matmul_forward(out, inp.read(), weight.read(), bias.map(Buf::read), c, oc);
+            let (inp, weight) = (
+                operand(inp.read(), precision),
+                operand(weight.read(), precision),
+            );
+            matmul_forward(out, &inp, &weight, bias.map(Buf::read), c, oc);
             if let Some(gelu_out) = gelu_out {
                 gelu_forward(gelu_out.write(), out);
             }
@@ -159,6 +177,7 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
         Step::MatmulBackward {
             c,
             oc,
+            precision,
             dinp,
             dweight,
             dbias,
@@ -170,14 +189,19 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
             ..
         } => {
             let dinp = dinp.write();
-            let (dbias, dout) = (dbias.map(Buf::write), dout.read());
+            let dout = dout.read();
+            // The bias gradient sums dout itself (not a matrix product): fp32.
+            if let Some(dbias) = dbias {
+                crate::matmul::bias_backward(dbias.write(), dout, oc);
+            }
+            let rounded = operand(dout, precision);
             matmul_backward(
                 &mut *dinp,
                 dweight.write(),
-                dbias,
-                dout,
-                inp.read(),
-                weight.read(),
+                None,
+                &rounded,
+                &operand(inp.read(), precision),
+                &operand(weight.read(), precision),
                 c,
                 oc,
             );

@@ -8,6 +8,7 @@
 mod common;
 use common::*;
 
+use cllm_kernels::bf16::Precision;
 use cllm_kernels::ir::Step;
 use cllm_kernels::reference::Scalars;
 
@@ -28,6 +29,7 @@ fn matmul_kernels_match_once() {
             let compiled = compile(5, |e, p| {
                 emit_matmul_forward(
                     e,
+                    Precision::Fp32,
                     p[0],
                     p[1],
                     p[2],
@@ -69,7 +71,7 @@ fn matmul_kernels_match_once() {
             let compiled = compile(8, |e, p| {
                 let fused = gelu.then(|| (p[6], p[7]));
                 let (d, x) = ([p[0], p[1]], [p[3], p[4], p[5]]);
-                emit_matmul_backward(e, d, Some(p[2]), x, fused, n, c, oc)
+                emit_matmul_backward(e, Precision::Fp32, d, Some(p[2]), x, fused, n, c, oc)
             });
             let (mut dinp, mut dweight, mut dbias) =
                 (dinp0.clone(), dweight0.clone(), dbias0.clone());
@@ -150,9 +152,21 @@ fn matmul_gradients() {
 }
 
 /// This family's steps through both back ends of the kernel IR (`emit_step` and
-/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`.
+/// `run_step`, by slot name) on random ragged shapes: `common::assert_step_matches`,
+/// in fp32 and in bf16. In bf16 both back ends round every operand element to bf16
+/// the same way (nearest, ties to even) and the products of two bf16 values are exact
+/// in fp32, so the two differ only in the order of their fp32 (JIT) and f64
+/// (reference) sums: the fp32 tolerance holds. A GEMM that truncated instead of
+/// rounding would be off by up to 2⁻⁸ relative per element (tested: it fails).
 #[test]
 fn steps_match_through_both_back_ends() {
+    for precision in [Precision::Fp32, Precision::Bf16] {
+        eprintln!("-- {}", precision.name());
+        steps_match_once(precision);
+    }
+}
+
+fn steps_match_once(precision: Precision) {
     on_random_shapes(1, |rng, round| {
         let none = Scalars::default();
         let name = |kind: &str| format!("{kind}#{round}");
@@ -164,6 +178,7 @@ fn steps_match_through_both_back_ends() {
                     rows,
                     c,
                     oc,
+                    precision,
                     out: rows * oc,
                     inp: rows * c,
                     weight: oc * c,
@@ -175,6 +190,7 @@ fn steps_match_through_both_back_ends() {
                     rows,
                     c,
                     oc,
+                    precision,
                     dinp: rows * c,
                     dweight: oc * c,
                     dbias: bias.then_some(oc),

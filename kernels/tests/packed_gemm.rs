@@ -9,6 +9,7 @@
 mod common;
 use common::*;
 
+use cllm_kernels::bf16::Precision;
 use cllm_kernels::cpu::{self, Isa};
 use cllm_kernels::gelu::{gelu, gelu_grad};
 use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
@@ -30,15 +31,29 @@ fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {
 
 #[test]
 fn avx2_micro_kernel_matches_the_reference() {
-    matches_the_reference(Isa::Avx2);
+    matches_the_reference(Isa::Avx2, Precision::Fp32);
 }
 
 #[test]
 fn avx512_micro_kernel_matches_the_reference() {
-    matches_the_reference(Isa::Avx512);
+    matches_the_reference(Isa::Avx512, Precision::Fp32);
 }
 
-fn matches_the_reference(isa: Isa) {
+/// In bf16 the reference rounds each operand element to bf16 (nearest, ties to even)
+/// and sums the exact products in f64; the GEMM's products of bf16 values are exact
+/// too, so only the order of its fp32 sums differs: the fp32 tolerance holds, and a
+/// GEMM that truncated, or rounded only one operand, is off by up to 2⁻⁸ relative.
+#[test]
+fn avx2_micro_kernel_matches_the_reference_in_bf16() {
+    matches_the_reference(Isa::Avx2, Precision::Bf16);
+}
+
+#[test]
+fn avx512_micro_kernel_matches_the_reference_in_bf16() {
+    matches_the_reference(Isa::Avx512, Precision::Bf16);
+}
+
+fn matches_the_reference(isa: Isa, precision: Precision) {
     if !cpu::supports(isa) {
         eprintln!(
             "this CPU has no {}: its micro-kernel is not used here",
@@ -103,9 +118,21 @@ fn matches_the_reference(isa: Isa) {
                         Epilogue::NONE
                     };
                     // SAFETY: the buffers hold these shapes.
-                    unsafe { gemm(isa, m, k, 0..n, out, lhs, rhs, accumulate, epilogue) };
+                    unsafe {
+                        gemm(
+                            isa,
+                            m,
+                            k,
+                            0..n,
+                            out,
+                            (lhs, rhs, precision),
+                            accumulate,
+                            epilogue,
+                        )
+                    };
                     let at = |v: &View, i: usize, j: usize| unsafe {
-                        *v.ptr.offset(i as isize * v.rs + j as isize * v.cs) as f64
+                        precision.operand(*v.ptr.offset(i as isize * v.rs + j as isize * v.cs))
+                            as f64
                     };
                     let mut expected = start.clone();
                     for i in 0..m {

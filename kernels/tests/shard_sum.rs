@@ -86,6 +86,7 @@ fn native_gemm_gives_the_same_bits_on_any_thread_count() {
                         rs as i64,
                         cs as i64,
                         1,
+                        0,
                     )
                 };
                 set_gemm_threads(1);

@@ -112,7 +112,7 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
         .map(|p| p.mask());
     let mut sampler = Sampler::new(
         &graph,
-        spec.plan.gemm,
+        (spec.plan.gemm, spec.train.precision),
         params.iter().map(Vec::as_slice).collect(),
     )
     .map_err(|e| miette::miette!("{e}"))?

@@ -9,6 +9,7 @@
 
 use cllm_kernels::attention::AttentionShape;
 use cllm_kernels::attention::BlockLists;
+use cllm_kernels::bf16::Precision;
 pub use cllm_kernels::ir::{Slot, Step};
 
 use super::Plan;
@@ -21,7 +22,12 @@ pub type StepCall = Step<TensorId>;
 /// counted from them.
 pub fn lower_kernels(mut plan: Plan) -> Plan {
     for kernel in &mut plan.kernels {
-        kernel.steps = lower(&plan.graph, &kernel.ops, &plan.attention_blocks);
+        kernel.steps = lower(
+            &plan.graph,
+            &kernel.ops,
+            &plan.attention_blocks,
+            plan.precision,
+        );
         (kernel.flops, kernel.bytes) = super::cost::kernel_cost(&plan.graph, &kernel.steps);
     }
     plan.passes.push("lower");
@@ -32,7 +38,12 @@ pub fn lower_kernels(mut plan: Plan) -> Plan {
 /// the next op's GELU (one fused step: bias + GELU in the GEMM's epilogue) and a
 /// matmul backward whose input gradient is the next GELU backward's output gradient
 /// (one fused step: GELU's backward in the epilogue of the input gradient's GEMM).
-pub fn lower(graph: &Graph, ops: &[Op], blocks: &BlockLists) -> Vec<StepCall> {
+pub fn lower(
+    graph: &Graph,
+    ops: &[Op],
+    blocks: &BlockLists,
+    precision: Precision,
+) -> Vec<StepCall> {
     let mut steps = Vec::with_capacity(ops.len());
     let mut i = 0;
     while i < ops.len() {
@@ -55,7 +66,7 @@ pub fn lower(graph: &Graph, ops: &[Op], blocks: &BlockLists) -> Vec<StepCall> {
             }
             _ => None,
         };
-        steps.push(lower_op(graph, op, gelu, blocks));
+        steps.push(lower_op(graph, op, gelu, blocks, precision));
         i += if gelu.is_none() { 1 } else { 2 };
     }
     steps
@@ -72,8 +83,14 @@ pub enum Gelu {
 
 /// The step of one op (with the GELU fused into it, if any), its tensors bound to the
 /// step's slots by name. (An op's own inputs and outputs are positional: the graph's
-/// convention, stated on each `OpKind`.)
-pub fn lower_op(graph: &Graph, op: &Op, gelu: Option<Gelu>, blocks: &BlockLists) -> StepCall {
+/// convention, stated on each `OpKind`.) Matrix products run in `precision`.
+pub fn lower_op(
+    graph: &Graph,
+    op: &Op,
+    gelu: Option<Gelu>,
+    blocks: &BlockLists,
+    precision: Precision,
+) -> StepCall {
     let d = graph.dims;
     let (batch, t, c, rows) = (d.batch, d.t, d.c, d.rows());
     let (i, o) = (&op.inputs, &op.outputs);
@@ -140,6 +157,7 @@ pub fn lower_op(graph: &Graph, op: &Op, gelu: Option<Gelu>, blocks: &BlockLists)
                 rows,
                 c: cin,
                 oc: len(i[1]) / cin,
+                precision,
                 out: o[0],
                 inp: i[0],
                 weight: i[1],
@@ -153,6 +171,7 @@ pub fn lower_op(graph: &Graph, op: &Op, gelu: Option<Gelu>, blocks: &BlockLists)
                 rows,
                 c: cin,
                 oc: len(i[2]) / cin,
+                precision,
                 dinp: o[0],
                 dweight: o[1],
                 dbias: bias.then(|| o[2]),

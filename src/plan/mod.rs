@@ -40,6 +40,7 @@ use cllm_kernels::attention::BlockLists;
 use crate::graph::{Graph, Op, Role, TensorId};
 use crate::lattice::{LatticeError, Pattern, PatternKind, Placement};
 use crate::spec::{Attention, Coords, Gemm, Spec, Threads};
+use cllm_kernels::bf16::Precision;
 
 pub use listing::kernel_listing;
 pub use memory::{ArenaStats, Slot};
@@ -147,12 +148,22 @@ pub struct Plan {
     pub passes: Vec<&'static str>,
     /// Who multiplies matrices (from `plan.gemm`).
     pub gemm: Gemm,
+    /// The arithmetic of every matrix product (from `train.precision`).
+    pub precision: Precision,
     /// The attention pattern, when it is not dense (its mask is the graph's `keep`).
     pub pattern: Option<Pattern>,
     /// The tiles attention visits: a sparse pattern's listed tiles when it leaves at
     /// most half of dense's, else the causal triangle (every key block up to the
     /// diagonal, with the pattern's mask if any).
     pub attention_blocks: BlockLists,
+}
+
+impl Plan {
+    /// Who multiplies matrices and in what arithmetic: what the decoder of a run's
+    /// model needs to compute as its training did.
+    pub fn arithmetic(&self) -> (Gemm, Precision) {
+        (self.gemm, self.precision)
+    }
 }
 
 /// Query and key block size of block-sparse attention.
@@ -296,6 +307,7 @@ fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
         recomputed: Vec::new(),
         passes: vec!["schedule"],
         gemm: spec.plan.gemm,
+        precision: spec.train.precision,
         pattern,
         attention_blocks,
     })

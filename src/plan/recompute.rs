@@ -47,7 +47,7 @@ fn candidates(plan: &Plan) -> Vec<Candidate> {
         .filter(|op| op.outputs.iter().any(|&o| backward_reads(o)))
         .map(|op| {
             let bytes: usize = op.outputs.iter().map(|&o| graph.tensor(o).len()).sum();
-            let call = super::ir::lower_op(graph, op, None, &plan.attention_blocks);
+            let call = super::ir::lower_op(graph, op, None, &plan.attention_blocks, plan.precision);
             let flops = call.flops().max(1);
             Candidate {
                 op: op.clone(),

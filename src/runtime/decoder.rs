@@ -13,6 +13,7 @@
 //! one head per task (`attention_decode_head`).
 
 use cllm_kernels::attention::{DecodeCache, attention_decode_head, decode_scratch_len};
+use cllm_kernels::bf16::Precision;
 use cllm_kernels::gemm::matvec::matvec;
 use cllm_kernels::ir::Step;
 use cllm_kernels::jit::{Compiled, JitError, JitOptions, KernelFn};
@@ -63,6 +64,8 @@ enum Instr {
 /// The decode program of one graph, its compiled row kernels, its one-position
 /// activations and its caches.
 pub struct Decoder {
+    /// The arithmetic of the linear layers' products (`train.precision`).
+    precision: Precision,
     program: Vec<Instr>,
     /// One function per distinct row step.
     compiled: Compiled,
@@ -102,7 +105,11 @@ impl RowKernels {
 impl Decoder {
     /// Lowers the forward ops of `graph` up to its logits (the loss is not decoded) and
     /// compiles its row kernels.
-    pub fn new(graph: &Graph, options: JitOptions) -> Result<Decoder, JitError> {
+    pub fn new(
+        graph: &Graph,
+        options: JitOptions,
+        precision: Precision,
+    ) -> Result<Decoder, JitError> {
         let d = graph.dims;
         let positions = d.rows();
         let mut rows: Vec<Vec<f32>> = Vec::new();
@@ -201,6 +208,7 @@ impl Decoder {
         }
         let logits = row(graph.logits);
         Ok(Decoder {
+            precision,
             program,
             compiled: program::compile(&kernels.0, options)?,
             rows,
@@ -265,7 +273,8 @@ impl Decoder {
                 } => {
                     // The output row is taken out while its input is read (a move).
                     let mut y = std::mem::take(&mut rows[out]);
-                    matvec(&mut y, &rows[x], params[weight], bias.map(|b| params[b]));
+                    let bias = bias.map(|b| params[b]);
+                    matvec(&mut y, &rows[x], params[weight], bias, self.precision);
                     rows[out] = y;
                 }
                 Instr::Attention {

@@ -36,7 +36,8 @@ pub fn machine_accuracy(
         .map(|i| machine.param(i))
         .collect();
     let mask = machine.plan().pattern.as_ref().map(|p| p.mask());
-    let mut sampler = Sampler::new(machine.graph(), machine.plan().gemm, params)?.with_mask(mask);
+    let mut sampler =
+        Sampler::new(machine.graph(), machine.plan().arithmetic(), params)?.with_mask(mask);
     Ok(addition_accuracy(&mut sampler, task, progress))
 }
 

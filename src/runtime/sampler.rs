@@ -10,6 +10,7 @@ use crate::codegen::Checks;
 use crate::graph::Graph;
 use crate::rng::Rng;
 use crate::spec::Gemm;
+use cllm_kernels::bf16::Precision;
 
 /// How to pick each next token.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,9 +43,15 @@ pub struct Sampler<'a> {
 
 impl<'a> Sampler<'a> {
     /// `params[i]` holds the values of `graph.params[i]`; compiles the decoder's row
-    /// kernels with the spec's choice of GEMM (`plan.gemm`), as training does.
-    pub fn new(graph: &Graph, gemm: Gemm, params: Vec<&'a [f32]>) -> Result<Sampler<'a>, JitError> {
-        let decoder = Decoder::new(graph, crate::codegen::jit_options(gemm, Checks::default()))?;
+    /// kernels with the spec's choice of GEMM (`plan.gemm`) and its products in the
+    /// run's `precision` (`train.precision`), as training does.
+    pub fn new(
+        graph: &Graph,
+        (gemm, precision): (Gemm, Precision),
+        params: Vec<&'a [f32]>,
+    ) -> Result<Sampler<'a>, JitError> {
+        let options = crate::codegen::jit_options(gemm, Checks::default());
+        let decoder = Decoder::new(graph, options, precision)?;
         Ok(Sampler {
             params,
             history: Vec::with_capacity(decoder.context()),

@@ -242,3 +242,20 @@ impl Field for Gemm {
         })
     }
 }
+
+impl Field for cllm_kernels::bf16::Precision {
+    fn read(value: &Spanned<Value>, _unit: Unit) -> Result<Self, Problem> {
+        use cllm_kernels::bf16::Precision;
+        let (name, span, args) = variant(value, "`fp32` or `bf16`")?;
+        Args::new(name, span, args, &[])?;
+        match name {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(unknown_variant(name, span, "precision", &["fp32", "bf16"])),
+        }
+    }
+
+    fn write(&self, _unit: Unit) -> Value {
+        Value::Ident(self.name().into())
+    }
+}

@@ -12,6 +12,7 @@ use super::choices::{Attention, Source, Vocab};
 use super::convert::{Field, Unit};
 use super::error::Problem;
 use super::run_choices::{Gemm, Optimizer, Schedule, Threads};
+use cllm_kernels::bf16::Precision;
 
 macro_rules! unit {
     () => {
@@ -127,6 +128,8 @@ spec_block! {
         schedule: Schedule = Schedule::default(),
         /// clip gradients to this global L2 norm, or none
         clip_grad: Option<f64> = Some(1.0),
+        /// fp32 | bf16: bf16 rounds every matrix product's operands to bf16 (nearest, ties to even) and sums in fp32; the rest stays fp32
+        precision: Precision = Precision::Fp32,
         /// seed for initialisation, data order and dropout-free sampling
         seed: u64 = 1337,
         /// print a progress line every this many steps

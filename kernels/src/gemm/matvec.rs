@@ -7,16 +7,26 @@
 
 use rayon::prelude::*;
 
+use crate::bf16::Precision;
+
 /// Output rows per task: 64 rows of a 384-wide weight are 96 KiB.
 const ROWS: usize = 64;
 /// Partial sums per dot product.
 const LANES: usize = 16;
 
-/// `out = weight · x + bias` for `weight` (out.len(), x.len()), row-major.
+/// `out = weight · x + bias` for `weight` (out.len(), x.len()), row-major, the
+/// product in `precision` (bf16: both operands' elements rounded as they are read).
 ///
 /// # Panics
 /// If the lengths disagree.
-pub fn matvec(out: &mut [f32], x: &[f32], weight: &[f32], bias: Option<&[f32]>) {
+pub fn matvec(
+    out: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    precision: Precision,
+) {
+    let bf16 = precision == Precision::Bf16;
     let c = x.len();
     assert_eq!(weight.len(), out.len() * c, "weight is (out, in)");
     assert!(
@@ -25,7 +35,8 @@ pub fn matvec(out: &mut [f32], x: &[f32], weight: &[f32], bias: Option<&[f32]>) 
     );
     let task = |(block, rows): (usize, &mut [f32])| {
         let w = &weight[block * ROWS * c..][..rows.len() * c];
-        crate::cpu::full_width!((rows: &mut [f32], x: &[f32], w: &[f32]) => {
+        crate::cpu::full_width!((rows: &mut [f32], x: &[f32], w: &[f32], bf16: bool) => {
+            let r = |v: f32| if bf16 { crate::bf16::round(v) } else { v };
             let c = x.len();
             for (o, y) in rows.iter_mut().enumerate() {
                 let row = &w[o * c..(o + 1) * c];
@@ -33,11 +44,11 @@ pub fn matvec(out: &mut [f32], x: &[f32], weight: &[f32], bias: Option<&[f32]>) 
                 let (mut wr, mut xr) = (row.chunks_exact(LANES), x.chunks_exact(LANES));
                 for (a, b) in (&mut wr).zip(&mut xr) {
                     for j in 0..LANES {
-                        acc[j] = a[j].mul_add(b[j], acc[j]);
+                        acc[j] = r(a[j]).mul_add(r(b[j]), acc[j]);
                     }
                 }
                 for (j, (a, b)) in wr.remainder().iter().zip(xr.remainder()).enumerate() {
-                    acc[j] = a.mul_add(*b, acc[j]);
+                    acc[j] = r(*a).mul_add(r(*b), acc[j]);
                 }
                 // A fixed tree (lane j += lane j + w, w = 8, 4, 2, 1): the same bits on
                 // every thread.
@@ -79,7 +90,7 @@ mod tests {
             let w: Vec<f32> = (0..oc * c).map(|_| next()).collect();
             let b: Vec<f32> = (0..oc).map(|_| next()).collect();
             let mut out = vec![0.0; oc];
-            matvec(&mut out, &x, &w, Some(&b));
+            matvec(&mut out, &x, &w, Some(&b), Precision::Fp32);
             for o in 0..oc {
                 let want: f64 = (0..c)
                     .map(|i| x[i] as f64 * w[o * c + i] as f64)
@@ -96,7 +107,7 @@ mod tests {
                     .build()
                     .unwrap();
                 let mut again = vec![0.0; oc];
-                pool.install(|| matvec(&mut again, &x, &w, Some(&b)));
+                pool.install(|| matvec(&mut again, &x, &w, Some(&b), Precision::Fp32));
                 assert_eq!(again, out, "{threads} threads change the bits");
             }
         }

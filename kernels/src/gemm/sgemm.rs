@@ -7,6 +7,7 @@
 //! epilogue as a second pass. Cranelift has 128-bit vectors only, which is why the
 //! JIT calls out for the FLOPs and does everything around them itself.
 
+use crate::bf16::Precision;
 use crate::gemm::epilogue::Epilogue;
 
 thread_local! {
@@ -23,7 +24,8 @@ pub fn set_gemm_threads(threads: usize) {
     GEMM_THREADS.with(|t| t.set(threads.max(1)));
 }
 
-/// `dst (+)= lhs · rhs`; `accumulate ≠ 0` adds to `dst`.
+/// `dst (+)= lhs · rhs`; `accumulate ≠ 0` adds to `dst`; `precision` is a
+/// [`Precision`]'s code (bf16: operands rounded to bf16, sums in fp32).
 ///
 /// # Safety
 /// The pointers and strides must describe valid, non-overlapping (for `dst`) f32
@@ -42,6 +44,7 @@ pub unsafe extern "C" fn cllm_sgemm(
     rhs_rs: i64,
     rhs_cs: i64,
     accumulate: i64,
+    precision: i64,
 ) {
     // SAFETY: forwarded from the caller's contract.
     unsafe {
@@ -50,6 +53,7 @@ pub unsafe extern "C" fn cllm_sgemm(
             operand(dst as *const f32, dst_rs, dst_cs),
             operand(lhs, lhs_rs, lhs_cs),
             operand(rhs, rhs_rs, rhs_cs),
+            Precision::from_code(precision),
             accumulate != 0,
             Epilogue::NONE,
         )
@@ -76,6 +80,7 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     rhs_cs: i64,
     bias: *const f32,
     gelu_out: *mut f32,
+    precision: i64,
 ) {
     let epilogue = Epilogue {
         bias,
@@ -84,7 +89,16 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     };
     let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
     // SAFETY: forwarded from the caller's contract.
-    unsafe { fused([m, n, k], (dst, dst_rs), lhs, rhs, false, epilogue) }
+    let precision = Precision::from_code(precision);
+    unsafe {
+        fused(
+            [m, n, k],
+            (dst, dst_rs),
+            (lhs, rhs, precision),
+            false,
+            epilogue,
+        )
+    }
 }
 
 /// `dst += lhs · rhs`, then `dpre += dst ⊙ gelu'(pre)` (pre and dpre of dst's layout,
@@ -108,6 +122,7 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
     rhs_cs: i64,
     pre: *const f32,
     dpre: *mut f32,
+    precision: i64,
 ) {
     let epilogue = Epilogue {
         gelu_backward: (pre, dpre),
@@ -115,7 +130,16 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
     };
     let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
     // SAFETY: forwarded from the caller's contract.
-    unsafe { fused([m, n, k], (dst, dst_rs), lhs, rhs, true, epilogue) }
+    let precision = Precision::from_code(precision);
+    unsafe {
+        fused(
+            [m, n, k],
+            (dst, dst_rs),
+            (lhs, rhs, precision),
+            true,
+            epilogue,
+        )
+    }
 }
 
 /// The fused entry points' body: a product into dst (rows contiguous), then the
@@ -126,8 +150,7 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
 unsafe fn fused(
     dims: [i64; 3],
     (dst, dst_rs): (*mut f32, i64),
-    lhs: Operand,
-    rhs: Operand,
+    (lhs, rhs, precision): (Operand, Operand, Precision),
     accumulate: bool,
     epilogue: Epilogue,
 ) {
@@ -139,6 +162,7 @@ unsafe fn fused(
             dst,
             lhs,
             rhs,
+            precision,
             accumulate,
             epilogue,
         )
@@ -166,7 +190,10 @@ pub(crate) unsafe fn product(
     accumulate: bool,
 ) {
     // SAFETY: forwarded from the caller's contract.
-    unsafe { sgemm_on(1, [m, n, k], dst, lhs, rhs, accumulate, Epilogue::NONE) }
+    unsafe {
+        let operands = (lhs, rhs, Precision::Fp32);
+        sgemm_on(1, [m, n, k], dst, operands, accumulate, Epilogue::NONE)
+    }
 }
 
 fn operand(ptr: *const f32, rs: i64, cs: i64) -> Operand {
@@ -180,20 +207,21 @@ unsafe fn sgemm(
     dst: Operand,
     lhs: Operand,
     rhs: Operand,
+    precision: Precision,
     accumulate: bool,
     epilogue: Epilogue,
 ) {
+    let operands = (lhs, rhs, precision);
     // SAFETY: forwarded from the caller's contract.
-    unsafe { sgemm_on(gemm_threads(), dims, dst, lhs, rhs, accumulate, epilogue) }
+    unsafe { sgemm_on(gemm_threads(), dims, dst, operands, accumulate, epilogue) }
 }
 
 /// [`sgemm`] on `threads` threads.
-unsafe fn sgemm_on(
+pub(crate) unsafe fn sgemm_on(
     threads: usize,
     [m, n, k]: [usize; 3],
     dst: Operand,
-    lhs: Operand,
-    rhs: Operand,
+    (lhs, rhs, precision): (Operand, Operand, Precision),
     accumulate: bool,
     epilogue: Epilogue,
 ) {
@@ -211,7 +239,7 @@ unsafe fn sgemm_on(
             let cols = t * width..n.min((t + 1) * width);
             // SAFETY: forwarded from the caller's contract; the parts write
             // disjoint columns of dst; `available` checked the CPU.
-            unsafe { gemm(isa, m, k, cols, d, l, r, accumulate, epilogue) }
+            unsafe { gemm(isa, m, k, cols, d, (l, r, precision), accumulate, epilogue) }
         };
         if parts <= 1 {
             part(0);
@@ -221,6 +249,11 @@ unsafe fn sgemm_on(
         }
         return;
     }
+    let (lhs, rhs) = match precision {
+        Precision::Fp32 => (lhs, rhs),
+        // SAFETY: forwarded from the caller's contract.
+        Precision::Bf16 => unsafe { rounded_copies([m, n, k], lhs, rhs) },
+    };
     // SAFETY: forwarded from the caller's contract.
     unsafe {
         gemm::gemm(
@@ -249,4 +282,37 @@ unsafe fn sgemm_on(
         );
         crate::gemm::epilogue::pass(m, n, dst, epilogue);
     }
+}
+
+thread_local! {
+    /// The portable path's bf16-rounded copies of both operands, grown to the largest
+    /// product this thread has run, never again.
+    static ROUNDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Row-major copies of `lhs` (m × k) and `rhs` (k × n) with every element rounded to
+/// bf16, in this thread's buffers (alive until its next call).
+///
+/// # Safety
+/// As [`cllm_sgemm`].
+unsafe fn rounded_copies([m, n, k]: [usize; 3], lhs: Operand, rhs: Operand) -> (Operand, Operand) {
+    ROUNDED.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        let (a, b) = &mut *bufs;
+        let copy = |buf: &mut Vec<f32>, (ptr, rs, cs): Operand, rows: usize, cols: usize| {
+            if buf.len() < rows * cols {
+                buf.resize(rows * cols, 0.0);
+            }
+            for i in 0..rows {
+                for j in 0..cols {
+                    // SAFETY: inside the caller's matrix.
+                    let x = unsafe { *ptr.offset(i as isize * rs + j as isize * cs) };
+                    buf[i * cols + j] = crate::bf16::round(x);
+                }
+            }
+            (buf.as_ptr(), cols as isize, 1)
+        };
+        (copy(a, lhs, m, k), copy(b, rhs, k, n))
+    })
 }

@@ -34,6 +34,7 @@ pub use epilogue::Epilogue;
 
 use std::cell::RefCell;
 
+use crate::bf16::Precision;
 use crate::cpu::Isa;
 
 /// One cache line of floats: packed panels start on a line, so the micro-kernels'
@@ -123,7 +124,8 @@ pub fn tile_columns(isa: Isa) -> usize {
 
 /// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k]·rhs[k×n]` over columns
 /// `cols.start..cols.end` of dst and rhs, with the micro-kernel of `isa`, then the
-/// epilogue on each finished tile.
+/// epilogue on each finished tile; in bf16 `precision`, both operands rounded to bf16
+/// as they are packed.
 ///
 /// # Safety
 /// `isa` must be Avx2 or Avx512 and supported by this CPU ([`crate::cpu::supports`]);
@@ -136,8 +138,7 @@ pub unsafe fn gemm(
     k: usize,
     cols: std::ops::Range<usize>,
     dst: View,
-    lhs: View,
-    rhs: View,
+    (lhs, rhs, precision): (View, View, Precision),
     accumulate: bool,
     epilogue: Epilogue,
 ) {
@@ -149,6 +150,7 @@ pub unsafe fn gemm(
         dst,
         lhs,
         rhs,
+        bf16: precision == Precision::Bf16,
         accumulate,
         epilogue,
     };
@@ -168,6 +170,8 @@ struct Operands {
     dst: View,
     lhs: View,
     rhs: View,
+    /// Round both operands to bf16 as they are packed (sums stay fp32).
+    bf16: bool,
     accumulate: bool,
     epilogue: Epilogue,
 }
@@ -183,6 +187,7 @@ unsafe fn blocked<K: MicroKernel>(
         dst,
         lhs,
         rhs,
+        bf16,
         accumulate,
         epilogue,
     } = operands;
@@ -206,12 +211,19 @@ unsafe fn blocked<K: MicroKernel>(
                 // SAFETY: the caller's contract covers every element packed or stored.
                 unsafe {
                     pack::pack_b::<K>(b_pack, rhs, pc, kc, jc, nc);
+                    if bf16 {
+                        crate::bf16::round_slice(&mut b_pack[..nc.next_multiple_of(K::NR) * kc]);
+                    }
                     let mut ic = 0;
                     while ic < m {
                         let mc = K::MC.min(m - ic);
-                        let in_place = K::A_IN_PLACE && lhs.cs == 1;
+                        let in_place = K::A_IN_PLACE && lhs.cs == 1 && !bf16;
                         if !in_place {
                             pack::pack_a::<K>(a_pack, lhs, ic, mc, pc, kc);
+                            if bf16 {
+                                let len = mc.next_multiple_of(K::MR) * kc;
+                                crate::bf16::round_slice(&mut a_pack[..len]);
+                            }
                         } else if !mc.is_multiple_of(K::MR) {
                             // The ragged last panel is packed (zero rows past the end).
                             let last = mc / K::MR * K::MR;
