@@ -1,7 +1,8 @@
 //! The native GEMM on bench-s's shapes as one shard multiplies them (B = 1, T = 256
 //! rows, C = 384; the forward pass reads the weight transposed, the weight gradient
 //! reads dout transposed), every micro-kernel this CPU runs, one thread. Prints a
-//! table: GFLOP/s of the best and the median of 30 rounds (each round runs every
+//! table (fp32 micro-kernels, then bf16 products on every bf16 unit — "of its
+//! width's peak" is then the unit's own matrix peak): GFLOP/s of the best and the median of 30 rounds (each round runs every
 //! shape on every micro-kernel once and measures the FMA peaks, so a noisy phase of a
 //! shared machine hits all of them alike; the best run is the least disturbed) and
 //! the fraction of the best peak, best run, at the micro-kernel's own width and at
@@ -13,8 +14,7 @@
 use std::time::Instant;
 
 use cllm::peak;
-use cllm_kernels::bf16::Precision;
-use cllm_kernels::cpu::{self, Isa};
+use cllm_kernels::cpu::{self, Bf16Unit, Isa};
 use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
 
 /// (name, m, k, n, lhs transposed, rhs transposed); a name ending in "+ bias + GELU"
@@ -46,7 +46,7 @@ fn view(data: &[f32], rows: usize, cols: usize, transposed: bool) -> View {
 
 struct Case {
     isa: Isa,
-    precision: Precision,
+    bf16: Option<Bf16Unit>,
     shape: usize,
     a: Vec<f32>,
     b: Vec<f32>,
@@ -83,7 +83,7 @@ impl Case {
                 k,
                 0..n,
                 dst,
-                (lhs, rhs, self.precision),
+                (lhs, rhs, self.bf16),
                 false,
                 epilogue,
             )
@@ -98,13 +98,19 @@ fn main() {
         .into_iter()
         .filter(|i| *i >= Isa::Avx2)
         .collect();
+    // Every fp32 micro-kernel, then every bf16 unit (on the widest fp32 level).
+    let mut kernels: Vec<(Isa, Option<Bf16Unit>)> = isas.iter().map(|&isa| (isa, None)).collect();
+    for unit in cpu::bf16_supported() {
+        kernels.push((widest, Some(unit)));
+    }
+    let kernels = &kernels;
     let mut cases: Vec<Case> = (0..SHAPES.len())
         .filter(|s| std::env::var("ONLY").map_or(true, |o| SHAPES[*s].0.contains(o.as_str())))
         .flat_map(|shape| {
             let (_, m, k, n, _, _) = SHAPES[shape];
-            isas.iter().map(move |&isa| Case {
+            kernels.iter().map(move |&(isa, bf16)| Case {
                 isa,
-                precision: Precision::Fp32,
+                bf16,
                 shape,
                 a: (0..m * k)
                     .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
@@ -134,6 +140,14 @@ fn main() {
             isa.vector_bits()
         );
     }
+    let bf16_peaks: Vec<(Bf16Unit, f64)> = cpu::bf16_supported()
+        .into_iter()
+        .filter(|u| *u != Bf16Unit::Emulated)
+        .map(|u| (u, peak::bf16_peak_gflops(u, 1)))
+        .collect();
+    for (unit, p) in &bf16_peaks {
+        println!("{} bf16 peak, 1 thread: {p:.1} GFLOP/s", unit.name());
+    }
     // The widest width's peak from the same measurement.
     let widest_peak = peaks[isas.iter().position(|i| *i == widest).unwrap_or(0)];
     println!();
@@ -148,10 +162,17 @@ fn main() {
         times.sort_by(f64::total_cmp);
         let flop = 2.0 * (m * k * n) as f64;
         let (best, median) = (flop / times[0] / 1e9, flop / times[times.len() / 2] / 1e9);
-        let own = peaks[isas.iter().position(|i| *i == case.isa).expect("listed")];
+        let fp32_own = peaks[isas.iter().position(|i| *i == case.isa).expect("listed")];
+        let own = match case.bf16 {
+            Some(unit) => bf16_peaks.iter().find(|p| p.0 == unit).map_or(fp32_own, |p| p.1),
+            None => fp32_own,
+        };
+        let kernel = match case.bf16 {
+            Some(unit) => format!("bf16 {}", unit.name()),
+            None => case.isa.name().to_string(),
+        };
         println!(
-            "| {name} {m}×{k}×{n} | {} | {best:.1} ({median:.1}) | {:.0}% | {:.0}% |",
-            case.isa.name(),
+            "| {name} {m}×{k}×{n} | {kernel} | {best:.1} ({median:.1}) | {:.0}% | {:.0}% |",
             100.0 * best / own,
             100.0 * best / widest_peak
         );

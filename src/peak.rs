@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use cllm_kernels::cpu::{self, Isa};
+use cllm_kernels::cpu::{self, Bf16Unit, Isa};
 
 /// The widest vector level this CPU supports (512-bit where `avx512f` is present,
 /// else 256-bit with AVX2 + FMA), regardless of `CLLM_ISA`.
@@ -48,6 +48,28 @@ pub fn fma_peak_gflops_at(isa: Isa, threads: usize) -> f64 {
     if isa == Isa::Portable {
         return 0.0;
     }
+    (0..5).map(|_| run()).fold(0.0, f64::max)
+}
+
+/// GFLOP/s of `threads` threads each running the bf16 matrix instructions of `unit`
+/// back to back (AMX: four independent TDPBF16PS), best of 5; 0 for the emulated unit
+/// (its peak is the fp32 FMA peak).
+pub fn bf16_peak_gflops(unit: Bf16Unit, threads: usize) -> f64 {
+    let one = move || -> f64 {
+        match unit {
+            #[cfg(target_arch = "x86_64")]
+            Bf16Unit::Amx => cllm_kernels::gemm::packed::amx::peak_loop(200_000),
+            _ => 0.0,
+        }
+    };
+    let run = || {
+        let started = Instant::now();
+        let flops: f64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(one)).collect();
+            handles.into_iter().map(|h| h.join().expect("no panic")).sum()
+        });
+        flops / started.elapsed().as_secs_f64() / 1e9
+    };
     (0..5).map(|_| run()).fold(0.0, f64::max)
 }
 

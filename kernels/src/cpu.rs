@@ -4,7 +4,9 @@
 //!
 //! `CLLM_ISA=avx2` (or `portable`) caps the choice below what the CPU has, to measure
 //! or test a narrower path on a wider machine; a cap the CPU cannot honour upward is
-//! ignored (asking for `avx512` on an AVX2 CPU gives AVX2).
+//! ignored (asking for `avx512` on an AVX2 CPU gives AVX2). bf16 products have their own
+//! ladder ([`Bf16Unit`]: emulated < AVX512-BF16 < AMX) on the same variable: `amx`,
+//! `avx512bf16`, or an fp32 level (bf16 emulated on its fp32 micro-kernels).
 
 use std::sync::OnceLock;
 
@@ -43,11 +45,74 @@ impl Isa {
         }
     }
 
+    /// The fp32 level `CLLM_ISA=name` caps at: the bf16 units' names cap at AVX-512.
     fn from_name(name: &str) -> Option<Isa> {
+        let name = name.trim().to_ascii_lowercase();
+        if matches!(name.as_str(), "amx" | "avx512bf16") {
+            return Some(Isa::Avx512);
+        }
         [Isa::Portable, Isa::Avx2, Isa::Avx512]
             .into_iter()
-            .find(|isa| isa.name() == name.trim().to_ascii_lowercase())
+            .find(|isa| isa.name() == name)
     }
+}
+
+/// The instructions a bf16 product ([`crate::bf16::Precision::Bf16`]) runs on,
+/// narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bf16Unit {
+    /// The fp32 micro-kernels of [`isa`] on operands rounded to bf16 while packed.
+    Emulated,
+    /// AVX512-BF16's VDPBF16PS: two bf16 products per fp32 lane (Zen 4 and 5, Intel
+    /// since Cooper Lake).
+    Avx512Bf16,
+    /// AMX's TDPBF16PS on 16 × 16 fp32 tiles (Intel since Sapphire Rapids).
+    Amx,
+}
+
+impl Bf16Unit {
+    /// The name `CLLM_ISA` and reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bf16Unit::Emulated => "emulated",
+            Bf16Unit::Avx512Bf16 => "avx512bf16",
+            Bf16Unit::Amx => "amx",
+        }
+    }
+}
+
+/// Every bf16 unit this CPU (and, for AMX, Linux) lets this process use, narrowest
+/// first. Asking for AMX requests the tile state from Linux (once per process).
+pub fn bf16_supported() -> Vec<Bf16Unit> {
+    let mut units = vec![Bf16Unit::Emulated];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if supports(Isa::Avx512) && is_x86_feature_detected!("avx512bf16") {
+            units.push(Bf16Unit::Avx512Bf16);
+        }
+        if supports(Isa::Avx512) && crate::gemm::packed::amx::permitted() {
+            units.push(Bf16Unit::Amx);
+        }
+    }
+    units
+}
+
+/// The unit bf16 products use: the widest supported, capped by `CLLM_ISA` (`amx`,
+/// `avx512bf16`; a cap at an fp32 level — `avx512`, `avx2`, `portable` — gives
+/// [`Bf16Unit::Emulated`]).
+pub fn bf16_unit() -> Bf16Unit {
+    static CHOSEN: OnceLock<Bf16Unit> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        let supported = bf16_supported();
+        let widest = *supported.last().expect("emulated is always supported");
+        let cap = std::env::var("CLLM_ISA").ok().map(|v| v.trim().to_ascii_lowercase());
+        match cap.as_deref() {
+            None => widest,
+            Some("amx") => widest,
+            Some("avx512bf16") => widest.min(Bf16Unit::Avx512Bf16),
+            Some(_) => Bf16Unit::Emulated,
+        }
+    })
 }
 
 /// Every level this CPU supports, narrowest first (what the differential tests run).

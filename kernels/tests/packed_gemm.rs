@@ -10,7 +10,7 @@ mod common;
 use common::*;
 
 use cllm_kernels::bf16::Precision;
-use cllm_kernels::cpu::{self, Isa};
+use cllm_kernels::cpu::{self, Bf16Unit, Isa};
 use cllm_kernels::gelu::{gelu, gelu_grad};
 use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
 
@@ -31,12 +31,12 @@ fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {
 
 #[test]
 fn avx2_micro_kernel_matches_the_reference() {
-    matches_the_reference(Isa::Avx2, Precision::Fp32);
+    matches_the_reference(Isa::Avx2, None);
 }
 
 #[test]
 fn avx512_micro_kernel_matches_the_reference() {
-    matches_the_reference(Isa::Avx512, Precision::Fp32);
+    matches_the_reference(Isa::Avx512, None);
 }
 
 /// In bf16 the reference rounds each operand element to bf16 (nearest, ties to even)
@@ -45,15 +45,28 @@ fn avx512_micro_kernel_matches_the_reference() {
 /// GEMM that truncated, or rounded only one operand, is off by up to 2⁻⁸ relative.
 #[test]
 fn avx2_micro_kernel_matches_the_reference_in_bf16() {
-    matches_the_reference(Isa::Avx2, Precision::Bf16);
+    matches_the_reference(Isa::Avx2, Some(Bf16Unit::Emulated));
 }
 
 #[test]
 fn avx512_micro_kernel_matches_the_reference_in_bf16() {
-    matches_the_reference(Isa::Avx512, Precision::Bf16);
+    matches_the_reference(Isa::Avx512, Some(Bf16Unit::Emulated));
 }
 
-fn matches_the_reference(isa: Isa, precision: Precision) {
+#[test]
+fn amx_tiles_match_the_reference_in_bf16() {
+    matches_the_reference(Isa::Avx512, Some(Bf16Unit::Amx));
+}
+
+fn matches_the_reference(isa: Isa, unit: Option<Bf16Unit>) {
+    if unit.is_some_and(|u| !cpu::bf16_supported().contains(&u)) {
+        eprintln!("this CPU (or Linux) gives this process no {unit:?}: not tested here");
+        return;
+    }
+    let precision = match unit {
+        Some(_) => Precision::Bf16,
+        None => Precision::Fp32,
+    };
     if !cpu::supports(isa) {
         eprintln!(
             "this CPU has no {}: its micro-kernel is not used here",
@@ -125,7 +138,7 @@ fn matches_the_reference(isa: Isa, precision: Precision) {
                             k,
                             0..n,
                             out,
-                            (lhs, rhs, precision),
+                            (lhs, rhs, unit),
                             accumulate,
                             epilogue,
                         )

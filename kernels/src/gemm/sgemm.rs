@@ -229,6 +229,7 @@ pub(crate) unsafe fn sgemm_on(
     if crate::gemm::packed::available() {
         use crate::gemm::packed::{View, gemm, tile_columns};
         let isa = crate::cpu::isa();
+        let bf16 = (precision == Precision::Bf16).then(crate::cpu::bf16_unit);
         let view = |(ptr, rs, cs): Operand| View { ptr, rs, cs };
         let (d, l, r) = (view(dst), view(lhs), view(rhs));
         // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
@@ -239,7 +240,7 @@ pub(crate) unsafe fn sgemm_on(
             let cols = t * width..n.min((t + 1) * width);
             // SAFETY: forwarded from the caller's contract; the parts write
             // disjoint columns of dst; `available` checked the CPU.
-            unsafe { gemm(isa, m, k, cols, d, (l, r, precision), accumulate, epilogue) }
+            unsafe { gemm(isa, m, k, cols, d, (l, r, bf16), accumulate, epilogue) }
         };
         if parts <= 1 {
             part(0);

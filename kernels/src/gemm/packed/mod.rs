@@ -24,6 +24,8 @@
 //! whatever the thread split (threads take disjoint column ranges), so the bits do not
 //! depend on the thread count.
 
+pub mod amx;
+mod amx_pack;
 mod avx2;
 mod avx512;
 mod epilogue;
@@ -34,8 +36,7 @@ pub use epilogue::Epilogue;
 
 use std::cell::RefCell;
 
-use crate::bf16::Precision;
-use crate::cpu::Isa;
+use crate::cpu::{Bf16Unit, Isa};
 
 /// One cache line of floats: packed panels start on a line, so the micro-kernels'
 /// vector loads of B never straddle two lines.
@@ -124,11 +125,13 @@ pub fn tile_columns(isa: Isa) -> usize {
 
 /// `dst[m×n] = (accumulate ? dst : 0) + lhs[m×k]·rhs[k×n]` over columns
 /// `cols.start..cols.end` of dst and rhs, with the micro-kernel of `isa`, then the
-/// epilogue on each finished tile; in bf16 `precision`, both operands rounded to bf16
-/// as they are packed.
+/// epilogue on each finished tile. With `bf16`, both operands are rounded to bf16 as
+/// they are packed and the products run on that unit: AMX tiles ([`amx`]), or `isa`'s
+/// fp32 micro-kernel on the rounded values (`Emulated`).
 ///
 /// # Safety
-/// `isa` must be Avx2 or Avx512 and supported by this CPU ([`crate::cpu::supports`]);
+/// `isa` must be Avx2 or Avx512 and supported by this CPU ([`crate::cpu::supports`]),
+/// and a `bf16` unit supported too ([`crate::cpu::bf16_supported`]);
 /// the views must describe valid f32 matrices of these shapes, `dst` writable and
 /// overlapping neither input; an epilogue needs dst's columns contiguous, its bias
 /// n floats and its GELU output dst's layout.
@@ -138,7 +141,7 @@ pub unsafe fn gemm(
     k: usize,
     cols: std::ops::Range<usize>,
     dst: View,
-    (lhs, rhs, precision): (View, View, Precision),
+    (lhs, rhs, bf16): (View, View, Option<Bf16Unit>),
     accumulate: bool,
     epilogue: Epilogue,
 ) {
@@ -146,11 +149,17 @@ pub unsafe fn gemm(
         epilogue.is_none() || dst.cs == 1,
         "an epilogue needs contiguous rows"
     );
+    if bf16 == Some(Bf16Unit::Amx) {
+        // SAFETY: forwarded (the caller checked that AMX is permitted).
+        unsafe { amx::gemm(m, k, cols, dst, (lhs, rhs), accumulate, epilogue) };
+        return;
+    }
+    let bf16 = bf16.is_some();
     let operands = Operands {
         dst,
         lhs,
         rhs,
-        bf16: precision == Precision::Bf16,
+        bf16,
         accumulate,
         epilogue,
     };
