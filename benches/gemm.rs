@@ -164,7 +164,10 @@ fn main() {
         let (best, median) = (flop / times[0] / 1e9, flop / times[times.len() / 2] / 1e9);
         let fp32_own = peaks[isas.iter().position(|i| *i == case.isa).expect("listed")];
         let own = match case.bf16 {
-            Some(unit) => bf16_peaks.iter().find(|p| p.0 == unit).map_or(fp32_own, |p| p.1),
+            Some(unit) => bf16_peaks
+                .iter()
+                .find(|p| p.0 == unit)
+                .map_or(fp32_own, |p| p.1),
             None => fp32_own,
         };
         let kernel = match case.bf16 {

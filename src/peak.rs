@@ -51,6 +51,25 @@ pub fn fma_peak_gflops_at(isa: Isa, threads: usize) -> f64 {
     (0..5).map(|_| run()).fold(0.0, f64::max)
 }
 
+/// The ceiling a run's matrix products are measured against: the widest FMA peak in
+/// fp32; in bf16 the peak of the unit its products run on (the FMA peak for the
+/// emulated unit). Returns (what it is, GFLOP/s on `threads` threads).
+pub fn matrix_peak(precision: cllm_kernels::Precision, threads: usize) -> (&'static str, f64) {
+    let fma = || {
+        let name = match widest() {
+            Isa::Avx512 => "512-bit FMA peak",
+            Isa::Avx2 => "256-bit FMA peak",
+            Isa::Portable => "FMA peak (none measured)",
+        };
+        (name, fma_peak_gflops(threads))
+    };
+    match (precision, cpu::bf16_unit()) {
+        (cllm_kernels::Precision::Fp32, _) | (_, Bf16Unit::Emulated) => fma(),
+        (_, Bf16Unit::Amx) => ("AMX bf16 peak", bf16_peak_gflops(Bf16Unit::Amx, threads)),
+        (_, unit) => ("AVX512-BF16 peak", bf16_peak_gflops(unit, threads)),
+    }
+}
+
 /// GFLOP/s of `threads` threads each running the bf16 matrix instructions of `unit`
 /// back to back (AMX: four independent TDPBF16PS), best of 5; 0 for the emulated unit
 /// (its peak is the fp32 FMA peak).
@@ -59,6 +78,9 @@ pub fn bf16_peak_gflops(unit: Bf16Unit, threads: usize) -> f64 {
         match unit {
             #[cfg(target_arch = "x86_64")]
             Bf16Unit::Amx => cllm_kernels::gemm::packed::amx::peak_loop(200_000),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the unit is only asked for where the CPU has it.
+            Bf16Unit::Avx512Bf16 => unsafe { dpbf16_loop(2_000_000) },
             _ => 0.0,
         }
     };
@@ -66,11 +88,41 @@ pub fn bf16_peak_gflops(unit: Bf16Unit, threads: usize) -> f64 {
         let started = Instant::now();
         let flops: f64 = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads.max(1)).map(|_| s.spawn(one)).collect();
-            handles.into_iter().map(|h| h.join().expect("no panic")).sum()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic"))
+                .sum()
         });
         flops / started.elapsed().as_secs_f64() / 1e9
     };
     (0..5).map(|_| run()).fold(0.0, f64::max)
+}
+
+/// `iterations` × 16 independent VDPBF16PS (16 lanes × two bf16 multiply-adds);
+/// returns the FLOPs done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn dpbf16_loop(iterations: u64) -> f64 {
+    use std::arch::x86_64::*;
+    // SAFETY: same-size reinterpretations of vector registers.
+    let (a, b): (__m512bh, __m512bh) = unsafe {
+        (
+            std::mem::transmute(_mm512_set1_epi32(0x3f80_3f80)),
+            std::mem::transmute(_mm512_set1_epi32(0x3380_3380)),
+        )
+    };
+    let mut acc = [_mm512_set1_ps(1.0); 16];
+    for _ in 0..iterations {
+        for x in acc.iter_mut() {
+            *x = _mm512_dpbf16_ps(*x, a, b);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for x in acc {
+        sum = _mm512_add_ps(sum, x);
+    }
+    std::hint::black_box(sum);
+    iterations as f64 * 16.0 * 16.0 * 4.0
 }
 
 /// Independent FMA chains per loop: at least two FMA units × 4 cycles of latency,

@@ -105,12 +105,14 @@ pub fn bf16_unit() -> Bf16Unit {
     *CHOSEN.get_or_init(|| {
         let supported = bf16_supported();
         let widest = *supported.last().expect("emulated is always supported");
-        let cap = std::env::var("CLLM_ISA").ok().map(|v| v.trim().to_ascii_lowercase());
+        let cap = std::env::var("CLLM_ISA")
+            .ok()
+            .map(|v| v.trim().to_ascii_lowercase());
         match cap.as_deref() {
-            None => widest,
-            Some("amx") => widest,
             Some("avx512bf16") => widest.min(Bf16Unit::Avx512Bf16),
-            Some(_) => Bf16Unit::Emulated,
+            Some("avx512" | "avx2" | "portable") => Bf16Unit::Emulated,
+            // Unset, `amx`, or a name no level has (ignored, as `isa` ignores it).
+            _ => widest,
         }
     })
 }

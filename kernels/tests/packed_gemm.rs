@@ -54,6 +54,11 @@ fn avx512_micro_kernel_matches_the_reference_in_bf16() {
 }
 
 #[test]
+fn avx512bf16_micro_tile_matches_the_reference_in_bf16() {
+    matches_the_reference(Isa::Avx512, Some(Bf16Unit::Avx512Bf16));
+}
+
+#[test]
 fn amx_tiles_match_the_reference_in_bf16() {
     matches_the_reference(Isa::Avx512, Some(Bf16Unit::Amx));
 }
@@ -131,18 +136,7 @@ fn matches_the_reference(isa: Isa, unit: Option<Bf16Unit>) {
                         Epilogue::NONE
                     };
                     // SAFETY: the buffers hold these shapes.
-                    unsafe {
-                        gemm(
-                            isa,
-                            m,
-                            k,
-                            0..n,
-                            out,
-                            (lhs, rhs, unit),
-                            accumulate,
-                            epilogue,
-                        )
-                    };
+                    unsafe { gemm(isa, m, k, 0..n, out, (lhs, rhs, unit), accumulate, epilogue) };
                     let at = |v: &View, i: usize, j: usize| unsafe {
                         precision.operand(*v.ptr.offset(i as isize * v.rs + j as isize * v.cs))
                             as f64

@@ -57,9 +57,13 @@ pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
     let bits = widest.vector_bits();
     let peak = peak::fma_peak_gflops_at(widest, threads);
     let kernels = cllm_kernels::cpu::isa();
+    let precision = spec.train.precision;
+    let bf16 = precision == cllm_kernels::Precision::Bf16;
+    let unit = cllm_kernels::cpu::bf16_unit();
+    let (matrix_peak_name, matrix_peak) = peak::matrix_peak(precision, threads);
     let rss = peak_rss();
     if args.json {
-        let value = serde_json::json!({ "spec": args.spec, "backend": args.backend, "threads": threads, "report": report, "fma_peak_gflops": peak, "fma_peak_vector_bits": bits, "gemm_isa": kernels.name(), "peak_rss_bytes": rss });
+        let value = serde_json::json!({ "spec": args.spec, "backend": args.backend, "threads": threads, "report": report, "fma_peak_gflops": peak, "fma_peak_vector_bits": bits, "gemm_isa": kernels.name(), "precision": precision.name(), "bf16_unit": bf16.then(|| unit.name()), "matrix_peak": matrix_peak_name, "matrix_peak_gflops": matrix_peak, "peak_rss_bytes": rss });
         println!(
             "{}",
             serde_json::to_string_pretty(&value).expect("serializes")
@@ -85,11 +89,24 @@ pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
         100.0 * report.gflops / peak,
         peak
     );
-    println!(
-        "  kernels   {}-bit native GEMM micro-kernels ({}), 128-bit Cranelift JIT for the rest",
-        kernels.vector_bits(),
-        kernels.name()
-    );
+    if bf16 {
+        println!(
+            "            = {:.0}% of the measured {threads}-thread {matrix_peak_name} ({matrix_peak:.1} GFLOP/s)",
+            100.0 * report.gflops / matrix_peak.max(1e-9)
+        );
+        println!(
+            "  kernels   bf16 products (fp32 sums) on {}, {}-bit native GEMM micro-kernels ({}) in fp32, 128-bit Cranelift JIT for the rest",
+            unit.name(),
+            kernels.vector_bits(),
+            kernels.name()
+        );
+    } else {
+        println!(
+            "  kernels   {}-bit native GEMM micro-kernels ({}), 128-bit Cranelift JIT for the rest",
+            kernels.vector_bits(),
+            kernels.name()
+        );
+    }
     println!(
         "  plan      {:.1} ms, JIT {:.1} ms",
         report.plan_ms, report.jit_ms

@@ -32,6 +32,8 @@ pub struct Reporter {
 #[derive(Clone, Copy, Debug)]
 pub struct Speed {
     pub step_flops: f64,
+    /// What `peak_gflops` is ("512-bit FMA peak", "amx bf16 peak").
+    pub peak_name: &'static str,
     pub peak_gflops: f64,
     /// Tokens of one step.
     pub step_tokens: usize,

@@ -73,7 +73,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
     let total = spec.train.steps;
     report.say(&format!(
-        "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); MFU against the measured {}-bit FMA peak of {:.0} GFLOP/s; run folder {}",
+        "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); {}; MFU against the measured {} of {:.0} GFLOP/s; run folder {}",
         spec.model.parameter_count(),
         speed.step_flops / 1e9,
         total,
@@ -89,7 +89,8 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
             None => "reference interpreter".to_string(),
         },
         plan::human_bytes(state.machine.plan().arena.peak_bytes),
-        crate::peak::widest().vector_bits(),
+        products(state.machine.plan().precision),
+        speed.peak_name,
         speed.peak_gflops,
         options.run_dir.display()
     ));
@@ -251,13 +252,14 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
         });
     }
     let plan = state.machine.plan();
+    let (peak_name, peak) = crate::peak::matrix_peak(plan.precision, plan.threads);
     let speed = Speed {
         step_flops: plan.step_flops(spec.train.accumulate) as f64,
         // Measured at start-up (~0.1 s), as `cllm bench` does: MFU is against what this
         // machine's FMA units do at their widest width on the run's threads.
         // Over R ranks, R processes of this machine's kind (each measures its own).
-        peak_gflops: crate::peak::fma_peak_gflops(plan.threads)
-            * options.ranks.as_ref().map_or(1, |r| r.ranks()) as f64,
+        peak_name,
+        peak_gflops: peak * options.ranks.as_ref().map_or(1, |r| r.ranks()) as f64,
         step_tokens: spec.train.batch as usize * spec.model.context as usize,
     };
     let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
@@ -444,5 +446,16 @@ mod tests {
         assert!(divergence(5.6, 5.5).is_none());
         // A run that starts near zero loss is judged against 1e-3, not against 0.
         assert!(divergence(0.05, 0.0).is_none());
+    }
+}
+
+/// How the run's matrix products are computed, for its header.
+fn products(precision: cllm_kernels::Precision) -> String {
+    use cllm_kernels::cpu;
+    match precision {
+        cllm_kernels::Precision::Fp32 => format!("fp32 products on {}", cpu::isa().name()),
+        cllm_kernels::Precision::Bf16 => {
+            format!("bf16 products (fp32 sums) on {}", cpu::bf16_unit().name())
+        }
     }
 }

@@ -23,6 +23,7 @@ use std::cell::RefCell;
 
 use super::amx_pack::{STEP_ELEMS, pack_a, pack_b};
 use super::{Epilogue, Line, MicroKernel, Tile, View, avx512};
+use crate::cpu::Bf16Unit;
 
 /// Rows and columns of a micro-tile.
 pub const TILE: usize = 32;
@@ -119,13 +120,16 @@ fn halves(lines: &mut [Line]) -> &mut [u16] {
 }
 
 /// `dst[m×n] = (accumulate ? dst : 0) + bf16(lhs)[m×k]·bf16(rhs)[k×n]` over columns
-/// `cols` of dst and rhs, then the epilogue on each finished tile.
+/// `cols` of dst and rhs, then the epilogue on each finished tile; the 32 × 32 tiles
+/// run on `unit`: AMX, or AVX512-BF16 ([`super::dpbf16`]) on the same packed panels.
 ///
 /// # Safety
-/// [`permitted`] returned true; the views describe valid f32 matrices of these shapes,
+/// `unit` is AMX or AVX512-BF16 and in [`crate::cpu::bf16_supported`]; the views
+/// describe valid f32 matrices of these shapes,
 /// `dst` writable and overlapping neither input; an epilogue needs dst's columns
 /// contiguous.
 pub(super) unsafe fn gemm(
+    unit: Bf16Unit,
     m: usize,
     k: usize,
     cols: std::ops::Range<usize>,
@@ -134,8 +138,16 @@ pub(super) unsafe fn gemm(
     accumulate: bool,
     epilogue: Epilogue,
 ) {
-    // SAFETY: the caller checked `permitted`; the configuration is valid.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    let micro: unsafe fn(usize, *const u16, *const u16, Tile) = match unit {
+        Bf16Unit::Amx => {
+            assert!(permitted(), "AMX is not available to this process");
+            // SAFETY: AMX is permitted; the configuration is valid.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+            micro_tile
+        }
+        Bf16Unit::Avx512Bf16 => super::dpbf16::micro_tile,
+        Bf16Unit::Emulated => panic!("the emulated unit runs the fp32 micro-kernels"),
+    };
     PACKS.with(|packs| {
         let mut packs = packs.borrow_mut();
         let (a_lines, b_lines) = &mut *packs;
@@ -174,7 +186,7 @@ pub(super) unsafe fn gemm(
                                     cols: TILE.min(nc - jr),
                                     add: accumulate || pc > 0,
                                 };
-                                micro_tile(steps, a, b, tile);
+                                micro(steps, a, b, tile);
                                 if last && !epilogue.is_none() {
                                     avx512::Kernel::epilogue(tile, epilogue);
                                 }
@@ -276,7 +288,9 @@ unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile: Tile) {
         for i in 0..tile.rows {
             for j in 0..tile.cols {
                 // SAFETY: inside dst and the buffer.
-                unsafe { *(tile.dst.at(tile.row + i, tile.col + j) as *mut f32) = *c.add(i * TILE + j) };
+                unsafe {
+                    *(tile.dst.at(tile.row + i, tile.col + j) as *mut f32) = *c.add(i * TILE + j)
+                };
             }
         }
     }

@@ -53,12 +53,21 @@ unsafe fn sixteen(p: *const f32, n: usize) -> __m256i {
 /// # Safety
 /// The block lies inside `lhs`; `pack` holds the panels (mc rounded up to 32, kc to 32).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn pack_a(pack: &mut [u16], lhs: View, ic: usize, mc: usize, pc: usize, kc: usize) {
+pub(super) unsafe fn pack_a(
+    pack: &mut [u16],
+    lhs: View,
+    ic: usize,
+    mc: usize,
+    pc: usize,
+    kc: usize,
+) {
     let steps = kc.div_ceil(TILE);
     for ir in (0..mc).step_by(TILE) {
         let panel = &mut pack[ir / TILE * steps * STEP_ELEMS..][..steps * STEP_ELEMS];
         let rows = TILE.min(mc - ir);
-        let at = |r: usize, p: usize| (p / TILE) * STEP_ELEMS + (r / 16) * 512 + (r % 16) * TILE + p % TILE;
+        let at = |r: usize, p: usize| {
+            (p / TILE) * STEP_ELEMS + (r / 16) * 512 + (r % 16) * TILE + p % TILE
+        };
         if lhs.cs == 1 {
             for r in 0..TILE {
                 for s in 0..steps {
@@ -85,7 +94,8 @@ pub(super) unsafe fn pack_a(pack: &mut [u16], lhs: View, ic: usize, mc: usize, p
                     let mut column = [0u16; 16];
                     // SAFETY: column pc + p holds rows ic + ir + r0 .. + n.
                     unsafe {
-                        let src = lhs.at(ic + ir + r0.min(rows - 1), pc + p.min(kc.saturating_sub(1)));
+                        let src =
+                            lhs.at(ic + ir + r0.min(rows - 1), pc + p.min(kc.saturating_sub(1)));
                         _mm256_storeu_si256(column.as_mut_ptr().cast(), sixteen(src, n));
                     }
                     for (i, v) in column.iter().enumerate() {
@@ -113,13 +123,22 @@ pub(super) unsafe fn pack_a(pack: &mut [u16], lhs: View, ic: usize, mc: usize, p
 /// # Safety
 /// The block lies inside `rhs`; `pack` holds the panels (nc rounded up to 32, kc to 32).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn pack_b(pack: &mut [u16], rhs: View, pc: usize, kc: usize, jc: usize, nc: usize) {
+pub(super) unsafe fn pack_b(
+    pack: &mut [u16],
+    rhs: View,
+    pc: usize,
+    kc: usize,
+    jc: usize,
+    nc: usize,
+) {
     let steps = kc.div_ceil(TILE);
     for jr in (0..nc).step_by(TILE) {
         let panel = &mut pack[jr / TILE * steps * STEP_ELEMS..][..steps * STEP_ELEMS];
         let cols = TILE.min(nc - jr);
         // Index of pair q (k = 2q, 2q + 1) of column j.
-        let at = |q: usize, j: usize| (2 * q / TILE) * STEP_ELEMS + (j / 16) * 512 + (q % 16) * TILE + (j % 16) * 2;
+        let at = |q: usize, j: usize| {
+            (2 * q / TILE) * STEP_ELEMS + (j / 16) * 512 + (q % 16) * TILE + (j % 16) * 2
+        };
         if rhs.cs == 1 {
             // Rows are contiguous: two rows (a pair of k) of 16 columns give one tile
             // row: the even k in each lane's low half, the odd k in its high half.
@@ -156,7 +175,8 @@ pub(super) unsafe fn pack_b(pack: &mut [u16], rhs: View, pc: usize, kc: usize, j
                     let mut pairs = [0u32; 8];
                     // SAFETY: column jc + jr + j holds kc floats from row pc when j < cols.
                     unsafe {
-                        let src = rhs.at(pc + k0.min(kc.saturating_sub(1)), jc + jr + j.min(cols - 1));
+                        let src =
+                            rhs.at(pc + k0.min(kc.saturating_sub(1)), jc + jr + j.min(cols - 1));
                         _mm256_storeu_si256(pairs.as_mut_ptr().cast(), sixteen(src, n));
                     }
                     for (t, v) in pairs.iter().enumerate() {

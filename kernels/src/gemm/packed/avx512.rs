@@ -105,7 +105,7 @@ unsafe fn rows<const R: usize>(kc: usize, a: *const f32, b: *const f32, tile: Ti
 /// Adds (or stores) the accumulators into the tile: full vectors, masked vectors for
 /// ragged columns, lane by lane when dst's columns are not contiguous.
 #[target_feature(enable = "avx512f")]
-unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: Tile) {
+pub(super) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: Tile) {
     // SAFETY: the tile is inside dst.
     unsafe {
         if tile.dst.cs != 1 {

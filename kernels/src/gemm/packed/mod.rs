@@ -28,6 +28,7 @@ pub mod amx;
 mod amx_pack;
 mod avx2;
 mod avx512;
+mod dpbf16;
 mod epilogue;
 mod pack;
 pub mod panels;
@@ -149,9 +150,9 @@ pub unsafe fn gemm(
         epilogue.is_none() || dst.cs == 1,
         "an epilogue needs contiguous rows"
     );
-    if bf16 == Some(Bf16Unit::Amx) {
-        // SAFETY: forwarded (the caller checked that AMX is permitted).
-        unsafe { amx::gemm(m, k, cols, dst, (lhs, rhs), accumulate, epilogue) };
+    if let Some(unit @ (Bf16Unit::Amx | Bf16Unit::Avx512Bf16)) = bf16 {
+        // SAFETY: forwarded (the caller checked that the unit is supported).
+        unsafe { amx::gemm(unit, m, k, cols, dst, (lhs, rhs), accumulate, epilogue) };
         return;
     }
     let bf16 = bf16.is_some();
