@@ -110,3 +110,62 @@ fn gradient_is_right_unfused_and_with_everything_recomputed() {
         },
     );
 }
+
+/// The gradient of the model in bf16 mode (every product's operands rounded to bf16)
+/// against central differences of the exact (f64, unrounded) loss: the bf16 gradient is
+/// the exact one up to the rounding of the products on its path. Each rounded operand
+/// is off by at most 2⁻⁸ relative, so each product by ≤ 2⁻⁷, and the gradient of this
+/// 2-layer model passes ~10 products, whose errors have random signs: each parameter
+/// tensor's gradient must agree to 2⁻⁴ (6%) in relative L2 norm — loose enough for
+/// bf16, tight enough that a wrong term (or a missing one: 100%) fails. The fp32 tests
+/// above hold the exact wiring to 1e-6.
+#[test]
+fn bf16_model_gradient_matches_finite_differences_of_the_exact_loss() {
+    let mut bf16_spec = tiny_spec(true);
+    bf16_spec.train.precision = cllm_kernels::Precision::Bf16;
+    let exact_spec = tiny_spec(true);
+    let mut bf16 = Machine::<f64>::new(plan::plan(&bf16_spec).expect("plans"));
+    let mut exact = Machine::<f64>::new(plan::plan(&exact_spec).expect("plans"));
+    let mut rng = Rng::new(7);
+    for i in 0..exact.graph().params.len() {
+        for (a, b) in exact.param_mut(i).iter_mut().zip(bf16.param_mut(i)) {
+            *a = 0.3 * rng.normal();
+            *b = *a;
+        }
+    }
+    let n = 2 * 6;
+    let tokens: Vec<u32> = (0..n).map(|_| rng.below(256) as u32).collect();
+    let targets: Vec<u32> = (0..n).map(|_| rng.below(256) as u32).collect();
+    let scale = 1.0 / n as f64;
+    bf16.zero_param_grads();
+    bf16.forward(&tokens, &targets, scale);
+    bf16.backward(scale);
+    let mut worst: f64 = 0.0;
+    for (i, param) in exact.graph().params.clone().iter().enumerate() {
+        let analytic = bf16.grad(i).to_vec();
+        let len = analytic.len();
+        let picks: Vec<usize> = (0..len.min(24)).map(|k| (k * 7919) % len).collect();
+        let (mut diff, mut norm) = (0.0f64, 0.0f64);
+        for j in picks {
+            let original = exact.param(i)[j];
+            exact.param_mut(i)[j] = original + H;
+            let up = scale * exact.forward(&tokens, &targets, scale);
+            exact.param_mut(i)[j] = original - H;
+            let down = scale * exact.forward(&tokens, &targets, scale);
+            exact.param_mut(i)[j] = original;
+            let numeric = (up - down) / (2.0 * H);
+            diff += (analytic[j] - numeric).powi(2);
+            norm += numeric.powi(2);
+        }
+        let relative = (diff / norm.max(1e-30)).sqrt();
+        eprintln!("{:<28} bf16 relative L2 error {relative:.1e}", param.name);
+        assert!(
+            relative < 2f64.powi(-4) || norm.sqrt() < 1e-9,
+            "{}: bf16 gradient off by {relative:e} (relative L2)",
+            param.name
+        );
+        worst = worst.max(relative);
+    }
+    // The rounding is there: the bf16 gradient is not the exact one.
+    assert!(worst > 1e-6, "bf16 mode gave the exact gradient");
+}
