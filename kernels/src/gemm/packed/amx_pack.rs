@@ -98,8 +98,10 @@ pub(super) unsafe fn pack_a(
                             lhs.at(ic + ir + r0.min(rows - 1), pc + p.min(kc.saturating_sub(1)));
                         _mm256_storeu_si256(column.as_mut_ptr().cast(), sixteen(src, n));
                     }
+                    let out = panel.as_mut_ptr();
                     for (i, v) in column.iter().enumerate() {
-                        panel[at(r0 + i, p)] = *v;
+                        // SAFETY: row r0 + i < 32 and k p < steps · 32: inside the panel.
+                        unsafe { *out.add(at(r0 + i, p)) = *v };
                     }
                 }
             }
@@ -179,9 +181,11 @@ pub(super) unsafe fn pack_b(
                             rhs.at(pc + k0.min(kc.saturating_sub(1)), jc + jr + j.min(cols - 1));
                         _mm256_storeu_si256(pairs.as_mut_ptr().cast(), sixteen(src, n));
                     }
+                    let out = panel.as_mut_ptr();
                     for (t, v) in pairs.iter().enumerate() {
-                        let i = at(k0 / 2 + t, j);
-                        panel[i..i + 2].copy_from_slice(&[*v as u16, (*v >> 16) as u16]);
+                        // SAFETY: pair k0 / 2 + t of column j is inside this step of the
+                        // panel (the panel holds `steps` steps).
+                        unsafe { out.add(at(k0 / 2 + t, j)).cast::<u32>().write_unaligned(*v) };
                     }
                 }
             }
