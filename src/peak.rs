@@ -107,8 +107,8 @@ unsafe fn dpbf16_loop(iterations: u64) -> f64 {
     // SAFETY: same-size reinterpretations of vector registers.
     let (a, b): (__m512bh, __m512bh) = unsafe {
         (
-            std::mem::transmute(_mm512_set1_epi32(0x3f80_3f80)),
-            std::mem::transmute(_mm512_set1_epi32(0x3380_3380)),
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3f80_3f80)),
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(0x3380_3380)),
         )
     };
     let mut acc = [_mm512_set1_ps(1.0); 16];

@@ -40,7 +40,11 @@ fn cached_decoding_matches(attention: &str, precision: &str) {
          model gpt {{ context = 12 tokens  width = 24  layers = 2  heads = 3  attention = {attention} }}\n\
          train {{ batch = 1 seqs  precision = {precision} }}\nplan {{ shards = 1 }}"
     );
-    let tolerance = if precision == "bf16" { 2f32.powi(-8) } else { 1e-5 };
+    let tolerance = if precision == "bf16" {
+        2f32.powi(-8)
+    } else {
+        1e-5
+    };
     let spec = spec::parse(&text, "kv", Path::new("specs"), &[]).unwrap();
     let plan = plan::plan(&spec).unwrap();
     let graph = plan.graph.clone();

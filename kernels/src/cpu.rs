@@ -90,7 +90,7 @@ pub fn bf16_supported() -> Vec<Bf16Unit> {
         if supports(Isa::Avx512) && is_x86_feature_detected!("avx512bf16") {
             units.push(Bf16Unit::Avx512Bf16);
         }
-        if supports(Isa::Avx512) && crate::gemm::packed::amx::permitted() {
+        if supports(Isa::Avx512) && amx_permitted() {
             units.push(Bf16Unit::Amx);
         }
     }
@@ -115,6 +115,62 @@ pub fn bf16_unit() -> Bf16Unit {
             _ => widest,
         }
     })
+}
+
+/// Whether this CPU has AMX-BF16 and Linux lets this process use the tiles: CPUID's
+/// AMX-TILE and AMX-BF16 bits, XCR0's tile state bits, and the permission request,
+/// made once (the first call) and remembered.
+#[cfg(target_arch = "x86_64")]
+pub fn amx_permitted() -> bool {
+    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PERMITTED.get_or_init(|| {
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let (tile, bf16) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 22) != 0);
+        if !(tile && bf16 && std::is_x86_feature_detected!("xsave")) {
+            return false;
+        }
+        // SAFETY: the CPU has XSAVE (checked), so XGETBV(0) is defined; OSXSAVE is
+        // implied by the standard library's detection of it.
+        let xcr0 = unsafe { xcr0() };
+        if xcr0 & (0b11 << 17) != 0b11 << 17 {
+            return false;
+        }
+        request_tile_data()
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "xsave")]
+unsafe fn xcr0() -> u64 {
+    // SAFETY: the caller checked XSAVE.
+    unsafe { std::arch::x86_64::_xgetbv(0) }
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: true when Linux granted it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_data() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a system call that only sets this process's permission.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_tile_data() -> bool {
+    false
 }
 
 /// Every level this CPU supports, narrowest first (what the differential tests run).

@@ -434,6 +434,17 @@ fn divergence(loss: f64, first: f64) -> Option<String> {
     })
 }
 
+/// How the run's matrix products are computed, for its header.
+fn products(precision: cllm_kernels::Precision) -> String {
+    use cllm_kernels::cpu;
+    match precision {
+        cllm_kernels::Precision::Fp32 => format!("fp32 products on {}", cpu::isa().name()),
+        cllm_kernels::Precision::Bf16 => {
+            format!("bf16 products (fp32 sums) on {}", cpu::bf16_unit().name())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::divergence;
@@ -446,16 +457,5 @@ mod tests {
         assert!(divergence(5.6, 5.5).is_none());
         // A run that starts near zero loss is judged against 1e-3, not against 0.
         assert!(divergence(0.05, 0.0).is_none());
-    }
-}
-
-/// How the run's matrix products are computed, for its header.
-fn products(precision: cllm_kernels::Precision) -> String {
-    use cllm_kernels::cpu;
-    match precision {
-        cllm_kernels::Precision::Fp32 => format!("fp32 products on {}", cpu::isa().name()),
-        cllm_kernels::Precision::Bf16 => {
-            format!("bf16 products (fp32 sums) on {}", cpu::bf16_unit().name())
-        }
     }
 }

@@ -16,7 +16,7 @@
 //!
 //! AMX instructions are not in Rust's stable intrinsics (1.95), so they are
 //! `core::arch::asm!`. The kernel must first ask Linux for the tile data state
-//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`): [`permitted`] does, once.
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`): [`crate::cpu::amx_permitted`] does, once.
 
 use std::arch::asm;
 use std::cell::RefCell;
@@ -35,60 +35,6 @@ const KC: usize = 512;
 const MC: usize = 256;
 /// Columns of a packed B block (KC × NC bf16 = 1 MiB, in L2/L3).
 const NC: usize = 1024;
-
-/// Whether this CPU has AMX-BF16 and Linux lets this process use the tiles: CPUID's
-/// AMX-TILE and AMX-BF16 bits, XCR0's tile state bits, and the permission request,
-/// made once (the first call) and remembered.
-pub fn permitted() -> bool {
-    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PERMITTED.get_or_init(|| {
-        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-        let (tile, bf16) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 22) != 0);
-        if !(tile && bf16 && std::is_x86_feature_detected!("xsave")) {
-            return false;
-        }
-        // SAFETY: the CPU has XSAVE (checked), so XGETBV(0) is defined; OSXSAVE is
-        // implied by the standard library's detection of it.
-        let xcr0 = unsafe { xcr0() };
-        if xcr0 & (0b11 << 17) != 0b11 << 17 {
-            return false;
-        }
-        request_tile_data()
-    })
-}
-
-#[target_feature(enable = "xsave")]
-unsafe fn xcr0() -> u64 {
-    // SAFETY: the caller checked XSAVE.
-    unsafe { std::arch::x86_64::_xgetbv(0) }
-}
-
-/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: true when Linux granted it.
-#[cfg(target_os = "linux")]
-fn request_tile_data() -> bool {
-    const SYS_ARCH_PRCTL: i64 = 158;
-    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-    const XFEATURE_XTILEDATA: i64 = 18;
-    let ret: i64;
-    // SAFETY: a system call that only sets this process's permission.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") SYS_ARCH_PRCTL => ret,
-            in("rdi") ARCH_REQ_XCOMP_PERM,
-            in("rsi") XFEATURE_XTILEDATA,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret == 0
-}
-
-#[cfg(not(target_os = "linux"))]
-fn request_tile_data() -> bool {
-    false
-}
 
 /// The tile configuration: palette 1, eight tiles of 16 rows × 64 bytes.
 #[repr(C, align(64))]
@@ -140,7 +86,10 @@ pub(super) unsafe fn gemm(
 ) {
     let micro: unsafe fn(usize, *const u16, *const u16, Tile) = match unit {
         Bf16Unit::Amx => {
-            assert!(permitted(), "AMX is not available to this process");
+            assert!(
+                crate::cpu::amx_permitted(),
+                "AMX is not available to this process"
+            );
             // SAFETY: AMX is permitted; the configuration is valid.
             unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
             micro_tile
@@ -301,9 +250,12 @@ unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile: Tile) {
 /// matrix peak `cllm bench` and the GEMM bench report against.
 ///
 /// # Panics
-/// If [`permitted`] is false.
+/// If [`crate::cpu::amx_permitted`] is false.
 pub fn peak_loop(iterations: u64) -> f64 {
-    assert!(permitted(), "AMX is not available to this process");
+    assert!(
+        crate::cpu::amx_permitted(),
+        "AMX is not available to this process"
+    );
     let zeros = [Line([0.0; 16]); 16];
     // SAFETY: AMX is permitted; the configuration is valid; the loads read 16 rows of
     // 64 bytes of `zeros`.

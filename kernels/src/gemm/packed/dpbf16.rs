@@ -38,11 +38,10 @@ pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile
                 unsafe {
                     let b0 = _mm512_loadu_si512(b_step.add(q * 32).cast());
                     let b1 = _mm512_loadu_si512(b_step.add(512 + q * 32).cast());
-                    let (b0, b1): (__m512bh, __m512bh) =
-                        (std::mem::transmute(b0), std::mem::transmute(b1));
+                    let (b0, b1) = (bh(b0), bh(b1));
                     for (i, row) in acc.iter_mut().enumerate() {
                         let pair = a_step.add(i * 32 + 2 * q).cast::<i32>().read_unaligned();
-                        let ai: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                        let ai = bh(_mm512_set1_epi32(pair));
                         row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
                         row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
                     }
@@ -72,4 +71,11 @@ pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile
             }
         }
     }
+}
+
+/// 32 bf16 held as 16 i32s, as the bf16 vector type.
+#[inline(always)]
+fn bh(x: __m512i) -> __m512bh {
+    // SAFETY: both are 64-byte vector registers; every bit pattern is a valid value.
+    unsafe { std::mem::transmute::<__m512i, __m512bh>(x) }
 }
