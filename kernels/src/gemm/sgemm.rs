@@ -88,17 +88,9 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
         ..Epilogue::NONE
     };
     let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
+    let operands = (lhs, rhs, Precision::from_code(precision));
     // SAFETY: forwarded from the caller's contract.
-    let precision = Precision::from_code(precision);
-    unsafe {
-        fused(
-            [m, n, k],
-            (dst, dst_rs),
-            (lhs, rhs, precision),
-            false,
-            epilogue,
-        )
-    }
+    unsafe { fused([m, n, k], (dst, dst_rs), operands, false, epilogue) }
 }
 
 /// `dst += lhs · rhs`, then `dpre += dst ⊙ gelu'(pre)` (pre and dpre of dst's layout,
@@ -129,17 +121,9 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
         ..Epilogue::NONE
     };
     let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
+    let operands = (lhs, rhs, Precision::from_code(precision));
     // SAFETY: forwarded from the caller's contract.
-    let precision = Precision::from_code(precision);
-    unsafe {
-        fused(
-            [m, n, k],
-            (dst, dst_rs),
-            (lhs, rhs, precision),
-            true,
-            epilogue,
-        )
-    }
+    unsafe { fused([m, n, k], (dst, dst_rs), operands, true, epilogue) }
 }
 
 /// The fused entry points' body: a product into dst (rows contiguous), then the
