@@ -259,4 +259,16 @@ mod tests {
         assert!(supports(isa()));
         assert_eq!(Isa::Avx512.f32_lanes(), 16);
     }
+
+    #[test]
+    fn bf16_units_are_ordered_and_the_chosen_one_is_supported() {
+        assert!(Bf16Unit::Amx > Bf16Unit::Avx512Bf16 && Bf16Unit::Avx512Bf16 > Bf16Unit::Emulated);
+        let units = bf16_supported();
+        assert_eq!(units[0], Bf16Unit::Emulated);
+        assert!(units.contains(&bf16_unit()));
+        // The bf16 units' names cap the fp32 level at AVX-512, never above the CPU's.
+        assert_eq!(Isa::from_name("amx"), Some(Isa::Avx512));
+        assert_eq!(Isa::from_name(" AVX512BF16 "), Some(Isa::Avx512));
+        assert_eq!(Isa::from_name("sse"), None);
+    }
 }
