@@ -201,7 +201,7 @@ unsafe fn sgemm(
 }
 
 /// [`sgemm`] on `threads` threads.
-pub(crate) unsafe fn sgemm_on(
+unsafe fn sgemm_on(
     threads: usize,
     [m, n, k]: [usize; 3],
     dst: Operand,

@@ -26,7 +26,7 @@ use super::{Epilogue, Line, MicroKernel, Tile, View, avx512};
 use crate::cpu::Bf16Unit;
 
 /// Rows and columns of a micro-tile.
-pub const TILE: usize = 32;
+const TILE: usize = 32;
 /// k of one step of the micro-kernel (one A tile row holds 32 bf16).
 const KSTEP: usize = 32;
 /// Depth of a packed block (a B panel of KC × 32 bf16 = 32 KiB stays in L1).
