@@ -11,11 +11,12 @@
 //!     cargo bench --bench gemm
 //!     ONLY=GELU cargo bench --bench gemm      # the shapes whose name contains GELU
 
+use std::ptr::null;
 use std::time::Instant;
 
 use cllm::peak;
 use cllm_kernels::cpu::{self, Bf16Unit, Isa};
-use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
+use cllm_kernels::gemm::packed::{Bf16, Epilogue, View, gemm};
 
 /// (name, m, k, n, lhs transposed, rhs transposed); a name ending in "+ bias + GELU"
 /// runs the fused epilogue.
@@ -83,7 +84,14 @@ impl Case {
                 k,
                 0..n,
                 dst,
-                (lhs, rhs, self.bf16),
+                (
+                    lhs,
+                    rhs,
+                    self.bf16.map(|unit| Bf16 {
+                        unit,
+                        panels: null(),
+                    }),
+                ),
                 false,
                 epilogue,
             )

@@ -16,17 +16,17 @@ extern "C" fn cllm_ln(x: f64) -> f64 {
 pub fn all() -> Vec<Helper> {
     let i64 = Some(types::I64);
     // cllm_sgemm(m, n, k, dst, dst_rs, dst_cs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
-    //            accumulate, precision)
+    //            accumulate, precision, panels)
     let mut gemm = vec![i64, i64, i64];
     for _ in 0..3 {
         gemm.extend([None, i64, i64]);
     }
-    gemm.extend([i64, i64]);
+    gemm.extend([i64, i64, None]);
     // cllm_sgemm_bias_gelu(m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
-    //                      bias, gelu_out, precision); cllm_sgemm_gelu_backward(…, pre,
-    //                      dpre, precision) alike
+    //                      bias, gelu_out, precision, panels); cllm_sgemm_gelu_backward(…,
+    //                      pre, dpre, precision, panels) alike
     let fused = vec![
-        i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None, i64,
+        i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None, i64, None,
     ];
     vec![
         (
@@ -45,6 +45,12 @@ pub fn all() -> Vec<Helper> {
             "cllm_sgemm_gelu_backward",
             crate::gemm::sgemm::cllm_sgemm_gelu_backward as *const u8,
             fused.clone(),
+            vec![],
+        ),
+        (
+            "cllm_bf16_panels",
+            crate::gemm::sgemm::cllm_bf16_panels as *const u8,
+            vec![None, None, i64, i64, i64, i64],
             vec![],
         ),
         (

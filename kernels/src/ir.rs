@@ -255,16 +255,28 @@ steps! {
         [dinp: W, dweight: W, dbias: W, dout: R, inp: R, weight: R, mean: R, rstd: R]
     /// `out = inp·weight (+ bias)`; with `gelu_out`, also `gelu_out = GELU(out)` in the
     /// GEMM's epilogue (the fused matmul + bias + GELU). `precision`: the product's
-    /// arithmetic (`crate::bf16`); bias and GELU are fp32 either way.
+    /// arithmetic (`crate::bf16`); bias and GELU are fp32 either way. `panels`: the
+    /// weight's bf16 panels (`WeightPanels`' `forward`), which a matrix unit reads
+    /// instead of the weight.
     Matmul { rows: usize, c: usize, oc: usize, precision: Precision }
-        [out: W, inp: R, weight: R, bias: Option<R>, gelu_out: Option<W>]
+        [out: W, inp: R, weight: R, bias: Option<R>, gelu_out: Option<W>,
+         panels: Option<R>]
     /// With `dpre`/`pre` (both or neither), `dinp` is the gradient of a GELU's output
     /// and its input's gradient follows in the dx product's epilogue:
     /// `dpre += dinp ⊙ gelu'(pre)` (the fused GELU backward). Both products in
-    /// `precision`.
+    /// `precision`; `panels` (`WeightPanels`' `backward`) as for `Matmul`, read by the
+    /// input gradient's product.
     MatmulBackward { rows: usize, c: usize, oc: usize, precision: Precision }
         [dinp: W, dweight: W, dbias: Option<W>, dout: R, inp: R, weight: R,
-         dpre: Option<W>, pre: Option<R>]
+         dpre: Option<W>, pre: Option<R>, panels: Option<R>]
+    /// A weight (oc, c) rounded to bf16 once, in the layouts the matrix units read it
+    /// as a right operand: `forward` holds weightᵀ's panels (k = c, n = oc) for
+    /// `Matmul`, `backward` weight's (k = oc, n = c) for `MatmulBackward`'s input
+    /// gradient. The values are the products' own rounding of the weight; only where
+    /// it happens differs. Written only when this CPU's bf16 unit reads panels; the
+    /// reference writes nothing (its products round the weight themselves).
+    WeightPanels { c: usize, oc: usize }
+        [forward: W, backward: W, weight: R]
     Gelu { n: usize }
         [out: W, inp: R]
     GeluBackward { n: usize }
@@ -376,6 +388,8 @@ impl<S> Step<S> {
             // the bias-corrected update, decay).
             Step::ShardGradSum { len, grads } => u(grads.len().saturating_sub(1) * len + 2 * len),
             Step::AdamW { segments, .. } => 12 * segments.iter().map(|s| u(s.1)).sum::<u64>(),
+            // A rounding per element, in each of the two layouts.
+            Step::WeightPanels { c, oc, .. } => 2 * u(c * oc),
         }
     }
 }

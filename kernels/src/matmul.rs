@@ -97,9 +97,11 @@ pub(crate) fn call_gemm(
     dst: (Value, usize, usize),
     lhs: (Value, usize, usize),
     rhs: (Value, usize, usize),
+    panels: Option<Value>,
     accumulate: bool,
 ) {
     if !native_gemm(e, precision) {
+        assert!(panels.is_none(), "the Cranelift GEMM reads no panels");
         crate::gemm::cranelift::emit_gemm(e, m, n, k, dst, lhs, rhs, accumulate);
         return;
     }
@@ -110,7 +112,28 @@ pub(crate) fn call_gemm(
     }
     args.push(e.int(accumulate as i64));
     args.push(e.int(precision.code()));
+    args.push(panels.unwrap_or_else(|| e.int(0)));
     e.call("cllm_sgemm", &args);
+}
+
+/// `forward` = the panels of weightᵀ (k = c, n = oc), `backward` = of weight (k = oc,
+/// n = c): the weight (oc, c) rounded to bf16 once for every product that reads it
+/// (`gemm::sgemm::cllm_bf16_panels`, which writes nothing when the CPU's bf16 unit
+/// reads no panels).
+pub fn emit_weight_panels(
+    e: &mut Emitter<'_>,
+    [forward, backward]: [Value; 2],
+    weight: Value,
+    c: usize,
+    oc: usize,
+) {
+    for (panels, k, n, rs, cs) in [(forward, c, oc, 1, c), (backward, oc, c, c, 1)] {
+        let args = [panels, weight]
+            .into_iter()
+            .chain([k, n, rs, cs].map(|x| e.int(x as i64)));
+        let args: Vec<Value> = args.collect();
+        e.call("cllm_bf16_panels", &args);
+    }
 }
 
 /// Whether a product in `precision` calls the native GEMM.
@@ -127,8 +150,7 @@ pub fn emit_matmul_forward(
     out: Value,
     inp: Value,
     weight: Value,
-    bias: Option<Value>,
-    gelu_out: Option<Value>,
+    (bias, gelu_out, panels): (Option<Value>, Option<Value>, Option<Value>),
     n: usize,
     c: usize,
     oc: usize,
@@ -140,6 +162,7 @@ pub fn emit_matmul_forward(
         args.extend([out, oc_, inp, c_, one, weight, one, c_]);
         args.extend([bias.unwrap_or(null), gelu_out.unwrap_or(null)]);
         args.push(e.int(precision.code()));
+        args.push(panels.unwrap_or(null));
         e.call("cllm_sgemm_bias_gelu", &args);
         return;
     }
@@ -150,6 +173,7 @@ pub fn emit_matmul_forward(
         (out, oc, 1),
         (inp, c, 1),
         (weight, 1, c),
+        panels,
         false,
     );
     if bias.is_none() && gelu_out.is_none() {
@@ -183,6 +207,7 @@ pub fn emit_matmul_backward(
     dbias: Option<Value>,
     [dout, inp, weight]: [Value; 3],
     gelu: Option<(Value, Value)>,
+    panels: Option<Value>,
     n: usize,
     c: usize,
     oc: usize,
@@ -193,6 +218,7 @@ pub fn emit_matmul_backward(
             let (oc_, c_, one) = (e.int(oc as i64), e.int(c as i64), e.int(1));
             args.extend([dinp, c_, dout, oc_, one, weight, c_, one, pre, dpre]);
             args.push(e.int(precision.code()));
+            args.push(panels.unwrap_or_else(|| e.int(0)));
             e.call("cllm_sgemm_gelu_backward", &args);
         }
         _ => {
@@ -203,6 +229,7 @@ pub fn emit_matmul_backward(
                 (dinp, c, 1),
                 (dout, oc, 1),
                 (weight, c, 1),
+                panels,
                 true,
             );
             if let Some((dpre, pre)) = gelu {
@@ -217,6 +244,7 @@ pub fn emit_matmul_backward(
         (dweight, c, 1),
         (dout, 1, oc),
         (inp, c, 1),
+        None,
         true,
     );
     if let Some(db) = dbias {

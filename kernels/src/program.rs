@@ -12,7 +12,7 @@ use crate::gelu::{emit_gelu_backward, emit_gelu_forward};
 pub use crate::ir::{Slot, Step};
 use crate::jit::{Compiled, Emitter, JitBuilder, JitError, JitOptions};
 use crate::layernorm::{emit_layernorm_backward, emit_layernorm_forward};
-use crate::matmul::{emit_matmul_backward, emit_matmul_forward};
+use crate::matmul::{emit_matmul_backward, emit_matmul_forward, emit_weight_panels};
 use crate::residual::{emit_residual_backward, emit_residual_forward};
 use crate::shard_sum::emit_shard_grad_sum;
 use crate::softmax_xent::{emit_softmax_xent_backward, emit_softmax_xent_forward};
@@ -99,7 +99,11 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
             weight,
             bias,
             gelu_out,
-        } => emit_matmul_forward(e, precision, out, inp, weight, bias, gelu_out, rows, c, oc),
+            panels,
+        } => {
+            let epilogue = (bias, gelu_out, panels);
+            emit_matmul_forward(e, precision, out, inp, weight, epilogue, rows, c, oc)
+        }
         Step::MatmulBackward {
             rows,
             c,
@@ -113,6 +117,7 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
             weight,
             dpre,
             pre,
+            panels,
         } => {
             let gelu = match (dpre, pre) {
                 (Some(dpre), Some(pre)) => Some((dpre, pre)),
@@ -127,11 +132,19 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
                 dbias,
                 inputs,
                 gelu,
+                panels,
                 rows,
                 c,
                 oc,
             )
         }
+        Step::WeightPanels {
+            c,
+            oc,
+            forward,
+            backward,
+            weight,
+        } => emit_weight_panels(e, [forward, backward], weight, c, oc),
         Step::Gelu { n, out, inp } => emit_gelu_forward(e, out, inp, n),
         Step::GeluBackward { n, dinp, dout, inp } => emit_gelu_backward(e, dinp, dout, inp, n),
         Step::Residual { n, out, a, b } => emit_residual_forward(e, out, a, b, n),

@@ -33,8 +33,7 @@ fn matmul_kernels_match_once() {
                     p[0],
                     p[1],
                     p[2],
-                    Some(p[3]),
-                    gelu.then_some(p[4]),
+                    (Some(p[3]), gelu.then_some(p[4]), None),
                     n,
                     c,
                     oc,
@@ -71,7 +70,8 @@ fn matmul_kernels_match_once() {
             let compiled = compile(8, |e, p| {
                 let fused = gelu.then(|| (p[6], p[7]));
                 let (d, x) = ([p[0], p[1]], [p[3], p[4], p[5]]);
-                emit_matmul_backward(e, Precision::Fp32, d, Some(p[2]), x, fused, n, c, oc)
+                let db = Some(p[2]);
+                emit_matmul_backward(e, Precision::Fp32, d, db, x, fused, None, n, c, oc)
             });
             let (mut dinp, mut dweight, mut dbias) =
                 (dinp0.clone(), dweight0.clone(), dbias0.clone());
@@ -184,6 +184,7 @@ fn steps_match_once(precision: Precision) {
                     weight: oc * c,
                     bias: bias.then_some(oc),
                     gelu_out: gelu.then_some(rows * oc),
+                    panels: None,
                 };
                 assert_step_matches(&name("matmul"), step, 1, &none, c, rng);
                 let step = Step::MatmulBackward {
@@ -199,10 +200,114 @@ fn steps_match_once(precision: Precision) {
                     weight: oc * c,
                     dpre: gelu.then_some(rows * c),
                     pre: gelu.then_some(rows * c),
+                    panels: None,
                 };
                 let reduction = rows.max(oc);
                 assert_step_matches(&name("matmul_backward"), step, 1, &none, reduction, rng);
             }
         }
     });
+}
+
+/// The weights' bf16 panels (`WeightPanels`, made once per step) read by the products
+/// in place of the weight give the same bits as the products rounding and packing the
+/// weight themselves, forward and input gradient, on ragged shapes: k past one packed
+/// block (512) and columns past one thread's first panel included. On a CPU whose bf16
+/// unit reads no panels the panels are not written and not read (the same bits
+/// trivially); CI reruns this file with `CLLM_ISA=avx512bf16` and on AMX.
+#[test]
+fn bf16_products_read_the_weight_panels_bit_for_bit() {
+    use cllm_kernels::gemm::panels_len;
+    use cllm_kernels::program::{KernelDesc, compile};
+    let shapes = [
+        (1, 1, 1),
+        (7, 33, 65),
+        (37, 70, 50),
+        (5, 600, 40),
+        (9, 40, 530),
+    ];
+    for (round, (rows, c, oc)) in shapes.into_iter().enumerate() {
+        let mut rng = Lcg(round as u64 + 11);
+        // Slots: 0 out, 1 inp, 2 weight, 3 bias, 4 forward panels, 5 backward panels,
+        // 6 dinp, 7 dweight, 8 dout.
+        let matmul = |panels: bool| {
+            let forward = Step::Matmul {
+                rows,
+                c,
+                oc,
+                precision: Precision::Bf16,
+                out: 0,
+                inp: 1,
+                weight: 2,
+                bias: Some(3),
+                gelu_out: None,
+                panels: panels.then_some(4),
+            };
+            let backward = Step::MatmulBackward {
+                rows,
+                c,
+                oc,
+                precision: Precision::Bf16,
+                dinp: 6,
+                dweight: 7,
+                dbias: None,
+                dout: 8,
+                inp: 1,
+                weight: 2,
+                dpre: None,
+                pre: None,
+                panels: panels.then_some(5),
+            };
+            let pack = Step::WeightPanels {
+                c,
+                oc,
+                forward: 4,
+                backward: 5,
+                weight: 2,
+            };
+            let steps = match panels {
+                true => vec![pack, forward, backward],
+                false => vec![forward, backward],
+            };
+            let desc = KernelDesc {
+                name: format!("matmul_panels_{panels}"),
+                steps,
+            };
+            let options = cllm_kernels::jit::JitOptions::default();
+            compile(&[desc], options).expect("compiles")
+        };
+        let inputs = [
+            rng.vec(rows * c, 1.0),
+            rng.vec(oc * c, 1.0),
+            rng.vec(oc, 1.0),
+        ];
+        let dout = rng.vec(rows * oc, 1.0);
+        let run = |panels: bool| {
+            let compiled = matmul(panels);
+            let [mut inp, mut weight, mut bias] = inputs.clone();
+            let mut forward = vec![0.0f32; panels_len(c, oc) / 2];
+            let mut backward = vec![0.0f32; panels_len(oc, c) / 2];
+            let (mut out, mut dinp) = (vec![0.0; rows * oc], vec![0.0; rows * c]);
+            let (mut dweight, mut d) = (vec![0.0; oc * c], dout.clone());
+            let mut table = [
+                ptr(&mut out),
+                ptr(&mut inp),
+                ptr(&mut weight),
+                ptr(&mut bias),
+                ptr(&mut forward),
+                ptr(&mut backward),
+                ptr(&mut dinp),
+                ptr(&mut dweight),
+                ptr(&mut d),
+            ];
+            call(&compiled, &mut table, &[0.0]);
+            (out, dinp, dweight)
+        };
+        let (with, without) = (run(true), run(false));
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let shape = format!("rows {rows}, c {c}, oc {oc}");
+        assert_eq!(bits(&with.0), bits(&without.0), "forward, {shape}");
+        assert_eq!(bits(&with.1), bits(&without.1), "input gradient, {shape}");
+        assert_eq!(bits(&with.2), bits(&without.2), "weight gradient, {shape}");
+    }
 }

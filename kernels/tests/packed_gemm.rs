@@ -12,7 +12,8 @@ use common::*;
 use cllm_kernels::bf16::Precision;
 use cllm_kernels::cpu::{self, Bf16Unit, Isa};
 use cllm_kernels::gelu::{gelu, gelu_grad};
-use cllm_kernels::gemm::packed::{Epilogue, View, gemm};
+use cllm_kernels::gemm::packed::{Bf16, Epilogue, View, gemm, pack_panels, reads_panels};
+use cllm_kernels::gemm::panels_len;
 
 /// A (rows × cols) matrix stored row- or column-major.
 fn view(data: &[f32], rows: usize, cols: usize, column_major: bool) -> View {
@@ -135,8 +136,42 @@ fn matches_the_reference(isa: Isa, unit: Option<Bf16Unit>) {
                     } else {
                         Epilogue::NONE
                     };
+                    let bf16 = unit.map(|unit| Bf16 {
+                        unit,
+                        panels: std::ptr::null(),
+                    });
                     // SAFETY: the buffers hold these shapes.
-                    unsafe { gemm(isa, m, k, 0..n, out, (lhs, rhs, unit), accumulate, epilogue) };
+                    unsafe { gemm(isa, m, k, 0..n, out, (lhs, rhs, bf16), accumulate, epilogue) };
+                    if let Some(bf16) = bf16.filter(|b| reads_panels(b.unit) && !fused) {
+                        // rhs packed ahead into its whole panels: the same bits.
+                        let mut panels = vec![0u16; panels_len(k, n)];
+                        let mut again = start.clone();
+                        let out = View {
+                            ptr: again.as_mut_ptr(),
+                            ..out
+                        };
+                        let mut dpre_again = dpre_start.clone();
+                        let epilogue = match backward {
+                            true => Epilogue {
+                                gelu_backward: (pre.as_ptr(), dpre_again.as_mut_ptr()),
+                                ..Epilogue::NONE
+                            },
+                            false => Epilogue::NONE,
+                        };
+                        // SAFETY: as above; the panels hold panels_len(k, n) elements.
+                        unsafe {
+                            pack_panels(panels.as_mut_ptr(), rhs, k, n, 0..n);
+                            let bf16 = Some(Bf16 {
+                                panels: panels.as_ptr(),
+                                ..bf16
+                            });
+                            gemm(isa, m, k, 0..n, out, (lhs, rhs, bf16), accumulate, epilogue)
+                        };
+                        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                        let name = format!("{:?} {m}×{n}×{k} b_cm={b_cm} from panels", bf16.unit);
+                        assert!(bits(&again) == bits(&dst), "{name}: other bits");
+                        assert!(bits(&dpre_again) == bits(&dpre), "{name}: GELU backward");
+                    }
                     let at = |v: &View, i: usize, j: usize| unsafe {
                         precision.operand(*v.ptr.offset(i as isize * v.rs + j as isize * v.cs))
                             as f64

@@ -87,6 +87,7 @@ fn native_gemm_gives_the_same_bits_on_any_thread_count() {
                         cs as i64,
                         1,
                         0,
+                        std::ptr::null(),
                     )
                 };
                 set_gemm_threads(1);

@@ -49,6 +49,9 @@ pub struct Program {
     pub shard_sum: Vec<KernelFn>,
     /// Per parameter chunk: AdamW (args: params, gradient, m, v at the chunk).
     pub adamw: Vec<KernelFn>,
+    /// Per weight of a bf16 plan: its panels (args: forward and backward panels, the
+    /// weight).
+    pub panels: Vec<KernelFn>,
     /// Wall time of translation, compilation and finalisation.
     pub compile_seconds: f64,
 }
@@ -74,6 +77,8 @@ impl Program {
 pub struct ChunkKernels {
     pub shard_sum: Vec<usize>,
     pub adamw: Vec<usize>,
+    /// Which description serves each of the plan's weight-panel steps.
+    pub panels: Vec<usize>,
 }
 
 /// The descriptions of every kernel of `plan`, then of the chunk kernels, with the
@@ -102,6 +107,7 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
     let mut chunk_kernels = ChunkKernels {
         shard_sum: Vec::new(),
         adamw: Vec::new(),
+        panels: Vec::new(),
     };
     let index_of =
         |descs: &mut Vec<KernelDesc>, desc: KernelDesc| match descs.iter().position(|d| *d == desc)
@@ -123,6 +129,14 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
         chunk_kernels.shard_sum.push(index_of(&mut descs, sum));
         let adamw = desc("adamw", &chunk.adamw);
         chunk_kernels.adamw.push(index_of(&mut descs, adamw));
+    }
+    // Likewise one kernel per distinct weight shape for the bf16 panels.
+    for step in &plan.panels {
+        let desc = KernelDesc {
+            name: "weight_panels".into(),
+            steps: vec![step.clone().numbered()],
+        };
+        chunk_kernels.panels.push(index_of(&mut descs, desc));
     }
     (descs, tables, chunk_kernels)
 }
@@ -155,6 +169,7 @@ pub fn compile(plan: &Plan, checks: Checks) -> Result<Program, JitError> {
     Ok(Program {
         shard_sum: functions(&chunk_kernels.shard_sum),
         adamw: functions(&chunk_kernels.adamw),
+        panels: functions(&chunk_kernels.panels),
         kernels,
         compiled,
         compile_seconds: started.elapsed().as_secs_f64(),

@@ -31,6 +31,7 @@ fn grad_of(graph: &mut Graph, grads: &mut HashMap<TensorId, TensorId>, x: Tensor
         role @ (Role::Tokens
         | Role::Targets
         | Role::Mask
+        | Role::Panels(_)
         | Role::ParamGrad(_)
         | Role::Saved
         | Role::Grad) => unreachable!("no gradient flows into a {role:?} tensor"),

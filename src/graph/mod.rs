@@ -40,6 +40,10 @@ pub enum Role {
     /// A sparse attention pattern's (T,T) mask: 1 where a query may attend a key. Fixed
     /// for the run, filled once from the plan's pattern.
     Mask,
+    /// Parameter `i` (a weight matrix) rounded to bf16 in the layout the matrix units
+    /// read: added by the planner in bf16 mode (`plan/panels.rs`), refreshed from the
+    /// parameter before every step that reads it. Two bf16 per float of its length.
+    Panels(usize),
 }
 
 /// One tensor: its name (llm.c's letters in the shape), shape and role.

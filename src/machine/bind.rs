@@ -18,7 +18,7 @@ impl Machine<f32> {
             "the program was compiled from another plan"
         );
         let params = self.params.as_mut_ptr();
-        let mask = self.mask.as_mut_ptr();
+        let (mask, panels) = (self.mask.as_mut_ptr(), self.panels.as_mut_ptr());
         let (own, workers) = (self.own_shards(), self.plan.workers);
         for (w, worker) in self.workers.iter_mut().enumerate() {
             worker.tables = (own.start + w..own.end)
@@ -33,7 +33,8 @@ impl Machine<f32> {
                                 k.args
                                     .iter()
                                     .map(|&id| {
-                                        worker.pointer(self.places[id.0], params, grads, mask)
+                                        let bases = [params, grads, mask, panels];
+                                        worker.pointer(self.places[id.0], bases)
                                     })
                                     .collect(),
                             )
@@ -92,8 +93,25 @@ impl Machine<f32> {
             };
             ranks.tables = Some((pass(&first), pass(&second)));
         }
+        // The weight-panel kernels' tables: a weight (parameters) and its two panels.
+        let panel_tables = (self.plan.panels.iter())
+            .map(|step| {
+                let mut pointers = Vec::new();
+                step.visit(|_, id| {
+                    let place = self.places[id.0];
+                    let base = match place.region {
+                        super::Region::Params => params,
+                        super::Region::Panels => panels,
+                        region => unreachable!("a weight panel step reads no {region:?}"),
+                    };
+                    pointers.push(base.wrapping_add(place.offset).cast());
+                });
+                Table(pointers)
+            })
+            .collect();
         self.program = Some(Bound {
             program,
+            panel_tables,
             shard_sum_tables,
             adamw_tables,
         });

@@ -41,6 +41,8 @@ enum Region {
     Tokens,
     Targets,
     Mask,
+    /// The weights' bf16 panels (`plan/panels.rs`).
+    Panels,
 }
 
 /// A tensor's region, offset and length (in elements).
@@ -100,6 +102,10 @@ pub struct Machine<T: Real> {
     v: Vec<T>,
     /// The attention pattern's (T,T) mask (empty for dense attention).
     mask: Vec<T>,
+    /// The weights' bf16 panels (bf16 mode), each from a cache line.
+    panels: Vec<T>,
+    /// Whether the parameters changed since the panels were last made from them.
+    panels_stale: bool,
     /// Offset of each parameter in `params` (and of its gradient in every shard buffer).
     param_offsets: Vec<usize>,
     places: Vec<Place>,
@@ -116,9 +122,11 @@ pub struct Machine<T: Real> {
     ranks: Option<ranks::Ranks<T>>,
 }
 
-/// A compiled program and the argument tables of its optimizer kernels, per chunk.
+/// A compiled program and the argument tables of its optimizer kernels, per chunk,
+/// and of its weight-panel kernels, per weight.
 struct Bound {
     program: Program,
+    panel_tables: Vec<Table>,
     shard_sum_tables: Vec<Table>,
     adamw_tables: Vec<Table>,
 }
@@ -141,6 +149,21 @@ impl<T: Real> Machine<T> {
             param_offsets.push(total);
             total += graph.tensor(p.tensor).len();
         }
+        // The panels, each from a cache line (64 bytes of the element type).
+        let line = 64 / std::mem::size_of::<T>();
+        let mut panel_floats = 0;
+        let panel_offsets: Vec<usize> = (graph.tensors.iter())
+            .map(|t| match t.role {
+                Role::Panels(_) => {
+                    let at = panel_floats;
+                    panel_floats += t.len().next_multiple_of(line);
+                    at
+                }
+                _ => 0,
+            })
+            .collect();
+        let panels = vec![T::default(); panel_floats + line];
+        let panels_start = panels.as_ptr().align_offset(64).min(line);
         let places = graph
             .tensors
             .iter()
@@ -149,6 +172,7 @@ impl<T: Real> Machine<T> {
                 let (region, offset) = match t.role {
                     Role::Tokens => (Region::Tokens, 0),
                     Role::Mask => (Region::Mask, 0),
+                    Role::Panels(_) => (Region::Panels, panels_start + panel_offsets[id]),
                     Role::Targets => (Region::Targets, 0),
                     Role::Param(i) => (Region::Params, param_offsets[i]),
                     Role::ParamGrad(i) => (Region::Grads, param_offsets[i]),
@@ -196,6 +220,8 @@ impl<T: Real> Machine<T> {
                     .map(|x| T::from_f64(x as f64))
                     .collect()
             }),
+            panels,
+            panels_stale: true,
             param_offsets,
             places,
             workers: (0..plan.workers).map(|_| Worker::new(&plan)).collect(),
@@ -285,6 +311,7 @@ impl<T: Real> Machine<T> {
     }
 
     pub fn param_mut(&mut self, i: usize) -> &mut [T] {
+        self.panels_stale = true;
         let range = self.param_range(i);
         &mut self.params[range]
     }
@@ -324,8 +351,28 @@ impl<T: Real> Machine<T> {
             Region::Params => &self.params[offset..offset + len],
             Region::Grads => &self.shard_grads[0][offset..offset + len],
             Region::Mask => &self.mask[offset..offset + len],
+            Region::Panels => &self.panels[offset..offset + len],
             Region::Tokens | Region::Targets => &[],
         }
+    }
+
+    /// Makes the weights' bf16 panels from the parameters if these changed since
+    /// (bf16 mode; JIT only: the reference rounds inside its products). Called before
+    /// every step that reads them; each weight's kernel splits its panels over the
+    /// pool.
+    fn refresh_panels(&mut self) {
+        if !std::mem::take(&mut self.panels_stale) {
+            return;
+        }
+        let Some(bound) = &self.program else { return };
+        let kernels = &bound.program.panels;
+        self.pool.install(|| {
+            for (kernel, table) in kernels.iter().zip(&bound.panel_tables) {
+                // SAFETY: the table points at a weight and its two panel tensors, sized
+                // by the plan the kernel was compiled from; no step runs meanwhile.
+                unsafe { kernel(table.0.as_ptr(), [0.0].as_ptr()) };
+            }
+        });
     }
 
     /// Sets every shard's gradients to zero.
@@ -366,6 +413,7 @@ impl<T: Real> Machine<T> {
     /// `loss_scale` is the step's 1/(scored targets), which the fused loss kernel
     /// uses to write the logits' gradient.
     pub fn forward(&mut self, tokens: &[u32], targets: &[u32], loss_scale: f64) -> f64 {
+        self.refresh_panels();
         let (shared, workers) = self.split();
         let worker = &mut workers[0];
         worker.tokens.copy_from_slice(tokens);

@@ -46,6 +46,7 @@ impl<T: Real> Machine<T> {
     }
 
     fn run_shards(&mut self, batches: &[Batch], loss_scale: f64, backward: bool) -> f64 {
+        self.refresh_panels();
         let (shards, workers) = (self.plan.shards, self.plan.workers);
         let own = self.own_shards();
         let gemm_threads = (self.plan.threads / workers).max(1);
@@ -220,6 +221,7 @@ impl<T: Real> Machine<T> {
     /// in parallel (elementwise: the chunking changes no bits). `h.weight_decay`
     /// applies to decayed parameters only (not biases and LayerNorm parameters).
     pub fn adamw(&mut self, h: AdamWStep) {
+        self.panels_stale = true;
         let pool = std::sync::Arc::clone(&self.pool);
         if let Some(bound) = &self.program {
             let (kernels, tables) = (&bound.program.adamw, &bound.adamw_tables);

@@ -73,6 +73,8 @@ pub(super) fn run<T: Real>(it: &mut StepContext<'_, T>, call: &StepCall, loss_sc
                 Buf::In(&it.params[p.offset..p.offset + p.len])
             }
             Region::Mask => Buf::In(&it.mask[p.offset..p.offset + p.len]),
+            // The JIT's layout of a weight; the reference products read the weight.
+            Region::Panels => Buf::In(&[]),
             Region::Tokens => Buf::Ids(it.tokens),
             Region::Targets => Buf::Ids(it.targets),
         }

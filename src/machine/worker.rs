@@ -116,15 +116,14 @@ impl<T: Real> Worker<T> {
     pub(super) fn pointer(
         &mut self,
         place: Place,
-        params: *mut T,
-        grads: *mut T,
-        mask: *mut T,
+        [params, grads, mask, panels]: [*mut T; 4],
     ) -> *mut u8 {
         let base: *mut T = match place.region {
             Region::Arena => self.arena.as_mut_ptr(),
             Region::Params => params,
             Region::Grads => grads,
             Region::Mask => mask,
+            Region::Panels => panels,
             Region::Tokens => return self.tokens.as_mut_ptr().cast(),
             Region::Targets => return self.targets.as_mut_ptr().cast(),
         };

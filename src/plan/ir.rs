@@ -28,6 +28,7 @@ pub fn lower_kernels(mut plan: Plan) -> Plan {
             &plan.attention_blocks,
             plan.precision,
         );
+        super::panels::point_products(&plan.panels, &mut kernel.steps);
         (kernel.flops, kernel.bytes) = super::cost::kernel_cost(&plan.graph, &kernel.steps);
     }
     plan.passes.push("lower");
@@ -163,6 +164,8 @@ pub fn lower_op(
                 weight: i[1],
                 bias: bias.then(|| i[2]),
                 gelu_out,
+                // `panels::point_products` points it at the weight's bf16 panels.
+                panels: None,
             }
         }
         OpKind::MatmulBackward { bias } => {
@@ -180,6 +183,7 @@ pub fn lower_op(
                 weight: i[2],
                 dpre,
                 pre,
+                panels: None,
             }
         }
         OpKind::Gelu => Step::Gelu {

@@ -24,6 +24,7 @@ pub mod ir;
 mod listing;
 mod memory;
 pub mod optimizer;
+pub mod panels;
 mod placement;
 mod recompute;
 mod report;
@@ -137,6 +138,10 @@ pub struct Plan {
     #[serde(skip)]
     pub optimizer: Vec<optimizer::ChunkSteps>,
     pub kernels: Vec<Kernel>,
+    /// In bf16 mode, one `WeightPanels` step per weight matrix (`panels.rs`), run
+    /// before every step that reads the panels; left out of the JSON.
+    #[serde(skip)]
+    pub panels: Vec<ir::StepCall>,
     /// Arena slot of every tensor that lives in the arena (indexed by tensor id).
     pub slots: Vec<Option<Slot>>,
     pub arena: ArenaStats,
@@ -228,7 +233,7 @@ pub fn plan(spec: &Spec) -> Result<Plan, PlanError> {
 /// reads and writes). Recompute runs before lowering because it renames the inputs of
 /// backward kernels to the fresh copies it inserts.
 pub fn plan_with(spec: &Spec, options: PassOptions) -> Result<Plan, PlanError> {
-    let mut plan = schedule(spec)?;
+    let mut plan = panels::weight_panels(schedule(spec)?);
     if options.fuse {
         plan = fusion::fuse(plan);
     }
@@ -300,6 +305,7 @@ fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
         param_chunks,
         optimizer,
         kernels,
+        panels: Vec::new(),
         slots: Vec::new(),
         arena: ArenaStats::default(),
         fixed_bytes: admission::fixed_bytes(spec, shards as u64),

@@ -198,9 +198,21 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
         "recomputed in backward ({}): {recomputed}",
         plan.recomputed.len()
     );
+    if !plan.panels.is_empty() {
+        let _ = writeln!(
+            w,
+            "bf16 weight panels: {} weights rounded to bf16 once per step, each in the forward product's layout (weightᵀ) and the input gradient's (weight): {}",
+            plan.panels.len(),
+            human_bytes(super::panels::panel_bytes(plan))
+        );
+    }
+    let panels = match plan.panels.is_empty() {
+        true => "",
+        false => ", bf16 weight panels",
+    };
     let _ = writeln!(
         w,
-        "memory: {} fixed (parameters, AdamW m and v, {} shard gradient buffers) + {} × {} arena = {} of the {} budget",
+        "memory: {} fixed (parameters, AdamW m and v, {} shard gradient buffers{panels}) + {} × {} arena = {} of the {} budget",
         human_bytes(plan.fixed_bytes),
         plan.shards,
         plan.workers,

@@ -43,7 +43,10 @@ enum Instr {
     /// A training step compiled for one row (LayerNorm, GELU, a residual add, and the
     /// embedding as the residual add of its two rows), bound to its operands by slot;
     /// `kernel` indexes the compiled row kernels.
-    Row { step: Step<Operand>, kernel: usize },
+    Row {
+        step: Box<Step<Operand>>,
+        kernel: usize,
+    },
     /// y = W·x (+ b); activations are rows, `weight` and `bias` parameters.
     Linear {
         x: usize,
@@ -98,7 +101,10 @@ impl RowKernels {
             self.0.push(desc);
             self.0.len() - 1
         });
-        Instr::Row { step, kernel }
+        Instr::Row {
+            step: Box::new(step),
+            kernel,
+        }
     }
 }
 

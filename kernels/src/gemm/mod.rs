@@ -21,3 +21,13 @@ pub mod matvec;
 #[cfg(target_arch = "x86_64")]
 pub mod packed;
 pub mod sgemm;
+
+/// Columns (and k) of one bf16 panel of a right operand packed ahead
+/// (`packed::pack_panels`): sizes are rounded up to it.
+pub const PANEL: usize = 32;
+
+/// bf16 elements of the panels of a k × n right operand (k and n rounded up to
+/// [`PANEL`]): a layout fact the planner sizes its tensors by on any CPU.
+pub fn panels_len(k: usize, n: usize) -> usize {
+    k.next_multiple_of(PANEL) * n.next_multiple_of(PANEL)
+}

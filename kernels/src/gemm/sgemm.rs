@@ -25,11 +25,14 @@ pub fn set_gemm_threads(threads: usize) {
 }
 
 /// `dst (+)= lhs · rhs`; `accumulate ≠ 0` adds to `dst`; `precision` is a
-/// [`Precision`]'s code (bf16: operands rounded to bf16, sums in fp32).
+/// [`Precision`]'s code (bf16: operands rounded to bf16, sums in fp32); `panels` is
+/// null or rhs's bf16 panels, packed ahead by [`cllm_bf16_panels`] (read instead of rhs
+/// by the matrix units).
 ///
 /// # Safety
 /// The pointers and strides must describe valid, non-overlapping (for `dst`) f32
-/// matrices; the JIT only calls it with tensors of the plan.
+/// matrices, and `panels` rhs's current panels; the JIT only calls it with tensors of
+/// the plan.
 pub unsafe extern "C" fn cllm_sgemm(
     m: i64,
     n: i64,
@@ -45,19 +48,14 @@ pub unsafe extern "C" fn cllm_sgemm(
     rhs_cs: i64,
     accumulate: i64,
     precision: i64,
+    panels: *const u16,
 ) {
+    let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
+    let operands = (lhs, rhs, Precision::from_code(precision), panels);
+    let dst = operand(dst as *const f32, dst_rs, dst_cs);
+    let dims = [m, n, k].map(|x| x as usize);
     // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        sgemm(
-            [m, n, k].map(|x| x as usize),
-            operand(dst as *const f32, dst_rs, dst_cs),
-            operand(lhs, lhs_rs, lhs_cs),
-            operand(rhs, rhs_rs, rhs_cs),
-            Precision::from_code(precision),
-            accumulate != 0,
-            Epilogue::NONE,
-        )
-    }
+    unsafe { sgemm(dims, dst, operands, accumulate != 0, Epilogue::NONE) }
 }
 
 /// `dst = lhs · rhs + bias` (bias a row vector of n floats, or null) and, unless
@@ -81,6 +79,7 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     bias: *const f32,
     gelu_out: *mut f32,
     precision: i64,
+    panels: *const u16,
 ) {
     let epilogue = Epilogue {
         bias,
@@ -88,7 +87,7 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
         ..Epilogue::NONE
     };
     let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
-    let operands = (lhs, rhs, Precision::from_code(precision));
+    let operands = (lhs, rhs, Precision::from_code(precision), panels);
     // SAFETY: forwarded from the caller's contract.
     unsafe { fused([m, n, k], (dst, dst_rs), operands, false, epilogue) }
 }
@@ -115,15 +114,61 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
     pre: *const f32,
     dpre: *mut f32,
     precision: i64,
+    panels: *const u16,
 ) {
     let epilogue = Epilogue {
         gelu_backward: (pre, dpre),
         ..Epilogue::NONE
     };
     let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
-    let operands = (lhs, rhs, Precision::from_code(precision));
+    let operands = (lhs, rhs, Precision::from_code(precision), panels);
     // SAFETY: forwarded from the caller's contract.
     unsafe { fused([m, n, k], (dst, dst_rs), operands, true, epilogue) }
+}
+
+/// Packs `matrix` (k × n, strides `rs`, `cs`) into its bf16 panels at `panels` when
+/// this CPU's bf16 unit reads them ([`crate::gemm::packed::reads_panels`]; else it
+/// writes nothing): the weights of a bf16 step, rounded and laid out once per step
+/// rather than in every product. The panels are split over the calling pool's threads.
+///
+/// # Safety
+/// `matrix` is a valid f32 matrix of these strides; `panels` holds
+/// `panels_len(k, n)` bf16 elements that no one else touches meanwhile.
+pub unsafe extern "C" fn cllm_bf16_panels(
+    panels: *mut u16,
+    matrix: *const f32,
+    k: i64,
+    n: i64,
+    rs: i64,
+    cs: i64,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use crate::gemm::packed::{PANEL_COLUMNS, View, pack_panels, reads_panels};
+        if !(crate::gemm::packed::available() && reads_panels(crate::cpu::bf16_unit())) {
+            return;
+        }
+        let (k, n) = (k as usize, n as usize);
+        let rhs = View {
+            ptr: matrix,
+            rs: rs as isize,
+            cs: cs as isize,
+        };
+        let threads = rayon::current_num_threads();
+        let width = n
+            .div_ceil(threads)
+            .next_multiple_of(PANEL_COLUMNS)
+            .max(PANEL_COLUMNS);
+        let panels = panels as usize; // an address, shared by the parts
+        let part = |t: usize| {
+            let cols = t * width..n.min((t + 1) * width);
+            // SAFETY: forwarded from the caller's contract; parts write disjoint panels;
+            // the unit is AMX or AVX512-BF16, so the CPU has AVX-512F.
+            unsafe { pack_panels(panels as *mut u16, rhs, k, n, cols) }
+        };
+        use rayon::prelude::*;
+        (0..n.div_ceil(width)).into_par_iter().for_each(part);
+    }
 }
 
 /// The fused entry points' body: a product into dst (rows contiguous), then the
@@ -134,23 +179,14 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
 unsafe fn fused(
     dims: [i64; 3],
     (dst, dst_rs): (*mut f32, i64),
-    (lhs, rhs, precision): (Operand, Operand, Precision),
+    operands: Operands,
     accumulate: bool,
     epilogue: Epilogue,
 ) {
     let dst = operand(dst as *const f32, dst_rs, 1);
+    let dims = dims.map(|x| x as usize);
     // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        sgemm(
-            dims.map(|x| x as usize),
-            dst,
-            lhs,
-            rhs,
-            precision,
-            accumulate,
-            epilogue,
-        )
-    }
+    unsafe { sgemm(dims, dst, operands, accumulate, epilogue) }
 }
 
 /// Threads a GEMM called from this thread may use ([`set_gemm_threads`]).
@@ -160,6 +196,9 @@ pub(crate) fn gemm_threads() -> usize {
 
 /// A matrix: base pointer, row stride and column stride in elements.
 pub(crate) type Operand = (*const f32, isize, isize);
+
+/// A product's two operands, its precision and rhs's bf16 panels (or null).
+type Operands = (Operand, Operand, Precision, *const u16);
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]` on this thread alone: the products inside a
 /// kernel that itself runs one task per thread (attention's tiles, one head a task).
@@ -175,7 +214,7 @@ pub(crate) unsafe fn product(
 ) {
     // SAFETY: forwarded from the caller's contract.
     unsafe {
-        let operands = (lhs, rhs, Precision::Fp32);
+        let operands = (lhs, rhs, Precision::Fp32, std::ptr::null());
         sgemm_on(1, [m, n, k], dst, operands, accumulate, Epilogue::NONE)
     }
 }
@@ -189,13 +228,10 @@ fn operand(ptr: *const f32, rs: i64, cs: i64) -> Operand {
 unsafe fn sgemm(
     dims: [usize; 3],
     dst: Operand,
-    lhs: Operand,
-    rhs: Operand,
-    precision: Precision,
+    operands: Operands,
     accumulate: bool,
     epilogue: Epilogue,
 ) {
-    let operands = (lhs, rhs, precision);
     // SAFETY: forwarded from the caller's contract.
     unsafe { sgemm_on(gemm_threads(), dims, dst, operands, accumulate, epilogue) }
 }
@@ -205,19 +241,26 @@ unsafe fn sgemm_on(
     threads: usize,
     [m, n, k]: [usize; 3],
     dst: Operand,
-    (lhs, rhs, precision): (Operand, Operand, Precision),
+    (lhs, rhs, precision, panels): Operands,
     accumulate: bool,
     epilogue: Epilogue,
 ) {
     #[cfg(target_arch = "x86_64")]
     if crate::gemm::packed::available() {
-        use crate::gemm::packed::{View, gemm, tile_columns};
+        use crate::gemm::packed::{Bf16, PANEL_COLUMNS, View, gemm, tile_columns};
         let isa = crate::cpu::isa();
-        let bf16 = (precision == Precision::Bf16).then(crate::cpu::bf16_unit);
+        let bf16 = (precision == Precision::Bf16).then(|| Bf16 {
+            unit: crate::cpu::bf16_unit(),
+            panels,
+        });
         let view = |(ptr, rs, cs): Operand| View { ptr, rs, cs };
         let (d, l, r) = (view(dst), view(lhs), view(rhs));
-        // Disjoint column ranges, a multiple of the micro-tile wide, one per thread.
-        let tile = tile_columns(isa);
+        // Disjoint column ranges, a multiple of the micro-tile (and of a panel, when
+        // rhs was packed ahead) wide, one per thread.
+        let tile = match panels.is_null() {
+            true => tile_columns(isa),
+            false => tile_columns(isa).max(PANEL_COLUMNS),
+        };
         let width = n.div_ceil(threads.max(1)).next_multiple_of(tile).max(tile);
         let parts = n.div_ceil(width);
         let part = |t: usize| {
@@ -234,6 +277,7 @@ unsafe fn sgemm_on(
         }
         return;
     }
+    let _ = panels; // read by the matrix units only
     let (lhs, rhs) = match precision {
         Precision::Fp32 => (lhs, rhs),
         // SAFETY: forwarded from the caller's contract.

@@ -21,7 +21,7 @@
 use std::arch::asm;
 use std::cell::RefCell;
 
-use super::amx_pack::{STEP_ELEMS, pack_a, pack_b};
+use super::amx_pack::{STEP_ELEMS, pack_a, pack_b, panel_step};
 use super::{Epilogue, Line, MicroKernel, Tile, View, avx512};
 use crate::cpu::Bf16Unit;
 
@@ -68,9 +68,12 @@ fn halves(lines: &mut [Line]) -> &mut [u16] {
 /// `dst[m×n] = (accumulate ? dst : 0) + bf16(lhs)[m×k]·bf16(rhs)[k×n]` over columns
 /// `cols` of dst and rhs, then the epilogue on each finished tile; the 32 × 32 tiles
 /// run on `unit`: AMX, or AVX512-BF16 ([`super::dpbf16`]) on the same packed panels.
+/// Unless `panels` is null it holds rhs's whole panels ([`super::pack_panels`]), read
+/// in place: rhs itself is not read.
 ///
 /// # Safety
-/// `unit` is AMX or AVX512-BF16 and in [`crate::cpu::bf16_supported`]; the views
+/// `unit` is AMX or AVX512-BF16 and in [`crate::cpu::bf16_supported`]; `panels` is
+/// null or holds rhs packed; the views
 /// describe valid f32 matrices of these shapes,
 /// `dst` writable and overlapping neither input; an epilogue needs dst's columns
 /// contiguous.
@@ -80,10 +83,14 @@ pub(super) unsafe fn gemm(
     k: usize,
     cols: std::ops::Range<usize>,
     dst: View,
-    (lhs, rhs): (View, View),
+    (lhs, rhs, panels): (View, View, *const u16),
     accumulate: bool,
     epilogue: Epilogue,
 ) {
+    assert!(
+        panels.is_null() || cols.start.is_multiple_of(TILE),
+        "a packed B is read from a panel's first column"
+    );
     let micro: unsafe fn(usize, *const u16, *const u16, Tile) = match unit {
         Bf16Unit::Amx => {
             assert!(
@@ -117,14 +124,19 @@ pub(super) unsafe fn gemm(
                 let steps = kc.div_ceil(KSTEP);
                 // SAFETY: the caller's contract covers every element packed or stored.
                 unsafe {
-                    pack_b(b_pack, rhs, pc, kc, jc, nc);
+                    if panels.is_null() {
+                        pack_b(b_pack, rhs, pc, kc, jc, nc);
+                    }
                     let mut ic = 0;
                     while ic < m {
                         let mc = MC.min(m - ic);
                         pack_a(a_pack, lhs, ic, mc, pc, kc);
                         let last = pc + kc >= k;
                         for jr in (0..nc).step_by(TILE) {
-                            let b = b_pack.as_ptr().add(jr / TILE * steps * STEP_ELEMS);
+                            let b = match panels.is_null() {
+                                true => b_pack.as_ptr().add(jr / TILE * steps * STEP_ELEMS),
+                                false => panels.add(panel_step(k, jc + jr, pc)),
+                            };
                             for ir in (0..mc).step_by(TILE) {
                                 let a = a_pack.as_ptr().add(ir / TILE * steps * STEP_ELEMS);
                                 let tile = Tile {

@@ -7,6 +7,10 @@
 //! then 16–31), each row one pair of k (2r, 2r + 1) for 16 columns, the pair's two
 //! values adjacent (VNNI-2). Rows, columns and k past the block are zero.
 //!
+//! A weight read as B by many products is packed once into its *whole* panels
+//! ([`pack_panels`]): panel j (columns 32j..32j + 31) holds every step of k in order,
+//! so the block of k from `pc` is step `pc / 32` of the panel, read in place.
+//!
 //! The layouts a training step multiplies have their own loops: A row-major (x, dout),
 //! A column-major (doutᵀ of the weight gradient), B row-major (W in dx = dout·W), B
 //! column-major (Wᵀ in the forward). Any other strides take the element-wise path.
@@ -116,6 +120,37 @@ pub(super) unsafe fn pack_a(
                     };
                 }
             }
+        }
+    }
+}
+
+/// Offset (in bf16 elements) of the step of k from `pc` (a multiple of 32) of the whole
+/// panel holding column `j` (a multiple of 32) of a B with `k` rows.
+pub(super) fn panel_step(k: usize, j: usize, pc: usize) -> usize {
+    (j / TILE * k.div_ceil(TILE) + pc / TILE) * STEP_ELEMS
+}
+
+/// Packs columns `cols` of B (k × n; `cols.start` a multiple of 32) into B's whole
+/// panels at `pack` (laid out as [`panel_step`] reads them).
+///
+/// # Safety
+/// `rhs` is a valid k × n matrix; `pack` holds [`crate::gemm::panels_len`]`(k, n)`
+/// elements.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack_panels(
+    pack: *mut u16,
+    rhs: View,
+    k: usize,
+    n: usize,
+    cols: std::ops::Range<usize>,
+) {
+    debug_assert!(cols.start.is_multiple_of(TILE) && cols.end <= n);
+    let panel = k.div_ceil(TILE) * STEP_ELEMS;
+    for j in cols.step_by(TILE) {
+        // SAFETY: panel j / 32 lies inside `pack` (the caller's contract).
+        unsafe {
+            let out = std::slice::from_raw_parts_mut(pack.add(panel_step(k, j, 0)), panel);
+            pack_b(out, rhs, 0, k, j, TILE.min(n - j));
         }
     }
 }

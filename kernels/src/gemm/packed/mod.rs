@@ -111,6 +111,46 @@ trait MicroKernel {
     unsafe fn epilogue(tile: Tile, epilogue: Epilogue);
 }
 
+/// A bf16 product: the unit it runs on and, when its right operand was packed ahead
+/// ([`pack_panels`]), those panels (else null). Only the matrix units read panels; the
+/// emulated unit packs rhs itself.
+#[derive(Clone, Copy)]
+pub struct Bf16 {
+    pub unit: Bf16Unit,
+    pub panels: *const u16,
+}
+
+// SAFETY: panels are read only, during a step in which no one writes them.
+unsafe impl Send for Bf16 {}
+unsafe impl Sync for Bf16 {}
+
+/// Whether products on `unit` read a B operand's panels packed ahead ([`pack_panels`]).
+pub fn reads_panels(unit: Bf16Unit) -> bool {
+    matches!(unit, Bf16Unit::Amx | Bf16Unit::Avx512Bf16)
+}
+
+/// Packs columns `cols` of `rhs` (k × n) into its whole bf16 panels at `panels`, the
+/// layout the AMX and AVX512-BF16 micro-tiles read: a weight rounded and laid out once
+/// per step instead of once per product. `cols.start` is a multiple of
+/// [`PANEL_COLUMNS`].
+///
+/// # Safety
+/// The CPU has AVX-512F; `rhs` is a valid k × n matrix; `panels` holds
+/// [`crate::gemm::panels_len`]`(k, n)` elements, of which these columns' are written by no one else.
+pub unsafe fn pack_panels(
+    panels: *mut u16,
+    rhs: View,
+    k: usize,
+    n: usize,
+    cols: std::ops::Range<usize>,
+) {
+    // SAFETY: forwarded.
+    unsafe { amx_pack::pack_panels(panels, rhs, k, n, cols) }
+}
+
+/// Columns of one panel ([`pack_panels`]'s unit of work).
+pub const PANEL_COLUMNS: usize = crate::gemm::PANEL;
+
 /// Whether this CPU runs a native micro-kernel (AVX2 + FMA at least).
 pub fn available() -> bool {
     crate::cpu::isa() >= Isa::Avx2
@@ -142,7 +182,7 @@ pub unsafe fn gemm(
     k: usize,
     cols: std::ops::Range<usize>,
     dst: View,
-    (lhs, rhs, bf16): (View, View, Option<Bf16Unit>),
+    (lhs, rhs, bf16): (View, View, Option<Bf16>),
     accumulate: bool,
     epilogue: Epilogue,
 ) {
@@ -150,9 +190,14 @@ pub unsafe fn gemm(
         epilogue.is_none() || dst.cs == 1,
         "an epilogue needs contiguous rows"
     );
-    if let Some(unit @ (Bf16Unit::Amx | Bf16Unit::Avx512Bf16)) = bf16 {
+    if let Some(Bf16 {
+        unit: unit @ (Bf16Unit::Amx | Bf16Unit::Avx512Bf16),
+        panels,
+    }) = bf16
+    {
+        let operands = (lhs, rhs, panels);
         // SAFETY: forwarded (the caller checked that the unit is supported).
-        unsafe { amx::gemm(unit, m, k, cols, dst, (lhs, rhs), accumulate, epilogue) };
+        unsafe { amx::gemm(unit, m, k, cols, dst, operands, accumulate, epilogue) };
         return;
     }
     let bf16 = bf16.is_some();
