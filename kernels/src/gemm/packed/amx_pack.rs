@@ -42,6 +42,55 @@ fn round_upper(x: __m512) -> __m512i {
     _mm512_mask_mov_epi32(out, tiny, signed_zero)
 }
 
+/// Two vectors rounded to bf16 and interleaved: lane i holds `even[i]` in its low and
+/// `odd[i]` in its high 16 bits (a VNNI-2 pair of k).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn pair(even: __m512, odd: __m512) -> __m512i {
+    _mm512_or_si512(
+        _mm512_srli_epi32::<16>(round_upper(even)),
+        _mm512_and_si512(round_upper(odd), _mm512_set1_epi32(0xffff_0000u32 as i32)),
+    )
+}
+
+/// The 16 × 16 transpose of 32-bit lanes: `out[j]` lane i = `rows[i]` lane j.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(rows: [__m512i; 16]) -> [__m512i; 16] {
+    // Within each 128-bit lane: 2 × 2 blocks of 32 bits, then of 64 bits, so that u[4g + c]
+    // holds, in 128-bit lane j, column 4j + c of rows 4g .. 4g + 3.
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
+    }
+    let mut u = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let (a, b) = (4 * g, 4 * g + 2);
+        u[4 * g] = _mm512_unpacklo_epi64(t[a], t[b]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[a], t[b]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[a + 1], t[b + 1]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[a + 1], t[b + 1]);
+    }
+    // Then the 128-bit lanes: column 4j + c gathers lane j of u[c], u[4 + c], u[8 + c],
+    // u[12 + c].
+    let mut v = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        v[c] = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
+        v[4 + c] = _mm512_shuffle_i32x4::<0xdd>(u[c], u[4 + c]);
+        v[8 + c] = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
+        v[12 + c] = _mm512_shuffle_i32x4::<0xdd>(u[8 + c], u[12 + c]);
+    }
+    let mut out = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        out[c] = _mm512_shuffle_i32x4::<0x88>(v[c], v[8 + c]);
+        out[4 + c] = _mm512_shuffle_i32x4::<0x88>(v[4 + c], v[12 + c]);
+        out[8 + c] = _mm512_shuffle_i32x4::<0xdd>(v[c], v[8 + c]);
+        out[12 + c] = _mm512_shuffle_i32x4::<0xdd>(v[4 + c], v[12 + c]);
+    }
+    out
+}
+
 /// `n` (≤ 16) contiguous floats at `p` (zero past n), as 16 bf16.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -89,23 +138,32 @@ pub(super) unsafe fn pack_a(
                 }
             }
         } else if lhs.rs == 1 {
-            // Columns are contiguous: convert 16 rows of a column at a time, then place
-            // each value in its row.
-            for p in 0..steps * TILE {
+            // Columns are contiguous (doutᵀ of a weight gradient): per 16 rows and 32 k,
+            // pairs of columns rounded into 32-bit lanes (row r's pair of k), then a
+            // 16 × 16 transpose of those lanes gives the tile's 16 rows.
+            for s in 0..steps {
                 for half in 0..2 {
                     let r0 = half * 16;
-                    let n = if p < kc { rows.saturating_sub(r0) } else { 0 };
-                    let mut column = [0u16; 16];
-                    // SAFETY: column pc + p holds rows ic + ir + r0 .. + n.
-                    unsafe {
-                        let src =
-                            lhs.at(ic + ir + r0.min(rows - 1), pc + p.min(kc.saturating_sub(1)));
-                        _mm256_storeu_si256(column.as_mut_ptr().cast(), sixteen(src, n));
+                    let n = rows.saturating_sub(r0).min(16);
+                    let mask = ((1u32 << n) - 1) as __mmask16;
+                    let column = |p: usize| {
+                        if p < kc && n > 0 {
+                            // SAFETY: column pc + p holds rows ic + ir + r0 .. + n.
+                            unsafe { _mm512_maskz_loadu_ps(mask, lhs.at(ic + ir + r0, pc + p)) }
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    };
+                    let mut lanes = [_mm512_setzero_si512(); 16];
+                    for (q, lane) in lanes.iter_mut().enumerate() {
+                        let p = s * TILE + 2 * q;
+                        *lane = pair(column(p), column(p + 1));
                     }
-                    let out = panel.as_mut_ptr();
-                    for (i, v) in column.iter().enumerate() {
-                        // SAFETY: row r0 + i < 32 and k p < steps · 32: inside the panel.
-                        unsafe { *out.add(at(r0 + i, p)) = *v };
+                    let rows16 = transpose16(lanes);
+                    for (r, row) in rows16.iter().enumerate() {
+                        let out = panel[at(r0 + r, s * TILE)..].as_mut_ptr().cast::<__m512i>();
+                        // SAFETY: the panel holds this tile row (64 bytes).
+                        unsafe { _mm512_storeu_si512(out, *row) };
                     }
                 }
             }
@@ -203,24 +261,35 @@ pub(super) unsafe fn pack_b(
                 }
             }
         } else if rhs.rs == 1 {
-            // Columns are contiguous: 16 k of a column are 8 pairs, each placed in its
-            // tile row.
-            for j in 0..TILE {
-                for s in 0..steps * 2 {
-                    let k0 = s * 16;
-                    let n = if j < cols { kc.saturating_sub(k0) } else { 0 };
-                    let mut pairs = [0u32; 8];
-                    // SAFETY: column jc + jr + j holds kc floats from row pc when j < cols.
-                    unsafe {
-                        let src =
-                            rhs.at(pc + k0.min(kc.saturating_sub(1)), jc + jr + j.min(cols - 1));
-                        _mm256_storeu_si256(pairs.as_mut_ptr().cast(), sixteen(src, n));
+            // Columns are contiguous (Wᵀ of a forward product): 32 k of a column rounded
+            // are 16 pairs in 32-bit lanes; 16 columns' lanes transposed give the tile's
+            // 16 rows of pairs.
+            for s in 0..steps {
+                for half in 0..2 {
+                    let j0 = half * 16;
+                    let mut lanes = [_mm512_setzero_si512(); 16];
+                    for (j, lane) in lanes.iter_mut().enumerate() {
+                        if j0 + j >= cols {
+                            continue;
+                        }
+                        let k0 = s * TILE;
+                        let n = kc.saturating_sub(k0);
+                        // SAFETY: column jc + jr + j0 + j holds kc floats from row pc.
+                        let src = unsafe { rhs.at(pc + k0.min(kc - 1), jc + jr + j0 + j) };
+                        // SAFETY: `sixteen` reads at most the n floats left in the column.
+                        let (lo, hi) = unsafe {
+                            (
+                                sixteen(src, n),
+                                sixteen(src.wrapping_add(16), n.saturating_sub(16)),
+                            )
+                        };
+                        *lane = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                     }
-                    let out = panel.as_mut_ptr();
-                    for (t, v) in pairs.iter().enumerate() {
-                        // SAFETY: pair k0 / 2 + t of column j is inside this step of the
-                        // panel (the panel holds `steps` steps).
-                        unsafe { out.add(at(k0 / 2 + t, j)).cast::<u32>().write_unaligned(*v) };
+                    let rows16 = transpose16(lanes);
+                    for (q, row) in rows16.iter().enumerate() {
+                        let out = panel[at(s * 16 + q, j0)..].as_mut_ptr().cast::<__m512i>();
+                        // SAFETY: the panel holds this tile row (64 bytes).
+                        unsafe { _mm512_storeu_si512(out, *row) };
                     }
                 }
             }
