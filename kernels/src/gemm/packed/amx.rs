@@ -147,6 +147,12 @@ pub(super) unsafe fn gemm(
                                     cols: TILE.min(nc - jr),
                                     add: accumulate || pc > 0,
                                 };
+                                if last && !epilogue.is_none() {
+                                    // The epilogue's own rows arrive during the products
+                                    // (as in the fp32 loops: without it the fused GELU
+                                    // epilogues cost 4× their fp32 time here).
+                                    super::epilogue::prefetch(tile, epilogue);
+                                }
                                 micro(steps, a, b, tile);
                                 if last && !epilogue.is_none() {
                                     avx512::Kernel::epilogue(tile, epilogue);
