@@ -356,25 +356,6 @@ impl<T: Real> Machine<T> {
         }
     }
 
-    /// Makes the weights' bf16 panels from the parameters if these changed since
-    /// (bf16 mode; JIT only: the reference rounds inside its products). Called before
-    /// every step that reads them; each weight's kernel splits its panels over the
-    /// pool.
-    fn refresh_panels(&mut self) {
-        if !std::mem::take(&mut self.panels_stale) {
-            return;
-        }
-        let Some(bound) = &self.program else { return };
-        let kernels = &bound.program.panels;
-        self.pool.install(|| {
-            for (kernel, table) in kernels.iter().zip(&bound.panel_tables) {
-                // SAFETY: the table points at a weight and its two panel tensors, sized
-                // by the plan the kernel was compiled from; no step runs meanwhile.
-                unsafe { kernel(table.0.as_ptr(), [0.0].as_ptr()) };
-            }
-        });
-    }
-
     /// Sets every shard's gradients to zero.
     pub fn zero_param_grads(&mut self) {
         for g in &mut self.shard_grads {

@@ -1,6 +1,7 @@
 //! A step on every core, with the same bits on any number of threads.
 //!
 //! ```text
+//!  panels ──▶ (bf16) each weight rounded into its panels, if the parameters changed
 //!  shards ──▶ worker w runs shards w, w+W, …: zero the shard's gradients, then forward
 //!             + backward of that shard of every micro-batch, accumulating into them
 //!  chunks ──▶ per parameter chunk (in parallel): tree sum of the shard gradients into
@@ -118,6 +119,25 @@ impl<T: Real> Machine<T> {
             }
         }
         total
+    }
+
+    /// Makes the weights' bf16 panels from the parameters if these changed since
+    /// (bf16 mode; JIT only: the reference rounds inside its products). Called before
+    /// every step that reads them; each weight's kernel splits its panels over the
+    /// pool.
+    pub(super) fn refresh_panels(&mut self) {
+        if !std::mem::take(&mut self.panels_stale) {
+            return;
+        }
+        let Some(bound) = &self.program else { return };
+        let kernels = &bound.program.panels;
+        self.pool.install(|| {
+            for (kernel, table) in kernels.iter().zip(&bound.panel_tables) {
+                // SAFETY: the table points at a weight and its two panel tensors, sized
+                // by the plan the kernel was compiled from; no step runs meanwhile.
+                unsafe { kernel(table.0.as_ptr(), [0.0].as_ptr()) };
+            }
+        });
     }
 
     /// Sums every shard's gradient into shard 0's in the fixed tree, chunk by chunk in
