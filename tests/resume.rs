@@ -64,6 +64,28 @@ fn the_printed_command_continues_the_run_bit_for_bit() {
     );
 }
 
+/// In bf16 the products read each weight's panels, made from the parameters once per
+/// step: a run that kept reading old panels after AdamW would still train, and
+/// differ from one resumed midway (which makes them anew from the checkpoint).
+#[test]
+fn a_bf16_run_resumed_midway_ends_where_the_whole_run_does() {
+    let root = tempfile::tempdir().unwrap();
+    let (stopped, whole) = (root.path().join("stopped"), root.path().join("whole"));
+    let bf16 = ["--set", "train.precision=bf16"];
+    run_to(
+        &stopped,
+        &[&["--steps", "12", "--stop-at", "5"][..], &bf16].concat(),
+    );
+    let d = stopped.display().to_string();
+    let resumed = cllm(&["run", "--resume", &d, "--quiet"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    run_to(&whole, &[&["--steps", "12"][..], &bf16].concat());
+    assert!(
+        checkpoint(&stopped) == checkpoint(&whole),
+        "a bf16 run stopped at 5 and resumed must end where the uninterrupted one does"
+    );
+}
+
 #[test]
 fn a_resume_that_would_change_the_run_is_refused_naming_the_key() {
     let root = tempfile::tempdir().unwrap();

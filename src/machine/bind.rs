@@ -109,6 +109,7 @@ impl Machine<f32> {
                 Table(pointers)
             })
             .collect();
+        self.panels_stale = true; // made by this program's kernels before their first read
         self.program = Some(Bound {
             program,
             panel_tables,

@@ -126,10 +126,10 @@ impl<T: Real> Machine<T> {
     /// every step that reads them; each weight's kernel splits its panels over the
     /// pool.
     pub(super) fn refresh_panels(&mut self) {
+        let Some(bound) = &self.program else { return };
         if !std::mem::take(&mut self.panels_stale) {
             return;
         }
-        let Some(bound) = &self.program else { return };
         let kernels = &bound.program.panels;
         self.pool.install(|| {
             for (kernel, table) in kernels.iter().zip(&bound.panel_tables) {
