@@ -9,6 +9,7 @@
 
 use cllm::peak;
 use cllm_kernels::attention::AttentionShape;
+use cllm_kernels::bf16::Precision;
 use cllm_kernels::ir::Step;
 use cllm_kernels::jit::{Compiled, JitOptions};
 use cllm_kernels::program::{KernelDesc, compile};
@@ -192,38 +193,42 @@ fn kernels(c: &mut Criterion) {
     // over the tiles computed (forward two products, backward five).
     let blocks = cllm::plan::causal_blocks(T);
     let tiled = |products: usize| (2 * products * T * T * C) as f64 * blocks.fraction(T);
-    bench_kernel(
-        c,
-        "attention_fwd",
-        Step::Attention {
-            shape,
-            blocks: blocks.clone(),
-            out: n * C,
-            lse: HEADS * T,
-            qkv: n * 3 * C,
-            keep: None,
-        },
-        flops(tiled(2) as usize),
-        &[],
-        true,
-    );
-    bench_kernel(
-        c,
-        "attention_bwd",
-        Step::AttentionBackward {
-            shape,
-            blocks: blocks.clone(),
-            dqkv: n * 3 * C,
-            dout: n * C,
-            qkv: n * 3 * C,
-            out: n * C,
-            lse: HEADS * T,
-            keep: None,
-        },
-        flops(tiled(5) as usize),
-        &[],
-        true,
-    );
+    for (suffix, precision) in [("", Precision::Fp32), ("_bf16", Precision::Bf16)] {
+        bench_kernel(
+            c,
+            &format!("attention_fwd{suffix}"),
+            Step::Attention {
+                shape,
+                blocks: blocks.clone(),
+                precision,
+                out: n * C,
+                lse: HEADS * T,
+                qkv: n * 3 * C,
+                keep: None,
+            },
+            flops(tiled(2) as usize),
+            &[],
+            true,
+        );
+        bench_kernel(
+            c,
+            &format!("attention_bwd{suffix}"),
+            Step::AttentionBackward {
+                shape,
+                blocks: blocks.clone(),
+                precision,
+                dqkv: n * 3 * C,
+                dout: n * C,
+                qkv: n * 3 * C,
+                out: n * C,
+                lse: HEADS * T,
+                keep: None,
+            },
+            flops(tiled(5) as usize),
+            &[],
+            true,
+        );
+    }
     bench_kernel(
         c,
         "layernorm_fwd",

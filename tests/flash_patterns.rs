@@ -10,6 +10,7 @@ use cllm::plan;
 use cllm::rng::Rng;
 use cllm::spec;
 use cllm_kernels::attention::{AttentionShape, attention_backward, attention_forward};
+use cllm_kernels::bf16::Precision;
 use cllm_kernels::ir::Step;
 use cllm_kernels::jit::JitOptions;
 use cllm_kernels::program::{KernelDesc, compile};
@@ -71,13 +72,21 @@ fn check(attention: &str) {
     run(Step::Attention {
         shape,
         blocks: blocks.clone(),
+        precision: Precision::Fp32,
         out: ptr(&mut out),
         lse: ptr(&mut lse),
         qkv: ptr_const(&qkv),
         keep: keep.as_deref().map(ptr_const),
     });
     let (mut r_out, mut r_lse) = (vec![0.0; out.len()], vec![0.0; lse.len()]);
-    attention_forward(&mut r_out, &mut r_lse, &qkv, keep.as_deref(), shape);
+    attention_forward(
+        &mut r_out,
+        &mut r_lse,
+        &qkv,
+        keep.as_deref(),
+        shape,
+        Precision::Fp32,
+    );
     close(attention, "out", &out, &r_out);
     close(attention, "lse", &lse, &r_lse);
 
@@ -85,6 +94,7 @@ fn check(attention: &str) {
     run(Step::AttentionBackward {
         shape,
         blocks: blocks.clone(),
+        precision: Precision::Fp32,
         dqkv: ptr(&mut dqkv),
         dout: ptr_const(&dout),
         qkv: ptr_const(&qkv),
@@ -93,7 +103,14 @@ fn check(attention: &str) {
         keep: keep.as_deref().map(ptr_const),
     });
     let mut r_dqkv = vec![0.0; qkv.len()];
-    attention_backward(&mut r_dqkv, &dout, &qkv, keep.as_deref(), shape);
+    attention_backward(
+        &mut r_dqkv,
+        &dout,
+        &qkv,
+        keep.as_deref(),
+        shape,
+        Precision::Fp32,
+    );
     close(attention, "dqkv", &dqkv, &r_dqkv);
     eprintln!(
         "{attention}: {} tiles of {} (causal triangle: {})",

@@ -57,6 +57,17 @@ impl Precision {
             Precision::Bf16 => round(x),
         }
     }
+
+    /// An operand element the reference holds in f64 (a probability, a score's
+    /// gradient) as the product reads it: itself in fp32 (the reference's sums are
+    /// exact), rounded to bf16 in bf16.
+    #[inline(always)]
+    pub fn operand_f64(self, x: f64) -> f64 {
+        match self {
+            Precision::Fp32 => x,
+            Precision::Bf16 => round(x as f32) as f64,
+        }
+    }
 }
 
 /// The bf16 bits of `x`: round to nearest, ties to even; NaN stays a (quiet) NaN;

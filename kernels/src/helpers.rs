@@ -56,13 +56,15 @@ pub fn all() -> Vec<Helper> {
         (
             "cllm_flash_attention",
             crate::attention::flash::cllm_flash_attention as *const u8,
-            vec![None, None, None, None, None, i64, i64, i64, i64],
+            vec![None, None, None, None, None, i64, i64, i64, i64, i64],
             vec![],
         ),
         (
             "cllm_flash_attention_backward",
             crate::attention::flash_backward::cllm_flash_attention_backward as *const u8,
-            vec![None, None, None, None, None, None, None, i64, i64, i64, i64],
+            vec![
+                None, None, None, None, None, None, None, i64, i64, i64, i64, i64,
+            ],
             vec![],
         ),
         (

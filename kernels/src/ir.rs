@@ -286,11 +286,11 @@ steps! {
     ResidualBackward { n: usize }
         [da: W, db: W, dout: R]
     /// With `keep`, a sparse pattern's (T,T) mask; only the listed (query block, key
-    /// block) tiles are computed.
-    Attention { shape: AttentionShape, blocks: BlockLists }
+    /// block) tiles are computed. `precision`: its products' (QKᵀ, P·V), as for `Matmul`.
+    Attention { shape: AttentionShape, blocks: BlockLists, precision: Precision }
         [out: W, lse: W, qkv: R, keep: Option<R>]
     /// As for `Attention`; `out` and `lse` are the forward's, saved.
-    AttentionBackward { shape: AttentionShape, blocks: BlockLists }
+    AttentionBackward { shape: AttentionShape, blocks: BlockLists, precision: Precision }
         [dqkv: W, dout: R, qkv: R, out: R, lse: R, keep: Option<R>]
     /// The kernel returns Σ loss.
     SoftmaxXent { rows: usize, v: usize }

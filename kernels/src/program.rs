@@ -152,21 +152,26 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
         Step::Attention {
             shape,
             blocks,
+            precision,
             out,
             lse,
             qkv,
             keep,
-        } => emit_attention_forward(e, [out, lse, qkv], keep, shape, &blocks),
+        } => emit_attention_forward(e, [out, lse, qkv], keep, (shape, precision), &blocks),
         Step::AttentionBackward {
             shape,
             blocks,
+            precision,
             dqkv,
             dout,
             qkv,
             out,
             lse,
             keep,
-        } => emit_attention_backward(e, [dqkv, dout, qkv, out, lse], keep, shape, &blocks),
+        } => {
+            let io = [dqkv, dout, qkv, out, lse];
+            emit_attention_backward(e, io, keep, (shape, precision), &blocks)
+        }
         Step::SoftmaxXent {
             rows,
             v,

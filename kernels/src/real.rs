@@ -1,7 +1,10 @@
 //! The storage type of a reference kernel: `f32` in training, `f64` in gradient checks.
 //! Reductions always accumulate in `f64`, whatever the storage.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
+
+use crate::bf16::Precision;
 
 /// A floating-point storage type.
 pub trait Real: Copy + Default + Debug + PartialEq + PartialOrd + Send + Sync + 'static {
@@ -55,5 +58,17 @@ pub fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
 pub fn add_into<T: Real>(dst: &mut [T], src: &[f64]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = T::from_f64(d.to_f64() + s);
+    }
+}
+
+/// A product's operand as the product reads it: each element rounded to bf16 in
+/// [`Precision::Bf16`] (a copy: the reference may allocate), else as it is.
+pub fn operand<T: Real>(x: &[T], precision: Precision) -> Cow<'_, [T]> {
+    match precision {
+        Precision::Fp32 => Cow::Borrowed(x),
+        Precision::Bf16 => x
+            .iter()
+            .map(|&v| T::from_f64(precision.operand(v.to_f64() as f32) as f64))
+            .collect(),
     }
 }

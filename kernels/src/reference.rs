@@ -8,12 +8,12 @@
 use crate::Real;
 use crate::adamw::{AdamWStep, adamw_update};
 use crate::attention::{attention_backward, attention_forward};
-use crate::bf16::Precision;
 use crate::embedding::{embedding_backward, embedding_forward};
 use crate::gelu::{gelu_backward, gelu_forward};
 use crate::ir::Step;
 use crate::layernorm::{layernorm_backward, layernorm_forward};
 use crate::matmul::{matmul_backward, matmul_forward};
+use crate::real::operand;
 use crate::residual::{residual_backward, residual_forward};
 use crate::shard_sum::shard_grad_sum;
 use crate::softmax_xent::{softmax_xent_backward, softmax_xent_forward};
@@ -71,18 +71,6 @@ pub struct Scalars {
     pub loss_scale: f64,
     /// The optimizer's step, for `AdamW`.
     pub adamw: Option<AdamWStep>,
-}
-
-/// A product's operand as the product reads it: each element rounded to bf16 in
-/// [`Precision::Bf16`] (a copy: the reference may allocate), else as it is.
-fn operand<T: Real>(x: &[T], precision: Precision) -> std::borrow::Cow<'_, [T]> {
-    match precision {
-        Precision::Fp32 => std::borrow::Cow::Borrowed(x),
-        Precision::Bf16 => x
-            .iter()
-            .map(|&v| T::from_f64(precision.operand(v.to_f64() as f32) as f64))
-            .collect(),
-    }
 }
 
 /// Runs `step` on the buffers bound to its slots; returns the loss sum for
@@ -221,6 +209,7 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
         }
         Step::Attention {
             shape,
+            precision,
             out,
             lse,
             qkv,
@@ -232,11 +221,13 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
             qkv.read(),
             keep.map(Buf::read),
             shape,
+            precision,
         ),
         // The saved output and log-sum-exp are the tiled kernel's shortcut; the
         // reference recomputes from the definition.
         Step::AttentionBackward {
             shape,
+            precision,
             dqkv,
             dout,
             qkv,
@@ -250,6 +241,7 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
             qkv.read(),
             keep.map(Buf::read),
             shape,
+            precision,
         ),
         Step::SoftmaxXent {
             v,

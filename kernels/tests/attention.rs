@@ -19,6 +19,9 @@ use cllm_kernels::attention::{
     emit_attention_forward,
 };
 use cllm_kernels::attention::{BlockLists, CHUNK};
+use cllm_kernels::bf16::Precision;
+
+const FP32: Precision = Precision::Fp32;
 
 /// Random lists (the diagonal always in) and a mask that keeps only keys inside
 /// listed tiles (the diagonal always kept).
@@ -54,7 +57,14 @@ fn block_sparse_attention_matches_the_masked_reference() {
     ] {
         let mut rng = Lcg((t_len * block + channels) as u64);
         let (blocks, keep) = random_pattern(&mut rng, t_len, block, full);
-        check(&mut rng, t_len, channels, heads, &blocks, Some(keep));
+        check(
+            &mut rng,
+            t_len,
+            (channels, heads),
+            &blocks,
+            Some(keep),
+            FP32,
+        );
     }
 }
 
@@ -69,7 +79,7 @@ fn causal_triangle_attention_matches_the_dense_reference() {
     ] {
         let mut rng = Lcg((t_len * block + channels) as u64 + 7);
         let blocks = BlockLists::causal(t_len, block);
-        check(&mut rng, t_len, channels, heads, &blocks, None);
+        check(&mut rng, t_len, (channels, heads), &blocks, None, FP32);
     }
 }
 
@@ -91,14 +101,15 @@ fn long_runs_are_cut_into_chunks_in_order() {
 }
 
 /// Forward (out and lse) and backward of the JIT-called kernels against the
-/// reference, with `keep` as the mask (None: causal only).
+/// reference, with `keep` as the mask (None: causal only), the products in
+/// `precision` (bf16: to the tolerances of [`assert_bf16_attention`]).
 fn check(
     rng: &mut Lcg,
     t_len: usize,
-    channels: usize,
-    heads: usize,
+    (channels, heads): (usize, usize),
     blocks: &BlockLists,
     keep: Option<Vec<f32>>,
+    precision: Precision,
 ) {
     let batch = 2;
     let shape = AttentionShape {
@@ -109,39 +120,76 @@ fn check(
     };
     let hs = channels / heads;
     let masked = keep.is_some();
-    let mut keep = keep.unwrap_or_default();
-    let mut qkv = rng.vec(batch * t_len * 3 * channels, 1.0);
-    let n_arguments = 3 + masked as usize;
-    let compiled = compile(n_arguments, |e, p| {
+    let keep = keep.unwrap_or_default();
+    let qkv = rng.vec(batch * t_len * 3 * channels, 1.0);
+    let dout = rng.vec(batch * t_len * channels, 1.0);
+    let d0 = rng.vec(qkv.len(), 1.0);
+    let kernel = run_kernels(
+        shape,
+        blocks,
+        masked.then_some(&keep[..]),
+        precision,
+        [&qkv, &dout, &d0],
+    );
+    let (mut r_out, mut r_lse) = (vec![0.0; kernel.out.len()], vec![0.0; kernel.lse.len()]);
+    let keep = masked.then_some(&keep[..]);
+    attention_forward(&mut r_out, &mut r_lse, &qkv, keep, shape, precision);
+    let mut r_dqkv = d0;
+    attention_backward(&mut r_dqkv, &dout, &qkv, keep, shape, precision);
+    let name = format!(
+        "T {t_len}, blocks of {}, masked {masked}, {precision:?}",
+        blocks.block
+    );
+    // The scores are sums of the same exact products in both (q and k rounded alike):
+    // the log-sum-exp holds to fp32's tolerance in either precision.
+    assert_kernel_matches(&format!("{name}: lse"), &kernel.lse, &r_lse, hs);
+    match precision {
+        Precision::Fp32 => {
+            assert_kernel_matches(&format!("{name}: out"), &kernel.out, &r_out, t_len * hs);
+            let name = format!("{name}: backward");
+            assert_kernel_matches(&name, &kernel.dqkv, &r_dqkv, t_len * hs);
+        }
+        Precision::Bf16 => {
+            assert_bf16_attention(&name, &kernel, (&r_out, &r_dqkv));
+        }
+    }
+}
+
+/// What the JIT-called kernels gave.
+struct Kernels {
+    out: Vec<f32>,
+    lse: Vec<f32>,
+    dqkv: Vec<f32>,
+}
+
+/// The JIT's forward and backward on `qkv`, `dout`, and `dqkv` starting at `d0`.
+fn run_kernels(
+    shape: AttentionShape,
+    blocks: &BlockLists,
+    keep: Option<&[f32]>,
+    precision: Precision,
+    [qkv, dout, d0]: [&[f32]; 3],
+) -> Kernels {
+    let masked = keep.is_some();
+    let (mut qkv, mut dout) = (qkv.to_vec(), dout.to_vec());
+    let mut keep = keep.unwrap_or_default().to_vec();
+    let call_shape = (shape, precision);
+    let compiled = compile(3 + masked as usize, |e, p| {
         let keep = masked.then(|| p[3]);
-        emit_attention_forward(e, [p[0], p[1], p[2]], keep, shape, blocks)
+        emit_attention_forward(e, [p[0], p[1], p[2]], keep, call_shape, blocks)
     });
-    let mut out = vec![f32::NAN; batch * t_len * channels];
-    let mut lse = vec![f32::NAN; batch * heads * t_len];
+    let mut out = vec![f32::NAN; dout.len()];
+    let mut lse = vec![f32::NAN; shape.batch * shape.heads * shape.t_len];
     let mut args = vec![ptr(&mut out), ptr(&mut lse), ptr(&mut qkv)];
     if masked {
         args.push(ptr(&mut keep));
     }
     call(&compiled, &mut args, &[]);
-    let (mut r_out, mut r_lse) = (vec![0.0; out.len()], vec![0.0; lse.len()]);
-    attention_forward(
-        &mut r_out,
-        &mut r_lse,
-        &qkv,
-        masked.then_some(&keep[..]),
-        shape,
-    );
-    let name = format!("T {t_len}, blocks of {}, masked {masked}", blocks.block);
-    assert_kernel_matches(&format!("{name}: out"), &out, &r_out, t_len * hs);
-    assert_kernel_matches(&format!("{name}: lse"), &lse, &r_lse, hs);
-
-    let mut dout = rng.vec(out.len(), 1.0);
-    let d0 = rng.vec(qkv.len(), 1.0);
     let compiled = compile(5 + masked as usize, |e, p| {
         let keep = masked.then(|| p[5]);
-        emit_attention_backward(e, [p[0], p[1], p[2], p[3], p[4]], keep, shape, blocks)
+        emit_attention_backward(e, [p[0], p[1], p[2], p[3], p[4]], keep, call_shape, blocks)
     });
-    let mut dqkv = d0.clone();
+    let mut dqkv = d0.to_vec();
     let mut args = vec![
         ptr(&mut dqkv),
         ptr(&mut dout),
@@ -153,9 +201,121 @@ fn check(
         args.push(ptr(&mut keep));
     }
     call(&compiled, &mut args, &[]);
-    let mut r_dqkv = d0;
-    attention_backward(&mut r_dqkv, &dout, &qkv, masked.then_some(&keep[..]), shape);
-    assert_kernel_matches(&format!("{name}: backward"), &dqkv, &r_dqkv, t_len * hs);
+    Kernels { out, lse, dqkv }
+}
+
+/// The bf16 kernels against the bf16 reference. Both round q, k, v and dO alike, and
+/// their sums of exact products of bf16 values differ by fp32 rounding only; what
+/// differs is where the probabilities are rounded. The kernel rounds the forward's
+/// probabilities relative to the running row maximum (`exp(s − m)`, normalised after
+/// P·V), the reference the normalised ones: each term of `out = Σ_j p_j·v_j` then
+/// carries two roundings of at most 2⁻⁹ relative, so `|Δout| ≤ 2⁻⁸·Σ_j p_j·|v_j| ≤
+/// 2⁻⁸·max|v|` (max|v| ≤ 1 here). The backward's differences come from that ΔO
+/// (through `D = dO·O`) and from P and dS rounding to a neighbouring bf16 where the two
+/// sides' fp32 values straddle a rounding boundary (one bf16 step, ≤ 2⁻⁷ relative, on
+/// a few terms): bounded normwise, 2⁻⁶ relative to the gradient's norm over each of
+/// dq, dk, dv, measured ≈ 2⁻¹⁰.
+fn assert_bf16_attention(name: &str, kernel: &Kernels, (r_out, r_dqkv): (&[f32], &[f32])) {
+    let worst = kernel
+        .out
+        .iter()
+        .zip(r_out)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    eprintln!(
+        "{name}: out worst |error| {worst:.2e} (allowed 2^-8 = {:.2e})",
+        2f32.powi(-8)
+    );
+    assert!(worst <= 2f32.powi(-8), "{name}: out differs by {worst:e}");
+    let error = relative_l2(&kernel.dqkv, r_dqkv);
+    eprintln!(
+        "{name}: dqkv relative L2 error {error:.2e} (allowed 2^-6 = {:.2e})",
+        2f64.powi(-6)
+    );
+    assert!(
+        error <= 2f64.powi(-6),
+        "{name}: dqkv relative error {error:e}"
+    );
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (diff / norm.max(1e-300)).sqrt()
+}
+
+/// bf16 (`train.precision = bf16`): the kernels on every route this CPU takes — a
+/// matrix unit's bf16 panels (blocks of a multiple of 32), the emulated unit's rounded
+/// fp32 panels (blocks of 16 and 8, and every block on a CPU without a unit), plain
+/// products (`CLLM_ISA=portable`) — against the reference rounding the same operands.
+/// CI reruns this file with `CLLM_ISA=avx512bf16` and `avx512`.
+#[test]
+fn bf16_attention_matches_the_rounded_reference() {
+    for (t_len, block, channels, heads) in [
+        (256, 32, 128, 2),
+        (300, 64, 96, 2),
+        (70, 32, 40, 2),
+        (33, 16, 12, 3),
+        (600, 64, 64, 1),
+    ] {
+        let mut rng = Lcg((t_len * block + channels) as u64 + 11);
+        let blocks = BlockLists::causal(t_len, block);
+        check(
+            &mut rng,
+            t_len,
+            (channels, heads),
+            &blocks,
+            None,
+            Precision::Bf16,
+        );
+    }
+    let mut rng = Lcg(5);
+    let (blocks, keep) = random_pattern(&mut rng, 200, 32, false);
+    check(&mut rng, 200, (64, 2), &blocks, Some(keep), Precision::Bf16);
+}
+
+/// The bf16 kernels read every operand rounded: q, k, v and dO given already rounded
+/// give the same bits (rounding is idempotent), where fp32 kernels do not. Fails if a
+/// product reads an operand unrounded, or truncates instead of rounding.
+#[test]
+fn bf16_attention_reads_its_operands_rounded() {
+    let (t_len, channels, heads) = (130, 64, 2);
+    let shape = AttentionShape {
+        batch: 2,
+        t_len,
+        channels,
+        heads,
+    };
+    for block in [32, 16] {
+        let blocks = BlockLists::causal(t_len, block);
+        let mut rng = Lcg(block as u64);
+        let qkv = rng.vec(2 * t_len * 3 * channels, 1.0);
+        let dout = rng.vec(2 * t_len * channels, 1.0);
+        let d0 = vec![0.0; qkv.len()];
+        let rounded = |x: &[f32]| {
+            x.iter()
+                .map(|&v| Precision::Bf16.operand(v))
+                .collect::<Vec<_>>()
+        };
+        let (qkv_r, dout_r) = (rounded(&qkv), rounded(&dout));
+        for precision in [Precision::Bf16, FP32] {
+            let a = run_kernels(shape, &blocks, None, precision, [&qkv, &dout, &d0]);
+            let b = run_kernels(shape, &blocks, None, precision, [&qkv_r, &dout_r, &d0]);
+            let same =
+                |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits());
+            let all = same(&a.out, &b.out) && same(&a.lse, &b.lse) && same(&a.dqkv, &b.dqkv);
+            assert_eq!(
+                all,
+                precision == Precision::Bf16,
+                "blocks of {block}, {precision:?}"
+            );
+        }
+    }
 }
 
 // ── The reference's gradient against finite differences ─────────────────────
@@ -180,7 +340,7 @@ fn attention_gradients() {
         for keep in [None, Some(sparse.as_slice())] {
             let forward = |qkv: &[f64]| {
                 let (mut out, mut lse) = (vec![0.0; w.len()], vec![0.0; lse_len]);
-                attention_forward(&mut out, &mut lse, qkv, keep, shape);
+                attention_forward(&mut out, &mut lse, qkv, keep, shape, FP32);
                 (weighted(&out, &w), out)
             };
             if let Some(keep) = keep {
@@ -203,7 +363,7 @@ fn attention_gradients() {
                 }
             }
             let mut dqkv = vec![0.0; qkv.len()];
-            attention_backward(&mut dqkv, &w, &qkv, keep, shape);
+            attention_backward(&mut dqkv, &w, &qkv, keep, shape, FP32);
             assert_gradient("attention.qkv", &qkv, &dqkv, |x| forward(x).0);
         }
     }
@@ -221,7 +381,7 @@ fn attention_is_causal() {
     let mut qkv = rng.vec_f64(6 * 12);
     let run = |qkv: &[f64]| {
         let (mut out, mut lse) = (vec![0.0; 24], vec![0.0; 2 * 6]);
-        attention_forward(&mut out, &mut lse, qkv, None, shape);
+        attention_forward(&mut out, &mut lse, qkv, None, shape, FP32);
         out
     };
     let before = run(&qkv);
@@ -254,6 +414,7 @@ fn steps_match_through_both_back_ends() {
         let step = Step::Attention {
             shape,
             blocks: StepBlocks::causal(t, t.min(8)),
+            precision: FP32,
             out: batch * t * width,
             lse: batch * heads * t,
             qkv: batch * t * 3 * width,

@@ -212,6 +212,7 @@ pub fn lower_op(
         OpKind::Attention { heads } => Step::Attention {
             shape: attention(heads),
             blocks: blocks.clone(),
+            precision,
             out: o[0],
             lse: o[1],
             qkv: i[0],
@@ -220,6 +221,7 @@ pub fn lower_op(
         OpKind::AttentionBackward { heads } => Step::AttentionBackward {
             shape: attention(heads),
             blocks: blocks.clone(),
+            precision,
             dqkv: o[0],
             dout: i[0],
             qkv: i[1],

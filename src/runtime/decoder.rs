@@ -305,7 +305,8 @@ impl Decoder {
                         .zip(self.scratch.par_chunks_mut(self.head_scratch))
                         .enumerate()
                         .for_each(|(h, (out, scratch))| {
-                            attention_decode_head(out, &qkv[..c], cache, heads, h, scratch)
+                            let call = (heads, self.precision);
+                            attention_decode_head(out, &qkv[..c], cache, call, h, scratch)
                         });
                     rows[out] = y;
                 }

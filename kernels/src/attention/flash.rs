@@ -30,6 +30,7 @@ use std::cell::RefCell;
 use super::products::{Products, carve, carved_len};
 use super::shape::AttentionShape;
 use super::tiles::{CHUNK, query_blocks, table_len};
+use crate::bf16::Precision;
 use crate::jit::math::exp_f32;
 
 /// Added to a dropped key's score (times 1 − keep) so it never wins the row maximum.
@@ -57,6 +58,7 @@ pub(crate) fn with_scratch<R>(len: usize, body: impl FnOnce(&mut [f32]) -> R) ->
 pub(crate) struct Raw {
     pub shape: AttentionShape,
     pub keep: *const f32,
+    pub precision: Precision,
 }
 
 // SAFETY: heads write disjoint parts of the outputs (see the callers).
@@ -185,7 +187,8 @@ unsafe fn scale_rows(o: *mut f32, ld: usize, hs: usize, factor: &[f32]) {
     }
 }
 
-/// Attention forward of every head: `out` and the rows' log-sum-exp `lse`.
+/// Attention forward of every head: `out` and the rows' log-sum-exp `lse`, the
+/// products in the precision of code `precision` ([`Precision::from_code`]).
 ///
 /// # Safety
 /// Pointers to tensors of `shape` (qkv (B,T,3C), out (B,T,C), lse (B,NH,T), keep
@@ -200,6 +203,7 @@ pub unsafe extern "C" fn cllm_flash_attention(
     t_len: i64,
     channels: i64,
     heads: i64,
+    precision: i64,
 ) {
     let shape = AttentionShape {
         batch: batch as usize,
@@ -210,7 +214,12 @@ pub unsafe extern "C" fn cllm_flash_attention(
     // SAFETY: the caller's contract.
     unsafe {
         let table = std::slice::from_raw_parts(table, table_len(table));
-        let raw = Raw { shape, keep };
+        let precision = Precision::from_code(precision);
+        let raw = Raw {
+            shape,
+            keep,
+            precision,
+        };
         let io = [out as usize, lse as usize, qkv as usize];
         for_each_head(shape, |b, h| forward_head(raw, io, table, b, h));
     }
@@ -229,7 +238,7 @@ unsafe fn forward_head(raw: Raw, [out, lse, qkv]: [usize; 3], table: &[u32], b: 
     let scale = (1.0 / (hs as f64).sqrt()) as f32;
     let (ld_qkv, ld_o) = (3 * c as isize, c as isize);
     let (block, blocks) = query_blocks(table, t_len);
-    let products = Products::for_block(block);
+    let products = Products::for_block(block, raw.precision);
     let ld = CHUNK.max(block);
     let lens = [
         block * ld,                // the tile: scores, then probabilities

@@ -8,6 +8,7 @@ use super::flash::{Raw, for_each_head, with_scratch};
 use super::products::{Products, carve, carved_len};
 use super::shape::AttentionShape;
 use super::tiles::{CHUNK, query_blocks, table_len};
+use crate::bf16::Precision;
 use crate::jit::math::exp_f32;
 
 /// The probabilities and score gradients of one chunk: `p` holds the scores Q·Kᵀ and
@@ -53,8 +54,16 @@ fn probabilities_and_gradients(
     })
 }
 
-/// `d[i] = dO_i · O_i` for rows × hs blocks at stride `ld`.
-unsafe fn row_dots(d: &mut [f32], dout: *const f32, out: *const f32, ld: usize, hs: usize) {
+/// `d[i] = dO_i · O_i` for rows × hs blocks at stride `ld`, with dO as the products
+/// read it (rounded in bf16: then `D = Σ_j P_j·(dO·v_j)` of the products' own dO, as
+/// the reference sums it).
+unsafe fn row_dots(
+    d: &mut [f32],
+    dout: *const f32,
+    out: *const f32,
+    (ld, hs): (usize, usize),
+    precision: Precision,
+) {
     for (i, di) in d.iter_mut().enumerate() {
         // SAFETY: the caller's blocks hold these rows.
         let (a, b) = unsafe {
@@ -63,11 +72,19 @@ unsafe fn row_dots(d: &mut [f32], dout: *const f32, out: *const f32, ld: usize, 
                 std::slice::from_raw_parts(out.add(i * ld), hs),
             )
         };
-        *di = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        *di = match precision {
+            Precision::Fp32 => a.iter().zip(b).map(|(x, y)| x * y).sum(),
+            Precision::Bf16 => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| precision.operand(*x) * y)
+                .sum(),
+        };
     }
 }
 
-/// Attention backward of every head: accumulates into `dqkv`.
+/// Attention backward of every head: accumulates into `dqkv`; the products in the
+/// precision of code `precision`.
 ///
 /// # Safety
 /// As [`super::flash::cllm_flash_attention`], with dqkv (B,T,3C), dout and out
@@ -84,6 +101,7 @@ pub unsafe extern "C" fn cllm_flash_attention_backward(
     t_len: i64,
     channels: i64,
     heads: i64,
+    precision: i64,
 ) {
     let shape = AttentionShape {
         batch: batch as usize,
@@ -94,7 +112,12 @@ pub unsafe extern "C" fn cllm_flash_attention_backward(
     // SAFETY: the caller's contract.
     unsafe {
         let table = std::slice::from_raw_parts(table, table_len(table));
-        let raw = Raw { shape, keep };
+        let precision = Precision::from_code(precision);
+        let raw = Raw {
+            shape,
+            keep,
+            precision,
+        };
         let io = [dqkv, dout, qkv, out, lse].map(|p| p as usize);
         for_each_head(shape, |b, h| backward_head(raw, io, table, b, h));
     }
@@ -119,7 +142,7 @@ unsafe fn backward_head(
     let (ld_qkv, ld_o) = (3 * c as isize, c as isize);
     let (block, blocks) = query_blocks(table, t_len);
     let ld = CHUNK.max(block);
-    let products = Products::for_block(block);
+    let products = Products::for_block(block, raw.precision);
     let lens = [
         block * ld,                                   // P of a chunk
         block * ld,                                   // dP, then dS
@@ -170,7 +193,7 @@ unsafe fn backward_head(
                 let d = &mut d[..rows];
                 let (q_rows, dq) = ((q0.add(r0 * 3 * c), ld_qkv, 1), dq0.add(r0 * 3 * c));
                 let d_out = (do0.add(r0 * c), ld_o, 1);
-                row_dots(d, d_out.0, o0.add(r0 * c), c, hs);
+                row_dots(d, d_out.0, o0.add(r0 * c), (c, hs), raw.precision);
                 let lse = std::slice::from_raw_parts(lse0.add(r0), rows);
                 let q_a = products.a(qa_pack, q_rows, [rows, hs]);
                 let do_a = products.a(doa_pack, d_out, [rows, hs]);

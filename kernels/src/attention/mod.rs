@@ -15,6 +15,11 @@
 //! Shapes: qkv (B,T,3C) holding q | k | v, head h at channels h·hs..(h+1)·hs of each;
 //! out (B,T,C); lse (B,NH,T); keep (T,T) or none (dense).
 //!
+//! In bf16 (`train.precision`) every product reads its operands rounded to bf16 — q, k,
+//! v, dout, the probabilities and `dpre` — and sums in fp32 (the reference's
+//! `Precision::operand`; the tiled forward rounds its probabilities before they are
+//! normalised, `flash.rs`).
+//!
 //!
 //! The family's files: `shape` (the sizes of one call), `tiles` (which (query block, key
 //! block) tiles a pattern visits, and the table the kernels read them from), `reference`

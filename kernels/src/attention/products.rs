@@ -8,14 +8,22 @@
 //! operands are packed here and multiplied by [`panels::multiply`]; otherwise each
 //! product is [`product`] on the plain matrices. Either way every element is the same
 //! micro-kernel's sum over the same k blocks, so the bits are the same.
+//!
+//! In bf16 (`train.precision`) every operand is rounded as it is packed: on a matrix
+//! unit into its bf16 panels ([`panels::multiply_bf16`], a key block of a multiple of
+//! 32), on the emulated unit into the fp32 panels, rounded in place; a plain product
+//! rounds its own operands. The route is fixed per call and every tile's k order by the
+//! loops, so the bits do not depend on the thread count.
 
-use crate::cpu::Isa;
+use crate::bf16::Precision;
+use crate::cpu::{Bf16Unit, Isa};
 use crate::gemm::sgemm::{Operand, product};
 
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::packed::{View, panels};
 
-/// A matrix operand: its plain view, and its packed panels where packing runs.
+/// A matrix operand: its plain view, and its packed panels where packing runs
+/// (pointer, floats per row of an A panel or column of a B panel, first k read).
 #[derive(Clone, Copy)]
 pub(crate) struct Mat {
     view: Operand,
@@ -30,7 +38,7 @@ impl Mat {
             view: (ptr.wrapping_offset(c0 as isize * cs), rs, cs),
             packed: self
                 .packed
-                .map(|(p, depth, from)| (p.wrapping_add(c0 * depth), depth, from)),
+                .map(|(p, per_column, from)| (p.wrapping_add(c0 * per_column), per_column, from)),
         }
     }
 
@@ -39,37 +47,63 @@ impl Mat {
         let (ptr, rs, cs) = self.view;
         Mat {
             view: (ptr.wrapping_offset(p0 as isize * rs), rs, cs),
-            packed: self.packed.map(|(p, depth, from)| (p, depth, from + p0)),
+            packed: self.packed.map(|(p, per, from)| (p, per, from + p0)),
         }
     }
+}
+
+/// Where a head's products run.
+#[derive(Clone, Copy)]
+enum Route {
+    /// The product on the plain matrices (each packs its operands itself).
+    Plain,
+    /// fp32 panels of `isa`'s micro-kernel (in bf16: rounded after packing, the
+    /// emulated unit's arithmetic).
+    Panels(Isa),
+    /// bf16 panels of a matrix unit (AMX, AVX512-BF16).
+    Tiles(Bf16Unit),
 }
 
 /// How a head's products run (chosen once per call).
 #[derive(Clone, Copy)]
 pub(crate) struct Products {
-    isa: Option<Isa>,
+    route: Route,
+    precision: Precision,
 }
 
 impl Products {
     /// Packed panels when this CPU runs the native GEMM and `block` is a multiple of
-    /// its micro-tile's columns; plain products otherwise.
-    pub fn for_block(block: usize) -> Products {
+    /// its micro-tile's columns (of the matrix unit's 32 in bf16, where one runs);
+    /// plain products otherwise. Every product in `precision`.
+    pub fn for_block(block: usize, precision: Precision) -> Products {
         #[cfg(target_arch = "x86_64")]
         if crate::gemm::packed::available() {
+            let unit = crate::cpu::bf16_unit();
+            if precision == Precision::Bf16
+                && crate::gemm::packed::reads_panels(unit)
+                && block.is_multiple_of(panels::BF16_TILE)
+            {
+                let route = Route::Tiles(unit);
+                return Products { route, precision };
+            }
             let isa = crate::cpu::isa();
             if block.is_multiple_of(crate::gemm::packed::tile_columns(isa)) {
-                return Products { isa: Some(isa) };
+                let route = Route::Panels(isa);
+                return Products { route, precision };
             }
         }
         let _ = block;
-        Products { isa: None }
+        let route = Route::Plain;
+        Products { route, precision }
     }
 
     /// Floats an m × k A operand's panels take (0 when products run plain).
     pub fn a_len(self, m: usize, k: usize) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = self.isa {
-            return panels::a_len(isa, m, k).next_multiple_of(16);
+        match self.route {
+            Route::Panels(isa) => return panels::a_len(isa, m, k).next_multiple_of(16),
+            Route::Tiles(_) => return panels::bf16_len(m, k).div_ceil(2).next_multiple_of(16),
+            Route::Plain => {}
         }
         let _ = (m, k);
         0
@@ -78,8 +112,10 @@ impl Products {
     /// Floats a k × n B operand's panels take (0 when products run plain).
     pub fn b_len(self, k: usize, n: usize) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if let Some(isa) = self.isa {
-            return panels::b_len(isa, k, n).next_multiple_of(16);
+        match self.route {
+            Route::Panels(isa) => return panels::b_len(isa, k, n).next_multiple_of(16),
+            Route::Tiles(_) => return panels::bf16_len(n, k).div_ceil(2).next_multiple_of(16),
+            Route::Plain => {}
         }
         let _ = (k, n);
         0
@@ -90,12 +126,16 @@ impl Products {
     /// # Safety
     /// `lhs` is a valid m × k matrix; `buf` holds [`Products::a_len`] floats.
     pub unsafe fn a(self, buf: &mut [f32], lhs: Operand, [m, k]: [usize; 2]) -> Mat {
-        // SAFETY: forwarded.
         #[cfg(target_arch = "x86_64")]
-        let pack = |isa, buf: &mut [f32]| unsafe { panels::pack_a(isa, buf, view(lhs), m, k) };
-        #[cfg(not(target_arch = "x86_64"))]
-        let pack = |_: Isa, _: &mut [f32]| {};
-        self.operand(buf, lhs, k, pack)
+        // SAFETY: forwarded; the route was chosen for this CPU.
+        unsafe {
+            match self.route {
+                Route::Panels(isa) => panels::pack_a(isa, buf, view(lhs), m, k),
+                Route::Tiles(_) => panels::pack_a_bf16(halves(buf), view(lhs), m, k),
+                Route::Plain => {}
+            }
+        }
+        self.operand(buf, lhs, k, self.a_len(m, k))
     }
 
     /// `rhs` (k × n) as a B operand, packed into `buf` where packing runs.
@@ -103,27 +143,33 @@ impl Products {
     /// # Safety
     /// `rhs` is a valid k × n matrix; `buf` holds [`Products::b_len`] floats.
     pub unsafe fn b(self, buf: &mut [f32], rhs: Operand, [k, n]: [usize; 2]) -> Mat {
-        // SAFETY: forwarded.
         #[cfg(target_arch = "x86_64")]
-        let pack = |isa, buf: &mut [f32]| unsafe { panels::pack_b(isa, buf, view(rhs), k, n) };
-        #[cfg(not(target_arch = "x86_64"))]
-        let pack = |_: Isa, _: &mut [f32]| {};
-        self.operand(buf, rhs, k, pack)
+        // SAFETY: forwarded; the route was chosen for this CPU.
+        unsafe {
+            match self.route {
+                Route::Panels(isa) => panels::pack_b(isa, buf, view(rhs), k, n),
+                Route::Tiles(_) => panels::pack_b_bf16(halves(buf), view(rhs), k, n),
+                Route::Plain => {}
+            }
+        }
+        self.operand(buf, rhs, k, self.b_len(k, n))
     }
 
-    /// `matrix` as an operand: packed by `pack` into `buf` (panels `depth` deep) where
-    /// packing runs, else plain.
-    fn operand(
-        self,
-        buf: &mut [f32],
-        matrix: Operand,
-        depth: usize,
-        pack: impl FnOnce(Isa, &mut [f32]),
-    ) -> Mat {
-        let packed = self.isa.map(|isa| {
-            pack(isa, buf);
-            (buf.as_ptr(), depth, 0)
-        });
+    /// `matrix` (`depth` deep) as an operand: its panels (the first `len` floats of
+    /// `buf`; rounded here on the emulated unit) where packing runs, else the plain
+    /// matrix.
+    fn operand(self, buf: &mut [f32], matrix: Operand, depth: usize, len: usize) -> Mat {
+        let packed = match self.route {
+            Route::Plain => None,
+            Route::Panels(_) => {
+                if self.precision == Precision::Bf16 {
+                    crate::bf16::round_slice(&mut buf[..len]);
+                }
+                Some((buf.as_ptr(), depth, 0))
+            }
+            // Floats per row (column) of a panel: its steps of 32 k, two bf16 per float.
+            Route::Tiles(_) => Some((buf.as_ptr(), depth.div_ceil(32) * 16, 0)),
+        };
         Mat {
             view: matrix,
             packed,
@@ -137,15 +183,38 @@ impl Products {
     /// writable m × n matrix overlapping neither.
     pub unsafe fn mul(self, dims: [usize; 3], dst: Operand, a: Mat, b: Mat, accumulate: bool) {
         #[cfg(target_arch = "x86_64")]
-        if let (Some(isa), Some(pa), Some(pb)) = (self.isa, a.packed, b.packed) {
-            let panels = |(ptr, depth, from)| panels::Panels { ptr, depth, from };
-            // SAFETY: forwarded; `for_block` checked the CPU.
-            unsafe { panels::multiply(isa, dims, view(dst), panels(pa), panels(pb), accumulate) };
-            return;
+        if let (Some(pa), Some(pb)) = (a.packed, b.packed) {
+            match self.route {
+                Route::Panels(isa) => {
+                    let panels = |(ptr, depth, from)| panels::Panels { ptr, depth, from };
+                    let (a, b) = (panels(pa), panels(pb));
+                    // SAFETY: forwarded; `for_block` checked the CPU.
+                    unsafe { panels::multiply(isa, dims, view(dst), a, b, accumulate) };
+                    return;
+                }
+                Route::Tiles(unit) => {
+                    let panels = |(ptr, per, from): (*const f32, usize, usize)| {
+                        let (ptr, steps) = (ptr.cast::<u16>(), per / 16);
+                        panels::Bf16Panels { ptr, steps, from }
+                    };
+                    let (a, b) = (panels(pa), panels(pb));
+                    // SAFETY: forwarded; `for_block` checked the unit.
+                    unsafe { panels::multiply_bf16(unit, dims, view(dst), a, b, accumulate) };
+                    return;
+                }
+                Route::Plain => {}
+            }
         }
         // SAFETY: forwarded.
-        unsafe { product(dims, dst, a.view, b.view, accumulate) }
+        unsafe { product(dims, dst, a.view, b.view, accumulate, self.precision) }
     }
+}
+
+/// A buffer of floats as bf16 elements (twice as many).
+#[cfg(target_arch = "x86_64")]
+fn halves(buf: &mut [f32]) -> &mut [u16] {
+    // SAFETY: any bits are valid u16s; the length covers the same bytes.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), buf.len() * 2) }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -1,8 +1,14 @@
 //! The reference: attention exactly as the family's definition (`attention/mod.rs`)
 //! states it, plain loops accumulating in f64, storage generic over f32/f64.
+//!
+//! In bf16 (`precision`) every product's operands are rounded as a product reads them
+//! (`Precision::operand`): q, k, v and dout, the probabilities (normalised, as the
+//! definition states them) before `P·V` and `Pᵀ·dO`, and the scores' gradient before
+//! `dS·K` and `dSᵀ·Q`; the sums stay exact.
 
 use super::shape::AttentionShape;
-use crate::real::{Real, add_into, dot};
+use crate::bf16::Precision;
+use crate::real::{Real, add_into, dot, operand};
 
 /// Row t of head (b, h): its scaled scores `pre[0..=t]` and their log-sum-exp over the
 /// kept keys (dropped keys get probability 0 through `kept`).
@@ -32,14 +38,16 @@ fn scores<T: Real>(
 }
 
 /// Computes `out` and saves each row's log-sum-exp in `lse`; `keep` is the pattern's
-/// (T,T) mask, `None` for dense causal attention.
+/// (T,T) mask, `None` for dense causal attention; the products in `precision`.
 pub fn attention_forward<T: Real>(
     out: &mut [T],
     lse: &mut [T],
     qkv: &[T],
     keep: Option<&[T]>,
     shape: AttentionShape,
+    precision: Precision,
 ) {
+    let qkv = &operand(qkv, precision)[..];
     let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
     let mut pre = vec![0.0f64; t_len];
     let mut acc = vec![0.0f64; hs];
@@ -50,7 +58,7 @@ pub fn attention_forward<T: Real>(
                 lse[(b * shape.heads + h) * t_len + t] = T::from_f64(row_lse);
                 acc.fill(0.0);
                 for (t2, p) in pre.iter().enumerate().take(t + 1) {
-                    let a = (p - row_lse).exp();
+                    let a = precision.operand_f64((p - row_lse).exp());
                     let v = &qkv[shape.qkv_row(b, t2) + 2 * c + h * hs..][..hs];
                     for i in 0..hs {
                         acc[i] += a * v[i].to_f64();
@@ -67,14 +75,16 @@ pub fn attention_forward<T: Real>(
 
 /// Accumulates the gradient of `qkv` from `dout`, recomputing the probabilities from
 /// the scores (the saved statistics are the tiled kernel's business: this is the
-/// definition).
+/// definition). The products in `precision`.
 pub fn attention_backward<T: Real>(
     dqkv: &mut [T],
     dout: &[T],
     qkv: &[T],
     keep: Option<&[T]>,
     shape: AttentionShape,
+    precision: Precision,
 ) {
+    let (qkv, dout) = (&operand(qkv, precision)[..], &operand(dout, precision)[..]);
     let (t_len, c, hs) = (shape.t_len, shape.channels, shape.head_size());
     let scale = 1.0 / (hs as f64).sqrt();
     let mut pre = vec![0.0f64; t_len];
@@ -96,8 +106,8 @@ pub fn attention_backward<T: Real>(
                 let q_at = shape.qkv_row(b, t) + h * hs;
                 dq.fill(0.0);
                 for t2 in 0..=t {
-                    let a = pre[t2];
-                    let dpre = a * (datt[t2] - weighted) * scale;
+                    let a = precision.operand_f64(pre[t2]);
+                    let dpre = precision.operand_f64(pre[t2] * (datt[t2] - weighted) * scale);
                     let k_at = shape.qkv_row(b, t2) + c + h * hs;
                     let v_at = k_at + c;
                     for i in 0..hs {
@@ -131,7 +141,7 @@ pub fn attention_decode<T: Real>(
     v_cache: &[T],
     keep: Option<&[f32]>,
     len: usize,
-    heads: usize,
+    (heads, precision): (usize, Precision),
     scratch: &mut [f64],
 ) {
     let hs = q.len() / heads;
@@ -142,7 +152,7 @@ pub fn attention_decode<T: Real>(
         len,
     };
     for (h, out) in out.chunks_mut(hs).enumerate() {
-        attention_decode_head(out, q, cache, heads, h, scratch);
+        attention_decode_head(out, q, cache, (heads, precision), h, scratch);
     }
 }
 
@@ -158,15 +168,21 @@ pub struct DecodeCache<'a, T> {
 }
 
 /// Head `h` of [`attention_decode`]: writes `out` (hs floats). Heads are independent,
-/// so they may run on different threads with the same bits.
+/// so they may run on different threads with the same bits. The products in
+/// `precision`, as [`attention_forward`] rounds them.
 pub fn attention_decode_head<T: Real>(
     out: &mut [T],
     q: &[T],
     cache: DecodeCache<'_, T>,
-    heads: usize,
+    (heads, precision): (usize, Precision),
     h: usize,
     scratch: &mut [f64],
 ) {
+    let read = |x: T| precision.operand_f64(x.to_f64());
+    let product = |a: &[T], b: &[T]| match precision {
+        Precision::Fp32 => dot(a, b),
+        Precision::Bf16 => a.iter().zip(b).map(|(&x, &y)| read(x) * read(y)).sum(),
+    };
     let DecodeCache { k, v, keep, len } = cache;
     let c = q.len();
     let hs = c / heads;
@@ -177,7 +193,7 @@ pub fn attention_decode_head<T: Real>(
     let kept = |t2: usize| keep.is_none_or(|m| m[t2] != 0.0);
     let mut max = f64::NEG_INFINITY;
     for (t2, p) in pre.iter_mut().enumerate() {
-        *p = scale * dot(qh, &k[t2 * c + h * hs..][..hs]);
+        *p = scale * product(qh, &k[t2 * c + h * hs..][..hs]);
         if kept(t2) {
             max = max.max(*p);
         }
@@ -190,8 +206,9 @@ pub fn attention_decode_head<T: Real>(
     acc.fill(0.0);
     for (t2, p) in pre.iter().enumerate() {
         let v = &v[t2 * c + h * hs..][..hs];
+        let a = precision.operand_f64(p / sum);
         for i in 0..hs {
-            acc[i] += p / sum * v[i].to_f64();
+            acc[i] += a * read(v[i]);
         }
     }
     for (y, a) in out.iter_mut().zip(acc.iter()) {

@@ -211,10 +211,11 @@ pub(crate) unsafe fn product(
     lhs: Operand,
     rhs: Operand,
     accumulate: bool,
+    precision: Precision,
 ) {
     // SAFETY: forwarded from the caller's contract.
     unsafe {
-        let operands = (lhs, rhs, Precision::Fp32, std::ptr::null());
+        let operands = (lhs, rhs, precision, std::ptr::null());
         sgemm_on(1, [m, n, k], dst, operands, accumulate, Epilogue::NONE)
     }
 }

@@ -91,19 +91,7 @@ pub(super) unsafe fn gemm(
         panels.is_null() || cols.start.is_multiple_of(TILE),
         "a packed B is read from a panel's first column"
     );
-    let micro: unsafe fn(usize, *const u16, *const u16, Tile) = match unit {
-        Bf16Unit::Amx => {
-            assert!(
-                crate::cpu::amx_permitted(),
-                "AMX is not available to this process"
-            );
-            // SAFETY: AMX is permitted; the configuration is valid.
-            unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
-            micro_tile
-        }
-        Bf16Unit::Avx512Bf16 => super::dpbf16::micro_tile,
-        Bf16Unit::Emulated => panic!("the emulated unit runs the fp32 micro-kernels"),
-    };
+    let micro = micro_tiles(unit);
     PACKS.with(|packs| {
         let mut packs = packs.borrow_mut();
         let (a_lines, b_lines) = &mut *packs;
@@ -170,6 +158,27 @@ pub(super) unsafe fn gemm(
             jc += nc;
         }
     });
+}
+
+/// The 32 × 32 micro-tile of `unit`, ready to run on this thread (for AMX: the tile
+/// configuration loaded).
+///
+/// # Panics
+/// If `unit` is the emulated one, or AMX and the process may not use it.
+pub(super) fn micro_tiles(unit: Bf16Unit) -> unsafe fn(usize, *const u16, *const u16, Tile) {
+    match unit {
+        Bf16Unit::Amx => {
+            assert!(
+                crate::cpu::amx_permitted(),
+                "AMX is not available to this process"
+            );
+            // SAFETY: AMX is permitted; the configuration is valid.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+            micro_tile
+        }
+        Bf16Unit::Avx512Bf16 => super::dpbf16::micro_tile,
+        Bf16Unit::Emulated => panic!("the emulated unit runs the fp32 micro-kernels"),
+    }
 }
 
 /// One 32 × 32 tile: `tile (+)= a · b` over `steps` steps of 32 k. A whole tile of a

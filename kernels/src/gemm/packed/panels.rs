@@ -7,9 +7,14 @@
 //! once per product. The arithmetic is [`super::gemm`]'s exactly: the same
 //! micro-kernel over the same KC blocks of k, the same add-or-store per block, so a
 //! product gives the same bits either way.
+//!
+//! For bf16 products on a matrix unit, the same idea on the units' own panels
+//! ([`super::amx_pack`]: 32-row A and 32-column VNNI-2 B panels, k in steps of 32,
+//! rounded while packed): [`pack_a_bf16`], [`pack_b_bf16`], [`multiply_bf16`].
 
+use super::amx_pack::{self, STEP_ELEMS};
 use super::{MicroKernel, Tile, View, avx2, avx512, pack};
-use crate::cpu::Isa;
+use crate::cpu::{Bf16Unit, Isa};
 
 /// Packed panels of one operand: panel `i` (rows `i·MR..` of A, or columns `i·NR..`
 /// of B) starts at `ptr + i·MR·depth` (or `i·NR·depth`), and holds for each p from 0 to
@@ -128,5 +133,83 @@ unsafe fn panel_loops<K: MicroKernel>(
             break;
         }
         pc += kc;
+    }
+}
+
+/// Rows (columns) of a bf16 panel and k of one of its steps.
+pub const BF16_TILE: usize = 32;
+
+/// bf16 elements the whole panels of an `m × k` A (or a `k × m` B) take.
+pub fn bf16_len(m: usize, k: usize) -> usize {
+    m.next_multiple_of(BF16_TILE) * k.next_multiple_of(BF16_TILE)
+}
+
+/// bf16 panels of one operand: panel `i` (rows, or columns, `32i..`) starts at
+/// `ptr + i·steps·STEP_ELEMS` and holds `steps` steps of 32 k; a product reads from
+/// step `from / 32` on (`from` a multiple of 32).
+#[derive(Clone, Copy)]
+pub struct Bf16Panels {
+    pub ptr: *const u16,
+    pub steps: usize,
+    pub from: usize,
+}
+
+/// Packs all of `lhs` (m × k) into bf16 A panels (rounded; rows and k past the matrix
+/// zero).
+///
+/// # Safety
+/// The CPU has AVX-512F; `lhs` is a valid m × k matrix; `buf` holds [`bf16_len`]`(m, k)`.
+pub unsafe fn pack_a_bf16(buf: &mut [u16], lhs: View, m: usize, k: usize) {
+    // SAFETY: forwarded.
+    unsafe { amx_pack::pack_a(buf, lhs, 0, m, 0, k) }
+}
+
+/// Packs all of `rhs` (k × n) into bf16 VNNI-2 B panels (rounded; columns and k past
+/// the matrix zero).
+///
+/// # Safety
+/// As [`pack_a_bf16`], with `rhs` a valid k × n matrix and `buf` of [`bf16_len`]`(n, k)`.
+pub unsafe fn pack_b_bf16(buf: &mut [u16], rhs: View, k: usize, n: usize) {
+    // SAFETY: forwarded.
+    unsafe { amx_pack::pack_b(buf, rhs, 0, k, 0, n) }
+}
+
+/// `dst[m×n] = (accumulate ? dst : 0) + a[m×k]·b[k×n]` from bf16 panels on `unit`
+/// (AMX or AVX512-BF16), on this thread: each 32 × 32 tile in one call of the
+/// micro-tile over all of its k (the sums stay in the tile; the bits do not depend on
+/// how k would be blocked).
+///
+/// # Safety
+/// `unit` is in [`crate::cpu::bf16_supported`] and not emulated; `a` and `b` hold the
+/// panels of m rows and n columns, each reaching `from + k` (rounded up to 32) deep,
+/// zero past the matrices; `dst` is a writable m × n matrix overlapping neither.
+pub unsafe fn multiply_bf16(
+    unit: Bf16Unit,
+    [m, n, k]: [usize; 3],
+    dst: View,
+    a: Bf16Panels,
+    b: Bf16Panels,
+    accumulate: bool,
+) {
+    debug_assert!(a.from.is_multiple_of(BF16_TILE) && b.from.is_multiple_of(BF16_TILE));
+    let micro = super::amx::micro_tiles(unit);
+    let steps = k.div_ceil(BF16_TILE);
+    let start = |p: Bf16Panels, i: usize| {
+        p.ptr
+            .wrapping_add((i / BF16_TILE * p.steps + p.from / BF16_TILE) * STEP_ELEMS)
+    };
+    for jr in (0..n).step_by(BF16_TILE) {
+        for ir in (0..m).step_by(BF16_TILE) {
+            let tile = Tile {
+                dst,
+                row: ir,
+                col: jr,
+                rows: BF16_TILE.min(m - ir),
+                cols: BF16_TILE.min(n - jr),
+                add: accumulate,
+            };
+            // SAFETY: the caller's contract covers every panel step read and tile stored.
+            unsafe { micro(steps, start(a, ir), start(b, jr), tile) };
+        }
     }
 }
