@@ -1,6 +1,6 @@
 //! MPI ranks (the `mpi` cargo feature): the [`Exchange`] of a run started by
 //! `mpiexec -n R cllm run SPEC`, over the system's MPI (MPICH or Open MPI) through the
-//! `mpi` crate. The one collective a step needs is an all-gather.
+//! `mpi` crate. A step needs two collectives: all-to-all and all-gather.
 
 use std::sync::Arc;
 
@@ -67,6 +67,30 @@ impl Exchange for Mpi {
 
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
+    }
+
+    fn all_to_all(&self, send: &[u8], recv: &mut [u8]) {
+        let piece = send.len() / self.ranks;
+        if piece <= CALL_BYTES {
+            self.world.all_to_all_into(send, recv);
+            return;
+        }
+        // Past MPI's 32-bit counts: each piece in parts, exchanged then put in place.
+        let (mut out, mut back) = (
+            vec![0u8; self.ranks * CALL_BYTES],
+            vec![0u8; self.ranks * CALL_BYTES],
+        );
+        for start in (0..piece).step_by(CALL_BYTES) {
+            let n = CALL_BYTES.min(piece - start);
+            for r in 0..self.ranks {
+                out[r * n..][..n].copy_from_slice(&send[r * piece + start..][..n]);
+            }
+            self.world
+                .all_to_all_into(&out[..self.ranks * n], &mut back[..self.ranks * n]);
+            for r in 0..self.ranks {
+                recv[r * piece + start..][..n].copy_from_slice(&back[r * n..][..n]);
+            }
+        }
     }
 
     fn all_gather(&self, send: &[u8], recv: &mut [u8]) {

@@ -60,9 +60,12 @@ fn ranks_give_the_single_process_bits() {
     let (two, on_two) = single(2);
     assert_eq!(on_two, expected, "1 and 2 threads agree");
     assert_eq!(one.losses, two.losses);
+    let mut sent = Vec::new();
     for ranks in [1, 2, 4] {
         let dir = root.path().join(format!("r{ranks}"));
         let summaries = run_on_ranks(ranks, &dir);
+        let most = summaries.iter().filter_map(|s| s.exchange_bytes).max();
+        sent.push(most.unwrap_or(0) as f64 / summaries[0].losses.len() as f64);
         assert_eq!(
             state(&dir),
             expected,
@@ -78,6 +81,15 @@ fn ranks_give_the_single_process_bits() {
             assert_eq!(s.val_loss.map(f64::to_bits), one.val_loss.map(f64::to_bits));
         }
     }
+    // Each rank sends each collective's (R − 1)/R of the gradient: 2(R − 1)/R × 4P per
+    // step, ×1.5 from 2 to 4 ranks (gathering whole subtree sums sent (R − 1) × 4P: ×3).
+    eprintln!("bytes sent per step by the busiest rank on 1, 2, 4 ranks: {sent:?}");
+    assert_eq!(sent[0], 0.0, "one rank sends nothing");
+    let growth = sent[2] / sent[1];
+    assert!(
+        growth < 2.0,
+        "from 2 to 4 ranks the bytes grew {growth:.2}×"
+    );
 }
 
 /// The interpreter sums over ranks its own way (the whole tree twice, other ranks'

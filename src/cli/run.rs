@@ -134,11 +134,14 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
         );
     }
     if let (Some(seconds), Some(ranks)) = (summary.exchange_seconds, &ranks) {
+        let sent = summary.exchange_bytes.unwrap_or(0) as f64 / (1u64 << 20) as f64;
+        let steps = summary.losses.len().max(1) as f64;
         println!(
             "{} ranks: {seconds:.2} s in the exchange (waiting for the slowest rank included), \
-             {:.1}% of the wall time",
+             {:.1}% of the wall time; this rank sent {sent:.1} MiB, {:.2} MiB per step",
             ranks.ranks(),
-            100.0 * seconds / summary.averages.wall_seconds.max(1e-9)
+            100.0 * seconds / summary.averages.wall_seconds.max(1e-9),
+            sent / steps
         );
     }
     draw_curves(&run_dir);

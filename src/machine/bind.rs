@@ -66,14 +66,19 @@ impl Machine<f32> {
             .collect();
         let adamw_tables = optimizer.iter().map(|c| table(&c.adamw, local)).collect();
         if let Some(ranks) = &mut self.ranks {
-            // Pass 1: this rank's shards, −0.0 for the others', the sum into shard 0's
-            // buffer (or `partial` when shard 0 is another rank's). Pass 2: each rank's
-            // sum at its block's first shard, −0.0 elsewhere, the total into shard 0's.
-            let (len, block) = (self.params.len(), ranks.block);
+            // Pass 1, every chunk: this rank's shards, −0.0 for the others', the sum
+            // into shard 0's buffer (or `partial` when shard 0 is another rank's).
+            // Pass 2, this rank's own chunks only: rank r's subtree sum of the chunk (its
+            // piece r of `mine`) at shard r·b, −0.0 elsewhere; the total lands in piece 0.
+            ranks.size_for_jit();
+            let block = ranks.block;
             let zero = ranks.minus_zero.as_mut_ptr().cast::<u8>();
             let (own, partial) = (ranks.own.clone(), ranks.partial.as_mut_ptr());
-            let sums = ranks.sums.as_mut_ptr();
-            // SAFETY (both passes): offsets stay inside each buffer (chunks cover P floats).
+            let rank = ranks.exchange.rank();
+            let (run, span) = (ranks.runs[rank].clone(), ranks.spans[rank].clone());
+            let (mine, piece) = (ranks.mine.as_mut_ptr(), ranks.piece);
+            // SAFETY (both passes): offsets stay inside each buffer (chunks cover P
+            // floats; an owned chunk lies inside its owner's span, a piece long).
             let first = |slice: &StateSlice| match slice.state {
                 State::Grads { shard } if !own.contains(&shard) => match shard {
                     0 => unsafe { partial.add(slice.offset).cast() },
@@ -82,16 +87,23 @@ impl Machine<f32> {
                 _ => local(slice),
             };
             let second = |slice: &StateSlice| match slice.state {
-                State::Grads { shard } if shard != 0 => match shard.is_multiple_of(block) {
-                    true => unsafe { sums.add((shard / block) * len + slice.offset).cast() },
+                State::Grads { shard } => match shard.is_multiple_of(block) {
+                    true => unsafe {
+                        let at = (shard / block) * piece + slice.offset - span.start;
+                        mine.add(at).cast()
+                    },
                     false => zero,
                 },
                 _ => local(slice),
             };
-            let pass = |at: &dyn Fn(&StateSlice) -> *mut u8| -> Vec<Table> {
-                optimizer.iter().map(|c| table(&c.grad_sum, at)).collect()
-            };
-            ranks.tables = Some((pass(&first), pass(&second)));
+            let first = optimizer
+                .iter()
+                .map(|c| table(&c.grad_sum, first))
+                .collect();
+            let second = (optimizer[run].iter())
+                .map(|c| table(&c.grad_sum, second))
+                .collect();
+            ranks.tables = Some((first, second));
         }
         // The weight-panel kernels' tables: a weight (parameters) and its two panels.
         let panel_tables = (self.plan.panels.iter())

@@ -239,8 +239,8 @@ impl<T: Real> Machine<T> {
     /// the shards and exchanges subtree sums (`ranks.rs`). Call before `attach_jit`.
     pub fn set_ranks(&mut self, exchange: Arc<dyn Exchange>) -> Result<(), RankError> {
         assert!(self.program.is_none(), "set_ranks goes before attach_jit");
-        let grads = self.params.len();
-        let ranks = ranks::Ranks::new(exchange, self.plan.shards, grads)?;
+        let chunks = &self.plan.param_chunks;
+        let ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks)?;
         self.ranks = Some(ranks);
         Ok(())
     }
@@ -249,6 +249,11 @@ impl<T: Real> Machine<T> {
     /// slowest included); `None` when it runs alone.
     pub fn exchange_seconds(&self) -> Option<f64> {
         self.ranks.as_ref().map(|r| r.exchange_seconds)
+    }
+
+    /// Bytes this process has sent to the other ranks; `None` when it runs alone.
+    pub fn exchange_bytes(&self) -> Option<u64> {
+        self.ranks.as_ref().map(|r| r.sent_bytes)
     }
 
     /// The shards this process runs: all of them, or its rank's block.

@@ -108,6 +108,7 @@ impl<T: Real> Machine<T> {
                 let recv_bytes = super::ranks::bytes_of_mut(&mut ranks.losses_in);
                 let started = std::time::Instant::now();
                 (ranks.exchange).all_gather(super::ranks::bytes_of(&ranks.losses_out), recv_bytes);
+                ranks.sent_bytes += ((count - 1) * 8 * ranks.losses_out.len()) as u64;
                 ranks.exchange_seconds += started.elapsed().as_secs_f64();
                 // Rank r sent its shards' losses in (micro-batch, shard) order.
                 let per_rank = ranks.losses_out.len();
@@ -161,10 +162,15 @@ impl<T: Real> Machine<T> {
         }
         self.tree_sum();
         let ranks = self.ranks.as_mut().expect("split over ranks");
+        if ranks.sums.is_empty() {
+            // Sized on the first step (the reference back end may allocate).
+            ranks.sums = vec![T::default(); ranks.exchange.ranks() * len];
+        }
         let started = std::time::Instant::now();
         let send = super::ranks::bytes_of(&self.shard_grads[0]);
         (ranks.exchange).all_gather(send, super::ranks::bytes_of_mut(&mut ranks.sums));
         ranks.exchange_seconds += started.elapsed().as_secs_f64();
+        ranks.sent_bytes += ((ranks.exchange.ranks() - 1) * send.len()) as u64;
         for (s, g) in self.shard_grads.iter_mut().enumerate() {
             if s.is_multiple_of(block) {
                 g.copy_from_slice(&ranks.sums[(s / block) * len..][..len]);
@@ -175,8 +181,10 @@ impl<T: Real> Machine<T> {
         self.tree_sum();
     }
 
-    /// The compiled tree over ranks: pass 1 over this rank's shards (the others' read as
-    /// a chunk of −0.0), the all-gather, pass 2 over the ranks' sums (`ranks.rs`).
+    /// The compiled tree over ranks (`ranks.rs`): pass 1 over this rank's shards (the
+    /// others' read as a chunk of −0.0); each owner's run of every rank's subtree sum by
+    /// all-to-all; pass 2 over the owner's chunks; the totals and their Σ g² back by
+    /// all-gather.
     fn sum_over_ranks_compiled(&mut self) {
         let pool = std::sync::Arc::clone(&self.pool);
         let Machine {
@@ -188,38 +196,63 @@ impl<T: Real> Machine<T> {
         } = self;
         let super::ranks::Ranks {
             exchange,
-            sums,
             partial,
             tables,
+            runs,
+            spans,
+            piece,
+            scatter,
+            mine,
+            totals,
+            squares_out,
+            squares_in,
             exchange_seconds,
+            sent_bytes,
             ..
         } = ranks.as_mut().expect("split over ranks");
         let bound = program.as_ref().expect("compiled");
         let (first, second) = tables.as_ref().expect("tables bound");
         let kernels = &bound.program.shard_sum;
-        let run = |tables: &[super::Table], squares: &mut [f64]| {
-            run_compiled_chunks(&pool, kernels, tables, &[0.0], squares)
-        };
         // Shard 0 belongs to another rank: this rank's sum goes to `partial`, which the
         // tree also reads as shard 0's (−0.0) input.
         partial.fill(T::from_f64(-0.0));
-        run(first, chunk_squares);
-        let started = std::time::Instant::now();
-        let mine = if partial.is_empty() {
+        run_compiled_chunks(&pool, kernels, first, &[0.0], chunk_squares);
+        let subtree = if partial.is_empty() {
             &shard_grads[0]
         } else {
             &*partial
         };
+        let (rank, count, piece) = (exchange.rank(), exchange.ranks(), *piece);
+        for (s, span) in spans.iter().enumerate() {
+            scatter[s * piece..][..span.len()].copy_from_slice(&subtree[span.clone()]);
+        }
+        let started = std::time::Instant::now();
+        exchange.all_to_all(
+            super::ranks::bytes_of(scatter),
+            super::ranks::bytes_of_mut(mine),
+        );
+        let run = runs[rank].clone();
+        let mut own_squares = std::mem::take(squares_out);
+        let own = &mut own_squares[..run.len()];
+        run_compiled_chunks(&pool, &kernels[run.clone()], second, &[0.0], own);
         exchange.all_gather(
-            super::ranks::bytes_of(mine),
-            super::ranks::bytes_of_mut(sums),
+            super::ranks::bytes_of(&mine[..piece]),
+            super::ranks::bytes_of_mut(totals),
+        );
+        exchange.all_gather(
+            super::ranks::bytes_of(&own_squares),
+            super::ranks::bytes_of_mut(squares_in),
         );
         *exchange_seconds += started.elapsed().as_secs_f64();
-        let len = shard_grads[0].len();
-        if !partial.is_empty() {
-            shard_grads[0].copy_from_slice(&sums[..len]);
+        let peers = (count - 1) as u64;
+        *sent_bytes +=
+            peers * (2 * piece * std::mem::size_of::<T>() + 8 * own_squares.len()) as u64;
+        *squares_out = own_squares;
+        let most = squares_out.len();
+        for (s, (span, run)) in spans.iter().zip(runs.iter()).enumerate() {
+            shard_grads[0][span.clone()].copy_from_slice(&totals[s * piece..][..span.len()]);
+            chunk_squares[run.clone()].copy_from_slice(&squares_in[s * most..][..run.len()]);
         }
-        run(second, chunk_squares);
     }
 
     /// The fixed tree over every shard buffer, chunk by chunk in parallel, recording

@@ -10,10 +10,20 @@
 //!    rank's buffers set to −0.0 (x + (−0.0) = x exactly, +0 and −0 included): its
 //!    subtree's sum lands in buffer 0, the same bits the single process has at the
 //!    subtree's root;
-//! 2. the R subtree sums are exchanged (one all-gather of P floats from each rank);
-//! 3. each rank writes sum r into buffer r·b, −0.0 everywhere else, and runs the tree
-//!    once more: the levels above the blocks add exactly what the single process adds,
-//!    in the same order, and the same kernel computes the same Σ g² for clipping.
+//! 2. the parameter chunks are cut into R contiguous runs, one *owned* by each rank
+//!    ([`owners`]); each rank sends its subtree sum's piece of run s to rank s (one
+//!    all-to-all), so rank s holds every rank's subtree sum of its own run;
+//! 3. the owner runs the tree above the blocks on its run's chunks: sum r at buffer r·b,
+//!    −0.0 everywhere else — the levels above the blocks add exactly what the single
+//!    process adds, in the same order, and the same kernel computes the same Σ g² per
+//!    chunk for clipping;
+//! 4. the finished runs and their chunks' Σ g² travel back by all-gather.
+//!
+//! Each rank sends (R − 1)/R of the gradient in each collective: 2(R − 1)/R × 4P bytes
+//! per step whatever R, where gathering every rank's whole subtree sum sent (R − 1) ×
+//! 4P. (The reference back end keeps that simpler way: the whole tree twice, over an
+//! all-gather of the sums.) Not `MPI_Allreduce` or `MPI_Reduce_scatter`: MPI may
+//! reorder their additions, and then the bits would depend on R.
 //!
 //! Losses of the shards (f64, per micro-batch and shard) are all-gathered too and added
 //! in the single process's order. Every rank then holds the step's gradient and runs
@@ -22,7 +32,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-/// An all-gather among the ranks of one run.
+use crate::plan::ParamChunk;
+
+/// The collectives among the ranks of one run.
 pub trait Exchange: Send + Sync + std::fmt::Debug {
     /// This process's rank, 0-based.
     fn rank(&self) -> usize;
@@ -31,6 +43,9 @@ pub trait Exchange: Send + Sync + std::fmt::Debug {
     /// Every rank's `send` (the same length on each), in rank order, into `recv`
     /// (`ranks() × send.len()` bytes).
     fn all_gather(&self, send: &[u8], recv: &mut [u8]);
+    /// `send` holds `ranks()` pieces of equal length: piece s goes to rank s, and piece
+    /// r of `recv` (as long as `send`) arrives from rank r.
+    fn all_to_all(&self, send: &[u8], recv: &mut [u8]);
     /// Ends every rank with `code` (a rank that stops alone would leave the others
     /// waiting in the next exchange). Threads of one process end the process.
     fn abort(&self, code: i32) -> ! {
@@ -142,6 +157,30 @@ impl RankError {
     }
 }
 
+/// The run of parameter chunks each rank owns (`chunks`, by index) and their floats
+/// (`spans`): R contiguous runs covering every chunk in order, cut where the floats
+/// reach r·P/R (a rank may own none when there are fewer chunks than ranks).
+pub fn owners(chunks: &[ParamChunk], ranks: usize) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
+    let total: usize = chunks.iter().map(|c| c.len).sum();
+    let owner =
+        |c: &ParamChunk| ((2 * c.offset + c.len) * ranks / (2 * total.max(1))).min(ranks - 1);
+    let mut runs = vec![0..0; ranks];
+    let mut at = 0;
+    for (r, run) in runs.iter_mut().enumerate() {
+        let start = at;
+        while at < chunks.len() && owner(&chunks[at]) == r {
+            at += 1;
+        }
+        *run = start..at;
+    }
+    let span = |run: &Range<usize>| match (chunks.get(run.start), run.is_empty()) {
+        (Some(first), false) => first.offset..chunks[run.end - 1].offset + chunks[run.end - 1].len,
+        _ => 0..0,
+    };
+    let spans = runs.iter().map(span).collect();
+    (runs, spans)
+}
+
 /// A machine's place among the ranks, and the buffers of its exchange (sized once).
 pub(super) struct Ranks<T> {
     pub exchange: Arc<dyn Exchange>,
@@ -149,7 +188,24 @@ pub(super) struct Ranks<T> {
     pub own: Range<usize>,
     /// Shards per rank (b).
     pub block: usize,
-    /// Every rank's subtree sum, in rank order (R × P), as the all-gather leaves them.
+    /// The parameter chunks (indices) and floats each rank owns ([`owners`]).
+    pub runs: Vec<Range<usize>>,
+    pub spans: Vec<Range<usize>>,
+    /// Floats of the largest run: the length of every piece exchanged.
+    pub piece: usize,
+    /// This rank's subtree sum cut into the R owners' pieces (R × piece).
+    pub scatter: Vec<T>,
+    /// Every rank's subtree sum of this rank's run (R × piece); the owner's tree
+    /// leaves the total in piece 0.
+    pub mine: Vec<T>,
+    /// Every owner's total, in rank order (R × piece).
+    pub totals: Vec<T>,
+    /// Σ g² of this rank's chunks (padded to the most chunks a rank owns), and every
+    /// rank's.
+    pub squares_out: Vec<f64>,
+    pub squares_in: Vec<f64>,
+    /// Every rank's subtree sum, in rank order (R × P): the reference back end's
+    /// all-gather (empty on the JIT path).
     pub sums: Vec<T>,
     /// This rank's subtree sum when its block does not hold shard 0 (P), else empty.
     pub partial: Vec<T>,
@@ -160,27 +216,42 @@ pub(super) struct Ranks<T> {
     pub tables: Option<(Vec<super::Table>, Vec<super::Table>)>,
     pub losses_out: Vec<f64>,
     pub losses_in: Vec<f64>,
-    /// Seconds spent in all-gathers (waiting for the slowest rank included).
+    /// Seconds spent in the collectives (waiting for the slowest rank included).
     pub exchange_seconds: f64,
+    /// Bytes this rank has sent to other ranks.
+    pub sent_bytes: u64,
 }
 
 impl<T: cllm_kernels::Real> Ranks<T> {
+    /// The split of `shards` over `exchange`'s ranks; the exchange's buffers come with
+    /// the back end ([`Ranks::size_for_jit`], or the reference's on its first step).
     pub fn new(
         exchange: Arc<dyn Exchange>,
         shards: usize,
-        grads: usize,
+        chunks: &[ParamChunk],
     ) -> Result<Self, RankError> {
         let (rank, ranks) = (exchange.rank(), exchange.ranks());
         if !rank_counts(shards).contains(&ranks) {
             return Err(RankError::new(ranks, shards));
         }
+        let grads: usize = chunks.iter().map(|c| c.len).sum();
         let block = shards / ranks;
         let minus_zero = T::from_f64(-0.0);
+        let (runs, spans) = owners(chunks, ranks);
+        let piece = spans.iter().map(|s| s.len()).max().unwrap_or(0);
         Ok(Ranks {
             exchange,
             own: rank * block..(rank + 1) * block,
             block,
-            sums: vec![T::default(); ranks * grads],
+            runs,
+            spans,
+            piece,
+            scatter: Vec::new(),
+            mine: Vec::new(),
+            totals: Vec::new(),
+            squares_out: Vec::new(),
+            squares_in: Vec::new(),
+            sums: Vec::new(),
             partial: if rank == 0 {
                 Vec::new()
             } else {
@@ -191,7 +262,22 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             losses_out: Vec::new(),
             losses_in: Vec::new(),
             exchange_seconds: 0.0,
+            sent_bytes: 0,
         })
+    }
+}
+
+impl<T: cllm_kernels::Real> Ranks<T> {
+    /// Sizes the compiled exchange's buffers: three of R pieces (≈ 3P floats in all,
+    /// whatever R) and the chunks' Σ g².
+    pub fn size_for_jit(&mut self) {
+        let ranks = self.runs.len();
+        let most = self.runs.iter().map(|r| r.len()).max().unwrap_or(0);
+        for buffer in [&mut self.scatter, &mut self.mine, &mut self.totals] {
+            *buffer = vec![T::default(); ranks * self.piece];
+        }
+        self.squares_out = vec![0.0; most];
+        self.squares_in = vec![0.0; ranks * most];
     }
 }
 
@@ -210,7 +296,41 @@ pub(super) fn bytes_of_mut<T: cllm_kernels::Real>(values: &mut [T]) -> &mut [u8]
 
 #[cfg(test)]
 mod tests {
-    use super::rank_counts;
+    use super::{owners, rank_counts};
+    use crate::plan::ParamChunk;
+
+    #[test]
+    fn owners_cut_the_chunks_into_contiguous_balanced_runs() {
+        // Chunks of a model: a few large, many small, in order.
+        let lens = [32768, 32768, 100, 7, 32768, 5000, 64, 64, 32768, 12000];
+        let mut offset = 0;
+        let chunks: Vec<ParamChunk> = (lens.iter())
+            .map(|&len| {
+                let c = ParamChunk {
+                    offset,
+                    len,
+                    decay: true,
+                };
+                offset += len;
+                c
+            })
+            .collect();
+        for ranks in [1, 2, 3, 4, 8, 16] {
+            let (runs, spans) = owners(&chunks, ranks);
+            assert_eq!(runs.len(), ranks);
+            // Every chunk owned once, in order; each span is its run's floats.
+            let flat: Vec<usize> = runs.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(flat, (0..chunks.len()).collect::<Vec<_>>(), "{ranks} ranks");
+            let covered: usize = spans.iter().map(|s| s.len()).sum();
+            assert_eq!(covered, offset);
+            // No run exceeds its share by more than one chunk.
+            let largest = spans.iter().map(|s| s.len()).max().unwrap();
+            assert!(
+                largest <= offset / ranks + 32768,
+                "{ranks} ranks: {largest}"
+            );
+        }
+    }
 
     #[test]
     fn blocks_are_power_of_two_subtrees() {
@@ -270,6 +390,18 @@ impl Exchange for ThreadRanks {
         {
             chunk.copy_from_slice(slot);
         }
+        self.shared.barrier.wait();
+    }
+
+    fn all_to_all(&self, send: &[u8], recv: &mut [u8]) {
+        self.shared.slots.lock().expect("no rank panicked")[self.rank] = send.to_vec();
+        self.shared.barrier.wait();
+        let slots = self.shared.slots.lock().expect("no rank panicked");
+        let piece = send.len() / slots.len();
+        for (chunk, slot) in recv.chunks_mut(piece.max(1)).zip(slots.iter()) {
+            chunk.copy_from_slice(&slot[self.rank * piece..][..piece]);
+        }
+        drop(slots);
         self.shared.barrier.wait();
     }
 }

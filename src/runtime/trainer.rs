@@ -33,6 +33,8 @@ pub struct RunSummary {
     pub averages: Averages,
     /// Seconds spent exchanging with other ranks (a run split over ranks).
     pub exchange_seconds: Option<f64>,
+    /// Bytes this rank sent to the other ranks (a run split over ranks).
+    pub exchange_bytes: Option<u64>,
 }
 
 struct State {
@@ -199,6 +201,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         checkpoint: checkpoint_path,
         averages,
         exchange_seconds: state.machine.exchange_seconds(),
+        exchange_bytes: state.machine.exchange_bytes(),
     })
 }
 
