@@ -58,8 +58,9 @@ pub fn report(
     let one = predict(&step, &net, ranks);
     let _ = writeln!(
         out,
-        "each rank sends {:.1} MB a step (its subtree sum of the gradient, {:.2}M floats; the \
-         shards' losses; the stop flag) and receives {} times that",
+        "each rank sends {:.1} MB a step and receives as much: its subtree sum of the \
+         gradient ({:.2}M floats) cut into {ranks} owners' pieces, its own piece's totals back \
+         to the {} others, the shards' losses, the stop flag",
         one.sent_bytes / 1e6,
         step.params / 1e6,
         ranks - 1

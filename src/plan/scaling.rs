@@ -2,22 +2,24 @@
 //! step time, so the plan past one machine is a number before it is a cluster.
 //!
 //! Per step, rank r of R computes its S/R shards (a 1/R share of the step's FLOPs) and
-//! then exchanges (`machine/ranks.rs`): an all-gather of every rank's subtree sum of the
-//! gradient (P floats from each), one of the shards' losses and one of the stop flag.
-//! With the ring algorithm MPI uses for large all-gathers each rank receives (R − 1)
-//! messages in R − 1 rounds:
+//! then exchanges (`machine/ranks.rs`): an all-to-all that gives each owner every rank's
+//! subtree sum of its 1/R of the gradient, and an all-gather of the owners' totals
+//! (each (R − 1)/R · 4P bytes per rank, in R − 1 rounds of 4P/R), plus small all-gathers
+//! of the chunks' Σ g², the shards' losses and the stop flag:
 //!
 //!   compute(R)  = FLOPs / (R · F)                      F: one process's FLOP rate
-//!   exchange(R) = (R − 1) · (3α + 4P / β)              α latency, β bandwidth (bytes/s)
-//!   tree(R)     = (R + 4) · 4P / B    (R > 1)          what the single process's tree
-//!                                                      does not: reading the R sums,
-//!                                                      two writes, a fill and a copy,
+//!   exchange(R) = (R − 1) · (5α + 2 · 4P / (R · β))    α latency, β bandwidth (bytes/s)
+//!   tree(R)     = 4 · 4P / B          (R > 1)          what the single process's tree
+//!                                                      does not: a fill, cutting the
+//!                                                      sum into pieces, reading the
+//!                                                      R pieces, placing the totals,
 //!                                                      at memory bandwidth B
 //!   efficiency  = compute(1) / (R · step(R))
 //!
-//! The all-gather keeps every float's sum in the single process's tree order (the bits
-//! do not change with R), but its bytes grow with R where an all-reduce's do not: the
-//! exchange overtakes compute near R ≈ √(FLOPs · β / (4P · F)).
+//! Every float is still summed in the single process's tree order (the bits do not
+//! change with R), and the bytes each rank sends, 2(R − 1)/R · 4P, stay under two
+//! gradients whatever R, as a ring all-reduce's do; what grows with R is the latency
+//! term, 5α(R − 1).
 
 /// A network: bandwidth in bytes per second and latency in seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,7 +87,8 @@ pub struct Prediction {
     pub step_s: f64,
     /// compute(1) / (R · step(R)).
     pub efficiency: f64,
-    /// Bytes each rank sends per step (its gradient subtree sum, losses and flag).
+    /// Bytes each rank sends per step: its pieces of the gradient to the owners, its
+    /// run's totals back, its shards' losses and the stop flag (to each other rank).
     pub sent_bytes: f64,
 }
 
@@ -93,9 +96,9 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
     let r = ranks as f64;
     let compute_s = step.flops / (r * step.flop_rate);
     let message = 4.0 * step.params;
-    let exchange_s = (r - 1.0) * (3.0 * net.latency_s + message / net.bytes_per_s);
+    let exchange_s = (r - 1.0) * (5.0 * net.latency_s + 2.0 * message / (r * net.bytes_per_s));
     let tree_s = if ranks > 1 {
-        (r + 4.0) * message / step.memory_bytes_per_s
+        4.0 * message / step.memory_bytes_per_s
     } else {
         0.0
     };
@@ -109,7 +112,7 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
         step_s,
         efficiency: single / (r * step_s),
         sent_bytes: if ranks > 1 {
-            message + 8.0 * step.shards as f64 + 1.0
+            (r - 1.0) * (2.0 * message / r + 8.0 * step.shards as f64 / r + 1.0)
         } else {
             0.0
         },
@@ -145,12 +148,17 @@ mod tests {
         let one = predict(&step, &net, 1);
         assert_eq!((one.efficiency, one.exchange_s), (1.0, 0.0));
         let two = predict(&step, &net, 2);
-        // 10 s of compute halves; 40 MB at 1.25 GB/s is 32 ms (+150 µs); tree 6 × 2 ms.
+        // 10 s of compute halves; twice 20 MB at 1.25 GB/s is 32 ms (+250 µs); tree
+        // 4 × 2 ms.
         assert!((two.compute_s - 5.0).abs() < 1e-9);
-        assert!((two.exchange_s - 0.03215).abs() < 1e-6);
-        assert!((two.tree_s - 0.012).abs() < 1e-9);
+        assert!((two.exchange_s - 0.03225).abs() < 1e-6);
+        assert!((two.tree_s - 0.008).abs() < 1e-9);
         assert!(two.efficiency < 1.0 && two.efficiency > 0.98);
-        // √(1e12 · 1.25e9 / (4e7 · 1e11)) ≈ 17.7: first power of two past it is 32.
-        assert_eq!(exchange_dominates(&step, &net), Some(32));
+        // The bytes each rank sends approach 2 × 4P and never pass it.
+        let sent = |r| predict(&step, &net, r).sent_bytes / (8.0 * step.params);
+        assert!((sent(2) - 0.5).abs() < 1e-3 && sent(64) < 1.0 && sent(64) > 0.98);
+        // compute 10 s / R against 64 ms·(R − 1)/R + 250 µs·(R − 1): the latency
+        // term wins first between 64 and 128 ranks.
+        assert_eq!(exchange_dominates(&step, &net), Some(128));
     }
 }
