@@ -322,12 +322,14 @@ impl<T: Real> Machine<T> {
     }
 
     /// Parameter `i`'s gradient: after a step, the sum over every shard; after the
-    /// single-shard [`Machine::backward`], shard 0's.
+    /// single-shard [`Machine::backward`], shard 0's. Over ranks (compiled), only the
+    /// floats of this rank's own run are the sum: each owner alone finishes its run.
     pub fn grad(&self, i: usize) -> &[T] {
         &self.shard_grads[0][self.param_range(i)]
     }
 
-    /// Parameter `i`'s AdamW moments (m, v).
+    /// Parameter `i`'s AdamW moments (m, v). Over ranks (compiled), whole only after
+    /// [`Machine::gather_moments`]: each owner updates its own run.
     pub fn moments(&self, i: usize) -> (&[T], &[T]) {
         let range = self.param_range(i);
         (&self.m[range.clone()], &self.v[range])

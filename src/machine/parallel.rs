@@ -203,7 +203,6 @@ impl<T: Real> Machine<T> {
             piece,
             scatter,
             mine,
-            totals,
             squares_out,
             squares_in,
             exchange_seconds,
@@ -236,23 +235,21 @@ impl<T: Real> Machine<T> {
         let own = &mut own_squares[..run.len()];
         run_compiled_chunks(&pool, &kernels[run.clone()], second, &[0.0], own);
         exchange.all_gather(
-            super::ranks::bytes_of(&mine[..piece]),
-            super::ranks::bytes_of_mut(totals),
-        );
-        exchange.all_gather(
             super::ranks::bytes_of(&own_squares),
             super::ranks::bytes_of_mut(squares_in),
         );
         *exchange_seconds += started.elapsed().as_secs_f64();
         let peers = (count - 1) as u64;
-        *sent_bytes +=
-            peers * (2 * piece * std::mem::size_of::<T>() + 8 * own_squares.len()) as u64;
+        *sent_bytes += peers * (piece * std::mem::size_of::<T>() + 8 * own_squares.len()) as u64;
         *squares_out = own_squares;
         let most = squares_out.len();
-        for (s, (span, run)) in spans.iter().zip(runs.iter()).enumerate() {
-            shard_grads[0][span.clone()].copy_from_slice(&totals[s * piece..][..span.len()]);
+        for (s, run) in runs.iter().enumerate() {
             chunk_squares[run.clone()].copy_from_slice(&squares_in[s * most..][..run.len()]);
         }
+        // The owner's totals, where AdamW (run by the owner alone: `adamw_on_owners`)
+        // reads them; the rest of the summed gradient is the other owners' business.
+        let span = spans[rank].clone();
+        shard_grads[0][span.clone()].copy_from_slice(&mine[..span.len()]);
     }
 
     /// The fixed tree over every shard buffer, chunk by chunk in parallel, recording
@@ -276,6 +273,9 @@ impl<T: Real> Machine<T> {
     pub fn adamw(&mut self, h: AdamWStep) {
         self.panels_stale = true;
         let pool = std::sync::Arc::clone(&self.pool);
+        if self.ranks.as_ref().is_some_and(|r| r.tables.is_some()) {
+            return self.adamw_on_owners(h);
+        }
         if let Some(bound) = &self.program {
             let (kernels, tables) = (&bound.program.adamw, &bound.adamw_tables);
             let returns = &mut self.chunk_returns;
@@ -288,6 +288,42 @@ impl<T: Real> Machine<T> {
             adamw: Some(h),
         };
         run_reference_chunks(&pool, &steps, &state, &scalars, &mut self.chunk_returns);
+    }
+
+    /// AdamW over ranks, compiled (ZeRO-1): each owner updates its run of chunks (the
+    /// gradient totals it alone holds, its run of the moments), then the updated
+    /// parameters are all-gathered — the same bytes the gradient totals would take.
+    /// Each rank's moments are current on its own run only until
+    /// [`Machine::gather_moments`].
+    fn adamw_on_owners(&mut self, h: AdamWStep) {
+        let pool = std::sync::Arc::clone(&self.pool);
+        let Machine {
+            ranks,
+            program,
+            params,
+            chunk_returns,
+            ..
+        } = self;
+        let ranks = ranks.as_mut().expect("split over ranks");
+        let bound = program.as_ref().expect("compiled");
+        let run = ranks.runs[ranks.exchange.rank()].clone();
+        let kernels = &bound.program.adamw[run.clone()];
+        let tables = &bound.adamw_tables[run.clone()];
+        let returns = &mut chunk_returns[run];
+        run_compiled_chunks(&pool, kernels, tables, h.scalars().as_array(), returns);
+        ranks.gather_spans(params);
+        ranks.moments_partial = true;
+    }
+
+    /// Makes every rank's AdamW moments whole again after [`Machine::adamw`] updated
+    /// only each owner's run (every rank calls it at the same point: a checkpoint).
+    pub fn gather_moments(&mut self) {
+        let Some(ranks) = self.ranks.as_mut().filter(|r| r.moments_partial) else {
+            return;
+        };
+        ranks.gather_spans(&mut self.m);
+        ranks.gather_spans(&mut self.v);
+        ranks.moments_partial = false;
     }
 
     /// Base pointers of the fixed state, for the reference's chunk steps.

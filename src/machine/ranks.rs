@@ -220,6 +220,8 @@ pub(super) struct Ranks<T> {
     pub exchange_seconds: f64,
     /// Bytes this rank has sent to other ranks.
     pub sent_bytes: u64,
+    /// Whether the AdamW moments are current on this rank's own run only.
+    pub moments_partial: bool,
 }
 
 impl<T: cllm_kernels::Real> Ranks<T> {
@@ -263,6 +265,7 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             losses_in: Vec::new(),
             exchange_seconds: 0.0,
             sent_bytes: 0,
+            moments_partial: false,
         })
     }
 }
@@ -278,6 +281,23 @@ impl<T: cllm_kernels::Real> Ranks<T> {
         }
         self.squares_out = vec![0.0; most];
         self.squares_in = vec![0.0; ranks * most];
+    }
+
+    /// Every rank's own span of `state` (P floats, current on each owner's span) to
+    /// every rank: one all-gather of a piece from each.
+    pub fn gather_spans(&mut self, state: &mut [T]) {
+        let (rank, piece) = (self.exchange.rank(), self.piece);
+        let span = self.spans[rank].clone();
+        self.scatter[..span.len()].copy_from_slice(&state[span.clone()]);
+        let started = std::time::Instant::now();
+        let send = bytes_of(&self.scatter[..piece]);
+        self.exchange
+            .all_gather(send, bytes_of_mut(&mut self.totals));
+        self.exchange_seconds += started.elapsed().as_secs_f64();
+        self.sent_bytes += ((self.exchange.ranks() - 1) * send.len()) as u64;
+        for (s, span) in self.spans.iter().enumerate() {
+            state[span.clone()].copy_from_slice(&self.totals[s * piece..][..span.len()]);
+        }
     }
 }
 

@@ -176,12 +176,12 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
                 report.eval(state.step, val_loss, accuracy);
             }
             if state.step.is_multiple_of(spec.checkpoint.every) && state.step < total {
-                save(&state, &checkpoint_path, spec, &data, options)?;
+                save(&mut state, &checkpoint_path, spec, &data, options)?;
             }
         }
         Ok(())
     })?;
-    save(&state, &checkpoint_path, spec, &data, options)?;
+    save(&mut state, &checkpoint_path, spec, &data, options)?;
     report.finish();
     let averages = report.averages();
     if stopped_early {
@@ -350,12 +350,14 @@ fn evaluate(
 }
 
 fn save(
-    state: &State,
+    state: &mut State,
     path: &Path,
     spec: &Spec,
     data: &Dataset,
     options: &RunOptions,
 ) -> Result<(), RunError> {
+    // Over ranks each owner updated its run of the moments: every rank gathers them.
+    state.machine.gather_moments();
     if let Some(tensor) = non_finite(&state.machine) {
         return Err(RunError::NonFiniteState {
             step: state.step,
