@@ -17,7 +17,9 @@
 //!    −0.0 everywhere else — the levels above the blocks add exactly what the single
 //!    process adds, in the same order, and the same kernel computes the same Σ g² per
 //!    chunk for clipping;
-//! 4. the finished runs and their chunks' Σ g² travel back by all-gather.
+//! 4. every rank learns every chunk's Σ g² (a small all-gather), so the clipping norm;
+//!    each owner runs AdamW on its run (`Machine::adamw`), and the updated parameters
+//!    travel back by all-gather — the bytes the gradient totals would take.
 //!
 //! Each rank sends (R − 1)/R of the gradient in each collective: 2(R − 1)/R × 4P bytes
 //! per step whatever R, where gathering every rank's whole subtree sum sent (R − 1) ×
@@ -26,8 +28,8 @@
 //! reorder their additions, and then the bits would depend on R.
 //!
 //! Losses of the shards (f64, per micro-batch and shard) are all-gathered too and added
-//! in the single process's order. Every rank then holds the step's gradient and runs
-//! AdamW itself: the parameters never need to be sent.
+//! in the single process's order. (The reference back end all-gathers whole subtree
+//! sums and runs AdamW on every rank.)
 
 use std::ops::Range;
 use std::sync::Arc;

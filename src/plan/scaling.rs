@@ -3,9 +3,10 @@
 //!
 //! Per step, rank r of R computes its S/R shards (a 1/R share of the step's FLOPs) and
 //! then exchanges (`machine/ranks.rs`): an all-to-all that gives each owner every rank's
-//! subtree sum of its 1/R of the gradient, and an all-gather of the owners' totals
-//! (each (R − 1)/R · 4P bytes per rank, in R − 1 rounds of 4P/R), plus small all-gathers
-//! of the chunks' Σ g², the shards' losses and the stop flag:
+//! subtree sum of its 1/R of the gradient, and, once each owner has run AdamW on its
+//! part, an all-gather of the updated parameters (each (R − 1)/R · 4P bytes per rank,
+//! in R − 1 rounds of 4P/R), plus small all-gathers of the chunks' Σ g², the shards'
+//! losses and the stop flag:
 //!
 //!   compute(R)  = FLOPs / (R · F)                      F: one process's FLOP rate
 //!   exchange(R) = (R − 1) · (5α + 2 · 4P / (R · β))    α latency, β bandwidth (bytes/s)
