@@ -18,10 +18,12 @@
 mod bind;
 mod parallel;
 mod ranks;
+mod thread_ranks;
 mod reference;
 mod worker;
 
-pub use ranks::{Agreement, Exchange, RankError, ThreadRanks, agree, any_rank, rank_counts};
+pub use ranks::{Agreement, Exchange, RankError, agree, any_rank, rank_counts};
+pub use thread_ranks::ThreadRanks;
 
 use std::sync::Arc;
 
