@@ -18,8 +18,8 @@
 mod bind;
 mod parallel;
 mod ranks;
-mod thread_ranks;
 mod reference;
+mod thread_ranks;
 mod worker;
 
 pub use ranks::{Agreement, Exchange, RankError, agree, any_rank, rank_counts};
