@@ -183,8 +183,8 @@ impl<T: Real> Machine<T> {
 
     /// The compiled tree over ranks (`ranks.rs`): pass 1 over this rank's shards (the
     /// others' read as a chunk of −0.0); each owner's run of every rank's subtree sum by
-    /// all-to-all; pass 2 over the owner's chunks; the totals and their Σ g² back by
-    /// all-gather.
+    /// all-to-all; pass 2 over the owner's chunks; their Σ g² to every rank by
+    /// all-gather (the totals stay with the owner, whose AdamW reads them).
     fn sum_over_ranks_compiled(&mut self) {
         let pool = std::sync::Arc::clone(&self.pool);
         let Machine {
