@@ -20,6 +20,7 @@ mod admission;
 mod cost;
 mod error;
 mod fusion;
+pub mod grads;
 pub mod ir;
 mod listing;
 mod memory;
