@@ -44,9 +44,11 @@ pub struct Program {
     compiled: Compiled,
     /// One per plan kernel, in plan order.
     pub kernels: Vec<CompiledKernel>,
-    /// Per parameter chunk: the tree sum of the shards' gradients into shard 0's,
-    /// returning Σ g² (args: each shard's gradient buffer at the chunk).
-    pub shard_sum: Vec<KernelFn>,
+    /// Per parameter chunk: one addition of the gradient tree, `sum += addend`,
+    /// returning Σ sum² (args: the two gradient buffers at the chunk).
+    pub merge: Vec<KernelFn>,
+    /// Per parameter chunk: Σ g² of a gradient buffer at the chunk.
+    pub squares: Vec<KernelFn>,
     /// Per parameter chunk: AdamW (args: params, gradient, m, v at the chunk).
     pub adamw: Vec<KernelFn>,
     /// Per weight of a bf16 plan: its panels (args: forward and backward panels, the
@@ -75,7 +77,8 @@ impl Program {
 
 /// Which description serves each parameter chunk.
 pub struct ChunkKernels {
-    pub shard_sum: Vec<usize>,
+    pub merge: Vec<usize>,
+    pub squares: Vec<usize>,
     pub adamw: Vec<usize>,
     /// Which description serves each of the plan's weight-panel steps.
     pub panels: Vec<usize>,
@@ -105,7 +108,8 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
         tables.push(args);
     }
     let mut chunk_kernels = ChunkKernels {
-        shard_sum: Vec::new(),
+        merge: Vec::new(),
+        squares: Vec::new(),
         adamw: Vec::new(),
         panels: Vec::new(),
     };
@@ -125,8 +129,10 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
             name: name.into(),
             steps: vec![step.clone().numbered()],
         };
-        let sum = desc("shard_grad_sum", &chunk.grad_sum);
-        chunk_kernels.shard_sum.push(index_of(&mut descs, sum));
+        let merge = desc("shard_grad_sum", &chunk.merge);
+        chunk_kernels.merge.push(index_of(&mut descs, merge));
+        let squares = desc("shard_grad_squares", &chunk.squares);
+        chunk_kernels.squares.push(index_of(&mut descs, squares));
         let adamw = desc("adamw", &chunk.adamw);
         chunk_kernels.adamw.push(index_of(&mut descs, adamw));
     }
@@ -167,7 +173,8 @@ pub fn compile(plan: &Plan, checks: Checks) -> Result<Program, JitError> {
         .collect();
     let functions = |indices: &[usize]| indices.iter().map(|&i| compiled.functions[i]).collect();
     Ok(Program {
-        shard_sum: functions(&chunk_kernels.shard_sum),
+        merge: functions(&chunk_kernels.merge),
+        squares: functions(&chunk_kernels.squares),
         adamw: functions(&chunk_kernels.adamw),
         panels: functions(&chunk_kernels.panels),
         kernels,

@@ -4,10 +4,12 @@
 //! - one arena per worker (the plan's peak) for activations, saved tensors and
 //!   activation gradients, plus the worker's token inputs (`worker.rs`);
 //! - the parameters and AdamW's two moments, flat, in parameter order;
-//! - one flat gradient buffer per shard. A shard's backward accumulates into its own
-//!   buffer over every micro-batch of the step; the buffers are then summed in a fixed
-//!   tree over shard indices (`parallel.rs`), so the step's gradient is the same bits
-//!   whichever worker ran which shard, on any number of threads.
+//! - a few flat gradient buffers: O(workers × log₂ shards), not one per shard
+//!   (`plan/grads.rs`). Each worker runs a contiguous block of shards; a shard's
+//!   backward accumulates into a buffer of its own over every micro-batch of the step,
+//!   and the fixed tree over shard indices adds two buffers the moment both exist
+//!   (`parallel.rs`), so the step's gradient is the same bits whichever worker ran
+//!   which shard, on any number of threads.
 //!
 //! Kernels run either JIT-compiled (a [`Program`]) or with the reference kernels of
 //! `cllm-kernels` (the interpreter: plain loops, f64 accumulation; the correctness
@@ -16,6 +18,8 @@
 //! every argument table is built once, when the program is attached.
 
 mod bind;
+mod chunks;
+mod grad_sum;
 mod parallel;
 mod ranks;
 mod reference;
@@ -31,6 +35,7 @@ use cllm_kernels::Real;
 
 use crate::codegen::Program;
 use crate::graph::{Graph, Role, TensorId};
+use crate::plan::grads::{self, GradSchedule, ROOT};
 use crate::plan::{Phase, Plan};
 use worker::{Shared, Worker};
 
@@ -71,16 +76,6 @@ impl<T> SyncPtr<T> {
         // SAFETY: forwarded to the caller.
         unsafe { std::slice::from_raw_parts_mut(self.0, len) }
     }
-
-    /// Elements `offset..offset + len`.
-    ///
-    /// # Safety
-    /// They lie inside the buffer, and no one else may access them while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, offset: usize, len: usize) -> &mut [T] {
-        // SAFETY: forwarded to the caller.
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
-    }
 }
 
 /// A kernel's argument table: the base pointer of each of its tensors.
@@ -95,10 +90,13 @@ unsafe impl Sync for Table {}
 pub struct Machine<T: Real> {
     plan: Plan,
     params: Vec<T>,
-    /// One gradient buffer per shard; after a step's tree sum, shard 0's holds the
-    /// step's gradient. Never resized, so `shard_grad_ptrs` stay valid.
-    shard_grads: Vec<Vec<T>>,
-    shard_grad_ptrs: Vec<SyncPtr<T>>,
+    /// The gradient buffers of `schedule`; after a step, buffer [`ROOT`] holds the
+    /// step's gradient. Not resized once a program is attached, so `grad_ptrs` stay
+    /// valid.
+    grads: Vec<Vec<T>>,
+    grad_ptrs: Vec<SyncPtr<T>>,
+    /// Which shards each worker runs, into which buffer, and the tree's additions.
+    schedule: GradSchedule,
     /// AdamW's first and second moments, flat like `params`.
     m: Vec<T>,
     v: Vec<T>,
@@ -108,11 +106,11 @@ pub struct Machine<T: Real> {
     panels: Vec<T>,
     /// Whether the parameters changed since the panels were last made from them.
     panels_stale: bool,
-    /// Offset of each parameter in `params` (and of its gradient in every shard buffer).
+    /// Offset of each parameter in `params` (and of its gradient in every gradient buffer).
     param_offsets: Vec<usize>,
     places: Vec<Place>,
     workers: Vec<Worker<T>>,
-    /// Σ g² of each parameter chunk of the last tree sum.
+    /// Σ g² of each parameter chunk of the last gradient sum.
     chunk_squares: Vec<f64>,
     /// What AdamW's chunk kernels return (nothing of use; kept apart from the norms).
     chunk_returns: Vec<f64>,
@@ -124,13 +122,11 @@ pub struct Machine<T: Real> {
     ranks: Option<ranks::Ranks<T>>,
 }
 
-/// A compiled program and the argument tables of its optimizer kernels, per chunk,
-/// and of its weight-panel kernels, per weight.
+/// A compiled program and the argument tables of its weight-panel kernels, per
+/// weight (the chunk steps' tables are made on the stack: `chunks.rs`).
 struct Bound {
     program: Program,
     panel_tables: Vec<Table>,
-    shard_sum_tables: Vec<Table>,
-    adamw_tables: Vec<Table>,
 }
 
 impl<T: Real> Machine<T> {
@@ -199,21 +195,17 @@ impl<T: Real> Machine<T> {
                 }
             })
             .collect();
-        let mut shard_grads: Vec<Vec<T>> = (0..plan.shards)
-            .map(|_| vec![T::default(); total])
-            .collect();
-        let shard_grad_ptrs = shard_grads
-            .iter_mut()
-            .map(|g| SyncPtr(g.as_mut_ptr()))
-            .collect();
+        let schedule = grads::schedule(plan.shards, 0..plan.shards, plan.workers);
+        let (grads, grad_ptrs) = grad_buffers(schedule.buffers, total);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(plan.threads)
             .thread_name(|i| format!("cllm-worker-{i}"))
             .build()?;
         Ok(Machine {
             params: vec![T::default(); total],
-            shard_grads,
-            shard_grad_ptrs,
+            grads,
+            grad_ptrs,
+            schedule,
             m: vec![T::default(); total],
             v: vec![T::default(); total],
             mask: plan.pattern.as_ref().map_or(Vec::new(), |p| {
@@ -243,6 +235,8 @@ impl<T: Real> Machine<T> {
         assert!(self.program.is_none(), "set_ranks goes before attach_jit");
         let chunks = &self.plan.param_chunks;
         let ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks)?;
+        self.schedule = grads::schedule(self.plan.shards, ranks.own.clone(), self.plan.workers);
+        (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.params.len());
         self.ranks = Some(ranks);
         Ok(())
     }
@@ -258,11 +252,9 @@ impl<T: Real> Machine<T> {
         self.ranks.as_ref().map(|r| r.sent_bytes)
     }
 
-    /// The shards this process runs: all of them, or its rank's block.
-    fn own_shards(&self) -> std::ops::Range<usize> {
-        self.ranks
-            .as_ref()
-            .map_or(0..self.plan.shards, |r| r.own.clone())
+    /// Bytes of the gradient buffers this process holds.
+    pub fn gradient_bytes(&self) -> u64 {
+        (self.grads.len() * self.params.len() * std::mem::size_of::<T>()) as u64
     }
 
     /// Seconds the attached program took to compile.
@@ -324,13 +316,13 @@ impl<T: Real> Machine<T> {
     }
 
     /// Parameter `i`'s gradient: after a step, the sum over every shard; after the
-    /// single-shard [`Machine::backward`], shard 0's. Over ranks (compiled), only the
-    /// floats of this rank's own run are the sum: each owner alone finishes its run.
+    /// single-shard [`Machine::backward`], shard 0's. Over ranks, only the floats of
+    /// this rank's own run are the sum: each owner alone finishes its run.
     pub fn grad(&self, i: usize) -> &[T] {
-        &self.shard_grads[0][self.param_range(i)]
+        &self.grads[ROOT][self.param_range(i)]
     }
 
-    /// Parameter `i`'s AdamW moments (m, v). Over ranks (compiled), whole only after
+    /// Parameter `i`'s AdamW moments (m, v). Over ranks, whole only after
     /// [`Machine::gather_moments`]: each owner updates its own run.
     pub fn moments(&self, i: usize) -> (&[T], &[T]) {
         let range = self.param_range(i);
@@ -358,16 +350,16 @@ impl<T: Real> Machine<T> {
         match region {
             Region::Arena => &self.workers[0].arena[offset..offset + len],
             Region::Params => &self.params[offset..offset + len],
-            Region::Grads => &self.shard_grads[0][offset..offset + len],
+            Region::Grads => &self.grads[ROOT][offset..offset + len],
             Region::Mask => &self.mask[offset..offset + len],
             Region::Panels => &self.panels[offset..offset + len],
             Region::Tokens | Region::Targets => &[],
         }
     }
 
-    /// Sets every shard's gradients to zero.
+    /// Sets every gradient buffer to zero.
     pub fn zero_param_grads(&mut self) {
-        for g in &mut self.shard_grads {
+        for g in &mut self.grads {
             g.fill(T::default());
         }
     }
@@ -379,7 +371,8 @@ impl<T: Real> Machine<T> {
             places,
             params,
             mask,
-            shard_grad_ptrs,
+            grad_ptrs,
+            schedule,
             program,
             poison,
             workers,
@@ -390,8 +383,13 @@ impl<T: Real> Machine<T> {
             places,
             params,
             mask,
-            shard_grads: shard_grad_ptrs,
+            grads: grad_ptrs,
             grads_len: params.len(),
+            schedule,
+            chunks: chunks::Chunks {
+                steps: &plan.optimizer,
+                program: program.as_ref().map(|b| &b.program),
+            },
             kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),
             poison: *poison,
         };
@@ -408,15 +406,25 @@ impl<T: Real> Machine<T> {
         let worker = &mut workers[0];
         worker.tokens.copy_from_slice(tokens);
         worker.targets.copy_from_slice(targets);
-        worker.run(&shared, 0, 0, |p| p == Phase::Forward, loss_scale)
+        worker.run(&shared, ROOT, 0, |p| p == Phase::Forward, loss_scale)
     }
 
     /// Runs the recompute and backward kernels of the last [`Machine::forward`],
     /// accumulating into shard 0's gradients.
     pub fn backward(&mut self, loss_scale: f64) {
         let (shared, workers) = self.split();
-        workers[0].run(&shared, 0, 0, |p| p != Phase::Forward, loss_scale);
+        workers[0].run(&shared, ROOT, 0, |p| p != Phase::Forward, loss_scale);
     }
+}
+
+/// `count` zeroed gradient buffers of `len` floats, and their base pointers.
+fn grad_buffers<T: Real>(count: usize, len: usize) -> (Vec<Vec<T>>, Vec<SyncPtr<T>>) {
+    let mut buffers: Vec<Vec<T>> = (0..count).map(|_| vec![T::default(); len]).collect();
+    let pointers = buffers
+        .iter_mut()
+        .map(|g| SyncPtr(g.as_mut_ptr()))
+        .collect();
+    (buffers, pointers)
 }
 
 // SAFETY: the raw pointers in `Bound` and the workers' tables point into this

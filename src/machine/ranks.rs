@@ -6,30 +6,27 @@
 //! g[s + stride]`, stride 1, 2, 4, …). When b is a power of two, each block is a whole
 //! subtree of that tree, so:
 //!
-//! 1. each rank runs its own shards, then the full S-buffer tree with every other
-//!    rank's buffers set to −0.0 (x + (−0.0) = x exactly, +0 and −0 included): its
-//!    subtree's sum lands in buffer 0, the same bits the single process has at the
-//!    subtree's root;
+//! 1. each rank runs its own shards and adds its subtree as they finish
+//!    (`plan/grads.rs`): the subtree's sum, the same bits the single process has at
+//!    the subtree's root;
 //! 2. the parameter chunks are cut into R contiguous runs, one *owned* by each rank
 //!    ([`owners`]); each rank sends its subtree sum's piece of run s to rank s (one
 //!    all-to-all), so rank s holds every rank's subtree sum of its own run;
-//! 3. the owner runs the tree above the blocks on its run's chunks: sum r at buffer r·b,
-//!    −0.0 everywhere else — the levels above the blocks add exactly what the single
-//!    process adds, in the same order, and the same kernel computes the same Σ g² per
-//!    chunk for clipping;
+//! 3. the owner runs the tree above the blocks on its run's chunks — the tree over the
+//!    R subtree sums, which adds exactly what the single process adds above the blocks,
+//!    in the same order — and the same kernel computes the same Σ g² per chunk for
+//!    clipping;
 //! 4. every rank learns every chunk's Σ g² (a small all-gather), so the clipping norm;
 //!    each owner runs AdamW on its run (`Machine::adamw`), and the updated parameters
 //!    travel back by all-gather — the bytes the gradient totals would take.
 //!
 //! Each rank sends (R − 1)/R of the gradient in each collective: 2(R − 1)/R × 4P bytes
 //! per step whatever R, where gathering every rank's whole subtree sum sent (R − 1) ×
-//! 4P. (The reference back end keeps that simpler way: the whole tree twice, over an
-//! all-gather of the sums.) Not `MPI_Allreduce` or `MPI_Reduce_scatter`: MPI may
-//! reorder their additions, and then the bits would depend on R.
+//! 4P. Not `MPI_Allreduce` or `MPI_Reduce_scatter`: MPI may reorder their additions,
+//! and then the bits would depend on R. Both back ends exchange alike.
 //!
 //! Losses of the shards (f64, per micro-batch and shard) are all-gathered too and added
-//! in the single process's order. (The reference back end all-gathers whole subtree
-//! sums and runs AdamW on every rank.)
+//! in the single process's order.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -206,16 +203,6 @@ pub(super) struct Ranks<T> {
     /// rank's.
     pub squares_out: Vec<f64>,
     pub squares_in: Vec<f64>,
-    /// Every rank's subtree sum, in rank order (R × P): the reference back end's
-    /// all-gather (empty on the JIT path).
-    pub sums: Vec<T>,
-    /// This rank's subtree sum when its block does not hold shard 0 (P), else empty.
-    pub partial: Vec<T>,
-    /// −0.0, one parameter chunk long: what the compiled tree reads for the shards of
-    /// other ranks (never written).
-    pub minus_zero: Vec<T>,
-    /// The compiled tree's argument tables per chunk, for the two passes (JIT only).
-    pub tables: Option<(Vec<super::Table>, Vec<super::Table>)>,
     pub losses_out: Vec<f64>,
     pub losses_in: Vec<f64>,
     /// Seconds spent in the collectives (waiting for the slowest rank included).
@@ -227,8 +214,8 @@ pub(super) struct Ranks<T> {
 }
 
 impl<T: cllm_kernels::Real> Ranks<T> {
-    /// The split of `shards` over `exchange`'s ranks; the exchange's buffers come with
-    /// the back end ([`Ranks::size_for_jit`], or the reference's on its first step).
+    /// The split of `shards` over `exchange`'s ranks, and the exchange's buffers:
+    /// three of R pieces (≈ 3P floats in all, whatever R) and the chunks' Σ g².
     pub fn new(
         exchange: Arc<dyn Exchange>,
         shards: usize,
@@ -238,11 +225,11 @@ impl<T: cllm_kernels::Real> Ranks<T> {
         if !rank_counts(shards).contains(&ranks) {
             return Err(RankError::new(ranks, shards));
         }
-        let grads: usize = chunks.iter().map(|c| c.len).sum();
         let block = shards / ranks;
-        let minus_zero = T::from_f64(-0.0);
         let (runs, spans) = owners(chunks, ranks);
         let piece = spans.iter().map(|s| s.len()).max().unwrap_or(0);
+        let most = runs.iter().map(|r| r.len()).max().unwrap_or(0);
+        let pieces = || vec![T::default(); ranks * piece];
         Ok(Ranks {
             exchange,
             own: rank * block..(rank + 1) * block,
@@ -250,19 +237,11 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             runs,
             spans,
             piece,
-            scatter: Vec::new(),
-            mine: Vec::new(),
-            totals: Vec::new(),
-            squares_out: Vec::new(),
-            squares_in: Vec::new(),
-            sums: Vec::new(),
-            partial: if rank == 0 {
-                Vec::new()
-            } else {
-                vec![minus_zero; grads]
-            },
-            minus_zero: vec![minus_zero; crate::plan::PARAM_CHUNK],
-            tables: None,
+            scatter: pieces(),
+            mine: pieces(),
+            totals: pieces(),
+            squares_out: vec![0.0; most],
+            squares_in: vec![0.0; ranks * most],
             losses_out: Vec::new(),
             losses_in: Vec::new(),
             exchange_seconds: 0.0,
@@ -273,18 +252,6 @@ impl<T: cllm_kernels::Real> Ranks<T> {
 }
 
 impl<T: cllm_kernels::Real> Ranks<T> {
-    /// Sizes the compiled exchange's buffers: three of R pieces (≈ 3P floats in all,
-    /// whatever R) and the chunks' Σ g².
-    pub fn size_for_jit(&mut self) {
-        let ranks = self.runs.len();
-        let most = self.runs.iter().map(|r| r.len()).max().unwrap_or(0);
-        for buffer in [&mut self.scatter, &mut self.mine, &mut self.totals] {
-            *buffer = vec![T::default(); ranks * self.piece];
-        }
-        self.squares_out = vec![0.0; most];
-        self.squares_in = vec![0.0; ranks * most];
-    }
-
     /// Every rank's own span of `state` (P floats, current on each owner's span) to
     /// every rank: one all-gather of a piece from each.
     pub fn gather_spans(&mut self, state: &mut [T]) {

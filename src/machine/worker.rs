@@ -1,7 +1,7 @@
 //! A worker: one arena and one shard's token inputs, and the loop that runs the plan's
 //! kernels in order on them — JIT-compiled, or op by op with the reference kernels.
-//! Worker w runs shards w, w + workers, w + 2·workers, … of every step; the shard
-//! decides which gradient buffer the backward kernels accumulate into.
+//! Worker w runs a contiguous block of the shards of every step (`plan/grads.rs`),
+//! each into the gradient buffer the schedule gives it.
 
 use cllm_kernels::Real;
 
@@ -30,9 +30,13 @@ pub(super) struct Shared<'a, T: Real> {
     pub params: &'a [T],
     /// The attention pattern's mask (empty when dense).
     pub mask: &'a [T],
-    /// Base of each shard's gradient buffer (each written by one worker at a time).
-    pub shard_grads: &'a [SyncPtr<T>],
+    /// Base of each gradient buffer (each written by one worker at a time).
+    pub grads: &'a [SyncPtr<T>],
     pub grads_len: usize,
+    /// Which shards each worker runs, into which buffers, and the tree's additions.
+    pub schedule: &'a crate::plan::grads::GradSchedule,
+    /// The optimizer's chunk steps (for the gradient tree's additions).
+    pub chunks: super::chunks::Chunks<'a>,
     /// The compiled plan kernels (none: run the reference kernels).
     pub kernels: Option<&'a [CompiledKernel]>,
     pub poison: bool,
@@ -51,12 +55,12 @@ impl<T: Real> Worker<T> {
         }
     }
 
-    /// Runs the kernels of `phase`s for `shard` (the worker's `local`-th shard);
-    /// returns the loss sum of the loss kernel.
+    /// Runs the kernels of `phase`s for the worker's `local`-th shard, whose gradients
+    /// go to buffer `grads`; returns the loss sum of the loss kernel.
     pub(super) fn run(
         &mut self,
         shared: &Shared<'_, T>,
-        shard: usize,
+        grads: usize,
         local: usize,
         select: impl Fn(Phase) -> bool,
         loss_scale: f64,
@@ -83,9 +87,9 @@ impl<T: Real> Worker<T> {
                     };
                 }
                 None => {
-                    // SAFETY: this worker is the only one running `shard` now, so its
-                    // gradient buffer is ours alone for the duration of the kernel.
-                    let grads = unsafe { shared.shard_grads[shard].slice(shared.grads_len) };
+                    // SAFETY: the schedule gives this buffer to this worker's shard
+                    // alone, so it is ours for the duration of the kernel.
+                    let grads = unsafe { shared.grads[grads].slice(shared.grads_len) };
                     let mut context = StepContext {
                         places: shared.places,
                         arena: &mut self.arena,

@@ -10,10 +10,10 @@ use crate::spec::Spec;
 /// (≈ 40 KiB a layer at 1 536 layers) with room to spare.
 const PLANNER_BYTES_PER_LAYER: u128 = 64 << 10;
 
-/// Copies of the parameters a run holds: the values, AdamW's two moments, and one
-/// gradient buffer per shard.
-pub fn state_copies(shards: u64) -> u64 {
-    3 + shards
+/// Copies of the parameters a run holds: the values, AdamW's two moments, and
+/// `gradient_buffers` (`grads.rs`: O(workers × log₂ shards)).
+pub fn state_copies(gradient_buffers: u64) -> u64 {
+    3 + gradient_buffers
 }
 
 /// The memory a plan may use: `plan.memory_budget`, or the machine's memory if that is
@@ -26,17 +26,18 @@ pub fn budget(spec: &Spec) -> u64 {
 
 /// Bytes of the parameter state: `state_copies` of every parameter (fits in u64 once
 /// admitted).
-pub fn fixed_bytes(spec: &Spec, shards: u64) -> u64 {
-    let bytes =
-        BYTES_PER_FLOAT as u128 * state_copies(shards) as u128 * spec.model.parameter_count();
+pub fn fixed_bytes(spec: &Spec, gradient_buffers: u64) -> u64 {
+    let bytes = BYTES_PER_FLOAT as u128
+        * state_copies(gradient_buffers) as u128
+        * spec.model.parameter_count();
     bytes.min(u64::MAX as u128) as u64
 }
 
 /// Refuses a model whose parameter state and planner tables cannot fit the budget: a
-/// lower bound (the model's parameters, times parameters + per-shard gradients +
-/// AdamW's two moments; the planner's tables; a T×T mask for a sparse pattern; the
-/// causal tile lists) in 128-bit arithmetic, so no size overflows.
-pub fn admit(spec: &Spec, shards: u64) -> Result<(), PlanError> {
+/// lower bound (the model's parameters, times parameters + a gradient buffer per
+/// worker + AdamW's two moments; the planner's tables; a T×T mask for a sparse
+/// pattern; the causal tile lists) in 128-bit arithmetic, so no size overflows.
+pub fn admit(spec: &Spec, workers: u64) -> Result<(), PlanError> {
     let m = &spec.model;
     let (layers, context) = (m.layers as u128, m.context as u128);
     let blocks = context.div_ceil(32);
@@ -48,7 +49,7 @@ pub fn admit(spec: &Spec, shards: u64) -> Result<(), PlanError> {
     };
     // A step's batch buffers (tokens and targets, u32) and the evaluation's.
     let batches = 8 * (spec.train.batch as u128 + spec.train.micro_batch() as u128) * context;
-    let needed = fixed_bytes(spec, shards) as u128
+    let needed = fixed_bytes(spec, workers) as u128
         + batches
         + layers * PLANNER_BYTES_PER_LAYER
         + 8 * blocks * (blocks + 1) / 2

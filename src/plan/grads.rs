@@ -93,7 +93,10 @@ pub fn schedule(shards: usize, block: Range<usize>, workers: usize) -> GradSched
     for node in stacks.into_iter().flatten() {
         last.extend(push(&mut stack, node, shards));
     }
-    debug_assert!(block.is_empty() || stack.len() == 1, "{block:?} is not a subtree");
+    debug_assert!(
+        block.is_empty() || stack.len() == 1,
+        "{block:?} is not a subtree"
+    );
     GradSchedule {
         buffers,
         workers: parts,
@@ -193,7 +196,11 @@ mod tests {
             for workers in [1, 2, 3, 5, 8, 16, 64, 128] {
                 let plan = schedule(shards, 0..shards, workers);
                 let got = run(&plan, &values);
-                assert_eq!(got.to_bits(), expected.to_bits(), "{shards} shards, {workers} workers");
+                assert_eq!(
+                    got.to_bits(),
+                    expected.to_bits(),
+                    "{shards} shards, {workers} workers"
+                );
                 let used = workers.min(shards);
                 let log = usize::BITS - shards.leading_zeros();
                 assert!(

@@ -129,9 +129,11 @@ pub struct Plan {
     pub shards: usize,
     /// Threads of the run (`plan.threads`; `auto` is every core).
     pub threads: usize,
-    /// Workers that each hold an arena (min(threads, shards)); worker w runs shards
-    /// w, w + workers, …
+    /// Workers that each hold an arena (min(threads, shards)); each runs a contiguous
+    /// block of the shards (`grads.rs`).
     pub workers: usize,
+    /// Gradient buffers a single process holds (`grads.rs`: O(workers × log₂ shards)).
+    pub grad_buffers: usize,
     /// The parameter buffer cut into chunks for the gradient sum and AdamW.
     pub param_chunks: Vec<ParamChunk>,
     /// Per chunk, the optimizer's steps (`optimizer.rs`); left out of the JSON (one
@@ -146,8 +148,8 @@ pub struct Plan {
     /// Arena slot of every tensor that lives in the arena (indexed by tensor id).
     pub slots: Vec<Option<Slot>>,
     pub arena: ArenaStats,
-    /// Bytes of parameters, AdamW's two moments and one gradient buffer per shard
-    /// (the fixed region).
+    /// Bytes of parameters, AdamW's two moments and the gradient buffers (the fixed
+    /// region).
     pub fixed_bytes: u64,
     pub memory_budget: u64,
     pub recomputed: Vec<String>,
@@ -260,9 +262,16 @@ fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
             suggestion,
         });
     }
-    // Admission bounds everything the sizes alone fix (the parameter state among it),
-    // so past it the fixed state fits and only the arena is left to plan.
-    admission::admit(spec, shards as u64)?;
+    let threads = match spec.plan.threads {
+        Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Threads::Count(n) => n as usize,
+    };
+    let threads = threads.max(1);
+    let workers = threads.min(shards);
+    // Admission bounds everything the sizes alone fix (the parameter state among it,
+    // with the fewest gradient buffers a step can hold: one per worker), so past it the
+    // schedule of the gradient sum is small enough to make and only the arena is left.
+    admission::admit(spec, workers as u64)?;
     let graph = crate::graph::build(spec, micro_batch / shards);
     let pattern = attention_pattern(spec)?;
     let sparse = pattern.as_ref().and_then(|p| {
@@ -274,11 +283,6 @@ fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
         })
     });
     let attention_blocks = sparse.unwrap_or_else(|| causal_blocks(graph.dims.t));
-    let threads = match spec.plan.threads {
-        Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        Threads::Count(n) => n as usize,
-    };
-    let threads = threads.max(1);
     let mut kernels = Vec::new();
     for (phase, ops) in [
         (Phase::Forward, &graph.forward),
@@ -297,19 +301,21 @@ fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
         }
     }
     let param_chunks = param_chunks(&graph);
-    let optimizer = optimizer::lower_optimizer(&param_chunks, shards);
+    let optimizer = optimizer::lower_optimizer(&param_chunks);
+    let grad_buffers = grads::buffer_count(shards, workers);
     Ok(Plan {
         graph,
         shards,
         threads,
-        workers: threads.min(shards),
+        workers,
+        grad_buffers,
         param_chunks,
         optimizer,
         kernels,
         panels: Vec::new(),
         slots: Vec::new(),
         arena: ArenaStats::default(),
-        fixed_bytes: admission::fixed_bytes(spec, shards as u64),
+        fixed_bytes: admission::fixed_bytes(spec, grad_buffers as u64),
         memory_budget: admission::budget(spec),
         recomputed: Vec::new(),
         passes: vec!["schedule"],
@@ -352,6 +358,12 @@ impl Plan {
     pub fn step_flops(&self, accumulate: u64) -> u64 {
         let per_shard: u64 = self.kernels.iter().map(|k| k.flops).sum();
         per_shard * self.shards as u64 * accumulate
+    }
+
+    /// Bytes of the gradient buffers a single process holds.
+    pub fn gradient_bytes(&self) -> u64 {
+        let floats: usize = self.param_chunks.iter().map(|c| c.len).sum();
+        BYTES_PER_FLOAT * (self.grad_buffers * floats) as u64
     }
 
     /// Total bytes the plan needs: the fixed region and every worker's arena.

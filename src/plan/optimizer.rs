@@ -1,8 +1,11 @@
 //! The optimizer side of a step, lowered to the kernel IR like the plan's kernels: per
-//! parameter chunk, the fixed-tree sum of the shards' gradients (which also returns the
-//! chunk's Σ g²) and AdamW, each a [`Step`] whose slots are slices of the fixed state.
-//! Both back ends run these same steps: codegen compiles one kernel per distinct shape,
-//! the reference machine hands them to `run_step`.
+//! parameter chunk, one addition of the gradient tree (`sum += addend`, which also
+//! returns the chunk's Σ sum², so the clipping norm costs no extra pass), Σ g² alone
+//! (for a root no addition made last), and AdamW, each a [`Step`] whose slots are
+//! slices of the fixed state. Which buffers an addition adds is the gradient schedule's
+//! business (`grads.rs`); the machine points the `Sum` and `Addend` slots at them when
+//! it runs the step. Both back ends run these same steps: codegen compiles one kernel
+//! per distinct shape, the reference machine hands them to `run_step`.
 
 use serde::Serialize;
 
@@ -13,10 +16,10 @@ use super::ir::Step;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum State {
     Params,
-    /// The gradient buffer of one shard (shard 0's holds the sum).
-    Grads {
-        shard: usize,
-    },
+    /// The gradient buffer that receives an addition; in AdamW, the step's gradient.
+    Sum,
+    /// The gradient buffer added to it.
+    Addend,
     /// AdamW's first moment.
     M,
     /// AdamW's second moment.
@@ -31,18 +34,19 @@ pub struct StateSlice {
     pub len: usize,
 }
 
-/// The optimizer's two steps on one parameter chunk.
+/// The optimizer's steps on one parameter chunk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChunkSteps {
-    /// `ShardGradSum` over every shard's slice of the chunk.
-    pub grad_sum: Step<StateSlice>,
-    /// `AdamW` on the chunk, reading the summed gradient (shard 0's).
+    /// `ShardGradSum` of two: `Sum += Addend`, returning Σ Sum².
+    pub merge: Step<StateSlice>,
+    /// `ShardGradSum` of one: Σ Sum².
+    pub squares: Step<StateSlice>,
+    /// `AdamW` on the chunk, reading the summed gradient (`Sum`).
     pub adamw: Step<StateSlice>,
 }
 
-/// Reads the parameter chunks and the shard count; writes the optimizer's steps, one
-/// pair per chunk.
-pub fn lower_optimizer(chunks: &[ParamChunk], shards: usize) -> Vec<ChunkSteps> {
+/// Reads the parameter chunks; writes the optimizer's steps, one set per chunk.
+pub fn lower_optimizer(chunks: &[ParamChunk]) -> Vec<ChunkSteps> {
     chunks
         .iter()
         .map(|chunk| {
@@ -52,16 +56,18 @@ pub fn lower_optimizer(chunks: &[ParamChunk], shards: usize) -> Vec<ChunkSteps> 
                 len: chunk.len,
             };
             ChunkSteps {
-                grad_sum: Step::ShardGradSum {
+                merge: Step::ShardGradSum {
                     len: chunk.len,
-                    grads: (0..shards)
-                        .map(|shard| at(State::Grads { shard }))
-                        .collect(),
+                    grads: vec![at(State::Sum), at(State::Addend)],
+                },
+                squares: Step::ShardGradSum {
+                    len: chunk.len,
+                    grads: vec![at(State::Sum)],
                 },
                 adamw: Step::AdamW {
                     segments: vec![(0, chunk.len, chunk.decay)],
                     params: at(State::Params),
-                    grads: at(State::Grads { shard: 0 }),
+                    grads: at(State::Sum),
                     m: at(State::M),
                     v: at(State::V),
                 },

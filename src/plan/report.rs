@@ -90,7 +90,10 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
     );
     let _ = writeln!(
         w,
-        "gradients: one buffer per shard, summed in a fixed tree over shards in {} parameter chunk(s) of up to {} floats; AdamW over the same chunks",
+        "gradients: {} buffer(s) of {} for {} shard(s), added in a fixed tree over shards as they finish, in {} parameter chunk(s) of up to {} floats; AdamW over the same chunks",
+        plan.grad_buffers,
+        human_bytes(plan.gradient_bytes() / plan.grad_buffers.max(1) as u64),
+        plan.shards,
         plan.param_chunks.len(),
         super::PARAM_CHUNK
     );
@@ -212,9 +215,9 @@ pub fn describe(name: &str, spec: &Spec, plan: &Plan) -> String {
     };
     let _ = writeln!(
         w,
-        "memory: {} fixed (parameters, AdamW m and v, {} shard gradient buffers{panels}) + {} × {} arena = {} of the {} budget",
+        "memory: {} fixed (parameters, AdamW m and v, {} of gradient buffers{panels}) + {} × {} arena = {} of the {} budget",
         human_bytes(plan.fixed_bytes),
-        plan.shards,
+        human_bytes(plan.gradient_bytes()),
         plan.workers,
         human_bytes(a.peak_bytes),
         human_bytes(plan.total_bytes()),

@@ -1,0 +1,190 @@
+//! The gradient sum on the machine's buffers: the tree's additions the schedule
+//! (`plan/grads.rs`) gives each worker after a shard, the tree above the workers'
+//! blocks with each chunk's Σ g², and over ranks the exchange and the owners' tree
+//! above the ranks' blocks (`ranks.rs`). Every addition is the chunk step `Sum +=
+//! Addend`, compiled or through the reference alike (`chunks.rs`).
+
+use rayon::prelude::*;
+
+use cllm_kernels::Real;
+
+use super::chunks::{ChunkStep, Chunks};
+use super::{Machine, SyncPtr};
+use crate::plan::grads::{Merge, ROOT};
+use crate::plan::optimizer::{State, StateSlice};
+
+/// Where a merge's two slots are: buffers `sum` and `addend` at the chunk.
+fn merge_slots<'a, T>(
+    sum: &'a SyncPtr<T>,
+    addend: &'a SyncPtr<T>,
+) -> impl Fn(&StateSlice) -> *mut T + 'a {
+    move |slice| {
+        let base = match slice.state {
+            State::Sum => sum,
+            State::Addend => addend,
+            state => unreachable!("a gradient sum reads no {state:?}"),
+        };
+        base.0.wrapping_add(slice.offset)
+    }
+}
+
+/// Makes `merges`, in order, on every parameter chunk (chunk by chunk, on this thread:
+/// a chunk's additions run while it is in cache).
+///
+/// # Safety
+/// No one else touches the merged buffers meanwhile.
+pub(super) unsafe fn add_all<T: Real>(chunks: Chunks<'_>, merges: &[Merge], grads: &[SyncPtr<T>]) {
+    if merges.is_empty() {
+        return;
+    }
+    for i in 0..chunks.steps.len() {
+        for m in merges {
+            let at = merge_slots(&grads[m.sum], &grads[m.addend]);
+            // SAFETY: two distinct buffers at one chunk; forwarded to the caller.
+            unsafe { chunks.run(ChunkStep::Merge, i, at) };
+        }
+    }
+}
+
+impl<T: Real> Machine<T> {
+    /// Finishes the gradient sum once every shard is done: the tree above the workers'
+    /// blocks, chunk by chunk in parallel, recording each chunk's Σ g² (the last
+    /// addition returns it, or a pass of its own when no addition is left). Over
+    /// ranks: the exchange and the tree above the ranks' blocks.
+    pub(super) fn sum_shard_grads(&mut self) {
+        if self.ranks.is_some() {
+            return self.sum_over_ranks();
+        }
+        let pool = std::sync::Arc::clone(&self.pool);
+        let chunks = Chunks {
+            steps: &self.plan.optimizer,
+            program: self.program.as_ref().map(|b| &b.program),
+        };
+        let (last, grads) = (&self.schedule.last, &self.grad_ptrs);
+        pool.install(|| {
+            (self.chunk_squares.par_iter_mut().enumerate()).for_each(|(i, squares)| {
+                // SAFETY: each task takes one chunk of the buffers; the workers are done.
+                *squares = unsafe { chunk_tree(chunks, i, last, grads) };
+            })
+        });
+    }
+
+    /// Over ranks: this rank's block sum (buffer ROOT) cut into the owners' pieces and
+    /// exchanged (all-to-all); the owner's tree over the R block sums of each of its
+    /// chunks; every chunk's Σ g² to every rank (all-gather); the owner's totals into
+    /// buffer ROOT, where AdamW (run by the owner alone) reads them. The rest of the
+    /// summed gradient is the other owners' business.
+    fn sum_over_ranks(&mut self) {
+        let pool = std::sync::Arc::clone(&self.pool);
+        let chunks = Chunks {
+            steps: &self.plan.optimizer,
+            program: self.program.as_ref().map(|b| &b.program),
+        };
+        let Machine {
+            ranks,
+            chunk_squares,
+            grads,
+            ..
+        } = self;
+        let ranks = ranks.as_mut().expect("split over ranks");
+        let (rank, count, piece) = (ranks.exchange.rank(), ranks.exchange.ranks(), ranks.piece);
+        for (s, span) in ranks.spans.iter().enumerate() {
+            ranks.scatter[s * piece..][..span.len()].copy_from_slice(&grads[ROOT][span.clone()]);
+        }
+        let started = std::time::Instant::now();
+        let (send, recv) = (&ranks.scatter, &mut ranks.mine);
+        (ranks.exchange).all_to_all(
+            super::ranks::bytes_of(send),
+            super::ranks::bytes_of_mut(recv),
+        );
+        let (run, span) = (ranks.runs[rank].clone(), ranks.spans[rank].clone());
+        let mine = SyncPtr(ranks.mine.as_mut_ptr());
+        pool.install(|| {
+            (ranks.squares_out[..run.len()]
+                .par_iter_mut()
+                .zip(run.clone()))
+            .for_each(|(squares, i)| {
+                // Rank r's block sum of chunk i is in piece r of `mine`.
+                // SAFETY: each task takes one chunk of every piece.
+                *squares = unsafe { owners_tree(chunks, i, &mine, piece, span.start, count) };
+            })
+        });
+        let (out, into) = (&ranks.squares_out, &mut ranks.squares_in);
+        (ranks.exchange).all_gather(
+            super::ranks::bytes_of(out),
+            super::ranks::bytes_of_mut(into),
+        );
+        ranks.exchange_seconds += started.elapsed().as_secs_f64();
+        let peers = (count - 1) as u64;
+        let squares = 8 * ranks.squares_out.len();
+        ranks.sent_bytes += peers * (piece * std::mem::size_of::<T>() + squares) as u64;
+        let most = ranks.squares_out.len();
+        for (s, run) in ranks.runs.iter().enumerate() {
+            chunk_squares[run.clone()].copy_from_slice(&ranks.squares_in[s * most..][..run.len()]);
+        }
+        grads[ROOT][span.clone()].copy_from_slice(&ranks.mine[..span.len()]);
+    }
+}
+
+/// The additions `last` on chunk `i`; returns the root's Σ g².
+///
+/// # Safety
+/// No one else touches chunk `i` of the buffers meanwhile.
+unsafe fn chunk_tree<T: Real>(
+    chunks: Chunks<'_>,
+    i: usize,
+    last: &[Merge],
+    grads: &[SyncPtr<T>],
+) -> f64 {
+    let Some(final_merge) = last.last() else {
+        let root = merge_slots(&grads[ROOT], &grads[ROOT]);
+        // SAFETY: forwarded to the caller.
+        return unsafe { chunks.run(ChunkStep::Squares, i, root) };
+    };
+    for m in &last[..last.len() - 1] {
+        // SAFETY: forwarded to the caller; a merge's two buffers are distinct.
+        unsafe {
+            chunks.run(
+                ChunkStep::Merge,
+                i,
+                merge_slots(&grads[m.sum], &grads[m.addend]),
+            )
+        };
+    }
+    let at = merge_slots(&grads[final_merge.sum], &grads[final_merge.addend]);
+    // SAFETY: as above.
+    unsafe { chunks.run(ChunkStep::Merge, i, at) }
+}
+
+/// The tree over the R block sums of chunk `i`, piece r of `mine` (each `piece` floats,
+/// starting at float `start` of the parameters) holding rank r's: `piece[s] +=
+/// piece[s + stride]`, stride 1, 2, 4, … — the single process's tree above the blocks.
+/// Returns the total's Σ g² (the total lands in piece 0).
+///
+/// # Safety
+/// No one else touches chunk `i` of the pieces meanwhile.
+unsafe fn owners_tree<T: Real>(
+    chunks: Chunks<'_>,
+    i: usize,
+    mine: &SyncPtr<T>,
+    piece: usize,
+    start: usize,
+    ranks: usize,
+) -> f64 {
+    let at_piece = |r: usize| SyncPtr(mine.0.wrapping_add(r * piece).wrapping_sub(start));
+    let mut squares = None;
+    let mut stride = 1;
+    while stride < ranks {
+        for s in (0..ranks - stride).step_by(2 * stride) {
+            let (sum, addend) = (at_piece(s), at_piece(s + stride));
+            // SAFETY: two distinct pieces at one chunk; forwarded to the caller.
+            squares = Some(unsafe { chunks.run(ChunkStep::Merge, i, merge_slots(&sum, &addend)) });
+        }
+        stride *= 2;
+    }
+    squares.unwrap_or_else(|| {
+        let total = at_piece(0);
+        // SAFETY: as above.
+        unsafe { chunks.run(ChunkStep::Squares, i, merge_slots(&total, &total)) }
+    })
+}
