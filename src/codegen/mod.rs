@@ -46,7 +46,9 @@ pub struct Program {
     pub kernels: Vec<CompiledKernel>,
     /// Per parameter chunk: one addition of the gradient tree, `sum += addend`,
     /// returning Σ sum² (args: the two gradient buffers at the chunk).
-    pub merge: Vec<KernelFn>,
+    pub pair: Vec<KernelFn>,
+    /// Per parameter chunk: a group's subtree in one pass (args: its buffers).
+    pub group: Vec<KernelFn>,
     /// Per parameter chunk: Σ g² of a gradient buffer at the chunk.
     pub squares: Vec<KernelFn>,
     /// Per parameter chunk: AdamW (args: params, gradient, m, v at the chunk).
@@ -77,7 +79,8 @@ impl Program {
 
 /// Which description serves each parameter chunk.
 pub struct ChunkKernels {
-    pub merge: Vec<usize>,
+    pub pair: Vec<usize>,
+    pub group: Vec<usize>,
     pub squares: Vec<usize>,
     pub adamw: Vec<usize>,
     /// Which description serves each of the plan's weight-panel steps.
@@ -108,7 +111,8 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
         tables.push(args);
     }
     let mut chunk_kernels = ChunkKernels {
-        merge: Vec::new(),
+        pair: Vec::new(),
+        group: Vec::new(),
         squares: Vec::new(),
         adamw: Vec::new(),
         panels: Vec::new(),
@@ -129,8 +133,10 @@ pub fn describe(plan: &Plan) -> (Vec<KernelDesc>, Vec<Vec<TensorId>>, ChunkKerne
             name: name.into(),
             steps: vec![step.clone().numbered()],
         };
-        let merge = desc("shard_grad_sum", &chunk.merge);
-        chunk_kernels.merge.push(index_of(&mut descs, merge));
+        let pair = desc("shard_grad_sum", &chunk.pair);
+        chunk_kernels.pair.push(index_of(&mut descs, pair));
+        let group = desc("shard_grad_group_sum", &chunk.group);
+        chunk_kernels.group.push(index_of(&mut descs, group));
         let squares = desc("shard_grad_squares", &chunk.squares);
         chunk_kernels.squares.push(index_of(&mut descs, squares));
         let adamw = desc("adamw", &chunk.adamw);
@@ -173,7 +179,8 @@ pub fn compile(plan: &Plan, checks: Checks) -> Result<Program, JitError> {
         .collect();
     let functions = |indices: &[usize]| indices.iter().map(|&i| compiled.functions[i]).collect();
     Ok(Program {
-        merge: functions(&chunk_kernels.merge),
+        pair: functions(&chunk_kernels.pair),
+        group: functions(&chunk_kernels.group),
         squares: functions(&chunk_kernels.squares),
         adamw: functions(&chunk_kernels.adamw),
         panels: functions(&chunk_kernels.panels),

@@ -8,14 +8,17 @@ use cllm_kernels::adamw::AdamWStep;
 use cllm_kernels::reference::{Buf, Scalars, run_step};
 
 use crate::codegen::Program;
+use crate::plan::grads::GROUP;
 use crate::plan::ir::Step;
 use crate::plan::optimizer::{ChunkSteps, StateSlice};
 
 /// Which of a chunk's steps.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum ChunkStep {
-    /// `Sum += Addend`, returning Σ Sum².
-    Merge,
+    /// `Sum += Addend(0)`, returning Σ Sum².
+    Pair,
+    /// `Sum` = the fixed tree over `Sum`, `Addend(0..)`, returning Σ Sum².
+    Group,
     /// Σ Sum².
     Squares,
     AdamW(AdamWStep),
@@ -28,8 +31,8 @@ pub(super) struct Chunks<'a> {
     pub program: Option<&'a Program>,
 }
 
-/// The most slots a chunk step has (AdamW's four).
-const MOST_SLOTS: usize = 4;
+/// The most slots a chunk step has (AdamW's four, a group's).
+const MOST_SLOTS: usize = if GROUP > 4 { GROUP } else { 4 };
 
 impl Chunks<'_> {
     /// Runs `which` step of chunk `i` with each slot at `at(slot's slice)` (a pointer to
@@ -46,7 +49,8 @@ impl Chunks<'_> {
     ) -> f64 {
         let steps = &self.steps[i];
         let (step, adamw) = match which {
-            ChunkStep::Merge => (&steps.merge, None),
+            ChunkStep::Pair => (&steps.pair, None),
+            ChunkStep::Group => (&steps.group, None),
             ChunkStep::Squares => (&steps.squares, None),
             ChunkStep::AdamW(h) => (&steps.adamw, Some(h)),
         };
@@ -61,7 +65,8 @@ impl Chunks<'_> {
             return unsafe { reference(step, &pointers[..n], adamw) };
         };
         let kernel = match which {
-            ChunkStep::Merge => program.merge[i],
+            ChunkStep::Pair => program.pair[i],
+            ChunkStep::Group => program.group[i],
             ChunkStep::Squares => program.squares[i],
             ChunkStep::AdamW(_) => program.adamw[i],
         };

@@ -13,19 +13,40 @@ use super::{Machine, SyncPtr};
 use crate::plan::grads::{Merge, ROOT};
 use crate::plan::optimizer::{State, StateSlice};
 
-/// Where a merge's two slots are: buffers `sum` and `addend` at the chunk.
-fn merge_slots<'a, T>(
+/// Where a pair's two slots are: `sum` and `addend` at the chunk.
+fn pair_slots<'a, T>(
     sum: &'a SyncPtr<T>,
     addend: &'a SyncPtr<T>,
 ) -> impl Fn(&StateSlice) -> *mut T + 'a {
     move |slice| {
         let base = match slice.state {
             State::Sum => sum,
-            State::Addend => addend,
-            state => unreachable!("a gradient sum reads no {state:?}"),
+            State::Addend(0) => addend,
+            state => unreachable!("a pair reads no {state:?}"),
         };
         base.0.wrapping_add(slice.offset)
     }
+}
+
+/// Merge `m` of the gradient buffers `grads` on chunk `i`; returns Σ g² of its sum.
+///
+/// # Safety
+/// No one else touches chunk `i` of the merge's buffers meanwhile.
+unsafe fn merge<T: Real>(chunks: Chunks<'_>, i: usize, m: &Merge, grads: &[SyncPtr<T>]) -> f64 {
+    let which = match m.addends.len() {
+        1 => ChunkStep::Pair,
+        _ => ChunkStep::Group,
+    };
+    let at = |slice: &StateSlice| {
+        let base = match slice.state {
+            State::Sum => &grads[m.sum],
+            State::Addend(k) => &grads[m.addends[k]],
+            state => unreachable!("a gradient sum reads no {state:?}"),
+        };
+        base.0.wrapping_add(slice.offset)
+    };
+    // SAFETY: distinct buffers (the schedule's) at one chunk; forwarded to the caller.
+    unsafe { chunks.run(which, i, at) }
 }
 
 /// Makes `merges`, in order, on every parameter chunk (chunk by chunk, on this thread:
@@ -39,9 +60,8 @@ pub(super) unsafe fn add_all<T: Real>(chunks: Chunks<'_>, merges: &[Merge], grad
     }
     for i in 0..chunks.steps.len() {
         for m in merges {
-            let at = merge_slots(&grads[m.sum], &grads[m.addend]);
-            // SAFETY: two distinct buffers at one chunk; forwarded to the caller.
-            unsafe { chunks.run(ChunkStep::Merge, i, at) };
+            // SAFETY: forwarded to the caller.
+            unsafe { merge(chunks, i, m, grads) };
         }
     }
 }
@@ -136,24 +156,17 @@ unsafe fn chunk_tree<T: Real>(
     last: &[Merge],
     grads: &[SyncPtr<T>],
 ) -> f64 {
-    let Some(final_merge) = last.last() else {
-        let root = merge_slots(&grads[ROOT], &grads[ROOT]);
+    if last.is_empty() {
+        let root = pair_slots(&grads[ROOT], &grads[ROOT]);
         // SAFETY: forwarded to the caller.
         return unsafe { chunks.run(ChunkStep::Squares, i, root) };
-    };
-    for m in &last[..last.len() - 1] {
-        // SAFETY: forwarded to the caller; a merge's two buffers are distinct.
-        unsafe {
-            chunks.run(
-                ChunkStep::Merge,
-                i,
-                merge_slots(&grads[m.sum], &grads[m.addend]),
-            )
-        };
     }
-    let at = merge_slots(&grads[final_merge.sum], &grads[final_merge.addend]);
-    // SAFETY: as above.
-    unsafe { chunks.run(ChunkStep::Merge, i, at) }
+    let mut squares = 0.0;
+    for m in last {
+        // SAFETY: forwarded to the caller.
+        squares = unsafe { merge(chunks, i, m, grads) };
+    }
+    squares
 }
 
 /// The tree over the R block sums of chunk `i`, piece r of `mine` (each `piece` floats,
@@ -178,13 +191,13 @@ unsafe fn owners_tree<T: Real>(
         for s in (0..ranks - stride).step_by(2 * stride) {
             let (sum, addend) = (at_piece(s), at_piece(s + stride));
             // SAFETY: two distinct pieces at one chunk; forwarded to the caller.
-            squares = Some(unsafe { chunks.run(ChunkStep::Merge, i, merge_slots(&sum, &addend)) });
+            squares = Some(unsafe { chunks.run(ChunkStep::Pair, i, pair_slots(&sum, &addend)) });
         }
         stride *= 2;
     }
     squares.unwrap_or_else(|| {
         let total = at_piece(0);
         // SAFETY: as above.
-        unsafe { chunks.run(ChunkStep::Squares, i, merge_slots(&total, &total)) }
+        unsafe { chunks.run(ChunkStep::Squares, i, pair_slots(&total, &total)) }
     })
 }

@@ -178,7 +178,7 @@ impl<T: Real> Machine<T> {
                         State::Sum => grads,
                         State::M => &m,
                         State::V => &v,
-                        State::Addend => unreachable!("AdamW reads one gradient"),
+                        State::Addend(_) => unreachable!("AdamW reads one gradient"),
                     };
                     base.0.wrapping_add(slice.offset)
                 };

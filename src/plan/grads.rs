@@ -18,17 +18,26 @@
 //!   same stack once more: the tree above the blocks.
 //!
 //! Every addition is one `sum += addend` of two buffers ([`Merge`]), a `ShardGradSum`
-//! of two (IEEE addition commutes, so which child holds the result changes no bit).
-//! The root lands in buffer 0, the buffer of the block's first shard.
+//! of two (IEEE addition commutes, so which child holds the result changes no bit) —
+//! except that a worker keeps the shards of an aligned group of [`GROUP`] (a whole
+//! subtree inside its block) apart until the group is done and adds them in one
+//! `ShardGradSum` of [`GROUP`], whose fixed tree is the subtree's: each addition reads
+//! two buffers and writes one, so pairwise additions alone move 3(S − 1) buffers
+//! where the group's pass moves GROUP + 1 for GROUP − 1 additions, for a few more
+//! buffers held. The root lands in buffer 0, the buffer of the block's first shard.
 
 use std::ops::Range;
 
-/// One addition of the tree: buffer `sum` += buffer `addend`, element by element.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Additions of the tree: buffer `sum` += buffer `addends[0]` (a pair), or `sum` and
+/// the `addends` as the leaves of an aligned subtree of [`GROUP`] shards, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Merge {
     pub sum: usize,
-    pub addend: usize,
+    pub addends: Vec<usize>,
 }
+
+/// Shards a worker adds in one pass when an aligned group of them lies in its block.
+pub const GROUP: usize = 4;
 
 /// One worker's part: its shards, the buffer each accumulates into, and the additions
 /// to make after each.
@@ -68,20 +77,44 @@ pub fn schedule(shards: usize, block: Range<usize>, workers: usize) -> GradSched
         .map(|w| {
             let mine = start..start + base + usize::from(w < extra);
             start = mine.end;
+            // The largest group, up to GROUP, that this worker's block can hold.
+            let group = GROUP.min(1 << mine.len().max(1).ilog2());
             let (mut stack, mut free) = (Vec::new(), Vec::new());
             let mut part = WorkerGrads {
                 shards: mine.clone(),
                 buffer: Vec::new(),
                 after: Vec::new(),
             };
-            for s in mine {
+            for s in mine.clone() {
                 let buffer = free.pop().unwrap_or_else(|| {
                     buffers += 1;
                     buffers - 1
                 });
                 part.buffer.push(buffer);
-                let merges = push(&mut stack, Node(s..s + 1, buffer), shards);
-                free.extend(merges.iter().map(|m| m.addend));
+                let first = s - s % group;
+                let grouped =
+                    group > 2 && first >= mine.start && first + group <= mine.end.min(shards);
+                let merges = match grouped {
+                    // A shard of a group that is not done yet: kept apart.
+                    true if s + 1 < first + group => {
+                        stack.push(Node(s..s + 1, buffer));
+                        Vec::new()
+                    }
+                    // The group's last shard: the group in one pass, then pairwise on.
+                    true => {
+                        let leaves = stack.split_off(stack.len() + 1 - group);
+                        let addends: Vec<usize> = (leaves.iter().skip(1).map(|n| n.1))
+                            .chain([buffer])
+                            .collect();
+                        let sum = leaves[0].1;
+                        let node = Node(first..s + 1, sum);
+                        let mut merges = vec![Merge { sum, addends }];
+                        merges.extend(push(&mut stack, node, shards));
+                        merges
+                    }
+                    false => push(&mut stack, Node(s..s + 1, buffer), shards),
+                };
+                free.extend(merges.iter().flat_map(|m| m.addends.iter().copied()));
                 part.after.push(merges);
             }
             stacks.push(stack);
@@ -124,7 +157,7 @@ fn push(stack: &mut Vec<Node>, node: Node, shards: usize) -> Vec<Merge> {
         }
         merges.push(Merge {
             sum: left.1,
-            addend: right.1,
+            addends: vec![right.1],
         });
         let right = stack.pop().expect("two nodes");
         stack.last_mut().expect("two nodes").0.end = right.0.end;
@@ -145,7 +178,7 @@ fn siblings(left: &Range<usize>, right: &Range<usize>, shards: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{GradSchedule, ROOT, schedule};
+    use super::{GradSchedule, Merge, ROOT, schedule};
 
     /// The fixed tree of `kernels/src/shard_sum.rs`, on f32 values.
     fn tree(values: &[f32]) -> f32 {
@@ -169,14 +202,22 @@ mod tests {
             for (j, s) in part.shards.clone().enumerate() {
                 buffers[part.buffer[j]] = values[s];
                 for m in &part.after[j] {
-                    buffers[m.sum] += buffers[m.addend];
+                    add(&mut buffers, m);
                 }
             }
         }
         for m in &plan.last {
-            buffers[m.sum] += buffers[m.addend];
+            add(&mut buffers, m);
         }
         buffers[ROOT]
+    }
+
+    /// One merge: a pair, or a group's leaves through the tree.
+    fn add(buffers: &mut [f32], m: &Merge) {
+        let mut leaves = vec![buffers[m.sum]];
+        leaves.extend(m.addends.iter().map(|&a| buffers[a]));
+        assert!(leaves.len() == 2 || leaves.len() == super::GROUP);
+        buffers[m.sum] = tree(&leaves);
     }
 
     #[test]
@@ -208,12 +249,12 @@ mod tests {
                     "{shards} shards, {workers} workers: {} buffers",
                     plan.buffers
                 );
-                let merges: usize = (plan.workers.iter())
-                    .flat_map(|p| &p.after)
-                    .map(Vec::len)
-                    .sum::<usize>()
-                    + plan.last.len();
-                assert_eq!(merges, shards - 1, "one addition per inner node");
+                let additions: usize = (plan.workers.iter())
+                    .flat_map(|p| p.after.iter().flatten())
+                    .chain(&plan.last)
+                    .map(|m| m.addends.len())
+                    .sum();
+                assert_eq!(additions, shards - 1, "one addition per inner node");
             }
         }
     }
@@ -225,8 +266,22 @@ mod tests {
         let plan = schedule(16, 8..12, 2);
         assert_eq!(plan.buffers, 4);
         assert_eq!(run(&plan, &values), tree(&values[8..12]));
-        // One worker over 64 shards holds one buffer per level, not 64.
-        assert_eq!(schedule(64, 0..64, 1).buffers, 7);
-        assert_eq!(schedule(64, 0..64, 2).buffers, 12);
+        // One worker over 64 shards holds a group and one buffer per level above it,
+        // not 64; a group of 4 is one addition of four buffers.
+        assert_eq!(schedule(64, 0..64, 1).buffers, 8);
+        assert_eq!(schedule(64, 0..64, 2).buffers, 14);
+        let plan = schedule(8, 0..8, 2);
+        assert_eq!(
+            plan.buffers, 8,
+            "two groups of 4 (no saving at 8 shards on 2)"
+        );
+        assert_eq!(plan.workers[0].after[3][0].addends, [1, 2, 3]);
+        assert_eq!(
+            plan.last,
+            [Merge {
+                sum: 0,
+                addends: vec![4]
+            }]
+        );
     }
 }

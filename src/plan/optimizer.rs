@@ -1,5 +1,6 @@
 //! The optimizer side of a step, lowered to the kernel IR like the plan's kernels: per
-//! parameter chunk, one addition of the gradient tree (`sum += addend`, which also
+//! parameter chunk, one addition of the gradient tree (`sum += addend`, or a group's
+//! subtree in one pass; each also
 //! returns the chunk's Σ sum², so the clipping norm costs no extra pass), Σ g² alone
 //! (for a root no addition made last), and AdamW, each a [`Step`] whose slots are
 //! slices of the fixed state. Which buffers an addition adds is the gradient schedule's
@@ -10,6 +11,7 @@
 use serde::Serialize;
 
 use super::ParamChunk;
+use super::grads::GROUP;
 use super::ir::Step;
 
 /// A buffer of the fixed state (all flat, in parameter order).
@@ -18,8 +20,8 @@ pub enum State {
     Params,
     /// The gradient buffer that receives an addition; in AdamW, the step's gradient.
     Sum,
-    /// The gradient buffer added to it.
-    Addend,
+    /// The i-th gradient buffer added to it.
+    Addend(usize),
     /// AdamW's first moment.
     M,
     /// AdamW's second moment.
@@ -37,8 +39,11 @@ pub struct StateSlice {
 /// The optimizer's steps on one parameter chunk.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChunkSteps {
-    /// `ShardGradSum` of two: `Sum += Addend`, returning Σ Sum².
-    pub merge: Step<StateSlice>,
+    /// `ShardGradSum` of two: `Sum += Addend(0)`, returning Σ Sum².
+    pub pair: Step<StateSlice>,
+    /// `ShardGradSum` of [`GROUP`]: `Sum` = the fixed tree over `Sum` and `Addend(0..)`,
+    /// returning Σ Sum².
+    pub group: Step<StateSlice>,
     /// `ShardGradSum` of one: Σ Sum².
     pub squares: Step<StateSlice>,
     /// `AdamW` on the chunk, reading the summed gradient (`Sum`).
@@ -56,9 +61,17 @@ pub fn lower_optimizer(chunks: &[ParamChunk]) -> Vec<ChunkSteps> {
                 len: chunk.len,
             };
             ChunkSteps {
-                merge: Step::ShardGradSum {
+                pair: Step::ShardGradSum {
                     len: chunk.len,
-                    grads: vec![at(State::Sum), at(State::Addend)],
+                    grads: vec![at(State::Sum), at(State::Addend(0))],
+                },
+                group: Step::ShardGradSum {
+                    len: chunk.len,
+                    grads: [State::Sum]
+                        .into_iter()
+                        .chain((0..GROUP - 1).map(State::Addend))
+                        .map(at)
+                        .collect(),
                 },
                 squares: Step::ShardGradSum {
                     len: chunk.len,
