@@ -21,6 +21,7 @@ mod bind;
 mod chunks;
 mod grad_sum;
 mod parallel;
+mod places;
 mod ranks;
 mod reference;
 mod thread_ranks;
@@ -37,54 +38,8 @@ use crate::codegen::Program;
 use crate::graph::{Graph, Role, TensorId};
 use crate::plan::grads::{self, GradSchedule, ROOT};
 use crate::plan::{Phase, Plan};
+use places::{Place, Region, SyncPtr, Table};
 use worker::{Shared, Worker};
-
-/// Where a tensor's floats are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Region {
-    Arena,
-    Params,
-    Grads,
-    Tokens,
-    Targets,
-    Mask,
-    /// The weights' bf16 panels (`plan/panels.rs`).
-    Panels,
-}
-
-/// A tensor's region, offset and length (in elements).
-#[derive(Clone, Copy, Debug)]
-struct Place {
-    region: Region,
-    offset: usize,
-    len: usize,
-}
-
-/// A raw base pointer that may cross threads: each user touches a part no other
-/// thread touches at the same time (said at every use).
-struct SyncPtr<T>(*mut T);
-
-// SAFETY: see the type's contract; the pointee buffers outlive every use.
-unsafe impl<T> Send for SyncPtr<T> {}
-unsafe impl<T> Sync for SyncPtr<T> {}
-
-impl<T> SyncPtr<T> {
-    /// # Safety
-    /// No one else may access these `len` elements while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, len: usize) -> &mut [T] {
-        // SAFETY: forwarded to the caller.
-        unsafe { std::slice::from_raw_parts_mut(self.0, len) }
-    }
-}
-
-/// A kernel's argument table: the base pointer of each of its tensors.
-struct Table(Vec<*mut u8>);
-
-// SAFETY: a table is only read; the kernels it is passed to write through it only to
-// memory that the caller has to itself (a worker's arena, a shard's or chunk's part).
-unsafe impl Send for Table {}
-unsafe impl Sync for Table {}
 
 /// A plan's buffers and the means to run it.
 pub struct Machine<T: Real> {
