@@ -1,8 +1,8 @@
 //! MPI ranks (`--features mpi`; needs `mpiexec` from MPICH or Open MPI): the same run
-//! on 1 process × 1 or 2 threads and on 1, 2 and 4 ranks gives the same parameters and
-//! moments bit for bit; a rank count that does not split the shards is refused; a
-//! 2-rank checkpoint resumes on 1 process bit for bit; a killed rank leaves the last
-//! checkpoint loadable.
+//! on 1 process × 1 or 2 threads and on 1, 2, 4 and 8 ranks (oversubscribed) gives the
+//! same parameters and moments bit for bit; a rank count that does not split the
+//! shards is refused; a 4-rank checkpoint resumes on 1 process and on 2 ranks bit for
+//! bit; a killed rank leaves the last checkpoint loadable.
 #![cfg(feature = "mpi")]
 
 use std::path::Path;
@@ -82,27 +82,42 @@ fn ranks_give_the_single_process_bits() {
     train(None, 2, &dir("p2"), &[]);
     let expected = state(&dir("p1"));
     assert_eq!(state(&dir("p2")), expected, "1 and 2 threads");
-    for ranks in [1, 2, 4] {
+    for ranks in [1, 2, 4, 8] {
         let name = format!("r{ranks}");
         train(Some(ranks), 1, &dir(&name), &[]);
         assert_eq!(state(&dir(&name)), expected, "{ranks} ranks × 1 thread");
     }
-    // Resume on 1 process from a checkpoint 2 ranks wrote at step 5.
-    train(Some(2), 1, &dir("half"), &["--stop-at", "5"]);
-    let resumed = run(
-        None,
-        &["run", "--resume", dir("half").to_str().unwrap(), "--quiet"],
-    );
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
-    assert_eq!(
-        state(&dir("half")),
-        expected,
-        "2 ranks to step 5, then 1 process"
-    );
+    // Resume on 1 process and on 2 ranks from a checkpoint 4 ranks wrote at step 5.
+    train(Some(4), 1, &dir("half"), &["--stop-at", "5"]);
+    for ranks in [None, Some(2)] {
+        let copy = dir(&format!("half-then-{ranks:?}"));
+        std::fs::create_dir_all(&copy).unwrap();
+        for entry in std::fs::read_dir(dir("half")).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+            }
+        }
+        let resume = [
+            "run",
+            "--resume",
+            copy.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--quiet",
+        ];
+        let resumed = run(ranks, &resume);
+        assert!(
+            resumed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        assert_eq!(
+            state(&copy),
+            expected,
+            "4 ranks to step 5, then {ranks:?} ranks"
+        );
+    }
 }
 
 #[test]
