@@ -31,6 +31,7 @@ pub fn report(
     let step = Step {
         flops: plan.step_flops(spec.train.accumulate) as f64,
         params: spec.model.parameter_count() as f64,
+        chunks: &plan.param_chunks,
         shards,
         flop_rate: rate,
         memory_bytes_per_s: cllm::peak::triad_gbps() * 1e9,
@@ -102,7 +103,7 @@ pub fn report(
             );
         }
         None => {
-            let _ = writeln!(out, "the exchange stays below compute up to 2^19 ranks");
+            let _ = writeln!(out, "the exchange stays below compute up to 2^16 ranks");
         }
     }
     Ok(out)

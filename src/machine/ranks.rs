@@ -10,7 +10,7 @@
 //!    (`plan/grads.rs`): the subtree's sum, the same bits the single process has at
 //!    the subtree's root;
 //! 2. the parameter chunks are cut into R contiguous runs, one *owned* by each rank
-//!    ([`owners`]); each rank sends its subtree sum's piece of run s to rank s (one
+//!    (`plan::grads::owners`); each rank sends its subtree sum's piece of run s to rank s (one
 //!    all-to-all), so rank s holds every rank's subtree sum of its own run;
 //! 3. the owner runs the tree above the blocks on its run's chunks — the tree over the
 //!    R subtree sums, which adds exactly what the single process adds above the blocks,
@@ -32,6 +32,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::plan::ParamChunk;
+use crate::plan::grads::owners;
 
 /// The collectives among the ranks of one run.
 pub trait Exchange: Send + Sync + std::fmt::Debug {
@@ -156,30 +157,6 @@ impl RankError {
     }
 }
 
-/// The run of parameter chunks each rank owns (`chunks`, by index) and their floats
-/// (`spans`): R contiguous runs covering every chunk in order, cut where the floats
-/// reach r·P/R (a rank may own none when there are fewer chunks than ranks).
-pub fn owners(chunks: &[ParamChunk], ranks: usize) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
-    let total: usize = chunks.iter().map(|c| c.len).sum();
-    let owner =
-        |c: &ParamChunk| ((2 * c.offset + c.len) * ranks / (2 * total.max(1))).min(ranks - 1);
-    let mut runs = vec![0..0; ranks];
-    let mut at = 0;
-    for (r, run) in runs.iter_mut().enumerate() {
-        let start = at;
-        while at < chunks.len() && owner(&chunks[at]) == r {
-            at += 1;
-        }
-        *run = start..at;
-    }
-    let span = |run: &Range<usize>| match (chunks.get(run.start), run.is_empty()) {
-        (Some(first), false) => first.offset..chunks[run.end - 1].offset + chunks[run.end - 1].len,
-        _ => 0..0,
-    };
-    let spans = runs.iter().map(span).collect();
-    (runs, spans)
-}
-
 /// A machine's place among the ranks, and the buffers of its exchange (sized once).
 pub(super) struct Ranks<T> {
     pub exchange: Arc<dyn Exchange>,
@@ -187,7 +164,7 @@ pub(super) struct Ranks<T> {
     pub own: Range<usize>,
     /// Shards per rank (b).
     pub block: usize,
-    /// The parameter chunks (indices) and floats each rank owns ([`owners`]).
+    /// The parameter chunks (indices) and floats each rank owns (`plan::grads::owners`).
     pub runs: Vec<Range<usize>>,
     pub spans: Vec<Range<usize>>,
     /// Floats of the largest run: the length of every piece exchanged.
@@ -285,41 +262,7 @@ pub(super) fn bytes_of_mut<T: cllm_kernels::Real>(values: &mut [T]) -> &mut [u8]
 
 #[cfg(test)]
 mod tests {
-    use super::{owners, rank_counts};
-    use crate::plan::ParamChunk;
-
-    #[test]
-    fn owners_cut_the_chunks_into_contiguous_balanced_runs() {
-        // Chunks of a model: a few large, many small, in order.
-        let lens = [32768, 32768, 100, 7, 32768, 5000, 64, 64, 32768, 12000];
-        let mut offset = 0;
-        let chunks: Vec<ParamChunk> = (lens.iter())
-            .map(|&len| {
-                let c = ParamChunk {
-                    offset,
-                    len,
-                    decay: true,
-                };
-                offset += len;
-                c
-            })
-            .collect();
-        for ranks in [1, 2, 3, 4, 8, 16] {
-            let (runs, spans) = owners(&chunks, ranks);
-            assert_eq!(runs.len(), ranks);
-            // Every chunk owned once, in order; each span is its run's floats.
-            let flat: Vec<usize> = runs.iter().flat_map(|r| r.clone()).collect();
-            assert_eq!(flat, (0..chunks.len()).collect::<Vec<_>>(), "{ranks} ranks");
-            let covered: usize = spans.iter().map(|s| s.len()).sum();
-            assert_eq!(covered, offset);
-            // No run exceeds its share by more than one chunk.
-            let largest = spans.iter().map(|s| s.len()).max().unwrap();
-            assert!(
-                largest <= offset / ranks + 32768,
-                "{ranks} ranks: {largest}"
-            );
-        }
-    }
+    use super::rank_counts;
 
     #[test]
     fn blocks_are_power_of_two_subtrees() {

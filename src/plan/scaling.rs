@@ -9,7 +9,11 @@
 //! losses and the stop flag:
 //!
 //!   compute(R)  = FLOPs / (R · F)                      F: one process's FLOP rate
-//!   exchange(R) = (R − 1) · (5α + 2 · 4P / (R · β))    α latency, β bandwidth (bytes/s)
+//!   exchange(R) = (R − 1) · (5α + 2 · 4p / β)          α latency, β bandwidth (bytes/s),
+//!                                                      p the longest owner's run of
+//!                                                      floats (≈ P/R: runs are whole
+//!                                                      parameter chunks, and every
+//!                                                      piece sent is p long)
 //!   tree(R)     = 4 · 4P / B          (R > 1)          what the single process's tree
 //!                                                      does not: a fill, cutting the
 //!                                                      sum into pieces, reading the
@@ -65,11 +69,13 @@ impl Network {
 
 /// The model's inputs for one spec.
 #[derive(Clone, Copy, Debug)]
-pub struct Step {
+pub struct Step<'a> {
     /// FLOPs of one step (every shard, every micro-batch).
     pub flops: f64,
     /// Parameters (P): floats in one gradient.
     pub params: f64,
+    /// The parameter chunks the owners' runs are cut from (none: pieces of P/R).
+    pub chunks: &'a [super::ParamChunk],
     /// Shards (S).
     pub shards: usize,
     /// One process's FLOP rate on this step (F), FLOP/s.
@@ -93,11 +99,26 @@ pub struct Prediction {
     pub sent_bytes: f64,
 }
 
+impl Step<'_> {
+    /// Floats of the longest owner's run over `ranks` (`grads::owners`): the length of
+    /// every piece the exchange sends.
+    pub fn piece(&self, ranks: usize) -> f64 {
+        match self.chunks {
+            [] => self.params / ranks as f64,
+            chunks => (super::grads::owners(chunks, ranks).1.iter())
+                .map(|span| span.len())
+                .max()
+                .unwrap_or(0) as f64,
+        }
+    }
+}
+
 pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
     let r = ranks as f64;
     let compute_s = step.flops / (r * step.flop_rate);
     let message = 4.0 * step.params;
-    let exchange_s = (r - 1.0) * (5.0 * net.latency_s + 2.0 * message / (r * net.bytes_per_s));
+    let piece = 4.0 * step.piece(ranks);
+    let exchange_s = (r - 1.0) * (5.0 * net.latency_s + 2.0 * piece / net.bytes_per_s);
     let tree_s = if ranks > 1 {
         4.0 * message / step.memory_bytes_per_s
     } else {
@@ -113,7 +134,7 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
         step_s,
         efficiency: single / (r * step_s),
         sent_bytes: if ranks > 1 {
-            (r - 1.0) * (2.0 * message / r + 8.0 * step.shards as f64 / r + 1.0)
+            (r - 1.0) * (2.0 * piece + 8.0 * step.shards as f64 / r + 1.0)
         } else {
             0.0
         },
@@ -122,7 +143,7 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
 
 /// The smallest power-of-two R at which the exchange takes longer than compute.
 pub fn exchange_dominates(step: &Step, net: &Network) -> Option<usize> {
-    (0..20).map(|k| 1usize << k).find(|&r| {
+    (0..17).map(|k| 1usize << k).find(|&r| {
         let p = predict(step, net, r);
         p.exchange_s > p.compute_s
     })
@@ -142,6 +163,7 @@ mod tests {
         let step = Step {
             flops: 1e12,
             params: 1e7,
+            chunks: &[],
             shards: 8,
             flop_rate: 1e11,
             memory_bytes_per_s: 2e10,
