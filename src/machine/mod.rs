@@ -52,9 +52,14 @@ pub struct Machine<T: Real> {
     grad_ptrs: Vec<SyncPtr<T>>,
     /// Which shards each worker runs, into which buffer, and the tree's additions.
     schedule: GradSchedule,
-    /// AdamW's first and second moments, flat like `params`.
+    /// AdamW's first and second moments, flat like `params` — over ranks, only this
+    /// rank's own span of them (ZeRO-1: 8P/R bytes), from float `moments_start`.
     m: Vec<T>,
     v: Vec<T>,
+    moments_start: usize,
+    /// Over ranks, both moments gathered whole for a checkpoint
+    /// ([`Machine::gather_moments`]), until the next AdamW step.
+    whole_moments: Option<(Vec<T>, Vec<T>)>,
     /// The attention pattern's (T,T) mask (empty for dense attention).
     mask: Vec<T>,
     /// The weights' bf16 panels (bf16 mode), each from a cache line.
@@ -163,6 +168,8 @@ impl<T: Real> Machine<T> {
             schedule,
             m: vec![T::default(); total],
             v: vec![T::default(); total],
+            moments_start: 0,
+            whole_moments: None,
             mask: plan.pattern.as_ref().map_or(Vec::new(), |p| {
                 p.mask()
                     .into_iter()
@@ -192,6 +199,13 @@ impl<T: Real> Machine<T> {
         let ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks)?;
         self.schedule = grads::schedule(self.plan.shards, ranks.own.clone(), self.plan.workers);
         (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.params.len());
+        // The moments of this rank's own span only: its owner alone updates them.
+        let span = ranks.spans[ranks.exchange.rank()].clone();
+        (self.m, self.v) = (
+            vec![T::default(); span.len()],
+            vec![T::default(); span.len()],
+        );
+        self.moments_start = span.start;
         self.ranks = Some(ranks);
         Ok(())
     }
@@ -277,16 +291,35 @@ impl<T: Real> Machine<T> {
         &self.grads[ROOT][self.param_range(i)]
     }
 
-    /// Parameter `i`'s AdamW moments (m, v). Over ranks, whole only after
-    /// [`Machine::gather_moments`]: each owner updates its own run.
+    /// Parameter `i`'s AdamW moments (m, v). Over ranks, each rank holds its own span
+    /// only: ask after [`Machine::gather_moments`].
+    ///
+    /// # Panics
+    /// Over ranks, when the moments were not gathered since the last AdamW step.
     pub fn moments(&self, i: usize) -> (&[T], &[T]) {
         let range = self.param_range(i);
-        (&self.m[range.clone()], &self.v[range])
+        let (m, v) = match (&self.ranks, &self.whole_moments) {
+            (None, _) => (&self.m, &self.v),
+            (Some(_), Some((m, v))) => (m, v),
+            (Some(_), None) => panic!("over ranks, gather_moments before reading the moments"),
+        };
+        (&m[range.clone()], &v[range])
     }
 
-    pub fn moments_mut(&mut self, i: usize) -> (&mut [T], &mut [T]) {
+    /// Sets parameter `i`'s AdamW moments (over ranks, keeps the part in this rank's span).
+    pub fn set_moments(&mut self, i: usize, m: &[T], v: &[T]) {
         let range = self.param_range(i);
-        (&mut self.m[range.clone()], &mut self.v[range])
+        let held = self.moments_start..self.moments_start + self.m.len();
+        let (start, end) = (range.start.max(held.start), range.end.min(held.end));
+        if start < end {
+            let (from, to) = (
+                start - range.start..end - range.start,
+                start - held.start..end - held.start,
+            );
+            self.m[to.clone()].copy_from_slice(&m[from.clone()]);
+            self.v[to].copy_from_slice(&v[from]);
+        }
+        self.whole_moments = None;
     }
 
     /// Σ g² of the step's gradient (from the last tree sum), added in chunk order.

@@ -153,10 +153,11 @@ impl<T: Real> Machine<T> {
     ///
     /// Over ranks (ZeRO-1): each owner updates its run of chunks (the gradient totals
     /// it alone holds, its run of the moments), then the updated parameters are
-    /// all-gathered — the same bytes the gradient totals would take. Each rank's
-    /// moments are current on its own run only until [`Machine::gather_moments`].
+    /// all-gathered — the same bytes the gradient totals would take. Each rank holds
+    /// the moments of its own run only ([`Machine::gather_moments`] gathers them).
     pub fn adamw(&mut self, h: AdamWStep) {
         self.panels_stale = true;
+        self.whole_moments = None; // stale now (only ever set by a checkpoint)
         let run = match &self.ranks {
             Some(ranks) => ranks.runs[ranks.exchange.rank()].clone(),
             None => 0..self.plan.param_chunks.len(),
@@ -168,19 +169,20 @@ impl<T: Real> Machine<T> {
         };
         let [params, m, v] =
             [&mut self.params, &mut self.m, &mut self.v].map(|b| SyncPtr(b.as_mut_ptr()));
+        let held = self.moments_start;
         let grads = &self.grad_ptrs[ROOT];
         let returns = &mut self.chunk_returns[run.clone()];
         pool.install(|| {
             (returns.par_iter_mut().zip(run)).for_each(|(out, i)| {
                 let at = |slice: &crate::plan::optimizer::StateSlice| {
-                    let base = match slice.state {
-                        State::Params => &params,
-                        State::Sum => grads,
-                        State::M => &m,
-                        State::V => &v,
+                    let (base, start) = match slice.state {
+                        State::Params => (&params, 0),
+                        State::Sum => (grads, 0),
+                        State::M => (&m, held),
+                        State::V => (&v, held),
                         State::Addend(_) => unreachable!("AdamW reads one gradient"),
                     };
-                    base.0.wrapping_add(slice.offset)
+                    base.0.wrapping_add(slice.offset - start)
                 };
                 // SAFETY: each chunk's slices of the four buffers are its own.
                 *out = unsafe { chunks.run(ChunkStep::AdamW(h), i, at) };
@@ -188,18 +190,28 @@ impl<T: Real> Machine<T> {
         });
         if let Some(ranks) = &mut self.ranks {
             ranks.gather_spans(&mut self.params);
-            ranks.moments_partial = true;
         }
     }
 
-    /// Makes every rank's AdamW moments whole again after [`Machine::adamw`] updated
-    /// only each owner's run (every rank calls it at the same point: a checkpoint).
+    /// Over ranks, gathers both AdamW moments whole on every rank (each holds its own
+    /// span only) for [`Machine::moments`], until the next AdamW step: 8P bytes for the
+    /// length of a checkpoint. Every rank calls it at the same point.
     pub fn gather_moments(&mut self) {
-        let Some(ranks) = self.ranks.as_mut().filter(|r| r.moments_partial) else {
+        let Some(ranks) = self.ranks.as_mut() else {
             return;
         };
-        ranks.gather_spans(&mut self.m);
-        ranks.gather_spans(&mut self.v);
-        ranks.moments_partial = false;
+        if self.whole_moments.is_some() {
+            return;
+        }
+        let span = self.moments_start..self.moments_start + self.m.len();
+        let whole = |own: &[T], ranks: &mut super::ranks::Ranks<T>| {
+            let mut all = vec![T::default(); self.params.len()];
+            all[span.clone()].copy_from_slice(own);
+            ranks.gather_spans(&mut all);
+            all
+        };
+        let m = whole(&self.m, ranks);
+        let v = whole(&self.v, ranks);
+        self.whole_moments = Some((m, v));
     }
 }

@@ -186,8 +186,6 @@ pub(super) struct Ranks<T> {
     pub exchange_seconds: f64,
     /// Bytes this rank has sent to other ranks.
     pub sent_bytes: u64,
-    /// Whether the AdamW moments are current on this rank's own run only.
-    pub moments_partial: bool,
 }
 
 impl<T: cllm_kernels::Real> Ranks<T> {
@@ -223,7 +221,6 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             losses_in: Vec::new(),
             exchange_seconds: 0.0,
             sent_bytes: 0,
-            moments_partial: false,
         })
     }
 }

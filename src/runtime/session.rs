@@ -124,9 +124,7 @@ pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<Restore
         let [m_name, v_name] = checkpoint::moment_names(&p.name);
         let m = stored.take(path, &m_name, &p.shape)?;
         let v = stored.take(path, &v_name, &p.shape)?;
-        let (m_dst, v_dst) = machine.moments_mut(i);
-        m_dst.copy_from_slice(&m);
-        v_dst.copy_from_slice(&v);
+        machine.set_moments(i, &m, &v);
     }
     Ok(Restored {
         step,
