@@ -149,3 +149,44 @@ fn plan_shows_the_attention_pattern() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("singular"));
 }
+
+#[test]
+fn plan_predicts_the_step_on_every_thread_count() {
+    let out = cllm(&[
+        "plan",
+        "specs/bench-xs.cllm",
+        "--threads",
+        "3",
+        "--gflops",
+        "50",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("3 thread(s)"),
+        "planned for 3 threads:\n{text}"
+    );
+    let rows: Vec<&str> = (text.lines())
+        .skip_while(|l| !l.contains("row steps ms"))
+        .skip(1)
+        .collect();
+    let threads: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        threads,
+        ["1", "2", "3", "4", "8", "16", "32", "64", "128"],
+        "{text}"
+    );
+    assert!(rows[2].ends_with("← plan.threads"), "{text}");
+    assert!(rows[0].contains("100%"), "{text}");
+    assert!(
+        text.contains("the model's prediction, not a measurement"),
+        "{text}"
+    );
+}

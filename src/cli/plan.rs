@@ -30,6 +30,10 @@ pub struct PlanArgs {
     /// and the cost model's step time and scaling efficiency for 1…64 ranks.
     #[arg(long, value_name = "R")]
     ranks: Option<usize>,
+    /// Plan for N threads (`plan.threads`) and print the predicted step time and
+    /// parallel efficiency on 1…128 threads of one process (docs/scaling.md).
+    #[arg(long, value_name = "N")]
+    threads: Option<u64>,
     /// The network of the cost model: bandwidth,latency.
     #[arg(long, value_name = "BANDWIDTH,LATENCY", default_value = "10Gbit,50us")]
     network: String,
@@ -40,7 +44,11 @@ pub struct PlanArgs {
 }
 
 pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
-    let spec = spec::load(&args.spec, &args.overrides)?;
+    let mut overrides = args.overrides.clone();
+    if let Some(n) = args.threads {
+        overrides.push(format!("plan.threads={n}"));
+    }
+    let spec = spec::load(&args.spec, &overrides)?;
     let plan = plan::plan(&spec)?;
     if let Some(path) = &args.svg {
         std::fs::write(path, plan::lifetimes_svg(&plan))
@@ -81,6 +89,12 @@ pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
         print!(
             "{}",
             plan::describe(&args.spec.display().to_string(), &spec, &plan)
+        );
+    }
+    if args.threads.is_some() {
+        print!(
+            "{}",
+            super::scaling::threads_report(&spec, &plan, args.gflops)?
         );
     }
     Ok(ExitCode::SUCCESS)

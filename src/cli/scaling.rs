@@ -5,6 +5,7 @@ use std::fmt::Write;
 use cllm::machine::rank_counts;
 use cllm::plan::Plan;
 use cllm::plan::scaling::{Network, Step, exchange_dominates, predict};
+use cllm::plan::thread_scaling::{self, ThreadRates};
 use cllm::spec::Spec;
 
 pub fn report(
@@ -105,6 +106,62 @@ pub fn report(
         None => {
             let _ = writeln!(out, "the exchange stays below compute up to 2^16 ranks");
         }
+    }
+    Ok(out)
+}
+
+/// The text of `cllm plan --threads N`: the predicted step on 1…128 threads.
+pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::Result<String> {
+    let (rate, assumed) = match gflops {
+        Some(g) if g.is_finite() && g > 0.0 => (g * 1e9, "given"),
+        Some(g) => miette::bail!("--gflops must be positive, not {g}"),
+        None => (
+            0.6 * cllm::peak::fma_peak_gflops(1) * 1e9,
+            "60% of the measured 1-thread FMA peak",
+        ),
+    };
+    let rates = ThreadRates {
+        flops_per_s: rate,
+        bytes_per_s: cllm::peak::triad_gbps() * 1e9,
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let accumulate = spec.train.accumulate as usize;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nthreads (docs/scaling.md): one thread {:.1} GFLOP/s ({assumed}), {:.1} GB/s; \
+         {} shard(s) × {accumulate} micro-batch(es); this machine has {cores} core(s), so \
+         rows past {cores} are the model's prediction, not a measurement",
+        rates.flops_per_s / 1e9,
+        rates.bytes_per_s / 1e9,
+        plan.shards,
+    );
+    let _ = writeln!(
+        out,
+        "{:>8} {:>8} {:>10} {:>14} {:>11}",
+        "threads", "workers", "step ms", "row steps ms", "efficiency"
+    );
+    let mut counts: Vec<usize> = (0..8).map(|k| 1usize << k).collect();
+    if !counts.contains(&plan.threads) {
+        counts.push(plan.threads);
+        counts.sort_unstable();
+    }
+    for n in counts {
+        let p = thread_scaling::predict(plan, accumulate, rates, n);
+        let _ = writeln!(
+            out,
+            "{:>8} {:>8} {:>10.1} {:>14.1} {:>10.0}%{}",
+            n,
+            n.min(plan.shards),
+            1e3 * p.step_s,
+            1e3 * p.serial_s,
+            100.0 * p.efficiency,
+            if n == plan.threads {
+                "  ← plan.threads"
+            } else {
+                ""
+            }
+        );
     }
     Ok(out)
 }

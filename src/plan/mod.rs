@@ -31,6 +31,7 @@ mod recompute;
 mod report;
 pub mod scaling;
 mod svg;
+pub mod thread_scaling;
 
 pub use admission::admit;
 pub use error::PlanError;
