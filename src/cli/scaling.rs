@@ -67,6 +67,7 @@ pub fn report(
         step.params / 1e6,
         ranks - 1
     );
+    let _ = writeln!(out, "{}", rank_memory(plan, &step, ranks));
     let _ = writeln!(
         out,
         "\ncost model (docs/scaling.md): {:.2} GFLOP a step; one process {:.1} GFLOP/s ({assumed}), \
@@ -164,4 +165,43 @@ pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::
         );
     }
     Ok(out)
+}
+
+/// What one rank holds: the parameters, its run's AdamW moments (ZeRO-1), the gradient
+/// buffers of its block's schedule, the exchange's three buffers of R pieces, the bf16
+/// panels and the workers' arenas.
+fn rank_memory(plan: &Plan, step: &Step, ranks: usize) -> String {
+    use cllm::spec::human_bytes;
+    let float = 4.0;
+    let piece = step.piece(ranks);
+    let params = float * step.params;
+    let moments = match ranks {
+        1 => 2.0 * params,
+        _ => 2.0 * float * piece,
+    };
+    let block = plan.shards / ranks;
+    let buffers = cllm::plan::grads::schedule(plan.shards, 0..block, plan.workers).buffers;
+    let grads = buffers as f64 * params;
+    let exchange = match ranks {
+        1 => 0.0,
+        _ => 3.0 * float * piece * ranks as f64,
+    };
+    let panels = cllm::plan::panels::panel_bytes(plan) as f64;
+    let workers = plan.workers.min(block);
+    let arenas = (workers as u64 * plan.arena.peak_bytes) as f64;
+    let total = params + moments + grads + exchange + panels + arenas;
+    let b = |x: f64| human_bytes(x as u64);
+    format!(
+        "each rank holds {}: parameters {}, AdamW moments {} (its run's), {buffers} gradient \
+         buffer(s) {} (for its {block} shard(s)), exchange buffers {}, bf16 panels {}, \
+         {} arena(s) {}",
+        b(total),
+        b(params),
+        b(moments),
+        b(grads),
+        b(exchange),
+        b(panels),
+        workers,
+        b(arenas)
+    )
 }

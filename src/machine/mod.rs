@@ -206,6 +206,8 @@ impl<T: Real> Machine<T> {
             vec![T::default(); span.len()],
         );
         self.moments_start = span.start;
+        // A block of fewer shards than workers leaves the rest idle: their arenas go.
+        self.workers.truncate(self.schedule.workers.len());
         self.ranks = Some(ranks);
         Ok(())
     }
