@@ -3,7 +3,7 @@
 //! each thread count cuts them into other worker blocks, groups and pairs of the
 //! gradient tree, `plan/grads.rs`; 16 runs oversubscribed, 8 workers and GEMMs split
 //! over the rest), and from run to run; and the check has teeth: a different shard
-//! count does change the bits.
+//! count does change the bits. One shard on many threads splits the row passes too.
 
 use std::path::Path;
 
@@ -73,7 +73,12 @@ fn the_check_can_see_rounding(backend) {
 /// steps: the same checkpoint bits on 1 and 3 threads, and not fp32's bits (the
 /// products did round), though close to them.
 fn bench_xs(threads: u64, precision: &str) -> (Vec<u64>, Vec<(String, Vec<u32>)>) {
+    bench_xs_on(threads, 8, precision)
+}
+
+fn bench_xs_on(threads: u64, shards: u64, precision: &str) -> (Vec<u64>, Vec<(String, Vec<u32>)>) {
     let sets = [
+        format!("plan.shards={shards}"),
         "train.steps=3".to_string(),
         format!("train.precision={precision}"),
         format!("plan.threads={threads}"),
@@ -104,4 +109,19 @@ fn bf16_bench_xs_gives_the_same_bits_on_one_and_three_threads() {
     assert_ne!(one.0, fp32.0, "bf16 products gave fp32's losses");
     let (a, b) = (f64::from_bits(one.0[2]), f64::from_bits(fp32.0[2]));
     assert!((a - b).abs() < 1e-2 * a.abs(), "bf16 loss {a} vs fp32 {b}");
+}
+
+/// One shard on 2, 5 and 16 threads: every spare thread joins the one worker's GEMMs,
+/// attention heads and row passes (LayerNorm, GELU, residual, embedding, softmax +
+/// cross-entropy and their backward, `cllm_kernels::rows`) — and the bits are
+/// 1 thread's.
+#[test]
+fn one_shard_gives_the_same_bits_with_its_rows_split_over_every_thread_count() {
+    let one = bench_xs_on(1, 1, "fp32");
+    for threads in [2, 5, 16] {
+        assert!(
+            one == bench_xs_on(threads, 1, "fp32"),
+            "{threads} threads on one shard changed the bits"
+        );
+    }
 }

@@ -54,6 +54,97 @@ pub fn embedding_backward<T: Real>(
 use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+use crate::rows::Shared;
+
+/// The forward, native, at the CPU's full width: `out[n] = wte[tokens[n]] + wpe[n mod
+/// T]` for `positions` positions, split over the caller's spare threads (`rows.rs`).
+///
+/// # Safety
+/// `out` holds positions·c floats, `tokens` positions ids each below wte's rows, `wpe`
+/// t_len·c floats.
+pub unsafe extern "C" fn cllm_embedding(
+    out: *mut f32,
+    tokens: *const u32,
+    wte: *const f32,
+    wpe: *const f32,
+    positions: i64,
+    t_len: i64,
+    c: i64,
+) {
+    let [positions, t_len, c] = [positions, t_len, c].map(|x| x as usize);
+    let (out, tokens, wte, wpe) = (
+        Shared(out),
+        Shared::of(tokens),
+        Shared::of(wte),
+        Shared::of(wpe),
+    );
+    crate::rows::for_each_part(positions, c, |r| {
+        for n in r {
+            // SAFETY: the caller's contract; this part writes its own rows only.
+            let (y, x, p) = unsafe {
+                let token = *tokens.at(n) as usize;
+                (
+                    out.slice_mut(n * c..(n + 1) * c),
+                    wte.slice(token * c..(token + 1) * c),
+                    wpe.slice(n % t_len * c..(n % t_len + 1) * c),
+                )
+            };
+            crate::cpu::full_width!((y: &mut [f32], x: &[f32], p: &[f32]) => {
+                for ((y, x), p) in y.iter_mut().zip(x).zip(p) {
+                    *y = x + p;
+                }
+            })
+        }
+    });
+}
+
+/// The backward, native: every position's gradient added into its token's and its
+/// position's rows, in position order. Split over the caller's spare threads by
+/// columns, not positions (two positions may share a token): each element still
+/// receives its additions in position order, so the split changes no bit.
+///
+/// # Safety
+/// `dout` holds positions·c floats, `tokens` positions ids each below dwte's rows,
+/// `dwpe` t_len·c floats.
+pub unsafe extern "C" fn cllm_embedding_backward(
+    dwte: *mut f32,
+    dwpe: *mut f32,
+    dout: *const f32,
+    tokens: *const u32,
+    positions: i64,
+    t_len: i64,
+    c: i64,
+) {
+    let [positions, t_len, c] = [positions, t_len, c].map(|x| x as usize);
+    let (dwte, dwpe, dout, tokens) = (
+        Shared(dwte),
+        Shared(dwpe),
+        Shared::of(dout),
+        Shared::of(tokens),
+    );
+    crate::rows::for_each_part(c, positions, |columns| {
+        for n in 0..positions {
+            let at = |row: usize| row * c + columns.start..row * c + columns.end;
+            // SAFETY: the caller's contract; this part writes its own columns only, and
+            // the token's row is not the position's (two tensors).
+            let (tok, pos, d) = unsafe {
+                let token = *tokens.at(n) as usize;
+                (
+                    dwte.slice_mut(at(token)),
+                    dwpe.slice_mut(at(n % t_len)),
+                    dout.slice(at(n)),
+                )
+            };
+            crate::cpu::full_width!((tok: &mut [f32], pos: &mut [f32], d: &[f32]) => {
+                for ((t, p), d) in tok.iter_mut().zip(pos.iter_mut()).zip(d) {
+                    *t += d;
+                    *p += d;
+                }
+            })
+        }
+    });
+}
+
 /// Gathers `rows·t_len` positions: `out[n] = wte[tokens[n]] + wpe[n mod T]`.
 pub fn emit_embedding_forward(
     e: &mut Emitter<'_>,
@@ -65,6 +156,11 @@ pub fn emit_embedding_forward(
     t_len: usize,
     c: usize,
 ) {
+    if e.native() {
+        let [n, t, c] = [rows * t_len, t_len, c].map(|x| e.int(x as i64));
+        e.call("cllm_embedding", &[out, tokens, wte, wpe, n, t, c]);
+        return;
+    }
     e.for_n(0, rows as i64, 1, |e, b| {
         e.for_n(0, t_len as i64, 1, |e, t| {
             let n = e.b.ins().imul_imm_s(b, t_len as i64);
@@ -92,6 +188,14 @@ pub fn emit_embedding_backward(
     t_len: usize,
     c: usize,
 ) {
+    if e.native() {
+        let [n, t, c] = [rows * t_len, t_len, c].map(|x| e.int(x as i64));
+        e.call(
+            "cllm_embedding_backward",
+            &[dwte, dwpe, dout, tokens, n, t, c],
+        );
+        return;
+    }
     e.for_n(0, rows as i64, 1, |e, b| {
         e.for_n(0, t_len as i64, 1, |e, t| {
             let n = e.b.ins().imul_imm_s(b, t_len as i64);

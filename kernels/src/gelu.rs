@@ -108,6 +108,8 @@ pub(crate) fn gelu_grad_f32(x: f32) -> f32 {
 }
 
 /// Elements per chunk of the native loops: whole vectors at either width.
+use crate::rows::Shared;
+
 const CHUNK: usize = 16;
 
 /// `out = gelu(inp)` over `n` floats.
@@ -115,14 +117,15 @@ const CHUNK: usize = 16;
 /// # Safety
 /// `out` and `inp` hold `n` floats.
 pub unsafe extern "C" fn cllm_gelu(out: *mut f32, inp: *const f32, n: i64) {
-    let n = n as usize;
-    // SAFETY: the caller's contract.
-    let (out, inp) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(out, n),
-            std::slice::from_raw_parts(inp, n),
-        )
-    };
+    let (out, inp) = (Shared(out), Shared::of(inp));
+    crate::rows::for_each_part(n as usize, 1, |r| {
+        // SAFETY: the caller's contract; this part writes its own elements only.
+        unsafe { gelu_part(out.slice_mut(r.clone()), inp.slice(r)) }
+    });
+}
+
+/// [`cllm_gelu`] on a range of elements.
+fn gelu_part(out: &mut [f32], inp: &[f32]) {
     crate::cpu::full_width!((out: &mut [f32], inp: &[f32]) => {
         let mut o = out.chunks_exact_mut(CHUNK);
         let mut i = inp.chunks_exact(CHUNK);
@@ -147,15 +150,21 @@ pub unsafe extern "C" fn cllm_gelu_backward(
     inp: *const f32,
     n: i64,
 ) {
-    let n = n as usize;
-    // SAFETY: the caller's contract.
-    let (dx, dy, x) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(dinp, n),
-            std::slice::from_raw_parts(dout, n),
-            std::slice::from_raw_parts(inp, n),
-        )
-    };
+    let (dinp, dout, inp) = (Shared(dinp), Shared::of(dout), Shared::of(inp));
+    crate::rows::for_each_part(n as usize, 1, |r| {
+        // SAFETY: the caller's contract; this part writes its own elements only.
+        unsafe {
+            gelu_backward_part(
+                dinp.slice_mut(r.clone()),
+                dout.slice(r.clone()),
+                inp.slice(r),
+            )
+        }
+    });
+}
+
+/// [`cllm_gelu_backward`] on a range of elements.
+fn gelu_backward_part(dx: &mut [f32], dy: &[f32], x: &[f32]) {
     crate::cpu::full_width!((dx: &mut [f32], dy: &[f32], x: &[f32]) => {
         let mut d = dx.chunks_exact_mut(CHUNK);
         let (mut g, mut v) = (dy.chunks_exact(CHUNK), x.chunks_exact(CHUNK));

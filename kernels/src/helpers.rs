@@ -96,10 +96,46 @@ pub fn all() -> Vec<Helper> {
             vec![],
         ),
         (
+            "cllm_layernorm_backward",
+            crate::layernorm::cllm_layernorm_backward as *const u8,
+            vec![None, None, None, None, None, None, None, None, i64, i64],
+            vec![],
+        ),
+        (
+            "cllm_residual",
+            crate::residual::cllm_residual as *const u8,
+            vec![None, None, None, i64],
+            vec![],
+        ),
+        (
+            "cllm_residual_backward",
+            crate::residual::cllm_residual_backward as *const u8,
+            vec![None, None, None, i64],
+            vec![],
+        ),
+        (
             "cllm_softmax_xent",
             crate::softmax_xent::cllm_softmax_xent as *const u8,
             vec![None, None, None, None, i64, i64],
             vec![types::F64],
+        ),
+        (
+            "cllm_softmax_xent_backward",
+            crate::softmax_xent::cllm_softmax_xent_backward as *const u8,
+            vec![None, None, None, i64, i64, Some(types::F32)],
+            vec![],
+        ),
+        (
+            "cllm_embedding",
+            crate::embedding::cllm_embedding as *const u8,
+            vec![None, None, None, None, i64, i64, i64],
+            vec![],
+        ),
+        (
+            "cllm_embedding_backward",
+            crate::embedding::cllm_embedding_backward as *const u8,
+            vec![None, None, None, None, i64, i64, i64],
+            vec![],
         ),
         (
             "cllm_ln",

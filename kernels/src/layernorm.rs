@@ -107,7 +107,8 @@ fn row_sum(
 
 /// LayerNorm forward, native, at the CPU's full width: the JIT's operations per
 /// element, with 16 independent partial sums per row for the mean and the variance
-/// (the JIT's four-lane code is bound by those two serial reductions).
+/// (the JIT's four-lane code is bound by those two serial reductions); rows split over
+/// the caller's spare threads (`rows.rs`).
 ///
 /// # Safety
 /// `out`, `inp` hold rows·c floats, `mean`, `rstd` rows, `weight`, `bias` c.
@@ -122,19 +123,39 @@ pub unsafe extern "C" fn cllm_layernorm(
     c: i64,
     eps: f32,
 ) {
+    use crate::rows::Shared;
     let (rows, c) = (rows as usize, c as usize);
-    // SAFETY: the caller's contract.
-    let (out, mean, rstd, inp, weight, bias) = unsafe {
-        use std::slice::{from_raw_parts as view, from_raw_parts_mut as view_mut};
-        (
-            view_mut(out, rows * c),
-            view_mut(mean, rows),
-            view_mut(rstd, rows),
-            view(inp, rows * c),
-            view(weight, c),
-            view(bias, c),
-        )
-    };
+    let [out, mean, rstd] = [out, mean, rstd].map(Shared);
+    let [inp, weight, bias] = [inp, weight, bias].map(Shared::of);
+    crate::rows::for_each_part(rows, c, |r| {
+        let cells = r.start * c..r.end * c;
+        // SAFETY: the caller's contract; this part writes its own rows only.
+        unsafe {
+            layernorm_rows(
+                out.slice_mut(cells.clone()),
+                mean.slice_mut(r.clone()),
+                rstd.slice_mut(r),
+                inp.slice(cells),
+                weight.slice(0..c),
+                bias.slice(0..c),
+                c,
+                eps,
+            )
+        }
+    });
+}
+
+/// [`cllm_layernorm`] on a range of rows.
+fn layernorm_rows(
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    c: usize,
+    eps: f32,
+) {
     crate::cpu::full_width!((out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize, eps: f32) => {
         const L: usize = 16;
         let inv_c = 1.0 / c as f32;
@@ -166,6 +187,118 @@ pub unsafe extern "C" fn cllm_layernorm(
             }
             *m = mu;
             *r = s;
+        }
+    })
+}
+
+/// LayerNorm backward, native, at the CPU's full width: first the input gradient row
+/// by row (rows split over the caller's spare threads, `rows.rs`), then the weight and
+/// bias gradients column by column, each column a sum over the rows in row order
+/// (columns split) — so no sum crosses a part, and the split changes no bit.
+///
+/// # Safety
+/// `dinp`, `dout`, `inp` hold rows·c floats, `mean`, `rstd` rows, `dweight`, `dbias`,
+/// `weight` c.
+pub unsafe extern "C" fn cllm_layernorm_backward(
+    dinp: *mut f32,
+    dweight: *mut f32,
+    dbias: *mut f32,
+    dout: *const f32,
+    inp: *const f32,
+    weight: *const f32,
+    mean: *const f32,
+    rstd: *const f32,
+    rows: i64,
+    c: i64,
+) {
+    use crate::rows::Shared;
+    let (rows, c) = (rows as usize, c as usize);
+    let [dinp, dweight, dbias] = [dinp, dweight, dbias].map(Shared);
+    let [dout, inp, weight, mean, rstd] = [dout, inp, weight, mean, rstd].map(Shared::of);
+    crate::rows::for_each_part(rows, c, |r| {
+        let cells = r.start * c..r.end * c;
+        // SAFETY: the caller's contract; this part writes its own rows of dinp only.
+        unsafe {
+            let dx = dinp.slice_mut(cells.clone());
+            let (dy, x) = (dout.slice(cells.clone()), inp.slice(cells));
+            let (mu, s) = (mean.slice(r.clone()), rstd.slice(r));
+            layernorm_backward_rows(dx, dy, x, weight.slice(0..c), mu, s, c)
+        }
+    });
+    crate::rows::for_each_part(c, rows, |columns| {
+        // SAFETY: the caller's contract; this part writes its own columns only.
+        unsafe {
+            let dw = dweight.slice_mut(columns.clone());
+            let db = dbias.slice_mut(columns.clone());
+            let (dy, x) = (dout.slice(0..rows * c), inp.slice(0..rows * c));
+            let (mu, s) = (mean.slice(0..rows), rstd.slice(0..rows));
+            layernorm_backward_columns(dw, db, dy, x, mu, s, c, columns.start)
+        }
+    });
+}
+
+/// `dx += σ⁻¹·(g − mean(g) − x̂·mean(g·x̂))` for a range of rows, `g = dy·w`.
+fn layernorm_backward_rows(
+    dinp: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+) {
+    crate::cpu::full_width!((dinp: &mut [f32], dout: &[f32], inp: &[f32], weight: &[f32], mean: &[f32], rstd: &[f32], c: usize) => {
+        const L: usize = 16;
+        let inv_c = 1.0 / c as f32;
+        let whole = c / L * L;
+        let rows = dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c));
+        for (((dx, dy), x), (mu, s)) in rows.zip(mean.iter().zip(rstd)) {
+            let (mu, s) = (*mu, *s);
+            let (mut sum_g, mut sum_gx) = ([0.0f32; L], [0.0f32; L]);
+            for ((dy, x), w) in dy[..whole].chunks_exact(L).zip(x.chunks_exact(L)).zip(weight.chunks_exact(L)) {
+                for j in 0..L {
+                    let g = dy[j] * w[j];
+                    sum_g[j] += g;
+                    sum_gx[j] = g.mul_add((x[j] - mu) * s, sum_gx[j]);
+                }
+            }
+            let (mut tail_g, mut tail_gx) = (0.0f32, 0.0f32);
+            for i in whole..c {
+                let g = dy[i] * weight[i];
+                tail_g += g;
+                tail_gx = g.mul_add((x[i] - mu) * s, tail_gx);
+            }
+            let mean_g = (sum_g.iter().sum::<f32>() + tail_g) * inv_c;
+            let mean_gx = (sum_gx.iter().sum::<f32>() + tail_gx) * inv_c;
+            for (((dx, dy), x), w) in dx.iter_mut().zip(dy).zip(x).zip(weight) {
+                let xhat = (x - mu) * s;
+                *dx = s.mul_add(dy * w - mean_g - xhat * mean_gx, *dx);
+            }
+        }
+    })
+}
+
+/// `dw += Σ_rows dy·x̂`, `db += Σ_rows dy` for the columns from `first` on (as many as
+/// `dweight` holds), each summed over the rows in row order.
+fn layernorm_backward_columns(
+    dweight: &mut [f32],
+    dbias: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+    first: usize,
+) {
+    crate::cpu::full_width!((dweight: &mut [f32], dbias: &mut [f32], dout: &[f32], inp: &[f32], mean: &[f32], rstd: &[f32], c: usize, first: usize) => {
+        let columns = first..first + dweight.len();
+        let rows = dout.chunks_exact(c).zip(inp.chunks_exact(c));
+        for ((dy, x), (mu, s)) in rows.zip(mean.iter().zip(rstd)) {
+            let (dy, x) = (&dy[columns.clone()], &x[columns.clone()]);
+            for (((dw, db), dy), x) in dweight.iter_mut().zip(dbias.iter_mut()).zip(dy).zip(x) {
+                *dw = dy.mul_add((x - mu) * s, *dw);
+                *db += dy;
+            }
         }
     })
 }
@@ -234,6 +367,12 @@ pub fn emit_layernorm_backward(
     rows: usize,
     c: usize,
 ) {
+    if e.native() {
+        let (rows, c) = (e.int(rows as i64), e.int(c as i64));
+        let args = [dinp, dweight, dbias, dout, inp, weight, mean, rstd, rows, c];
+        e.call("cllm_layernorm_backward", &args);
+        return;
+    }
     let inv_c = 1.0 / c as f32;
     e.for_n(0, rows as i64, 1, |e, row| {
         let (x, dy, dx) = (e.row(inp, row, c), e.row(dout, row, c), e.row(dinp, row, c));

@@ -29,6 +29,7 @@ pub mod program;
 pub mod real;
 pub mod reference;
 pub mod residual;
+pub mod rows;
 pub mod shard_sum;
 pub mod softmax_xent;
 

@@ -112,8 +112,10 @@ fn softmax_xent_row(p: &mut [f32], x: &[f32], target: u32) -> f64 {
     (max as f64 + (sum as f64).ln()) - x[target as usize] as f64
 }
 
-/// The forward over `rows` rows of `v` logits: probabilities, per-row losses; returns
-/// Σ loss over scored rows (in row order, in f64), as the JIT's forward does.
+/// The forward over `rows` rows of `v` logits: probabilities, per-row losses (f32);
+/// returns Σ of those losses over the rows in row order, in f64, as the JIT's forward
+/// does. Rows split over the caller's spare threads (`rows.rs`); the sum runs after
+/// the parts, over the stored losses, so it does not depend on the split.
 ///
 /// # Safety
 /// `losses` and `targets` hold `rows` values, `probs` and `logits` rows·v floats;
@@ -126,27 +128,82 @@ pub unsafe extern "C" fn cllm_softmax_xent(
     rows: i64,
     v: i64,
 ) -> f64 {
+    use crate::rows::Shared;
     let (rows, v) = (rows as usize, v as usize);
-    // SAFETY: the caller's contract.
-    let (losses, probs, logits, targets) = unsafe {
-        (
-            std::slice::from_raw_parts_mut(losses, rows),
-            std::slice::from_raw_parts_mut(probs, rows * v),
-            std::slice::from_raw_parts(logits, rows * v),
-            std::slice::from_raw_parts(targets, rows),
-        )
-    };
-    let mut sum = 0.0f64;
-    let total = &mut sum;
-    crate::cpu::full_width!((losses: &mut [f32], probs: &mut [f32], logits: &[f32], targets: &[u32], v: usize, total: &mut f64) => {
-        let rows = probs.chunks_exact_mut(v).zip(logits.chunks_exact(v));
-        for (n, (p, x)) in rows.enumerate() {
-            let loss = softmax_xent_row(p, x, targets[n]);
-            *total += loss;
-            losses[n] = loss as f32;
+    let [losses_at, probs] = [losses, probs].map(Shared);
+    let (logits, targets) = (Shared::of(logits), Shared::of(targets));
+    crate::rows::for_each_part(rows, v, |r| {
+        let cells = r.start * v..r.end * v;
+        // SAFETY: the caller's contract; this part writes its own rows only.
+        unsafe {
+            softmax_xent_rows(
+                losses_at.slice_mut(r.clone()),
+                probs.slice_mut(cells.clone()),
+                logits.slice(cells),
+                targets.slice(r),
+                v,
+            )
         }
     });
-    sum
+    // SAFETY: the caller's contract; the parts have finished.
+    let losses = unsafe { std::slice::from_raw_parts(losses, rows) };
+    losses.iter().map(|&l| l as f64).sum()
+}
+
+/// [`cllm_softmax_xent`] on a range of rows, without the sum.
+fn softmax_xent_rows(
+    losses: &mut [f32],
+    probs: &mut [f32],
+    logits: &[f32],
+    targets: &[u32],
+    v: usize,
+) {
+    crate::cpu::full_width!((losses: &mut [f32], probs: &mut [f32], logits: &[f32], targets: &[u32], v: usize) => {
+        let rows = probs.chunks_exact_mut(v).zip(logits.chunks_exact(v));
+        for (n, (p, x)) in rows.enumerate() {
+            losses[n] = softmax_xent_row(p, x, targets[n]) as f32;
+        }
+    })
+}
+
+/// `dlogits += scale · (p − onehot(y))` for scored rows, native, at the CPU's full
+/// width, rows split over the caller's spare threads: the JIT's operations (`d += s·p`
+/// by fused multiply-add, then `d[y] −= s`).
+///
+/// # Safety
+/// `targets` holds `rows` values, `dlogits` and `probs` rows·v floats; every scored
+/// target is below v.
+pub unsafe extern "C" fn cllm_softmax_xent_backward(
+    dlogits: *mut f32,
+    probs: *const f32,
+    targets: *const u32,
+    rows: i64,
+    v: i64,
+    scale: f32,
+) {
+    use crate::rows::Shared;
+    let (rows, v) = (rows as usize, v as usize);
+    let (dlogits, probs, targets) = (Shared(dlogits), Shared::of(probs), Shared::of(targets));
+    crate::rows::for_each_part(rows, v, |r| {
+        let cells = r.start * v..r.end * v;
+        // SAFETY: the caller's contract; this part writes its own rows only.
+        let (d, p, t) = unsafe {
+            (
+                dlogits.slice_mut(cells.clone()),
+                probs.slice(cells),
+                targets.slice(r),
+            )
+        };
+        crate::cpu::full_width!((d: &mut [f32], p: &[f32], t: &[u32], v: usize, scale: f32) => {
+            for ((d, p), &target) in d.chunks_exact_mut(v).zip(p.chunks_exact(v)).zip(t) {
+                let (s, index) = if target == IGNORE { (0.0, 0) } else { (scale, target as usize) };
+                for (d, p) in d.iter_mut().zip(p) {
+                    *d = s.mul_add(*p, *d);
+                }
+                d[index] -= s;
+            }
+        })
+    });
 }
 
 // ── Cranelift emitters ────────────────────────────────────────────────────────
@@ -166,7 +223,8 @@ fn target_of(e: &mut Emitter<'_>, targets: Value, row: Value) -> (Value, Value) 
     (valid, index)
 }
 
-/// Writes probabilities and per-row losses; the kernel returns Σ loss (f64).
+/// Writes probabilities and per-row losses (f32); the kernel returns Σ of the stored
+/// losses in row order, in f64 (so a split of the rows cannot change it).
 pub fn emit_softmax_xent_forward(
     e: &mut Emitter<'_>,
     losses: Value,
@@ -237,11 +295,12 @@ pub fn emit_softmax_xent_forward(
         let loss = e.b.ins().fsub(loss, picked);
         let zero = e.b.ins().f64const(0.0);
         let loss = e.b.ins().select(valid, loss, zero);
-        let acc = e.get(total);
-        let acc = e.b.ins().fadd(acc, loss);
-        e.set(total, acc);
         let loss32 = e.b.ins().fdemote(types::F32, loss);
         e.store(loss32, losses, row, 0);
+        let stored = e.b.ins().fpromote(types::F64, loss32);
+        let acc = e.get(total);
+        let acc = e.b.ins().fadd(acc, stored);
+        e.set(total, acc);
     });
     let result = e.get(total);
     e.set_result(result);
@@ -258,6 +317,14 @@ pub fn emit_softmax_xent_backward(
 ) {
     let scale64 = e.scalar(0);
     let scale = e.b.ins().fdemote(types::F32, scale64);
+    if e.native() {
+        let (r, n) = (e.int(rows as i64), e.int(v as i64));
+        e.call(
+            "cllm_softmax_xent_backward",
+            &[dlogits, probs, targets, r, n, scale],
+        );
+        return;
+    }
     e.for_n(0, rows as i64, 1, |e, row| {
         let (p, d) = (e.row(probs, row, v), e.row(dlogits, row, v));
         let (valid, index) = target_of(e, targets, row);

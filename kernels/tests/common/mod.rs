@@ -30,11 +30,12 @@ impl Lcg {
 }
 
 thread_local! {
-    /// Whether kernels under test multiply with the native GEMM or the Cranelift one.
+    /// Whether kernels under test call the native kernels (GEMMs, row passes) or are
+    /// Cranelift code throughout (`JitOptions::native`).
     pub static NATIVE_GEMM: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
-/// Runs `test` once with each GEMM back end.
+/// Runs `test` once with the native kernels and once with Cranelift code only.
 pub fn with_both_gemms(test: impl Fn()) {
     for native in [true, false] {
         NATIVE_GEMM.with(|n| n.set(native));
