@@ -22,7 +22,13 @@ pub const GRAIN: usize = 4096;
 /// The parts `count` items of `width` elements each are split into on this thread: the
 /// caller's GEMM threads, but no part smaller than [`GRAIN`] elements.
 pub fn parts(count: usize, width: usize) -> usize {
-    let threads = crate::gemm::sgemm::gemm_threads();
+    parts_on(crate::gemm::sgemm::gemm_threads(), count, width)
+}
+
+/// The parts `count` items of `width` elements each are split into on `threads`
+/// threads (what [`parts`] returns on a thread given that many; the planner's
+/// prediction asks it too).
+pub fn parts_on(threads: usize, count: usize, width: usize) -> usize {
     let most = (count * width.max(1)) / GRAIN;
     threads.min(most).min(count).max(1)
 }

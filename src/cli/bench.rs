@@ -95,14 +95,14 @@ pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
             100.0 * report.gflops / matrix_peak.max(1e-9)
         );
         println!(
-            "  kernels   bf16 products (fp32 sums) on {}, {}-bit native GEMM micro-kernels ({}) in fp32, 128-bit Cranelift JIT for the rest",
+            "  kernels   bf16 products (fp32 sums) on {}, {}-bit native GEMM micro-kernels and row passes ({}) in fp32, Cranelift JIT around them",
             unit.name(),
             kernels.vector_bits(),
             kernels.name()
         );
     } else {
         println!(
-            "  kernels   {}-bit native GEMM micro-kernels ({}), 128-bit Cranelift JIT for the rest",
+            "  kernels   {}-bit native GEMM micro-kernels and row passes ({}), Cranelift JIT around them",
             kernels.vector_bits(),
             kernels.name()
         );

@@ -140,7 +140,7 @@ pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::
     let _ = writeln!(
         out,
         "{:>8} {:>8} {:>10} {:>14} {:>11}",
-        "threads", "workers", "step ms", "row steps ms", "efficiency"
+        "threads", "workers", "step ms", "unsplit ms", "efficiency"
     );
     let mut counts: Vec<usize> = (0..8).map(|k| 1usize << k).collect();
     if !counts.contains(&plan.threads) {
@@ -155,7 +155,7 @@ pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::
             n,
             n.min(plan.shards),
             1e3 * p.step_s,
-            1e3 * p.serial_s,
+            1e3 * p.unsplit_s,
             100.0 * p.efficiency,
             if n == plan.threads {
                 "  ← plan.threads"

@@ -1,22 +1,29 @@
 //! `cllm plan --threads N`: the step time the plan predicts on 1…128 threads of one
-//! process, from its per-step costs and which of its steps split over threads.
+//! process, from its per-step costs and how far each of its steps splits over threads.
 //!
 //! A step of the kernel IR takes t = max(FLOPs / F, bytes / B) on one thread (F one
 //! thread's FLOP rate, B one thread's memory bandwidth). On N threads the runtime has
 //! W = min(N, S) workers, each running ⌈S/W⌉ shards × A micro-batches in turn, and
-//! gives each worker's products g = ⌊N/W⌋ threads: a matrix product or attention step
-//! takes t/g, every other step (LayerNorm, GELU, residuals, the embedding, softmax and
-//! cross-entropy, their backward: the row steps) t, whatever N. Then the gradient
+//! gives each worker g = ⌊N/W⌋ threads. A step split into parts takes as long as its
+//! largest part, a share s of t: a matrix product splits its output columns into parts
+//! a micro-tile multiple wide (`sgemm::column_split`: GPT-2's 768 columns make at most
+//! 24 parts of 32), attention its B·H heads, whole; a row step (LayerNorm, GELU,
+//! residual, embedding, softmax + cross-entropy, their backward) its rows into
+//! min(g, elements / 4096) parts (`cllm_kernels::rows`: no part under 16 KiB). Under
+//! `plan.gemm = jit` neither products nor row steps split (Cranelift's loops run on the
+//! worker's thread); attention, native either way, still does. Then the gradient
 //! sum's additions (`grads.rs`: a worker's after its shards, the rest over every
 //! thread) and AdamW (7 streams of P floats, over every thread):
 //!
-//!   step(N)     = ⌈S/W⌉·A·Σ(split ? t/g : t) + worker additions + last additions/N
-//!                 + AdamW/N
+//!   step(N)     = ⌈S/W⌉·A·Σ s·t + worker additions + last additions/N + AdamW/N
 //!   efficiency  = step(1) / (N · step(N))
+//!
+//! `unsplit` is what the steps cost beyond an even split over g threads:
+//! ⌈S/W⌉·A·Σ (s − 1/g)·t.
 //!
 //! What it leaves out, and so where it is optimistic: the memory bandwidth is taken to
 //! grow with the threads (a real socket saturates), threads to be cores (no SMT, no
-//! oversubscription), and a split product to divide evenly.
+//! oversubscription), and a split to divide evenly and cost nothing to start.
 
 use super::Plan;
 use super::grads;
@@ -27,8 +34,9 @@ use crate::plan::ir::StepCall;
 pub struct ThreadPrediction {
     pub threads: usize,
     pub step_s: f64,
-    /// Of `step_s`, the row steps that do not split (per worker, in turn).
-    pub serial_s: f64,
+    /// Of `step_s`, what the workers' steps take beyond an even split over their
+    /// threads (steps too small to split, or Cranelift row loops).
+    pub unsplit_s: f64,
     pub efficiency: f64,
 }
 
@@ -39,30 +47,62 @@ pub struct ThreadRates {
     pub bytes_per_s: f64,
 }
 
-/// Whether the runtime splits a step over a worker's spare threads.
-fn splits(step: &StepCall) -> bool {
-    matches!(
-        step,
-        StepCall::Matmul { .. }
-            | StepCall::MatmulBackward { .. }
-            | StepCall::Attention { .. }
-            | StepCall::AttentionBackward { .. }
-    )
+/// The share of a step's one-thread time its longest part takes when it splits over a
+/// worker's `threads` threads (1/threads for a perfect split, 1 for none).
+fn longest_share(step: &StepCall, threads: usize, native: bool) -> f64 {
+    use cllm_kernels::gemm::sgemm::{column_split, product_tile};
+    // A split of `count` items into `parts` contiguous parts: the largest part's share.
+    let even =
+        |count: usize, parts: usize| count.div_ceil(parts.max(1)) as f64 / count.max(1) as f64;
+    let rows = |count: usize, width: usize| match native {
+        true => even(count, cllm_kernels::rows::parts_on(threads, count, width)),
+        false => 1.0,
+    };
+    // Native products split their output columns in micro-tile multiples (`sgemm.rs`);
+    // Cranelift's, emitted inline, do not split.
+    let columns = |n: usize| match native {
+        true => {
+            let (width, _) = column_split(n, threads, product_tile());
+            width.min(n) as f64 / n.max(1) as f64
+        }
+        false => 1.0,
+    };
+    match step {
+        StepCall::Matmul { oc, .. } => columns(*oc),
+        // Both products (input and weight gradients) have the input's c columns.
+        StepCall::MatmulBackward { c, .. } => columns(*c),
+        // Heads spread over the threads, whole.
+        StepCall::Attention { shape, .. } | StepCall::AttentionBackward { shape, .. } => {
+            even(shape.batch * shape.heads, threads)
+        }
+        StepCall::LayerNorm { rows: r, c, .. } | StepCall::LayerNormBackward { rows: r, c, .. } => {
+            rows(*r, *c)
+        }
+        StepCall::Gelu { n, .. }
+        | StepCall::GeluBackward { n, .. }
+        | StepCall::Residual { n, .. }
+        | StepCall::ResidualBackward { n, .. } => rows(*n, 1),
+        StepCall::SoftmaxXent { rows: r, v, .. }
+        | StepCall::SoftmaxXentBackward { rows: r, v, .. } => rows(*r, *v),
+        StepCall::Embedding { batch, t, c, .. }
+        | StepCall::EmbeddingBackward { batch, t, c, .. } => rows(batch * t, *c),
+        _ => 1.0,
+    }
 }
 
-/// One thread's seconds for every step of one shard pass: (split steps, row steps).
-fn shard_pass(plan: &Plan, rates: ThreadRates) -> (f64, f64) {
-    let (mut split, mut rows) = (0.0, 0.0);
+/// Seconds of one shard pass with a worker's `threads` threads: (all of it, of it what
+/// exceeds an even split).
+fn shard_pass(plan: &Plan, rates: ThreadRates, threads: usize) -> (f64, f64) {
+    let native = plan.gemm == crate::spec::Gemm::Native;
+    let (mut total, mut unsplit) = (0.0, 0.0);
     for step in plan.kernels.iter().flat_map(|k| &k.steps) {
         let (flops, bytes) = super::cost::kernel_cost(&plan.graph, std::slice::from_ref(step));
         let t = (flops as f64 / rates.flops_per_s).max(bytes as f64 / rates.bytes_per_s);
-        if splits(step) {
-            split += t;
-        } else {
-            rows += t;
-        }
+        let share = longest_share(step, threads, native);
+        total += t * share;
+        unsplit += t * (share - 1.0 / threads as f64);
     }
-    (split, rows)
+    (total, unsplit)
 }
 
 /// The predicted step of `plan` (`accumulate` micro-batches) on `threads` threads.
@@ -78,17 +118,17 @@ pub fn predict(
         threads,
         efficiency: one.0 / (threads as f64 * at.0),
         step_s: at.0,
-        serial_s: at.1,
+        unsplit_s: at.1,
     }
 }
 
-/// (seconds, of them the row steps) of a step on `threads` threads.
+/// (seconds, of them what exceeds an even split) of a step on `threads` threads.
 fn step_on(plan: &Plan, accumulate: usize, rates: ThreadRates, threads: usize) -> (f64, f64) {
     let shards = plan.shards;
     let workers = threads.min(shards);
     let per_worker = shards.div_ceil(workers) * accumulate;
-    let gemm_threads = (threads / workers).max(1) as f64;
-    let (split, rows) = shard_pass(plan, rates);
+    let gemm_threads = (threads / workers).max(1);
+    let (pass_s, unsplit) = shard_pass(plan, rates, gemm_threads);
     let params: usize = plan.param_chunks.iter().map(|c| c.len).sum();
     let pass = |buffers: usize| (buffers * params * 4) as f64 / rates.bytes_per_s;
     let schedule = grads::schedule(shards, 0..shards, workers);
@@ -99,10 +139,10 @@ fn step_on(plan: &Plan, accumulate: usize, rates: ThreadRates, threads: usize) -
     let parallel = threads.min(plan.param_chunks.len().max(1)) as f64;
     let last: f64 = schedule.last.iter().map(merge).sum::<f64>() / parallel;
     let adamw = pass(7) / parallel;
-    let compute = per_worker as f64 * (split / gemm_threads + rows);
+    let compute = per_worker as f64 * pass_s;
     (
         compute + worker_adds + last + adamw,
-        per_worker as f64 * rows,
+        per_worker as f64 * unsplit,
     )
 }
 
@@ -110,34 +150,51 @@ fn step_on(plan: &Plan, accumulate: usize, rates: ThreadRates, threads: usize) -
 mod tests {
     use super::{ThreadRates, predict};
 
-    fn plan(shards: u64) -> crate::plan::Plan {
+    fn plan(shards: u64, gemm: &str) -> crate::plan::Plan {
         let text = format!(
             "cllm 0.1\ndata {{ source = addition(digits = 2, held_out = 50) }}\n\
-             model gpt {{ context = 16 tokens  width = 64  layers = 2  heads = 2 }}\n\
-             train {{ steps = 1  batch = 8 seqs }}\nplan {{ threads = 1  shards = {shards} }}\n"
+             model gpt {{ context = 64 tokens  width = 64  layers = 2  heads = 2 }}\n\
+             train {{ steps = 1  batch = 8 seqs }}\n\
+             plan {{ threads = 1  shards = {shards}  gemm = {gemm} }}\n"
         );
         let spec = crate::spec::parse(&text, "t", std::path::Path::new("."), &[]).unwrap();
         crate::plan::plan(&spec).unwrap()
     }
 
+    const RATES: ThreadRates = ThreadRates {
+        flops_per_s: 1e10,
+        bytes_per_s: 1e10,
+    };
+
     #[test]
-    fn threads_past_the_shards_leave_the_row_steps_serial() {
-        let rates = ThreadRates {
-            flops_per_s: 1e10,
-            bytes_per_s: 1e10,
-        };
-        let one_shard = plan(1);
-        let at = |n| predict(&one_shard, 1, rates, n);
+    fn threads_past_the_shards_split_the_row_steps_as_far_as_they_go() {
+        let one_shard = plan(1, "native");
+        let at = |n| predict(&one_shard, 1, RATES, n);
         assert_eq!(at(1).efficiency, 1.0);
-        // One shard: one worker, the products split, the row steps do not.
+        assert_eq!(at(1).unsplit_s, 0.0);
+        // One shard: one worker, its products and its row steps split; the row steps
+        // (512 rows of 64 channels: at most 8 parts of 4 096 floats) stop splitting
+        // before the products do.
         assert!(at(2).step_s < at(1).step_s && at(64).step_s < at(2).step_s);
-        assert_eq!(at(1).serial_s, at(64).serial_s);
+        assert_eq!(
+            at(2).unsplit_s,
+            0.0,
+            "every step of one shard splits in two"
+        );
+        assert!(at(64).unsplit_s > at(8).unsplit_s);
         assert!(at(64).efficiency < at(2).efficiency);
-        // Eight shards: eight workers share the row steps too, until the shards run out.
-        let eight = plan(8);
-        let at = |n| predict(&eight, 1, rates, n);
-        assert!((at(8).serial_s - at(1).serial_s / 8.0).abs() < 1e-12);
-        assert_eq!(at(8).serial_s, at(128).serial_s);
-        assert!(at(8).efficiency > predict(&one_shard, 1, rates, 8).efficiency);
+        // Cranelift's loops (`plan.gemm = jit`) do not split at all.
+        let jit = plan(1, "jit");
+        let jit_at = |n| predict(&jit, 1, RATES, n);
+        assert!(jit_at(2).unsplit_s > 0.0 && jit_at(8).step_s > at(8).step_s);
+        // Eight shards: eight workers of one thread each split nothing, until there
+        // are spare threads again.
+        let eight = plan(8, "native");
+        let at = |n| predict(&eight, 1, RATES, n);
+        assert_eq!(at(8).unsplit_s, 0.0);
+        assert!(
+            at(16).step_s < at(8).step_s,
+            "the products split over the spare threads"
+        );
     }
 }

@@ -237,6 +237,24 @@ unsafe fn sgemm(
     unsafe { sgemm_on(gemm_threads(), dims, dst, operands, accumulate, epilogue) }
 }
 
+/// How a product of `n` columns splits over `threads` threads: (each part's columns, a
+/// multiple of `tile`; the number of parts). The last part may be narrower; the widest
+/// decides how long the split product takes.
+pub fn column_split(n: usize, threads: usize, tile: usize) -> (usize, usize) {
+    let width = n.div_ceil(threads.max(1)).next_multiple_of(tile).max(tile);
+    (width, n.div_ceil(width))
+}
+
+/// The columns of one micro-tile of this CPU's fp32 products (a split's unit: 1 where
+/// the portable fallback splits freely).
+pub fn product_tile() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if crate::gemm::packed::available() {
+        return crate::gemm::packed::tile_columns(crate::cpu::isa());
+    }
+    1
+}
+
 /// [`sgemm`] on `threads` threads.
 unsafe fn sgemm_on(
     threads: usize,
@@ -262,8 +280,7 @@ unsafe fn sgemm_on(
             true => tile_columns(isa),
             false => tile_columns(isa).max(PANEL_COLUMNS),
         };
-        let width = n.div_ceil(threads.max(1)).next_multiple_of(tile).max(tile);
-        let parts = n.div_ceil(width);
+        let (width, parts) = column_split(n, threads, tile);
         let part = |t: usize| {
             let cols = t * width..n.min((t + 1) * width);
             // SAFETY: forwarded from the caller's contract; the parts write
