@@ -31,6 +31,16 @@ pub(super) struct Chunks<'a> {
     pub program: Option<&'a Program>,
 }
 
+impl<'a> Chunks<'a> {
+    /// A plan's chunk steps with the compiled program, when one is bound.
+    pub(super) fn of(plan: &'a crate::plan::Plan, bound: &'a Option<super::Bound>) -> Self {
+        Chunks {
+            steps: &plan.optimizer,
+            program: bound.as_ref().map(|b| &b.program),
+        }
+    }
+}
+
 /// The most slots a chunk step has (AdamW's four, a group's).
 const MOST_SLOTS: usize = if GROUP > 4 { GROUP } else { 4 };
 

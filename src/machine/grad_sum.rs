@@ -76,10 +76,7 @@ impl<T: Real> Machine<T> {
             return self.sum_over_ranks();
         }
         let pool = std::sync::Arc::clone(&self.pool);
-        let chunks = Chunks {
-            steps: &self.plan.optimizer,
-            program: self.program.as_ref().map(|b| &b.program),
-        };
+        let chunks = Chunks::of(&self.plan, &self.program);
         let (last, grads) = (&self.schedule.last, &self.grad_ptrs);
         pool.install(|| {
             (self.chunk_squares.par_iter_mut().enumerate()).for_each(|(i, squares)| {
@@ -96,10 +93,7 @@ impl<T: Real> Machine<T> {
     /// summed gradient is the other owners' business.
     fn sum_over_ranks(&mut self) {
         let pool = std::sync::Arc::clone(&self.pool);
-        let chunks = Chunks {
-            steps: &self.plan.optimizer,
-            program: self.program.as_ref().map(|b| &b.program),
-        };
+        let chunks = Chunks::of(&self.plan, &self.program);
         let Machine {
             ranks,
             chunk_squares,

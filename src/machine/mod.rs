@@ -376,10 +376,7 @@ impl<T: Real> Machine<T> {
             grads: grad_ptrs,
             grads_len: params.len(),
             schedule,
-            chunks: chunks::Chunks {
-                steps: &plan.optimizer,
-                program: program.as_ref().map(|b| &b.program),
-            },
+            chunks: chunks::Chunks::of(plan, program),
             kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),
             poison: *poison,
         };

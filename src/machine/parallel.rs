@@ -163,10 +163,7 @@ impl<T: Real> Machine<T> {
             None => 0..self.plan.param_chunks.len(),
         };
         let pool = std::sync::Arc::clone(&self.pool);
-        let chunks = super::chunks::Chunks {
-            steps: &self.plan.optimizer,
-            program: self.program.as_ref().map(|b| &b.program),
-        };
+        let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
         let [params, m, v] =
             [&mut self.params, &mut self.m, &mut self.v].map(|b| SyncPtr(b.as_mut_ptr()));
         let held = self.moments_start;
