@@ -171,7 +171,7 @@ fn plan_predicts_the_step_on_every_thread_count() {
         "planned for 3 threads:\n{text}"
     );
     let rows: Vec<&str> = (text.lines())
-        .skip_while(|l| !l.contains("row steps ms"))
+        .skip_while(|l| !l.contains("unsplit ms"))
         .skip(1)
         .collect();
     let threads: Vec<&str> = rows

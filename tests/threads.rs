@@ -111,8 +111,8 @@ fn bf16_bench_xs_gives_the_same_bits_on_one_and_three_threads() {
     assert!((a - b).abs() < 1e-2 * a.abs(), "bf16 loss {a} vs fp32 {b}");
 }
 
-/// One shard on 2, 5 and 16 threads: every spare thread joins the one worker's GEMMs,
-/// attention heads and row passes (LayerNorm, GELU, residual, embedding, softmax +
+/// One shard on 2, 5 and 16 threads: every spare thread joins the one worker's GEMMs
+/// (column parts, then row blocks), attention heads and row passes (LayerNorm, GELU, residual, embedding, softmax +
 /// cross-entropy and their backward, `cllm_kernels::rows`) — and the bits are
 /// 1 thread's.
 #[test]
@@ -124,4 +124,9 @@ fn one_shard_gives_the_same_bits_with_its_rows_split_over_every_thread_count() {
             "{threads} threads on one shard changed the bits"
         );
     }
+    // bf16 products split their columns and row blocks over the threads the same way.
+    assert!(
+        bench_xs_on(1, 1, "bf16") == bench_xs_on(16, 1, "bf16"),
+        "16 threads on one shard changed the bf16 bits"
+    );
 }

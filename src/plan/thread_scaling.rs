@@ -7,7 +7,8 @@
 //! gives each worker g = ⌊N/W⌋ threads. A step split into parts takes as long as its
 //! largest part, a share s of t: a matrix product splits its output columns into parts
 //! a micro-tile multiple wide (`sgemm::column_split`: GPT-2's 768 columns make at most
-//! 24 parts of 32), attention its B·H heads, whole; a row step (LayerNorm, GELU,
+//! 24 parts of 32), then its rows into blocks of 96 with the threads left over
+//! (`sgemm::row_split`), attention its B·H heads, whole; a row step (LayerNorm, GELU,
 //! residual, embedding, softmax + cross-entropy, their backward) its rows into
 //! min(g, elements / 4096) parts (`cllm_kernels::rows`: no part under 16 KiB). Under
 //! `plan.gemm = jit` neither products nor row steps split (Cranelift's loops run on the
@@ -50,7 +51,7 @@ pub struct ThreadRates {
 /// The share of a step's one-thread time its longest part takes when it splits over a
 /// worker's `threads` threads (1/threads for a perfect split, 1 for none).
 fn longest_share(step: &StepCall, threads: usize, native: bool) -> f64 {
-    use cllm_kernels::gemm::sgemm::{column_split, product_tile};
+    use cllm_kernels::gemm::sgemm::product_share;
     // A split of `count` items into `parts` contiguous parts: the largest part's share.
     let even =
         |count: usize, parts: usize| count.div_ceil(parts.max(1)) as f64 / count.max(1) as f64;
@@ -58,19 +59,18 @@ fn longest_share(step: &StepCall, threads: usize, native: bool) -> f64 {
         true => even(count, cllm_kernels::rows::parts_on(threads, count, width)),
         false => 1.0,
     };
-    // Native products split their output columns in micro-tile multiples (`sgemm.rs`);
-    // Cranelift's, emitted inline, do not split.
-    let columns = |n: usize| match native {
-        true => {
-            let (width, _) = column_split(n, threads, product_tile());
-            width.min(n) as f64 / n.max(1) as f64
-        }
+    // Native products (m × n) split their output columns in micro-tile multiples, then
+    // rows with the threads left over (`sgemm.rs`); Cranelift's, inline, do not split.
+    let product = |m: usize, n: usize| match native {
+        true => product_share(m, n, threads),
         false => 1.0,
     };
     match step {
-        StepCall::Matmul { oc, .. } => columns(*oc),
-        // Both products (input and weight gradients) have the input's c columns.
-        StepCall::MatmulBackward { c, .. } => columns(*c),
+        StepCall::Matmul { rows: r, oc, .. } => product(*r, *oc),
+        // Two products of equal FLOPs: dinp (rows × c) and dweight (oc × c).
+        StepCall::MatmulBackward { rows: r, c, oc, .. } => {
+            0.5 * (product(*r, *c) + product(*oc, *c))
+        }
         // Heads spread over the threads, whole.
         StepCall::Attention { shape, .. } | StepCall::AttentionBackward { shape, .. } => {
             even(shape.batch * shape.heads, threads)

@@ -34,6 +34,23 @@ impl Epilogue {
     pub fn is_none(&self) -> bool {
         self.bias.is_null() && self.gelu.is_null() && self.gelu_backward.1.is_null()
     }
+
+    /// The epilogue of the product's rows from `row` on (`rs`: C's row stride): the
+    /// matrices with C's strides move down with it, the bias (a row vector) does not.
+    pub fn from_row(self, row: isize, rs: isize) -> Epilogue {
+        let down = |p: *mut f32| match p.is_null() {
+            true => p,
+            false => p.wrapping_offset(row * rs),
+        };
+        Epilogue {
+            bias: self.bias,
+            gelu: down(self.gelu),
+            gelu_backward: (
+                down(self.gelu_backward.0 as *mut f32),
+                down(self.gelu_backward.1),
+            ),
+        }
+    }
 }
 
 /// One element of the epilogue: `x` is C's value at (i, j), at offset `at` of C's

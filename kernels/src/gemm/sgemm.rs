@@ -245,6 +245,72 @@ pub fn column_split(n: usize, threads: usize, tile: usize) -> (usize, usize) {
     (width, n.div_ceil(width))
 }
 
+/// Rows a row block of a split product is a multiple of: every micro-kernel's tile
+/// height divides it (12 and 6 rows for AVX-512 and AVX2, 8 for AVX512-BF16, 16 and 32
+/// for AMX), so each block's tiles are the unsplit product's tiles, element for element.
+pub const ROW_BLOCK: usize = 96;
+
+/// How `m` rows split over `threads` threads left over by the column split: (each
+/// block's rows, a multiple of [`ROW_BLOCK`]; the number of blocks).
+pub fn row_split(m: usize, threads: usize) -> (usize, usize) {
+    if threads <= 1 || m <= ROW_BLOCK {
+        return (m.max(1), 1);
+    }
+    let height = m.div_ceil(threads).next_multiple_of(ROW_BLOCK);
+    (height, m.div_ceil(height))
+}
+
+/// How a product splits: column parts of `width` columns, each cut into row blocks of
+/// `height` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub width: usize,
+    pub column_parts: usize,
+    pub height: usize,
+    pub row_parts: usize,
+}
+
+/// The split of an m × n product over `threads` threads with the smallest largest
+/// part: columns in multiples of `tile` ([`column_split`]), and with the threads a
+/// column count leaves over, row blocks ([`row_split`]); of equal largest parts, the
+/// one with fewer parts (each part packs its own operands). Which split is taken
+/// changes no bit: each element is summed over k in the same order in any part.
+pub fn split(m: usize, n: usize, threads: usize, tile: usize) -> Split {
+    let whole = Split {
+        width: n,
+        column_parts: 1,
+        height: m,
+        row_parts: 1,
+    };
+    if threads <= 1 {
+        return whole;
+    }
+    let (mut best, mut best_area) = (whole, usize::MAX);
+    for wanted in 1..=threads.min(n.div_ceil(tile.max(1))) {
+        let (width, column_parts) = column_split(n, wanted, tile);
+        let (height, row_parts) = row_split(m, threads / column_parts);
+        let area = width.min(n) * height.min(m);
+        let parts = column_parts * row_parts;
+        if area < best_area || (area == best_area && parts < best.column_parts * best.row_parts) {
+            best_area = area;
+            best = Split {
+                width,
+                column_parts,
+                height,
+                row_parts,
+            };
+        }
+    }
+    best
+}
+
+/// The share of a product's one-thread time its largest part takes on `threads`
+/// threads ([`split`] with this CPU's micro-tile).
+pub fn product_share(m: usize, n: usize, threads: usize) -> f64 {
+    let Split { width, height, .. } = split(m, n, threads, product_tile());
+    (width.min(n) as f64 / n.max(1) as f64) * (height.min(m) as f64 / m.max(1) as f64)
+}
+
 /// The columns of one micro-tile of this CPU's fp32 products (a split's unit: 1 where
 /// the portable fallback splits freely).
 pub fn product_tile() -> usize {
@@ -273,19 +339,44 @@ unsafe fn sgemm_on(
             panels,
         });
         let view = |(ptr, rs, cs): Operand| View { ptr, rs, cs };
-        let (d, l, r) = (view(dst), view(lhs), view(rhs));
+        let (d, l, rhs_view) = (view(dst), view(lhs), view(rhs));
         // Disjoint column ranges, a multiple of the micro-tile (and of a panel, when
         // rhs was packed ahead) wide, one per thread.
         let tile = match panels.is_null() {
             true => tile_columns(isa),
             false => tile_columns(isa).max(PANEL_COLUMNS),
         };
-        let (width, parts) = column_split(n, threads, tile);
+        let Split {
+            width,
+            column_parts,
+            height,
+            row_parts,
+        } = split(m, n, threads, tile);
+        let parts = column_parts * row_parts;
         let part = |t: usize| {
-            let cols = t * width..n.min((t + 1) * width);
-            // SAFETY: forwarded from the caller's contract; the parts write
-            // disjoint columns of dst; `available` checked the CPU.
-            unsafe { gemm(isa, m, k, cols, d, (l, r, bf16), accumulate, epilogue) }
+            let (c, r) = (t % column_parts, t / column_parts);
+            let cols = c * width..n.min((c + 1) * width);
+            let rows = r * height..m.min((r + 1) * height);
+            let from = rows.start as isize;
+            let at = |v: View| View {
+                ptr: v.ptr.wrapping_offset(from * v.rs),
+                ..v
+            };
+            let epilogue = epilogue.from_row(from, d.rs);
+            // SAFETY: forwarded from the caller's contract; the parts write disjoint
+            // blocks of dst; `available` checked the CPU.
+            unsafe {
+                gemm(
+                    isa,
+                    rows.len(),
+                    k,
+                    cols,
+                    at(d),
+                    (at(l), rhs_view, bf16),
+                    accumulate,
+                    epilogue,
+                )
+            }
         };
         if parts <= 1 {
             part(0);
