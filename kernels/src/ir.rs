@@ -225,6 +225,13 @@ macro_rules! steps {
                 }
             }
 
+            /// The step's kind, as serialized: `MatmulBackward` → `matmul_backward`.
+            pub fn kind(&self) -> String {
+                match self {
+                    $(Step::$variant { .. } => snake_case(stringify!($variant)),)*
+                }
+            }
+
             /// The step's kind and shape fields, as `Kind { field: value, … }`.
             pub fn shape_text(&self) -> String {
                 match self {

@@ -147,7 +147,7 @@ pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::
         counts.push(plan.threads);
         counts.sort_unstable();
     }
-    for n in counts {
+    for &n in &counts {
         let p = thread_scaling::predict(plan, accumulate, rates, n);
         let _ = writeln!(
             out,
@@ -162,6 +162,18 @@ pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::
             } else {
                 ""
             }
+        );
+    }
+    let most = *counts.last().expect("thread counts");
+    let kinds = thread_scaling::unsplit_kinds(plan, accumulate, rates, most);
+    if !kinds.is_empty() {
+        let list: Vec<String> = (kinds.iter().take(4))
+            .map(|(kind, s)| format!("{kind} {:.1} ms", 1e3 * s))
+            .collect();
+        let _ = writeln!(
+            out,
+            "what does not split evenly over {most} threads (beyond an even split): {}",
+            list.join(", ")
         );
     }
     Ok(out)

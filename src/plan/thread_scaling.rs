@@ -105,6 +105,35 @@ fn shard_pass(plan: &Plan, rates: ThreadRates, threads: usize) -> (f64, f64) {
     (total, unsplit)
 }
 
+/// What does not split evenly on `threads` threads: per step kind, the seconds a step
+/// takes beyond an even split over its worker's threads, largest first (the kinds that
+/// serialise; empty when every step splits evenly).
+pub fn unsplit_kinds(
+    plan: &Plan,
+    accumulate: usize,
+    rates: ThreadRates,
+    threads: usize,
+) -> Vec<(String, f64)> {
+    let workers = threads.min(plan.shards).max(1);
+    let per_worker = (plan.shards.div_ceil(workers) * accumulate) as f64;
+    let g = (threads / workers).max(1);
+    let native = plan.gemm == crate::spec::Gemm::Native;
+    let mut kinds: Vec<(String, f64)> = Vec::new();
+    for step in plan.kernels.iter().flat_map(|k| &k.steps) {
+        let (flops, bytes) = super::cost::kernel_cost(&plan.graph, std::slice::from_ref(step));
+        let t = (flops as f64 / rates.flops_per_s).max(bytes as f64 / rates.bytes_per_s);
+        let extra = per_worker * t * (longest_share(step, g, native) - 1.0 / g as f64);
+        let kind = step.kind();
+        match kinds.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, s)) => *s += extra,
+            None => kinds.push((kind, extra)),
+        }
+    }
+    kinds.retain(|(_, s)| *s > 1e-9);
+    kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    kinds
+}
+
 /// The predicted step of `plan` (`accumulate` micro-batches) on `threads` threads.
 pub fn predict(
     plan: &Plan,
@@ -189,6 +218,12 @@ mod tests {
         assert!(jit_at(2).unsplit_s > 0.0 && jit_at(8).step_s > at(8).step_s);
         // Eight shards: eight workers of one thread each split nothing, until there
         // are spare threads again.
+        // What does not split: at 64 threads the steps too small for 64 parts.
+        let kinds = super::unsplit_kinds(&one_shard, 1, RATES, 64);
+        let sum: f64 = kinds.iter().map(|(_, s)| s).sum();
+        assert!((sum - at(64).unsplit_s).abs() < 1e-9 * sum, "{kinds:?}");
+        assert!(kinds.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert!(super::unsplit_kinds(&one_shard, 1, RATES, 2).is_empty());
         let eight = plan(8, "native");
         let at = |n| predict(&eight, 1, RATES, n);
         assert_eq!(at(8).unsplit_s, 0.0);
