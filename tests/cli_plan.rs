@@ -173,6 +173,7 @@ fn plan_predicts_the_step_on_every_thread_count() {
     let rows: Vec<&str> = (text.lines())
         .skip_while(|l| !l.contains("unsplit ms"))
         .skip(1)
+        .take_while(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
         .collect();
     let threads: Vec<&str> = rows
         .iter()
@@ -187,6 +188,10 @@ fn plan_predicts_the_step_on_every_thread_count() {
     assert!(rows[0].contains("100%"), "{text}");
     assert!(
         text.contains("the model's prediction, not a measurement"),
+        "{text}"
+    );
+    assert!(
+        text.contains("what does not split evenly over 128 threads"),
         "{text}"
     );
 }
