@@ -16,7 +16,7 @@ use crate::spec::{Source, Spec, Vocab};
 pub enum Read {
     /// One stream, split by `data.val_split`.
     Whole(Tokens),
-    /// Token shards whose file names say which split they are (`*val*`).
+    /// Token shards whose file names say which split they are (the word `val`).
     Split { train: Tokens, val: Tokens },
 }
 
@@ -95,13 +95,22 @@ pub fn read(spec: &Spec, base_dir: &Path) -> Result<(Tokenizer, Read), DataError
     Ok((tokenizer, Read::Whole(Tokens::owned(tokens))))
 }
 
-/// The shards at `path`: a file, or a folder's `.bin` files, those named `*val*` the
-/// validation split when both kinds are there.
+/// Whether a shard's file name marks the validation split: one of its words — the
+/// name cut at every character that is not a letter or a digit — is `val`, `valid` or
+/// `validation` (any case). llm.c's `fineweb_val_000000.bin`, nanoGPT's `val.bin`;
+/// not `interval_2024.bin`, `eval.bin` or `values.bin`.
+pub fn names_validation(name: &str) -> bool {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| ["val", "valid", "validation"].contains(&word.to_ascii_lowercase().as_str()))
+}
+
+/// The shards at `path`: a file, or a folder's `.bin` files, those whose name has the
+/// word `val` ([`names_validation`]) the validation split when both kinds are there.
 fn shard_streams(path: &Path, vocab: usize) -> Result<Read, DataError> {
     let files = text::files(path, "bin")?;
     let is_val = |f: &PathBuf| {
         f.file_name()
-            .is_some_and(|n| n.to_string_lossy().contains("val"))
+            .is_some_and(|n| names_validation(&n.to_string_lossy()))
     };
     let open = |files: Vec<&PathBuf>| -> Result<Tokens, DataError> {
         let parts = files.into_iter().map(|f| shards::open(f, vocab));
@@ -121,4 +130,35 @@ fn shard_streams(path: &Path, vocab: usize) -> Result<Read, DataError> {
         train: open(train)?,
         val: open(val)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_validation;
+
+    #[test]
+    fn validation_is_a_word_of_the_name() {
+        for name in [
+            "val.bin",
+            "fineweb_val_000000.bin",
+            "tiny_shakespeare_val.bin",
+            "shard.val.bin",
+            "part-VAL-3.bin",
+            "valid.bin",
+            "openwebtext_validation_01.bin",
+        ] {
+            assert!(names_validation(name), "{name}");
+        }
+        for name in [
+            "interval_2024.bin",
+            "eval.bin",
+            "values.bin",
+            "train.bin",
+            "fineweb_train_000001.bin",
+            "valve_7.bin",
+            "medieval.bin",
+        ] {
+            assert!(!names_validation(name), "{name}");
+        }
+    }
 }

@@ -28,7 +28,7 @@ pub enum Source {
     Jsonl { path: String, key: String },
     /// `tokens("path")`: token shards already tokenised (llm.c's `.bin` with its
     /// 256-int32 header, or nanoGPT's headerless uint16 `.bin`), a file or every `.bin`
-    /// file of a directory; files named `*val*` are the validation split.
+    /// file of a directory; files whose name has the word `val` are the validation split.
     Tokens { path: String },
 }
 
