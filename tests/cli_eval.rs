@@ -43,14 +43,23 @@ fn eval_reports_what_the_run_reported() {
     );
     let report = String::from_utf8_lossy(&eval.stdout).into_owned();
     assert!(report.starts_with("step 30: "), "{report}");
-    for key in ["val_loss", "accuracy"] {
-        assert_eq!(
-            field(&report, key),
-            field(&done, key),
-            "{key}: {done} / {report}"
-        );
-    }
+    assert_eq!(
+        field(&report, "accuracy"),
+        field(&done, "accuracy"),
+        "{done} / {report}"
+    );
     let loss: f64 = field(&report, "val_loss").parse().unwrap();
+    let done_loss: f64 = field(&done, "val_loss").parse().unwrap();
+    assert!((loss - done_loss).abs() <= 5e-5, "{done} / {report}");
+    // Enough digits to compare with metrics.jsonl's last evaluation (full precision).
+    let metrics = std::fs::read_to_string(format!("{dir}/metrics.jsonl")).unwrap();
+    let logged: f64 = (metrics.lines())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "eval")
+        .last()
+        .and_then(|v| v["val_loss"].as_f64())
+        .expect("an evaluation in metrics.jsonl");
+    assert!((loss - logged).abs() <= 5e-7, "{loss} vs metrics.jsonl's {logged}");
     let perplexity: f64 = field(&report, "perplexity")
         .split(' ')
         .next()

@@ -28,7 +28,7 @@ pub fn eval(args: EvalArgs) -> miette::Result<ExitCode> {
     let (spec, base_dir) = run.with_overrides(&overrides)?;
     let e = evaluate_checkpoint(&spec, &base_dir, &run.file)?;
     let mut line = format!(
-        "step {}: val_loss {:.4}, perplexity {:.2} ({} batches of {} × {} tokens)",
+        "step {}: val_loss {:.6}, perplexity {:.3} ({} batches of {} × {} tokens)",
         e.step,
         e.val_loss,
         e.val_loss.exp(),
