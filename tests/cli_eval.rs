@@ -59,7 +59,10 @@ fn eval_reports_what_the_run_reported() {
         .last()
         .and_then(|v| v["val_loss"].as_f64())
         .expect("an evaluation in metrics.jsonl");
-    assert!((loss - logged).abs() <= 5e-7, "{loss} vs metrics.jsonl's {logged}");
+    assert!(
+        (loss - logged).abs() <= 5e-7,
+        "{loss} vs metrics.jsonl's {logged}"
+    );
     let perplexity: f64 = field(&report, "perplexity")
         .split(' ')
         .next()

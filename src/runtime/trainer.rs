@@ -96,12 +96,8 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         speed.peak_gflops,
         options.run_dir.display()
     ));
-    let warmup = spec.train.schedule.warmup();
-    if warmup >= total {
-        report.warn(&format!(
-            "the schedule's warm-up ({warmup} steps) is not shorter than the run ({total} steps): \
-             the learning rate never reaches `lr`; shorten the warm-up or train longer"
-        ));
+    if let Some(warning) = warmup_warning(spec.train.schedule.warmup(), total) {
+        report.warn(&warning);
     }
 
     let t = spec.model.context as usize;
@@ -450,6 +446,17 @@ fn products(precision: cllm_kernels::Precision) -> String {
     }
 }
 
+/// The warning for a warm-up the run never finishes: step k (0-based) runs at
+/// lr·(k+1)/warmup, so a run of `total` steps reaches `lr` when warmup ≤ total.
+fn warmup_warning(warmup: u64, total: u64) -> Option<String> {
+    (warmup > total).then(|| {
+        format!(
+            "the schedule's warm-up ({warmup} steps) is longer than the run ({total} steps): \
+             the learning rate never reaches `lr`; shorten the warm-up or train longer"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::divergence;
@@ -462,5 +469,14 @@ mod tests {
         assert!(divergence(5.6, 5.5).is_none());
         // A run that starts near zero loss is judged against 1e-3, not against 0.
         assert!(divergence(0.05, 0.0).is_none());
+    }
+
+    #[test]
+    fn a_warm_up_as_long_as_the_run_reaches_lr() {
+        use super::warmup_warning;
+        assert!(warmup_warning(100, 100).is_none());
+        assert!(warmup_warning(99, 100).is_none());
+        let warning = warmup_warning(101, 100).expect("a warning");
+        assert!(warning.contains("longer than the run"), "{warning}");
     }
 }
