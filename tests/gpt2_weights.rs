@@ -311,3 +311,76 @@ fn an_untied_head_needs_an_untied_model() {
         other => panic!("a tied model took an untied head: {other:?}"),
     }
 }
+
+/// `cllm sample` stops at GPT-2's end of text (50256), as Hugging Face's `generate`
+/// does, and `--no-stop` goes on past it. The model is made to say nothing else: the
+/// final LayerNorm's weight 0 and bias e₀ make every position's output e₀, so the
+/// logits are wte's column 0, which is 100 for token 50256 and normal elsewhere.
+#[test]
+fn sampling_stops_at_the_end_of_text() {
+    let text = spec_with("vocab = gpt2");
+    let mut tensors = gpt2_tensors_for(&text, 1024);
+    for (name, shape, values) in tensors.iter_mut() {
+        match name.as_str() {
+            "ln_f.weight" => values.fill(0.0),
+            "ln_f.bias" => {
+                values.fill(0.0);
+                values[0] = 1.0;
+            }
+            "wte.weight" => values[50_256 * shape[1]] = 100.0,
+            _ => {}
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gpt2.safetensors");
+    write_gpt2(&file, "", &tensors);
+    let spec_file = dir.path().join("eot.cllm");
+    let specs = std::fs::canonicalize("specs").unwrap();
+    let with_paths = text
+        .replace("data/", &format!("{}/data/", specs.display()))
+        .replace(
+            "vocab = gpt2",
+            &format!("vocab = gpt2  weights = \"{}\"", file.display()),
+        )
+        .replace("batch = 1 seqs", "batch = 1 seqs  steps = 1");
+    std::fs::write(&spec_file, with_paths).unwrap();
+    let run_dir = dir.path().join("run");
+    let cllm = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let run = cllm(&[
+        "run",
+        spec_file.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["sample", run_dir.to_str().unwrap(), "--prompt", "Hello"];
+        args.extend(["--tokens", "3", "--temperature", "0"]);
+        args.extend(extra);
+        let out = cllm(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (stopped, note) = sample(&[]);
+    assert_eq!(stopped, "Hello\n", "{note}");
+    assert!(
+        note.contains("the end of the text after 0 token(s)"),
+        "{note}"
+    );
+    let (went_on, _) = sample(&["--no-stop"]);
+    assert_eq!(went_on, "Hello<|endoftext|><|endoftext|><|endoftext|>\n");
+}

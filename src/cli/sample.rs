@@ -39,6 +39,10 @@ pub struct SampleArgs {
     /// reading every weight once per position at the measured triad bandwidth.
     #[arg(long)]
     stats: bool,
+    /// Go on past the end-of-text token (GPT-2's 50256, `<|endoftext|>`): by default
+    /// sampling stops there, as Hugging Face's `generate` does.
+    #[arg(long)]
+    no_stop: bool,
 }
 
 /// The most tokens one `cllm sample` generates (a count past it is a mistake: at
@@ -122,13 +126,21 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(prompt_text.as_bytes());
     let started = std::time::Instant::now();
+    let end = tokenizer.end_of_text().filter(|_| !args.no_stop);
     let out = sampler.generate(&prompt, count, sampling, &mut rng, |token| {
-        // A closed pipe (`| head`) stops generating.
-        stdout.write_all(&tokenizer.decode(&[token])).is_err()
+        // The end of the text stops generating, unprinted; so does a closed pipe
+        // (`| head`).
+        Some(token) == end || stdout.write_all(&tokenizer.decode(&[token])).is_err()
     });
     let seconds = started.elapsed().as_secs_f64();
     let _ = stdout.write_all(b"\n");
     let _ = stdout.flush();
+    if end.is_some() && out.last().copied() == end {
+        eprintln!(
+            "(the end of the text after {} token(s); --no-stop samples past it)",
+            out.len() - 1
+        );
+    }
     if args.stats {
         // Every position fed (the prompt's and each generated token but the last) runs
         // the whole model once and so reads every weight once.
