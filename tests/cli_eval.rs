@@ -53,10 +53,9 @@ fn eval_reports_what_the_run_reported() {
     assert!((loss - done_loss).abs() <= 5e-5, "{done} / {report}");
     // Enough digits to compare with metrics.jsonl's last evaluation (full precision).
     let metrics = std::fs::read_to_string(format!("{dir}/metrics.jsonl")).unwrap();
-    let logged: f64 = (metrics.lines())
+    let logged: f64 = (metrics.lines().rev())
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "eval")
-        .last()
+        .find(|v| v["kind"] == "eval")
         .and_then(|v| v["val_loss"].as_f64())
         .expect("an evaluation in metrics.jsonl");
     assert!(
