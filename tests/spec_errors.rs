@@ -137,6 +137,21 @@ fn cli_resolved_and_json_outputs_parse_back() {
         spec::load(Path::new("specs/add.cllm"), &[]).unwrap()
     );
 
+    // The comments list every source and every vocabulary there is.
+    let comment = |key: &str| {
+        (text.lines())
+            .find(|l| l.trim_start().starts_with(key))
+            .and_then(|l| l.split_once('#'))
+            .map(|(_, c)| c.to_string())
+            .unwrap_or_default()
+    };
+    for source in ["addition(", "text(", "jsonl(", "tokens("] {
+        assert!(comment("source").contains(source), "{source}: {text}");
+    }
+    for vocab in ["bytes", "words(", "gpt2"] {
+        assert!(comment("vocab").contains(vocab), "{vocab}: {text}");
+    }
+
     let out = cllm(&["check", "specs/add.cllm", "--json"]);
     assert!(out.status.success());
     let from_json: spec::Spec = serde_json::from_slice(&out.stdout).expect("JSON is a Spec");

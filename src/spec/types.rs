@@ -76,7 +76,7 @@ macro_rules! spec_block {
 spec_block! {
     /// `data { }`: where the training text comes from and how it is split.
     pub struct Data = "data" {
-        /// addition(digits, reverse, held_out) | text("file or folder")
+        /// addition(digits, reverse, held_out) | text("file or folder") | jsonl("file or folder", key) | tokens("shard or folder")
         source: Source = Source::default(),
         /// fraction of a text corpus held out for validation
         val_split: f64 [Fraction] = 0.1,
@@ -88,7 +88,7 @@ spec_block! {
 spec_block! {
     /// `model gpt { }`: the shape of the network.
     pub struct Model = "model" {
-        /// bytes | words(size)
+        /// bytes | words(size) | gpt2
         vocab: Vocab = Vocab::default(),
         /// tokens per sequence (T)
         context: u64 [Tokens] = 128,
