@@ -78,6 +78,11 @@ fn shards_in_both_layouts_train_and_name_their_splits() {
     let (train, val) = data.streams().unwrap();
     assert_eq!((train.len(), val.len()), (900, 100));
     assert_eq!(all(val)[0], ramp(1000, 4)[900] as u32);
+    assert_eq!(
+        data.split(),
+        "training tokens 0..900 (900 tokens), validation tokens 900..1 000 (100 tokens: \
+         the last 10%, `data.val_split = 0.1`)"
+    );
 
     // And a run trains on them, from the command line.
     let spec_file = d.join("shards.cllm");
@@ -91,6 +96,16 @@ fn shards_in_both_layouts_train_and_name_their_splits() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The run header says which files train and which validate, and their tokens.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "data: training 500 tokens (2 files, fineweb_train_000001.bin … \
+             fineweb_train_000002.bin), validation 100 tokens (fineweb_val_000000.bin: \
+             the word `val` in the name)"
+        ),
+        "{stdout}"
     );
 }
 

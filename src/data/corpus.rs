@@ -16,8 +16,13 @@ use crate::spec::{Source, Spec, Vocab};
 pub enum Read {
     /// One stream, split by `data.val_split`.
     Whole(Tokens),
-    /// Token shards whose file names say which split they are (the word `val`).
-    Split { train: Tokens, val: Tokens },
+    /// Token shards whose file names say which split they are (the word `val`), with
+    /// those names (training's, validation's).
+    Split {
+        train: Tokens,
+        val: Tokens,
+        names: (Vec<String>, Vec<String>),
+    },
 }
 
 /// The source of `spec` (a text, JSON Lines or token source) with paths under `base_dir`.
@@ -126,7 +131,13 @@ fn shard_streams(path: &Path, vocab: usize) -> Result<Read, DataError> {
         }
         return Ok(Read::Whole(all));
     }
+    let name_all = |files: &[&PathBuf]| -> Vec<String> {
+        let name = |f: &&PathBuf| f.file_name().map(|n| n.to_string_lossy().into_owned());
+        files.iter().filter_map(name).collect()
+    };
+    let names = (name_all(&train), name_all(&val));
     Ok(Read::Split {
+        names,
         train: open(train)?,
         val: open(val)?,
     })

@@ -160,13 +160,61 @@ pub struct Dataset {
     corpus: Corpus,
     context: usize,
     shuffle: bool,
+    /// [`Dataset::split`].
+    split: String,
+}
+
+/// Groups digits by three: 1 115 394.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The split of shards by their names: which files, how many tokens.
+fn split_by_names(
+    (train, val): &(Vec<String>, Vec<String>),
+    train_len: usize,
+    val_len: usize,
+) -> String {
+    let list = |names: &[String]| match names {
+        [one] => one.clone(),
+        [first, .., last] => format!("{} files, {first} … {last}", names.len()),
+        [] => "no file".to_string(),
+    };
+    format!(
+        "training {} tokens ({}), validation {} tokens ({}: the word `val` in the name)",
+        grouped(train_len),
+        list(train),
+        grouped(val_len),
+        list(val)
+    )
+}
+
+/// The split of one stream by `data.val_split`: token ranges.
+fn split_by_share(val_split: f64, train_len: usize, total: usize) -> String {
+    format!(
+        "training tokens 0..{} ({} tokens), validation tokens {}..{} ({} tokens: the last {}%, `data.val_split = {val_split}`)",
+        grouped(train_len),
+        grouped(train_len),
+        grouped(train_len),
+        grouped(total),
+        grouped(total - train_len),
+        100.0 * val_split
+    )
 }
 
 impl Dataset {
     /// Prepares the data `spec` names; paths are relative to `base_dir`.
     pub fn load(spec: &Spec, base_dir: &Path) -> Result<Dataset, DataError> {
         let context = spec.model.context as usize;
-        let (tokenizer, corpus) = match &spec.data.source {
+        let (tokenizer, corpus, split) = match &spec.data.source {
             Source::Addition {
                 digits,
                 reverse,
@@ -178,15 +226,26 @@ impl Dataset {
                     *held_out as usize,
                     spec.train.seed,
                 );
-                (Tokenizer::Bytes, Corpus::Addition(task))
+                let split = format!(
+                    "generated problems: training draws every {digits}-digit problem but the \
+                     {} held out, which validation scores",
+                    grouped(task.held_out.len())
+                );
+                (Tokenizer::Bytes, Corpus::Addition(task), split)
             }
             Source::Text { .. } | Source::Jsonl { .. } | Source::Tokens { .. } => {
                 let (tokenizer, all) = corpus::read(spec, base_dir)?;
-                let (train, val) = match all {
-                    corpus::Read::Split { train, val } => (train, val),
+                let (train, val, split) = match all {
+                    corpus::Read::Split { train, val, names } => {
+                        let split = split_by_names(&names, train.len(), val.len());
+                        (train, val, split)
+                    }
                     corpus::Read::Whole(tokens) => {
                         let share = 1.0 - spec.data.val_split;
-                        tokens.split(((tokens.len() as f64) * share).round() as usize)
+                        let n = tokens.len();
+                        let (train, val) = tokens.split(((n as f64) * share).round() as usize);
+                        let split = split_by_share(spec.data.val_split, train.len(), n);
+                        (train, val, split)
                     }
                 };
                 for (name, part) in [("training", &train), ("validation", &val)] {
@@ -200,7 +259,7 @@ impl Dataset {
                         });
                     }
                 }
-                (tokenizer, Corpus::Text { train, val })
+                (tokenizer, Corpus::Text { train, val }, split)
             }
         };
         Ok(Dataset {
@@ -208,7 +267,14 @@ impl Dataset {
             corpus,
             context,
             shuffle: spec.data.shuffle,
+            split,
         })
+    }
+
+    /// Which tokens train and which validate, and how many each has: the files by
+    /// name when the shards' names split them, else the token ranges `val_split` cuts.
+    pub fn split(&self) -> &str {
+        &self.split
     }
 
     /// The addition task, if that is the source.

@@ -96,6 +96,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         speed.peak_gflops,
         options.run_dir.display()
     ));
+    report.say(&format!("data: {}", data.split()));
     if let Some(warning) = warmup_warning(spec.train.schedule.warmup(), total) {
         report.warn(&warning);
     }
