@@ -28,9 +28,27 @@ fn spec_with(extra: &str) -> String {
 
 /// Writes a GPT-2-layout file: (name, shape) → values, HF names under `prefix`.
 fn write_gpt2(path: &Path, prefix: &str, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    write_gpt2_as(path, prefix, tensors, Dtype::F32)
+}
+
+/// The same, each float tensor stored as `dtype` (F32, F16, BF16 or F64).
+fn write_gpt2_as(
+    path: &Path,
+    prefix: &str,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    dtype: Dtype,
+) {
+    let encode = |x: &f32| -> Vec<u8> {
+        match dtype {
+            Dtype::F16 => half::f16::from_f32(*x).to_le_bytes().to_vec(),
+            Dtype::BF16 => half::bf16::from_f32(*x).to_le_bytes().to_vec(),
+            Dtype::F64 => (*x as f64).to_le_bytes().to_vec(),
+            _ => x.to_le_bytes().to_vec(),
+        }
+    };
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .map(|(_, _, v)| v.iter().flat_map(encode).collect())
         .collect();
     let mut views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
@@ -38,7 +56,7 @@ fn write_gpt2(path: &Path, prefix: &str, tensors: &[(String, Vec<usize>, Vec<f32
         .map(|((name, shape, _), b)| {
             (
                 format!("{prefix}{name}"),
-                TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+                TensorView::new(dtype, shape.clone(), b).unwrap(),
             )
         })
         .collect();
@@ -383,4 +401,38 @@ fn sampling_stops_at_the_end_of_text() {
     );
     let (went_on, _) = sample(&["--no-stop"]);
     assert_eq!(went_on, "Hello<|endoftext|><|endoftext|><|endoftext|>\n");
+}
+
+/// F16, BF16 and F64 files — what most downloaded checkpoints are — load into the fp32
+/// master weights, each value the f32 its stored value converts to exactly.
+#[test]
+fn half_bfloat_and_double_files_load() {
+    let tensors = gpt2_tensors(16);
+    let spec = spec::parse(&spec_text(), "t", Path::new("specs"), &[]).unwrap();
+    let graph = graph::build(&spec, 1);
+    let shapes: Vec<(String, Vec<usize>)> = graph
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let f32_file = dir.path().join("f32.safetensors");
+    write_gpt2(&f32_file, "", &tensors);
+    let exact = checkpoint::import_gpt2(&f32_file, &shapes).unwrap();
+    type Round = fn(f32) -> f32;
+    let cases: [(Dtype, Round); 3] = [
+        (Dtype::F16, |x| half::f16::from_f32(x).to_f32()),
+        (Dtype::BF16, |x| half::bf16::from_f32(x).to_f32()),
+        (Dtype::F64, |x| x),
+    ];
+    for (dtype, round) in cases {
+        let file = dir.path().join(format!("{dtype:?}.safetensors"));
+        write_gpt2_as(&file, "transformer.", &tensors, dtype);
+        let imported =
+            checkpoint::import_gpt2(&file, &shapes).unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
+        for (got, want) in imported.iter().zip(&exact) {
+            let want: Vec<f32> = want.iter().map(|&x| round(x)).collect();
+            assert_eq!(got, &want, "{dtype:?}");
+        }
+    }
 }

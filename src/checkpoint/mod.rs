@@ -255,11 +255,22 @@ fn parse_some(
                 name,
             });
         }
+        // Most downloaded checkpoints are F16 or BF16: every float dtype converts to
+        // the fp32 master weights (F64 rounds to nearest; too large for f32 becomes
+        // infinite, which the finiteness check refuses).
+        let data = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => view
-                .data()
-                .chunks_exact(4)
+            Dtype::F32 => (data.chunks_exact(4))
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => (data.chunks_exact(2))
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => (data.chunks_exact(2))
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => (data.chunks_exact(8))
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
                 .collect(),
             Dtype::BOOL | Dtype::U8 | Dtype::I64 => {
                 // masks and buffers, not weights
@@ -268,7 +279,7 @@ fn parse_some(
             }
             other => {
                 return Err(format(format!(
-                    "tensor `{name}` is {other:?}; only F32 is read (convert the file to float32, e.g. `model.float().save_pretrained(...)`)"
+                    "tensor `{name}` is {other:?}; weights are read from F32, F16, BF16 or F64 tensors (convert the file, e.g. `model.float().save_pretrained(...)`)"
                 )));
             }
         };
@@ -296,7 +307,7 @@ impl Stored {
                 Some(skipped) => CheckpointError::Format {
                     path: path.to_path_buf(),
                     reason: format!(
-                        "tensor `{name}` is {}; only F32 is read (convert the file to float32)",
+                        "tensor `{name}` is {}, not a float: weights are read from F32, F16, BF16 or F64 tensors",
                         &skipped[prefix.len()..skipped.len() - 1]
                     ),
                 },

@@ -321,7 +321,8 @@ WEIGHTS = {
     "sparse-2.5G": lambda p: (gpt2_file(p), os.truncate(p, int(2.5 * 2 ** 30))),
 }
 for name, make in WEIGHTS.items():
-    @case(f"weights {name}", "ok" if name == "ok" else "refuse")
+    # F16 (like BF16 and F64) weights convert to fp32; I64 is not a weight.
+    @case(f"weights {name}", "ok" if name in ("ok", "f16-wte") else "refuse")
     def _(d, make=make):
         make(os.path.join(d, "w.safetensors"))
         s = spec(d, extra='weights = "w.safetensors"')
