@@ -436,3 +436,66 @@ fn half_bfloat_and_double_files_load() {
         }
     }
 }
+
+/// The shapes of a spec's parameters.
+fn shapes_of(text: &str) -> Vec<(String, Vec<usize>)> {
+    let spec = spec::parse(text, "t", Path::new("specs"), &[]).unwrap();
+    (graph::build(&spec, 1).params.iter())
+        .map(|p| (p.name.clone(), p.shape.clone()))
+        .collect()
+}
+
+/// A file of a tied model (no `lm_head`) loads into `tied_head = false`: the head
+/// starts as the token embedding.
+#[test]
+fn a_tied_file_loads_into_an_untied_model() {
+    let tensors = gpt2_tensors(4);
+    assert!(!tensors.iter().any(|t| t.0 == "lm_head.weight"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tied.safetensors");
+    write_gpt2(&file, "", &tensors);
+    let untied = shapes_of(&spec_with("tied_head = false"));
+    let imported = checkpoint::import_gpt2(&file, &untied).expect("a tied file imports");
+    let at = |name: &str| untied.iter().position(|(n, _)| n == name).unwrap();
+    assert_eq!(imported[at("lm_head.weight")], imported[at("wte")]);
+    let wte = &tensors.iter().find(|t| t.0 == "wte.weight").unwrap().2;
+    assert_eq!(&imported[at("wte")], wte);
+}
+
+/// nanoGPT's and PyTorch's `nn.Linear` layout — the four Conv1D matrices stored (out,
+/// in) — is recognised from its non-square matrices and loaded as it is, giving the
+/// same parameters as GPT-2's (in, out) file of the same model.
+#[test]
+fn linear_layout_files_load_untransposed() {
+    let conv1d = gpt2_tensors(4);
+    let linear: Vec<(String, Vec<usize>, Vec<f32>)> = conv1d
+        .iter()
+        .map(|(name, shape, values)| {
+            let is_conv1d = ["c_attn.weight", "c_proj.weight", "c_fc.weight"]
+                .iter()
+                .any(|s| name.ends_with(s));
+            if !is_conv1d {
+                return (name.clone(), shape.clone(), values.clone());
+            }
+            let (rows, cols) = (shape[0], shape[1]); // (in, out)
+            let mut t = vec![0.0; values.len()];
+            for i in 0..rows {
+                for o in 0..cols {
+                    t[o * rows + i] = values[i * cols + o];
+                }
+            }
+            (name.clone(), vec![cols, rows], t)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        dir.path().join("conv1d.safetensors"),
+        dir.path().join("linear.safetensors"),
+    );
+    write_gpt2(&a, "", &conv1d);
+    write_gpt2(&b, "transformer.", &linear);
+    let shapes = shapes_of(&spec_text());
+    let from_conv1d = checkpoint::import_gpt2(&a, &shapes).unwrap();
+    let from_linear = checkpoint::import_gpt2(&b, &shapes).expect("an nn.Linear file imports");
+    assert_eq!(from_conv1d, from_linear);
+}

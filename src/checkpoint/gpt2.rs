@@ -2,7 +2,9 @@
 //! `wte`, `wpe`, `h.{i}.ln_1`, `h.{i}.attn.c_attn` (d, 3d), `h.{i}.attn.c_proj`,
 //! `h.{i}.ln_2`, `h.{i}.mlp.c_fc`, `h.{i}.mlp.c_proj`, `ln_f`, each optionally under
 //! `transformer.`. GPT-2's Conv1D matrices are (in, out); ours are (out, in), so those
-//! four are transposed on the way in. A checkpoint of cllm's own (its `format`
+//! four are transposed on the way in — unless the file is in PyTorch's `nn.Linear`
+//! layout (nanoGPT's), (out, in) already, which a non-square one of them shows. A
+//! tied file (no `lm_head`) loads into an untied model, the head a copy of `wte`. A checkpoint of cllm's own (its `format`
 //! metadata says so) is already in our layout: its parameters are read as they are,
 //! so fine-tuning from a run is `model.weights = "runs/NAME/checkpoint.safetensors"`.
 
@@ -65,8 +67,25 @@ pub fn import_gpt2(
             ),
         });
     }
+    // PyTorch's `nn.Linear` (nanoGPT's layout) stores the Conv1D matrices as (out, in)
+    // already: a non-square one (c_attn's, c_fc's) says which layout the file has.
+    let linear = !ours && linear_layout(&stored, params);
+    // A file with a tied head (no `lm_head`) loads into an untied model: the head
+    // starts as a copy of the token embedding, as it was in the tied model.
+    let head_from_wte = !tied
+        && !candidates(LM_HEAD)
+            .iter()
+            .any(|c| stored.tensors.contains_key(c));
     let mut out = Vec::with_capacity(params.len());
     for (name, shape) in params {
+        if name == LM_HEAD && head_from_wte {
+            let wte = params.iter().position(|(n, _)| n == WTE);
+            let copied = wte.and_then(|i| out.get(i).cloned());
+            if let Some(values) = copied {
+                out.push(values);
+                continue;
+            }
+        }
         let key = candidates(name)
             .iter()
             .find(|c| {
@@ -78,7 +97,7 @@ pub fn import_gpt2(
             })
             .cloned()
             .unwrap_or_else(|| name.clone());
-        if is_conv1d(name) && !ours {
+        if is_conv1d(name) && !ours && !linear {
             let (rows, cols) = (shape[0], shape[1]);
             let values = take_any(&mut stored, path, &key, &[cols, rows])?;
             let mut transposed = vec![0.0; values.len()];
@@ -93,6 +112,24 @@ pub fn import_gpt2(
         }
     }
     Ok(out)
+}
+
+/// Whether the file's Conv1D matrices are stored (out, in), as PyTorch's `nn.Linear`
+/// (nanoGPT) has them, rather than GPT-2's (in, out): decided by the first non-square
+/// one found; false when every one is square or missing (then GPT-2's layout is meant).
+fn linear_layout(stored: &Stored, params: &[(String, Vec<usize>)]) -> bool {
+    for (name, shape) in params.iter().filter(|(n, _)| is_conv1d(n)) {
+        let (rows, cols) = (shape[0], shape[1]);
+        if rows == cols {
+            continue;
+        }
+        for key in candidates(name) {
+            if let Some((found, _)) = stored.tensors.get(&key) {
+                return found[..] == [rows, cols];
+            }
+        }
+    }
+    false
 }
 
 /// One more than the largest layer index among `names` (`h.{i}.…`, optionally under
