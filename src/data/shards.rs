@@ -17,6 +17,8 @@ use crate::files::map_regular;
 /// llm.c's shard header: 256 int32.
 const HEADER_BYTES: usize = 256 * 4;
 const MAGIC: i32 = 20_240_520;
+/// llm.c's LLaMA-3 shards (version 7, uint32 tokens): named, not read.
+const LLAMA3_MAGIC: i32 = 20_240_801;
 
 /// The tokens of the shard at `path`, each below `vocab`.
 pub fn open(path: &Path, vocab: usize) -> Result<Part, DataError> {
@@ -67,6 +69,18 @@ pub fn open(path: &Path, vocab: usize) -> Result<Part, DataError> {
             return Err(bad(
                 0,
                 "llm.c's magic, big-endian: llm.c shards are little-endian; rewrite it on a little-endian machine".into(),
+            ));
+        }
+        if map.len() >= HEADER_BYTES && word(0) == LLAMA3_MAGIC {
+            return Err(bad(
+                0,
+                format!(
+                    "an llm.c LLaMA-3 shard (magic {LLAMA3_MAGIC}, version {}: uint32 tokens of \
+                     LLaMA 3's 128 256-token vocabulary); cllm reads llm.c's GPT-2 shards \
+                     (magic {MAGIC}, version 1, uint16 tokens): tokenize the corpus for GPT-2 \
+                     (llm.c's data scripts' `-m gpt-2`)",
+                    word(1)
+                ),
             ));
         }
         if map.len() >= HEADER_BYTES && (20_000_000..30_000_000).contains(&word(0)) && word(1) == 1
@@ -208,8 +222,13 @@ mod tests {
         big[..4].copy_from_slice(&MAGIC.to_be_bytes());
         says(&big, "big-endian");
         let mut other = llmc(&[1, 2], 2);
-        other[..4].copy_from_slice(&20_240_801i32.to_le_bytes());
-        says(&other, "magic 20240801");
+        other[..4].copy_from_slice(&20_240_601i32.to_le_bytes());
+        says(&other, "magic 20240601");
+        // llm.c's LLaMA-3 shards: magic 20240801, version 7, uint32 tokens.
+        let mut llama = llmc(&[1, 2], 2);
+        llama[..4].copy_from_slice(&20_240_801i32.to_le_bytes());
+        llama[4..8].copy_from_slice(&7i32.to_le_bytes());
+        says(&llama, "an llm.c LLaMA-3 shard (magic 20240801, version 7");
         // Tokens (with zero high bytes) still read.
         let tokens: Vec<u8> = [11u16, 15_496, 13, 198, 995, 11, 13, 198]
             .iter()
