@@ -144,3 +144,72 @@ fn a_sparse_attention_run_is_not_exported_as_dense_gpt2() {
     assert!(stderr.contains("window"), "{stderr}");
     assert!(!hf.join("model.safetensors").exists());
 }
+
+/// An export carries its tokenizer: GPT-2's `vocab.json` + `merges.txt` (+ configs)
+/// for `vocab = gpt2`, a byte-level `tokenizer.json` for `vocab = bytes`. The files are
+/// checked against their formats always, and — where Python has `transformers` — loaded
+/// with `AutoTokenizer`, whose ids must be cllm's on text with accents, CJK, emoji and
+/// whitespace runs (skipped, saying so, where it is not installed).
+#[test]
+fn exports_carry_their_tokenizer() {
+    let texts = [
+        "ROMEO: Hello world",
+        "café 東京 🤖",
+        "a  \n\n  b\t!",
+        " the end",
+    ];
+    for vocab in ["gpt2", "bytes"] {
+        let text = format!(
+            "cllm 0.1\ndata {{ source = text(\"data/tinyshakespeare.txt\") }}\n\
+             model gpt {{ vocab = {vocab}  context = 16 tokens  width = 8  layers = 1  heads = 2 }}\n"
+        );
+        let spec = spec::parse(&text, "t", Path::new("specs"), &[]).unwrap();
+        let files = checkpoint::hf_tokenizer::files(&spec);
+        let dir = tempfile::tempdir().unwrap();
+        for (name, contents) in &files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let json = |name: &str| -> serde_json::Value {
+            let (_, text) = files.iter().find(|(n, _)| *n == name).expect(name);
+            serde_json::from_str(text).unwrap()
+        };
+        let tokenizer = match vocab {
+            "gpt2" => {
+                assert_eq!(json("vocab.json").as_object().unwrap().len(), 50_257);
+                let (_, merges) = files.iter().find(|(n, _)| *n == "merges.txt").unwrap();
+                assert!(merges.starts_with("#version: 0.2\nĠ t\n"));
+                assert_eq!(json("generation_config.json")["eos_token_id"], 50_256);
+                cllm::data::Tokenizer::Gpt2
+            }
+            _ => {
+                assert_eq!(
+                    json("tokenizer.json")["model"]["vocab"]
+                        .as_object()
+                        .unwrap()
+                        .len(),
+                    256
+                );
+                cllm::data::Tokenizer::Bytes
+            }
+        };
+        let script = "import json, sys\nfrom transformers import AutoTokenizer\n\
+             t = AutoTokenizer.from_pretrained(sys.argv[1])\n\
+             print(json.dumps([t.encode(s) for s in json.loads(sys.argv[2])]))\n";
+        let run = std::process::Command::new("python3")
+            .args(["-c", script, dir.path().to_str().unwrap()])
+            .arg(serde_json::to_string(&texts).unwrap())
+            .output();
+        match run {
+            Ok(out) if out.status.success() => {
+                let theirs: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).unwrap();
+                for (text, ids) in texts.iter().zip(theirs) {
+                    assert_eq!(ids, tokenizer.encode(text.as_bytes()), "{vocab}: {text:?}");
+                }
+            }
+            _ => eprintln!(
+                "skipped: python3 with `transformers` is not installed here; the {vocab} \
+                 tokenizer files were checked against their format only"
+            ),
+        }
+    }
+}

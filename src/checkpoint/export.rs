@@ -75,13 +75,14 @@ fn config(spec: &Spec) -> serde_json::Value {
     config
 }
 
-/// Writes `model.safetensors` and `config.json` for `spec`'s model with `params`
-/// ((name, shape, values) in our layout) into `dir`, each atomically; returns the paths.
+/// Writes `model.safetensors`, `config.json` and the vocabulary's tokenizer files
+/// (`hf_tokenizer.rs`) for `spec`'s model with `params` ((name, shape, values) in our
+/// layout) into `dir`, each atomically; returns the paths.
 pub fn export_hf(
     spec: &Spec,
     params: &[(String, Vec<usize>, Vec<f32>)],
     dir: &Path,
-) -> Result<[PathBuf; 2], ExportError> {
+) -> Result<Vec<PathBuf>, ExportError> {
     if spec.model.attention.masked() {
         let attention = spec.model.attention.to_cllm();
         return Err(ExportError::Attention { attention });
@@ -127,5 +128,11 @@ pub fn export_hf(
     let config_path = dir.join("config.json");
     let text = serde_json::to_string_pretty(&config(spec)).expect("JSON serializes");
     write(&config_path, format!("{text}\n").as_bytes())?;
-    Ok([model, config_path])
+    let mut written = vec![model, config_path];
+    for (name, contents) in super::hf_tokenizer::files(spec) {
+        let path = dir.join(name);
+        write(&path, contents.as_bytes())?;
+        written.push(path);
+    }
+    Ok(written)
 }

@@ -4,6 +4,7 @@
 
 mod export;
 mod gpt2;
+pub mod hf_tokenizer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

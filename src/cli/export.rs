@@ -38,17 +38,24 @@ pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
         let values = stored.take(&file, &p.name, &p.shape)?;
         params.push((p.name.clone(), p.shape.clone(), values));
     }
-    let [model, config] = export_hf(&spec, &params, &args.hf)?;
+    let written = export_hf(&spec, &params, &args.hf)?;
     let step = stored.metadata.get("step").map_or("?", String::as_str);
+    let names: Vec<String> = (written.iter())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     eprintln!(
-        "wrote {} and {} (step {step} of {})",
-        model.display(),
-        config.display(),
+        "wrote {} into {} (step {step} of {})",
+        names.join(", "),
+        args.hf.display(),
         file.display()
     );
     let tokenizer = match spec.model.vocab {
-        Vocab::Gpt2 => "GPT2TokenizerFast.from_pretrained(\"gpt2\") tokenizes for it",
-        Vocab::Bytes => "its tokens are bytes: ids = list(text.encode())",
+        Vocab::Gpt2 => {
+            "AutoTokenizer.from_pretrained(the same folder) tokenizes for it (GPT-2's BPE)"
+        }
+        Vocab::Bytes => {
+            "AutoTokenizer.from_pretrained(the same folder) tokenizes for it (its tokens are the bytes)"
+        }
         Vocab::Words { .. } => {
             "its word vocabulary is cllm's own: the word list is in the checkpoint's `words` metadata"
         }
