@@ -9,8 +9,8 @@ mod common;
 use common::*;
 
 use cllm_kernels::gemm::sgemm::{
-    ROW_BLOCK, cllm_sgemm, cllm_sgemm_bias_gelu, cllm_sgemm_gelu_backward, column_split,
-    product_tile, row_split, set_gemm_threads, split,
+    ROW_BLOCK, cllm_sgemm, cllm_sgemm_bias_gelu, cllm_sgemm_gelu_backward, column_split, row_split,
+    set_gemm_threads, split,
 };
 
 /// Which entry point.
@@ -137,15 +137,15 @@ fn the_split_uses_the_threads_it_has() {
 
 #[test]
 fn threads_past_the_columns_take_row_blocks() {
-    let tile = product_tile();
-    // 384 columns make at most 384/tile column parts; 64 threads leave some over.
-    let (_, columns) = column_split(384, 64, tile);
-    let (height, rows) = row_split(1024, 64 / columns);
-    if tile > 1 {
+    // The micro-tile widths of AVX2 and AVX-512 (a pure function: whatever this CPU is).
+    for tile in [16, 32] {
+        // 384 columns make at most 384/tile column parts; 64 threads leave some over.
+        let (_, columns) = column_split(384, 64, tile);
+        let (height, rows) = row_split(1024, 64 / columns);
         assert!(rows > 1, "64 threads split 1024 rows too");
+        assert_eq!(height % ROW_BLOCK, 0);
+        assert!(height * rows >= 1024 && height * (rows - 1) < 1024);
     }
-    assert_eq!(height % ROW_BLOCK, 0);
-    assert!(height * rows >= 1024 && height * (rows - 1) < 1024);
     assert_eq!(row_split(ROW_BLOCK, 64), (ROW_BLOCK, 1));
     assert_eq!(row_split(1000, 1), (1000, 1));
 }
