@@ -1,9 +1,14 @@
 //! Initial weights from a GPT-2 safetensors file: names with or without
-//! `transformer.`, Conv1D matrices transposed into our (out, in) layout, and a clear
-//! error naming any tensor whose shape does not fit the spec.
+//! `transformer.`, Conv1D matrices transposed into our (out, in) layout (nanoGPT's
+//! `nn.Linear` layout recognised and not), F16/BF16/F64 tensors converted, a tied file
+//! into an untied model, and a clear error naming any tensor whose shape does not fit
+//! the spec; and sampling stops at GPT-2's end of text.
 
 use std::collections::HashMap;
 use std::path::Path;
+
+mod common;
+use common::cllm;
 
 use cllm::checkpoint::{self, CheckpointError};
 use cllm::graph;
@@ -70,6 +75,37 @@ fn write_gpt2_as(
         safetensors::serialize(views, None::<HashMap<String, String>>).unwrap(),
     )
     .unwrap();
+}
+
+/// Trains the test model `text` (a GPT-2 vocabulary) for `steps` steps from the weights
+/// in `file`, on the repository's tinyshakespeare, into `dir`/run; returns the run.
+fn train_from(dir: &Path, text: &str, file: &Path, steps: u64) -> std::path::PathBuf {
+    let spec_file = dir.join("from_weights.cllm");
+    let specs = std::fs::canonicalize("specs").unwrap();
+    let with_paths = text
+        .replace("data/", &format!("{}/data/", specs.display()))
+        .replace(
+            "vocab = gpt2",
+            &format!("vocab = gpt2  weights = \"{}\"", file.display()),
+        )
+        .replace(
+            "batch = 1 seqs",
+            &format!("batch = 1 seqs  steps = {steps}"),
+        );
+    std::fs::write(&spec_file, with_paths).unwrap();
+    let run_dir = dir.join("run");
+    let run = cllm(&[
+        "run",
+        spec_file.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run_dir
 }
 
 /// GPT-2's tensors for our model, with random values; Conv1D weights as (in, out).
@@ -258,34 +294,7 @@ fn a_gpt2_vocabulary_file_trains_and_samples() {
     let imported = checkpoint::import_gpt2(&file, &shapes).expect("imports");
     assert_eq!(imported[graph.param_index("wte").unwrap()], wte.2);
 
-    let spec_file = dir.path().join("gpt2.cllm");
-    let specs = std::fs::canonicalize("specs").unwrap();
-    let with_paths = text
-        .replace("data/", &format!("{}/data/", specs.display()))
-        .replace(
-            "vocab = gpt2",
-            &format!("vocab = gpt2  weights = \"{}\"", file.display()),
-        )
-        .replace("batch = 1 seqs", "batch = 1 seqs  steps = 2");
-    std::fs::write(&spec_file, with_paths).unwrap();
-    let run_dir = dir.path().join("run");
-    let cllm = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let run = cllm(&[
-        "run",
-        spec_file.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run_dir = train_from(dir.path(), &text, &file, 2);
     let sample = cllm(&[
         "sample",
         run_dir.to_str().unwrap(),
@@ -352,34 +361,7 @@ fn sampling_stops_at_the_end_of_text() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gpt2.safetensors");
     write_gpt2(&file, "", &tensors);
-    let spec_file = dir.path().join("eot.cllm");
-    let specs = std::fs::canonicalize("specs").unwrap();
-    let with_paths = text
-        .replace("data/", &format!("{}/data/", specs.display()))
-        .replace(
-            "vocab = gpt2",
-            &format!("vocab = gpt2  weights = \"{}\"", file.display()),
-        )
-        .replace("batch = 1 seqs", "batch = 1 seqs  steps = 1");
-    std::fs::write(&spec_file, with_paths).unwrap();
-    let run_dir = dir.path().join("run");
-    let cllm = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let run = cllm(&[
-        "run",
-        spec_file.to_str().unwrap(),
-        "--out",
-        run_dir.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run_dir = train_from(dir.path(), &text, &file, 1);
     let sample = |extra: &[&str]| {
         let mut args = vec!["sample", run_dir.to_str().unwrap(), "--prompt", "Hello"];
         args.extend(["--tokens", "3", "--temperature", "0"]);
