@@ -108,8 +108,17 @@ pub fn read_curves(run_dir: &Path) -> Result<Curves, PlotError> {
     Ok(curves)
 }
 
-/// Draws `runs` to `stem`.svg and `stem`.png; returns the two paths.
-pub fn draw(runs: &[Curves], stem: &Path) -> Result<[PathBuf; 2], PlotError> {
+/// The loss axis: linear, or logarithmic (which keeps the late part of a run, flattened
+/// on a linear axis by the first steps' losses, readable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossAxis {
+    Linear,
+    Log,
+}
+
+/// Draws `runs` to `stem`.svg and `stem`.png with the loss on `axis`; returns the two
+/// paths.
+pub fn draw(runs: &[Curves], stem: &Path, axis: LossAxis) -> Result<[PathBuf; 2], PlotError> {
     static FONT: Once = Once::new();
     FONT.call_once(|| {
         let _ = plotters::style::register_font(
@@ -134,12 +143,14 @@ pub fn draw(runs: &[Curves], stem: &Path) -> Result<[PathBuf; 2], PlotError> {
     render(
         SVGBackend::with_string(&mut text, size).into_drawing_area(),
         runs,
+        axis,
     )
     .map_err(failed(&svg))?;
     let mut pixels = vec![0u8; 3 * size.0 as usize * size.1 as usize];
     render(
         BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area(),
         runs,
+        axis,
     )
     .map_err(failed(&png))?;
     let encoded = encode_png(&pixels, size).map_err(failed(&png))?;
@@ -190,7 +201,18 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[Curves]) -> Result<(), String> {
+fn render<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[Curves],
+    axis: LossAxis,
+) -> Result<(), String> {
+    // A log axis draws log10(loss) on a linear one, labelled with the loss itself.
+    let y = |loss: f64| match axis {
+        LossAxis::Linear => loss,
+        LossAxis::Log => loss.max(1e-12).log10(),
+    };
+    let label = |v: &f64| format!("{:.3}", 10f64.powf(*v));
+    let at = |&(step, loss): &(f64, f64)| (step, y(loss));
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(err)?;
     let (top, bottom) = root.split_vertically(500);
@@ -201,7 +223,7 @@ fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[Curves]) -> 
     let steps = (steps.0.max(0.0), steps.1);
     let losses = span(
         runs.iter()
-            .flat_map(|r| r.train.iter().chain(&r.val).map(|p| p.1)),
+            .flat_map(|r| r.train.iter().chain(&r.val).map(|p| y(p.1))),
     );
     let mut chart = ChartBuilder::on(&top)
         .caption("loss", ("sans-serif", 22))
@@ -210,35 +232,35 @@ fn render<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[Curves]) -> 
         .y_label_area_size(64)
         .build_cartesian_2d(steps.0..steps.1, losses.0..losses.1)
         .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc("step")
         .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_desc("loss (nats per token)")
-        .light_line_style(RGBColor(235, 235, 235))
-        .draw()
-        .map_err(err)?;
+        .light_line_style(RGBColor(235, 235, 235));
+    match axis {
+        LossAxis::Linear => mesh.y_desc("loss (nats per token)"),
+        LossAxis::Log => mesh
+            .y_desc("loss (nats per token, log scale)")
+            .y_label_formatter(&label),
+    };
+    mesh.draw().map_err(err)?;
     for (i, run) in runs.iter().enumerate() {
         let c = colour(i);
         chart
-            .draw_series(LineSeries::new(
-                run.train.iter().copied(),
-                c.stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(run.train.iter().map(at), c.stroke_width(2)))
             .map_err(err)?
             .label(format!("{} train", run.name))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
         if !run.val.is_empty() {
             chart
                 .draw_series(DashedLineSeries::new(
-                    run.val.iter().copied(),
+                    run.val.iter().map(at),
                     6,
                     4,
                     c.stroke_width(2),
                 ))
                 .map_err(err)?;
             chart
-                .draw_series(run.val.iter().map(|&p| Circle::new(p, 4, c.filled())))
+                .draw_series(run.val.iter().map(|p| Circle::new(at(p), 4, c.filled())))
                 .map_err(err)?
                 .label(format!("{} validation", run.name))
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, c.filled()));

@@ -58,6 +58,26 @@ fn runs_are_drawn_overlaid_with_a_legend() {
         u32::from_be_bytes(png[20..24].try_into().unwrap()),
     );
     assert_eq!((w, h), (1000, 720));
+
+    // `--log` draws the loss on a log axis, labelled with losses, not their logarithms.
+    let out = cllm(&["plot", &d("dense"), "--log", "--out", &d("log")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(dir.path().join("log.svg")).unwrap();
+    assert!(log.contains("log scale"), "the axis says so");
+    assert!(!svg.contains("log scale"), "a linear axis does not");
+    let labels: Vec<f64> = (log.lines())
+        .filter(|l| l.trim().contains('.'))
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .filter(|v| *v > 1.0 && *v < 10.0)
+        .collect();
+    assert!(
+        labels.len() >= 3,
+        "loss labels (≈ 2–6 nats), not log10s: {labels:?}"
+    );
 }
 
 #[test]

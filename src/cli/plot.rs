@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cllm::plot::{Curves, draw, read_curves};
+use cllm::plot::{Curves, LossAxis, draw, read_curves};
 
 #[derive(clap::Args)]
 pub struct PlotArgs {
@@ -14,6 +14,9 @@ pub struct PlotArgs {
     /// ./loss for several).
     #[arg(long, value_name = "OUT")]
     out: Option<PathBuf>,
+    /// Draw the loss on a logarithmic axis (the late part of a run stays readable).
+    #[arg(long)]
+    log: bool,
 }
 
 pub fn plot(args: PlotArgs) -> miette::Result<ExitCode> {
@@ -37,7 +40,12 @@ pub fn plot(args: PlotArgs) -> miette::Result<ExitCode> {
             );
         }
     }
-    let [svg, png] = draw(&runs, &stem)?;
+    let axis = if args.log {
+        LossAxis::Log
+    } else {
+        LossAxis::Linear
+    };
+    let [svg, png] = draw(&runs, &stem, axis)?;
     eprintln!("wrote {} and {}", svg.display(), png.display());
     Ok(ExitCode::SUCCESS)
 }

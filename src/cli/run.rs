@@ -184,7 +184,11 @@ fn draw_curves(run_dir: &std::path::Path) {
         Err(cllm::plot::PlotError::Empty { .. }) => return,
         Err(e) => return eprintln!("warning: no loss plot: {e}"),
     };
-    match cllm::plot::draw(&[curves], &run_dir.join("loss")) {
+    match cllm::plot::draw(
+        &[curves],
+        &run_dir.join("loss"),
+        cllm::plot::LossAxis::Linear,
+    ) {
         Ok([svg, _]) => println!("loss curves: {} (and .png)", svg.display()),
         Err(e) => eprintln!("warning: no loss plot: {e}"),
     }
