@@ -322,12 +322,7 @@ fn an_untied_head_needs_an_untied_model() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gpt2.safetensors");
     write_gpt2(&file, "", &tensors);
-    let shapes = |text: &str| -> Vec<(String, Vec<usize>)> {
-        let spec = spec::parse(text, "t", Path::new("specs"), &[]).unwrap();
-        (graph::build(&spec, 1).params.iter())
-            .map(|p| (p.name.clone(), p.shape.clone()))
-            .collect()
-    };
+    let shapes = shapes_of;
     let imported = checkpoint::import_gpt2(&file, &shapes(&untied)).expect("untied imports");
     let head = &tensors.iter().find(|t| t.0 == "lm_head.weight").unwrap().2;
     assert!(imported.contains(head));
@@ -390,13 +385,7 @@ fn sampling_stops_at_the_end_of_text() {
 #[test]
 fn half_bfloat_and_double_files_load() {
     let tensors = gpt2_tensors(16);
-    let spec = spec::parse(&spec_text(), "t", Path::new("specs"), &[]).unwrap();
-    let graph = graph::build(&spec, 1);
-    let shapes: Vec<(String, Vec<usize>)> = graph
-        .params
-        .iter()
-        .map(|p| (p.name.clone(), p.shape.clone()))
-        .collect();
+    let shapes = shapes_of(&spec_text());
     let dir = tempfile::tempdir().unwrap();
     let f32_file = dir.path().join("f32.safetensors");
     write_gpt2(&f32_file, "", &tensors);

@@ -90,19 +90,26 @@ fn longest_share(step: &StepCall, threads: usize, native: bool) -> f64 {
     }
 }
 
-/// Seconds of one shard pass with a worker's `threads` threads: (all of it, of it what
-/// exceeds an even split).
-fn shard_pass(plan: &Plan, rates: ThreadRates, threads: usize) -> (f64, f64) {
+/// How N threads are used: (workers, shard passes each runs in turn, threads each).
+fn layout(plan: &Plan, accumulate: usize, threads: usize) -> (usize, usize, usize) {
+    let workers = threads.min(plan.shards).max(1);
+    let per_worker = plan.shards.div_ceil(workers) * accumulate;
+    (workers, per_worker, (threads / workers).max(1))
+}
+
+/// Every step of one shard pass with its one-thread seconds t and the share of t its
+/// largest part takes on a worker's `threads` threads.
+fn step_shares(
+    plan: &Plan,
+    rates: ThreadRates,
+    threads: usize,
+) -> impl Iterator<Item = (&StepCall, f64, f64)> {
     let native = plan.gemm == crate::spec::Gemm::Native;
-    let (mut total, mut unsplit) = (0.0, 0.0);
-    for step in plan.kernels.iter().flat_map(|k| &k.steps) {
+    plan.kernels.iter().flat_map(|k| &k.steps).map(move |step| {
         let (flops, bytes) = super::cost::kernel_cost(&plan.graph, std::slice::from_ref(step));
         let t = (flops as f64 / rates.flops_per_s).max(bytes as f64 / rates.bytes_per_s);
-        let share = longest_share(step, threads, native);
-        total += t * share;
-        unsplit += t * (share - 1.0 / threads as f64);
-    }
-    (total, unsplit)
+        (step, t, longest_share(step, threads, native))
+    })
 }
 
 /// What does not split evenly on `threads` threads: per step kind, the seconds a step
@@ -114,15 +121,10 @@ pub fn unsplit_kinds(
     rates: ThreadRates,
     threads: usize,
 ) -> Vec<(String, f64)> {
-    let workers = threads.min(plan.shards).max(1);
-    let per_worker = (plan.shards.div_ceil(workers) * accumulate) as f64;
-    let g = (threads / workers).max(1);
-    let native = plan.gemm == crate::spec::Gemm::Native;
+    let (_, per_worker, g) = layout(plan, accumulate, threads);
     let mut kinds: Vec<(String, f64)> = Vec::new();
-    for step in plan.kernels.iter().flat_map(|k| &k.steps) {
-        let (flops, bytes) = super::cost::kernel_cost(&plan.graph, std::slice::from_ref(step));
-        let t = (flops as f64 / rates.flops_per_s).max(bytes as f64 / rates.bytes_per_s);
-        let extra = per_worker * t * (longest_share(step, g, native) - 1.0 / g as f64);
+    for (step, t, share) in step_shares(plan, rates, g) {
+        let extra = per_worker as f64 * t * (share - 1.0 / g as f64);
         let kind = step.kind();
         match kinds.iter_mut().find(|(k, _)| *k == kind) {
             Some((_, s)) => *s += extra,
@@ -154,10 +156,12 @@ pub fn predict(
 /// (seconds, of them what exceeds an even split) of a step on `threads` threads.
 fn step_on(plan: &Plan, accumulate: usize, rates: ThreadRates, threads: usize) -> (f64, f64) {
     let shards = plan.shards;
-    let workers = threads.min(shards);
-    let per_worker = shards.div_ceil(workers) * accumulate;
-    let gemm_threads = (threads / workers).max(1);
-    let (pass_s, unsplit) = shard_pass(plan, rates, gemm_threads);
+    let (workers, per_worker, g) = layout(plan, accumulate, threads);
+    let (mut pass_s, mut unsplit) = (0.0, 0.0);
+    for (_, t, share) in step_shares(plan, rates, g) {
+        pass_s += t * share;
+        unsplit += t * (share - 1.0 / g as f64);
+    }
     let params: usize = plan.param_chunks.iter().map(|c| c.len).sum();
     let pass = |buffers: usize| (buffers * params * 4) as f64 / rates.bytes_per_s;
     let schedule = grads::schedule(shards, 0..shards, workers);
