@@ -27,6 +27,7 @@ pub mod codegen;
 pub mod data;
 pub mod files;
 pub mod graph;
+pub mod hub;
 pub mod lattice;
 pub mod machine;
 #[cfg(feature = "mpi")]

@@ -117,6 +117,9 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     #[diagnostic(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
     Plan(#[from] crate::plan::PlanError),
     #[error(transparent)]
     #[diagnostic(transparent)]

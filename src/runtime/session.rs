@@ -75,7 +75,7 @@ pub(crate) fn initialise(
             .iter()
             .map(|p| (p.name.clone(), p.shape.clone()))
             .collect();
-        let values = checkpoint::import_gpt2(&base_dir.join(weights), &shapes)?;
+        let values = checkpoint::import_gpt2(&weights.file(base_dir)?, &shapes)?;
         for (i, v) in values.into_iter().enumerate() {
             machine.param_mut(i).copy_from_slice(&v);
         }

@@ -97,6 +97,17 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         options.run_dir.display()
     ));
     report.say(&format!("data: {}", data.split()));
+    if state.step == 0
+        && let Some(weights @ crate::spec::Weights::Hub { .. }) = &spec.model.weights
+    {
+        // The file read, from the cache the hub tools fill (its sizes were read at load).
+        let file = weights.file(&options.base_dir)?;
+        report.say(&format!(
+            "weights: {} from the Hugging Face cache, {}; its config.json gave the sizes the spec left out",
+            weights.to_cllm(),
+            file.display()
+        ));
+    }
     if let Some(warning) = warmup_warning(spec.train.schedule.warmup(), total) {
         report.warn(&warning);
     }

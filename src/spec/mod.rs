@@ -18,6 +18,7 @@ mod run_choices;
 mod syntax;
 mod types;
 mod validate;
+mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ pub use print::to_cllm;
 pub use resume::{Change, SAFE_ON_RESUME, resume_changes};
 pub use run_choices::{Gemm, Optimizer, Schedule, Threads};
 pub use types::{BLOCKS, Checkpoint, Data, Eval, Model, Plan, Sample, Spec, Train};
+pub use weights::Weights;
 
 /// The spec language version this build reads and writes.
 pub const VERSION: &str = "0.1";
@@ -145,6 +147,13 @@ fn parse_checked(
     let (mut spec, spans) = lower::apply(&assignments, &mut problems);
     if !problems.is_empty() {
         return Err(fail(problems));
+    }
+    if base_dir.is_some() {
+        // A stored spec has its sizes written out already; its cache may be gone.
+        let problems = weights::sizes_from_hub(&mut spec, &spans);
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
     }
     lower::resolve_derived(&mut spec, &spans);
     let problems = validate::validate(&spec, &spans, base_dir, document.version.span);

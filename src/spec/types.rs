@@ -12,6 +12,7 @@ use super::choices::{Attention, Source, Vocab};
 use super::convert::{Field, Unit};
 use super::error::Problem;
 use super::run_choices::{Gemm, Optimizer, Schedule, Threads};
+use super::weights::Weights;
 use cllm_kernels::bf16::Precision;
 
 macro_rules! unit {
@@ -108,8 +109,8 @@ spec_block! {
         tied_head: bool = true,
         /// standard deviation of the normal initialisation
         init_std: f64 = 0.02,
-        /// initial weights: a safetensors file with GPT-2 tensor names, or none
-        weights: Option<String> = None,
+        /// initial weights: "file.safetensors" (GPT-2 tensor names) | hf("org/name", revision) from the local Hugging Face cache, whose config.json fills the sizes left out | none
+        weights: Option<Weights> = None,
     }
 }
 

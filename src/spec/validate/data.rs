@@ -5,6 +5,7 @@ use std::path::Path;
 use super::super::ast::format_number;
 use super::super::choices::Source;
 use super::super::types::Spec;
+use super::super::weights::Weights;
 use super::Checker;
 
 pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
@@ -114,7 +115,8 @@ pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
             );
         }
     }
-    if let Some(weights) = &spec.model.weights
+    // `hf(...)` weights were located when the sizes were read from their config.
+    if let Some(Weights::File(weights)) = &spec.model.weights
         && let Some(base) = base_dir
     {
         let full = base.join(weights);
