@@ -48,6 +48,8 @@ enum Command {
     Sample(cli::sample::SampleArgs),
     /// Validation loss and perplexity of a checkpoint (and accuracy for addition).
     Eval(cli::eval::EvalArgs),
+    /// Tokenize a text or JSON Lines corpus once into llm.c token shards.
+    Prepare(cli::prepare::PrepareArgs),
     /// Write a run's model for Hugging Face `transformers` (GPT2LMHeadModel).
     Export(cli::export::ExportArgs),
     /// Draw loss and learning rate against step (SVG and PNG), several runs overlaid.
@@ -89,6 +91,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => cli::sample::sample(args),
         Command::Eval(args) => cli::eval::eval(args),
         Command::Export(args) => cli::export::export(args),
+        Command::Prepare(args) => cli::prepare::prepare_shards(args),
         Command::Plot(args) => cli::plot::plot(args),
         Command::Plan(args) => cli::plan::plan(args),
         Command::Ir(args) => cli::ir::ir(args),

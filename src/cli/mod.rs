@@ -8,6 +8,7 @@ pub mod export;
 pub mod ir;
 pub mod plan;
 pub mod plot;
+pub mod prepare;
 pub mod run;
 pub mod sample;
 pub mod scaling;

@@ -1,13 +1,11 @@
 //! A text, JSON Lines or token-shard source as one token stream (or two, when the
 //! shards name their validation split), with the tokenizer that reads it.
-//!
-//! Documents are joined in order. Where the vocabulary has an end-of-text token
-//! (GPT-2's) it separates them; otherwise each document of several ends with a
-//! newline (added where it lacks one).
+//! Documents are joined as `tokenize.rs` says, in parallel over the cores.
 
 use std::path::{Path, PathBuf};
 
 use super::stream::Tokens;
+use super::tokenize::tokenize_documents;
 use super::tokenizer::{Tokenizer, WordCounts};
 use super::{DataError, shards, text};
 use crate::spec::{Source, Spec, Vocab};
@@ -59,7 +57,6 @@ pub fn read(spec: &Spec, base_dir: &Path) -> Result<(Tokenizer, Read), DataError
         }
     };
     let several = files.len() > 1 || matches!(source, Source::Jsonl { .. });
-    let newline = tokenizer.encode(b"\n");
     let mut tokens: Vec<u32> = Vec::new();
     // Text becomes at most one 4-byte token per byte (and a separator per document):
     // admitted against the memory there is before any is read, and reserved up front
@@ -87,16 +84,13 @@ pub fn read(spec: &Spec, base_dir: &Path) -> Result<(Tokenizer, Read), DataError
             .try_reserve_exact(needed as usize / 4)
             .map_err(|_| too_large())?;
     }
-    each(&mut |document| {
-        match tokenizer.end_of_text() {
-            Some(end) if !tokens.is_empty() => tokens.push(end),
-            _ => {}
-        }
-        tokens.extend(tokenizer.encode(document));
-        if several && tokenizer.end_of_text().is_none() && !document.ends_with(b"\n") {
-            tokens.extend_from_slice(&newline);
-        }
-    })?;
+    tokenize_documents(
+        &tokenizer,
+        several,
+        &each,
+        &mut |piece| tokens.extend_from_slice(piece),
+        &mut |_| {},
+    )?;
     Ok((tokenizer, Read::Whole(Tokens::owned(tokens))))
 }
 

@@ -3,9 +3,11 @@
 
 mod addition;
 mod corpus;
+mod prepare;
 mod shards;
 mod stream;
 mod text;
+mod tokenize;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ use crate::rng::Rng;
 use crate::spec::{Source, Spec};
 
 pub use addition::Addition;
+pub use prepare::{Prepare, PrepareError, Prepared, prepare};
 pub use stream::Tokens;
 pub use tokenizer::{GPT2_END_OF_TEXT, GPT2_VOCAB, Tokenizer, WordCounts, WordVocab};
 
@@ -162,6 +165,8 @@ pub struct Dataset {
     shuffle: bool,
     /// [`Dataset::split`].
     split: String,
+    /// [`Dataset::tokenize_note`].
+    tokenize_note: Option<String>,
 }
 
 /// Groups digits by three: 1 115 394.
@@ -214,6 +219,7 @@ impl Dataset {
     /// Prepares the data `spec` names; paths are relative to `base_dir`.
     pub fn load(spec: &Spec, base_dir: &Path) -> Result<Dataset, DataError> {
         let context = spec.model.context as usize;
+        let mut tokenize_note = None;
         let (tokenizer, corpus, split) = match &spec.data.source {
             Source::Addition {
                 digits,
@@ -234,7 +240,9 @@ impl Dataset {
                 (Tokenizer::Bytes, Corpus::Addition(task), split)
             }
             Source::Text { .. } | Source::Jsonl { .. } | Source::Tokens { .. } => {
+                let started = std::time::Instant::now();
                 let (tokenizer, all) = corpus::read(spec, base_dir)?;
+                tokenize_note = prepare::hint(spec, base_dir, started.elapsed().as_secs_f64());
                 let (train, val, split) = match all {
                     corpus::Read::Split { train, val, names } => {
                         let split = split_by_names(&names, train.len(), val.len());
@@ -268,7 +276,14 @@ impl Dataset {
             context,
             shuffle: spec.data.shuffle,
             split,
+            tokenize_note,
         })
+    }
+
+    /// When tokenizing a text source took long enough to matter, the sentence that says
+    /// so and how to do it once (`cllm prepare`).
+    pub fn tokenize_note(&self) -> Option<&str> {
+        self.tokenize_note.as_deref()
     }
 
     /// Which tokens train and which validate, and how many each has: the files by

@@ -97,6 +97,9 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         options.run_dir.display()
     ));
     report.say(&format!("data: {}", data.split()));
+    if let Some(note) = data.tokenize_note() {
+        report.say(&format!("note: {note}"));
+    }
     if state.step == 0
         && let Some(weights @ crate::spec::Weights::Hub { .. }) = &spec.model.weights
     {
