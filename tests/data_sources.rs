@@ -97,16 +97,24 @@ fn shards_in_both_layouts_train_and_name_their_splits() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The run header says which files train and which validate, and their tokens.
+    // The run header says which files train and which validate, and their tokens; so
+    // does `check --resolved`.
+    let said = "data: training 500 tokens (2 files, fineweb_train_000001.bin … \
+                fineweb_train_000002.bin), validation 100 tokens (fineweb_val_000000.bin: \
+                the word `val` in the name)";
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(said), "{stdout}");
+    let check = Command::new(env!("CARGO_BIN_EXE_cllm"))
+        .args(["check", "--resolved", spec_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(
-        stdout.contains(
-            "data: training 500 tokens (2 files, fineweb_train_000001.bin … \
-             fineweb_train_000002.bin), validation 100 tokens (fineweb_val_000000.bin: \
-             the word `val` in the name)"
-        ),
-        "{stdout}"
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
     );
+    assert!(stdout.contains(&format!("# {said}")), "{stdout}");
 }
 
 #[test]

@@ -165,6 +165,31 @@ fn json_lines_documents_are_separated_as_a_run_separates_them() {
     let from_shards = format!("tokens(\"{}\")", out.display());
     assert_eq!(streams(d, &from_shards, "gpt2"), streams(d, jsonl, "gpt2"));
 
+    // llm.c's habit, the end of text before each document, as `data.separator` has it.
+    let llmc = d.join("llmc");
+    let run = prepare(
+        2,
+        &[
+            docs.to_str().unwrap(),
+            "--out",
+            llmc.to_str().unwrap(),
+            "--key",
+            "body",
+            "--separator",
+            "before-each",
+        ],
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let from_llmc = format!("tokens(\"{}\")", llmc.display());
+    let before_each = streams(d, &format!("{jsonl}  separator = before_each"), "gpt2");
+    assert_eq!(before_each.0[0], cllm::data::GPT2_END_OF_TEXT);
+    assert_eq!(streams(d, &from_llmc, "gpt2"), before_each);
+    assert_ne!(before_each, streams(d, jsonl, "gpt2"));
+
     // Old shards in the folder would join the new ones: refused, nothing written.
     let again = prepare(1, &[docs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&again.stderr);

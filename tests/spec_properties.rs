@@ -233,24 +233,36 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
         plan,
         1u64..1000,
         1u64..100,
+        any::<bool>(),
     )
         .prop_map(
-            |(model, train, sample, source, val_split, shuffle, plan, every, batches)| Spec {
-                version: spec::VERSION.to_string(),
-                data: spec::Data {
-                    source,
-                    val_split,
-                    shuffle,
-                },
-                model,
-                train,
-                eval: spec::Eval { every, batches },
-                sample,
-                checkpoint: spec::Checkpoint {
-                    dir: Some("runs/x".into()),
-                    every,
-                },
-                plan,
+            |(model, train, sample, source, val_split, shuffle, plan, every, batches, before)| {
+                Spec {
+                    version: spec::VERSION.to_string(),
+                    data: spec::Data {
+                        // llm.c's separator is checked to go with GPT-2 text only.
+                        separator: match &source {
+                            spec::Source::Text { .. } | spec::Source::Jsonl { .. }
+                                if before && model.vocab == spec::Vocab::Gpt2 =>
+                            {
+                                spec::Separator::BeforeEach
+                            }
+                            _ => spec::Separator::Between,
+                        },
+                        source,
+                        val_split,
+                        shuffle,
+                    },
+                    model,
+                    train,
+                    eval: spec::Eval { every, batches },
+                    sample,
+                    checkpoint: spec::Checkpoint {
+                        dir: Some("runs/x".into()),
+                        every,
+                    },
+                    plan,
+                }
             },
         )
 }

@@ -45,7 +45,7 @@ pub fn import_gpt2(
         .into_iter()
         .find_map(|k| stored.tensors.get(&k));
         if wte.is_none_or(|(_, wte)| wte != head) {
-            return Err(super::CheckpointError::Format {
+            return Err(super::CheckpointError::Unfit {
                 path: path.to_path_buf(),
                 reason: format!(
                     "its `{LM_HEAD}` differs from its token embedding: the model has an untied \
@@ -58,7 +58,7 @@ pub fn import_gpt2(
         && let Some(layers) = layers_in(&params.iter().map(|p| p.0.clone()).collect::<Vec<_>>())
         && found > layers
     {
-        return Err(super::CheckpointError::Format {
+        return Err(super::CheckpointError::Unfit {
             path: path.to_path_buf(),
             reason: format!(
                 "it holds {found} layers and the spec's model has {layers}: set `model.layers = {found}` \

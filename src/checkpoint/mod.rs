@@ -43,6 +43,10 @@ pub enum CheckpointError {
     #[error("`{path}` is not a readable safetensors file: {reason}")]
     #[diagnostic(code(cllm::checkpoint))]
     Format { path: PathBuf, reason: String },
+    /// A readable file that does not fit its use here.
+    #[error("`{path}` is a readable safetensors file, but {reason}")]
+    #[diagnostic(code(cllm::checkpoint))]
+    Unfit { path: PathBuf, reason: String },
     #[error(
         "`{path}` is corrupt at tensor `{name}`: its bytes do not match the checksum written with them"
     )]
@@ -305,7 +309,7 @@ impl Stored {
         let Some((shape, values)) = self.tensors.remove(name) else {
             let prefix = format!("{name} (");
             return Err(match self.skipped.iter().find(|s| s.starts_with(&prefix)) {
-                Some(skipped) => CheckpointError::Format {
+                Some(skipped) => CheckpointError::Unfit {
                     path: path.to_path_buf(),
                     reason: format!(
                         "tensor `{name}` is {}, not a float: weights are read from F32, F16, BF16 or F64 tensors",
@@ -340,9 +344,9 @@ impl Stored {
         self.metadata
             .get(key)
             .map(String::as_str)
-            .ok_or_else(|| CheckpointError::Format {
+            .ok_or_else(|| CheckpointError::Unfit {
                 path: path.to_path_buf(),
-                reason: format!("no `{key}` in its metadata; was it written by `cllm run`?"),
+                reason: format!("it has no `{key}` in its metadata; was it written by `cllm run`?"),
             })
     }
 }

@@ -31,6 +31,15 @@ pub fn check(
                 println!("# {}", path.display());
             }
             print!("{}", spec::to_cllm(spec, true));
+            // The split as a run would cut it (a text source is tokenized to count it).
+            let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
+            match cllm::data::Dataset::load(spec, base_dir) {
+                Ok(data) => println!("\n# data: {}", data.split()),
+                Err(error) => {
+                    failed += 1;
+                    super::report(error);
+                }
+            }
         } else {
             println!("{}: ok ({})", path.display(), summary(spec));
         }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use cllm::data::{Prepare, Tokenizer, prepare};
+use cllm::spec::Separator;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args)]
@@ -27,6 +28,10 @@ pub struct PrepareArgs {
     /// The JSON Lines key that holds each document's text.
     #[arg(long, default_value = "text")]
     key: String,
+    /// Where GPT-2's end-of-text token goes: between documents, or before each (llm.c's
+    /// scripts); as `data.separator` puts it for a text source.
+    #[arg(long, default_value = "between", value_parser = ["between", "before-each"])]
+    separator: String,
     /// Tokens per shard file (llm.c's scripts write 100 M).
     #[arg(long, default_value_t = 100_000_000, value_name = "N")]
     shard_tokens: usize,
@@ -48,6 +53,13 @@ pub fn prepare_shards(args: PrepareArgs) -> miette::Result<ExitCode> {
             args.shard_tokens
         );
     }
+    if args.separator == "before-each" && args.vocab != "gpt2" {
+        miette::bail!(
+            help =
+                "`--separator` places GPT-2's end-of-text token; byte documents end with a newline",
+            "--separator before-each needs --vocab gpt2"
+        );
+    }
     let jsonl = args.jsonl || is_jsonl(&args.source);
     let tokenizer = match args.vocab.as_str() {
         "bytes" => Tokenizer::Bytes,
@@ -57,6 +69,10 @@ pub fn prepare_shards(args: PrepareArgs) -> miette::Result<ExitCode> {
         source: &args.source,
         jsonl_key: jsonl.then_some(args.key.as_str()),
         tokenizer,
+        separator: match args.separator.as_str() {
+            "before-each" => Separator::BeforeEach,
+            _ => Separator::Between,
+        },
         val_split: args.val_split,
         shard_tokens: args.shard_tokens,
         out: &args.out,

@@ -87,6 +87,7 @@ pub fn read(spec: &Spec, base_dir: &Path) -> Result<(Tokenizer, Read), DataError
     tokenize_documents(
         &tokenizer,
         several,
+        spec.data.separator,
         &each,
         &mut |piece| tokens.extend_from_slice(piece),
         &mut |_| {},

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use super::tokenize::tokenize_documents;
 use super::tokenizer::Tokenizer;
 use super::{DataError, text};
-use crate::spec::{Source, Spec, Vocab};
+use crate::spec::{Separator, Source, Spec, Vocab};
 
 const MAGIC: i32 = 20_240_520;
 const HEADER_INTS: usize = 256;
@@ -27,6 +27,8 @@ pub struct Prepare<'a> {
     /// `Some(key)`: JSON Lines, the document under `key`; `None`: text.
     pub jsonl_key: Option<&'a str>,
     pub tokenizer: Tokenizer,
+    /// Where GPT-2's end-of-text token goes (`data.separator`).
+    pub separator: Separator,
     pub val_split: f64,
     /// Tokens per shard file (llm.c writes 10⁸).
     pub shard_tokens: usize,
@@ -121,6 +123,7 @@ pub fn prepare(job: &Prepare<'_>, read: &mut dyn FnMut(u64)) -> Result<Prepared,
         tokenize_documents(
             &job.tokenizer,
             several,
+            job.separator,
             &each,
             &mut |tokens| {
                 count += tokens.len();
@@ -190,6 +193,10 @@ pub(super) fn hint(spec: &Spec, base_dir: &Path, seconds: f64) -> Option<String>
         Vocab::Bytes => "bytes",
         // Shards of a word vocabulary would need its word list beside them.
         Vocab::Words { .. } => return None,
+    };
+    let jsonl = match spec.data.separator {
+        Separator::Between => jsonl.to_string(),
+        Separator::BeforeEach => format!("{jsonl} --separator before-each"),
     };
     let path = base_dir.join(path);
     let path = path.display();

@@ -3,7 +3,8 @@
 //! whole. Shared by every text source a run reads and by `cllm prepare`.
 //!
 //! Documents are joined in order. Where the vocabulary has an end-of-text token
-//! (GPT-2's) it separates them; otherwise each document of several ends with a
+//! (GPT-2's) it goes between two documents, or before each (`data.separator`,
+//! llm.c's habit); otherwise each document of several ends with a
 //! newline (added where it lacks one).
 //!
 //! A long document is cut into pieces encoded on their own only where that cannot
@@ -18,6 +19,7 @@ use rayon::prelude::*;
 
 use super::DataError;
 use super::tokenizer::Tokenizer;
+use crate::spec::Separator;
 
 /// Bytes of documents tokenized together (one parallel batch).
 const BATCH_BYTES: usize = 32 << 20;
@@ -61,6 +63,7 @@ pub type Documents<'a> = dyn Fn(&mut dyn FnMut(&[u8])) -> Result<(), DataError> 
 pub fn tokenize_documents(
     tokenizer: &Tokenizer,
     several: bool,
+    separator: Separator,
     each: &Documents<'_>,
     sink: &mut dyn FnMut(&[u32]),
     read: &mut dyn FnMut(u64),
@@ -97,7 +100,7 @@ pub fn tokenize_documents(
                     end_document(&batch[p], tokenizer, several, &newline, sink);
                 }
                 if let Some(end) = tokenizer.end_of_text()
-                    && !first
+                    && (!first || separator == Separator::BeforeEach)
                 {
                     sink(&[end]);
                 }
@@ -170,6 +173,10 @@ mod tests {
     }
 
     fn stream(tokenizer: &Tokenizer, documents: &[Vec<u8>]) -> Vec<u32> {
+        stream_with(tokenizer, documents, Separator::Between)
+    }
+
+    fn stream_with(tokenizer: &Tokenizer, documents: &[Vec<u8>], separator: Separator) -> Vec<u32> {
         let mut out = Vec::new();
         let each = |f: &mut dyn FnMut(&[u8])| {
             documents.iter().for_each(|d| f(d));
@@ -178,6 +185,7 @@ mod tests {
         tokenize_documents(
             tokenizer,
             documents.len() > 1,
+            separator,
             &each,
             &mut |t| out.extend_from_slice(t),
             &mut |_| {},
@@ -192,7 +200,10 @@ mod tests {
         for tokenizer in [Tokenizer::Gpt2, Tokenizer::Bytes] {
             let cut = cuts(&tokenizer, &text);
             assert!(cut.len() >= 2, "the document is cut");
-            assert_eq!(stream(&tokenizer, std::slice::from_ref(&text)), tokenizer.encode(&text));
+            assert_eq!(
+                stream(&tokenizer, std::slice::from_ref(&text)),
+                tokenizer.encode(&text)
+            );
         }
     }
 
@@ -244,6 +255,12 @@ mod tests {
                 pool.install(|| stream(&tokenizer, &documents))
             });
             assert!(threads.iter().all(|t| *t == expected));
+            // llm.c's habit: the end of text before every document, the first too.
+            let before_each = stream_with(&tokenizer, &documents, Separator::BeforeEach);
+            match tokenizer.end_of_text() {
+                Some(end) => assert_eq!(before_each, [&[end][..], &expected].concat()),
+                None => assert_eq!(before_each, expected),
+            }
         }
     }
 }

@@ -107,7 +107,7 @@ pub(crate) struct Restored {
 /// cursor and data fingerprint.
 pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<Restored, RunError> {
     let mut stored = checkpoint::load(path)?;
-    let format = |reason: &str| checkpoint::CheckpointError::Format {
+    let format = |reason: &str| checkpoint::CheckpointError::Unfit {
         path: path.to_path_buf(),
         reason: reason.to_string(),
     };

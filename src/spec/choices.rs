@@ -134,6 +134,41 @@ impl Field for Source {
     }
 }
 
+/// Where GPT-2's end-of-text token goes when documents are joined into one stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Separator {
+    /// `between`: between two documents (cllm's, and nanoGPT's `prepare.py`'s, habit).
+    #[default]
+    Between,
+    /// `before_each`: before every document, the first too (llm.c's data scripts).
+    BeforeEach,
+}
+
+impl Field for Separator {
+    fn read(value: &Spanned<Value>, _unit: Unit) -> Result<Self, Problem> {
+        let (name, span, args) = variant(value, "`between` or `before_each`")?;
+        Args::new(name, span, args, &[])?;
+        match name {
+            "between" => Ok(Separator::Between),
+            "before_each" => Ok(Separator::BeforeEach),
+            _ => Err(unknown_variant(
+                name,
+                span,
+                "separator",
+                &["between", "before_each"],
+            )),
+        }
+    }
+
+    fn write(&self, _unit: Unit) -> Value {
+        Value::Ident(match self {
+            Separator::Between => "between".into(),
+            Separator::BeforeEach => "before_each".into(),
+        })
+    }
+}
+
 /// The token vocabulary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

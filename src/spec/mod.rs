@@ -23,7 +23,7 @@ mod weights;
 use std::path::{Path, PathBuf};
 
 pub use ast::{Span, Spanned, Value, human_bytes};
-pub use choices::{Attention, Coords, Source, Vocab, identity_basis};
+pub use choices::{Attention, Coords, Separator, Source, Vocab, identity_basis};
 pub use error::{Problem, SpecError, did_you_mean, render_plain};
 pub use print::to_cllm;
 pub use resume::{Change, SAFE_ON_RESUME, resume_changes};

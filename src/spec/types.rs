@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ast::{Spanned, Value};
-use super::choices::{Attention, Source, Vocab};
+use super::choices::{Attention, Separator, Source, Vocab};
 use super::convert::{Field, Unit};
 use super::error::Problem;
 use super::run_choices::{Gemm, Optimizer, Schedule, Threads};
@@ -83,6 +83,8 @@ spec_block! {
         val_split: f64 [Fraction] = 0.1,
         /// draw training windows at random (true) or in order (false)
         shuffle: bool = true,
+        /// where GPT-2's end-of-text token goes between a text source's documents: between | before_each (llm.c's scripts)
+        separator: Separator = Separator::Between,
     }
 }
 

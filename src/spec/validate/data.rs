@@ -3,13 +3,22 @@
 use std::path::Path;
 
 use super::super::ast::format_number;
-use super::super::choices::Source;
+use super::super::choices::{Separator, Source, Vocab};
 use super::super::types::Spec;
 use super::super::weights::Weights;
 use super::Checker;
 
 pub(super) fn data(c: &mut Checker<'_>, spec: &Spec, base_dir: Option<&Path>) {
     let d = &spec.data;
+    if d.separator != Separator::Between {
+        let text = matches!(d.source, Source::Text { .. } | Source::Jsonl { .. });
+        c.require(
+            text && spec.model.vocab == Vocab::Gpt2,
+            &["data.separator", "data.source", "model.vocab"],
+            "`separator` places GPT-2's end-of-text token among the documents of a text or JSON Lines source".into(),
+            "use it with `vocab = gpt2` and a `text(...)` or `jsonl(...)` source (shards were joined when they were written)",
+        );
+    }
     c.require(
         (0.0..1.0).contains(&d.val_split),
         &["data.val_split"],
