@@ -152,6 +152,24 @@ pub fn triad_gbps() -> f64 {
     best
 }
 
+/// How fast this pool's threads read `slices` (GB/s), as decoding's products read a
+/// weight (`matvec::sweep`: blocks over the threads, full vector width), best of five
+/// sweeps. Decoding one position reads every weight once, from wherever the weights
+/// sit (a cache that holds them, or memory), so this is its bound, measured the way it
+/// reads.
+pub fn sweep_gbps(slices: &[&[f32]]) -> f64 {
+    let bytes: usize = slices.iter().map(|s| 4 * s.len()).sum();
+    let mut best: f64 = 0.0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        std::hint::black_box(cllm_kernels::gemm::matvec::sweep(std::hint::black_box(
+            slices,
+        )));
+        best = best.max(bytes as f64 / started.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
 #[cfg(target_arch = "x86_64")]
 fn fma_loop(isa: Isa, iterations: u64) -> f32 {
     // SAFETY: `isa` is one the CPU supports (the callers take it from `cpu`).

@@ -36,7 +36,7 @@ pub struct SampleArgs {
     #[arg(long = "set", value_name = "BLOCK.KEY=VALUE")]
     overrides: Vec<String>,
     /// Print decoding speed to stderr: positions per second, and against the bound of
-    /// reading every weight once per position at the measured triad bandwidth.
+    /// reading every weight once per position, at the speed the sampler's threads sweep them.
     #[arg(long)]
     stats: bool,
     /// Go on past the end-of-text token (GPT-2's 50256, `<|endoftext|>`): by default
@@ -145,17 +145,22 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
         // Every position fed (the prompt's and each generated token but the last) runs
         // the whole model once and so reads every weight once.
         let positions = (prompt.len() + out.len()).saturating_sub(1).max(1);
+        // The sampler's products read them over this pool's threads, from wherever they
+        // sit (a large cache holds a small model's): the bound is those threads sweeping
+        // these very weights the same way.
         let weight_bytes = 4 * params.iter().map(Vec::len).sum::<usize>();
-        let triad = cllm::peak::triad_gbps();
-        let bound = triad * 1e9 / weight_bytes as f64;
+        let slices: Vec<&[f32]> = params.iter().map(Vec::as_slice).collect();
+        let read = cllm::peak::sweep_gbps(&slices);
+        let bound = read * 1e9 / weight_bytes as f64;
         let rate = positions as f64 / seconds;
         eprintln!(
             "decoded {positions} positions in {:.2} s: {rate:.1} per second, {:.2} ms each; \
-             weights {:.1} MB a position, triad {triad:.1} GB/s → bound {bound:.1} per second; \
-             {:.0}% of it",
+             weights {:.1} MB a position, read at {read:.1} GB/s on {} thread(s) (a sweep of \
+             the weights, as decoding reads them) → bound {bound:.1} per second; {:.0}% of it",
             seconds,
             1e3 / rate,
             weight_bytes as f64 / 1e6,
+            rayon::current_num_threads(),
             100.0 * rate / bound
         );
     }

@@ -74,6 +74,34 @@ pub fn matvec(
     }
 }
 
+/// The sum of every element of `slices`, read as [`matvec`] reads a weight: in blocks
+/// over the caller's rayon threads, at the CPU's full vector width. Timing it gives
+/// decoding's bound, the speed at which these threads can read the weights from
+/// wherever they sit.
+pub fn sweep(slices: &[&[f32]]) -> f32 {
+    const BLOCK: usize = ROWS * 1024;
+    let block_sum = |block: &[f32]| {
+        let mut total = 0.0;
+        let sum = &mut total;
+        crate::cpu::full_width!((block: &[f32], sum: &mut f32) => {
+            let mut acc = [0.0f32; 4 * LANES];
+            let chunks = block.chunks_exact(4 * LANES);
+            let tail: f32 = chunks.remainder().iter().sum();
+            for chunk in chunks {
+                for j in 0..4 * LANES {
+                    acc[j] += chunk[j];
+                }
+            }
+            *sum = acc.iter().sum::<f32>() + tail;
+        });
+        total
+    };
+    slices
+        .iter()
+        .map(|s| s.par_chunks(BLOCK).map(block_sum).sum::<f32>())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +138,21 @@ mod tests {
                 pool.install(|| matvec(&mut again, &x, &w, Some(&b), Precision::Fp32));
                 assert_eq!(again, out, "{threads} threads change the bits");
             }
+        }
+    }
+
+    #[test]
+    fn a_sweep_reads_every_element() {
+        // Small integers: every order of addition gives the exact sum.
+        let a: Vec<f32> = (0..200_003).map(|i| (i % 7) as f32).collect();
+        let b: Vec<f32> = (0..77).map(|i| (i % 3) as f32).collect();
+        let exact: f32 = a.iter().chain(&b).sum();
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            assert_eq!(pool.install(|| sweep(&[&a, &b])), exact);
         }
     }
 }
