@@ -213,3 +213,75 @@ fn exports_carry_their_tokenizer() {
         }
     }
 }
+
+/// A `words` vocabulary (cllm's own) is exported as its word list and rule,
+/// `cllm_words.json`, from which the ids can be rebuilt without cllm.
+#[test]
+fn a_word_vocabulary_is_exported_as_its_list_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::canonicalize("specs/data/tinyshakespeare.txt").unwrap();
+    let spec_file = dir.path().join("words.cllm");
+    std::fs::write(
+        &spec_file,
+        format!(
+            "cllm 0.1\ndata {{ source = text(\"{}\") }}\n\
+             model gpt {{ vocab = words(size = 300)  context = 8 tokens  width = 8  layers = 1  heads = 2 }}\n\
+             train {{ steps = 2  batch = 1 seqs }}\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let out = cllm(&[
+        "run",
+        spec_file.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hf = dir.path().join("hf");
+    let out = cllm(&[
+        "export",
+        run.to_str().unwrap(),
+        "--hf",
+        hf.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hf.join("cllm_words.json")).unwrap()).unwrap();
+    let words: Vec<String> = serde_json::from_value(file["words"].clone()).unwrap();
+    assert_eq!(words.len(), 300 - 256);
+    assert_eq!(file["vocab_size"], 300);
+    let stored = checkpoint::load(&run.join(FILE_NAME)).unwrap();
+    let listed: Vec<String> = serde_json::from_str(&stored.metadata["words"]).unwrap();
+    assert_eq!(words, listed);
+
+    // The rule, re-implemented from the file's words alone, gives cllm's ids.
+    let text = b"ROMEO: the king, my lord!  And thou art";
+    let mut ids = Vec::new();
+    let mut rest = &text[..];
+    while let Some(&first) = rest.first() {
+        let letters = first.is_ascii_alphabetic();
+        let len = rest
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic() == letters)
+            .count();
+        let run = &rest[..len];
+        match words.iter().position(|w| w.as_bytes() == run) {
+            Some(i) if letters => ids.push(256 + i as u32),
+            _ => ids.extend(run.iter().map(|&b| b as u32)),
+        }
+        rest = &rest[len..];
+    }
+    assert!(ids.iter().any(|&id| id >= 256), "some words are listed");
+    assert_eq!(ids, cllm::data::Tokenizer::from_words(words).encode(text));
+}

@@ -164,6 +164,28 @@ pub fn files(spec: &Spec) -> Vec<(&'static str, String)> {
     }
 }
 
+/// The file a `words` vocabulary is exported as: cllm's own tokenizer, which no
+/// Hugging Face model type expresses (unknown words fall back to their bytes), written
+/// out whole with its rule so that any tool can re-implement it.
+pub const WORDS_FILE: &str = "cllm_words.json";
+
+/// [`WORDS_FILE`]'s contents for the word list `words` (id 256 + i is `words[i]`).
+pub fn words_file(words: &[String]) -> String {
+    let json = serde_json::json!({
+        "tokenizer": "cllm words",
+        "rule": "text is cut into maximal runs of ASCII letters and runs of other bytes; \
+                 a letter run that is a listed word is the id 256 + its index in `words`, \
+                 every other byte is its own id (0..255)",
+        "byte_ids": 256,
+        "vocab_size": 256 + words.len(),
+        "words": words,
+    });
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(&json).expect("JSON serializes")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cllm::checkpoint::export_hf;
+use cllm::checkpoint::{export_hf, hf_tokenizer};
 use cllm::graph;
 use cllm::spec::Vocab;
 
@@ -38,7 +38,17 @@ pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
         let values = stored.take(&file, &p.name, &p.shape)?;
         params.push((p.name.clone(), p.shape.clone(), values));
     }
-    let written = export_hf(&spec, &params, &args.hf)?;
+    let mut written = export_hf(&spec, &params, &args.hf)?;
+    if let Some(words) = stored.metadata.get("words") {
+        let words: Vec<String> = serde_json::from_str(words).map_err(|e| {
+            miette::miette!("the word list in `{}` is unreadable: {e}", file.display())
+        })?;
+        let path = args.hf.join(hf_tokenizer::WORDS_FILE);
+        let text = hf_tokenizer::words_file(&words);
+        cllm::files::write_atomic(&path, text.as_bytes())
+            .map_err(|e| miette::miette!("cannot write `{}`: {e}", path.display()))?;
+        written.push(path);
+    }
     let step = stored.metadata.get("step").map_or("?", String::as_str);
     let names: Vec<String> = (written.iter())
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -57,7 +67,7 @@ pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
             "AutoTokenizer.from_pretrained(the same folder) tokenizes for it (its tokens are the bytes)"
         }
         Vocab::Words { .. } => {
-            "its word vocabulary is cllm's own: the word list is in the checkpoint's `words` metadata"
+            "its word vocabulary is cllm's own, which no Hugging Face tokenizer expresses: cllm_words.json holds the word list and the rule"
         }
     };
     eprintln!(
