@@ -58,8 +58,18 @@ fn may_cut(tokenizer: &Tokenizer, text: &[u8], p: usize) -> bool {
 /// Calls its argument with each document of a source, in order.
 pub type Documents<'a> = dyn Fn(&mut dyn FnMut(&[u8])) -> Result<(), DataError> + 'a;
 
+/// A piece of a document, copied out of its mapped file, with where it sits.
+struct Piece {
+    text: Vec<u8>,
+    /// The document's first piece: a separator may go before it.
+    opens: bool,
+    /// The document's last piece, and whether the document ends with a newline.
+    closes: Option<bool>,
+}
+
 /// Tokenizes the documents `each` yields and hands the joined stream to `sink` in
-/// order; `read` is told the bytes tokenized so far after every batch.
+/// order; `read` is told the bytes tokenized so far after every batch. Memory stays
+/// about one batch ([`BATCH_BYTES`]) however long a document is.
 pub fn tokenize_documents(
     tokenizer: &Tokenizer,
     several: bool,
@@ -68,78 +78,74 @@ pub fn tokenize_documents(
     sink: &mut dyn FnMut(&[u32]),
     read: &mut dyn FnMut(u64),
 ) -> Result<(), DataError> {
+    in_batches(tokenizer, several, separator, each, sink, read, BATCH_BYTES)
+}
+
+/// [`tokenize_documents`] with batches of `batch_limit` bytes.
+fn in_batches(
+    tokenizer: &Tokenizer,
+    several: bool,
+    separator: Separator,
+    each: &Documents<'_>,
+    sink: &mut dyn FnMut(&[u32]),
+    read: &mut dyn FnMut(u64),
+    batch_limit: usize,
+) -> Result<(), DataError> {
     let newline = tokenizer.encode(b"\n");
+    let end_of_text = tokenizer.end_of_text();
     let mut first = true;
     let mut done = 0u64;
-    // Documents copied out of their mapped files, encoded a batch at a time.
-    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut batch: Vec<Piece> = Vec::new();
     let mut batch_bytes = 0;
-    let mut flush = |batch: &mut Vec<Vec<u8>>, sink: &mut dyn FnMut(&[u32])| {
-        let pieces: Vec<(usize, &[u8])> = batch
-            .iter()
-            .enumerate()
-            .flat_map(|(d, text)| {
-                let mut starts = vec![0];
-                starts.extend(cuts(tokenizer, text));
-                let ends: Vec<usize> = starts[1..].iter().copied().chain([text.len()]).collect();
-                starts
-                    .into_iter()
-                    .zip(ends)
-                    .map(move |(s, e)| (d, &text[s..e]))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let encoded: Vec<Vec<u32>> = pieces
+    let mut flush = |batch: &mut Vec<Piece>, sink: &mut dyn FnMut(&[u32])| {
+        let encoded: Vec<Vec<u32>> = batch
             .par_iter()
-            .map(|(_, text)| tokenizer.encode(text))
+            .map(|p| tokenizer.encode(&p.text))
             .collect();
-        let mut previous = None;
-        for ((d, _), tokens) in pieces.iter().zip(&encoded) {
-            if previous != Some(*d) {
-                if let Some(p) = previous {
-                    end_document(&batch[p], tokenizer, several, &newline, sink);
-                }
-                if let Some(end) = tokenizer.end_of_text()
+        for (piece, tokens) in batch.iter().zip(&encoded) {
+            if piece.opens {
+                if let Some(end) = end_of_text
                     && (!first || separator == Separator::BeforeEach)
                 {
                     sink(&[end]);
                 }
                 first = false;
-                previous = Some(*d);
             }
             sink(tokens);
-        }
-        if let Some(p) = previous {
-            end_document(&batch[p], tokenizer, several, &newline, sink);
+            // Without an end-of-text token, each document of several ends with a newline.
+            if piece.closes == Some(false) && several && end_of_text.is_none() {
+                sink(&newline);
+            }
         }
         batch.clear();
     };
     each(&mut |document: &[u8]| {
-        batch.push(document.to_vec());
-        batch_bytes += document.len();
-        if batch_bytes >= BATCH_BYTES {
-            flush(&mut batch, sink);
-            done += batch_bytes as u64;
-            batch_bytes = 0;
-            read(done);
+        let mut starts = vec![0];
+        starts.extend(cuts(tokenizer, document));
+        let ends: Vec<usize> = starts[1..]
+            .iter()
+            .copied()
+            .chain([document.len()])
+            .collect();
+        let last = starts.len() - 1;
+        for (i, (start, end)) in starts.into_iter().zip(ends).enumerate() {
+            batch.push(Piece {
+                text: document[start..end].to_vec(),
+                opens: i == 0,
+                closes: (i == last).then(|| document.ends_with(b"\n")),
+            });
+            batch_bytes += end - start;
+            if batch_bytes >= batch_limit {
+                flush(&mut batch, sink);
+                done += batch_bytes as u64;
+                batch_bytes = 0;
+                read(done);
+            }
         }
     })?;
     flush(&mut batch, sink);
     read(done + batch_bytes as u64);
     Ok(())
-}
-
-/// A document's closing newline, for vocabularies without an end-of-text token.
-fn end_document(
-    text: &[u8],
-    tokenizer: &Tokenizer,
-    several: bool,
-    newline: &[u32],
-    sink: &mut dyn FnMut(&[u32]),
-) {
-    if several && tokenizer.end_of_text().is_none() && !text.ends_with(b"\n") {
-        sink(newline);
-    }
 }
 
 #[cfg(test)]
@@ -182,13 +188,15 @@ mod tests {
             documents.iter().for_each(|d| f(d));
             Ok(())
         };
-        tokenize_documents(
+        // Batches of one piece: a long document spans several.
+        in_batches(
             tokenizer,
             documents.len() > 1,
             separator,
             &each,
             &mut |t| out.extend_from_slice(t),
             &mut |_| {},
+            PIECE_BYTES,
         )
         .unwrap();
         out
