@@ -180,7 +180,7 @@ pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::
 }
 
 /// What one rank holds: the parameters, its run's AdamW moments (ZeRO-1), the gradient
-/// buffers of its block's schedule, the exchange's three buffers of R pieces, the bf16
+/// buffers of its block's schedule, the exchange's two buffers of R pieces, the bf16
 /// panels and the workers' arenas.
 fn rank_memory(plan: &Plan, step: &Step, ranks: usize) -> String {
     use cllm::spec::human_bytes;
@@ -196,7 +196,7 @@ fn rank_memory(plan: &Plan, step: &Step, ranks: usize) -> String {
     let grads = buffers as f64 * params;
     let exchange = match ranks {
         1 => 0.0,
-        _ => 3.0 * float * piece * ranks as f64,
+        _ => 2.0 * float * piece * ranks as f64,
     };
     let panels = cllm::plan::panels::panel_bytes(plan) as f64;
     let workers = plan.workers.min(block);

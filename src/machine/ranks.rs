@@ -172,10 +172,9 @@ pub(super) struct Ranks<T> {
     /// This rank's subtree sum cut into the R owners' pieces (R × piece).
     pub scatter: Vec<T>,
     /// Every rank's subtree sum of this rank's run (R × piece); the owner's tree
-    /// leaves the total in piece 0.
+    /// leaves the total in piece 0. Once that is copied out, the same buffer receives
+    /// every owner's updated span ([`Ranks::gather_spans`]): the two never overlap.
     pub mine: Vec<T>,
-    /// Every owner's total, in rank order (R × piece).
-    pub totals: Vec<T>,
     /// Σ g² of this rank's chunks (padded to the most chunks a rank owns), and every
     /// rank's.
     pub squares_out: Vec<f64>,
@@ -190,7 +189,7 @@ pub(super) struct Ranks<T> {
 
 impl<T: cllm_kernels::Real> Ranks<T> {
     /// The split of `shards` over `exchange`'s ranks, and the exchange's buffers:
-    /// three of R pieces (≈ 3P floats in all, whatever R) and the chunks' Σ g².
+    /// two of R pieces (≈ 2P floats in all, whatever R) and the chunks' Σ g².
     pub fn new(
         exchange: Arc<dyn Exchange>,
         shards: usize,
@@ -214,7 +213,6 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             piece,
             scatter: pieces(),
             mine: pieces(),
-            totals: pieces(),
             squares_out: vec![0.0; most],
             squares_in: vec![0.0; ranks * most],
             losses_out: Vec::new(),
@@ -227,19 +225,19 @@ impl<T: cllm_kernels::Real> Ranks<T> {
 
 impl<T: cllm_kernels::Real> Ranks<T> {
     /// Every rank's own span of `state` (P floats, current on each owner's span) to
-    /// every rank: one all-gather of a piece from each.
+    /// every rank: one all-gather of a piece from each, received in `mine` (free once
+    /// the gradient exchange has copied its total out).
     pub fn gather_spans(&mut self, state: &mut [T]) {
         let (rank, piece) = (self.exchange.rank(), self.piece);
         let span = self.spans[rank].clone();
         self.scatter[..span.len()].copy_from_slice(&state[span.clone()]);
         let started = std::time::Instant::now();
         let send = bytes_of(&self.scatter[..piece]);
-        self.exchange
-            .all_gather(send, bytes_of_mut(&mut self.totals));
+        self.exchange.all_gather(send, bytes_of_mut(&mut self.mine));
         self.exchange_seconds += started.elapsed().as_secs_f64();
         self.sent_bytes += ((self.exchange.ranks() - 1) * send.len()) as u64;
         for (s, span) in self.spans.iter().enumerate() {
-            state[span.clone()].copy_from_slice(&self.totals[s * piece..][..span.len()]);
+            state[span.clone()].copy_from_slice(&self.mine[s * piece..][..span.len()]);
         }
     }
 }
