@@ -197,3 +197,22 @@ fn json_lines_documents_are_separated_as_a_run_separates_them() {
     assert!(stderr.contains("already holds token shards"), "{stderr}");
     assert_eq!(names(&out), ["train_000000.bin", "val_000000.bin"]);
 }
+
+#[test]
+fn a_missing_or_irregular_source_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.txt");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for source in [dir.path().join("missing.txt"), fifo] {
+        let out = dir.path().join("shards");
+        let run = prepare(
+            1,
+            &[source.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        );
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cannot read"), "{stderr}");
+        assert!(!out.exists(), "nothing is written for {}", source.display());
+    }
+}

@@ -29,7 +29,7 @@ pub enum DataError {
     #[error("cannot read `{path}`")]
     #[diagnostic(
         code(cllm::data),
-        help("check the path in `data.source`; it is relative to the spec's folder")
+        help("check the path (a spec's `data.source` is relative to the spec's folder)")
     )]
     Unreadable {
         path: PathBuf,

@@ -89,13 +89,21 @@ pub fn prepare(job: &Prepare<'_>, read: &mut dyn FnMut(u64)) -> Result<Prepared,
             });
         }
     }
-    std::fs::create_dir_all(job.out).map_err(write_error(job.out))?;
     let ext = if job.jsonl_key.is_some() {
         "jsonl"
     } else {
         "txt"
     };
     let files = text::files(job.source, ext)?;
+    // Every file is looked at before anything is written (a missing file or a FIFO
+    // leaves no empty folder behind).
+    for file in &files {
+        if let Err(source) = crate::files::map_regular(file) {
+            let path = file.clone();
+            return Err(DataError::Unreadable { path, source }.into());
+        }
+    }
+    std::fs::create_dir_all(job.out).map_err(write_error(job.out))?;
     let bytes = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
