@@ -191,9 +191,17 @@ const SLOW_TOKENIZING_SECONDS: f64 = 2.0;
 /// For a text or JSON Lines source that took `seconds` to tokenize: the note that
 /// `cllm prepare` does it once.
 pub(super) fn hint(spec: &Spec, base_dir: &Path, seconds: f64) -> Option<String> {
-    let (path, jsonl) = match &spec.data.source {
-        Source::Text { path } => (path, ""),
-        Source::Jsonl { path, key } => (path, if key == "text" { "" } else { " --key KEY" }),
+    // The flags that make `cllm prepare` read the source as the run does.
+    let mut flags = String::new();
+    let path = match &spec.data.source {
+        Source::Text { path } => path,
+        Source::Jsonl { path, key } => {
+            flags.push_str(" --jsonl");
+            if key != "text" {
+                flags.push_str(&format!(" --key {key}"));
+            }
+            path
+        }
         _ => return None,
     };
     let vocab = match spec.model.vocab {
@@ -202,16 +210,15 @@ pub(super) fn hint(spec: &Spec, base_dir: &Path, seconds: f64) -> Option<String>
         // Shards of a word vocabulary would need its word list beside them.
         Vocab::Words { .. } => return None,
     };
-    let jsonl = match spec.data.separator {
-        Separator::Between => jsonl.to_string(),
-        Separator::BeforeEach => format!("{jsonl} --separator before-each"),
-    };
+    if spec.data.separator == Separator::BeforeEach {
+        flags.push_str(" --separator before-each");
+    }
     let path = base_dir.join(path);
     let path = path.display();
     (seconds >= SLOW_TOKENIZING_SECONDS).then(|| {
         format!(
             "tokenizing `{path}` took {seconds:.1} s, at every start, resumption and rank; \
-             `cllm prepare {path} --vocab {vocab}{jsonl} --out DIR` does it once, then \
+             `cllm prepare {path} --vocab {vocab}{flags} --out DIR` does it once, then \
              `source = tokens(\"DIR\")` trains on the same tokens, memory-mapped"
         )
     })
@@ -234,5 +241,11 @@ mod tests {
             "{note}"
         );
         assert_eq!(hint(&spec, Path::new("."), 1.9), None);
+        let text = "cllm 0.1\ndata { source = jsonl(\"specs/data\", key = \"body\")  separator = before_each }\n\
+                    model gpt { vocab = gpt2 }\n";
+        let spec = crate::spec::parse(text, "t", Path::new("."), &[]).unwrap();
+        let note = hint(&spec, Path::new("."), 3.0).unwrap();
+        let command = "--vocab gpt2 --jsonl --key body --separator before-each --out DIR";
+        assert!(note.contains(command), "{note}");
     }
 }
