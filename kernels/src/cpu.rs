@@ -90,7 +90,9 @@ pub fn bf16_supported() -> Vec<Bf16Unit> {
         if supports(Isa::Avx512) && is_x86_feature_detected!("avx512bf16") {
             units.push(Bf16Unit::Avx512Bf16);
         }
-        if supports(Isa::Avx512) && amx_permitted() {
+        // The AMX GEMM rounds its operands with AVX512-BF16's conversion as it packs
+        // them (every AMX CPU so far has both).
+        if supports(Isa::Avx512) && is_x86_feature_detected!("avx512bf16") && amx_permitted() {
             units.push(Bf16Unit::Amx);
         }
     }

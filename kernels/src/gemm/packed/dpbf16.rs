@@ -27,6 +27,24 @@ pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile
         let r0 = block * ROWS;
         // A rows r0.. live in tile r0 / 16, rows of 32 bf16 (64 bytes).
         let a_rows = a.wrapping_add((r0 / 16) * 512 + (r0 % 16) * 32);
+        let part = Tile {
+            row: tile.row + r0,
+            rows: ROWS.min(tile.rows - r0),
+            ..tile
+        };
+        // The block's rows of C are read (when adding) and written after its k loop:
+        // ask for their lines (128 bytes a row, three lines when unaligned) while the
+        // products run, as the fp32 kernel does. The weight gradients add into
+        // matrices larger than L2, and the first row's load stalled the store.
+        if tile.dst.cs == 1 {
+            for i in 0..part.rows {
+                // SAFETY: the row is inside dst (and a prefetch never faults).
+                let row = unsafe { tile.dst.at(part.row + i, tile.col) } as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(124));
+            }
+        }
         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
         for s in 0..steps {
             let (a_step, b_step) = (
@@ -48,11 +66,6 @@ pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile
                 }
             }
         }
-        let part = Tile {
-            row: tile.row + r0,
-            rows: ROWS.min(tile.rows - r0),
-            ..tile
-        };
         // SAFETY: the block lies inside the tile.
         unsafe {
             match part.rows {

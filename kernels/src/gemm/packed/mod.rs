@@ -135,7 +135,7 @@ pub fn reads_panels(unit: Bf16Unit) -> bool {
 /// [`PANEL_COLUMNS`].
 ///
 /// # Safety
-/// The CPU has AVX-512F; `rhs` is a valid k × n matrix; `panels` holds
+/// The CPU has AVX-512F and AVX512-BF16; `rhs` is a valid k × n matrix; `panels` holds
 /// [`crate::gemm::panels_len`]`(k, n)` elements, of which these columns' are written by no one else.
 pub unsafe fn pack_panels(
     panels: *mut u16,

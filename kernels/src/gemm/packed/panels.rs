@@ -158,7 +158,7 @@ pub struct Bf16Panels {
 /// zero).
 ///
 /// # Safety
-/// The CPU has AVX-512F; `lhs` is a valid m × k matrix; `buf` holds [`bf16_len`]`(m, k)`.
+/// The CPU has AVX-512F and AVX512-BF16; `lhs` is a valid m × k matrix; `buf` holds [`bf16_len`]`(m, k)`.
 pub unsafe fn pack_a_bf16(buf: &mut [u16], lhs: View, m: usize, k: usize) {
     // SAFETY: forwarded.
     unsafe { amx_pack::pack_a(buf, lhs, 0, m, 0, k) }
