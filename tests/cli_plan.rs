@@ -195,3 +195,38 @@ fn plan_predicts_the_step_on_every_thread_count() {
         "{text}"
     );
 }
+
+#[test]
+fn plan_cuts_the_layers_into_pipeline_stages() {
+    let out = cllm(&[
+        "plan",
+        "specs/bench-xs.cllm",
+        "--stages",
+        "2",
+        "--gflops",
+        "50",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = (text.lines())
+        .skip_while(|l| !l.contains("ms/micro"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[0].contains("embeddings, h.0–h.1"), "{text}");
+    assert!(rows[1].contains("h.2–h.3, head"), "{text}");
+    assert!(text.contains("bubble (P − 1)/(m + P − 1) = 11%"), "{text}");
+    assert!(text.contains("2 data-parallel rank(s)"), "{text}");
+    assert!(text.contains("the schedule is not built yet"), "{text}");
+
+    // bench-xs has 4 blocks: 5 stages cannot each hold one.
+    let out = cllm(&["plan", "specs/bench-xs.cllm", "--stages", "5"]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("4 block(s)"), "{error}");
+}

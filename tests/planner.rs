@@ -345,3 +345,41 @@ fn every_pass_combination_gives_the_jit_the_same_bits() {
         );
     }
 }
+
+/// A pipeline cut puts every parameter in exactly one stage: the embeddings (and the
+/// tied head's `wte`) with the first, the final LayerNorm with the last.
+#[test]
+fn a_pipeline_cut_holds_every_parameter_once() {
+    use cllm::plan::scaling::Network;
+    use cllm::plan::stages;
+    let spec = spec::load(Path::new("specs/bench-s.cllm"), &[]).unwrap();
+    let plan = cllm::plan::plan(&spec).unwrap();
+    let net = Network::parse("10Gbit,50us").unwrap();
+    let c = spec.model.width as usize;
+    for count in 1..=6 {
+        let pipeline = stages::predict(&plan, count, 8, (5e10, 2e10), &net).unwrap();
+        let params: usize = pipeline.stages.iter().map(|s| s.params).sum();
+        assert_eq!(
+            params as u128,
+            spec.model.parameter_count(),
+            "{count} stages"
+        );
+        let blocks: Vec<usize> = pipeline
+            .stages
+            .iter()
+            .flat_map(|s| s.blocks.clone())
+            .collect();
+        assert_eq!(blocks, (0..6).collect::<Vec<_>>());
+        // wte (V·C) and wpe (T·C) ride with the first stage, ln_f (2C) with the last.
+        let (first, last) = (&pipeline.stages[0], pipeline.stages.last().unwrap());
+        assert!(first.params >= (256 + 256) * c, "{first:?}");
+        assert_eq!(first.in_flight, count.min(8));
+        assert_eq!(last.in_flight, 1);
+        assert!(last.params >= 2 * c);
+        assert!((pipeline.bubble - (count - 1) as f64 / (count + 7) as f64).abs() < 1e-12);
+        if count == 1 {
+            assert!((pipeline.efficiency - 1.0).abs() < 1e-12);
+        }
+    }
+    assert!(stages::predict(&plan, 7, 8, (5e10, 2e10), &net).is_none());
+}

@@ -12,6 +12,7 @@ pub mod prepare;
 pub mod run;
 pub mod sample;
 pub mod scaling;
+pub mod stages;
 mod stored;
 
 /// Prints a diagnostic the way every subcommand does.

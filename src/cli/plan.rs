@@ -34,6 +34,11 @@ pub struct PlanArgs {
     /// parallel efficiency on 1…128 threads of one process (docs/scaling.md).
     #[arg(long, value_name = "N")]
     threads: Option<u64>,
+    /// Print how the layers would cut into P pipeline stages (a prediction: each
+    /// stage's blocks, parameters, memory and time, the 1F1B bubble, and the step against
+    /// P data-parallel ranks; the pipeline schedule itself is not built yet).
+    #[arg(long, value_name = "P", conflicts_with = "ranks")]
+    stages: Option<usize>,
     /// The network of the cost model: bandwidth,latency.
     #[arg(long, value_name = "BANDWIDTH,LATENCY", default_value = "10Gbit,50us")]
     network: String,
@@ -73,6 +78,13 @@ pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
         print!(
             "{}",
             super::scaling::report(&spec, &plan, ranks, &args.network, args.gflops)?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(stages) = args.stages {
+        print!(
+            "{}",
+            super::stages::report(&spec, &plan, stages, &args.network, args.gflops)?
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -30,6 +30,7 @@ mod placement;
 mod recompute;
 mod report;
 pub mod scaling;
+pub mod stages;
 mod svg;
 pub mod thread_scaling;
 

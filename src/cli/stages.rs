@@ -1,0 +1,120 @@
+//! The text of `cllm plan --stages P`: the pipeline cut and its prediction beside data
+//! parallelism (`cllm::plan::stages`).
+
+use std::fmt::Write;
+
+use cllm::machine::rank_counts;
+use cllm::plan::Plan;
+use cllm::plan::scaling::{Network, Step, predict};
+use cllm::plan::stages;
+use cllm::spec::Spec;
+
+const MB: f64 = 1e6;
+
+pub fn report(
+    spec: &Spec,
+    plan: &Plan,
+    stages: usize,
+    network: &str,
+    gflops: Option<f64>,
+) -> miette::Result<String> {
+    let net = Network::parse(network).map_err(|e| miette::miette!("--network {e}"))?;
+    let layers = plan.graph.dims.layers;
+    if stages == 0 || stages > layers {
+        miette::bail!(
+            help = "a stage holds at least one block: try --stages 1 to {layers}",
+            "--stages {stages}: this model has {layers} block(s) to cut"
+        );
+    }
+    let (rate, assumed) = match gflops {
+        Some(g) if g.is_finite() && g > 0.0 => (g * 1e9, "given"),
+        Some(g) => miette::bail!("--gflops must be positive, not {g}"),
+        None => (
+            0.6 * cllm::peak::fma_peak_gflops(plan.threads) * 1e9,
+            "60% of the measured FMA peak",
+        ),
+    };
+    let bandwidth = cllm::peak::triad_gbps() * 1e9;
+    let micro_batches = plan.shards * spec.train.accumulate as usize;
+    let pipeline = stages::predict(plan, stages, micro_batches, (rate, bandwidth), &net)
+        .expect("1 ≤ stages ≤ blocks");
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pipeline over {stages} stage(s), 1F1B over {micro_batches} micro-batch(es) (the \
+         step's shards): a prediction — the schedule is not built yet (docs/scaling.md)"
+    );
+    let _ = writeln!(
+        out,
+        "one process: {:.1} GFLOP/s ({assumed}), {:.1} GB/s; network {:.1} Gbit/s, {:.0} µs",
+        rate / 1e9,
+        bandwidth / 1e9,
+        net.bytes_per_s * 8.0 / 1e9,
+        net.latency_s * 1e6
+    );
+    let _ = writeln!(
+        out,
+        "  {:>5}  {:<24} {:>9}  {:>22}  {:>24}  {:>12}",
+        "stage", "blocks", "params", "weights+grads+AdamW", "activations in flight", "ms/micro"
+    );
+    for (s, stage) in pipeline.stages.iter().enumerate() {
+        let mut blocks = match stage.blocks.len() {
+            1 => format!("h.{}", stage.blocks.start),
+            _ => format!("h.{}–h.{}", stage.blocks.start, stage.blocks.end - 1),
+        };
+        if s == 0 {
+            blocks = format!("embeddings, {blocks}");
+        }
+        if stage.blocks.end == layers {
+            blocks.push_str(", head");
+        }
+        let activation_mb = 4.0 * stage.activations as f64 / MB;
+        let _ = writeln!(
+            out,
+            "  {s:>5}  {blocks:<24} {:>8.2}M  {:>19.1} MB  {:>3} × {:>8.1} MB = {:>6.0} MB  {:>12.2}",
+            stage.params as f64 / 1e6,
+            16.0 * stage.params as f64 / MB,
+            stage.in_flight,
+            activation_mb,
+            stage.in_flight as f64 * activation_mb,
+            stage.seconds * 1e3
+        );
+    }
+    let _ = writeln!(
+        out,
+        "boundary: B·T·C = {} floats ({:.2} MB) each way per micro-batch; bubble (P − 1)/(m + P − 1) = {:.0}%",
+        pipeline.boundary_floats,
+        4.0 * pipeline.boundary_floats as f64 / MB,
+        100.0 * pipeline.bubble
+    );
+    let dp = if rank_counts(plan.shards).contains(&stages) {
+        let step = Step {
+            flops: plan.step_flops(spec.train.accumulate) as f64,
+            params: spec.model.parameter_count() as f64,
+            chunks: &plan.param_chunks,
+            shards: plan.shards,
+            flop_rate: rate,
+            memory_bytes_per_s: bandwidth,
+        };
+        let ranks = predict(&step, &net, stages);
+        let step_s = pipeline.single_s / stages as f64 + ranks.exchange_s + ranks.tree_s;
+        format!(
+            "{stages} data-parallel rank(s) {:.1} ms (efficiency {:.0}%)",
+            step_s * 1e3,
+            100.0 * pipeline.single_s / (stages as f64 * step_s)
+        )
+    } else {
+        format!(
+            "{stages} data-parallel ranks: plan.shards = {} does not split over them",
+            plan.shards
+        )
+    };
+    let _ = writeln!(
+        out,
+        "predicted step: one process {:.1} ms; {stages} stage(s) {:.1} ms (efficiency {:.0}%); {dp}",
+        pipeline.single_s * 1e3,
+        pipeline.step_s * 1e3,
+        100.0 * pipeline.efficiency
+    );
+    Ok(out)
+}
