@@ -21,14 +21,7 @@ pub fn report(
     if !allowed.contains(&ranks) {
         return Err(cllm::machine::RankError::new(ranks, shards).into());
     }
-    let (rate, assumed) = match gflops {
-        Some(g) if g.is_finite() && g > 0.0 => (g * 1e9, "given"),
-        Some(g) => miette::bail!("--gflops must be positive, not {g}"),
-        None => (
-            0.6 * cllm::peak::fma_peak_gflops(plan.threads) * 1e9,
-            "60% of the measured FMA peak",
-        ),
-    };
+    let (rate, assumed) = flop_rate(gflops, plan.threads)?;
     let step = Step {
         flops: plan.step_flops(spec.train.accumulate) as f64,
         params: spec.model.parameter_count() as f64,
@@ -111,16 +104,22 @@ pub fn report(
     Ok(out)
 }
 
+/// The cost models' FLOP rate of one process on `threads` threads, FLOP/s, and what it
+/// is: `--gflops` as given, else 60% of the FMA peak measured now.
+pub fn flop_rate(gflops: Option<f64>, threads: usize) -> miette::Result<(f64, String)> {
+    match gflops {
+        Some(g) if g.is_finite() && g > 0.0 => Ok((g * 1e9, "given".to_string())),
+        Some(g) => miette::bail!("--gflops must be positive, not {g}"),
+        None => Ok((
+            0.6 * cllm::peak::fma_peak_gflops(threads) * 1e9,
+            format!("60% of the measured {threads}-thread FMA peak"),
+        )),
+    }
+}
+
 /// The text of `cllm plan --threads N`: the predicted step on 1…128 threads.
 pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::Result<String> {
-    let (rate, assumed) = match gflops {
-        Some(g) if g.is_finite() && g > 0.0 => (g * 1e9, "given"),
-        Some(g) => miette::bail!("--gflops must be positive, not {g}"),
-        None => (
-            0.6 * cllm::peak::fma_peak_gflops(1) * 1e9,
-            "60% of the measured 1-thread FMA peak",
-        ),
-    };
+    let (rate, assumed) = flop_rate(gflops, 1)?;
     let rates = ThreadRates {
         flops_per_s: rate,
         bytes_per_s: cllm::peak::triad_gbps() * 1e9,

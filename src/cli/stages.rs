@@ -26,14 +26,7 @@ pub fn report(
             "--stages {stages}: this model has {layers} block(s) to cut"
         );
     }
-    let (rate, assumed) = match gflops {
-        Some(g) if g.is_finite() && g > 0.0 => (g * 1e9, "given"),
-        Some(g) => miette::bail!("--gflops must be positive, not {g}"),
-        None => (
-            0.6 * cllm::peak::fma_peak_gflops(plan.threads) * 1e9,
-            "60% of the measured FMA peak",
-        ),
-    };
+    let (rate, assumed) = super::scaling::flop_rate(gflops, plan.threads)?;
     let bandwidth = cllm::peak::triad_gbps() * 1e9;
     let micro_batches = plan.shards * spec.train.accumulate as usize;
     let pipeline = stages::predict(plan, stages, micro_batches, (rate, bandwidth), &net)
