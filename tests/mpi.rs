@@ -87,6 +87,9 @@ fn ranks_give_the_single_process_bits() {
         train(Some(ranks), 1, &dir(&name), &[]);
         assert_eq!(state(&dir(&name)), expected, "{ranks} ranks × 1 thread");
     }
+    // Ranks of two workers each: their block's tree above the workers comes first.
+    train(Some(2), 2, &dir("r2t2"), &[]);
+    assert_eq!(state(&dir("r2t2")), expected, "2 ranks × 2 threads");
     // Resume on 1 process and on 2 ranks from a checkpoint 4 ranks wrote at step 5.
     train(Some(4), 1, &dir("half"), &["--stop-at", "5"]);
     for ranks in [None, Some(2)] {

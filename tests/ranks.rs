@@ -41,7 +41,16 @@ fn run_on_ranks_how(
     dir: &Path,
     how: impl Fn(&mut RunOptions),
 ) -> Vec<runtime::RunSummary> {
-    let spec = tiny(1);
+    run_spec_on_ranks(&tiny(1), ranks, dir, how)
+}
+
+/// R ranks as threads, each running `spec` with its options set by `how`.
+fn run_spec_on_ranks(
+    spec: &Spec,
+    ranks: usize,
+    dir: &Path,
+    how: impl Fn(&mut RunOptions),
+) -> Vec<runtime::RunSummary> {
     let handles: Vec<_> = ThreadRanks::group(ranks)
         .into_iter()
         .map(|exchange| {
@@ -184,5 +193,31 @@ fn a_rank_count_that_does_not_split_the_shards_is_refused() {
         );
         let help = miette::Diagnostic::help(&error).unwrap().to_string();
         assert!(help.contains("1, 2, 4 or 8"), "{help}");
+    }
+}
+
+/// Ranks that each run their block on several workers (threads ≥ 2 with blocks of 4
+/// and 2 shards) finish their block's tree above the workers before the exchange: the
+/// same bits as one process.
+#[test]
+fn ranks_of_several_workers_give_the_single_process_bits() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("single");
+    let mut options = RunOptions::new(&dir, ".");
+    options.quiet = true;
+    runtime::train(&tiny(1), &options).unwrap();
+    let expected = state(&dir);
+    for (ranks, threads) in [(2, 2), (2, 3), (4, 2)] {
+        let dir = root.path().join(format!("r{ranks}t{threads}"));
+        run_spec_on_ranks(&tiny(threads), ranks, &dir, |_| {});
+        let got = state(&dir);
+        let differ: Vec<&str> = (got.iter().zip(&expected))
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.0.as_str())
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{ranks} ranks of {threads} threads: {differ:?} differ"
+        );
     }
 }

@@ -101,6 +101,17 @@ impl<T: Real> Machine<T> {
             ..
         } = self;
         let ranks = ranks.as_mut().expect("split over ranks");
+        // A block run by several workers: the tree above their parts first, so the
+        // block's sum is in buffer ROOT (its Σ g² is the owners' to take).
+        let (last, grad_ptrs) = (&self.schedule.last, &self.grad_ptrs);
+        if !last.is_empty() {
+            pool.install(|| {
+                (0..chunks.steps.len()).into_par_iter().for_each(|i| {
+                    // SAFETY: each task takes one chunk of the buffers; the workers are done.
+                    unsafe { chunk_tree(chunks, i, last, grad_ptrs) };
+                })
+            });
+        }
         let (rank, count, piece) = (ranks.exchange.rank(), ranks.exchange.ranks(), ranks.piece);
         for (s, span) in ranks.spans.iter().enumerate() {
             ranks.scatter[s * piece..][..span.len()].copy_from_slice(&grads[ROOT][span.clone()]);
