@@ -2,9 +2,12 @@
 //! `mpiexec -n R cllm run SPEC`, over the system's MPI (MPICH or Open MPI) through the
 //! `mpi` crate. A step needs two collectives: all-to-all and all-gather.
 
-use std::sync::Arc;
+use std::ffi::c_int;
+use std::sync::{Arc, Mutex};
 
 use mpi::environment::Universe;
+use mpi::ffi;
+use mpi::raw::AsRaw;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives};
 
@@ -18,6 +21,8 @@ pub struct Mpi {
     world: SimpleCommunicator,
     rank: usize,
     ranks: usize,
+    /// The piece-by-piece all-to-all in flight: its requests and its piece's bytes.
+    pieces: Mutex<(Vec<ffi::MPI_Request>, usize)>,
     _universe: Universe,
 }
 
@@ -52,6 +57,7 @@ pub fn start() -> Result<Option<Arc<Mpi>>, String> {
         world,
         rank,
         ranks,
+        pieces: Mutex::new((Vec::new(), 0)),
         _universe: universe,
     })))
 }
@@ -93,6 +99,75 @@ impl Exchange for Mpi {
         }
     }
 
+    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize) {
+        let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
+        pieces.1 = piece;
+        for from in (0..self.ranks).filter(|&r| r != self.rank) {
+            // SAFETY: the caller's contract: piece `from` of `recv` is ours until closed.
+            let at = unsafe { recv.add(from * piece) };
+            self.parts(piece, &mut pieces.0, |part, start, n, request| unsafe {
+                ffi::MPI_Irecv(
+                    at.add(start).cast(),
+                    n,
+                    ffi::RSMPI_UINT8_T,
+                    from as c_int,
+                    part,
+                    self.world.as_raw(),
+                    request,
+                )
+            });
+        }
+    }
+
+    unsafe fn send_piece(&self, to: usize, send: *const u8) {
+        let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
+        let (requests, piece) = &mut *pieces;
+        self.parts(*piece, requests, |part, start, n, request| unsafe {
+            // SAFETY: the caller's contract: `piece` bytes at `send`, untouched until closed.
+            ffi::MPI_Isend(
+                send.add(start).cast(),
+                n,
+                ffi::RSMPI_UINT8_T,
+                to as c_int,
+                part,
+                self.world.as_raw(),
+                request,
+            )
+        });
+    }
+
+    fn progress(&self) {
+        let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
+        let requests = &mut pieces.0;
+        let mut done: c_int = 0;
+        // SAFETY: the requests are this exchange's own, live until completed.
+        unsafe {
+            ffi::MPI_Testall(
+                requests.len() as c_int,
+                requests.as_mut_ptr(),
+                &mut done,
+                ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+        if done != 0 {
+            requests.clear();
+        }
+    }
+
+    fn close_pieces(&self) {
+        let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
+        let requests = &mut pieces.0;
+        // SAFETY: as above.
+        unsafe {
+            ffi::MPI_Waitall(
+                requests.len() as c_int,
+                requests.as_mut_ptr(),
+                ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+        requests.clear();
+    }
+
     fn all_gather(&self, send: &[u8], recv: &mut [u8]) {
         let len = send.len();
         if len <= CALL_BYTES {
@@ -108,6 +183,26 @@ impl Exchange for Mpi {
             for r in 0..self.ranks {
                 recv[r * len + start..][..n].copy_from_slice(&piece[r * n..][..n]);
             }
+        }
+    }
+}
+
+impl Mpi {
+    /// Starts one nonblocking transfer per part of a piece of `len` bytes (MPI counts
+    /// are 32-bit): `start(tag, offset, bytes, request)`, the part's index as its tag;
+    /// the requests go on `requests`.
+    fn parts(
+        &self,
+        len: usize,
+        requests: &mut Vec<ffi::MPI_Request>,
+        start: impl Fn(c_int, usize, c_int, *mut ffi::MPI_Request) -> c_int,
+    ) {
+        for (part, offset) in (0..len).step_by(CALL_BYTES).enumerate() {
+            let n = CALL_BYTES.min(len - offset);
+            // SAFETY: a request handle is plain data; MPI overwrites it.
+            let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
+            start(part as c_int, offset, n as c_int, &mut request);
+            requests.push(request);
         }
     }
 }

@@ -221,3 +221,29 @@ fn ranks_of_several_workers_give_the_single_process_bits() {
         );
     }
 }
+
+/// The exchange overlapped with backward (`plan.overlap`, the default: each owner's piece
+/// sent as soon as backward has finished it) and after the step give the same bits,
+/// on 2 and 4 ranks; the summary says which ran.
+#[test]
+fn the_exchange_overlapped_with_backward_keeps_the_bits() {
+    let root = tempfile::tempdir().unwrap();
+    for ranks in [2, 4] {
+        let mut states = Vec::new();
+        for overlap in [true, false] {
+            let mut spec = tiny(1);
+            spec.plan.overlap = overlap;
+            let dir = root.path().join(format!("r{ranks}-{overlap}"));
+            let summaries = run_spec_on_ranks(&spec, ranks, &dir, |_| {});
+            for s in &summaries {
+                let (_, overlapped) = s.all_to_all_wait.expect("over ranks");
+                assert_eq!(overlapped, overlap, "{ranks} ranks");
+            }
+            states.push(state(&dir));
+        }
+        assert!(
+            states[0] == states[1],
+            "{ranks} ranks: overlap changed bits"
+        );
+    }
+}

@@ -212,8 +212,9 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
         1u64..=8,
         prop_oneof![Just(Gemm::Native), Just(Gemm::Jit)],
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(threads, mib, gemm, auto)| spec::Plan {
+        .prop_map(|(threads, mib, gemm, auto, overlap)| spec::Plan {
             threads: if auto {
                 Threads::Auto
             } else {
@@ -222,6 +223,7 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
             shards: 1,
             memory_budget: mib * (1 << 20) + if auto { 0 } else { 17 },
             gemm,
+            overlap,
         });
     (
         model(),

@@ -143,6 +143,16 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
             100.0 * seconds / summary.averages.wall_seconds.max(1e-9),
             sent / steps
         );
+        if let Some((wait, overlapped)) = summary.all_to_all_wait {
+            let how = match overlapped {
+                true => "sent piece by piece while backward ran (plan.overlap)",
+                false => "after the step",
+            };
+            println!(
+                "  of which the gradient all-to-all kept this rank waiting {:.1} ms a step: {how}",
+                1e3 * wait / steps
+            );
+        }
     }
     draw_curves(&run_dir);
     if summary.stopped_early {

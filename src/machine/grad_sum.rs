@@ -49,6 +49,22 @@ unsafe fn merge<T: Real>(chunks: Chunks<'_>, i: usize, m: &Merge, grads: &[SyncP
     unsafe { chunks.run(which, i, at) }
 }
 
+/// Makes `merges`, in order, on parameter chunk `i`.
+///
+/// # Safety
+/// No one else touches chunk `i` of the merged buffers meanwhile.
+pub(super) unsafe fn merge_chunks<T: Real>(
+    chunks: Chunks<'_>,
+    i: usize,
+    merges: &[Merge],
+    grads: &[SyncPtr<T>],
+) {
+    for m in merges {
+        // SAFETY: forwarded to the caller.
+        unsafe { merge(chunks, i, m, grads) };
+    }
+}
+
 /// Makes `merges`, in order, on every parameter chunk (chunk by chunk, on this thread:
 /// a chunk's additions run while it is in cache).
 ///
@@ -113,15 +129,22 @@ impl<T: Real> Machine<T> {
             });
         }
         let (rank, count, piece) = (ranks.exchange.rank(), ranks.exchange.ranks(), ranks.piece);
-        for (s, span) in ranks.spans.iter().enumerate() {
-            ranks.scatter[s * piece..][..span.len()].copy_from_slice(&grads[ROOT][span.clone()]);
-        }
         let started = std::time::Instant::now();
-        let (send, recv) = (&ranks.scatter, &mut ranks.mine);
-        (ranks.exchange).all_to_all(
-            super::ranks::bytes_of(send),
-            super::ranks::bytes_of_mut(recv),
-        );
+        if std::mem::take(&mut ranks.in_flight) {
+            // Sent while backward ran (`overlap.rs`): what is left of it.
+            ranks.exchange.close_pieces();
+        } else {
+            for (s, span) in ranks.spans.iter().enumerate() {
+                let piece = &mut ranks.scatter[s * piece..][..span.len()];
+                piece.copy_from_slice(&grads[ROOT][span.clone()]);
+            }
+            let (send, recv) = (&ranks.scatter, &mut ranks.mine);
+            (ranks.exchange).all_to_all(
+                super::ranks::bytes_of(send),
+                super::ranks::bytes_of_mut(recv),
+            );
+        }
+        ranks.all_to_all_seconds += started.elapsed().as_secs_f64();
         let (run, span) = (ranks.runs[rank].clone(), ranks.spans[rank].clone());
         let mine = SyncPtr(ranks.mine.as_mut_ptr());
         pool.install(|| {

@@ -20,6 +20,7 @@
 mod bind;
 mod chunks;
 mod grad_sum;
+mod overlap;
 mod parallel;
 mod places;
 mod ranks;
@@ -193,11 +194,20 @@ impl<T: Real> Machine<T> {
 
     /// Splits every step over the ranks of `exchange`: this process runs its block of
     /// the shards and exchanges subtree sums (`ranks.rs`). Call before `attach_jit`.
-    pub fn set_ranks(&mut self, exchange: Arc<dyn Exchange>) -> Result<(), RankError> {
+    /// With `overlap`, each owner's piece of the gradient leaves as soon as backward has
+    /// finished it (`overlap.rs`; when the block runs on one worker).
+    pub fn set_ranks(
+        &mut self,
+        exchange: Arc<dyn Exchange>,
+        overlap: bool,
+    ) -> Result<(), RankError> {
         assert!(self.program.is_none(), "set_ranks goes before attach_jit");
         let chunks = &self.plan.param_chunks;
-        let ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks)?;
+        let mut ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks)?;
         self.schedule = grads::schedule(self.plan.shards, ranks.own.clone(), self.plan.workers);
+        if overlap && self.schedule.workers.len() == 1 {
+            ranks.order = overlap::finishing_order(&self.plan, &self.places, &ranks.runs);
+        }
         (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.params.len());
         // The moments of this rank's own span only: its owner alone updates them.
         let span = ranks.spans[ranks.exchange.rank()].clone();
@@ -216,6 +226,12 @@ impl<T: Real> Machine<T> {
     /// slowest included); `None` when it runs alone.
     pub fn exchange_seconds(&self) -> Option<f64> {
         self.ranks.as_ref().map(|r| r.exchange_seconds)
+    }
+
+    /// Seconds the gradient all-to-all kept this process waiting after its compute, and
+    /// whether it was overlapped with backward; `None` when it runs alone.
+    pub fn all_to_all_wait(&self) -> Option<(f64, bool)> {
+        (self.ranks.as_ref()).map(|r| (r.all_to_all_seconds, !r.order.is_empty()))
     }
 
     /// Bytes this process has sent to the other ranks; `None` when it runs alone.
@@ -393,14 +409,28 @@ impl<T: Real> Machine<T> {
         let worker = &mut workers[0];
         worker.tokens.copy_from_slice(tokens);
         worker.targets.copy_from_slice(targets);
-        worker.run(&shared, ROOT, 0, |p| p == Phase::Forward, loss_scale)
+        worker.run(
+            &shared,
+            ROOT,
+            0,
+            |p| p == Phase::Forward,
+            loss_scale,
+            &mut |_| {},
+        )
     }
 
     /// Runs the recompute and backward kernels of the last [`Machine::forward`],
     /// accumulating into shard 0's gradients.
     pub fn backward(&mut self, loss_scale: f64) {
         let (shared, workers) = self.split();
-        workers[0].run(&shared, ROOT, 0, |p| p != Phase::Forward, loss_scale);
+        workers[0].run(
+            &shared,
+            ROOT,
+            0,
+            |p| p != Phase::Forward,
+            loss_scale,
+            &mut |_| {},
+        );
     }
 }
 

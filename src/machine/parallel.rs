@@ -54,8 +54,34 @@ impl<T: Real> Machine<T> {
         let shard_len = self.plan.graph.dims.rows();
         let passes = batches.len() * shards;
         let pool = std::sync::Arc::clone(&self.pool);
+        // Over ranks with overlap, this step's pieces leave during the block's last pass.
+        let mut ranks = self.ranks.take();
+        let overlap = ranks.as_mut().filter(|r| backward && !r.order.is_empty());
+        let pieces = overlap.map(|r| {
+            let bytes = r.piece * std::mem::size_of::<T>();
+            // SAFETY: `mine` is not touched until `sum_over_ranks` closes the exchange.
+            unsafe { r.exchange.open_pieces(r.mine.as_mut_ptr().cast(), bytes) };
+            r.in_flight = true;
+            let (scatter, mine) = (
+                SyncPtr(r.scatter.as_mut_ptr()),
+                SyncPtr(r.mine.as_mut_ptr()),
+            );
+            (&*r, scatter, mine)
+        });
         let (shared, worker_list) = self.split();
         let (chunks, parts) = (shared.chunks, &shared.schedule.workers);
+        let sender = pieces.map(|(r, scatter, mine)| super::overlap::Sender {
+            exchange: &*r.exchange,
+            order: &r.order,
+            runs: &r.runs,
+            spans: &r.spans,
+            piece: r.piece,
+            chunks,
+            merges: parts[0].after.last().map_or(&[], |m| m.as_slice()),
+            grads: shared.grads,
+            scatter,
+            mine,
+        });
         pool.install(|| {
             (worker_list.par_iter_mut().zip(parts)).for_each(|(worker, part)| {
                 cllm_kernels::gemm::sgemm::set_gemm_threads(gemm_threads);
@@ -73,13 +99,41 @@ impl<T: Real> Machine<T> {
                         worker.tokens.copy_from_slice(&batch.tokens[rows.clone()]);
                         worker.targets.copy_from_slice(&batch.targets[rows]);
                         let forward = |p| p == Phase::Forward;
-                        let loss = worker.run(&shared, buffer, local, forward, loss_scale);
-                        if backward {
-                            worker.run(&shared, buffer, local, |p| !forward(p), loss_scale);
+                        let none = &mut |_| {};
+                        let loss = worker.run(&shared, buffer, local, forward, loss_scale, none);
+                        let last = local + 1 == part.shards.len() && a + 1 == batches.len();
+                        match &sender {
+                            Some(sender) if last => {
+                                let mut next = 0;
+                                // SAFETY: this is the block's one worker, in its last pass.
+                                let send = &mut |k| unsafe { sender.after_kernel(k, &mut next) };
+                                worker.run(
+                                    &shared,
+                                    buffer,
+                                    local,
+                                    |p| !forward(p),
+                                    loss_scale,
+                                    send,
+                                );
+                                assert_eq!(next, sender.order.len(), "every piece was sent");
+                            }
+                            _ if backward => {
+                                worker.run(
+                                    &shared,
+                                    buffer,
+                                    local,
+                                    |p| !forward(p),
+                                    loss_scale,
+                                    none,
+                                );
+                            }
+                            _ => {}
                         }
                         worker.losses[a * shards + s] = loss;
                     }
-                    if backward {
+                    // With overlap, the last shard's additions went run by run as above.
+                    let added = sender.is_some() && local + 1 == part.shards.len();
+                    if backward && !added {
                         // SAFETY: the additions a shard completes read and write buffers
                         // of this worker's finished shards, which no one else touches.
                         unsafe {
@@ -89,6 +143,7 @@ impl<T: Real> Machine<T> {
                 }
             });
         });
+        self.ranks = ranks;
         // Σ loss in (micro-batch, shard) order, whichever worker (or rank) ran a shard.
         let parts = &self.schedule.workers;
         let loss_of = |list: &[super::worker::Worker<T>], pass: usize| {

@@ -46,6 +46,24 @@ pub trait Exchange: Send + Sync + std::fmt::Debug {
     /// `send` holds `ranks()` pieces of equal length: piece s goes to rank s, and piece
     /// r of `recv` (as long as `send`) arrives from rank r.
     fn all_to_all(&self, send: &[u8], recv: &mut [u8]);
+    /// The all-to-all piece by piece, while the step runs (the exchange overlapped with
+    /// backward): `open_pieces` posts the receives of every other rank's piece into
+    /// `recv` (piece r at `r × piece` bytes), `send_piece` starts sending one piece to its
+    /// rank as soon as it is final, `progress` lets transfers advance between kernels,
+    /// and `close_pieces` waits for every send and receive. Every rank opens, sends its
+    /// R − 1 pieces and closes in the same step; the bytes are the all-to-all's.
+    ///
+    /// # Safety
+    /// `recv` (R × `piece` bytes) and every piece sent stay valid, unmoved and
+    /// untouched by anyone else until `close_pieces` returns.
+    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize);
+    /// # Safety
+    /// As [`Exchange::open_pieces`]: `piece` bytes at `send`, for rank `to` ≠ this one.
+    unsafe fn send_piece(&self, to: usize, send: *const u8);
+    /// Lets the transfers in flight advance (MPI progresses only inside its calls).
+    fn progress(&self) {}
+    /// Waits for every piece sent and received since `open_pieces`.
+    fn close_pieces(&self);
     /// Ends every rank with `code` (a rank that stops alone would leave the others
     /// waiting in the next exchange). Threads of one process end the process.
     fn abort(&self, code: i32) -> ! {
@@ -181,6 +199,15 @@ pub(super) struct Ranks<T> {
     pub squares_in: Vec<f64>,
     pub losses_out: Vec<f64>,
     pub losses_in: Vec<f64>,
+    /// Send each owner's piece as backward finishes it (`plan.overlap`; a block of one
+    /// worker only): owners in the order backward finishes their runs, with the kernel
+    /// after which each is final (`overlap.rs`). Empty: the all-to-all after the step.
+    pub order: Vec<(usize, usize)>,
+    /// Whether this step's pieces are in flight (opened by the step, closed by the sum).
+    pub in_flight: bool,
+    /// Seconds the gradient all-to-all kept this rank waiting after its compute: all of
+    /// it without overlap, only what backward did not hide with it.
+    pub all_to_all_seconds: f64,
     /// Seconds spent in the collectives (waiting for the slowest rank included).
     pub exchange_seconds: f64,
     /// Bytes this rank has sent to other ranks.
@@ -217,6 +244,9 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             squares_in: vec![0.0; ranks * most],
             losses_out: Vec::new(),
             losses_in: Vec::new(),
+            order: Vec::new(),
+            in_flight: false,
+            all_to_all_seconds: 0.0,
             exchange_seconds: 0.0,
             sent_bytes: 0,
         })

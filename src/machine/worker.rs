@@ -56,7 +56,8 @@ impl<T: Real> Worker<T> {
     }
 
     /// Runs the kernels of `phase`s for the worker's `local`-th shard, whose gradients
-    /// go to buffer `grads`; returns the loss sum of the loss kernel.
+    /// go to buffer `grads`, calling `after(k)` once kernel k has run; returns the loss
+    /// sum of the loss kernel.
     pub(super) fn run(
         &mut self,
         shared: &Shared<'_, T>,
@@ -64,6 +65,7 @@ impl<T: Real> Worker<T> {
         local: usize,
         select: impl Fn(Phase) -> bool,
         loss_scale: f64,
+        after: &mut dyn FnMut(usize),
     ) -> f64 {
         let plan = shared.plan;
         let mut loss_sum = 0.0;
@@ -112,6 +114,7 @@ impl<T: Real> Worker<T> {
                     self.arena[slot.offset..slot.offset + slot.len].fill(T::from_f64(f64::NAN));
                 }
             }
+            after(k);
         }
         loss_sum
     }

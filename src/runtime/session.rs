@@ -48,7 +48,7 @@ pub(crate) fn assemble(
     let mut machine =
         Machine::try_new(plan).map_err(|e| RunError::Threads(threads, e.to_string()))?;
     if let Some(ranks) = ranks {
-        machine.set_ranks(ranks.clone())?;
+        machine.set_ranks(ranks.clone(), spec.plan.overlap)?;
     }
     if let Some(program) = program {
         machine.attach_jit(program);

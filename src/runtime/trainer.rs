@@ -35,6 +35,9 @@ pub struct RunSummary {
     pub exchange_seconds: Option<f64>,
     /// Bytes this rank sent to the other ranks (a run split over ranks).
     pub exchange_bytes: Option<u64>,
+    /// Seconds the gradient all-to-all kept this rank waiting after its compute, and
+    /// whether it was overlapped with backward (a run split over ranks).
+    pub all_to_all_wait: Option<(f64, bool)>,
 }
 
 struct State {
@@ -213,6 +216,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         averages,
         exchange_seconds: state.machine.exchange_seconds(),
         exchange_bytes: state.machine.exchange_bytes(),
+        all_to_all_wait: state.machine.all_to_all_wait(),
     })
 }
 

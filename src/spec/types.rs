@@ -189,6 +189,8 @@ spec_block! {
         memory_budget: u64 [Bytes] = 8 * 1024 * 1024 * 1024,
         /// native (micro-kernels at the CPU's full vector width) | jit (Cranelift)
         gemm: Gemm = Gemm::Native,
+        /// over ranks, send each piece of the gradient while backward runs (false: after it)
+        overlap: bool = true,
     }
 }
 

@@ -1,0 +1,112 @@
+//! The gradient exchange hidden behind backward (over ranks): each owner's piece of this
+//! rank's block sum leaves as soon as backward has finished it, while the kernels of
+//! the earlier layers still run.
+//!
+//! ```text
+//!  step start      open_pieces: post the receives of every other rank's piece
+//!  last pass of    after kernel k: for each owner s whose run is final at k (in the
+//!  the block       fixed order `order`): the block's last additions on run s's chunks,
+//!  (backward)      the run into piece s, send_piece(s); then progress()
+//!  sum             close_pieces: wait; the owners' tree as before (`grad_sum.rs`)
+//! ```
+//!
+//! A run is final after the last backward kernel that writes a gradient in it: the plan
+//! fixes that kernel, so every rank sends its pieces in the same order. The pieces hold
+//! the same block sums the all-to-all sent (the same additions, per chunk, in the same
+//! order: a chunk's additions read only that chunk), so the bits do not change. Only a
+//! block run by one worker overlaps: with several, the block's sum needs the tree above
+//! the workers, which waits for all of them.
+
+use std::ops::Range;
+
+use super::chunks::Chunks;
+use super::grad_sum::merge_chunks;
+use super::ranks::Exchange;
+use super::{Place, Region, SyncPtr};
+use crate::plan::grads::{Merge, ROOT};
+use crate::plan::{Phase, Plan};
+
+/// Owners in the order backward finishes their runs: (kernel index after which the
+/// run is final, owner), sorted; ties in owner order.
+pub(super) fn finishing_order(
+    plan: &Plan,
+    places: &[Place],
+    runs: &[Range<usize>],
+) -> Vec<(usize, usize)> {
+    let chunks = &plan.param_chunks;
+    let mut last = vec![0usize; chunks.len()];
+    for (k, kernel) in plan.kernels.iter().enumerate() {
+        if kernel.phase == Phase::Forward {
+            continue;
+        }
+        for step in &kernel.steps {
+            step.visit(|slot, tensor| {
+                let place = places[tensor.0];
+                if !slot.writes || place.region != Region::Grads {
+                    return;
+                }
+                let written = place.offset..place.offset + place.len;
+                for (i, c) in chunks.iter().enumerate() {
+                    if c.offset < written.end && written.start < c.offset + c.len {
+                        last[i] = last[i].max(k);
+                    }
+                }
+            });
+        }
+    }
+    let mut order: Vec<(usize, usize)> = (runs.iter().enumerate())
+        .map(|(s, run)| (run.clone().map(|i| last[i]).max().unwrap_or(0), s))
+        .collect();
+    order.sort();
+    order
+}
+
+/// What the last pass of a step needs to send pieces as backward finishes them; shared
+/// with the one worker that runs the block.
+pub(super) struct Sender<'a, T> {
+    pub exchange: &'a dyn Exchange,
+    pub order: &'a [(usize, usize)],
+    /// Each owner's chunks and floats (`Ranks::runs`, `Ranks::spans`).
+    pub runs: &'a [Range<usize>],
+    pub spans: &'a [Range<usize>],
+    pub piece: usize,
+    pub chunks: Chunks<'a>,
+    /// The additions the block's last shard completes (the block sum lands in ROOT).
+    pub merges: &'a [Merge],
+    pub grads: &'a [SyncPtr<T>],
+    /// `Ranks::scatter` (R pieces to send) and `Ranks::mine` (R pieces received).
+    pub scatter: SyncPtr<T>,
+    pub mine: SyncPtr<T>,
+}
+
+impl<T: cllm_kernels::Real> Sender<'_, T> {
+    /// Sends every piece final once kernel `k` has run (`next`: the first of `order`
+    /// not sent yet), then lets the transfers advance.
+    ///
+    /// # Safety
+    /// Called by the block's one worker, in its last pass, after kernel `k`; no one else
+    /// touches the gradient buffers, `scatter` or `mine` meanwhile.
+    pub unsafe fn after_kernel(&self, k: usize, next: &mut usize) {
+        let rank = self.exchange.rank();
+        while let Some(&(_, s)) = self.order.get(*next).filter(|(at, _)| *at <= k) {
+            for i in self.runs[s].clone() {
+                // SAFETY: chunk i of the merged buffers is final and ours (the contract).
+                unsafe { merge_chunks(self.chunks, i, self.merges, self.grads) };
+            }
+            let span = self.spans[s].clone();
+            let to = if s == rank { &self.mine } else { &self.scatter };
+            // SAFETY: piece s of `to` is ours until the exchange closes; ROOT's span s is
+            // final and no kernel writes it again this step.
+            unsafe {
+                let piece = to.0.add(s * self.piece);
+                let root = self.grads[ROOT].0.add(span.start);
+                std::ptr::copy_nonoverlapping(root, piece, span.len());
+                if s != rank {
+                    self.exchange.send_piece(s, piece.cast());
+                }
+            }
+            *next += 1;
+        }
+        self.exchange.progress();
+    }
+}
