@@ -7,6 +7,7 @@
 #
 #   scripts/shaped_link.sh RATE RANKS [STEPS] [SPEC]    e.g. scripts/shaped_link.sh 1gbit 2
 #   (RATE `none`: TCP on the loopback unshaped, the exchange's software cost alone)
+#   CLLM_ARGS="--set plan.overlap=false": more arguments for `cllm run`
 #
 # The loopback is one queue that every rank's bytes cross: R ranks share RATE, so the
 # model's per-rank bandwidth is RATE / R (`cllm plan SPEC --ranks R --network
@@ -26,9 +27,9 @@ out=$(mktemp -d)
 trap 'tc qdisc del dev lo root 2>/dev/null || true; rm -rf "$out"' EXIT
 [ "$rate" = none ] || tc qdisc add dev lo root tbf rate "$rate" burst 256kb latency 200ms
 log=$(UCX_TLS=tcp,self MPIR_CVAR_NOLOCAL=1 mpiexec -n "$ranks" "$cllm" run "$spec" \
-  --steps "$steps" --threads 1 --out "$out/run" --set eval.every=100000 2>&1)
+  --steps "$steps" --threads 1 --out "$out/run" --set eval.every=100000 ${CLLM_ARGS:-} 2>&1)
 [ "$rate" = none ] || tc qdisc del dev lo root
-echo "$log" | grep -E "ranks:|^wall"
+echo "$log" | grep -E "ranks:|^wall|waiting"
 seconds=$(echo "$log" | sed -n 's/.*ranks: \([0-9.]*\) s in the exchange.*/\1/p')
 echo "measured: $(awk -v s="$seconds" -v n="$steps" 'BEGIN { printf "%.1f", 1000 * s / (n + 1) }') ms of exchange per step (rank 0, waits included)"
 [ "$rate" = none ] && exit 0   # TCP on the loopback unshaped: the software's own cost

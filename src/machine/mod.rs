@@ -206,7 +206,7 @@ impl<T: Real> Machine<T> {
         let mut ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks)?;
         self.schedule = grads::schedule(self.plan.shards, ranks.own.clone(), self.plan.workers);
         if overlap && self.schedule.workers.len() == 1 {
-            ranks.order = overlap::finishing_order(&self.plan, &self.places, &ranks.runs);
+            ranks.order = crate::plan::overlap::finishing_order(&self.plan, &ranks.runs);
         }
         (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.params.len());
         // The moments of this rank's own span only: its owner alone updates them.

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! A run is final after the last backward kernel that writes a gradient in it: the plan
-//! fixes that kernel, so every rank sends its pieces in the same order. The pieces hold
+//! fixes that kernel (`plan/overlap.rs`), so every rank sends its pieces in the same
+//! order. The pieces hold
 //! the same block sums the all-to-all sent (the same additions, per chunk, in the same
 //! order: a chunk's additions read only that chunk), so the bits do not change. Only a
 //! block run by one worker overlaps: with several, the block's sum needs the tree above
@@ -19,47 +20,11 @@
 
 use std::ops::Range;
 
+use super::SyncPtr;
 use super::chunks::Chunks;
 use super::grad_sum::merge_chunks;
 use super::ranks::Exchange;
-use super::{Place, Region, SyncPtr};
 use crate::plan::grads::{Merge, ROOT};
-use crate::plan::{Phase, Plan};
-
-/// Owners in the order backward finishes their runs: (kernel index after which the
-/// run is final, owner), sorted; ties in owner order.
-pub(super) fn finishing_order(
-    plan: &Plan,
-    places: &[Place],
-    runs: &[Range<usize>],
-) -> Vec<(usize, usize)> {
-    let chunks = &plan.param_chunks;
-    let mut last = vec![0usize; chunks.len()];
-    for (k, kernel) in plan.kernels.iter().enumerate() {
-        if kernel.phase == Phase::Forward {
-            continue;
-        }
-        for step in &kernel.steps {
-            step.visit(|slot, tensor| {
-                let place = places[tensor.0];
-                if !slot.writes || place.region != Region::Grads {
-                    return;
-                }
-                let written = place.offset..place.offset + place.len;
-                for (i, c) in chunks.iter().enumerate() {
-                    if c.offset < written.end && written.start < c.offset + c.len {
-                        last[i] = last[i].max(k);
-                    }
-                }
-            });
-        }
-    }
-    let mut order: Vec<(usize, usize)> = (runs.iter().enumerate())
-        .map(|(s, run)| (run.clone().map(|i| last[i]).max().unwrap_or(0), s))
-        .collect();
-    order.sort();
-    order
-}
 
 /// What the last pass of a step needs to send pieces as backward finishes them; shared
 /// with the one worker that runs the block.

@@ -25,6 +25,7 @@ pub mod ir;
 mod listing;
 mod memory;
 pub mod optimizer;
+pub mod overlap;
 pub mod panels;
 mod placement;
 mod recompute;
