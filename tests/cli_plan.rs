@@ -230,3 +230,50 @@ fn plan_cuts_the_layers_into_pipeline_stages() {
     let error = String::from_utf8_lossy(&out.stderr);
     assert!(error.contains("4 block(s)"), "{error}");
 }
+
+/// `plan --ranks` prices the exchange with and without `plan.overlap`: the all-to-all's
+/// hidden part is its own column, never negative, and overlap never costs more.
+#[test]
+fn plan_prices_the_overlapped_exchange() {
+    let rows = |overlap: &str| -> Vec<Vec<f64>> {
+        let set = format!("plan.overlap={overlap}");
+        let args = [
+            "plan",
+            "specs/bench-xs.cllm",
+            "--ranks",
+            "2",
+            "--gflops",
+            "50",
+            "--network",
+            "1Gbit,50us",
+            "--threads",
+            "1",
+            "--set",
+            &set,
+        ];
+        let out = cllm(&args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("hidden ms"), "{text}");
+        (text.lines())
+            .skip_while(|l| !l.contains("hidden ms"))
+            .skip(1)
+            .take_while(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+            .map(|l| {
+                let cells = l.split_whitespace().map(|c| c.trim_end_matches('%'));
+                cells.map(|c| c.parse().unwrap()).collect()
+            })
+            .collect()
+    };
+    let (on, off) = (rows("true"), rows("false"));
+    assert_eq!(on.len(), 7);
+    for (a, b) in on.iter().zip(&off) {
+        // ranks, compute, exchange, hidden, tree, step, efficiency
+        assert_eq!(b[3], 0.0, "nothing is hidden without overlap");
+        assert!(a[3] >= 0.0 && a[2] <= b[2] + 0.05, "{a:?} vs {b:?}");
+    }
+}

@@ -29,6 +29,7 @@ pub fn report(
         shards,
         flop_rate: rate,
         memory_bytes_per_s: cllm::peak::triad_gbps() * 1e9,
+        overlap: spec.plan.overlap.then_some(plan),
     };
     let mut out = String::new();
     let block = shards / ranks;
@@ -73,17 +74,18 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "{:>6} {:>12} {:>12} {:>9} {:>10} {:>11}",
-        "ranks", "compute ms", "exchange ms", "tree ms", "step ms", "efficiency"
+        "{:>6} {:>12} {:>12} {:>10} {:>9} {:>10} {:>11}",
+        "ranks", "compute ms", "exchange ms", "hidden ms", "tree ms", "step ms", "efficiency"
     );
     for r in (0..7).map(|k| 1usize << k) {
         let p = predict(&step, &net, r);
         let _ = writeln!(
             out,
-            "{:>6} {:>12.1} {:>12.1} {:>9.1} {:>10.1} {:>10.0}%",
+            "{:>6} {:>12.1} {:>12.1} {:>10.1} {:>9.1} {:>10.1} {:>10.0}%",
             r,
             1e3 * p.compute_s,
             1e3 * p.exchange_s,
+            1e3 * p.hidden_s,
             1e3 * p.tree_s,
             1e3 * p.step_s,
             100.0 * p.efficiency

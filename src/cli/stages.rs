@@ -88,6 +88,7 @@ pub fn report(
             shards: plan.shards,
             flop_rate: rate,
             memory_bytes_per_s: bandwidth,
+            overlap: spec.plan.overlap.then_some(plan),
         };
         let ranks = predict(&step, &net, stages);
         let step_s = pipeline.single_s / stages as f64 + ranks.exchange_s + ranks.tree_s;

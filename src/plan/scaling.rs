@@ -82,6 +82,9 @@ pub struct Step<'a> {
     pub flop_rate: f64,
     /// Memory bandwidth of one process (B), bytes/s.
     pub memory_bytes_per_s: f64,
+    /// The plan, when the all-to-all overlaps with backward (`plan.overlap`): what of it
+    /// stays exposed follows from when each owner's run is final (`overlap.rs`).
+    pub overlap: Option<&'a super::Plan>,
 }
 
 /// One row of the model: seconds per step and their parts, on `ranks` ranks.
@@ -90,6 +93,8 @@ pub struct Prediction {
     pub ranks: usize,
     pub compute_s: f64,
     pub exchange_s: f64,
+    /// Seconds of the all-to-all hidden behind backward (not in `exchange_s`).
+    pub hidden_s: f64,
     pub tree_s: f64,
     pub step_s: f64,
     /// compute(1) / (R · step(R)).
@@ -118,7 +123,14 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
     let compute_s = step.flops / (r * step.flop_rate);
     let message = 4.0 * step.params;
     let piece = 4.0 * step.piece(ranks);
-    let exchange_s = (r - 1.0) * (5.0 * net.latency_s + 2.0 * piece / net.bytes_per_s);
+    let piece_s = net.latency_s + piece / net.bytes_per_s;
+    let all_to_all = (r - 1.0) * piece_s;
+    let exposed = match step.overlap {
+        Some(plan) if ranks > 1 => exposed_all_to_all(plan, step, ranks, all_to_all),
+        _ => all_to_all,
+    };
+    // The all-to-all, the all-gather of the parameters and three small all-gathers.
+    let exchange_s = exposed + (r - 1.0) * (3.0 * net.latency_s + piece_s);
     let tree_s = if ranks > 1 {
         4.0 * message / step.memory_bytes_per_s
     } else {
@@ -130,6 +142,7 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
         ranks,
         compute_s,
         exchange_s,
+        hidden_s: all_to_all - exposed,
         tree_s,
         step_s,
         efficiency: single / (r * step_s),
@@ -139,6 +152,21 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
             0.0
         },
     }
+}
+
+/// What of an all-to-all of `seconds` stays exposed when each owner's pieces travel
+/// once its run is final, during the rest of the rank's last pass: owner s receives
+/// R − 1 pieces, the whole all-to-all's time at its link, from the moment its run is
+/// final; the slowest owner sets the step. Only a block run by one worker overlaps.
+fn exposed_all_to_all(plan: &super::Plan, step: &Step, ranks: usize, seconds: f64) -> f64 {
+    if plan.threads.min(step.shards / ranks) > 1 {
+        return seconds;
+    }
+    let pass_s = plan.kernels.iter().map(|k| k.flops).sum::<u64>() as f64 / step.flop_rate;
+    let (runs, _) = super::grads::owners(step.chunks, ranks);
+    (super::overlap::time_left(plan, &runs).iter())
+        .map(|left| (seconds - left * pass_s).max(0.0))
+        .fold(0.0, f64::max)
 }
 
 /// The smallest power-of-two R at which the exchange takes longer than compute.
@@ -167,6 +195,7 @@ mod tests {
             shards: 8,
             flop_rate: 1e11,
             memory_bytes_per_s: 2e10,
+            overlap: None,
         };
         let one = predict(&step, &net, 1);
         assert_eq!((one.efficiency, one.exchange_s), (1.0, 0.0));
