@@ -35,5 +35,5 @@ echo "measured: $(awk -v s="$seconds" -v n="$steps" 'BEGIN { printf "%.1f", 1000
 [ "$rate" = none ] && exit 0   # TCP on the loopback unshaped: the software's own cost
 bits=$(numfmt --from=si "$(echo "$rate" | sed 's/bit$//I; s/[a-z]$/\U&/')")
 share=$(awk -v b="$bits" -v r="$ranks" 'BEGIN { printf "%g", b / r / 1e6 }')
-"$cllm" plan "$spec" --ranks "$ranks" --network "${share}Mbit,50us" 2>&1 \
+"$cllm" plan "$spec" --ranks "$ranks" --threads 1 --network "${share}Mbit,50us" ${CLLM_ARGS:-} 2>&1 \
   | awk -v r="$ranks" '/ranks +compute/ { go = 1; next } go && $1 == r { print "model:    " $3 " ms of exchange per step at " r " ranks"; exit }'

@@ -3,6 +3,7 @@
 //! `mpi` crate. A step needs two collectives: all-to-all and all-gather.
 
 use std::ffi::c_int;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use mpi::environment::Universe;
@@ -21,8 +22,8 @@ pub struct Mpi {
     world: SimpleCommunicator,
     rank: usize,
     ranks: usize,
-    /// The piece-by-piece all-to-all in flight: its requests and its piece's bytes.
-    pieces: Mutex<(Vec<ffi::MPI_Request>, usize)>,
+    /// The requests of the part-by-part all-to-all in flight.
+    pieces: Mutex<Vec<ffi::MPI_Request>>,
     _universe: Universe,
 }
 
@@ -57,7 +58,7 @@ pub fn start() -> Result<Option<Arc<Mpi>>, String> {
         world,
         rank,
         ranks,
-        pieces: Mutex::new((Vec::new(), 0)),
+        pieces: Mutex::new(Vec::new()),
         _universe: universe,
     })))
 }
@@ -99,37 +100,37 @@ impl Exchange for Mpi {
         }
     }
 
-    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize) {
+    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize, parts: &[Range<usize>]) {
         let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
-        pieces.1 = piece;
         for from in (0..self.ranks).filter(|&r| r != self.rank) {
-            // SAFETY: the caller's contract: piece `from` of `recv` is ours until closed.
-            let at = unsafe { recv.add(from * piece) };
-            self.parts(piece, &mut pieces.0, |part, start, n, request| unsafe {
-                ffi::MPI_Irecv(
-                    at.add(start).cast(),
-                    n,
-                    ffi::RSMPI_UINT8_T,
-                    from as c_int,
-                    part,
-                    self.world.as_raw(),
-                    request,
-                )
-            });
+            for (tag, part) in parts.iter().enumerate() {
+                // SAFETY: the caller's contract: this part of piece `from` is ours.
+                let at = unsafe { recv.add(from * piece + part.start) };
+                self.parts(part.len(), &mut pieces, |start, n, request| unsafe {
+                    ffi::MPI_Irecv(
+                        at.add(start).cast(),
+                        n,
+                        ffi::RSMPI_UINT8_T,
+                        from as c_int,
+                        tag as c_int,
+                        self.world.as_raw(),
+                        request,
+                    )
+                });
+            }
         }
     }
 
-    unsafe fn send_piece(&self, to: usize, send: *const u8) {
+    unsafe fn send_part(&self, to: usize, tag: usize, send: *const u8, len: usize) {
         let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
-        let (requests, piece) = &mut *pieces;
-        self.parts(*piece, requests, |part, start, n, request| unsafe {
-            // SAFETY: the caller's contract: `piece` bytes at `send`, untouched until closed.
+        self.parts(len, &mut pieces, |start, n, request| unsafe {
+            // SAFETY: the caller's contract: `len` bytes at `send`, untouched until closed.
             ffi::MPI_Isend(
                 send.add(start).cast(),
                 n,
                 ffi::RSMPI_UINT8_T,
                 to as c_int,
-                part,
+                tag as c_int,
                 self.world.as_raw(),
                 request,
             )
@@ -137,8 +138,7 @@ impl Exchange for Mpi {
     }
 
     fn progress(&self) {
-        let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
-        let requests = &mut pieces.0;
+        let mut requests = self.pieces.lock().expect("no thread panicked in MPI");
         let mut done: c_int = 0;
         // SAFETY: the requests are this exchange's own, live until completed.
         unsafe {
@@ -155,8 +155,7 @@ impl Exchange for Mpi {
     }
 
     fn close_pieces(&self) {
-        let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
-        let requests = &mut pieces.0;
+        let mut requests = self.pieces.lock().expect("no thread panicked in MPI");
         // SAFETY: as above.
         unsafe {
             ffi::MPI_Waitall(
@@ -188,20 +187,20 @@ impl Exchange for Mpi {
 }
 
 impl Mpi {
-    /// Starts one nonblocking transfer per part of a piece of `len` bytes (MPI counts
-    /// are 32-bit): `start(tag, offset, bytes, request)`, the part's index as its tag;
-    /// the requests go on `requests`.
+    /// Starts the nonblocking transfers of `len` bytes, in calls of at most CALL_BYTES
+    /// (MPI counts are 32-bit; one tag's messages match in order): `start(offset,
+    /// bytes, request)`; the requests go on `requests`.
     fn parts(
         &self,
         len: usize,
         requests: &mut Vec<ffi::MPI_Request>,
-        start: impl Fn(c_int, usize, c_int, *mut ffi::MPI_Request) -> c_int,
+        start: impl Fn(usize, c_int, *mut ffi::MPI_Request) -> c_int,
     ) {
-        for (part, offset) in (0..len).step_by(CALL_BYTES).enumerate() {
+        for offset in (0..len).step_by(CALL_BYTES) {
             let n = CALL_BYTES.min(len - offset);
             // SAFETY: a request handle is plain data; MPI overwrites it.
             let mut request = unsafe { ffi::RSMPI_REQUEST_NULL };
-            start(part as c_int, offset, n as c_int, &mut request);
+            start(offset, n as c_int, &mut request);
             requests.push(request);
         }
     }

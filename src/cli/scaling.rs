@@ -22,10 +22,12 @@ pub fn report(
         return Err(cllm::machine::RankError::new(ranks, shards).into());
     }
     let (rate, assumed) = flop_rate(gflops, plan.threads)?;
+    let finals = cllm::plan::overlap::final_kernels(plan);
     let step = Step {
         flops: plan.step_flops(spec.train.accumulate) as f64,
         params: spec.model.parameter_count() as f64,
         chunks: &plan.param_chunks,
+        finals: &finals,
         shards,
         flop_rate: rate,
         memory_bytes_per_s: cllm::peak::triad_gbps() * 1e9,

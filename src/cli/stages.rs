@@ -81,10 +81,12 @@ pub fn report(
         100.0 * pipeline.bubble
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
+        let finals = cllm::plan::overlap::final_kernels(plan);
         let step = Step {
             flops: plan.step_flops(spec.train.accumulate) as f64,
             params: spec.model.parameter_count() as f64,
             chunks: &plan.param_chunks,
+            finals: &finals,
             shards: plan.shards,
             flop_rate: rate,
             memory_bytes_per_s: bandwidth,

@@ -134,9 +134,12 @@ impl<T: Real> Machine<T> {
             // Sent while backward ran (`overlap.rs`): what is left of it.
             ranks.exchange.close_pieces();
         } else {
-            for (s, span) in ranks.spans.iter().enumerate() {
-                let piece = &mut ranks.scatter[s * piece..][..span.len()];
-                piece.copy_from_slice(&grads[ROOT][span.clone()]);
+            for (s, list) in ranks.owners.chunks.iter().enumerate() {
+                for &i in list {
+                    let (floats, at) = (ranks.chunk_floats[i].clone(), ranks.owners.local[i]);
+                    let to = &mut ranks.scatter[s * piece + at..][..floats.len()];
+                    to.copy_from_slice(&grads[ROOT][floats]);
+                }
             }
             let (send, recv) = (&ranks.scatter, &mut ranks.mine);
             (ranks.exchange).all_to_all(
@@ -145,16 +148,15 @@ impl<T: Real> Machine<T> {
             );
         }
         ranks.all_to_all_seconds += started.elapsed().as_secs_f64();
-        let (run, span) = (ranks.runs[rank].clone(), ranks.spans[rank].clone());
+        let own = &ranks.owners.chunks[rank];
+        let (local, floats) = (&ranks.owners.local, &ranks.chunk_floats);
         let mine = SyncPtr(ranks.mine.as_mut_ptr());
         pool.install(|| {
-            (ranks.squares_out[..run.len()]
-                .par_iter_mut()
-                .zip(run.clone()))
-            .for_each(|(squares, i)| {
-                // Rank r's block sum of chunk i is in piece r of `mine`.
+            (ranks.squares_out[..own.len()].par_iter_mut().zip(own)).for_each(|(squares, &i)| {
+                // Rank r's block sum of chunk i is in piece r of `mine`, at local[i].
+                let at = (local[i], floats[i].start);
                 // SAFETY: each task takes one chunk of every piece.
-                *squares = unsafe { owners_tree(chunks, i, &mine, piece, span.start, count) };
+                *squares = unsafe { owners_tree(chunks, i, &mine, piece, at, count) };
             })
         });
         let (out, into) = (&ranks.squares_out, &mut ranks.squares_in);
@@ -167,10 +169,16 @@ impl<T: Real> Machine<T> {
         let squares = 8 * ranks.squares_out.len();
         ranks.sent_bytes += peers * (piece * std::mem::size_of::<T>() + squares) as u64;
         let most = ranks.squares_out.len();
-        for (s, run) in ranks.runs.iter().enumerate() {
-            chunk_squares[run.clone()].copy_from_slice(&ranks.squares_in[s * most..][..run.len()]);
+        for (s, list) in ranks.owners.chunks.iter().enumerate() {
+            for (j, &i) in list.iter().enumerate() {
+                chunk_squares[i] = ranks.squares_in[s * most + j];
+            }
         }
-        grads[ROOT][span.clone()].copy_from_slice(&ranks.mine[..span.len()]);
+        for &i in own {
+            let floats = ranks.chunk_floats[i].clone();
+            let at = ranks.owners.local[i];
+            grads[ROOT][floats.clone()].copy_from_slice(&ranks.mine[at..][..floats.len()]);
+        }
     }
 }
 
@@ -197,10 +205,10 @@ unsafe fn chunk_tree<T: Real>(
     squares
 }
 
-/// The tree over the R block sums of chunk `i`, piece r of `mine` (each `piece` floats,
-/// starting at float `start` of the parameters) holding rank r's: `piece[s] +=
-/// piece[s + stride]`, stride 1, 2, 4, … — the single process's tree above the blocks.
-/// Returns the total's Σ g² (the total lands in piece 0).
+/// The tree over the R block sums of chunk `i`, piece r of `mine` (each `piece` floats)
+/// holding rank r's at float `at.0` of the piece (the chunk starts at float `at.1` of
+/// the parameters): `piece[s] += piece[s + stride]`, stride 1, 2, 4, … — the single
+/// process's tree above the blocks. Returns the total's Σ g² (the total lands in piece 0).
 ///
 /// # Safety
 /// No one else touches chunk `i` of the pieces meanwhile.
@@ -209,10 +217,10 @@ unsafe fn owners_tree<T: Real>(
     i: usize,
     mine: &SyncPtr<T>,
     piece: usize,
-    start: usize,
+    (local, start): (usize, usize),
     ranks: usize,
 ) -> f64 {
-    let at_piece = |r: usize| SyncPtr(mine.0.wrapping_add(r * piece).wrapping_sub(start));
+    let at_piece = |r: usize| SyncPtr(mine.0.wrapping_add(r * piece + local).wrapping_sub(start));
     let mut squares = None;
     let mut stride = 1;
     while stride < ranks {

@@ -54,10 +54,9 @@ pub struct Machine<T: Real> {
     /// Which shards each worker runs, into which buffer, and the tree's additions.
     schedule: GradSchedule,
     /// AdamW's first and second moments, flat like `params` — over ranks, only this
-    /// rank's own span of them (ZeRO-1: 8P/R bytes), from float `moments_start`.
+    /// rank's own chunks of them, packed as its piece (ZeRO-1: 8P/R bytes).
     m: Vec<T>,
     v: Vec<T>,
-    moments_start: usize,
     /// Over ranks, both moments gathered whole for a checkpoint
     /// ([`Machine::gather_moments`]), until the next AdamW step.
     whole_moments: Option<(Vec<T>, Vec<T>)>,
@@ -169,7 +168,6 @@ impl<T: Real> Machine<T> {
             schedule,
             m: vec![T::default(); total],
             v: vec![T::default(); total],
-            moments_start: 0,
             whole_moments: None,
             mask: plan.pattern.as_ref().map_or(Vec::new(), |p| {
                 p.mask()
@@ -203,19 +201,16 @@ impl<T: Real> Machine<T> {
     ) -> Result<(), RankError> {
         assert!(self.program.is_none(), "set_ranks goes before attach_jit");
         let chunks = &self.plan.param_chunks;
-        let mut ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks)?;
+        let finals = crate::plan::overlap::final_kernels(&self.plan);
+        let mut ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks, &finals)?;
         self.schedule = grads::schedule(self.plan.shards, ranks.own.clone(), self.plan.workers);
         if overlap && self.schedule.workers.len() == 1 {
-            ranks.order = crate::plan::overlap::finishing_order(&self.plan, &ranks.runs);
+            ranks.order = ranks.owners.sending_order();
         }
         (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.params.len());
-        // The moments of this rank's own span only: its owner alone updates them.
-        let span = ranks.spans[ranks.exchange.rank()].clone();
-        (self.m, self.v) = (
-            vec![T::default(); span.len()],
-            vec![T::default(); span.len()],
-        );
-        self.moments_start = span.start;
+        // The moments of this rank's own chunks only: their owner alone updates them.
+        let own = ranks.own_len();
+        (self.m, self.v) = (vec![T::default(); own], vec![T::default(); own]);
         // A block of fewer shards than workers leaves the rest idle: their arenas go.
         self.workers.truncate(self.schedule.workers.len());
         self.ranks = Some(ranks);
@@ -327,15 +322,21 @@ impl<T: Real> Machine<T> {
     /// Sets parameter `i`'s AdamW moments (over ranks, keeps the part in this rank's span).
     pub fn set_moments(&mut self, i: usize, m: &[T], v: &[T]) {
         let range = self.param_range(i);
-        let held = self.moments_start..self.moments_start + self.m.len();
-        let (start, end) = (range.start.max(held.start), range.end.min(held.end));
-        if start < end {
-            let (from, to) = (
-                start - range.start..end - range.start,
-                start - held.start..end - held.start,
-            );
-            self.m[to.clone()].copy_from_slice(&m[from.clone()]);
-            self.v[to].copy_from_slice(&v[from]);
+        let Some(ranks) = &self.ranks else {
+            self.m[range.clone()].copy_from_slice(m);
+            self.v[range].copy_from_slice(v);
+            return;
+        };
+        // Over ranks: this rank's chunks of the parameter, each to its place in the piece
+        // (chunks never straddle two parameters).
+        for &c in &ranks.owners.chunks[ranks.exchange.rank()] {
+            let floats = ranks.chunk_floats[c].clone();
+            if floats.start >= range.start && floats.end <= range.end {
+                let (from, at) = (floats.start - range.start, ranks.owners.local[c]);
+                let to = at..at + floats.len();
+                self.m[to.clone()].copy_from_slice(&m[from..from + floats.len()]);
+                self.v[to].copy_from_slice(&v[from..from + floats.len()]);
+            }
         }
         self.whole_moments = None;
     }

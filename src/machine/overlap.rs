@@ -25,15 +25,17 @@ use super::chunks::Chunks;
 use super::grad_sum::merge_chunks;
 use super::ranks::Exchange;
 use crate::plan::grads::{Merge, ROOT};
+use crate::plan::owners::Owners;
 
-/// What the last pass of a step needs to send pieces as backward finishes them; shared
+/// What the last pass of a step needs to send parts as backward finishes them; shared
 /// with the one worker that runs the block.
 pub(super) struct Sender<'a, T> {
     pub exchange: &'a dyn Exchange,
-    pub order: &'a [(usize, usize)],
-    /// Each owner's chunks and floats (`Ranks::runs`, `Ranks::spans`).
-    pub runs: &'a [Range<usize>],
-    pub spans: &'a [Range<usize>],
+    /// (kernel, owner, part) in sending order (`Owners::sending_order`).
+    pub order: &'a [(usize, usize, usize)],
+    pub owners: &'a Owners,
+    /// Every chunk's floats in the parameters.
+    pub chunk_floats: &'a [Range<usize>],
     pub piece: usize,
     pub chunks: Chunks<'a>,
     /// The additions the block's last shard completes (the block sum lands in ROOT).
@@ -45,29 +47,33 @@ pub(super) struct Sender<'a, T> {
 }
 
 impl<T: cllm_kernels::Real> Sender<'_, T> {
-    /// Sends every piece final once kernel `k` has run (`next`: the first of `order`
-    /// not sent yet), then lets the transfers advance.
+    /// Sends every part final once kernel `k` has run (`next`: the first of `order` not
+    /// sent yet), then lets the transfers advance.
     ///
     /// # Safety
     /// Called by the block's one worker, in its last pass, after kernel `k`; no one else
     /// touches the gradient buffers, `scatter` or `mine` meanwhile.
     pub unsafe fn after_kernel(&self, k: usize, next: &mut usize) {
         let rank = self.exchange.rank();
-        while let Some(&(_, s)) = self.order.get(*next).filter(|(at, _)| *at <= k) {
-            for i in self.runs[s].clone() {
-                // SAFETY: chunk i of the merged buffers is final and ours (the contract).
-                unsafe { merge_chunks(self.chunks, i, self.merges, self.grads) };
-            }
-            let span = self.spans[s].clone();
+        while let Some(&(_, s, j)) = self.order.get(*next).filter(|(at, ..)| *at <= k) {
+            let part = &self.owners.parts[s][j];
             let to = if s == rank { &self.mine } else { &self.scatter };
-            // SAFETY: piece s of `to` is ours until the exchange closes; ROOT's span s is
-            // final and no kernel writes it again this step.
+            // SAFETY: piece s of `to` is ours until the exchange closes; the part's chunks
+            // of every gradient buffer are final and no kernel writes them again this step.
             unsafe {
                 let piece = to.0.add(s * self.piece);
-                let root = self.grads[ROOT].0.add(span.start);
-                std::ptr::copy_nonoverlapping(root, piece, span.len());
+                for &i in &self.owners.chunks[s][part.chunks.clone()] {
+                    merge_chunks(self.chunks, i, self.merges, self.grads);
+                    let floats = self.chunk_floats[i].clone();
+                    let root = self.grads[ROOT].0.add(floats.start);
+                    let at = piece.add(self.owners.local[i]);
+                    std::ptr::copy_nonoverlapping(root, at, floats.len());
+                }
                 if s != rank {
-                    self.exchange.send_piece(s, piece.cast());
+                    let float = std::mem::size_of::<T>();
+                    let start = piece.add(part.floats.start).cast::<u8>();
+                    self.exchange
+                        .send_part(s, j, start, float * part.floats.len());
                 }
             }
             *next += 1;

@@ -58,9 +58,15 @@ impl<T: Real> Machine<T> {
         let mut ranks = self.ranks.take();
         let overlap = ranks.as_mut().filter(|r| backward && !r.order.is_empty());
         let pieces = overlap.map(|r| {
-            let bytes = r.piece * std::mem::size_of::<T>();
+            let float = std::mem::size_of::<T>();
+            let me = r.exchange.rank();
+            let parts =
+                (r.owners.parts[me].iter()).map(|p| float * p.floats.start..float * p.floats.end);
+            r.part_bytes.clear();
+            r.part_bytes.extend(parts);
+            let (bytes, recv) = (r.piece * float, r.mine.as_mut_ptr().cast());
             // SAFETY: `mine` is not touched until `sum_over_ranks` closes the exchange.
-            unsafe { r.exchange.open_pieces(r.mine.as_mut_ptr().cast(), bytes) };
+            unsafe { r.exchange.open_pieces(recv, bytes, &r.part_bytes) };
             r.in_flight = true;
             let (scatter, mine) = (
                 SyncPtr(r.scatter.as_mut_ptr()),
@@ -73,8 +79,8 @@ impl<T: Real> Machine<T> {
         let sender = pieces.map(|(r, scatter, mine)| super::overlap::Sender {
             exchange: &*r.exchange,
             order: &r.order,
-            runs: &r.runs,
-            spans: &r.spans,
+            owners: &r.owners,
+            chunk_floats: &r.chunk_floats,
             piece: r.piece,
             chunks,
             merges: parts[0].after.last().map_or(&[], |m| m.as_slice()),
@@ -213,35 +219,42 @@ impl<T: Real> Machine<T> {
     pub fn adamw(&mut self, h: AdamWStep) {
         self.panels_stale = true;
         self.whole_moments = None; // stale now (only ever set by a checkpoint)
-        let run = match &self.ranks {
-            Some(ranks) => ranks.runs[ranks.exchange.rank()].clone(),
-            None => 0..self.plan.param_chunks.len(),
-        };
         let pool = std::sync::Arc::clone(&self.pool);
         let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
         let [params, m, v] =
             [&mut self.params, &mut self.m, &mut self.v].map(|b| SyncPtr(b.as_mut_ptr()));
-        let held = self.moments_start;
         let grads = &self.grad_ptrs[ROOT];
-        let returns = &mut self.chunk_returns[run.clone()];
-        pool.install(|| {
-            (returns.par_iter_mut().zip(run)).for_each(|(out, i)| {
-                let at = |slice: &crate::plan::optimizer::StateSlice| {
-                    let (base, start) = match slice.state {
-                        State::Params => (&params, 0),
-                        State::Sum => (grads, 0),
-                        State::M => (&m, held),
-                        State::V => (&v, held),
-                        State::Addend(_) => unreachable!("AdamW reads one gradient"),
-                    };
-                    base.0.wrapping_add(slice.offset - start)
+        let returns = SyncPtr(self.chunk_returns.as_mut_ptr());
+        let starts = &self.plan.param_chunks;
+        // Over ranks the moments hold the owner's chunks packed as its piece.
+        let own = self.ranks.as_ref().map(|r| {
+            let list: &[usize] = &r.owners.chunks[r.exchange.rank()];
+            (list, &r.owners.local)
+        });
+        let update = |i: usize| {
+            // The whole pointers are captured (they are Sync), not their raw fields.
+            let (params, m, v, returns) = (&params, &m, &v, &returns);
+            let held = own.map_or(starts[i].offset, |(_, local)| local[i]);
+            let at = |slice: &crate::plan::optimizer::StateSlice| {
+                let base = match slice.state {
+                    State::Params => params.0,
+                    State::Sum => grads.0,
+                    State::M => m.0.wrapping_add(held).wrapping_sub(starts[i].offset),
+                    State::V => v.0.wrapping_add(held).wrapping_sub(starts[i].offset),
+                    State::Addend(_) => unreachable!("AdamW reads one gradient"),
                 };
-                // SAFETY: each chunk's slices of the four buffers are its own.
-                *out = unsafe { chunks.run(ChunkStep::AdamW(h), i, at) };
-            })
+                base.wrapping_add(slice.offset)
+            };
+            // SAFETY: each chunk's slices of the four buffers, and its return slot, are
+            // its own.
+            unsafe { *returns.0.add(i) = chunks.run(ChunkStep::AdamW(h), i, at) };
+        };
+        pool.install(|| match own {
+            Some((list, _)) => list.par_iter().for_each(|&i| update(i)),
+            None => (0..starts.len()).into_par_iter().for_each(update),
         });
         if let Some(ranks) = &mut self.ranks {
-            ranks.gather_spans(&mut self.params);
+            ranks.gather_owned(&mut self.params, None);
         }
     }
 
@@ -255,11 +268,9 @@ impl<T: Real> Machine<T> {
         if self.whole_moments.is_some() {
             return;
         }
-        let span = self.moments_start..self.moments_start + self.m.len();
         let whole = |own: &[T], ranks: &mut super::ranks::Ranks<T>| {
             let mut all = vec![T::default(); self.params.len()];
-            all[span.clone()].copy_from_slice(own);
-            ranks.gather_spans(&mut all);
+            ranks.gather_owned(&mut all, Some(own));
             all
         };
         let m = whole(&self.m, ranks);

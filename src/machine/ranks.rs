@@ -32,7 +32,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::plan::ParamChunk;
-use crate::plan::grads::owners;
+use crate::plan::owners::Owners;
 
 /// The collectives among the ranks of one run.
 pub trait Exchange: Send + Sync + std::fmt::Debug {
@@ -46,20 +46,23 @@ pub trait Exchange: Send + Sync + std::fmt::Debug {
     /// `send` holds `ranks()` pieces of equal length: piece s goes to rank s, and piece
     /// r of `recv` (as long as `send`) arrives from rank r.
     fn all_to_all(&self, send: &[u8], recv: &mut [u8]);
-    /// The all-to-all piece by piece, while the step runs (the exchange overlapped with
+    /// The all-to-all part by part, while the step runs (the exchange overlapped with
     /// backward): `open_pieces` posts the receives of every other rank's piece into
-    /// `recv` (piece r at `r × piece` bytes), `send_piece` starts sending one piece to its
-    /// rank as soon as it is final, `progress` lets transfers advance between kernels,
-    /// and `close_pieces` waits for every send and receive. Every rank opens, sends its
-    /// R − 1 pieces and closes in the same step; the bytes are the all-to-all's.
+    /// `recv` (piece r at `r × piece` bytes), cut into this rank's `parts` (byte ranges
+    /// of its piece, each one message, tagged by its index); `send_part` starts sending
+    /// one part of rank `to`'s piece as soon as it is final; `progress` lets transfers
+    /// advance between kernels; `close_pieces` waits for every send and receive. Every
+    /// rank opens, sends every part of its R − 1 other pieces and closes in the same
+    /// step; the bytes are the all-to-all's.
     ///
     /// # Safety
-    /// `recv` (R × `piece` bytes) and every piece sent stay valid, unmoved and
-    /// untouched by anyone else until `close_pieces` returns.
-    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize);
+    /// `recv` (R × `piece` bytes) and every part sent stay valid, unmoved and untouched
+    /// by anyone else until `close_pieces` returns.
+    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize, parts: &[Range<usize>]);
     /// # Safety
-    /// As [`Exchange::open_pieces`]: `piece` bytes at `send`, for rank `to` ≠ this one.
-    unsafe fn send_piece(&self, to: usize, send: *const u8);
+    /// As [`Exchange::open_pieces`]: `len` bytes at `send`, part `tag` of rank `to`'s
+    /// piece (`to` ≠ this rank).
+    unsafe fn send_part(&self, to: usize, tag: usize, send: *const u8, len: usize);
     /// Lets the transfers in flight advance (MPI progresses only inside its calls).
     fn progress(&self) {}
     /// Waits for every piece sent and received since `open_pieces`.
@@ -182,10 +185,12 @@ pub(super) struct Ranks<T> {
     pub own: Range<usize>,
     /// Shards per rank (b).
     pub block: usize,
-    /// The parameter chunks (indices) and floats each rank owns (`plan::grads::owners`).
-    pub runs: Vec<Range<usize>>,
-    pub spans: Vec<Range<usize>>,
-    /// Floats of the largest run: the length of every piece exchanged.
+    /// The parameter chunks each rank owns, where each is in its owner's piece, and
+    /// the pieces' parts (`plan/owners.rs`).
+    pub owners: Owners,
+    /// Every chunk's offset and length in the parameters (the plan's chunks).
+    pub chunk_floats: Vec<Range<usize>>,
+    /// Floats of the largest piece: the length of every piece exchanged.
     pub piece: usize,
     /// This rank's subtree sum cut into the R owners' pieces (R × piece).
     pub scatter: Vec<T>,
@@ -199,12 +204,14 @@ pub(super) struct Ranks<T> {
     pub squares_in: Vec<f64>,
     pub losses_out: Vec<f64>,
     pub losses_in: Vec<f64>,
-    /// Send each owner's piece as backward finishes it (`plan.overlap`; a block of one
-    /// worker only): owners in the order backward finishes their runs, with the kernel
-    /// after which each is final (`overlap.rs`). Empty: the all-to-all after the step.
-    pub order: Vec<(usize, usize)>,
+    /// Send each piece's parts as backward finishes them (`plan.overlap`; a block of one
+    /// worker only): (kernel after which final, owner, part), in sending order
+    /// ([`Owners::sending_order`]). Empty: the all-to-all after the step.
+    pub order: Vec<(usize, usize, usize)>,
     /// Whether this step's pieces are in flight (opened by the step, closed by the sum).
     pub in_flight: bool,
+    /// This rank's parts as byte ranges of its piece (what `open_pieces` is given).
+    pub part_bytes: Vec<Range<usize>>,
     /// Seconds the gradient all-to-all kept this rank waiting after its compute: all of
     /// it without overlap, only what backward did not hide with it.
     pub all_to_all_seconds: f64,
@@ -221,22 +228,23 @@ impl<T: cllm_kernels::Real> Ranks<T> {
         exchange: Arc<dyn Exchange>,
         shards: usize,
         chunks: &[ParamChunk],
+        final_kernels: &[usize],
     ) -> Result<Self, RankError> {
         let (rank, ranks) = (exchange.rank(), exchange.ranks());
         if !rank_counts(shards).contains(&ranks) {
             return Err(RankError::new(ranks, shards));
         }
         let block = shards / ranks;
-        let (runs, spans) = owners(chunks, ranks);
-        let piece = spans.iter().map(|s| s.len()).max().unwrap_or(0);
-        let most = runs.iter().map(|r| r.len()).max().unwrap_or(0);
+        let owners = Owners::new(chunks, final_kernels, ranks);
+        let piece = owners.piece(chunks);
+        let most = owners.chunks.iter().map(Vec::len).max().unwrap_or(0);
         let pieces = || vec![T::default(); ranks * piece];
         Ok(Ranks {
             exchange,
             own: rank * block..(rank + 1) * block,
             block,
-            runs,
-            spans,
+            owners,
+            chunk_floats: chunks.iter().map(|c| c.offset..c.offset + c.len).collect(),
             piece,
             scatter: pieces(),
             mine: pieces(),
@@ -246,6 +254,7 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             losses_in: Vec::new(),
             order: Vec::new(),
             in_flight: false,
+            part_bytes: Vec::new(),
             all_to_all_seconds: 0.0,
             exchange_seconds: 0.0,
             sent_bytes: 0,
@@ -254,20 +263,38 @@ impl<T: cllm_kernels::Real> Ranks<T> {
 }
 
 impl<T: cllm_kernels::Real> Ranks<T> {
-    /// Every rank's own span of `state` (P floats, current on each owner's span) to
-    /// every rank: one all-gather of a piece from each, received in `mine` (free once
-    /// the gradient exchange has copied its total out).
-    pub fn gather_spans(&mut self, state: &mut [T]) {
+    /// Floats of this rank's own piece (its chunks, packed in piece order).
+    pub fn own_len(&self) -> usize {
+        let me = self.exchange.rank();
+        (self.owners.chunks[me].iter())
+            .map(|&i| self.chunk_floats[i].len())
+            .sum()
+    }
+
+    /// Every owner's chunks of `state` (P floats, current on each owner's chunks; `own`
+    /// holds this rank's, packed as its piece, or is None to take them from `state`)
+    /// to every rank: one all-gather of a piece from each, received in `mine` (free
+    /// once the gradient exchange has copied its totals out).
+    pub fn gather_owned(&mut self, state: &mut [T], own: Option<&[T]>) {
         let (rank, piece) = (self.exchange.rank(), self.piece);
-        let span = self.spans[rank].clone();
-        self.scatter[..span.len()].copy_from_slice(&state[span.clone()]);
+        for &i in &self.owners.chunks[rank] {
+            let (floats, at) = (self.chunk_floats[i].clone(), self.owners.local[i]);
+            let from = match own {
+                Some(own) => &own[at..at + floats.len()],
+                None => &state[floats.clone()],
+            };
+            self.scatter[at..at + floats.len()].copy_from_slice(from);
+        }
         let started = std::time::Instant::now();
         let send = bytes_of(&self.scatter[..piece]);
         self.exchange.all_gather(send, bytes_of_mut(&mut self.mine));
         self.exchange_seconds += started.elapsed().as_secs_f64();
         self.sent_bytes += ((self.exchange.ranks() - 1) * send.len()) as u64;
-        for (s, span) in self.spans.iter().enumerate() {
-            state[span.clone()].copy_from_slice(&self.mine[s * piece..][..span.len()]);
+        for (s, list) in self.owners.chunks.iter().enumerate() {
+            for &i in list {
+                let (floats, at) = (self.chunk_floats[i].clone(), self.owners.local[i]);
+                state[floats.clone()].copy_from_slice(&self.mine[s * piece + at..][..floats.len()]);
+            }
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Ranks as threads of one process: the [`Exchange`] contract MPI fulfils, for tests and
 //! for trying a split without MPI.
 
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::ranks::Exchange;
@@ -11,16 +13,20 @@ use super::ranks::Exchange;
 pub struct ThreadRanks {
     rank: usize,
     shared: Arc<Gathering>,
-    /// Where the pieces of an open piece-by-piece all-to-all go (address, piece bytes).
-    open: Mutex<Option<(usize, usize)>>,
+    /// Where the pieces of an open part-by-part all-to-all go.
+    open: Mutex<Option<Opened>>,
 }
+
+/// An open part-by-part all-to-all: the receive buffer's address, a piece's bytes and
+/// this rank's parts (byte ranges of a piece).
+type Opened = (usize, usize, Vec<Range<usize>>);
 
 #[derive(Debug)]
 struct Gathering {
     barrier: std::sync::Barrier,
     slots: Mutex<Vec<Vec<u8>>>,
-    /// Pieces in flight: `mail[to · R + from]`, taken by `to` when it closes.
-    mail: Mutex<Vec<Option<Vec<u8>>>>,
+    /// Parts in flight, by (to, from, tag): taken by `to` when it closes.
+    mail: Mutex<HashMap<(usize, usize, usize), Vec<u8>>>,
     delivered: Condvar,
 }
 
@@ -29,7 +35,7 @@ impl ThreadRanks {
         let shared = Arc::new(Gathering {
             barrier: std::sync::Barrier::new(ranks),
             slots: Mutex::new(vec![Vec::new(); ranks]),
-            mail: Mutex::new(vec![None; ranks * ranks]),
+            mail: Mutex::new(HashMap::new()),
             delivered: Condvar::new(),
         });
         (0..ranks)
@@ -77,53 +83,47 @@ impl Exchange for ThreadRanks {
         self.shared.barrier.wait();
     }
 
-    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize) {
-        *self.open.lock().expect("no rank panicked") = Some((recv as usize, piece));
+    unsafe fn open_pieces(&self, recv: *mut u8, piece: usize, parts: &[Range<usize>]) {
+        *self.open.lock().expect("no rank panicked") = Some((recv as usize, piece, parts.to_vec()));
     }
 
-    unsafe fn send_piece(&self, to: usize, send: *const u8) {
-        let ranks = self.ranks();
-        let len = self
-            .open
-            .lock()
-            .expect("no rank panicked")
-            .expect("opened")
-            .1;
+    unsafe fn send_part(&self, to: usize, tag: usize, send: *const u8, len: usize) {
         // SAFETY: the caller's contract: `len` bytes at `send`.
         let bytes = unsafe { std::slice::from_raw_parts(send, len) }.to_vec();
+        let key = (to, self.rank, tag);
         let mut mail = self.shared.mail.lock().expect("no rank panicked");
-        // The last step's piece to `to` must have been taken first.
-        while mail[to * ranks + self.rank].is_some() {
+        // The last step's part must have been taken first.
+        while mail.contains_key(&key) {
             mail = self.shared.delivered.wait(mail).expect("no rank panicked");
         }
-        mail[to * ranks + self.rank] = Some(bytes);
+        mail.insert(key, bytes);
         self.shared.delivered.notify_all();
     }
 
     fn close_pieces(&self) {
         let ranks = self.ranks();
-        let (recv, len) = self
-            .open
-            .lock()
-            .expect("no rank panicked")
-            .take()
-            .expect("opened");
+        let open = self.open.lock().expect("no rank panicked").take();
+        let (recv, piece, parts) = open.expect("opened");
         let mut mail = self.shared.mail.lock().expect("no rank panicked");
         for from in (0..ranks).filter(|&r| r != self.rank) {
-            let slot = self.rank * ranks + from;
-            while mail[slot].is_none() {
-                mail = self.shared.delivered.wait(mail).expect("no rank panicked");
+            for (tag, part) in parts.iter().enumerate() {
+                let key = (self.rank, from, tag);
+                while !mail.contains_key(&key) {
+                    mail = self.shared.delivered.wait(mail).expect("no rank panicked");
+                }
+                let bytes = mail.remove(&key).expect("delivered");
+                assert_eq!(bytes.len(), part.len(), "a part as long as its receive");
+                let at = from * piece + part.start;
+                // SAFETY: `open_pieces`' contract: R pieces of `piece` bytes at `recv`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        (recv as *mut u8).add(at),
+                        bytes.len(),
+                    )
+                };
+                self.shared.delivered.notify_all();
             }
-            let bytes = mail[slot].take().expect("delivered");
-            // SAFETY: `open_pieces`' contract: R pieces of `len` bytes at `recv`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    (recv as *mut u8).add(from * len),
-                    len,
-                )
-            };
-            self.shared.delivered.notify_all();
         }
     }
 }

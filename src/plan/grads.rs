@@ -26,12 +26,10 @@
 //! where the group's pass moves GROUP + 1 for GROUP − 1 additions, for a few more
 //! buffers held. The root lands in buffer 0, the buffer of the block's first shard.
 //!
-//! Over R ranks, each rank finishes the tree above the ranks' blocks on its own run of
-//! parameter chunks ([`owners`], `machine/ranks.rs`).
+//! Over R ranks, each rank finishes the tree above the ranks' blocks on its own
+//! parameter chunks (`owners.rs`, `machine/ranks.rs`).
 
 use std::ops::Range;
-
-use super::ParamChunk;
 
 /// Additions of the tree: buffer `sum` += buffer `addends[0]` (a pair), or `sum` and
 /// the `addends` as the leaves of an aligned subtree of [`GROUP`] shards, in order.
@@ -147,30 +145,6 @@ pub fn buffer_count(shards: usize, workers: usize) -> usize {
     schedule(shards, 0..shards, workers).buffers
 }
 
-/// The run of parameter chunks each rank owns (`chunks`, by index) and their floats
-/// (`spans`): R contiguous runs covering every chunk in order, cut where the floats
-/// reach r·P/R (a rank may own none when there are fewer chunks than ranks).
-pub fn owners(chunks: &[ParamChunk], ranks: usize) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
-    let total: usize = chunks.iter().map(|c| c.len).sum();
-    let owner =
-        |c: &ParamChunk| ((2 * c.offset + c.len) * ranks / (2 * total.max(1))).min(ranks - 1);
-    let mut runs = vec![0..0; ranks];
-    let mut at = 0;
-    for (r, run) in runs.iter_mut().enumerate() {
-        let start = at;
-        while at < chunks.len() && owner(&chunks[at]) == r {
-            at += 1;
-        }
-        *run = start..at;
-    }
-    let span = |run: &Range<usize>| match (chunks.get(run.start), run.is_empty()) {
-        (Some(first), false) => first.offset..chunks[run.end - 1].offset + chunks[run.end - 1].len,
-        _ => 0..0,
-    };
-    let spans = runs.iter().map(span).collect();
-    (runs, spans)
-}
-
 /// A finished node of the tree: its shards and the buffer holding their sum.
 #[derive(Clone, Debug)]
 struct Node(Range<usize>, usize);
@@ -207,8 +181,7 @@ fn siblings(left: &Range<usize>, right: &Range<usize>, shards: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{GradSchedule, Merge, ROOT, owners, schedule};
-    use crate::plan::ParamChunk;
+    use super::{GradSchedule, Merge, ROOT, schedule};
 
     /// The fixed tree of `kernels/src/shard_sum.rs`, on f32 values.
     fn tree(values: &[f32]) -> f32 {
@@ -313,38 +286,5 @@ mod tests {
                 addends: vec![4]
             }]
         );
-    }
-
-    #[test]
-    fn owners_cut_the_chunks_into_contiguous_balanced_runs() {
-        // Chunks of a model: a few large, many small, in order.
-        let lens = [32768, 32768, 100, 7, 32768, 5000, 64, 64, 32768, 12000];
-        let mut offset = 0;
-        let chunks: Vec<ParamChunk> = (lens.iter())
-            .map(|&len| {
-                let c = ParamChunk {
-                    offset,
-                    len,
-                    decay: true,
-                };
-                offset += len;
-                c
-            })
-            .collect();
-        for ranks in [1, 2, 3, 4, 8, 16] {
-            let (runs, spans) = owners(&chunks, ranks);
-            assert_eq!(runs.len(), ranks);
-            // Every chunk owned once, in order; each span is its run's floats.
-            let flat: Vec<usize> = runs.iter().flat_map(|r| r.clone()).collect();
-            assert_eq!(flat, (0..chunks.len()).collect::<Vec<_>>(), "{ranks} ranks");
-            let covered: usize = spans.iter().map(|s| s.len()).sum();
-            assert_eq!(covered, offset);
-            // No run exceeds its share by more than one chunk.
-            let largest = spans.iter().map(|s| s.len()).max().unwrap();
-            assert!(
-                largest <= offset / ranks + 32768,
-                "{ranks} ranks: {largest}"
-            );
-        }
     }
 }

@@ -26,6 +26,7 @@ mod listing;
 mod memory;
 pub mod optimizer;
 pub mod overlap;
+pub mod owners;
 pub mod panels;
 mod placement;
 mod recompute;

@@ -1,8 +1,7 @@
-//! When each part of a shard's gradient is final: the fact the exchange overlapped with
-//! backward is built on (`machine/overlap.rs` sends each owner's piece after the kernel
-//! named here; `scaling.rs` prices what stays exposed).
-
-use std::ops::Range;
+//! When each part of a shard's gradient is final: the fact the owners' cut
+//! (`owners.rs`) and the exchange overlapped with backward are built on
+//! (`machine/overlap.rs` sends each part after the kernel named here; `scaling.rs`
+//! prices what stays exposed).
 
 use super::{Phase, Plan};
 use crate::graph::Role;
@@ -44,25 +43,15 @@ pub fn final_kernels(plan: &Plan) -> Vec<usize> {
     last
 }
 
-/// Owners in the order backward finishes their runs of chunks (`grads::owners`): (the
-/// kernel after which the run is final, owner), sorted, ties in owner order.
-pub fn finishing_order(plan: &Plan, runs: &[Range<usize>]) -> Vec<(usize, usize)> {
-    let last = final_kernels(plan);
-    let mut order: Vec<(usize, usize)> = (runs.iter().enumerate())
-        .map(|(s, run)| (run.clone().map(|i| last[i]).max().unwrap_or(0), s))
-        .collect();
-    order.sort();
-    order
-}
-
-/// For each owner of `runs`, the share of one pass's FLOPs that runs after its run is
-/// final (the time its pieces have to travel while backward goes on).
-pub fn time_left(plan: &Plan, runs: &[Range<usize>]) -> Vec<f64> {
+/// For each kernel k, the share of one pass's FLOPs that runs after it: the time a
+/// part final after k has to travel while backward goes on.
+pub fn share_after(plan: &Plan) -> Vec<f64> {
     let total: u64 = plan.kernels.iter().map(|k| k.flops).sum();
-    let mut left = vec![0.0; runs.len()];
-    for (k, s) in finishing_order(plan, runs) {
-        let after: u64 = plan.kernels[k + 1..].iter().map(|k| k.flops).sum();
-        left[s] = after as f64 / total.max(1) as f64;
+    let mut after = 0u64;
+    let mut shares = vec![0.0; plan.kernels.len()];
+    for (k, kernel) in plan.kernels.iter().enumerate().rev() {
+        shares[k] = after as f64 / total.max(1) as f64;
+        after += kernel.flops;
     }
-    left
+    shares
 }

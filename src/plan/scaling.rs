@@ -74,8 +74,10 @@ pub struct Step<'a> {
     pub flops: f64,
     /// Parameters (P): floats in one gradient.
     pub params: f64,
-    /// The parameter chunks the owners' runs are cut from (none: pieces of P/R).
+    /// The parameter chunks the owners' pieces are cut from (none: pieces of P/R).
     pub chunks: &'a [super::ParamChunk],
+    /// The kernel after which each chunk is final (`overlap::final_kernels`).
+    pub finals: &'a [usize],
     /// Shards (S).
     pub shards: usize,
     /// One process's FLOP rate on this step (F), FLOP/s.
@@ -110,10 +112,7 @@ impl Step<'_> {
     pub fn piece(&self, ranks: usize) -> f64 {
         match self.chunks {
             [] => self.params / ranks as f64,
-            chunks => (super::grads::owners(chunks, ranks).1.iter())
-                .map(|span| span.len())
-                .max()
-                .unwrap_or(0) as f64,
+            chunks => super::owners::Owners::new(chunks, self.finals, ranks).piece(chunks) as f64,
         }
     }
 }
@@ -126,7 +125,7 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
     let piece_s = net.latency_s + piece / net.bytes_per_s;
     let all_to_all = (r - 1.0) * piece_s;
     let exposed = match step.overlap {
-        Some(plan) if ranks > 1 => exposed_all_to_all(plan, step, ranks, all_to_all),
+        Some(plan) if ranks > 1 => exposed_all_to_all(plan, step, net, ranks, all_to_all),
         _ => all_to_all,
     };
     // The all-to-all, the all-gather of the parameters and three small all-gathers.
@@ -154,19 +153,39 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
     }
 }
 
-/// What of an all-to-all of `seconds` stays exposed when each owner's pieces travel
-/// once its run is final, during the rest of the rank's last pass: owner s receives
-/// R − 1 pieces, the whole all-to-all's time at its link, from the moment its run is
-/// final; the slowest owner sets the step. Only a block run by one worker overlaps.
-fn exposed_all_to_all(plan: &super::Plan, step: &Step, ranks: usize, seconds: f64) -> f64 {
-    if plan.threads.min(step.shards / ranks) > 1 {
+/// What of the all-to-all stays exposed when each part of each owner's piece travels as
+/// soon as backward has finished it, during the rest of the rank's last pass: owner s
+/// receives each part from R − 1 ranks, at its link, no earlier than the part is final
+/// (a queue drained at β, α per part); the slowest owner sets the step. Only a block run
+/// by one worker overlaps; `seconds` (the all-to-all after the step) otherwise.
+fn exposed_all_to_all(
+    plan: &super::Plan,
+    step: &Step,
+    net: &Network,
+    ranks: usize,
+    seconds: f64,
+) -> f64 {
+    if plan.threads.min(step.shards / ranks) > 1 || step.chunks.is_empty() {
         return seconds;
     }
     let pass_s = plan.kernels.iter().map(|k| k.flops).sum::<u64>() as f64 / step.flop_rate;
-    let (runs, _) = super::grads::owners(step.chunks, ranks);
-    (super::overlap::time_left(plan, &runs).iter())
-        .map(|left| (seconds - left * pass_s).max(0.0))
+    let after = super::overlap::share_after(plan);
+    let owners = super::owners::Owners::new(step.chunks, step.finals, ranks);
+    let r = ranks as f64 - 1.0;
+    (owners.parts.iter())
+        .map(|parts| {
+            // Time from the end of backward: negative while backward runs.
+            let mut t = f64::NEG_INFINITY;
+            for p in parts {
+                let ready = -after[p.kernel] * pass_s;
+                t = t.max(ready)
+                    + net.latency_s
+                    + r * 4.0 * p.floats.len() as f64 / net.bytes_per_s;
+            }
+            t.max(0.0)
+        })
         .fold(0.0, f64::max)
+        .min(seconds)
 }
 
 /// The smallest power-of-two R at which the exchange takes longer than compute.
@@ -192,6 +211,7 @@ mod tests {
             flops: 1e12,
             params: 1e7,
             chunks: &[],
+            finals: &[],
             shards: 8,
             flop_rate: 1e11,
             memory_bytes_per_s: 2e10,
