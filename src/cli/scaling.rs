@@ -182,7 +182,7 @@ pub fn threads_report(spec: &Spec, plan: &Plan, gflops: Option<f64>) -> miette::
     Ok(out)
 }
 
-/// What one rank holds: the parameters, its run's AdamW moments (ZeRO-1), the gradient
+/// What one rank holds: the parameters, its chunks' AdamW moments (ZeRO-1), the gradient
 /// buffers of its block's schedule, the exchange's two buffers of R pieces, the bf16
 /// panels and the workers' arenas.
 fn rank_memory(plan: &Plan, step: &Step, ranks: usize) -> String {
@@ -207,7 +207,7 @@ fn rank_memory(plan: &Plan, step: &Step, ranks: usize) -> String {
     let total = params + moments + grads + exchange + panels + arenas;
     let b = |x: f64| human_bytes(x as u64);
     format!(
-        "each rank holds {}: parameters {}, AdamW moments {} (its run's), {buffers} gradient \
+        "each rank holds {}: parameters {}, AdamW moments {} (its chunks'), {buffers} gradient \
          buffer(s) {} (for its {block} shard(s)), exchange buffers {}, bf16 panels {}, \
          {} arena(s) {}",
         b(total),
