@@ -11,7 +11,8 @@
 //! finishes last (the embeddings, the first block) is spread over all owners instead of
 //! arriving at one, and each piece can leave in parts while backward runs. An owner's
 //! piece is its chunks in finishing order; its [`Part`]s cut it where the finishing
-//! kernel changes, merged up to [`MIN_PART`] floats (one message each).
+//! kernel changes, merged up to [`MIN_PART`] floats (one message each; at most about
+//! [`MAX_PARTS`]).
 
 use std::ops::Range;
 
@@ -20,6 +21,10 @@ use super::ParamChunk;
 /// Floats a part of a piece holds at least (unless it is the piece's last): fewer,
 /// larger messages, each still sent as soon as its last chunk is final.
 pub const MIN_PART: usize = 1 << 16;
+
+/// Parts of one piece at most (about): a part's index is its MPI tag, and MPI promises
+/// tags up to 32 767 only; longer pieces get longer parts.
+pub const MAX_PARTS: usize = 4096;
 
 /// A run of an owner's piece sent as one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,11 +79,13 @@ impl Owners {
         }
         let parts = (owned.iter())
             .map(|list| {
+                let len: usize = list.iter().map(|&i| chunks[i].len).sum();
+                let least = MIN_PART.max(len.div_ceil(MAX_PARTS));
                 let mut parts: Vec<Part> = Vec::new();
                 for (j, &i) in list.iter().enumerate() {
                     let end = local[i] + chunks[i].len;
                     match parts.last_mut() {
-                        Some(p) if p.floats.len() < MIN_PART || p.kernel == kernel(i) => {
+                        Some(p) if p.floats.len() < least || p.kernel == kernel(i) => {
                             p.kernel = p.kernel.max(kernel(i));
                             p.chunks.end = j + 1;
                             p.floats.end = end;
@@ -176,6 +183,25 @@ mod tests {
                 "{ranks} ranks: {largest}"
             );
         }
+        // A piece of very many chunks, each finished by its own kernel: parts stay few
+        // enough to be MPI tags (a part's index), and at least MIN_PART long.
+        let many: Vec<ParamChunk> = (0..100_000)
+            .map(|i| ParamChunk {
+                offset: i * 32768,
+                len: 32768,
+                decay: true,
+            })
+            .collect();
+        let kernels: Vec<usize> = (0..many.len()).collect();
+        let one = Owners::new(&many, &kernels, 1);
+        assert!(one.parts[0].len() <= MAX_PARTS && one.parts[0].len() < 32767);
+        assert!(
+            one.parts[0]
+                .iter()
+                .rev()
+                .skip(1)
+                .all(|p| p.floats.len() >= MIN_PART)
+        );
         // The two chunks finished last go to two owners, not one.
         let two = Owners::new(&chunks, &finals, 2);
         assert_ne!(
