@@ -222,18 +222,20 @@ fn ranks_of_several_workers_give_the_single_process_bits() {
     }
 }
 
-/// The exchange overlapped with backward (`plan.overlap`, the default: each owner's piece
-/// sent as soon as backward has finished it) and after the step give the same bits,
-/// on 2 and 4 ranks; the summary says which ran.
+/// The exchange overlapped with backward (`plan.overlap`, the default: each part of each
+/// owner's piece sent as soon as backward has finished it) and after the step give the
+/// same bits, on 2 and 4 ranks of one worker and 2 ranks of two; the summary says which
+/// ran.
 #[test]
 fn the_exchange_overlapped_with_backward_keeps_the_bits() {
     let root = tempfile::tempdir().unwrap();
-    for ranks in [2, 4] {
+    // (ranks, threads): blocks of 4 and 2 shards on one worker, and blocks of 4 on two.
+    for (ranks, threads) in [(2, 1), (4, 1), (2, 2)] {
         let mut states = Vec::new();
         for overlap in [true, false] {
-            let mut spec = tiny(1);
+            let mut spec = tiny(threads);
             spec.plan.overlap = overlap;
-            let dir = root.path().join(format!("r{ranks}-{overlap}"));
+            let dir = root.path().join(format!("r{ranks}t{threads}-{overlap}"));
             let summaries = run_spec_on_ranks(&spec, ranks, &dir, |_| {});
             for s in &summaries {
                 let (_, overlapped) = s.all_to_all_wait.expect("over ranks");

@@ -120,7 +120,8 @@ impl<T: Real> Machine<T> {
         // A block run by several workers: the tree above their parts first, so the
         // block's sum is in buffer ROOT (its Σ g² is the owners' to take).
         let (last, grad_ptrs) = (&self.schedule.last, &self.grad_ptrs);
-        if !last.is_empty() {
+        // (Overlapped, the workers made it part by part: `overlap.rs`.)
+        if !last.is_empty() && !ranks.in_flight {
             pool.install(|| {
                 (0..chunks.steps.len()).into_par_iter().for_each(|i| {
                     // SAFETY: each task takes one chunk of the buffers; the workers are done.

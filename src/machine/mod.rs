@@ -192,8 +192,8 @@ impl<T: Real> Machine<T> {
 
     /// Splits every step over the ranks of `exchange`: this process runs its block of
     /// the shards and exchanges subtree sums (`ranks.rs`). Call before `attach_jit`.
-    /// With `overlap`, each owner's piece of the gradient leaves as soon as backward has
-    /// finished it (`overlap.rs`; when the block runs on one worker).
+    /// With `overlap`, each part of each owner's piece of the gradient leaves as soon as
+    /// backward has finished it (`overlap.rs`).
     pub fn set_ranks(
         &mut self,
         exchange: Arc<dyn Exchange>,
@@ -204,7 +204,7 @@ impl<T: Real> Machine<T> {
         let finals = crate::plan::overlap::final_kernels(&self.plan);
         let mut ranks = ranks::Ranks::new(exchange, self.plan.shards, chunks, &finals)?;
         self.schedule = grads::schedule(self.plan.shards, ranks.own.clone(), self.plan.workers);
-        if overlap && self.schedule.workers.len() == 1 {
+        if overlap {
             ranks.order = ranks.owners.sending_order();
         }
         (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.params.len());

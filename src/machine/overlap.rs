@@ -14,11 +14,13 @@
 //! fixes that kernel (`plan/overlap.rs`), so every rank sends its pieces in the same
 //! order. The pieces hold
 //! the same block sums the all-to-all sent (the same additions, per chunk, in the same
-//! order: a chunk's additions read only that chunk), so the bits do not change. Only a
-//! block run by one worker overlaps: with several, the block's sum needs the tree above
-//! the workers, which waits for all of them.
+//! order: a chunk's additions read only that chunk), so the bits do not change. A block
+//! run by several workers overlaps too: each worker makes its own last additions on a
+//! part when its last pass has finished it, and the last of them to get there makes the
+//! tree above the workers on that part and sends it.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::SyncPtr;
 use super::chunks::Chunks;
@@ -38,8 +40,13 @@ pub(super) struct Sender<'a, T> {
     pub chunk_floats: &'a [Range<usize>],
     pub piece: usize,
     pub chunks: Chunks<'a>,
-    /// The additions the block's last shard completes (the block sum lands in ROOT).
-    pub merges: &'a [Merge],
+    /// The tree above the block's workers (`GradSchedule::last`), made part by part by
+    /// the worker that finishes a part last.
+    pub last: &'a [Merge],
+    /// Workers of the block, and per part (owners' parts in order, flattened) how many
+    /// have finished it.
+    pub workers: usize,
+    pub arrived: &'a [AtomicUsize],
     pub grads: &'a [SyncPtr<T>],
     /// `Ranks::scatter` (R pieces to send) and `Ranks::mine` (R pieces received).
     pub scatter: SyncPtr<T>,
@@ -47,23 +54,40 @@ pub(super) struct Sender<'a, T> {
 }
 
 impl<T: cllm_kernels::Real> Sender<'_, T> {
-    /// Sends every part final once kernel `k` has run (`next`: the first of `order` not
-    /// sent yet), then lets the transfers advance.
+    /// After kernel `k` of a worker's last pass (`next`: the first of `order` it has not
+    /// finished yet): for every part now final, the worker's own last additions
+    /// (`merges`) on the part's chunks; the worker that finishes a part last also makes
+    /// the tree above the workers on them, copies them into the piece and sends it.
+    /// Then lets the transfers advance.
     ///
     /// # Safety
-    /// Called by the block's one worker, in its last pass, after kernel `k`; no one else
-    /// touches the gradient buffers, `scatter` or `mine` meanwhile.
-    pub unsafe fn after_kernel(&self, k: usize, next: &mut usize) {
+    /// Called by each of the block's workers, in its last pass, after its kernel `k`,
+    /// with its own merges; no one else touches the gradient buffers' final chunks,
+    /// `scatter` or `mine` meanwhile.
+    pub unsafe fn after_kernel(&self, k: usize, next: &mut usize, merges: &[Merge]) {
         let rank = self.exchange.rank();
         while let Some(&(_, s, j)) = self.order.get(*next).filter(|(at, ..)| *at <= k) {
             let part = &self.owners.parts[s][j];
+            let list = &self.owners.chunks[s][part.chunks.clone()];
+            for &i in list {
+                // SAFETY: chunk i of this worker's buffers is final and its own.
+                unsafe { merge_chunks(self.chunks, i, merges, self.grads) };
+            }
+            *next += 1;
+            // The worker that finishes the part last (Release/Acquire: it sees the
+            // others' additions) makes the rest.
+            if self.arrived[self.owners.first_part[s] + j].fetch_add(1, Ordering::AcqRel) + 1
+                < self.workers
+            {
+                continue;
+            }
             let to = if s == rank { &self.mine } else { &self.scatter };
-            // SAFETY: piece s of `to` is ours until the exchange closes; the part's chunks
-            // of every gradient buffer are final and no kernel writes them again this step.
+            // SAFETY: piece s of `to` is ours until the exchange closes; every worker
+            // is done with the part's chunks, which no kernel writes again this step.
             unsafe {
                 let piece = to.0.add(s * self.piece);
-                for &i in &self.owners.chunks[s][part.chunks.clone()] {
-                    merge_chunks(self.chunks, i, self.merges, self.grads);
+                for &i in list {
+                    merge_chunks(self.chunks, i, self.last, self.grads);
                     let floats = self.chunk_floats[i].clone();
                     let root = self.grads[ROOT].0.add(floats.start);
                     let at = piece.add(self.owners.local[i]);
@@ -76,7 +100,6 @@ impl<T: cllm_kernels::Real> Sender<'_, T> {
                         .send_part(s, j, start, float * part.floats.len());
                 }
             }
-            *next += 1;
         }
         self.exchange.progress();
     }

@@ -68,6 +68,9 @@ impl<T: Real> Machine<T> {
             // SAFETY: `mine` is not touched until `sum_over_ranks` closes the exchange.
             unsafe { r.exchange.open_pieces(recv, bytes, &r.part_bytes) };
             r.in_flight = true;
+            for arrived in &r.arrived {
+                arrived.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
             let (scatter, mine) = (
                 SyncPtr(r.scatter.as_mut_ptr()),
                 SyncPtr(r.mine.as_mut_ptr()),
@@ -83,7 +86,9 @@ impl<T: Real> Machine<T> {
             chunk_floats: &r.chunk_floats,
             piece: r.piece,
             chunks,
-            merges: parts[0].after.last().map_or(&[], |m| m.as_slice()),
+            last: &shared.schedule.last,
+            workers: parts.len(),
+            arrived: &r.arrived,
             grads: shared.grads,
             scatter,
             mine,
@@ -111,8 +116,11 @@ impl<T: Real> Machine<T> {
                         match &sender {
                             Some(sender) if last => {
                                 let mut next = 0;
-                                // SAFETY: this is the block's one worker, in its last pass.
-                                let send = &mut |k| unsafe { sender.after_kernel(k, &mut next) };
+                                let merges = part.after.last().map_or(&[][..], Vec::as_slice);
+                                // SAFETY: this worker's last pass; its merges and the block's
+                                // are made part by part, each part once by each worker.
+                                let send =
+                                    &mut |k| unsafe { sender.after_kernel(k, &mut next, merges) };
                                 worker.run(
                                     &shared,
                                     buffer,

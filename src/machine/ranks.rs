@@ -204,14 +204,17 @@ pub(super) struct Ranks<T> {
     pub squares_in: Vec<f64>,
     pub losses_out: Vec<f64>,
     pub losses_in: Vec<f64>,
-    /// Send each piece's parts as backward finishes them (`plan.overlap`; a block of one
-    /// worker only): (kernel after which final, owner, part), in sending order
-    /// ([`Owners::sending_order`]). Empty: the all-to-all after the step.
+    /// Send each piece's parts as backward finishes them (`plan.overlap`): (kernel after
+    /// which final, owner, part), in sending order ([`Owners::sending_order`]). Empty:
+    /// the all-to-all after the step.
     pub order: Vec<(usize, usize, usize)>,
     /// Whether this step's pieces are in flight (opened by the step, closed by the sum).
     pub in_flight: bool,
     /// This rank's parts as byte ranges of its piece (what `open_pieces` is given).
     pub part_bytes: Vec<Range<usize>>,
+    /// Per part of every owner (flattened, `Owners::first_part`): how many of the
+    /// block's workers have finished it this step (`overlap.rs`).
+    pub arrived: Vec<std::sync::atomic::AtomicUsize>,
     /// Seconds the gradient all-to-all kept this rank waiting after its compute: all of
     /// it without overlap, only what backward did not hide with it.
     pub all_to_all_seconds: f64,
@@ -236,6 +239,7 @@ impl<T: cllm_kernels::Real> Ranks<T> {
         }
         let block = shards / ranks;
         let owners = Owners::new(chunks, final_kernels, ranks);
+        let total_parts = owners.parts.iter().map(Vec::len).sum();
         let piece = owners.piece(chunks);
         let most = owners.chunks.iter().map(Vec::len).max().unwrap_or(0);
         let pieces = || vec![T::default(); ranks * piece];
@@ -255,6 +259,7 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             order: Vec::new(),
             in_flight: false,
             part_bytes: Vec::new(),
+            arrived: (0..total_parts).map(|_| Default::default()).collect(),
             all_to_all_seconds: 0.0,
             exchange_seconds: 0.0,
             sent_bytes: 0,

@@ -46,6 +46,8 @@ pub struct Owners {
     pub local: Vec<usize>,
     /// Per owner: its piece cut into parts, in the order backward finishes them.
     pub parts: Vec<Vec<Part>>,
+    /// Per owner: the index of its first part among all owners' parts in order.
+    pub first_part: Vec<usize>,
 }
 
 impl Owners {
@@ -100,10 +102,18 @@ impl Owners {
                 parts
             })
             .collect();
+        let parts: Vec<Vec<Part>> = parts;
+        let first_part = (parts.iter())
+            .scan(0, |at, p| {
+                *at += p.len();
+                Some(*at - p.len())
+            })
+            .collect();
         Owners {
             chunks: owned,
             local,
             parts,
+            first_part,
         }
     }
 

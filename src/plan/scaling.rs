@@ -156,8 +156,7 @@ pub fn predict(step: &Step, net: &Network, ranks: usize) -> Prediction {
 /// What of the all-to-all stays exposed when each part of each owner's piece travels as
 /// soon as backward has finished it, during the rest of the rank's last pass: owner s
 /// receives each part from R − 1 ranks, at its link, no earlier than the part is final
-/// (a queue drained at β, α per part); the slowest owner sets the step. Only a block run
-/// by one worker overlaps; `seconds` (the all-to-all after the step) otherwise.
+/// (a queue drained at β, α per part); the slowest owner sets the step.
 fn exposed_all_to_all(
     plan: &super::Plan,
     step: &Step,
@@ -165,10 +164,13 @@ fn exposed_all_to_all(
     ranks: usize,
     seconds: f64,
 ) -> f64 {
-    if plan.threads.min(step.shards / ranks) > 1 || step.chunks.is_empty() {
+    if step.chunks.is_empty() {
         return seconds;
     }
-    let pass_s = plan.kernels.iter().map(|k| k.flops).sum::<u64>() as f64 / step.flop_rate;
+    // A block's workers run their last passes side by side, each at its share of F.
+    let workers = plan.threads.min(step.shards / ranks).max(1) as f64;
+    let pass_flops = plan.kernels.iter().map(|k| k.flops).sum::<u64>() as f64;
+    let pass_s = pass_flops * workers / step.flop_rate;
     let after = super::overlap::share_after(plan);
     let owners = super::owners::Owners::new(step.chunks, step.finals, ranks);
     let r = ranks as f64 - 1.0;
