@@ -29,8 +29,8 @@ use super::ranks::Exchange;
 use crate::plan::grads::{Merge, ROOT};
 use crate::plan::owners::Owners;
 
-/// What the last pass of a step needs to send parts as backward finishes them; shared
-/// with the one worker that runs the block.
+/// What the last passes of a step need to send parts as backward finishes them; shared
+/// by the block's workers.
 pub(super) struct Sender<'a, T> {
     pub exchange: &'a dyn Exchange,
     /// (kernel, owner, part) in sending order (`Owners::sending_order`).
