@@ -1,23 +1,22 @@
-//! The gradient exchange hidden behind backward (over ranks): each owner's piece of this
-//! rank's block sum leaves as soon as backward has finished it, while the kernels of
-//! the earlier layers still run.
+//! The gradient exchange hidden behind backward (over ranks): each part of each owner's
+//! piece of this rank's block sum leaves as soon as backward has finished it, while the
+//! kernels of the earlier layers still run.
 //!
 //! ```text
-//!  step start      open_pieces: post the receives of every other rank's piece
-//!  last pass of    after kernel k: for each owner s whose run is final at k (in the
-//!  the block       fixed order `order`): the block's last additions on run s's chunks,
-//!  (backward)      the run into piece s, send_piece(s); then progress()
+//!  step start      open_pieces: post the receives of every part of this rank's piece
+//!                  from every other rank
+//!  each worker's   after kernel k: for each part final at k (the fixed order `order`):
+//!  last pass       the worker's last additions on the part's chunks; the last worker
+//!  (backward)      there adds the tree above the workers, copies the part into its
+//!                  piece and send_part(owner, part); then progress()
 //!  sum             close_pieces: wait; the owners' tree as before (`grad_sum.rs`)
 //! ```
 //!
-//! A run is final after the last backward kernel that writes a gradient in it: the plan
-//! fixes that kernel (`plan/overlap.rs`), so every rank sends its pieces in the same
-//! order. The pieces hold
-//! the same block sums the all-to-all sent (the same additions, per chunk, in the same
-//! order: a chunk's additions read only that chunk), so the bits do not change. A block
-//! run by several workers overlaps too: each worker makes its own last additions on a
-//! part when its last pass has finished it, and the last of them to get there makes the
-//! tree above the workers on that part and sends it.
+//! A part is final after the last backward kernel that writes a gradient in it: the plan
+//! fixes that kernel (`plan/overlap.rs`) and the cut into owners and parts
+//! (`plan/owners.rs`), so every rank sends in the same order. The pieces hold the same
+//! block sums the all-to-all sent (the same additions, per chunk, in the same order: a
+//! chunk's additions read only that chunk), so the bits do not change.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
