@@ -93,7 +93,11 @@ fn ranks_give_the_single_process_bits() {
     assert_eq!(state(&dir("r2t2")), expected, "2 ranks × 2 threads");
     let after = ["--set", "plan.overlap=false"];
     train(Some(2), 2, &dir("r2t2-after"), &after);
-    assert_eq!(state(&dir("r2t2-after")), expected, "2 × 2, exchanged after the step");
+    assert_eq!(
+        state(&dir("r2t2-after")),
+        expected,
+        "2 × 2, exchanged after the step"
+    );
     // Resume on 1 process and on 2 ranks from a checkpoint 4 ranks wrote at step 5.
     train(Some(4), 1, &dir("half"), &["--stop-at", "5"]);
     for ranks in [None, Some(2)] {
