@@ -213,6 +213,18 @@ impl Graph {
         &self.tensors[id.0]
     }
 
+    /// Where each parameter starts in the flat parameter (and gradient) buffer: the
+    /// parameters in order, packed.
+    pub fn param_offsets(&self) -> Vec<usize> {
+        let mut total = 0;
+        (self.params.iter())
+            .map(|p| {
+                total += self.tensor(p.tensor).len();
+                total - self.tensor(p.tensor).len()
+            })
+            .collect()
+    }
+
     /// The parameter called `name`, if any.
     pub fn param_index(&self, name: &str) -> Option<usize> {
         self.params.iter().position(|p| p.name == name)

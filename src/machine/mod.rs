@@ -101,12 +101,12 @@ impl<T: Real> Machine<T> {
     /// [`Machine::new`], or the reason the OS could not start the plan's threads.
     pub fn try_new(plan: Plan) -> Result<Self, rayon::ThreadPoolBuildError> {
         let graph = &plan.graph;
-        let mut param_offsets = Vec::with_capacity(graph.params.len());
-        let mut total = 0;
-        for p in &graph.params {
-            param_offsets.push(total);
-            total += graph.tensor(p.tensor).len();
-        }
+        let param_offsets = graph.param_offsets();
+        let total: usize = graph
+            .params
+            .iter()
+            .map(|p| graph.tensor(p.tensor).len())
+            .sum();
         // The panels, each from a cache line (64 bytes of the element type).
         let line = 64 / std::mem::size_of::<T>();
         let mut panel_floats = 0;

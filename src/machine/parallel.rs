@@ -113,35 +113,23 @@ impl<T: Real> Machine<T> {
                         let none = &mut |_| {};
                         let loss = worker.run(&shared, buffer, local, forward, loss_scale, none);
                         let last = local + 1 == part.shards.len() && a + 1 == batches.len();
-                        match &sender {
-                            Some(sender) if last => {
-                                let mut next = 0;
-                                let merges = part.after.last().map_or(&[][..], Vec::as_slice);
-                                // SAFETY: this worker's last pass; its merges and the block's
-                                // are made part by part, each part once by each worker.
-                                let send =
-                                    &mut |k| unsafe { sender.after_kernel(k, &mut next, merges) };
-                                worker.run(
-                                    &shared,
-                                    buffer,
-                                    local,
-                                    |p| !forward(p),
-                                    loss_scale,
-                                    send,
-                                );
-                                assert_eq!(next, sender.order.len(), "every piece was sent");
+                        if backward {
+                            // Over ranks with overlap, the last pass sends parts as its
+                            // kernels finish them.
+                            let sending = sender.as_ref().filter(|_| last);
+                            let merges = part.after.last().map_or(&[][..], Vec::as_slice);
+                            let mut next = 0;
+                            let send = &mut |k| {
+                                if let Some(sender) = sending {
+                                    // SAFETY: this worker's last pass; its merges and the
+                                    // block's are made part by part, once by each worker.
+                                    unsafe { sender.after_kernel(k, &mut next, merges) }
+                                }
+                            };
+                            worker.run(&shared, buffer, local, |p| !forward(p), loss_scale, send);
+                            if let Some(sender) = sending {
+                                assert_eq!(next, sender.order.len(), "every part was sent");
                             }
-                            _ if backward => {
-                                worker.run(
-                                    &shared,
-                                    buffer,
-                                    local,
-                                    |p| !forward(p),
-                                    loss_scale,
-                                    none,
-                                );
-                            }
-                            _ => {}
                         }
                         worker.losses[a * shards + s] = loss;
                     }

@@ -11,12 +11,7 @@ use crate::graph::Role;
 /// shard is final. 0 for a chunk no kernel writes.
 pub fn final_kernels(plan: &Plan) -> Vec<usize> {
     let graph = &plan.graph;
-    let mut offsets = Vec::with_capacity(graph.params.len());
-    let mut total = 0;
-    for p in &graph.params {
-        offsets.push(total);
-        total += graph.tensor(p.tensor).len();
-    }
+    let offsets = graph.param_offsets();
     let chunks = &plan.param_chunks;
     let mut last = vec![0usize; chunks.len()];
     for (k, kernel) in plan.kernels.iter().enumerate() {
