@@ -21,6 +21,9 @@
 //!                                                      at memory bandwidth B
 //!   efficiency  = compute(1) / (R · step(R))
 //!
+//! With `plan.overlap`, the all-to-all counts only what stays exposed after backward
+//! ([`exposed_all_to_all`]).
+//!
 //! Every float is still summed in the single process's tree order (the bits do not
 //! change with R), and the bytes each rank sends, 2(R − 1)/R · 4P, stay under two
 //! gradients whatever R, as a ring all-reduce's do; what grows with R is the latency
