@@ -22,7 +22,7 @@
 //!   efficiency  = compute(1) / (R · step(R))
 //!
 //! With `plan.overlap`, the all-to-all counts only what stays exposed after backward
-//! ([`exposed_all_to_all`]).
+//! (`exposed_all_to_all`).
 //!
 //! Every float is still summed in the single process's tree order (the bits do not
 //! change with R), and the bytes each rank sends, 2(R − 1)/R · 4P, stay under two
