@@ -58,13 +58,8 @@ impl<T: Real> Machine<T> {
         let mut ranks = self.ranks.take();
         let overlap = ranks.as_mut().filter(|r| backward && !r.order.is_empty());
         let pieces = overlap.map(|r| {
-            let float = std::mem::size_of::<T>();
-            let me = r.exchange.rank();
-            let parts =
-                (r.owners.parts[me].iter()).map(|p| float * p.floats.start..float * p.floats.end);
-            r.part_bytes.clear();
-            r.part_bytes.extend(parts);
-            let (bytes, recv) = (r.piece * float, r.mine.as_mut_ptr().cast());
+            let bytes = r.piece * std::mem::size_of::<T>();
+            let recv = r.mine.as_mut_ptr().cast();
             // SAFETY: `mine` is not touched until `sum_over_ranks` closes the exchange.
             unsafe { r.exchange.open_pieces(recv, bytes, &r.part_bytes) };
             r.in_flight = true;
@@ -133,7 +128,7 @@ impl<T: Real> Machine<T> {
                         }
                         worker.losses[a * shards + s] = loss;
                     }
-                    // With overlap, the last shard's additions went run by run as above.
+                    // With overlap, the last shard's additions went part by part as above.
                     let added = sender.is_some() && local + 1 == part.shards.len();
                     if backward && !added {
                         // SAFETY: the additions a shard completes read and write buffers

@@ -9,15 +9,16 @@
 //! 1. each rank runs its own shards and adds its subtree as they finish
 //!    (`plan/grads.rs`): the subtree's sum, the same bits the single process has at
 //!    the subtree's root;
-//! 2. the parameter chunks are cut into R contiguous runs, one *owned* by each rank
-//!    (`plan::grads::owners`); each rank sends its subtree sum's piece of run s to rank s (one
-//!    all-to-all), so rank s holds every rank's subtree sum of its own run;
-//! 3. the owner runs the tree above the blocks on its run's chunks — the tree over the
+//! 2. the parameter chunks are dealt to R owners (`plan/owners.rs`: ~P/R floats each,
+//!    cut by when backward finishes them); each rank sends its subtree sum's piece of
+//!    owner s's chunks to rank s (one all-to-all, or part by part while backward runs:
+//!    `overlap.rs`), so rank s holds every rank's subtree sum of its own chunks;
+//! 3. the owner runs the tree above the blocks on its own chunks — the tree over the
 //!    R subtree sums, which adds exactly what the single process adds above the blocks,
 //!    in the same order — and the same kernel computes the same Σ g² per chunk for
 //!    clipping;
 //! 4. every rank learns every chunk's Σ g² (a small all-gather), so the clipping norm;
-//!    each owner runs AdamW on its run (`Machine::adamw`), and the updated parameters
+//!    each owner runs AdamW on its chunks (`Machine::adamw`), and the updated parameters
 //!    travel back by all-gather — the bytes the gradient totals would take.
 //!
 //! Each rank sends (R − 1)/R of the gradient in each collective: 2(R − 1)/R × 4P bytes
@@ -194,9 +195,9 @@ pub(super) struct Ranks<T> {
     pub piece: usize,
     /// This rank's subtree sum cut into the R owners' pieces (R × piece).
     pub scatter: Vec<T>,
-    /// Every rank's subtree sum of this rank's run (R × piece); the owner's tree
+    /// Every rank's subtree sum of this rank's chunks (R × piece); the owner's tree
     /// leaves the total in piece 0. Once that is copied out, the same buffer receives
-    /// every owner's updated span ([`Ranks::gather_spans`]): the two never overlap.
+    /// every owner's updated chunks ([`Ranks::gather_owned`]): the two never overlap.
     pub mine: Vec<T>,
     /// Σ g² of this rank's chunks (padded to the most chunks a rank owns), and every
     /// rank's.
@@ -243,6 +244,11 @@ impl<T: cllm_kernels::Real> Ranks<T> {
         let piece = owners.piece(chunks);
         let most = owners.chunks.iter().map(Vec::len).max().unwrap_or(0);
         let pieces = || vec![T::default(); ranks * piece];
+        // This rank's parts as byte ranges of its piece: what its receives are cut into.
+        let float = std::mem::size_of::<T>();
+        let part_bytes = (owners.parts[rank].iter())
+            .map(|p| float * p.floats.start..float * p.floats.end)
+            .collect();
         Ok(Ranks {
             exchange,
             own: rank * block..(rank + 1) * block,
@@ -258,7 +264,7 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             losses_in: Vec::new(),
             order: Vec::new(),
             in_flight: false,
-            part_bytes: Vec::new(),
+            part_bytes,
             arrived: (0..total_parts).map(|_| Default::default()).collect(),
             all_to_all_seconds: 0.0,
             exchange_seconds: 0.0,

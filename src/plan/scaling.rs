@@ -110,7 +110,7 @@ pub struct Prediction {
 }
 
 impl Step<'_> {
-    /// Floats of the longest owner's run over `ranks` (`grads::owners`): the length of
+    /// Floats of the longest owner's piece over `ranks` (`owners.rs`): the length of
     /// every piece the exchange sends.
     pub fn piece(&self, ranks: usize) -> f64 {
         match self.chunks {
