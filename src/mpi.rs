@@ -24,6 +24,8 @@ pub struct Mpi {
     ranks: usize,
     /// The requests of the part-by-part all-to-all in flight.
     pieces: Mutex<Vec<ffi::MPI_Request>>,
+    /// The point-to-point sends in flight (pipeline stages).
+    sends: Mutex<Vec<ffi::MPI_Request>>,
     _universe: Universe,
 }
 
@@ -59,6 +61,7 @@ pub fn start() -> Result<Option<Arc<Mpi>>, String> {
         rank,
         ranks,
         pieces: Mutex::new(Vec::new()),
+        sends: Mutex::new(Vec::new()),
         _universe: universe,
     })))
 }
@@ -183,6 +186,76 @@ impl Exchange for Mpi {
                 recv[r * len + start..][..n].copy_from_slice(&piece[r * n..][..n]);
             }
         }
+    }
+
+    unsafe fn post_send(&self, to: usize, tag: usize, send: *const u8, len: usize) {
+        let mut sends = self.sends.lock().expect("no thread panicked in MPI");
+        self.parts(len, &mut sends, |start, n, request| unsafe {
+            // SAFETY: the caller's contract: `len` bytes at `send`, untouched until
+            // `finish_sends`.
+            ffi::MPI_Isend(
+                send.add(start).cast(),
+                n,
+                ffi::RSMPI_UINT8_T,
+                to as c_int,
+                tag as c_int,
+                self.world.as_raw(),
+                request,
+            )
+        });
+    }
+
+    fn recv(&self, from: usize, tag: usize, recv: &mut [u8]) {
+        if recv.len() <= CALL_BYTES {
+            // SAFETY: `recv` is ours for the call.
+            unsafe {
+                ffi::MPI_Recv(
+                    recv.as_mut_ptr().cast(),
+                    recv.len() as c_int,
+                    ffi::RSMPI_UINT8_T,
+                    from as c_int,
+                    tag as c_int,
+                    self.world.as_raw(),
+                    ffi::RSMPI_STATUS_IGNORE,
+                )
+            };
+            return;
+        }
+        let mut requests = Vec::new();
+        let at = recv.as_mut_ptr();
+        self.parts(recv.len(), &mut requests, |start, n, request| unsafe {
+            // SAFETY: `recv` is ours until the wait below.
+            ffi::MPI_Irecv(
+                at.add(start).cast(),
+                n,
+                ffi::RSMPI_UINT8_T,
+                from as c_int,
+                tag as c_int,
+                self.world.as_raw(),
+                request,
+            )
+        });
+        // SAFETY: the requests just made, completed here.
+        unsafe {
+            ffi::MPI_Waitall(
+                requests.len() as c_int,
+                requests.as_mut_ptr(),
+                ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+    }
+
+    fn finish_sends(&self) {
+        let mut requests = self.sends.lock().expect("no thread panicked in MPI");
+        // SAFETY: the requests are this exchange's own, live until completed.
+        unsafe {
+            ffi::MPI_Waitall(
+                requests.len() as c_int,
+                requests.as_mut_ptr(),
+                ffi::RSMPI_STATUSES_IGNORE,
+            )
+        };
+        requests.clear();
     }
 }
 

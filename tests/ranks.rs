@@ -11,6 +11,7 @@ use cllm::spec::{self, Spec};
 
 mod common;
 use common::checkpoint_bits as state;
+use common::copy_folder;
 
 fn tiny(threads: u64) -> Spec {
     let text = format!(
@@ -141,17 +142,6 @@ fn a_four_rank_checkpoint_resumes_on_one_and_on_two_ranks() {
             }
         }
         assert_eq!(state(&dir), expected, "4 ranks to step 3, then {ranks}");
-    }
-}
-
-/// Copies the files of a run folder (no subfolders).
-fn copy_folder(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
     }
 }
 

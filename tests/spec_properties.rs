@@ -213,8 +213,9 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
         prop_oneof![Just(Gemm::Native), Just(Gemm::Jit)],
         any::<bool>(),
         any::<bool>(),
+        1u64..=3,
     )
-        .prop_map(|(threads, mib, gemm, auto, overlap)| spec::Plan {
+        .prop_map(|(threads, mib, gemm, auto, overlap, stages)| spec::Plan {
             threads: if auto {
                 Threads::Auto
             } else {
@@ -224,6 +225,7 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
             memory_budget: mib * (1 << 20) + if auto { 0 } else { 17 },
             gemm,
             overlap,
+            stages,
         });
     (
         model(),

@@ -23,6 +23,12 @@ impl Machine<f32> {
             .iter()
             .map(Some)
             .chain(std::iter::repeat(None));
+        // A pipeline stage's workers are its passes in flight: each runs every shard.
+        let stage = self.stages.is_some();
+        let first = self.schedule.workers.first();
+        let parts = parts
+            .enumerate()
+            .map(|(w, part)| if stage && w > 0 { first } else { part });
         for (worker, part) in self.workers.iter_mut().zip(parts) {
             let buffers = part.map_or(&[][..], |p| p.buffer.as_slice());
             worker.tables = (buffers.iter())

@@ -187,7 +187,7 @@ impl<T: Real> Machine<T> {
 ///
 /// # Safety
 /// No one else touches chunk `i` of the buffers meanwhile.
-unsafe fn chunk_tree<T: Real>(
+pub(super) unsafe fn chunk_tree<T: Real>(
     chunks: Chunks<'_>,
     i: usize,
     last: &[Merge],

@@ -22,12 +22,14 @@ mod chunks;
 mod grad_sum;
 mod overlap;
 mod parallel;
+mod pipeline;
 mod places;
 mod ranks;
 mod reference;
 mod thread_ranks;
 mod worker;
 
+pub use pipeline::StageError;
 pub use ranks::{Agreement, Exchange, RankError, agree, any_rank, rank_counts};
 pub use thread_ranks::ThreadRanks;
 
@@ -80,6 +82,8 @@ pub struct Machine<T: Real> {
     poison: bool,
     /// This process's shards and exchange when the step is split over ranks.
     ranks: Option<ranks::Ranks<T>>,
+    /// This process's stage when the model is cut into pipeline stages over ranks.
+    stages: Option<pipeline::Stages<T>>,
 }
 
 /// A compiled program and the argument tables of its weight-panel kernels, per
@@ -186,6 +190,7 @@ impl<T: Real> Machine<T> {
             pool: Arc::new(pool),
             poison: false,
             ranks: None,
+            stages: None,
             plan,
         })
     }
@@ -414,7 +419,7 @@ impl<T: Real> Machine<T> {
             &shared,
             ROOT,
             0,
-            |p| p == Phase::Forward,
+            |_, p| p == Phase::Forward,
             loss_scale,
             &mut |_| {},
         )
@@ -428,7 +433,7 @@ impl<T: Real> Machine<T> {
             &shared,
             ROOT,
             0,
-            |p| p != Phase::Forward,
+            |_, p| p != Phase::Forward,
             loss_scale,
             &mut |_| {},
         );

@@ -37,6 +37,11 @@ impl<T: Real> Machine<T> {
     /// `shards` shards of B·T tokens), then the tree sum of the shard gradients;
     /// returns Σ loss over scored targets. `loss_scale` is the step's 1/(scored targets).
     pub fn forward_backward(&mut self, batches: &[Batch], loss_scale: f64) -> f64 {
+        if self.stages.is_some() {
+            let loss = self.run_stage(batches, loss_scale);
+            self.sum_stage_grads();
+            return loss;
+        }
         let loss = self.run_shards(batches, loss_scale, true);
         self.sum_shard_grads();
         loss
@@ -104,7 +109,7 @@ impl<T: Real> Machine<T> {
                         let rows = s * shard_len..(s + 1) * shard_len;
                         worker.tokens.copy_from_slice(&batch.tokens[rows.clone()]);
                         worker.targets.copy_from_slice(&batch.targets[rows]);
-                        let forward = |p| p == Phase::Forward;
+                        let forward = |_, p| p == Phase::Forward;
                         let none = &mut |_| {};
                         let loss = worker.run(&shared, buffer, local, forward, loss_scale, none);
                         let last = local + 1 == part.shards.len() && a + 1 == batches.len();
@@ -121,7 +126,14 @@ impl<T: Real> Machine<T> {
                                     unsafe { sender.after_kernel(k, &mut next, merges) }
                                 }
                             };
-                            worker.run(&shared, buffer, local, |p| !forward(p), loss_scale, send);
+                            worker.run(
+                                &shared,
+                                buffer,
+                                local,
+                                |k, p| !forward(k, p),
+                                loss_scale,
+                                send,
+                            );
                             if let Some(sender) = sending {
                                 assert_eq!(next, sender.order.len(), "every part was sent");
                             }

@@ -68,6 +68,18 @@ pub trait Exchange: Send + Sync + std::fmt::Debug {
     fn progress(&self) {}
     /// Waits for every piece sent and received since `open_pieces`.
     fn close_pieces(&self);
+    /// Point to point, between pipeline stages: starts sending `len` bytes at `send`
+    /// to rank `to` under `tag` and returns at once. Messages from one rank to another
+    /// under one tag arrive in the order sent.
+    ///
+    /// # Safety
+    /// The bytes stay valid and untouched until [`Exchange::finish_sends`] returns.
+    unsafe fn post_send(&self, to: usize, tag: usize, send: *const u8, len: usize);
+    /// Receives the message rank `from` sent under `tag` (exactly `recv.len()` bytes);
+    /// waits for it.
+    fn recv(&self, from: usize, tag: usize, recv: &mut [u8]);
+    /// Waits until every message posted by [`Exchange::post_send`] has left.
+    fn finish_sends(&self);
     /// Ends every rank with `code` (a rank that stops alone would leave the others
     /// waiting in the next exchange). Threads of one process end the process.
     fn abort(&self, code: i32) -> ! {

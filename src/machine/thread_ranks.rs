@@ -21,12 +21,18 @@ pub struct ThreadRanks {
 /// this rank's parts (byte ranges of a piece).
 type Opened = (usize, usize, Vec<Range<usize>>);
 
+/// Messages under one (to, from, tag), oldest first.
+type Queue = std::collections::VecDeque<Vec<u8>>;
+
 #[derive(Debug)]
 struct Gathering {
     barrier: std::sync::Barrier,
     slots: Mutex<Vec<Vec<u8>>>,
     /// Parts in flight, by (to, from, tag): taken by `to` when it closes.
     mail: Mutex<HashMap<(usize, usize, usize), Vec<u8>>>,
+    /// Point-to-point messages in flight, by (to, from, tag), each tag's in order.
+    posts: Mutex<HashMap<(usize, usize, usize), Queue>>,
+    posted: Condvar,
     delivered: Condvar,
 }
 
@@ -36,6 +42,8 @@ impl ThreadRanks {
             barrier: std::sync::Barrier::new(ranks),
             slots: Mutex::new(vec![Vec::new(); ranks]),
             mail: Mutex::new(HashMap::new()),
+            posts: Mutex::new(HashMap::new()),
+            posted: Condvar::new(),
             delivered: Condvar::new(),
         });
         (0..ranks)
@@ -126,4 +134,39 @@ impl Exchange for ThreadRanks {
             }
         }
     }
+
+    unsafe fn post_send(&self, to: usize, tag: usize, send: *const u8, len: usize) {
+        // SAFETY: the caller's contract: `len` bytes at `send`.
+        let bytes = unsafe { std::slice::from_raw_parts(send, len) }.to_vec();
+        let mut posts = self.shared.posts.lock().expect("no rank panicked");
+        posts
+            .entry((to, self.rank, tag))
+            .or_default()
+            .push_back(bytes);
+        self.shared.posted.notify_all();
+    }
+
+    fn recv(&self, from: usize, tag: usize, recv: &mut [u8]) {
+        let key = (self.rank, from, tag);
+        let mut posts = self.shared.posts.lock().expect("no rank panicked");
+        loop {
+            if let Some(bytes) = posts.get_mut(&key).and_then(|q| q.pop_front()) {
+                assert_eq!(bytes.len(), recv.len(), "a message as long as its receive");
+                recv.copy_from_slice(&bytes);
+                return;
+            }
+            // A message that never comes is a bug in the schedule: fail, never hang.
+            let (next, waited) = (self.shared.posted)
+                .wait_timeout(posts, std::time::Duration::from_secs(120))
+                .expect("no rank panicked");
+            posts = next;
+            assert!(
+                !waited.timed_out() || posts.get(&key).is_some_and(|q| !q.is_empty()),
+                "rank {}: no message from rank {from} under tag {tag} in 120 s",
+                self.rank
+            );
+        }
+    }
+
+    fn finish_sends(&self) {}
 }

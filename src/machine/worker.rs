@@ -55,7 +55,7 @@ impl<T: Real> Worker<T> {
         }
     }
 
-    /// Runs the kernels of `phase`s for the worker's `local`-th shard, whose gradients
+    /// Runs the kernels `select`ed (by index and phase) for the worker's `local`-th shard, whose gradients
     /// go to buffer `grads`, calling `after(k)` once kernel k has run; returns the loss
     /// sum of the loss kernel.
     pub(super) fn run(
@@ -63,14 +63,14 @@ impl<T: Real> Worker<T> {
         shared: &Shared<'_, T>,
         grads: usize,
         local: usize,
-        select: impl Fn(Phase) -> bool,
+        select: impl Fn(usize, Phase) -> bool,
         loss_scale: f64,
         after: &mut dyn FnMut(usize),
     ) -> f64 {
         let plan = shared.plan;
         let mut loss_sum = 0.0;
         for (k, kernel) in plan.kernels.iter().enumerate() {
-            if !select(kernel.phase) {
+            if !select(k, kernel.phase) {
                 continue;
             }
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());

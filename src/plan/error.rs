@@ -59,6 +59,12 @@ pub enum PlanError {
         micro_batch: usize,
         suggestion: usize,
     },
+    #[error("plan.stages = {stages}: this model has {layers} layer(s) to cut into stages")]
+    #[diagnostic(
+        code(cllm::plan::stages),
+        help("choose 1 to {layers} stages (1: no pipeline)")
+    )]
+    Stages { stages: usize, layers: usize },
 }
 
 /// The limit an admission refusal names: the budget, or the machine's memory.

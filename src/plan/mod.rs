@@ -28,6 +28,7 @@ pub mod optimizer;
 pub mod overlap;
 pub mod owners;
 pub mod panels;
+pub mod pipeline;
 mod placement;
 mod recompute;
 mod report;
@@ -265,6 +266,11 @@ fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
             micro_batch,
             suggestion,
         });
+    }
+    let stages = spec.plan.stages as usize;
+    if stages == 0 || stages > spec.model.layers as usize {
+        let layers = spec.model.layers as usize;
+        return Err(PlanError::Stages { stages, layers });
     }
     let threads = match spec.plan.threads {
         Threads::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -133,6 +133,9 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Ranks(#[from] crate::machine::RankError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Stages(#[from] crate::machine::StageError),
     #[error("rank {rank} runs another spec, plan or cllm binary than rank 0")]
     #[diagnostic(
         code(cllm::ranks),

@@ -47,8 +47,14 @@ pub(crate) fn assemble(
     let threads = plan.threads;
     let mut machine =
         Machine::try_new(plan).map_err(|e| RunError::Threads(threads, e.to_string()))?;
-    if let Some(ranks) = ranks {
-        machine.set_ranks(ranks.clone(), spec.plan.overlap)?;
+    // Over ranks: pipeline stages, one per rank, or data-parallel ranks. Alone, a
+    // pipeline's stages run as one process (the same numbers).
+    match ranks {
+        Some(ranks) if spec.plan.stages > 1 => {
+            machine.set_stages(ranks.clone(), spec.plan.stages as usize)?
+        }
+        Some(ranks) => machine.set_ranks(ranks.clone(), spec.plan.overlap)?,
+        None => {}
     }
     if let Some(program) = program {
         machine.attach_jit(program);

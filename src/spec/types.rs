@@ -191,6 +191,8 @@ spec_block! {
         gemm: Gemm = Gemm::Native,
         /// over ranks, send each piece of the gradient while backward runs (false: after it)
         overlap: bool = true,
+        /// pipeline stages: the layers cut into this many, one rank each (`mpiexec -n STAGES`); 1 is none
+        stages: u64 = 1,
     }
 }
 

@@ -40,3 +40,15 @@ pub fn checkpoint_bits(dir: &std::path::Path) -> Vec<(String, Vec<u32>)> {
     tensors.sort();
     tensors
 }
+
+/// Copies the files of a run folder (no subfolders).
+#[allow(dead_code)] // not every test file that shares this module copies folders
+pub fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}

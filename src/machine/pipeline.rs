@@ -1,0 +1,390 @@
+//! A step as one stage of a pipeline (`plan { stages = P }`; the division is
+//! `plan/pipeline.rs`'s), with the single process's bits.
+//!
+//! ```text
+//!  stage s of P, passes 0..m (the step's shards × micro-batches, in the single
+//!  process's order), each pass in an arena of its own among min(P − s, m):
+//!    F(0) … F(w − 1)              w = min(P − 1 − s, m) warm-up forwards
+//!    F(i + w) B(i)   for each i   one forward, one backward (1F1B, PipeDream-flush)
+//!  F(i): receive what the earlier stages' forwards sent for pass i, run this stage's
+//!        forward kernels, send on what later stages need
+//!  B(i): zero the shard's gradient buffer (its first micro-batch), receive, run this
+//!        stage's recompute and backward kernels, send back; the shard's tree
+//!        additions once its last micro-batch is done
+//!  then: the tree above (none on one worker), each stage's finished gradients to
+//!        every stage (an all-gather), Σ g² per chunk, and the single process's AdamW
+//!        on every stage alike — so every stage holds the whole model after a step
+//! ```
+//!
+//! Sends never wait (each pass's values are copied to its own outbox and posted); a
+//! receive waits for its sender. Every message comes from earlier in the single
+//! process's order of (pass, segment), so no stage waits on itself: the schedule
+//! cannot deadlock. Each stage runs the single process's kernels on the single
+//! process's values, its gradient buffers follow the single process's tree, and the
+//! losses are added in its order: the parameters after a step are the same bits.
+//!
+//! Not built yet: replicas within a stage (R = stages × replicas), and memory per
+//! stage — each stage holds the whole model's parameters, gradient buffers, moments,
+//! and min(P − s, m) whole arenas.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use cllm_kernels::Real;
+
+use super::ranks::{Exchange, bytes_of, bytes_of_mut};
+use super::{Machine, Region};
+use crate::data::Batch;
+use crate::plan::Phase;
+use crate::plan::grads::ROOT;
+use crate::plan::pipeline::{Half, StagePlan};
+
+/// Why a machine cannot run as a pipeline stage on these ranks.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StageError {
+    #[error("{ranks} rank(s) cannot run plan.stages = {stages}: one rank per stage")]
+    #[diagnostic(
+        code(cllm::stages),
+        help(
+            "run on {stages} ranks (`mpiexec -n {stages}`), or set plan.stages = {ranks}; replicas of a stage (stages × replicas ranks) are not built yet"
+        )
+    )]
+    Count { ranks: usize, stages: usize },
+    #[error("plan.stages = {stages}: this model has fewer layers to cut")]
+    #[diagnostic(code(cllm::stages), help("choose at most one stage per layer"))]
+    Layers { stages: usize },
+}
+
+/// Messages of one pass kind are tagged by index below this.
+const TAGS_PER_PASS: usize = 16;
+
+/// This process's stage of the pipeline.
+pub(super) struct Stages<T: Real> {
+    pub exchange: Arc<dyn Exchange>,
+    pub plan: StagePlan,
+    pub stage: usize,
+    /// Per pass, the values this stage sends in it, each message at its offset:
+    /// untouched until the step's sends have left.
+    outbox: Vec<Vec<T>>,
+    out_floats: usize,
+    /// Offsets in an outbox of the `first` and the `later` messages.
+    out_at: [Vec<usize>; 2],
+    inbox: Vec<T>,
+    /// Float ranges of the gradients each stage finishes, in parameter order.
+    finished: Vec<Vec<Range<usize>>>,
+    /// Each stage's finished gradients, packed (a slot of the largest per stage).
+    packed: Vec<T>,
+    gathered: Vec<T>,
+    /// Loss sums of the passes, in (micro-batch, shard) order.
+    losses: Vec<f64>,
+    pub seconds: f64,
+    pub sent_bytes: u64,
+}
+
+impl<T: Real> Machine<T> {
+    /// Makes this process stage `exchange.rank()` of a `stages`-stage pipeline over the
+    /// ranks of `exchange` (one per stage). Call before `attach_jit`.
+    pub fn set_stages(
+        &mut self,
+        exchange: Arc<dyn Exchange>,
+        stages: usize,
+    ) -> Result<(), StageError> {
+        assert!(self.program.is_none(), "set_stages goes before attach_jit");
+        let ranks = exchange.ranks();
+        if ranks != stages {
+            return Err(StageError::Count { ranks, stages });
+        }
+        let plan = StagePlan::new(&self.plan, stages).ok_or(StageError::Layers { stages })?;
+        let stage = exchange.rank();
+        for list in [&plan.first, &plan.later] {
+            assert!(
+                list.len() <= TAGS_PER_PASS,
+                "at most {TAGS_PER_PASS} messages"
+            );
+        }
+        // One worker runs every shard, each pass of those in flight in its own arena.
+        self.schedule = crate::plan::grads::schedule(self.plan.shards, 0..self.plan.shards, 1);
+        (self.grads, self.grad_ptrs) =
+            super::grad_buffers(self.schedule.buffers, self.params.len());
+        // At most P − s passes in flight (fewer when a step has fewer passes).
+        let slots = stages - stage;
+        self.workers = (0..slots).map(|_| super::Worker::new(&self.plan)).collect();
+        let mut out_at = [Vec::new(), Vec::new()];
+        let mut out_floats = 0;
+        for (kind, list) in [&plan.first, &plan.later].into_iter().enumerate() {
+            for m in list {
+                out_at[kind].push(out_floats);
+                if m.from == stage {
+                    out_floats += m.floats;
+                }
+            }
+        }
+        let inbox = [&plan.first, &plan.later].into_iter().flatten();
+        let inbox = inbox.filter(|m| m.to == stage).map(|m| m.floats).max();
+        let mut finished = vec![Vec::new(); stages];
+        for (i, &s) in plan.param_stage.iter().enumerate() {
+            finished[s].push(self.param_range(i));
+        }
+        let most = (finished.iter())
+            .map(|r| r.iter().map(ExactSizeIterator::len).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        self.stages = Some(Stages {
+            exchange,
+            plan,
+            stage,
+            outbox: Vec::new(),
+            out_floats,
+            out_at,
+            inbox: vec![T::default(); inbox.unwrap_or(0)],
+            finished,
+            packed: vec![T::default(); most],
+            gathered: vec![T::default(); most * stages],
+            losses: Vec::new(),
+            seconds: 0.0,
+            sent_bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Forward and backward of every pass of the step as this stage; returns Σ loss.
+    pub(super) fn run_stage(&mut self, batches: &[Batch], loss_scale: f64) -> f64 {
+        self.refresh_panels();
+        let shards = self.plan.shards;
+        let micro = batches.len();
+        let passes = shards * micro;
+        let shard_len = self.plan.graph.dims.rows();
+        let threads = self.plan.threads;
+        let pool = Arc::clone(&self.pool);
+        let mut st = self.stages.take().expect("a pipeline stage");
+        if st.outbox.len() < passes {
+            let floats = st.out_floats;
+            st.outbox.resize_with(passes, || vec![T::default(); floats]); // the first step
+        }
+        st.losses.clear();
+        st.losses.resize(passes, 0.0); // allocates on the first step only
+        let started = std::time::Instant::now();
+        let (shared, workers) = self.split();
+        let slots = workers.len();
+        let part = &shared.schedule.workers[0];
+        let stage = st.stage;
+        // Lent to the passes for the step (a move, not a copy: nothing is allocated).
+        let kernel_stage = std::mem::take(&mut st.plan.kernel_stage);
+        let warm = slots.saturating_sub(1).min(passes);
+        pool.install(|| {
+            cllm_kernels::gemm::sgemm::set_gemm_threads(threads);
+            // Pass i is shard i / micro's micro-batch i % micro.
+            let forward = |st: &mut Stages<T>, workers: &mut [super::Worker<T>], i: usize| {
+                let (s, a) = (i / micro, i % micro);
+                let worker = &mut workers[i % slots];
+                let rows = s * shard_len..(s + 1) * shard_len;
+                worker
+                    .tokens
+                    .copy_from_slice(&batches[a].tokens[rows.clone()]);
+                worker.targets.copy_from_slice(&batches[a].targets[rows]);
+                let buffer = part.buffer[s];
+                st.receive(&shared, worker, buffer, i, a, Half::Forward);
+                let mine = |k, p| p == Phase::Forward && kernel_stage[k] == stage;
+                let loss = worker.run(&shared, buffer, s, mine, loss_scale, &mut |_| {});
+                st.losses[a * shards + s] = loss;
+                st.send(&shared, worker, buffer, i, a, micro, Half::Forward);
+            };
+            let backward = |st: &mut Stages<T>, workers: &mut [super::Worker<T>], i: usize| {
+                let (s, a) = (i / micro, i % micro);
+                let worker = &mut workers[i % slots];
+                let buffer = part.buffer[s];
+                if a == 0 {
+                    // SAFETY: the schedule gives this buffer to this shard alone.
+                    unsafe { shared.grads[buffer].slice(shared.grads_len) }.fill(T::default());
+                }
+                st.receive(&shared, worker, buffer, i, a, Half::Backward);
+                let mine = |k, p| p != Phase::Forward && kernel_stage[k] == stage;
+                worker.run(&shared, buffer, s, mine, loss_scale, &mut |_| {});
+                st.send(&shared, worker, buffer, i, a, micro, Half::Backward);
+                if a + 1 == micro {
+                    // SAFETY: the additions read and write finished shards' buffers.
+                    unsafe {
+                        super::grad_sum::add_all(shared.chunks, &part.after[s], shared.grads)
+                    };
+                }
+            };
+            for i in 0..warm {
+                forward(&mut st, workers, i);
+            }
+            for i in 0..passes {
+                if i + warm < passes {
+                    forward(&mut st, workers, i + warm);
+                }
+                backward(&mut st, workers, i);
+            }
+        });
+        st.plan.kernel_stage = kernel_stage;
+        st.exchange.finish_sends();
+        // Σ loss in (micro-batch, shard) order on the stage with the loss; 0 elsewhere.
+        let mine: f64 = st.losses.iter().sum();
+        let mut all = vec![0u8; 8 * st.plan.stages];
+        st.exchange.all_gather(&mine.to_le_bytes(), &mut all);
+        let total = (all.chunks(8))
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .sum();
+        st.seconds += started.elapsed().as_secs_f64();
+        self.stages = Some(st);
+        total
+    }
+
+    /// The step's gradient whole on every stage: the tree above the worker (if any),
+    /// each stage's finished gradients gathered to all, and each chunk's Σ g².
+    pub(super) fn sum_stage_grads(&mut self) {
+        let pool = Arc::clone(&self.pool);
+        let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
+        let (last, grads) = (&self.schedule.last, &self.grad_ptrs);
+        if !last.is_empty() {
+            pool.install(|| {
+                (0..self.chunk_squares.len()).into_par_iter().for_each(|i| {
+                    // SAFETY: each task takes one chunk of the buffers; the passes are done.
+                    unsafe { super::grad_sum::chunk_tree(chunks, i, last, grads) };
+                })
+            });
+        }
+        let st = self.stages.as_mut().expect("a pipeline stage");
+        let root = &mut self.grads[ROOT];
+        let slot = st.packed.len();
+        let mut at = 0;
+        for r in &st.finished[st.stage] {
+            st.packed[at..at + r.len()].copy_from_slice(&root[r.clone()]);
+            at += r.len();
+        }
+        let started = std::time::Instant::now();
+        st.exchange
+            .all_gather(bytes_of(&st.packed), bytes_of_mut(&mut st.gathered));
+        st.seconds += started.elapsed().as_secs_f64();
+        st.sent_bytes += ((st.plan.stages - 1) * slot * std::mem::size_of::<T>()) as u64;
+        for (s, ranges) in st
+            .finished
+            .iter()
+            .enumerate()
+            .filter(|&(s, _)| s != st.stage)
+        {
+            let mut at = s * slot;
+            for r in ranges {
+                root[r.clone()].copy_from_slice(&st.gathered[at..at + r.len()]);
+                at += r.len();
+            }
+        }
+        let grads = &self.grad_ptrs;
+        pool.install(|| {
+            (self.chunk_squares.par_iter_mut().enumerate()).for_each(|(i, squares)| {
+                // SAFETY: each task takes one chunk of buffer ROOT.
+                *squares = unsafe { super::grad_sum::chunk_tree(chunks, i, &[], grads) };
+            })
+        });
+    }
+
+    /// Seconds this stage waited on and exchanged with the others; `None` when it is
+    /// no stage.
+    pub fn stage_seconds(&self) -> Option<(f64, u64)> {
+        self.stages.as_ref().map(|s| (s.seconds, s.sent_bytes))
+    }
+}
+
+impl<T: Real> Stages<T> {
+    fn tag(pass: usize, kind: usize, index: usize) -> usize {
+        ((pass % 1000) * 2 + kind) * TAGS_PER_PASS + index
+    }
+
+    /// Receives, before `half` of pass `i`, every message for it into its places.
+    fn receive(
+        &mut self,
+        shared: &super::worker::Shared<'_, T>,
+        worker: &mut super::Worker<T>,
+        buffer: usize,
+        i: usize,
+        a: usize,
+        half: Half,
+    ) {
+        let (list, kind) = match a {
+            0 => (&self.plan.first, 0),
+            _ => (&self.plan.later, 1),
+        };
+        for (j, m) in list.iter().enumerate() {
+            if m.to != self.stage || m.received != half {
+                continue;
+            }
+            let inbox = &mut self.inbox[..m.floats];
+            self.exchange
+                .recv(m.from, Self::tag(i, kind, j), bytes_of_mut(inbox));
+            let mut at = 0;
+            for id in &m.tensors {
+                let to = place_of(shared, worker, buffer, *id);
+                to.copy_from_slice(&inbox[at..at + to.len()]);
+                at += to.len();
+            }
+        }
+    }
+
+    /// Sends, after `half` of pass `i`, every message it owes (and, after a backward,
+    /// the gradients the shard's next micro-batch carries on).
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        shared: &super::worker::Shared<'_, T>,
+        worker: &mut super::Worker<T>,
+        buffer: usize,
+        i: usize,
+        a: usize,
+        micro: usize,
+        half: Half,
+    ) {
+        let kind = usize::from(a > 0); // 0: the shard's first micro-batch (`first`)
+        let next = half == Half::Backward && a + 1 < micro;
+        let lists = [(&self.plan.first, 0), (&self.plan.later, 1)];
+        for (list, k) in lists {
+            for (j, m) in list.iter().enumerate() {
+                let now = k == kind && !m.previous && m.sent == half;
+                let carried = k == 1 && next && m.previous;
+                if m.from != self.stage || !(now || carried) {
+                    continue;
+                }
+                let out = &mut self.outbox[i][self.out_at[k][j]..][..m.floats];
+                let mut at = 0;
+                for id in &m.tensors {
+                    let from = place_of(shared, worker, buffer, *id);
+                    out[at..at + from.len()].copy_from_slice(from);
+                    at += from.len();
+                }
+                let pass = if carried { i + 1 } else { i };
+                let bytes = bytes_of(out);
+                // SAFETY: this pass's outbox is not written again before the step's
+                // sends have finished (`run_stage`).
+                unsafe {
+                    (self.exchange).post_send(
+                        m.to,
+                        Self::tag(pass, k, j),
+                        bytes.as_ptr(),
+                        bytes.len(),
+                    )
+                };
+                self.sent_bytes += bytes.len() as u64;
+            }
+        }
+    }
+}
+
+/// Where tensor `id` of a pass lives: its arena, or its shard's gradient buffer.
+fn place_of<'a, T: Real>(
+    shared: &'a super::worker::Shared<'_, T>,
+    worker: &'a mut super::Worker<T>,
+    buffer: usize,
+    id: crate::graph::TensorId,
+) -> &'a mut [T] {
+    let place = shared.places[id.0];
+    let range = place.offset..place.offset + place.len;
+    match place.region {
+        Region::Arena => &mut worker.arena[range],
+        // SAFETY: the shard's buffer is this pass's alone while it runs.
+        Region::Grads => unsafe { &mut shared.grads[buffer].slice(shared.grads_len)[range] },
+        region => unreachable!("no {region:?} tensor crosses stages"),
+    }
+}

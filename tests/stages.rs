@@ -1,0 +1,134 @@
+//! Pipeline stages give the single process's bits: P stages as threads of this process
+//! (`ThreadRanks`, the exchange contract MPI fulfils), each a machine running its run
+//! of the layers in a 1F1B schedule, against one process — parameters and AdamW
+//! moments after training (eval and checkpoints on the way), every stage's losses;
+//! and a checkpoint written by 2 stages resumes on 1 process and on 4 stages.
+
+use std::path::Path;
+
+use cllm::machine::ThreadRanks;
+use cllm::runtime::{self, RunOptions};
+use cllm::spec::{self, Spec};
+
+mod common;
+use common::checkpoint_bits as state;
+
+/// A 4-layer model; `accumulate` micro-batches of 4 shards each per step.
+fn tiny(stages: usize, accumulate: usize) -> Spec {
+    let text = format!(
+        "cllm 0.1\ndata {{ source = addition(digits = 2, held_out = 50) }}\n\
+         model gpt {{ context = 12 tokens  width = 32  layers = 4  heads = 2 }}\n\
+         train {{ steps = 6  batch = {} seqs  accumulate = {accumulate}  log_every = 1 }}\n\
+         eval {{ every = 3 steps  batches = 2 }}\ncheckpoint {{ every = 3 steps }}\n\
+         plan {{ threads = 1  shards = 4  stages = {stages} }}\n",
+        8 * accumulate
+    );
+    spec::parse(&text, "tiny", Path::new("."), &[]).unwrap()
+}
+
+fn single(spec: &Spec, dir: &Path) -> runtime::RunSummary {
+    let mut options = RunOptions::new(dir, ".");
+    options.quiet = true;
+    runtime::train(spec, &options).unwrap()
+}
+
+/// `spec` on as many stages (threads of this process), options set by `how`.
+fn on_stages(spec: &Spec, dir: &Path, how: impl Fn(&mut RunOptions)) -> Vec<runtime::RunSummary> {
+    let handles: Vec<_> = ThreadRanks::group(spec.plan.stages as usize)
+        .into_iter()
+        .map(|exchange| {
+            let mut options = RunOptions::new(dir, ".");
+            options.quiet = true;
+            options.ranks = Some(exchange);
+            how(&mut options);
+            let spec = spec.clone();
+            std::thread::spawn(move || runtime::train(&spec, &options).unwrap())
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn same_losses(a: &runtime::RunSummary, b: &runtime::RunSummary) -> bool {
+    let bits = |s: &runtime::RunSummary| s.losses.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    bits(a) == bits(b) && a.val_loss.map(f64::to_bits) == b.val_loss.map(f64::to_bits)
+}
+
+#[test]
+fn stages_give_the_single_process_bits() {
+    let root = tempfile::tempdir().unwrap();
+    for accumulate in [1, 2] {
+        let dir = root.path().join(format!("one-a{accumulate}"));
+        let one = single(&tiny(1, accumulate), &dir);
+        let expected = state(&dir);
+        for stages in [2, 3, 4] {
+            let dir = root.path().join(format!("p{stages}-a{accumulate}"));
+            let summaries = on_stages(&tiny(stages, accumulate), &dir, |_| {});
+            assert_eq!(
+                state(&dir),
+                expected,
+                "{stages} stages, accumulate {accumulate}: parameters and moments"
+            );
+            for s in &summaries {
+                assert!(
+                    same_losses(s, &one),
+                    "{stages} stages: every stage's losses"
+                );
+            }
+        }
+    }
+}
+
+/// A checkpoint written by 2 stages at step 3 resumes on 1 process and on 4 stages,
+/// and either ends with the bits of the run that was never stopped.
+#[test]
+fn a_two_stage_checkpoint_resumes_on_one_process_and_on_four_stages() {
+    let root = tempfile::tempdir().unwrap();
+    let whole = root.path().join("whole");
+    single(&tiny(1, 1), &whole);
+    let expected = state(&whole);
+    let two = root.path().join("two");
+    on_stages(&tiny(2, 1), &two, |o| o.stop_at = Some(3));
+    assert_ne!(state(&two), expected, "stopped at step 3 of 6");
+    for stages in [1, 4] {
+        let dir = root.path().join(format!("resumed-on-{stages}"));
+        common::copy_folder(&two, &dir);
+        let resume = |o: &mut RunOptions| o.resume = Some(dir.clone());
+        match stages {
+            1 => {
+                let mut options = RunOptions::new(&dir, ".");
+                options.quiet = true;
+                resume(&mut options);
+                runtime::train(&tiny(1, 1), &options).unwrap();
+            }
+            _ => {
+                on_stages(&tiny(stages, 1), &dir, resume);
+            }
+        }
+        assert_eq!(state(&dir), expected, "resumed on {stages} stage(s)");
+    }
+}
+
+/// Ranks that are not one per stage are refused, with the count that would do.
+#[test]
+fn a_rank_count_that_is_not_the_stage_count_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = tiny(2, 1);
+    let handles: Vec<_> = ThreadRanks::group(3)
+        .into_iter()
+        .map(|exchange| {
+            let mut options = RunOptions::new(root.path(), ".");
+            options.quiet = true;
+            options.ranks = Some(exchange);
+            let spec = spec.clone();
+            std::thread::spawn(move || runtime::train(&spec, &options).map(|_| ()))
+        })
+        .collect();
+    for handle in handles {
+        let error = handle.join().unwrap().unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("3 rank(s) cannot run plan.stages = 2"),
+            "{text}"
+        );
+    }
+}
