@@ -131,6 +131,40 @@ fn ranks_give_the_single_process_bits() {
     }
 }
 
+/// Pipeline stages over MPI ranks (`plan.stages`, one rank per stage, 1F1B): 2 and 4
+/// stages (4 processes oversubscribed), and 2 stages of 2 threads each, give the single
+/// process's parameters and moments; a 2-stage checkpoint resumes on 1 process.
+#[test]
+fn stages_give_the_single_process_bits() {
+    let _job = one_job();
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| root.path().join(name);
+    train(None, 1, &dir("p1"), &[]);
+    let expected = state(&dir("p1"));
+    for (stages, threads) in [(2, 1), (4, 1), (2, 2)] {
+        let name = format!("s{stages}t{threads}");
+        let set = format!("plan.stages={stages}");
+        train(Some(stages), threads, &dir(&name), &["--set", &set]);
+        let what = format!("{stages} stages × {threads} thread(s)");
+        assert_eq!(state(&dir(&name)), expected, "{what}");
+    }
+    train(
+        Some(2),
+        1,
+        &dir("half"),
+        &["--set", "plan.stages=2", "--stop-at", "5"],
+    );
+    let resume = ["run", "--resume", dir("half").to_str().unwrap(), "--quiet"];
+    let resumed = run(None, &resume);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert_eq!(
+        state(&dir("half")),
+        expected,
+        "2 stages to step 5, then 1 process"
+    );
+}
+
 #[test]
 fn a_rank_count_that_does_not_split_the_shards_is_refused() {
     let _job = one_job();

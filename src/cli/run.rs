@@ -136,13 +136,21 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     if let (Some(seconds), Some(ranks)) = (summary.exchange_seconds, &ranks) {
         let sent = summary.exchange_bytes.unwrap_or(0) as f64 / (1u64 << 20) as f64;
         let steps = summary.losses.len().max(1) as f64;
-        println!(
-            "{} ranks: {seconds:.2} s in the exchange (waiting for the slowest rank included), \
-             {:.1}% of the wall time; this rank sent {sent:.1} MiB, {:.2} MiB per step",
-            ranks.ranks(),
-            100.0 * seconds / summary.averages.wall_seconds.max(1e-9),
-            sent / steps
-        );
+        let share = 100.0 * seconds / summary.averages.wall_seconds.max(1e-9);
+        match spec.plan.stages {
+            1 => println!(
+                "{} ranks: {seconds:.2} s in the exchange (waiting for the slowest rank included), \
+                 {share:.1}% of the wall time; this rank sent {sent:.1} MiB, {:.2} MiB per step",
+                ranks.ranks(),
+                sent / steps
+            ),
+            stages => println!(
+                "{stages} pipeline stages: this stage waited {seconds:.2} s for the others' \
+                 activations, gradients and the step's gathers (the bubble included), \
+                 {share:.1}% of the wall time; it sent {sent:.1} MiB, {:.2} MiB per step",
+                sent / steps
+            ),
+        }
         if let Some((wait, overlapped)) = summary.all_to_all_wait {
             let how = match overlapped {
                 true => "sent piece by piece while backward ran (plan.overlap)",

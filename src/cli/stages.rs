@@ -35,7 +35,8 @@ pub fn report(
     let _ = writeln!(
         out,
         "pipeline over {stages} stage(s), 1F1B over {micro_batches} micro-batch(es) (the \
-         step's shards): a prediction — the schedule is not built yet (docs/scaling.md)"
+         step's shards × accumulate); run it with `mpiexec -n {stages} cllm run SPEC --set \
+         plan.stages={stages}` (docs/scaling.md)"
     );
     let _ = writeln!(
         out,
@@ -47,8 +48,14 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "  {:>5}  {:<24} {:>9}  {:>22}  {:>24}  {:>12}",
-        "stage", "blocks", "params", "weights+grads+AdamW", "activations in flight", "ms/micro"
+        "  {:>5}  {:<24} {:>9}  {:>22}  {:>24}  {:>12}  {:>13}",
+        "stage",
+        "blocks",
+        "params",
+        "weights+grads+AdamW",
+        "activations in flight",
+        "ms/micro",
+        "sends/micro"
     );
     for (s, stage) in pipeline.stages.iter().enumerate() {
         let mut blocks = match stage.blocks.len() {
@@ -64,21 +71,29 @@ pub fn report(
         let activation_mb = 4.0 * stage.activations as f64 / MB;
         let _ = writeln!(
             out,
-            "  {s:>5}  {blocks:<24} {:>8.2}M  {:>19.1} MB  {:>3} × {:>8.1} MB = {:>6.0} MB  {:>12.2}",
+            "  {s:>5}  {blocks:<24} {:>8.2}M  {:>19.1} MB  {:>3} × {:>8.1} MB = {:>6.0} MB  {:>12.2}  {:>10.2} MB",
             stage.params as f64 / 1e6,
             16.0 * stage.params as f64 / MB,
             stage.in_flight,
             activation_mb,
             stage.in_flight as f64 * activation_mb,
-            stage.seconds * 1e3
+            stage.seconds * 1e3,
+            4.0 * stage.sent_floats as f64 / MB
         );
     }
+    let dims = plan.graph.dims;
     let _ = writeln!(
         out,
-        "boundary: B·T·C = {} floats ({:.2} MB) each way per micro-batch; bubble (P − 1)/(m + P − 1) = {:.0}%",
-        pipeline.boundary_floats,
-        4.0 * pipeline.boundary_floats as f64 / MB,
-        100.0 * pipeline.bubble
+        "B·T·C = {:.2} MB; bubble (P − 1)/(m + P − 1) = {:.0}%; the stages' gradients gathered \
+         after the passes {:.1} ms",
+        4.0 * (dims.rows() * dims.c) as f64 / MB,
+        100.0 * pipeline.bubble,
+        1e3 * pipeline.gather_s
+    );
+    let _ = writeln!(
+        out,
+        "memory as built: every stage holds the whole model's parameters, gradient buffers \
+         and moments, and its in-flight passes' whole arenas (not yet only its own part)"
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
         let finals = cllm::plan::overlap::final_kernels(plan);

@@ -225,7 +225,8 @@ impl<T: Real> Machine<T> {
     /// Seconds this process has spent exchanging with the other ranks (waiting for the
     /// slowest included); `None` when it runs alone.
     pub fn exchange_seconds(&self) -> Option<f64> {
-        self.ranks.as_ref().map(|r| r.exchange_seconds)
+        let stage = self.stages.as_ref().map(|s| s.seconds);
+        self.ranks.as_ref().map(|r| r.exchange_seconds).or(stage)
     }
 
     /// Seconds the gradient all-to-all kept this process waiting after its compute, and
@@ -236,7 +237,13 @@ impl<T: Real> Machine<T> {
 
     /// Bytes this process has sent to the other ranks; `None` when it runs alone.
     pub fn exchange_bytes(&self) -> Option<u64> {
-        self.ranks.as_ref().map(|r| r.sent_bytes)
+        let stage = self.stages.as_ref().map(|s| s.sent_bytes);
+        self.ranks.as_ref().map(|r| r.sent_bytes).or(stage)
+    }
+
+    /// The pipeline's stage count when this process is one of its stages.
+    pub fn pipeline_stages(&self) -> Option<usize> {
+        self.stages.as_ref().map(|s| s.plan.stages)
     }
 
     /// Bytes of the gradient buffers this process holds.

@@ -79,6 +79,9 @@ pub(super) struct Stages<T: Real> {
     gathered: Vec<T>,
     /// Loss sums of the passes, in (micro-batch, shard) order.
     losses: Vec<f64>,
+    /// Each stage's Σ loss, as bytes (all-gathered).
+    stage_losses: Vec<u8>,
+    /// Seconds spent waiting for other stages' messages and in the step's gathers.
     pub seconds: f64,
     pub sent_bytes: u64,
 }
@@ -143,6 +146,7 @@ impl<T: Real> Machine<T> {
             packed: vec![T::default(); most],
             gathered: vec![T::default(); most * stages],
             losses: Vec::new(),
+            stage_losses: vec![0; 8 * stages],
             seconds: 0.0,
             sent_bytes: 0,
         });
@@ -165,7 +169,6 @@ impl<T: Real> Machine<T> {
         }
         st.losses.clear();
         st.losses.resize(passes, 0.0); // allocates on the first step only
-        let started = std::time::Instant::now();
         let (shared, workers) = self.split();
         let slots = workers.len();
         let part = &shared.schedule.workers[0];
@@ -223,13 +226,15 @@ impl<T: Real> Machine<T> {
         st.plan.kernel_stage = kernel_stage;
         st.exchange.finish_sends();
         // Σ loss in (micro-batch, shard) order on the stage with the loss; 0 elsewhere.
-        let mine: f64 = st.losses.iter().sum();
-        let mut all = vec![0u8; 8 * st.plan.stages];
+        let mine = st.losses.iter().fold(0.0, |sum, x| sum + x);
+        let started = std::time::Instant::now();
+        let mut all = std::mem::take(&mut st.stage_losses);
         st.exchange.all_gather(&mine.to_le_bytes(), &mut all);
+        st.seconds += started.elapsed().as_secs_f64();
         let total = (all.chunks(8))
             .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .sum();
-        st.seconds += started.elapsed().as_secs_f64();
+            .fold(0.0, |sum, x| sum + x);
+        st.stage_losses = all;
         self.stages = Some(st);
         total
     }
@@ -281,12 +286,6 @@ impl<T: Real> Machine<T> {
             })
         });
     }
-
-    /// Seconds this stage waited on and exchanged with the others; `None` when it is
-    /// no stage.
-    pub fn stage_seconds(&self) -> Option<(f64, u64)> {
-        self.stages.as_ref().map(|s| (s.seconds, s.sent_bytes))
-    }
 }
 
 impl<T: Real> Stages<T> {
@@ -313,8 +312,9 @@ impl<T: Real> Stages<T> {
                 continue;
             }
             let inbox = &mut self.inbox[..m.floats];
-            self.exchange
-                .recv(m.from, Self::tag(i, kind, j), bytes_of_mut(inbox));
+            let started = std::time::Instant::now();
+            (self.exchange).recv(m.from, Self::tag(i, kind, j), bytes_of_mut(inbox));
+            self.seconds += started.elapsed().as_secs_f64();
             let mut at = 0;
             for id in &m.tensors {
                 let to = place_of(shared, worker, buffer, *id);

@@ -1,7 +1,7 @@
-//! `cllm plan --stages P`: how the layers would cut into P pipeline stages, and what a
-//! 1F1B schedule over them would cost beside data parallelism on as many processes —
-//! the planning half of pipeline parallelism (issue 29). The schedule itself is not
-//! built: this is a prediction, and `docs/scaling.md` gives the verdict it supports.
+//! `cllm plan --stages P`: how the layers cut into P pipeline stages, and what a 1F1B
+//! schedule over them costs beside data parallelism on as many processes. The run
+//! uses the same cut (`pipeline.rs`, at fixed nominal rates so every rank cuts alike);
+//! `docs/scaling.md` gives the verdict the prediction supports.
 //!
 //! Every kernel, parameter and activation belongs to one *unit*: the embeddings, block
 //! `h.{l}`, or the head (final LayerNorm, logits, loss), by the name of what it writes
@@ -12,11 +12,15 @@
 //! gradient from the head would travel back to it).
 //!
 //! 1F1B (PipeDream-flush) over m micro-batches — the step's shards — runs m + P − 1
-//! slots of the slowest stage's forward + backward and its two boundary transfers
-//! (B·T·C floats each way, α + bytes/β each), then AdamW on each stage's parameters
-//! (seven streams of 4 bytes per parameter):
+//! slots, each the slowest stage's forward + backward and the transfers of a slot
+//! (what the busiest stage sends per micro-batch, α per message + bytes/β: the
+//! boundary's activations forward — two B·T·C tensors with a fused residual +
+//! LayerNorm at the cut — its gradient back, and a tied head's `wte` gradient,
+//! V·C floats, from the last stage to the first); then, as built, every stage's
+//! finished gradients go to every stage (an all-gather) and each runs AdamW on the
+//! whole model (seven streams of 4 bytes per parameter):
 //!
-//!   step(P)   = (m + P − 1) · (max_s t_s + 2(α + 4·BTC/β)) + max_s adamw_s
+//!   step(P)   = (m + P − 1) · (max_s t_s + max_s send_s) + gather + adamw(N)
 //!   bubble    = (P − 1) / (m + P − 1)
 //!   efficiency = step(1) / (P · step(P))
 //!
@@ -160,15 +164,20 @@ pub struct Stage {
     pub activations: usize,
     /// Micro-batches in flight at once under 1F1B.
     pub in_flight: usize,
+    /// Floats this stage sends the others per micro-batch (its first; later
+    /// micro-batches of a shard may carry a shared weight's gradient on as well), and
+    /// in how many messages (`plan/pipeline.rs`).
+    pub sent_floats: usize,
+    pub messages: usize,
 }
 
 /// The prediction for `stages` stages over `micro_batches`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pipeline {
     pub stages: Vec<Stage>,
-    /// Floats crossing a boundary per micro-batch, each way (B·T·C).
-    pub boundary_floats: usize,
     pub bubble: f64,
+    /// The all-gather of the stages' finished gradients after the passes.
+    pub gather_s: f64,
     pub step_s: f64,
     /// The same step on one process.
     pub single_s: f64,
@@ -185,13 +194,9 @@ pub fn predict(
     net: &Network,
 ) -> Option<Pipeline> {
     let (embeddings, blocks, head) = unit_costs(plan, flop_rate, bytes_per_s);
-    let mut costs: Vec<f64> = blocks.iter().map(|b| b.seconds).collect();
-    let last = costs.len().checked_sub(1)?;
-    costs[0] += embeddings.seconds;
-    costs[last] += head.seconds;
-    let ranges = cut(&costs, stages)?;
-    let dims = plan.graph.dims;
-    let boundary_floats = dims.rows() * dims.c;
+    // The run's own cut and what crosses it (fixed rates: every rank cuts alike).
+    let division = super::pipeline::StagePlan::new(plan, stages)?;
+    let ranges = division.blocks.clone();
     let adamw = |params: usize| 28.0 * params as f64 / bytes_per_s;
     let stages: Vec<Stage> = ranges
         .iter()
@@ -204,7 +209,10 @@ pub fn predict(
             if range.end == blocks.len() {
                 units.push(&head);
             }
+            let sent = division.first.iter().filter(|m| m.from == s);
             Stage {
+                sent_floats: sent.clone().map(|m| m.floats).sum(),
+                messages: sent.count(),
                 blocks: range.clone(),
                 seconds: units.iter().map(|u| u.seconds).sum(),
                 params: units.iter().map(|u| u.params).sum(),
@@ -215,17 +223,20 @@ pub fn predict(
         .collect();
     let p = stages.len() as f64;
     let m = micro_batches as f64;
-    let transfer = match stages.len() {
-        1 => 0.0,
-        _ => 2.0 * (net.latency_s + 4.0 * boundary_floats as f64 / net.bytes_per_s),
-    };
+    // Each slot waits for the busiest stage's sends (α per message, its bytes at β).
+    let transfer = (stages.iter())
+        .map(|s| s.messages as f64 * net.latency_s + 4.0 * s.sent_floats as f64 / net.bytes_per_s)
+        .fold(0.0, f64::max);
     let slowest = stages.iter().map(|s| s.seconds).fold(0.0, f64::max);
-    let adamw_s = stages.iter().map(|s| adamw(s.params)).fold(0.0, f64::max);
-    let step_s = (m + p - 1.0) * (slowest + transfer) + adamw_s;
+    // After the passes, as built: each stage's finished gradients to every stage (an
+    // all-gather: P − 1 slots of the largest stage's), then AdamW on the whole model.
     let total_params = stages.iter().map(|s| s.params).sum();
+    let largest = stages.iter().map(|s| s.params).max().unwrap_or(0);
+    let gather_s = (p - 1.0) * (net.latency_s + 4.0 * largest as f64 / net.bytes_per_s);
+    let step_s = (m + p - 1.0) * (slowest + transfer) + gather_s + adamw(total_params);
     let single_s = m * stages.iter().map(|s| s.seconds).sum::<f64>() + adamw(total_params);
     Some(Pipeline {
-        boundary_floats,
+        gather_s,
         bubble: (p - 1.0) / (m + p - 1.0),
         efficiency: single_s / (p * step_s),
         step_s,

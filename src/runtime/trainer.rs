@@ -85,9 +85,10 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         spec.train.batch,
         spec.model.context,
         state.machine.plan().shards,
-        match &options.ranks {
-            Some(r) => format!("{} ranks × {}", r.ranks(), state.machine.plan().threads),
-            None => state.machine.plan().threads.to_string(),
+        match (&options.ranks, state.machine.pipeline_stages()) {
+            (Some(_), Some(p)) => format!("{p} pipeline stages × {}", state.machine.plan().threads),
+            (Some(r), None) => format!("{} ranks × {}", r.ranks(), state.machine.plan().threads),
+            (None, _) => state.machine.plan().threads.to_string(),
         },
         match state.machine.compile_seconds() {
             Some(seconds) => format!("JIT compiled in {:.0} ms", 1e3 * seconds),
