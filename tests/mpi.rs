@@ -154,7 +154,8 @@ fn stages_give_the_single_process_bits() {
         &dir("half"),
         &["--set", "plan.stages=2", "--stop-at", "5"],
     );
-    let resume = ["run", "--resume", dir("half").to_str().unwrap(), "--quiet"];
+    let half = dir("half");
+    let resume = ["run", "--resume", half.to_str().unwrap(), "--quiet"];
     let resumed = run(None, &resume);
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
