@@ -26,7 +26,10 @@ pub struct Mpi {
     pieces: Mutex<Vec<ffi::MPI_Request>>,
     /// The point-to-point sends in flight (pipeline stages).
     sends: Mutex<Vec<ffi::MPI_Request>>,
-    _universe: Universe,
+    /// MPI itself, held by `MPI_COMM_WORLD`'s handle (finalized when it drops); a
+    /// split's handle holds none and must drop first (the machine holding it does, at
+    /// the end of the run, before `main` drops the world's).
+    _universe: Option<Universe>,
 }
 
 impl std::fmt::Debug for Mpi {
@@ -62,7 +65,7 @@ pub fn start() -> Result<Option<Arc<Mpi>>, String> {
         ranks,
         pieces: Mutex::new(Vec::new()),
         sends: Mutex::new(Vec::new()),
-        _universe: universe,
+        _universe: Some(universe),
     })))
 }
 
@@ -243,6 +246,23 @@ impl Exchange for Mpi {
                 ffi::RSMPI_STATUSES_IGNORE,
             )
         };
+    }
+
+    fn split(&self, color: usize, key: usize) -> Arc<dyn Exchange> {
+        use mpi::topology::Color;
+        let color = Color::with_value(color as c_int);
+        let world = (self.world)
+            .split_by_color_with_key(color, key as c_int)
+            .expect("every rank gave a color");
+        let (rank, ranks) = (world.rank() as usize, world.size() as usize);
+        Arc::new(Mpi {
+            world,
+            rank,
+            ranks,
+            pieces: Mutex::new(Vec::new()),
+            sends: Mutex::new(Vec::new()),
+            _universe: None,
+        })
     }
 
     fn finish_sends(&self) {

@@ -131,9 +131,10 @@ fn ranks_give_the_single_process_bits() {
     }
 }
 
-/// Pipeline stages over MPI ranks (`plan.stages`, one rank per stage, 1F1B): 2 and 4
-/// stages (4 processes oversubscribed), and 2 stages of 2 threads each, give the single
-/// process's parameters and moments; a 2-stage checkpoint resumes on 1 process.
+/// Pipeline stages over MPI ranks (`plan.stages`, 1F1B): 2 and 4 stages (4 processes
+/// oversubscribed), 2 stages of 2 threads each, and 2 stages × 2 replicas give the
+/// single process's parameters and moments; a 2-stage checkpoint resumes on 1 process
+/// and on 2 stages × 2 replicas.
 #[test]
 fn stages_give_the_single_process_bits() {
     let _job = one_job();
@@ -141,11 +142,16 @@ fn stages_give_the_single_process_bits() {
     let dir = |name: &str| root.path().join(name);
     train(None, 1, &dir("p1"), &[]);
     let expected = state(&dir("p1"));
-    for (stages, threads) in [(2, 1), (4, 1), (2, 2)] {
-        let name = format!("s{stages}t{threads}");
+    for (stages, replicas, threads) in [(2, 1, 1), (4, 1, 1), (2, 1, 2), (2, 2, 1)] {
+        let name = format!("s{stages}q{replicas}t{threads}");
         let set = format!("plan.stages={stages}");
-        train(Some(stages), threads, &dir(&name), &["--set", &set]);
-        let what = format!("{stages} stages × {threads} thread(s)");
+        train(
+            Some(stages * replicas),
+            threads,
+            &dir(&name),
+            &["--set", &set],
+        );
+        let what = format!("{stages} stages × {replicas} × {threads} thread(s)");
         assert_eq!(state(&dir(&name)), expected, "{what}");
     }
     train(
@@ -154,16 +160,16 @@ fn stages_give_the_single_process_bits() {
         &dir("half"),
         &["--set", "plan.stages=2", "--stop-at", "5"],
     );
-    let half = dir("half");
-    let resume = ["run", "--resume", half.to_str().unwrap(), "--quiet"];
-    let resumed = run(None, &resume);
-    let stderr = String::from_utf8_lossy(&resumed.stderr);
-    assert!(resumed.status.success(), "{stderr}");
-    assert_eq!(
-        state(&dir("half")),
-        expected,
-        "2 stages to step 5, then 1 process"
-    );
+    for ranks in [None, Some(4)] {
+        let copy = dir(&format!("half-then-{ranks:?}"));
+        common::copy_folder(&dir("half"), &copy);
+        let resume = ["run", "--resume", copy.to_str().unwrap(), "--quiet"];
+        let resumed = run(ranks, &resume);
+        let stderr = String::from_utf8_lossy(&resumed.stderr);
+        assert!(resumed.status.success(), "{stderr}");
+        let then = format!("2 stages to step 5, then {ranks:?} ranks (2 stages × 2)");
+        assert_eq!(state(&copy), expected, "{then}");
+    }
 }
 
 #[test]

@@ -1,8 +1,9 @@
-//! Pipeline stages give the single process's bits: P stages as threads of this process
-//! (`ThreadRanks`, the exchange contract MPI fulfils), each a machine running its run
-//! of the layers in a 1F1B schedule, against one process — parameters and AdamW
-//! moments after training (eval and checkpoints on the way), every stage's losses;
-//! and a checkpoint written by 2 stages resumes on 1 process and on 4 stages.
+//! Pipeline stages give the single process's bits: P stages × Q replicas as threads of
+//! this process (`ThreadRanks`, the exchange contract MPI fulfils), each a machine
+//! running its run of the layers in a 1F1B schedule over its replica's block of the
+//! shards, against one process — parameters and AdamW moments after training (eval and
+//! checkpoints on the way), every rank's losses; and a checkpoint written by 2 stages
+//! resumes on 1 process, on 4 stages and on 2 stages × 2 replicas.
 
 use std::path::Path;
 
@@ -32,9 +33,15 @@ fn single(spec: &Spec, dir: &Path) -> runtime::RunSummary {
     runtime::train(spec, &options).unwrap()
 }
 
-/// `spec` on as many stages (threads of this process), options set by `how`.
-fn on_stages(spec: &Spec, dir: &Path, how: impl Fn(&mut RunOptions)) -> Vec<runtime::RunSummary> {
-    let handles: Vec<_> = ThreadRanks::group(spec.plan.stages as usize)
+/// `spec` on its stages × `replicas` ranks (threads of this process), options set by
+/// `how`.
+fn on_stages(
+    spec: &Spec,
+    replicas: usize,
+    dir: &Path,
+    how: impl Fn(&mut RunOptions),
+) -> Vec<runtime::RunSummary> {
+    let handles: Vec<_> = ThreadRanks::group(spec.plan.stages as usize * replicas)
         .into_iter()
         .map(|exchange| {
             let mut options = RunOptions::new(dir, ".");
@@ -60,40 +67,36 @@ fn stages_give_the_single_process_bits() {
         let dir = root.path().join(format!("one-a{accumulate}"));
         let one = single(&tiny(1, accumulate), &dir);
         let expected = state(&dir);
-        for stages in [2, 3, 4] {
-            let dir = root.path().join(format!("p{stages}-a{accumulate}"));
-            let summaries = on_stages(&tiny(stages, accumulate), &dir, |_| {});
-            assert_eq!(
-                state(&dir),
-                expected,
-                "{stages} stages, accumulate {accumulate}: parameters and moments"
-            );
+        for (stages, replicas) in [(2, 1), (3, 1), (4, 1), (2, 2), (2, 4)] {
+            let layout = format!("{stages} stages × {replicas}, accumulate {accumulate}");
+            let dir = root
+                .path()
+                .join(format!("p{stages}q{replicas}-a{accumulate}"));
+            let summaries = on_stages(&tiny(stages, accumulate), replicas, &dir, |_| {});
+            assert_eq!(state(&dir), expected, "{layout}: parameters and moments");
             for s in &summaries {
-                assert!(
-                    same_losses(s, &one),
-                    "{stages} stages: every stage's losses"
-                );
+                assert!(same_losses(s, &one), "{layout}: every rank's losses");
             }
         }
     }
 }
 
-/// A checkpoint written by 2 stages at step 3 resumes on 1 process and on 4 stages,
-/// and either ends with the bits of the run that was never stopped.
+/// A checkpoint written by 2 stages at step 3 resumes on 1 process, on 4 stages and on
+/// 2 stages × 2 replicas, and each ends with the bits of the run never stopped.
 #[test]
-fn a_two_stage_checkpoint_resumes_on_one_process_and_on_four_stages() {
+fn a_two_stage_checkpoint_resumes_on_one_process_and_on_other_layouts() {
     let root = tempfile::tempdir().unwrap();
     let whole = root.path().join("whole");
     single(&tiny(1, 1), &whole);
     let expected = state(&whole);
     let two = root.path().join("two");
-    on_stages(&tiny(2, 1), &two, |o| o.stop_at = Some(3));
+    on_stages(&tiny(2, 1), 1, &two, |o| o.stop_at = Some(3));
     assert_ne!(state(&two), expected, "stopped at step 3 of 6");
-    for stages in [1, 4] {
-        let dir = root.path().join(format!("resumed-on-{stages}"));
+    for (stages, replicas) in [(1, 1), (4, 1), (2, 2)] {
+        let dir = root.path().join(format!("resumed-on-{stages}x{replicas}"));
         common::copy_folder(&two, &dir);
         let resume = |o: &mut RunOptions| o.resume = Some(dir.clone());
-        match stages {
+        match stages * replicas {
             1 => {
                 let mut options = RunOptions::new(&dir, ".");
                 options.quiet = true;
@@ -101,14 +104,16 @@ fn a_two_stage_checkpoint_resumes_on_one_process_and_on_four_stages() {
                 runtime::train(&tiny(1, 1), &options).unwrap();
             }
             _ => {
-                on_stages(&tiny(stages, 1), &dir, resume);
+                on_stages(&tiny(stages, 1), replicas, &dir, resume);
             }
         }
-        assert_eq!(state(&dir), expected, "resumed on {stages} stage(s)");
+        let layout = format!("{stages} stage(s) × {replicas}");
+        assert_eq!(state(&dir), expected, "resumed on {layout}");
     }
 }
 
-/// Ranks that are not one per stage are refused, with the count that would do.
+/// Ranks that are not stages × a replica count splitting the shards are refused, with
+/// the counts that would do.
 #[test]
 fn a_rank_count_that_is_not_the_stage_count_is_refused() {
     let root = tempfile::tempdir().unwrap();
@@ -130,5 +135,7 @@ fn a_rank_count_that_is_not_the_stage_count_is_refused() {
             text.contains("3 rank(s) cannot run plan.stages = 2"),
             "{text}"
         );
+        let help = format!("{:?}", miette::Report::new(error));
+        assert!(help.contains("2, 4 or 8"), "{help}");
     }
 }

@@ -107,7 +107,7 @@ impl<T: Real> Machine<T> {
     /// chunks; every chunk's Σ g² to every rank (all-gather); the owner's totals into
     /// buffer ROOT, where AdamW (run by the owner alone) reads them. The rest of the
     /// summed gradient is the other owners' business.
-    fn sum_over_ranks(&mut self) {
+    pub(super) fn sum_over_ranks(&mut self) {
         let pool = std::sync::Arc::clone(&self.pool);
         let chunks = Chunks::of(&self.plan, &self.program);
         let Machine {

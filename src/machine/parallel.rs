@@ -168,25 +168,12 @@ impl<T: Real> Machine<T> {
                 }
             }
             Some(ranks) => {
-                let (block, own) = (ranks.block, ranks.own.clone());
+                let own = ranks.own.clone();
                 ranks.losses_out.clear();
                 for pass in (0..passes).filter(|p| own.contains(&(p % shards))) {
                     ranks.losses_out.push(loss_of(&self.workers, pass));
                 }
-                let count = ranks.exchange.ranks();
-                ranks.losses_in.resize(count * ranks.losses_out.len(), 0.0);
-                let recv_bytes = super::ranks::bytes_of_mut(&mut ranks.losses_in);
-                let started = std::time::Instant::now();
-                (ranks.exchange).all_gather(super::ranks::bytes_of(&ranks.losses_out), recv_bytes);
-                ranks.sent_bytes += ((count - 1) * 8 * ranks.losses_out.len()) as u64;
-                ranks.exchange_seconds += started.elapsed().as_secs_f64();
-                // Rank r sent its shards' losses in (micro-batch, shard) order.
-                let per_rank = ranks.losses_out.len();
-                for pass in 0..passes {
-                    let (a, s) = (pass / shards, pass % shards);
-                    let (r, within) = (s / block, s % block);
-                    total += ranks.losses_in[r * per_rank + a * block + within];
-                }
+                total = ranks.total_loss(batches.len());
             }
         }
         total

@@ -44,14 +44,20 @@ use crate::plan::pipeline::{Half, StagePlan};
 /// Why a machine cannot run as a pipeline stage on these ranks.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum StageError {
-    #[error("{ranks} rank(s) cannot run plan.stages = {stages}: one rank per stage")]
+    #[error(
+        "{ranks} rank(s) cannot run plan.stages = {stages}: the ranks are stages × replicas, and the replicas must split the plan's {shards} shards into equal power-of-two blocks"
+    )]
     #[diagnostic(
         code(cllm::stages),
-        help(
-            "run on {stages} ranks (`mpiexec -n {stages}`), or set plan.stages = {ranks}; replicas of a stage (stages × replicas ranks) are not built yet"
-        )
+        help("run on {counts} ranks (`mpiexec -n N`): {stages} stages × 1, 2, … replicas")
     )]
-    Count { ranks: usize, stages: usize },
+    Count {
+        ranks: usize,
+        stages: usize,
+        shards: usize,
+        /// The rank counts that would do, e.g. "2, 4 or 8".
+        counts: String,
+    },
     #[error("plan.stages = {stages}: this model has fewer layers to cut")]
     #[diagnostic(code(cllm::stages), help("choose at most one stage per layer"))]
     Layers { stages: usize },
@@ -87,20 +93,48 @@ pub(super) struct Stages<T: Real> {
 }
 
 impl<T: Real> Machine<T> {
-    /// Makes this process stage `exchange.rank()` of a `stages`-stage pipeline over the
-    /// ranks of `exchange` (one per stage). Call before `attach_jit`.
+    /// Makes this process one stage of a `stages`-stage pipeline over the ranks of
+    /// `world`: R = stages × Q ranks, rank r is stage r / Q of replica r % Q. Each
+    /// replica's pipeline runs its block of the shards; the Q ranks of a stage are
+    /// data-parallel ranks among themselves (`ranks.rs`, exchanged after the step).
+    /// Call before `attach_jit`.
     pub fn set_stages(
         &mut self,
-        exchange: Arc<dyn Exchange>,
+        world: Arc<dyn Exchange>,
         stages: usize,
     ) -> Result<(), StageError> {
         assert!(self.program.is_none(), "set_stages goes before attach_jit");
-        let ranks = exchange.ranks();
-        if ranks != stages {
-            return Err(StageError::Count { ranks, stages });
+        let (ranks, shards) = (world.ranks(), self.plan.shards);
+        let replicas = ranks / stages.max(1);
+        let fits = super::rank_counts(shards);
+        if stages == 0 || !ranks.is_multiple_of(stages) || !fits.contains(&replicas) {
+            let counts: Vec<String> = fits.iter().map(|q| (q * stages).to_string()).collect();
+            let counts = match counts.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => stages.to_string(),
+            };
+            return Err(StageError::Count {
+                ranks,
+                stages,
+                shards,
+                counts,
+            });
         }
         let plan = StagePlan::new(&self.plan, stages).ok_or(StageError::Layers { stages })?;
-        let stage = exchange.rank();
+        let (stage, replica) = (world.rank() / replicas, world.rank() % replicas);
+        let exchange = match replicas {
+            1 => world,
+            _ => {
+                // Every rank splits twice, in this order: its pipeline, then its stage.
+                let pipeline = world.split(replica, stage);
+                let peers = world.split(stage, replica);
+                self.set_ranks(peers, false)
+                    .expect("the replicas split the shards");
+                pipeline
+            }
+        };
+        let own = self.ranks.as_ref().map_or(0..shards, |r| r.own.clone());
         for list in [&plan.first, &plan.later] {
             assert!(
                 list.len() <= TAGS_PER_PASS,
@@ -108,7 +142,7 @@ impl<T: Real> Machine<T> {
             );
         }
         // One worker runs every shard, each pass of those in flight in its own arena.
-        self.schedule = crate::plan::grads::schedule(self.plan.shards, 0..self.plan.shards, 1);
+        self.schedule = crate::plan::grads::schedule(shards, own, 1);
         (self.grads, self.grad_ptrs) =
             super::grad_buffers(self.schedule.buffers, self.params.len());
         // At most P − s passes in flight (fewer when a step has fewer passes).
@@ -156,9 +190,10 @@ impl<T: Real> Machine<T> {
     /// Forward and backward of every pass of the step as this stage; returns Σ loss.
     pub(super) fn run_stage(&mut self, batches: &[Batch], loss_scale: f64) -> f64 {
         self.refresh_panels();
-        let shards = self.plan.shards;
         let micro = batches.len();
-        let passes = shards * micro;
+        let own = self.schedule.workers[0].shards.clone();
+        let (first, block) = (own.start, own.len());
+        let passes = block * micro;
         let shard_len = self.plan.graph.dims.rows();
         let threads = self.plan.threads;
         let pool = Arc::clone(&self.pool);
@@ -178,11 +213,11 @@ impl<T: Real> Machine<T> {
         let warm = slots.saturating_sub(1).min(passes);
         pool.install(|| {
             cllm_kernels::gemm::sgemm::set_gemm_threads(threads);
-            // Pass i is shard i / micro's micro-batch i % micro.
+            // Pass i is the block's shard i / micro, micro-batch i % micro.
             let forward = |st: &mut Stages<T>, workers: &mut [super::Worker<T>], i: usize| {
                 let (s, a) = (i / micro, i % micro);
                 let worker = &mut workers[i % slots];
-                let rows = s * shard_len..(s + 1) * shard_len;
+                let rows = (first + s) * shard_len..(first + s + 1) * shard_len;
                 worker
                     .tokens
                     .copy_from_slice(&batches[a].tokens[rows.clone()]);
@@ -191,7 +226,7 @@ impl<T: Real> Machine<T> {
                 st.receive(&shared, worker, buffer, i, a, Half::Forward);
                 let mine = |k, p| p == Phase::Forward && kernel_stage[k] == stage;
                 let loss = worker.run(&shared, buffer, s, mine, loss_scale, &mut |_| {});
-                st.losses[a * shards + s] = loss;
+                st.losses[a * block + s] = loss;
                 st.send(&shared, worker, buffer, i, a, micro, Half::Forward);
             };
             let backward = |st: &mut Stages<T>, workers: &mut [super::Worker<T>], i: usize| {
@@ -225,8 +260,16 @@ impl<T: Real> Machine<T> {
         });
         st.plan.kernel_stage = kernel_stage;
         st.exchange.finish_sends();
-        // Σ loss in (micro-batch, shard) order on the stage with the loss; 0 elsewhere.
-        let mine = st.losses.iter().fold(0.0, |sum, x| sum + x);
+        // Σ loss in (micro-batch, shard) order on the stage with the loss (over the
+        // replicas' blocks too); 0 elsewhere.
+        let mine = match &mut self.ranks {
+            Some(ranks) => {
+                ranks.losses_out.clear();
+                ranks.losses_out.extend_from_slice(&st.losses);
+                ranks.total_loss(micro)
+            }
+            None => st.losses.iter().fold(0.0, |sum, x| sum + x),
+        };
         let started = std::time::Instant::now();
         let mut all = std::mem::take(&mut st.stage_losses);
         st.exchange.all_gather(&mine.to_le_bytes(), &mut all);
@@ -277,6 +320,10 @@ impl<T: Real> Machine<T> {
                 root[r.clone()].copy_from_slice(&st.gathered[at..at + r.len()]);
                 at += r.len();
             }
+        }
+        if self.ranks.is_some() {
+            // Each replica's block sum, whole: the replicas of a stage sum them.
+            return self.sum_over_ranks();
         }
         let grads = &self.grad_ptrs;
         pool.install(|| {

@@ -80,6 +80,9 @@ pub trait Exchange: Send + Sync + std::fmt::Debug {
     fn recv(&self, from: usize, tag: usize, recv: &mut [u8]);
     /// Waits until every message posted by [`Exchange::post_send`] has left.
     fn finish_sends(&self);
+    /// The ranks that give the same `color`, as an exchange of their own, ranked by
+    /// `key` (then by rank here). Every rank calls it at the same point.
+    fn split(&self, color: usize, key: usize) -> Arc<dyn Exchange>;
     /// Ends every rank with `code` (a rank that stops alone would leave the others
     /// waiting in the next exchange). Threads of one process end the process.
     fn abort(&self, code: i32) -> ! {
@@ -235,6 +238,31 @@ pub(super) struct Ranks<T> {
     pub exchange_seconds: f64,
     /// Bytes this rank has sent to other ranks.
     pub sent_bytes: u64,
+}
+
+impl<T> Ranks<T> {
+    /// Σ loss of the step's passes in the single process's (micro-batch, shard) order,
+    /// from every rank's `losses_out` (its own shards' losses in that order): one
+    /// all-gather.
+    pub fn total_loss(&mut self, micro_batches: usize) -> f64 {
+        let count = self.exchange.ranks();
+        let (block, shards) = (self.block, self.block * count);
+        self.losses_in.resize(count * self.losses_out.len(), 0.0);
+        let recv_bytes = bytes_of_mut(&mut self.losses_in);
+        let started = std::time::Instant::now();
+        (self.exchange).all_gather(bytes_of(&self.losses_out), recv_bytes);
+        self.sent_bytes += ((count - 1) * 8 * self.losses_out.len()) as u64;
+        self.exchange_seconds += started.elapsed().as_secs_f64();
+        // Rank r sent its shards' losses in (micro-batch, shard) order.
+        let per_rank = self.losses_out.len();
+        let mut total = 0.0;
+        for pass in 0..micro_batches * shards {
+            let (a, s) = (pass / shards, pass % shards);
+            let (r, within) = (s / block, s % block);
+            total += self.losses_in[r * per_rank + a * block + within];
+        }
+        total
+    }
 }
 
 impl<T: cllm_kernels::Real> Ranks<T> {

@@ -15,6 +15,8 @@ pub struct ThreadRanks {
     shared: Arc<Gathering>,
     /// Where the pieces of an open part-by-part all-to-all go.
     open: Mutex<Option<Opened>>,
+    /// Splits this rank has made (every rank of a group makes the same ones).
+    splits: std::sync::atomic::AtomicUsize,
 }
 
 /// An open part-by-part all-to-all: the receive buffer's address, a piece's bytes and
@@ -34,27 +36,39 @@ struct Gathering {
     posts: Mutex<HashMap<(usize, usize, usize), Queue>>,
     posted: Condvar,
     delivered: Condvar,
+    /// The groups split from this one, by (split number, color).
+    splits: Mutex<HashMap<(usize, usize), Arc<Gathering>>>,
 }
 
-impl ThreadRanks {
-    pub fn group(ranks: usize) -> Vec<Arc<dyn Exchange>> {
-        let shared = Arc::new(Gathering {
+impl Gathering {
+    fn new(ranks: usize) -> Gathering {
+        Gathering {
             barrier: std::sync::Barrier::new(ranks),
             slots: Mutex::new(vec![Vec::new(); ranks]),
             mail: Mutex::new(HashMap::new()),
             posts: Mutex::new(HashMap::new()),
             posted: Condvar::new(),
             delivered: Condvar::new(),
-        });
+            splits: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl ThreadRanks {
+    pub fn group(ranks: usize) -> Vec<Arc<dyn Exchange>> {
+        let shared = Arc::new(Gathering::new(ranks));
         (0..ranks)
-            .map(|rank| {
-                Arc::new(ThreadRanks {
-                    rank,
-                    shared: shared.clone(),
-                    open: Mutex::new(None),
-                }) as Arc<dyn Exchange>
-            })
+            .map(|rank| ThreadRanks::member(rank, shared.clone()))
             .collect()
+    }
+
+    fn member(rank: usize, shared: Arc<Gathering>) -> Arc<dyn Exchange> {
+        Arc::new(ThreadRanks {
+            rank,
+            shared,
+            open: Mutex::new(None),
+            splits: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 }
 
@@ -169,4 +183,27 @@ impl Exchange for ThreadRanks {
     }
 
     fn finish_sends(&self) {}
+
+    fn split(&self, color: usize, key: usize) -> Arc<dyn Exchange> {
+        let mut mine = [0u8; 16];
+        mine[..8].copy_from_slice(&(color as u64).to_le_bytes());
+        mine[8..].copy_from_slice(&(key as u64).to_le_bytes());
+        let mut all = vec![0u8; 16 * self.ranks()];
+        self.all_gather(&mine, &mut all);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize;
+        let mut members: Vec<(usize, usize)> = (all.chunks(16).enumerate())
+            .filter(|(_, e)| word(&e[..8]) == color)
+            .map(|(rank, e)| (word(&e[8..]), rank))
+            .collect();
+        members.sort();
+        let rank = (members.iter().position(|&(_, r)| r == self.rank)).expect("a member");
+        let number = self
+            .splits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut splits = self.shared.splits.lock().expect("no rank panicked");
+        let shared = splits
+            .entry((number, color))
+            .or_insert_with(|| Arc::new(Gathering::new(members.len())));
+        ThreadRanks::member(rank, shared.clone())
+    }
 }
