@@ -275,6 +275,19 @@ fn a_rank_whose_spec_is_refused_stops_every_rank_with_its_reason() {
 
 #[test]
 fn a_killed_rank_leaves_the_last_checkpoint_loadable() {
+    kill_a_rank(&[]);
+}
+
+/// The same with pipeline stages: a stage that dies ends the job (its neighbour waits
+/// on a message that never comes until the launcher ends it), and the checkpoint the
+/// stages last wrote survives.
+#[test]
+fn a_killed_stage_leaves_the_last_checkpoint_loadable() {
+    kill_a_rank(&["--set", "plan.stages=2"]);
+}
+
+/// Two ranks training with `extra`; one is killed after the first checkpoint.
+fn kill_a_rank(extra: &[&str]) {
     let _job = one_job();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("killed");
@@ -289,18 +302,13 @@ fn a_killed_rank_leaves_the_last_checkpoint_loadable() {
             "--steps",
             "100000",
         ])
-        .args([
-            "--threads",
-            "1",
-            "--quiet",
-            "--set",
-            "checkpoint.every=3",
-            "--out",
-        ])
+        .args(["--threads", "1", "--quiet", "--set", "checkpoint.every=3"])
+        .args(extra)
+        .arg("--out")
         .arg(&dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -335,6 +343,12 @@ fn a_killed_rank_leaves_the_last_checkpoint_loadable() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success(), "the job reports the dead rank");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut job.stdout.take().unwrap(), &mut said).unwrap();
+    std::io::Read::read_to_string(&mut job.stderr.take().unwrap(), &mut said).unwrap();
+    // The launcher names the death (MPICH: "Killed (signal 9)"; Open MPI: "exited on
+    // signal 9 (Killed)").
+    assert!(said.contains("signal 9"), "{said}");
     // The checkpoint is whole: it loads, and training continues from it.
     let resumed = run(
         None,
