@@ -139,3 +139,40 @@ fn a_rank_count_that_is_not_the_stage_count_is_refused() {
         assert!(help.contains("2, 4 or 8"), "{help}");
     }
 }
+
+/// A stage whose memory (the model's state and its passes in flight) is over the
+/// budget is refused before anything is allocated, naming the stage; every rank stops.
+#[test]
+fn a_stage_over_the_memory_budget_is_refused_by_name() {
+    let root = tempfile::tempdir().unwrap();
+    let mut spec = tiny(2, 1);
+    // One process (1 arena) fits; stage 0 holds 2 arenas in flight.
+    let alone = cllm::plan::plan(&spec).unwrap();
+    let arena = alone.arena.peak_bytes;
+    spec.plan.memory_budget = alone.total_bytes() + arena / 2;
+    single(
+        &{
+            let mut one = spec.clone();
+            one.plan.stages = 1;
+            one
+        },
+        &root.path().join("one"),
+    );
+    let handles: Vec<_> = ThreadRanks::group(2)
+        .into_iter()
+        .map(|exchange| {
+            let mut options = RunOptions::new(root.path(), ".");
+            options.quiet = true;
+            options.ranks = Some(exchange);
+            let spec = spec.clone();
+            std::thread::spawn(move || runtime::train(&spec, &options).map(|_| ()))
+        })
+        .collect();
+    let errors: Vec<String> = (handles.into_iter())
+        .map(|h| h.join().unwrap().unwrap_err().to_string())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("stage 0 needs")),
+        "{errors:?}"
+    );
+}

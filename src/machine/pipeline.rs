@@ -58,6 +58,22 @@ pub enum StageError {
         /// The rank counts that would do, e.g. "2, 4 or 8".
         counts: String,
     },
+    #[error(
+        "stage {stage} needs {needs} (the model's parameters, moments and gradient buffers, and {arenas} arena(s) of {arena} for its passes in flight), over plan.memory_budget = {budget}"
+    )]
+    #[diagnostic(
+        code(cllm::stages),
+        help(
+            "raise plan.memory_budget, or lower the arena (fewer sequences per shard: more plan.shards); every stage holds the whole model for now"
+        )
+    )]
+    OverBudget {
+        stage: usize,
+        needs: String,
+        arenas: usize,
+        arena: String,
+        budget: String,
+    },
     #[error("plan.stages = {stages}: this model has fewer layers to cut")]
     #[diagnostic(code(cllm::stages), help("choose at most one stage per layer"))]
     Layers { stages: usize },
@@ -142,11 +158,28 @@ impl<T: Real> Machine<T> {
             );
         }
         // One worker runs every shard, each pass of those in flight in its own arena.
-        self.schedule = crate::plan::grads::schedule(shards, own, 1);
-        (self.grads, self.grad_ptrs) =
-            super::grad_buffers(self.schedule.buffers, self.params.len());
+        let schedule = crate::plan::grads::schedule(shards, own, 1);
         // At most P − s passes in flight (fewer when a step has fewer passes).
         let slots = stages - stage;
+        // What this stage will hold, refused before it is allocated.
+        let float = std::mem::size_of::<T>() as u64;
+        let state = (self.params.len() + self.m.len() + self.v.len()) as u64 * float;
+        let grads = (schedule.buffers * self.params.len()) as u64 * float;
+        let arena = self.plan.arena.peak_bytes;
+        let needs = state + grads + slots as u64 * arena;
+        if needs > self.plan.memory_budget {
+            let human = crate::plan::human_bytes;
+            return Err(StageError::OverBudget {
+                stage,
+                needs: human(needs),
+                arenas: slots,
+                arena: human(arena),
+                budget: human(self.plan.memory_budget),
+            });
+        }
+        self.schedule = schedule;
+        (self.grads, self.grad_ptrs) =
+            super::grad_buffers(self.schedule.buffers, self.params.len());
         self.workers = (0..slots).map(|_| super::Worker::new(&self.plan)).collect();
         let mut out_at = [Vec::new(), Vec::new()];
         let mut out_floats = 0;

@@ -147,6 +147,15 @@ pub fn validate(
         "shards split each micro-batch into equal parts: choose a divisor of batch / accumulate",
     );
     c.require(
+        p.stages >= 1 && p.stages <= spec.model.layers.max(1),
+        &["plan.stages", "model.layers"],
+        format!(
+            "stages ({}) must be between 1 and the model's {} layer(s): a stage holds at least one",
+            p.stages, spec.model.layers
+        ),
+        "write `stages = 1` for no pipeline, or at most one stage per layer",
+    );
+    c.require(
         p.memory_budget > 0,
         &["plan.memory_budget"],
         "memory_budget must be positive".into(),
