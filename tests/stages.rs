@@ -140,25 +140,32 @@ fn a_rank_count_that_is_not_the_stage_count_is_refused() {
     }
 }
 
-/// A stage whose memory (the model's state and its passes in flight) is over the
-/// budget is refused before anything is allocated, naming the stage; every rank stops.
+/// A stage whose memory (the model's state and its passes in flight, each in the
+/// stage's own arena) is over the budget is refused before anything is allocated,
+/// naming the stage; every rank stops.
 #[test]
 fn a_stage_over_the_memory_budget_is_refused_by_name() {
+    use cllm::plan::pipeline::StagePlan;
     let root = tempfile::tempdir().unwrap();
-    let mut spec = tiny(2, 1);
-    // One process (1 arena) fits; stage 0 holds 2 arenas in flight.
-    let alone = cllm::plan::plan(&spec).unwrap();
-    let arena = alone.arena.peak_bytes;
-    spec.plan.memory_budget = alone.total_bytes() + arena / 2;
-    single(
-        &{
-            let mut one = spec.clone();
-            one.plan.stages = 1;
-            one
-        },
-        &root.path().join("one"),
-    );
-    let handles: Vec<_> = ThreadRanks::group(2)
+    // One process holds one whole arena; stage 0 of P holds P arenas of its own, each
+    // smaller: pick a P where they add up to more, and a budget between the two.
+    let (spec, budget) = [2, 3, 4]
+        .into_iter()
+        .find_map(|stages| {
+            let spec = tiny(stages, 1);
+            let plan = cllm::plan::plan(&spec).unwrap();
+            let (_, floats) = StagePlan::new(&plan, stages).unwrap().arena(&plan, 0);
+            let own = (stages * floats * 4) as u64;
+            let whole = plan.arena.peak_bytes;
+            (own > whole).then(|| (spec, plan.fixed_bytes + (own + whole) / 2))
+        })
+        .expect("some stage 0 holds more than one whole arena");
+    let mut spec = spec;
+    spec.plan.memory_budget = budget;
+    let mut alone = spec.clone();
+    alone.plan.stages = 1;
+    single(&alone, &root.path().join("one"));
+    let handles: Vec<_> = ThreadRanks::group(spec.plan.stages as usize)
         .into_iter()
         .map(|exchange| {
             let mut options = RunOptions::new(root.path(), ".");

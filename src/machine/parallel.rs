@@ -38,7 +38,7 @@ impl<T: Real> Machine<T> {
     /// returns Σ loss over scored targets. `loss_scale` is the step's 1/(scored targets).
     pub fn forward_backward(&mut self, batches: &[Batch], loss_scale: f64) -> f64 {
         if self.stages.is_some() {
-            let loss = self.run_stage(batches, loss_scale);
+            let loss = self.run_stage(batches, loss_scale, true);
             self.sum_stage_grads();
             return loss;
         }
@@ -49,6 +49,9 @@ impl<T: Real> Machine<T> {
 
     /// Forward only, over every shard of one batch (evaluation); returns Σ loss.
     pub fn forward_batch(&mut self, batch: &Batch) -> f64 {
+        if self.stages.is_some() {
+            return self.run_stage(std::slice::from_ref(batch), 0.0, false);
+        }
         self.run_shards(std::slice::from_ref(batch), 0.0, false)
     }
 

@@ -103,6 +103,8 @@ pub(super) struct Stages<T: Real> {
     losses: Vec<f64>,
     /// Each stage's Σ loss, as bytes (all-gathered).
     stage_losses: Vec<u8>,
+    /// Whether this step runs forward only (evaluation).
+    forward_only: bool,
     /// Seconds spent waiting for other stages' messages and in the step's gathers.
     pub seconds: f64,
     pub sent_bytes: u64,
@@ -165,7 +167,9 @@ impl<T: Real> Machine<T> {
         let float = std::mem::size_of::<T>() as u64;
         let state = (self.params.len() + self.m.len() + self.v.len()) as u64 * float;
         let grads = (schedule.buffers * self.params.len()) as u64 * float;
-        let arena = self.plan.arena.peak_bytes;
+        // Its own arena: only the tensors its kernels touch and its messages carry.
+        let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
+        let arena = arena_floats as u64 * float;
         let needs = state + grads + slots as u64 * arena;
         if needs > self.plan.memory_budget {
             let human = crate::plan::human_bytes;
@@ -180,7 +184,13 @@ impl<T: Real> Machine<T> {
         self.schedule = schedule;
         (self.grads, self.grad_ptrs) =
             super::grad_buffers(self.schedule.buffers, self.params.len());
-        self.workers = (0..slots).map(|_| super::Worker::new(&self.plan)).collect();
+        for (place, slot) in self.places.iter_mut().zip(&arena_slots) {
+            if place.region == Region::Arena {
+                (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
+            }
+        }
+        let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
+        self.workers = (0..slots).map(with_arena).collect();
         let mut out_at = [Vec::new(), Vec::new()];
         let mut out_floats = 0;
         for (kind, list) in [&plan.first, &plan.later].into_iter().enumerate() {
@@ -214,14 +224,16 @@ impl<T: Real> Machine<T> {
             gathered: vec![T::default(); most * stages],
             losses: Vec::new(),
             stage_losses: vec![0; 8 * stages],
+            forward_only: false,
             seconds: 0.0,
             sent_bytes: 0,
         });
         Ok(())
     }
 
-    /// Forward and backward of every pass of the step as this stage; returns Σ loss.
-    pub(super) fn run_stage(&mut self, batches: &[Batch], loss_scale: f64) -> f64 {
+    /// Forward and (with `backward`) backward of every pass of the step as this stage;
+    /// returns Σ loss. Forward only (evaluation), only what later forwards read is sent.
+    pub(super) fn run_stage(&mut self, batches: &[Batch], loss_scale: f64, backward: bool) -> f64 {
         self.refresh_panels();
         let micro = batches.len();
         let own = self.schedule.workers[0].shards.clone();
@@ -237,6 +249,8 @@ impl<T: Real> Machine<T> {
         }
         st.losses.clear();
         st.losses.resize(passes, 0.0); // allocates on the first step only
+        let forward_only = !backward;
+        st.forward_only = forward_only;
         let (shared, workers) = self.split();
         let slots = workers.len();
         let part = &shared.schedule.workers[0];
@@ -281,6 +295,12 @@ impl<T: Real> Machine<T> {
                     };
                 }
             };
+            if forward_only {
+                for i in 0..passes {
+                    forward(&mut st, workers, i);
+                }
+                return;
+            }
             for i in 0..warm {
                 forward(&mut st, workers, i);
             }
@@ -422,7 +442,8 @@ impl<T: Real> Stages<T> {
         let lists = [(&self.plan.first, 0), (&self.plan.later, 1)];
         for (list, k) in lists {
             for (j, m) in list.iter().enumerate() {
-                let now = k == kind && !m.previous && m.sent == half;
+                let wanted = !self.forward_only || m.received == Half::Forward;
+                let now = k == kind && !m.previous && m.sent == half && wanted;
                 let carried = k == 1 && next && m.previous;
                 if m.from != self.stage || !(now || carried) {
                     continue;

@@ -44,9 +44,14 @@ pub(super) struct Shared<'a, T: Real> {
 
 impl<T: Real> Worker<T> {
     pub(super) fn new(plan: &Plan) -> Worker<T> {
+        Worker::with_arena(plan, (plan.arena.peak_bytes / 4) as usize)
+    }
+
+    /// A worker whose arena holds `floats` (a pipeline stage's own arena).
+    pub(super) fn with_arena(plan: &Plan, floats: usize) -> Worker<T> {
         let n = plan.graph.dims.rows();
         Worker {
-            arena: vec![T::default(); (plan.arena.peak_bytes / 4) as usize],
+            arena: vec![T::default(); floats],
             tokens: vec![0; n],
             targets: vec![0; n],
             losses: Vec::new(),

@@ -22,7 +22,7 @@
 //! values: the same bits.
 
 use super::stages::{Unit, cut, unit_costs, unit_of};
-use super::{Phase, Plan};
+use super::{Phase, Plan, Slot};
 use crate::graph::{Role, TensorId};
 
 /// Nominal rates pricing the cut: fixed, so every rank makes the same cut.
@@ -217,6 +217,54 @@ impl StagePlan {
     /// How many passes stage `s` holds at once under 1F1B over `passes`.
     pub fn in_flight(&self, s: usize, passes: usize) -> usize {
         (self.stages - s).min(passes).max(1)
+    }
+
+    /// Stage `stage`'s own arena: a slot for each arena tensor it touches, live from
+    /// its first to its last touch among the stage's kernels (a received tensor from
+    /// the start of the half it arrives in, a sent one to the end of the half it leaves
+    /// after), placed as the whole plan's are (`placement.rs`); and its peak in floats.
+    /// Tensors the stage never touches get no slot.
+    pub fn arena(&self, plan: &Plan, stage: usize) -> (Vec<Option<Slot>>, usize) {
+        let graph = &plan.graph;
+        let mut lives: Vec<Option<(usize, usize)>> = vec![None; graph.tensors.len()];
+        let mut touch = |id: TensorId, k: usize| {
+            if plan.in_arena(id) {
+                let life = lives[id.0].get_or_insert((k, k));
+                *life = (life.0.min(k), life.1.max(k));
+            }
+        };
+        // Each half's run of this stage's kernels.
+        let mut runs: [Option<(usize, usize)>; 2] = [None, None];
+        for (k, kernel) in plan.kernels.iter().enumerate() {
+            if self.kernel_stage[k] != stage {
+                continue;
+            }
+            let run = runs[Half::of(kernel.phase) as usize].get_or_insert((k, k));
+            run.1 = k;
+            for step in &kernel.steps {
+                step.visit(|_, id| touch(*id, k));
+            }
+        }
+        for m in self.first.iter().chain(&self.later) {
+            let at = match (m.to == stage, m.from == stage) {
+                (true, _) => runs[m.received as usize].map(|r| r.0),
+                (_, true) => runs[m.sent as usize].map(|r| r.1),
+                _ => None,
+            };
+            for &id in m.tensors.iter().filter(|_| at.is_some()) {
+                touch(id, at.expect("filtered"));
+            }
+        }
+        let live: Vec<usize> = (0..lives.len()).filter(|&i| lives[i].is_some()).collect();
+        let placed = super::placement::place(live.iter().map(|&i| {
+            let (first, last) = lives[i].expect("filtered");
+            (graph.tensors[i].len(), first, last)
+        }));
+        let mut slots = vec![None; graph.tensors.len()];
+        for (&i, &slot) in live.iter().zip(&placed) {
+            slots[i] = Some(slot);
+        }
+        (slots, super::placement::peak(&placed))
     }
 }
 
