@@ -48,12 +48,13 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "  {:>5}  {:<24} {:>9}  {:>22}  {:>24}  {:>12}  {:>13}",
+        "  {:>5}  {:<24} {:>9}  {:>16}  {:>24}  {:>14}  {:>9}  {:>12}",
         "stage",
         "blocks",
         "params",
-        "weights+grads+AdamW",
-        "activations in flight",
+        "their 16 B each",
+        "own arena × in flight",
+        "holds (built)",
         "ms/micro",
         "sends/micro"
     );
@@ -71,12 +72,13 @@ pub fn report(
         let activation_mb = 4.0 * stage.activations as f64 / MB;
         let _ = writeln!(
             out,
-            "  {s:>5}  {blocks:<24} {:>8.2}M  {:>19.1} MB  {:>3} × {:>8.1} MB = {:>6.0} MB  {:>12.2}  {:>10.2} MB",
+            "  {s:>5}  {blocks:<24} {:>8.2}M  {:>13.1} MB  {:>3} × {:>7.1} MB = {:>6.0} MB  {:>11.0} MB  {:>9.2}  {:>9.2} MB",
             stage.params as f64 / 1e6,
             16.0 * stage.params as f64 / MB,
             stage.in_flight,
             activation_mb,
             stage.in_flight as f64 * activation_mb,
+            stage.holds_bytes as f64 / MB,
             stage.seconds * 1e3,
             4.0 * stage.sent_floats as f64 / MB
         );
@@ -92,8 +94,9 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "memory as built: every stage holds the whole model's parameters, gradient buffers \
-         and moments, and its in-flight passes' whole arenas (not yet only its own part)"
+        "memory as built: each stage's arenas are its own, but every stage holds the whole \
+         model's parameters, moments and gradient buffers (not yet only its own: \
+         \"their 16 B each\" is what a stage would hold then)"
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
         let finals = cllm::plan::overlap::final_kernels(plan);

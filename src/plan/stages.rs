@@ -160,8 +160,12 @@ pub struct Stage {
     /// Forward + backward of one micro-batch, seconds.
     pub seconds: f64,
     pub params: usize,
-    /// Floats of one micro-batch's activations.
+    /// Floats of the stage's own arena, one per micro-batch in flight
+    /// (`pipeline.rs`: the tensors its kernels touch and its messages carry).
     pub activations: usize,
+    /// Bytes the stage holds as built: the whole model's parameters, AdamW moments and
+    /// gradient buffers, and its arenas in flight.
+    pub holds_bytes: u64,
     /// Micro-batches in flight at once under 1F1B.
     pub in_flight: usize,
     /// Floats this stage sends the others per micro-batch (its first; later
@@ -197,6 +201,11 @@ pub fn predict(
     // The run's own cut and what crosses it (fixed rates: every rank cuts alike).
     let division = super::pipeline::StagePlan::new(plan, stages)?;
     let ranges = division.blocks.clone();
+    // As built, every stage holds the whole model's state: parameters, both moments
+    // and the gradient buffers of one worker over the shards.
+    let floats = plan.param_chunks.iter().map(|c| c.len).sum::<usize>();
+    let buffers = super::grads::schedule(plan.shards, 0..plan.shards, 1).buffers;
+    let state_bytes = 4 * ((3 + buffers) * floats) as u64;
     let adamw = |params: usize| 28.0 * params as f64 / bytes_per_s;
     let stages: Vec<Stage> = ranges
         .iter()
@@ -210,14 +219,17 @@ pub fn predict(
                 units.push(&head);
             }
             let sent = division.first.iter().filter(|m| m.from == s);
+            let in_flight = (ranges.len() - s).min(micro_batches);
+            let arena = division.arena(plan, s).1;
             Stage {
+                holds_bytes: state_bytes + 4 * (in_flight * arena) as u64,
                 sent_floats: sent.clone().map(|m| m.floats).sum(),
                 messages: sent.count(),
                 blocks: range.clone(),
                 seconds: units.iter().map(|u| u.seconds).sum(),
                 params: units.iter().map(|u| u.params).sum(),
-                activations: units.iter().map(|u| u.activations).sum(),
-                in_flight: (ranges.len() - s).min(micro_batches),
+                activations: arena,
+                in_flight,
             }
         })
         .collect();
