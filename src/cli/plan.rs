@@ -34,9 +34,10 @@ pub struct PlanArgs {
     /// parallel efficiency on 1…128 threads of one process (docs/scaling.md).
     #[arg(long, value_name = "N")]
     threads: Option<u64>,
-    /// Print how the layers would cut into P pipeline stages (a prediction: each
-    /// stage's blocks, parameters, memory and time, the 1F1B bubble, and the step against
-    /// P data-parallel ranks; the pipeline schedule itself is not built yet).
+    /// Print how the layers cut into P pipeline stages (the cut `plan.stages = P` runs):
+    /// each stage's blocks, parameters, own arena, what it holds, its time and what it
+    /// sends per micro-batch, the 1F1B bubble, and the predicted step against P
+    /// data-parallel ranks.
     #[arg(long, value_name = "P", conflicts_with = "ranks")]
     stages: Option<usize>,
     /// The network of the cost model: bandwidth,latency.
