@@ -222,7 +222,10 @@ fn plan_cuts_the_layers_into_pipeline_stages() {
     assert!(rows[1].contains("h.2–h.3, head"), "{text}");
     assert!(text.contains("bubble (P − 1)/(m + P − 1) = 11%"), "{text}");
     assert!(text.contains("2 data-parallel rank(s)"), "{text}");
-    assert!(text.contains("the schedule is not built yet"), "{text}");
+    assert!(text.contains("--set plan.stages=2"), "{text}");
+    // Each stage's own arena is smaller than one process's, and stage 0 holds two.
+    assert!(rows[0].contains(" 2 × "), "{text}");
+    assert!(rows[1].contains(" 1 × "), "{text}");
 
     // bench-xs has 4 blocks: 5 stages cannot each hold one.
     let out = cllm(&["plan", "specs/bench-xs.cllm", "--stages", "5"]);

@@ -257,7 +257,6 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
                         val_split,
                         shuffle,
                     },
-                    model,
                     train,
                     eval: spec::Eval { every, batches },
                     sample,
@@ -265,7 +264,12 @@ fn valid_spec() -> impl Strategy<Value = Spec> {
                         dir: Some("runs/x".into()),
                         every,
                     },
-                    plan,
+                    // A stage holds at least one layer.
+                    plan: spec::Plan {
+                        stages: plan.stages.min(model.layers),
+                        ..plan
+                    },
+                    model,
                 }
             },
         )

@@ -148,18 +148,23 @@ fn a_stage_over_the_memory_budget_is_refused_by_name() {
     use cllm::plan::pipeline::StagePlan;
     let root = tempfile::tempdir().unwrap();
     // One process holds one whole arena; stage 0 of P holds P arenas of its own, each
-    // smaller: pick a P where they add up to more, and a budget between the two.
+    // smaller, and less of the gradient buffers: pick a P where it holds more all the
+    // same, and a budget between the two.
     let (spec, budget) = [2, 3, 4]
         .into_iter()
         .find_map(|stages| {
-            let spec = tiny(stages, 1);
+            // One shard of 32 sequences: activations outweigh the parameters.
+            let mut spec = tiny(stages, 4);
+            spec.plan.shards = 1;
             let plan = cllm::plan::plan(&spec).unwrap();
-            let (_, floats) = StagePlan::new(&plan, stages).unwrap().arena(&plan, 0);
-            let own = (stages * floats * 4) as u64;
-            let whole = plan.arena.peak_bytes;
-            (own > whole).then(|| (spec, plan.fixed_bytes + (own + whole) / 2))
+            let division = StagePlan::new(&plan, stages).unwrap();
+            let params: usize = plan.param_chunks.iter().map(|c| c.len).sum();
+            let stage_0 = division.held(&plan, 0, 0..plan.shards, 2 * params).total();
+            let alone = plan.total_bytes();
+            eprintln!("{stages} stages: stage 0 holds {stage_0} B, one process {alone} B");
+            (stage_0 > alone).then(|| (spec, (stage_0 + alone) / 2))
         })
-        .expect("some stage 0 holds more than one whole arena");
+        .expect("some stage 0 holds more than one process");
     let mut spec = spec;
     spec.plan.memory_budget = budget;
     let mut alone = spec.clone();

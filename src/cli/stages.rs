@@ -94,9 +94,10 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "memory as built: each stage's arenas are its own, but every stage holds the whole \
-         model's parameters, moments and gradient buffers (not yet only its own: \
-         \"their 16 B each\" is what a stage would hold then)"
+        "memory as built: each stage's arenas are its own, and its gradient buffers but one \
+         hold only what its kernels write; every stage holds the whole model's parameters, \
+         moments and one whole gradient (not yet only its own: \"their 16 B each\" is what a \
+         stage would hold then)"
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
         let finals = cllm::plan::overlap::final_kernels(plan);

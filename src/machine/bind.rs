@@ -34,6 +34,11 @@ impl Machine<f32> {
             worker.tables = (buffers.iter())
                 .map(|&b| {
                     let grads = self.grads[b].as_mut_ptr();
+                    // A pipeline stage's buffers but ROOT hold only its own gradients.
+                    let places = match &self.compact {
+                        Some(compact) if b != crate::plan::grads::ROOT => &compact.places,
+                        _ => &self.places,
+                    };
                     program
                         .kernels
                         .iter()
@@ -43,7 +48,7 @@ impl Machine<f32> {
                                     .iter()
                                     .map(|&id| {
                                         let bases = [params, grads, mask, panels];
-                                        worker.pointer(self.places[id.0], bases)
+                                        worker.pointer(places[id.0], bases)
                                     })
                                     .collect(),
                             )

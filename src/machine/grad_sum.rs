@@ -37,13 +37,23 @@ unsafe fn merge<T: Real>(chunks: Chunks<'_>, i: usize, m: &Merge, grads: &[SyncP
         1 => ChunkStep::Pair,
         _ => ChunkStep::Group,
     };
+    // A pipeline stage's compact buffers (all but ROOT) hold only its chunks.
+    let shift = match chunks.shifts.map(|s| s[i]) {
+        None => 0,
+        Some(Some(shift)) => shift,
+        Some(None) => return 0.0, // a chunk this stage never writes
+    };
     let at = |slice: &StateSlice| {
-        let base = match slice.state {
-            State::Sum => &grads[m.sum],
-            State::Addend(k) => &grads[m.addends[k]],
+        let buffer = match slice.state {
+            State::Sum => m.sum,
+            State::Addend(k) => m.addends[k],
             state => unreachable!("a gradient sum reads no {state:?}"),
         };
-        base.0.wrapping_add(slice.offset)
+        let offset = match buffer {
+            ROOT => slice.offset,
+            _ => slice.offset.wrapping_add_signed(shift),
+        };
+        grads[buffer].0.wrapping_add(offset)
     };
     // SAFETY: distinct buffers (the schedule's) at one chunk; forwarded to the caller.
     unsafe { chunks.run(which, i, at) }

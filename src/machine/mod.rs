@@ -84,6 +84,9 @@ pub struct Machine<T: Real> {
     ranks: Option<ranks::Ranks<T>>,
     /// This process's stage when the model is cut into pipeline stages over ranks.
     stages: Option<pipeline::Stages<T>>,
+    /// A pipeline stage's gradient buffers other than ROOT hold only the parameters
+    /// its kernels write.
+    compact: Option<pipeline::CompactGrads>,
 }
 
 /// A compiled program and the argument tables of its weight-panel kernels, per
@@ -191,6 +194,7 @@ impl<T: Real> Machine<T> {
             poison: false,
             ranks: None,
             stages: None,
+            compact: None,
             plan,
         })
     }
@@ -248,7 +252,8 @@ impl<T: Real> Machine<T> {
 
     /// Bytes of the gradient buffers this process holds.
     pub fn gradient_bytes(&self) -> u64 {
-        (self.grads.len() * self.params.len() * std::mem::size_of::<T>()) as u64
+        let floats: usize = self.grads.iter().map(Vec::len).sum();
+        (floats * std::mem::size_of::<T>()) as u64
     }
 
     /// Seconds the attached program took to compile.
@@ -395,6 +400,7 @@ impl<T: Real> Machine<T> {
             program,
             poison,
             workers,
+            compact,
             ..
         } = self;
         let shared = Shared {
@@ -404,8 +410,12 @@ impl<T: Real> Machine<T> {
             mask,
             grads: grad_ptrs,
             grads_len: params.len(),
+            compact: compact.as_ref().map(|c| (&c.places[..], c.len)),
             schedule,
-            chunks: chunks::Chunks::of(plan, program),
+            chunks: chunks::Chunks {
+                shifts: compact.as_ref().map(|c| &c.shifts[..]),
+                ..chunks::Chunks::of(plan, program)
+            },
             kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),
             poison: *poison,
         };

@@ -82,6 +82,15 @@ pub enum StageError {
 /// Messages of one pass kind are tagged by index below this.
 const TAGS_PER_PASS: usize = 16;
 
+/// A stage's gradient buffers other than ROOT, holding only the parameters its
+/// kernels write: where each tensor lives in them, their length, and per parameter
+/// chunk how far it moved (`None`: not held; the tree's additions skip it).
+pub(super) struct CompactGrads {
+    pub places: Vec<super::Place>,
+    pub len: usize,
+    pub shifts: Vec<Option<isize>>,
+}
+
 /// This process's stage of the pipeline.
 pub(super) struct Stages<T: Real> {
     pub exchange: Arc<dyn Exchange>,
@@ -160,35 +169,49 @@ impl<T: Real> Machine<T> {
             );
         }
         // One worker runs every shard, each pass of those in flight in its own arena.
-        let schedule = crate::plan::grads::schedule(shards, own, 1);
+        let schedule = crate::plan::grads::schedule(shards, own.clone(), 1);
         // At most P − s passes in flight (fewer when a step has fewer passes).
         let slots = stages - stage;
-        // What this stage will hold, refused before it is allocated.
-        let float = std::mem::size_of::<T>() as u64;
-        let state = (self.params.len() + self.m.len() + self.v.len()) as u64 * float;
-        let grads = (schedule.buffers * self.params.len()) as u64 * float;
-        // Its own arena: only the tensors its kernels touch and its messages carry.
-        let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
-        let arena = arena_floats as u64 * float;
-        let needs = state + grads + slots as u64 * arena;
-        if needs > self.plan.memory_budget {
+        // What this stage will hold, refused before it is allocated: gradient buffer
+        // ROOT whole (it receives every stage's part after the passes), the others only
+        // the parameters this stage's kernels write; its own arena (only the tensors its
+        // kernels touch and its messages carry) for each pass in flight.
+        let held = plan.held(&self.plan, stage, own.clone(), self.m.len() + self.v.len());
+        if held.total() > self.plan.memory_budget {
             let human = crate::plan::human_bytes;
             return Err(StageError::OverBudget {
                 stage,
-                needs: human(needs),
-                arenas: slots,
-                arena: human(arena),
+                needs: human(held.total()),
+                arenas: held.arenas,
+                arena: human(held.arena_bytes),
                 budget: human(self.plan.memory_budget),
             });
         }
+        let touched = plan.touched_params(&self.plan, stage);
+        let compact_len = held.compact_floats;
+        let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
         self.schedule = schedule;
-        (self.grads, self.grad_ptrs) =
-            super::grad_buffers(self.schedule.buffers, self.params.len());
+        self.grads = (0..self.schedule.buffers)
+            .map(|b| {
+                vec![
+                    T::default();
+                    if b == ROOT {
+                        self.params.len()
+                    } else {
+                        compact_len
+                    }
+                ]
+            })
+            .collect();
+        self.grad_ptrs = (self.grads.iter_mut())
+            .map(|g| super::SyncPtr(g.as_mut_ptr()))
+            .collect();
         for (place, slot) in self.places.iter_mut().zip(&arena_slots) {
             if place.region == Region::Arena {
                 (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
             }
         }
+        self.compact = Some(self.compact_grads(&touched, compact_len));
         let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
         self.workers = (0..slots).map(with_arena).collect();
         let mut out_at = [Vec::new(), Vec::new()];
@@ -229,6 +252,39 @@ impl<T: Real> Machine<T> {
             sent_bytes: 0,
         });
         Ok(())
+    }
+
+    /// Where a stage's compact gradient buffers hold the `touched` parameters' gradients
+    /// (packed in parameter order) and how far each chunk moved.
+    fn compact_grads(&self, touched: &[bool], len: usize) -> CompactGrads {
+        let mut at = vec![None; touched.len()];
+        let mut next = 0;
+        for (i, &t) in touched.iter().enumerate().filter(|&(_, &t)| t) {
+            let _ = t;
+            at[i] = Some(next);
+            next += self.param_range(i).len();
+        }
+        let graph = self.graph();
+        let mut places = self.places.clone();
+        for (place, tensor) in places.iter_mut().zip(&graph.tensors) {
+            if let crate::graph::Role::ParamGrad(i) = tensor.role {
+                (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
+            }
+        }
+        // Chunks never straddle two parameters: each moves with its own.
+        let shifts = (self.plan.param_chunks.iter())
+            .map(|chunk| {
+                let i = (0..touched.len())
+                    .find(|&i| self.param_range(i).contains(&chunk.offset))
+                    .expect("every chunk is in a parameter");
+                at[i].map(|a| a as isize - self.param_offsets[i] as isize)
+            })
+            .collect();
+        CompactGrads {
+            places,
+            len,
+            shifts,
+        }
     }
 
     /// Forward and (with `backward`) backward of every pass of the step as this stage;
@@ -281,8 +337,9 @@ impl<T: Real> Machine<T> {
                 let worker = &mut workers[i % slots];
                 let buffer = part.buffer[s];
                 if a == 0 {
+                    let (_, len) = shared.view(buffer);
                     // SAFETY: the schedule gives this buffer to this shard alone.
-                    unsafe { shared.grads[buffer].slice(shared.grads_len) }.fill(T::default());
+                    unsafe { shared.grads[buffer].slice(len) }.fill(T::default());
                 }
                 st.receive(&shared, worker, buffer, i, a, Half::Backward);
                 let mine = |k, p| p != Phase::Forward && kernel_stage[k] == stage;
@@ -342,6 +399,8 @@ impl<T: Real> Machine<T> {
         let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
         let (last, grads) = (&self.schedule.last, &self.grad_ptrs);
         if !last.is_empty() {
+            let shifts = self.compact.as_ref().map(|c| &c.shifts[..]);
+            let chunks = super::chunks::Chunks { shifts, ..chunks };
             pool.install(|| {
                 (0..self.chunk_squares.len()).into_par_iter().for_each(|i| {
                     // SAFETY: each task takes one chunk of the buffers; the passes are done.
@@ -480,12 +539,13 @@ fn place_of<'a, T: Real>(
     buffer: usize,
     id: crate::graph::TensorId,
 ) -> &'a mut [T] {
-    let place = shared.places[id.0];
+    let (places, len) = shared.view(buffer);
+    let place = places[id.0];
     let range = place.offset..place.offset + place.len;
     match place.region {
         Region::Arena => &mut worker.arena[range],
         // SAFETY: the shard's buffer is this pass's alone while it runs.
-        Region::Grads => unsafe { &mut shared.grads[buffer].slice(shared.grads_len)[range] },
+        Region::Grads => unsafe { &mut shared.grads[buffer].slice(len)[range] },
         region => unreachable!("no {region:?} tensor crosses stages"),
     }
 }

@@ -33,6 +33,9 @@ pub(super) struct Shared<'a, T: Real> {
     /// Base of each gradient buffer (each written by one worker at a time).
     pub grads: &'a [SyncPtr<T>],
     pub grads_len: usize,
+    /// A pipeline stage's compact gradient buffers (all but ROOT): where each tensor
+    /// lives in them (parameter gradients moved), and their length.
+    pub compact: Option<(&'a [Place], usize)>,
     /// Which shards each worker runs, into which buffers, and the tree's additions.
     pub schedule: &'a crate::plan::grads::GradSchedule,
     /// The optimizer's chunk steps (for the gradient tree's additions).
@@ -40,6 +43,16 @@ pub(super) struct Shared<'a, T: Real> {
     /// The compiled plan kernels (none: run the reference kernels).
     pub kernels: Option<&'a [CompiledKernel]>,
     pub poison: bool,
+}
+
+impl<T: Real> Shared<'_, T> {
+    /// Where tensors live when gradient buffer `buffer` is the shard's, and its length.
+    pub(super) fn view(&self, buffer: usize) -> (&[Place], usize) {
+        match self.compact {
+            Some(compact) if buffer != crate::plan::grads::ROOT => compact,
+            _ => (self.places, self.grads_len),
+        }
+    }
 }
 
 impl<T: Real> Worker<T> {
@@ -96,9 +109,10 @@ impl<T: Real> Worker<T> {
                 None => {
                     // SAFETY: the schedule gives this buffer to this worker's shard
                     // alone, so it is ours for the duration of the kernel.
-                    let grads = unsafe { shared.grads[grads].slice(shared.grads_len) };
+                    let (places, len) = shared.view(grads);
+                    let grads = unsafe { shared.grads[grads].slice(len) };
                     let mut context = StepContext {
-                        places: shared.places,
+                        places,
                         arena: &mut self.arena,
                         params: shared.params,
                         mask: shared.mask,

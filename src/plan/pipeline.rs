@@ -61,6 +61,24 @@ pub struct Message {
     pub floats: usize,
 }
 
+/// What a stage holds as built ([`StagePlan::held`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Parameters, moments and gradient buffers.
+    pub state_bytes: u64,
+    /// Floats of each gradient buffer but ROOT.
+    pub compact_floats: usize,
+    /// One arena, and how many are in flight.
+    pub arena_bytes: u64,
+    pub arenas: usize,
+}
+
+impl Held {
+    pub fn total(&self) -> u64 {
+        self.state_bytes + self.arenas as u64 * self.arena_bytes
+    }
+}
+
 /// The stages' division of one pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StagePlan {
@@ -217,6 +235,55 @@ impl StagePlan {
     /// How many passes stage `s` holds at once under 1F1B over `passes`.
     pub fn in_flight(&self, s: usize, passes: usize) -> usize {
         (self.stages - s).min(passes).max(1)
+    }
+
+    /// What stage `stage` holds as built, running the shards `block` with
+    /// `moment_floats` of AdamW moments (2N alone; a replica holds its own chunks'):
+    /// the parameters, the moments, gradient buffer ROOT whole and the others only the
+    /// parameters its kernels write, and its arenas in flight.
+    pub fn held(
+        &self,
+        plan: &Plan,
+        stage: usize,
+        block: std::ops::Range<usize>,
+        moment_floats: usize,
+    ) -> Held {
+        let params: usize = plan.param_chunks.iter().map(|c| c.len).sum();
+        let touched = self.touched_params(plan, stage);
+        let compact: usize = (0..touched.len())
+            .filter(|&i| touched[i])
+            .map(|i| plan.graph.tensor(plan.graph.params[i].tensor).len())
+            .sum();
+        let buffers = super::grads::schedule(plan.shards, block, 1).buffers;
+        let (_, arena) = self.arena(plan, stage);
+        let arenas = self.stages - stage;
+        let floats = params + moment_floats + params + (buffers - 1) * compact;
+        Held {
+            state_bytes: 4 * floats as u64,
+            compact_floats: compact,
+            arena_bytes: 4 * arena as u64,
+            arenas,
+        }
+    }
+
+    /// The parameters whose gradients stage `stage`'s kernels write (every one a
+    /// message of its carries is among them): the only ones its shard buffers need.
+    pub fn touched_params(&self, plan: &Plan, stage: usize) -> Vec<bool> {
+        let graph = &plan.graph;
+        let mut touched = vec![false; graph.params.len()];
+        for (k, kernel) in plan.kernels.iter().enumerate() {
+            if self.kernel_stage[k] != stage {
+                continue;
+            }
+            for step in &kernel.steps {
+                step.visit(|_, id| {
+                    if let Role::ParamGrad(i) = graph.tensor(*id).role {
+                        touched[i] = true;
+                    }
+                });
+            }
+        }
+        touched
     }
 
     /// Stage `stage`'s own arena: a slot for each arena tensor it touches, live from

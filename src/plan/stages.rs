@@ -163,8 +163,9 @@ pub struct Stage {
     /// Floats of the stage's own arena, one per micro-batch in flight
     /// (`pipeline.rs`: the tensors its kernels touch and its messages carry).
     pub activations: usize,
-    /// Bytes the stage holds as built: the whole model's parameters, AdamW moments and
-    /// gradient buffers, and its arenas in flight.
+    /// Bytes the stage holds as built (`pipeline.rs::StagePlan::held`): the whole
+    /// model's parameters and moments, gradient buffers (ROOT whole, the others only
+    /// what its kernels write), and its arenas in flight.
     pub holds_bytes: u64,
     /// Micro-batches in flight at once under 1F1B.
     pub in_flight: usize,
@@ -201,11 +202,7 @@ pub fn predict(
     // The run's own cut and what crosses it (fixed rates: every rank cuts alike).
     let division = super::pipeline::StagePlan::new(plan, stages)?;
     let ranges = division.blocks.clone();
-    // As built, every stage holds the whole model's state: parameters, both moments
-    // and the gradient buffers of one worker over the shards.
     let floats = plan.param_chunks.iter().map(|c| c.len).sum::<usize>();
-    let buffers = super::grads::schedule(plan.shards, 0..plan.shards, 1).buffers;
-    let state_bytes = 4 * ((3 + buffers) * floats) as u64;
     let adamw = |params: usize| 28.0 * params as f64 / bytes_per_s;
     let stages: Vec<Stage> = ranges
         .iter()
@@ -220,15 +217,15 @@ pub fn predict(
             }
             let sent = division.first.iter().filter(|m| m.from == s);
             let in_flight = (ranges.len() - s).min(micro_batches);
-            let arena = division.arena(plan, s).1;
+            let held = division.held(plan, s, 0..plan.shards, 2 * floats);
             Stage {
-                holds_bytes: state_bytes + 4 * (in_flight * arena) as u64,
+                holds_bytes: held.state_bytes + in_flight as u64 * held.arena_bytes,
                 sent_floats: sent.clone().map(|m| m.floats).sum(),
                 messages: sent.count(),
                 blocks: range.clone(),
                 seconds: units.iter().map(|u| u.seconds).sum(),
                 params: units.iter().map(|u| u.params).sum(),
-                activations: arena,
+                activations: (held.arena_bytes / 4) as usize,
                 in_flight,
             }
         })
