@@ -188,3 +188,19 @@ fn a_stage_over_the_memory_budget_is_refused_by_name() {
         "{errors:?}"
     );
 }
+
+/// The reference interpreter as stages: the same bits as the interpreter alone (its
+/// kernels read the stage's compact gradient buffers through the same places).
+#[test]
+fn the_interpreter_as_stages_gives_its_own_single_process_bits() {
+    let root = tempfile::tempdir().unwrap();
+    let interp = |o: &mut RunOptions| o.backend = runtime::Backend::Interp;
+    let alone = root.path().join("alone");
+    let mut options = RunOptions::new(&alone, ".");
+    options.quiet = true;
+    interp(&mut options);
+    runtime::train(&tiny(1, 2), &options).unwrap();
+    let split = root.path().join("split");
+    on_stages(&tiny(2, 2), 1, &split, interp);
+    assert_eq!(state(&split), state(&alone));
+}
