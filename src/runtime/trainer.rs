@@ -115,6 +115,13 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
             file.display()
         ));
     }
+    if spec.plan.stages > 1 && state.machine.pipeline_stages().is_none() {
+        report.say(&format!(
+            "note: plan.stages = {0} but this process runs alone: the stages run as one \
+             (the same numbers); `mpiexec -n {0}` with an `mpi` build runs the pipeline",
+            spec.plan.stages
+        ));
+    }
     if let Some(warning) = warmup_warning(spec.train.schedule.warmup(), total) {
         report.warn(&warning);
     }
