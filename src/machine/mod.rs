@@ -26,11 +26,12 @@ mod pipeline;
 mod places;
 mod ranks;
 mod reference;
+mod stage_layout;
 mod thread_ranks;
 mod worker;
 
-pub use pipeline::StageError;
 pub use ranks::{Agreement, Exchange, RankError, agree, any_rank, rank_counts};
+pub use stage_layout::StageError;
 pub use thread_ranks::ThreadRanks;
 
 use std::sync::Arc;
@@ -86,7 +87,7 @@ pub struct Machine<T: Real> {
     stages: Option<pipeline::Stages<T>>,
     /// A pipeline stage's gradient buffers other than ROOT hold only the parameters
     /// its kernels write.
-    compact: Option<pipeline::CompactGrads>,
+    compact: Option<stage_layout::CompactGrads>,
 }
 
 /// A compiled program and the argument tables of its weight-panel kernels, per

@@ -23,9 +23,11 @@
 //! process's values, its gradient buffers follow the single process's tree, and the
 //! losses are added in its order: the parameters after a step are the same bits.
 //!
-//! Not built yet: replicas within a stage (R = stages × replicas), and memory per
-//! stage — each stage holds the whole model's parameters, gradient buffers, moments,
-//! and min(P − s, m) whole arenas.
+//! With Q replicas (R = P × Q ranks) each replica's pipeline runs its block of the
+//! shards and a stage's replicas then sum their blocks as data-parallel ranks do
+//! (`ranks.rs`). Setting a stage up (its place, memory, arenas and compact gradient
+//! buffers) is `stage_layout.rs`. Not built: each stage holding only its own
+//! parameters, moments and total gradient (it holds the whole model's).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -41,55 +43,8 @@ use crate::plan::Phase;
 use crate::plan::grads::ROOT;
 use crate::plan::pipeline::{Half, StagePlan};
 
-/// Why a machine cannot run as a pipeline stage on these ranks.
-#[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum StageError {
-    #[error(
-        "{ranks} rank(s) cannot run plan.stages = {stages}: the ranks are stages × replicas, and the replicas must split the plan's {shards} shards into equal power-of-two blocks"
-    )]
-    #[diagnostic(
-        code(cllm::stages),
-        help("run on {counts} ranks (`mpiexec -n N`): {stages} stages × 1, 2, … replicas")
-    )]
-    Count {
-        ranks: usize,
-        stages: usize,
-        shards: usize,
-        /// The rank counts that would do, e.g. "2, 4 or 8".
-        counts: String,
-    },
-    #[error(
-        "stage {stage} needs {needs} (the model's parameters, moments and gradient buffers, and {arenas} arena(s) of {arena} for its passes in flight), over plan.memory_budget = {budget}"
-    )]
-    #[diagnostic(
-        code(cllm::stages),
-        help(
-            "raise plan.memory_budget, or lower the arena (fewer sequences per shard: more plan.shards); every stage holds the whole model for now"
-        )
-    )]
-    OverBudget {
-        stage: usize,
-        needs: String,
-        arenas: usize,
-        arena: String,
-        budget: String,
-    },
-    #[error("plan.stages = {stages}: this model has fewer layers to cut")]
-    #[diagnostic(code(cllm::stages), help("choose at most one stage per layer"))]
-    Layers { stages: usize },
-}
-
 /// Messages of one pass kind are tagged by index below this.
 const TAGS_PER_PASS: usize = 16;
-
-/// A stage's gradient buffers other than ROOT, holding only the parameters its
-/// kernels write: where each tensor lives in them, their length, and per parameter
-/// chunk how far it moved (`None`: not held; the tree's additions skip it).
-pub(super) struct CompactGrads {
-    pub places: Vec<super::Place>,
-    pub len: usize,
-    pub shifts: Vec<Option<isize>>,
-}
 
 /// This process's stage of the pipeline.
 pub(super) struct Stages<T: Real> {
@@ -120,173 +75,6 @@ pub(super) struct Stages<T: Real> {
 }
 
 impl<T: Real> Machine<T> {
-    /// Makes this process one stage of a `stages`-stage pipeline over the ranks of
-    /// `world`: R = stages × Q ranks, rank r is stage r / Q of replica r % Q. Each
-    /// replica's pipeline runs its block of the shards; the Q ranks of a stage are
-    /// data-parallel ranks among themselves (`ranks.rs`, exchanged after the step).
-    /// Call before `attach_jit`.
-    pub fn set_stages(
-        &mut self,
-        world: Arc<dyn Exchange>,
-        stages: usize,
-    ) -> Result<(), StageError> {
-        assert!(self.program.is_none(), "set_stages goes before attach_jit");
-        let (ranks, shards) = (world.ranks(), self.plan.shards);
-        let replicas = ranks / stages.max(1);
-        let fits = super::rank_counts(shards);
-        if stages == 0 || !ranks.is_multiple_of(stages) || !fits.contains(&replicas) {
-            let counts: Vec<String> = fits.iter().map(|q| (q * stages).to_string()).collect();
-            let counts = match counts.split_last() {
-                Some((last, [])) => last.clone(),
-                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-                None => stages.to_string(),
-            };
-            return Err(StageError::Count {
-                ranks,
-                stages,
-                shards,
-                counts,
-            });
-        }
-        let plan = StagePlan::new(&self.plan, stages).ok_or(StageError::Layers { stages })?;
-        let (stage, replica) = (world.rank() / replicas, world.rank() % replicas);
-        let exchange = match replicas {
-            1 => world,
-            _ => {
-                // Every rank splits twice, in this order: its pipeline, then its stage.
-                let pipeline = world.split(replica, stage);
-                let peers = world.split(stage, replica);
-                self.set_ranks(peers, false)
-                    .expect("the replicas split the shards");
-                pipeline
-            }
-        };
-        let own = self.ranks.as_ref().map_or(0..shards, |r| r.own.clone());
-        for list in [&plan.first, &plan.later] {
-            assert!(
-                list.len() <= TAGS_PER_PASS,
-                "at most {TAGS_PER_PASS} messages"
-            );
-        }
-        // One worker runs every shard, each pass of those in flight in its own arena.
-        let schedule = crate::plan::grads::schedule(shards, own.clone(), 1);
-        // At most P − s passes in flight (fewer when a step has fewer passes).
-        let slots = stages - stage;
-        // What this stage will hold, refused before it is allocated: gradient buffer
-        // ROOT whole (it receives every stage's part after the passes), the others only
-        // the parameters this stage's kernels write; its own arena (only the tensors its
-        // kernels touch and its messages carry) for each pass in flight.
-        let held = plan.held(&self.plan, stage, own.clone(), self.m.len() + self.v.len());
-        if held.total() > self.plan.memory_budget {
-            let human = crate::plan::human_bytes;
-            return Err(StageError::OverBudget {
-                stage,
-                needs: human(held.total()),
-                arenas: held.arenas,
-                arena: human(held.arena_bytes),
-                budget: human(self.plan.memory_budget),
-            });
-        }
-        let touched = plan.touched_params(&self.plan, stage);
-        let compact_len = held.compact_floats;
-        let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
-        self.schedule = schedule;
-        self.grads = (0..self.schedule.buffers)
-            .map(|b| {
-                vec![
-                    T::default();
-                    if b == ROOT {
-                        self.params.len()
-                    } else {
-                        compact_len
-                    }
-                ]
-            })
-            .collect();
-        self.grad_ptrs = (self.grads.iter_mut())
-            .map(|g| super::SyncPtr(g.as_mut_ptr()))
-            .collect();
-        for (place, slot) in self.places.iter_mut().zip(&arena_slots) {
-            if place.region == Region::Arena {
-                (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
-            }
-        }
-        self.compact = Some(self.compact_grads(&touched, compact_len));
-        let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
-        self.workers = (0..slots).map(with_arena).collect();
-        let mut out_at = [Vec::new(), Vec::new()];
-        let mut out_floats = 0;
-        for (kind, list) in [&plan.first, &plan.later].into_iter().enumerate() {
-            for m in list {
-                out_at[kind].push(out_floats);
-                if m.from == stage {
-                    out_floats += m.floats;
-                }
-            }
-        }
-        let inbox = [&plan.first, &plan.later].into_iter().flatten();
-        let inbox = inbox.filter(|m| m.to == stage).map(|m| m.floats).max();
-        let mut finished = vec![Vec::new(); stages];
-        for (i, &s) in plan.param_stage.iter().enumerate() {
-            finished[s].push(self.param_range(i));
-        }
-        let most = (finished.iter())
-            .map(|r| r.iter().map(ExactSizeIterator::len).sum::<usize>())
-            .max()
-            .unwrap_or(0);
-        self.stages = Some(Stages {
-            exchange,
-            plan,
-            stage,
-            outbox: Vec::new(),
-            out_floats,
-            out_at,
-            inbox: vec![T::default(); inbox.unwrap_or(0)],
-            finished,
-            packed: vec![T::default(); most],
-            gathered: vec![T::default(); most * stages],
-            losses: Vec::new(),
-            stage_losses: vec![0; 8 * stages],
-            forward_only: false,
-            seconds: 0.0,
-            sent_bytes: 0,
-        });
-        Ok(())
-    }
-
-    /// Where a stage's compact gradient buffers hold the `touched` parameters' gradients
-    /// (packed in parameter order) and how far each chunk moved.
-    fn compact_grads(&self, touched: &[bool], len: usize) -> CompactGrads {
-        let mut at = vec![None; touched.len()];
-        let mut next = 0;
-        for (i, &t) in touched.iter().enumerate().filter(|&(_, &t)| t) {
-            let _ = t;
-            at[i] = Some(next);
-            next += self.param_range(i).len();
-        }
-        let graph = self.graph();
-        let mut places = self.places.clone();
-        for (place, tensor) in places.iter_mut().zip(&graph.tensors) {
-            if let crate::graph::Role::ParamGrad(i) = tensor.role {
-                (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
-            }
-        }
-        // Chunks never straddle two parameters: each moves with its own.
-        let shifts = (self.plan.param_chunks.iter())
-            .map(|chunk| {
-                let i = (0..touched.len())
-                    .find(|&i| self.param_range(i).contains(&chunk.offset))
-                    .expect("every chunk is in a parameter");
-                at[i].map(|a| a as isize - self.param_offsets[i] as isize)
-            })
-            .collect();
-        CompactGrads {
-            places,
-            len,
-            shifts,
-        }
-    }
-
     /// Forward and (with `backward`) backward of every pass of the step as this stage;
     /// returns Σ loss. Forward only (evaluation), only what later forwards read is sent.
     pub(super) fn run_stage(&mut self, batches: &[Batch], loss_scale: f64, backward: bool) -> f64 {
@@ -448,6 +236,60 @@ impl<T: Real> Machine<T> {
 }
 
 impl<T: Real> Stages<T> {
+    /// Stage `stage` of `plan` over `exchange` (its pipeline), its buffers sized once;
+    /// `param_range(i)`: parameter i's floats.
+    pub(super) fn new(
+        exchange: Arc<dyn Exchange>,
+        plan: StagePlan,
+        stage: usize,
+        param_range: impl Fn(usize) -> Range<usize>,
+    ) -> Self {
+        let stages = plan.stages;
+        for list in [&plan.first, &plan.later] {
+            assert!(
+                list.len() <= TAGS_PER_PASS,
+                "at most {TAGS_PER_PASS} messages"
+            );
+        }
+        let mut out_at = [Vec::new(), Vec::new()];
+        let mut out_floats = 0;
+        for (kind, list) in [&plan.first, &plan.later].into_iter().enumerate() {
+            for m in list {
+                out_at[kind].push(out_floats);
+                if m.from == stage {
+                    out_floats += m.floats;
+                }
+            }
+        }
+        let inbox = [&plan.first, &plan.later].into_iter().flatten();
+        let inbox = inbox.filter(|m| m.to == stage).map(|m| m.floats).max();
+        let mut finished = vec![Vec::new(); stages];
+        for (i, &s) in plan.param_stage.iter().enumerate() {
+            finished[s].push(param_range(i));
+        }
+        let most = (finished.iter())
+            .map(|r| r.iter().map(ExactSizeIterator::len).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        Stages {
+            exchange,
+            plan,
+            stage,
+            outbox: Vec::new(),
+            out_floats,
+            out_at,
+            inbox: vec![T::default(); inbox.unwrap_or(0)],
+            finished,
+            packed: vec![T::default(); most],
+            gathered: vec![T::default(); most * stages],
+            losses: Vec::new(),
+            stage_losses: vec![0; 8 * stages],
+            forward_only: false,
+            seconds: 0.0,
+            sent_bytes: 0,
+        }
+    }
+
     fn tag(pass: usize, kind: usize, index: usize) -> usize {
         ((pass % 1000) * 2 + kind) * TAGS_PER_PASS + index
     }

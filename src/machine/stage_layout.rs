@@ -1,0 +1,188 @@
+//! Making a machine one stage of a pipeline (`plan.stages`): its place among the ranks
+//! (stage × replica, `Exchange::split`), what it holds — refused by name before it is
+//! allocated when over the budget — its own arenas and its compact gradient buffers.
+//! The step itself is `pipeline.rs`.
+
+use std::sync::Arc;
+
+use cllm_kernels::Real;
+
+use super::pipeline::Stages;
+use super::ranks::Exchange;
+use super::{Machine, Region};
+use crate::plan::grads::ROOT;
+use crate::plan::pipeline::StagePlan;
+
+/// Why a machine cannot run as a pipeline stage on these ranks.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum StageError {
+    #[error(
+        "{ranks} rank(s) cannot run plan.stages = {stages}: the ranks are stages × replicas, and the replicas must split the plan's {shards} shards into equal power-of-two blocks"
+    )]
+    #[diagnostic(
+        code(cllm::stages),
+        help("run on {counts} ranks (`mpiexec -n N`): {stages} stages × 1, 2, … replicas")
+    )]
+    Count {
+        ranks: usize,
+        stages: usize,
+        shards: usize,
+        /// The rank counts that would do, e.g. "2, 4 or 8".
+        counts: String,
+    },
+    #[error(
+        "stage {stage} needs {needs} (the model's parameters, moments and gradient buffers, and {arenas} arena(s) of {arena} for its passes in flight), over plan.memory_budget = {budget}"
+    )]
+    #[diagnostic(
+        code(cllm::stages),
+        help(
+            "raise plan.memory_budget, or lower the arena (fewer sequences per shard: more plan.shards); every stage holds the whole model for now"
+        )
+    )]
+    OverBudget {
+        stage: usize,
+        needs: String,
+        arenas: usize,
+        arena: String,
+        budget: String,
+    },
+    #[error("plan.stages = {stages}: this model has fewer layers to cut")]
+    #[diagnostic(code(cllm::stages), help("choose at most one stage per layer"))]
+    Layers { stages: usize },
+}
+
+/// A stage's gradient buffers other than ROOT, holding only the parameters its
+/// kernels write: where each tensor lives in them, their length, and per parameter
+/// chunk how far it moved (`None`: not held; the tree's additions skip it).
+pub(super) struct CompactGrads {
+    pub places: Vec<super::Place>,
+    pub len: usize,
+    pub shifts: Vec<Option<isize>>,
+}
+
+impl<T: Real> Machine<T> {
+    /// Makes this process one stage of a `stages`-stage pipeline over the ranks of
+    /// `world`: R = stages × Q ranks, rank r is stage r / Q of replica r % Q. Each
+    /// replica's pipeline runs its block of the shards; the Q ranks of a stage are
+    /// data-parallel ranks among themselves (`ranks.rs`, exchanged after the step).
+    /// Call before `attach_jit`.
+    pub fn set_stages(
+        &mut self,
+        world: Arc<dyn Exchange>,
+        stages: usize,
+    ) -> Result<(), StageError> {
+        assert!(self.program.is_none(), "set_stages goes before attach_jit");
+        let (ranks, shards) = (world.ranks(), self.plan.shards);
+        let replicas = ranks / stages.max(1);
+        let fits = super::rank_counts(shards);
+        if stages == 0 || !ranks.is_multiple_of(stages) || !fits.contains(&replicas) {
+            let counts: Vec<String> = fits.iter().map(|q| (q * stages).to_string()).collect();
+            let counts = match counts.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => stages.to_string(),
+            };
+            return Err(StageError::Count {
+                ranks,
+                stages,
+                shards,
+                counts,
+            });
+        }
+        let plan = StagePlan::new(&self.plan, stages).ok_or(StageError::Layers { stages })?;
+        let (stage, replica) = (world.rank() / replicas, world.rank() % replicas);
+        let exchange = match replicas {
+            1 => world,
+            _ => {
+                // Every rank splits twice, in this order: its pipeline, then its stage.
+                let pipeline = world.split(replica, stage);
+                let peers = world.split(stage, replica);
+                self.set_ranks(peers, false)
+                    .expect("the replicas split the shards");
+                pipeline
+            }
+        };
+        let own = self.ranks.as_ref().map_or(0..shards, |r| r.own.clone());
+        // One worker runs every shard, each pass of those in flight in its own arena.
+        let schedule = crate::plan::grads::schedule(shards, own.clone(), 1);
+        // At most P − s passes in flight (fewer when a step has fewer passes).
+        let slots = stages - stage;
+        // What this stage will hold, refused before it is allocated: gradient buffer
+        // ROOT whole (it receives every stage's part after the passes), the others only
+        // the parameters this stage's kernels write; its own arena (only the tensors its
+        // kernels touch and its messages carry) for each pass in flight.
+        let held = plan.held(&self.plan, stage, own.clone(), self.m.len() + self.v.len());
+        if held.total() > self.plan.memory_budget {
+            let human = crate::plan::human_bytes;
+            return Err(StageError::OverBudget {
+                stage,
+                needs: human(held.total()),
+                arenas: held.arenas,
+                arena: human(held.arena_bytes),
+                budget: human(self.plan.memory_budget),
+            });
+        }
+        let touched = plan.touched_params(&self.plan, stage);
+        let compact_len = held.compact_floats;
+        let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
+        self.schedule = schedule;
+        self.grads = (0..self.schedule.buffers)
+            .map(|b| {
+                vec![
+                    T::default();
+                    if b == ROOT {
+                        self.params.len()
+                    } else {
+                        compact_len
+                    }
+                ]
+            })
+            .collect();
+        self.grad_ptrs = (self.grads.iter_mut())
+            .map(|g| super::SyncPtr(g.as_mut_ptr()))
+            .collect();
+        for (place, slot) in self.places.iter_mut().zip(&arena_slots) {
+            if place.region == Region::Arena {
+                (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
+            }
+        }
+        self.compact = Some(self.compact_grads(&touched, compact_len));
+        let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
+        self.workers = (0..slots).map(with_arena).collect();
+        self.stages = Some(Stages::new(exchange, plan, stage, |i| self.param_range(i)));
+        Ok(())
+    }
+
+    /// Where a stage's compact gradient buffers hold the `touched` parameters' gradients
+    /// (packed in parameter order) and how far each chunk moved.
+    fn compact_grads(&self, touched: &[bool], len: usize) -> CompactGrads {
+        let mut at = vec![None; touched.len()];
+        let mut next = 0;
+        for (i, &t) in touched.iter().enumerate().filter(|&(_, &t)| t) {
+            let _ = t;
+            at[i] = Some(next);
+            next += self.param_range(i).len();
+        }
+        let graph = self.graph();
+        let mut places = self.places.clone();
+        for (place, tensor) in places.iter_mut().zip(&graph.tensors) {
+            if let crate::graph::Role::ParamGrad(i) = tensor.role {
+                (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
+            }
+        }
+        // Chunks never straddle two parameters: each moves with its own.
+        let shifts = (self.plan.param_chunks.iter())
+            .map(|chunk| {
+                let i = (0..touched.len())
+                    .find(|&i| self.param_range(i).contains(&chunk.offset))
+                    .expect("every chunk is in a parameter");
+                at[i].map(|a| a as isize - self.param_offsets[i] as isize)
+            })
+            .collect();
+        CompactGrads {
+            places,
+            len,
+            shifts,
+        }
+    }
+}
