@@ -129,18 +129,8 @@ impl Exchange for Mpi {
 
     unsafe fn send_part(&self, to: usize, tag: usize, send: *const u8, len: usize) {
         let mut pieces = self.pieces.lock().expect("no thread panicked in MPI");
-        self.parts(len, &mut pieces, |start, n, request| unsafe {
-            // SAFETY: the caller's contract: `len` bytes at `send`, untouched until closed.
-            ffi::MPI_Isend(
-                send.add(start).cast(),
-                n,
-                ffi::RSMPI_UINT8_T,
-                to as c_int,
-                tag as c_int,
-                self.world.as_raw(),
-                request,
-            )
-        });
+        // SAFETY: the caller's contract: `len` bytes at `send`, untouched until closed.
+        unsafe { self.isend(&mut pieces, to, tag, send, len) };
     }
 
     fn progress(&self) {
@@ -193,19 +183,9 @@ impl Exchange for Mpi {
 
     unsafe fn post_send(&self, to: usize, tag: usize, send: *const u8, len: usize) {
         let mut sends = self.sends.lock().expect("no thread panicked in MPI");
-        self.parts(len, &mut sends, |start, n, request| unsafe {
-            // SAFETY: the caller's contract: `len` bytes at `send`, untouched until
-            // `finish_sends`.
-            ffi::MPI_Isend(
-                send.add(start).cast(),
-                n,
-                ffi::RSMPI_UINT8_T,
-                to as c_int,
-                tag as c_int,
-                self.world.as_raw(),
-                request,
-            )
-        });
+        // SAFETY: the caller's contract: `len` bytes at `send`, untouched until
+        // `finish_sends`.
+        unsafe { self.isend(&mut sends, to, tag, send, len) };
     }
 
     fn recv(&self, from: usize, tag: usize, recv: &mut [u8]) {
@@ -280,6 +260,33 @@ impl Exchange for Mpi {
 }
 
 impl Mpi {
+    /// Starts sending `len` bytes at `send` to `to` under `tag` (nonblocking, in calls
+    /// of at most CALL_BYTES); the requests go on `requests`.
+    ///
+    /// # Safety
+    /// The bytes stay valid and untouched until the requests complete.
+    unsafe fn isend(
+        &self,
+        requests: &mut Vec<ffi::MPI_Request>,
+        to: usize,
+        tag: usize,
+        send: *const u8,
+        len: usize,
+    ) {
+        self.parts(len, requests, |start, n, request| unsafe {
+            // SAFETY: forwarded to the caller.
+            ffi::MPI_Isend(
+                send.add(start).cast(),
+                n,
+                ffi::RSMPI_UINT8_T,
+                to as c_int,
+                tag as c_int,
+                self.world.as_raw(),
+                request,
+            )
+        });
+    }
+
     /// Starts the nonblocking transfers of `len` bytes, in calls of at most CALL_BYTES
     /// (MPI counts are 32-bit; one tag's messages match in order): `start(offset,
     /// bytes, request)`; the requests go on `requests`.

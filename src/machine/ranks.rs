@@ -180,17 +180,21 @@ pub struct RankError {
 
 impl RankError {
     pub fn new(ranks: usize, shards: usize) -> RankError {
-        let counts: Vec<String> = rank_counts(shards).iter().map(usize::to_string).collect();
-        let counts = match counts.split_last() {
-            Some((last, [])) => last.clone(),
-            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-            None => "1".into(),
-        };
         RankError {
             ranks,
             shards,
-            counts,
+            counts: or_list(&rank_counts(shards), 1),
         }
+    }
+}
+
+/// `counts` as "1, 2, 4 or 8" (`none` when empty).
+pub(super) fn or_list(counts: &[usize], none: usize) -> String {
+    let counts: Vec<String> = counts.iter().map(usize::to_string).collect();
+    match counts.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => none.to_string(),
     }
 }
 

@@ -76,12 +76,8 @@ impl<T: Real> Machine<T> {
         let replicas = ranks / stages.max(1);
         let fits = super::rank_counts(shards);
         if stages == 0 || !ranks.is_multiple_of(stages) || !fits.contains(&replicas) {
-            let counts: Vec<String> = fits.iter().map(|q| (q * stages).to_string()).collect();
-            let counts = match counts.split_last() {
-                Some((last, [])) => last.clone(),
-                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-                None => stages.to_string(),
-            };
+            let counts: Vec<usize> = fits.iter().map(|q| q * stages).collect();
+            let counts = super::ranks::or_list(&counts, stages);
             return Err(StageError::Count {
                 ranks,
                 stages,
