@@ -111,18 +111,10 @@ impl Exchange for Mpi {
         for from in (0..self.ranks).filter(|&r| r != self.rank) {
             for (tag, part) in parts.iter().enumerate() {
                 // SAFETY: the caller's contract: this part of piece `from` is ours.
-                let at = unsafe { recv.add(from * piece + part.start) };
-                self.parts(part.len(), &mut pieces, |start, n, request| unsafe {
-                    ffi::MPI_Irecv(
-                        at.add(start).cast(),
-                        n,
-                        ffi::RSMPI_UINT8_T,
-                        from as c_int,
-                        tag as c_int,
-                        self.world.as_raw(),
-                        request,
-                    )
-                });
+                unsafe {
+                    let at = recv.add(from * piece + part.start);
+                    self.irecv(&mut pieces, from, tag, at, part.len())
+                };
             }
         }
     }
@@ -205,19 +197,8 @@ impl Exchange for Mpi {
             return;
         }
         let mut requests = Vec::new();
-        let at = recv.as_mut_ptr();
-        self.parts(recv.len(), &mut requests, |start, n, request| unsafe {
-            // SAFETY: `recv` is ours until the wait below.
-            ffi::MPI_Irecv(
-                at.add(start).cast(),
-                n,
-                ffi::RSMPI_UINT8_T,
-                from as c_int,
-                tag as c_int,
-                self.world.as_raw(),
-                request,
-            )
-        });
+        // SAFETY: `recv` is ours until the wait below.
+        unsafe { self.irecv(&mut requests, from, tag, recv.as_mut_ptr(), recv.len()) };
         // SAFETY: the requests just made, completed here.
         unsafe {
             ffi::MPI_Waitall(
@@ -280,6 +261,33 @@ impl Mpi {
                 n,
                 ffi::RSMPI_UINT8_T,
                 to as c_int,
+                tag as c_int,
+                self.world.as_raw(),
+                request,
+            )
+        });
+    }
+
+    /// Starts receiving `len` bytes into `recv` from `from` under `tag` (nonblocking, in
+    /// calls of at most CALL_BYTES); the requests go on `requests`.
+    ///
+    /// # Safety
+    /// The bytes stay valid and untouched by anyone else until the requests complete.
+    unsafe fn irecv(
+        &self,
+        requests: &mut Vec<ffi::MPI_Request>,
+        from: usize,
+        tag: usize,
+        recv: *mut u8,
+        len: usize,
+    ) {
+        self.parts(len, requests, |start, n, request| unsafe {
+            // SAFETY: forwarded to the caller.
+            ffi::MPI_Irecv(
+                recv.add(start).cast(),
+                n,
+                ffi::RSMPI_UINT8_T,
+                from as c_int,
                 tag as c_int,
                 self.world.as_raw(),
                 request,

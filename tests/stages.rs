@@ -55,6 +55,23 @@ fn on_stages(
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
+/// `spec` on `ranks` threads, each of which must fail: their errors.
+fn errors_on(spec: &Spec, ranks: usize, dir: &Path) -> Vec<runtime::RunError> {
+    let handles: Vec<_> = ThreadRanks::group(ranks)
+        .into_iter()
+        .map(|exchange| {
+            let mut options = RunOptions::new(dir, ".");
+            options.quiet = true;
+            options.ranks = Some(exchange);
+            let spec = spec.clone();
+            std::thread::spawn(move || runtime::train(&spec, &options).map(|_| ()))
+        })
+        .collect();
+    (handles.into_iter())
+        .map(|h| h.join().unwrap().unwrap_err())
+        .collect()
+}
+
 fn same_losses(a: &runtime::RunSummary, b: &runtime::RunSummary) -> bool {
     let bits = |s: &runtime::RunSummary| s.losses.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     bits(a) == bits(b) && a.val_loss.map(f64::to_bits) == b.val_loss.map(f64::to_bits)
@@ -118,18 +135,7 @@ fn a_two_stage_checkpoint_resumes_on_one_process_and_on_other_layouts() {
 fn a_rank_count_that_is_not_the_stage_count_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let spec = tiny(2, 1);
-    let handles: Vec<_> = ThreadRanks::group(3)
-        .into_iter()
-        .map(|exchange| {
-            let mut options = RunOptions::new(root.path(), ".");
-            options.quiet = true;
-            options.ranks = Some(exchange);
-            let spec = spec.clone();
-            std::thread::spawn(move || runtime::train(&spec, &options).map(|_| ()))
-        })
-        .collect();
-    for handle in handles {
-        let error = handle.join().unwrap().unwrap_err();
+    for error in errors_on(&spec, 3, root.path()) {
         let text = error.to_string();
         assert!(
             text.contains("3 rank(s) cannot run plan.stages = 2"),
@@ -170,18 +176,9 @@ fn a_stage_over_the_memory_budget_is_refused_by_name() {
     let mut alone = spec.clone();
     alone.plan.stages = 1;
     single(&alone, &root.path().join("one"));
-    let handles: Vec<_> = ThreadRanks::group(spec.plan.stages as usize)
-        .into_iter()
-        .map(|exchange| {
-            let mut options = RunOptions::new(root.path(), ".");
-            options.quiet = true;
-            options.ranks = Some(exchange);
-            let spec = spec.clone();
-            std::thread::spawn(move || runtime::train(&spec, &options).map(|_| ()))
-        })
-        .collect();
-    let errors: Vec<String> = (handles.into_iter())
-        .map(|h| h.join().unwrap().unwrap_err().to_string())
+    let errors: Vec<String> = errors_on(&spec, spec.plan.stages as usize, root.path())
+        .iter()
+        .map(ToString::to_string)
         .collect();
     assert!(
         errors.iter().any(|e| e.contains("stage 0 needs")),
