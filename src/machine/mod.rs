@@ -329,10 +329,11 @@ impl<T: Real> Machine<T> {
     /// Over ranks, when the moments were not gathered since the last AdamW step.
     pub fn moments(&self, i: usize) -> (&[T], &[T]) {
         let range = self.param_range(i);
-        let (m, v) = match (&self.ranks, &self.whole_moments) {
-            (None, _) => (&self.m, &self.v),
-            (Some(_), Some((m, v))) => (m, v),
-            (Some(_), None) => panic!("over ranks, gather_moments before reading the moments"),
+        let split = self.ranks.is_some() || self.stages.as_ref().is_some_and(|s| s.own.is_some());
+        let (m, v) = match (split, &self.whole_moments) {
+            (false, _) => (&self.m, &self.v),
+            (true, Some((m, v))) => (m, v),
+            (true, None) => panic!("over ranks, gather_moments before reading the moments"),
         };
         (&m[range.clone()], &v[range])
     }
@@ -340,6 +341,24 @@ impl<T: Real> Machine<T> {
     /// Sets parameter `i`'s AdamW moments (over ranks, keeps the part in this rank's span).
     pub fn set_moments(&mut self, i: usize, m: &[T], v: &[T]) {
         let range = self.param_range(i);
+        self.whole_moments = None;
+        if let Some(own) = self
+            .stages
+            .as_ref()
+            .and_then(|s| Some((s.stage, s.own.as_ref()?)))
+        {
+            // A stage without replicas: its own chunks of the parameter, packed.
+            let (stage, own) = own;
+            for &c in &own.chunks[stage] {
+                let chunk = self.plan.param_chunks[c];
+                if chunk.offset >= range.start && chunk.offset < range.end {
+                    let (from, to) = (chunk.offset - range.start, own.local[c]);
+                    self.m[to..to + chunk.len].copy_from_slice(&m[from..from + chunk.len]);
+                    self.v[to..to + chunk.len].copy_from_slice(&v[from..from + chunk.len]);
+                }
+            }
+            return;
+        }
         let Some(ranks) = &self.ranks else {
             self.m[range.clone()].copy_from_slice(m);
             self.v[range].copy_from_slice(v);

@@ -220,10 +220,14 @@ impl<T: Real> Machine<T> {
         let returns = SyncPtr(self.chunk_returns.as_mut_ptr());
         let starts = &self.plan.param_chunks;
         // Over ranks the moments hold the owner's chunks packed as its piece.
+        // Without replicas, a pipeline stage's moments hold its own chunks packed.
+        let stage_own = (self.stages.as_ref())
+            .and_then(|s| s.own.as_ref().map(|o| (&o.chunks[s.stage][..], &o.local)));
         let own = self.ranks.as_ref().map(|r| {
             let list: &[usize] = &r.owners.chunks[r.exchange.rank()];
             (list, &r.owners.local)
         });
+        let own = own.or(stage_own);
         let update = |i: usize| {
             // The whole pointers are captured (they are Sync), not their raw fields.
             let (params, m, v, returns) = (&params, &m, &v, &returns);
@@ -248,6 +252,8 @@ impl<T: Real> Machine<T> {
         });
         if let Some(ranks) = &mut self.ranks {
             ranks.gather_owned(&mut self.params, None);
+        } else if let Some(stage) = self.stages.as_mut().filter(|s| s.own.is_some()) {
+            stage.gather_finished(&mut self.params);
         }
     }
 
@@ -255,12 +261,29 @@ impl<T: Real> Machine<T> {
     /// span only) for [`Machine::moments`], until the next AdamW step: 8P bytes for the
     /// length of a checkpoint. Every rank calls it at the same point.
     pub fn gather_moments(&mut self) {
-        let Some(ranks) = self.ranks.as_mut() else {
-            return;
-        };
         if self.whole_moments.is_some() {
             return;
         }
+        if let Some(stage) = self.stages.as_mut().filter(|s| s.own.is_some()) {
+            let own = stage.own.as_ref().expect("checked");
+            let whole = |packed: &[T]| {
+                let mut all = vec![T::default(); self.params.len()];
+                for &c in &own.chunks[stage.stage] {
+                    let chunk = self.plan.param_chunks[c];
+                    let to = chunk.offset..chunk.offset + chunk.len;
+                    all[to].copy_from_slice(&packed[own.local[c]..][..chunk.len]);
+                }
+                all
+            };
+            let (mut m, mut v) = (whole(&self.m), whole(&self.v));
+            stage.gather_finished(&mut m);
+            stage.gather_finished(&mut v);
+            self.whole_moments = Some((m, v));
+            return;
+        }
+        let Some(ranks) = self.ranks.as_mut() else {
+            return;
+        };
         let whole = |own: &[T], ranks: &mut super::ranks::Ranks<T>| {
             let mut all = vec![T::default(); self.params.len()];
             ranks.gather_owned(&mut all, Some(own));

@@ -11,9 +11,10 @@
 //!  B(i): zero the shard's gradient buffer (its first micro-batch), receive, run this
 //!        stage's recompute and backward kernels, send back; the shard's tree
 //!        additions once its last micro-batch is done
-//!  then: the tree above (none on one worker), each stage's finished gradients to
-//!        every stage (an all-gather), Σ g² per chunk, and the single process's AdamW
-//!        on every stage alike — so every stage holds the whole model after a step
+//!  then: the tree above (none on one worker); each stage's Σ g² of the chunks it
+//!        finishes to every stage (the clipping norm), AdamW on those chunks (their
+//!        moments are the stage's alone), the updated parameters to every stage — so
+//!        every stage holds the whole model's parameters after a step
 //! ```
 //!
 //! Sends never wait (each pass's values are copied to its own outbox and posted); a
@@ -24,10 +25,11 @@
 //! losses are added in its order: the parameters after a step are the same bits.
 //!
 //! With Q replicas (R = P × Q ranks) each replica's pipeline runs its block of the
-//! shards and a stage's replicas then sum their blocks as data-parallel ranks do
+//! shards; each stage's finished gradients then go to every stage of its pipeline and
+//! a stage's replicas sum their blocks and update as data-parallel ranks do
 //! (`ranks.rs`). Setting a stage up (its place, memory, arenas and compact gradient
 //! buffers) is `stage_layout.rs`. Not built: each stage holding only its own
-//! parameters, moments and total gradient (it holds the whole model's).
+//! parameters and total gradient (it holds the whole model's).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -69,6 +71,9 @@ pub(super) struct Stages<T: Real> {
     stage_losses: Vec<u8>,
     /// Whether this step runs forward only (evaluation).
     forward_only: bool,
+    /// Without replicas: the chunks each stage updates (`None`: every stage updates
+    /// every chunk from the gathered gradient).
+    pub own: Option<OwnChunks>,
     /// Seconds spent waiting for other stages' messages and in the step's gathers.
     pub seconds: f64,
     pub sent_bytes: u64,
@@ -197,30 +202,24 @@ impl<T: Real> Machine<T> {
             });
         }
         let st = self.stages.as_mut().expect("a pipeline stage");
-        let root = &mut self.grads[ROOT];
-        let slot = st.packed.len();
-        let mut at = 0;
-        for r in &st.finished[st.stage] {
-            st.packed[at..at + r.len()].copy_from_slice(&root[r.clone()]);
-            at += r.len();
+        if st.own.is_some() {
+            // Each stage updates its own chunks: their Σ g² to every stage, no gradient.
+            let own = st.own.as_ref().expect("checked");
+            let mine = &own.chunks[st.stage];
+            let grads = &self.grad_ptrs;
+            let squares = SyncF64(self.chunk_squares.as_mut_ptr());
+            pool.install(|| {
+                mine.par_iter().for_each(|&i| {
+                    let squares = &squares;
+                    // SAFETY: each task takes one chunk of buffer ROOT and its own slot.
+                    unsafe {
+                        *squares.0.add(i) = super::grad_sum::chunk_tree(chunks, i, &[], grads)
+                    };
+                })
+            });
+            return st.gather_squares(&mut self.chunk_squares);
         }
-        let started = std::time::Instant::now();
-        st.exchange
-            .all_gather(bytes_of(&st.packed), bytes_of_mut(&mut st.gathered));
-        st.seconds += started.elapsed().as_secs_f64();
-        st.sent_bytes += ((st.plan.stages - 1) * slot * std::mem::size_of::<T>()) as u64;
-        for (s, ranges) in st
-            .finished
-            .iter()
-            .enumerate()
-            .filter(|&(s, _)| s != st.stage)
-        {
-            let mut at = s * slot;
-            for r in ranges {
-                root[r.clone()].copy_from_slice(&st.gathered[at..at + r.len()]);
-                at += r.len();
-            }
-        }
+        st.gather_finished(&mut self.grads[ROOT]);
         if self.ranks.is_some() {
             // Each replica's block sum, whole: the replicas of a stage sum them.
             return self.sum_over_ranks();
@@ -232,6 +231,47 @@ impl<T: Real> Machine<T> {
                 *squares = unsafe { super::grad_sum::chunk_tree(chunks, i, &[], grads) };
             })
         });
+    }
+}
+
+/// A pointer to the chunks' Σ g², each task writing its own chunk's.
+struct SyncF64(*mut f64);
+// SAFETY: tasks write disjoint elements.
+unsafe impl Sync for SyncF64 {}
+
+/// Without replicas, each stage alone updates the chunks whose gradients it finishes
+/// (ZeRO-1 over the stages): every stage's chunks, where each sits in its stage's
+/// packed moments, and the buffers of their Σ g²'s gather.
+pub(super) struct OwnChunks {
+    pub chunks: Vec<Vec<usize>>,
+    pub local: Vec<usize>,
+    squares_out: Vec<f64>,
+    squares_in: Vec<f64>,
+}
+
+impl OwnChunks {
+    /// Chunk c belongs to the stage of `param_stage(c)`.
+    pub(super) fn new(
+        chunks: &[crate::plan::ParamChunk],
+        stages: usize,
+        stage_of: impl Fn(usize) -> usize,
+    ) -> Self {
+        let mut lists = vec![Vec::new(); stages];
+        let mut local = vec![0; chunks.len()];
+        let mut filled = vec![0; stages];
+        for (c, chunk) in chunks.iter().enumerate() {
+            let s = stage_of(c);
+            lists[s].push(c);
+            local[c] = filled[s];
+            filled[s] += chunk.len;
+        }
+        let most = lists.iter().map(Vec::len).max().unwrap_or(0);
+        OwnChunks {
+            chunks: lists,
+            local,
+            squares_out: vec![0.0; most],
+            squares_in: vec![0.0; most * stages],
+        }
     }
 }
 
@@ -285,8 +325,52 @@ impl<T: Real> Stages<T> {
             losses: Vec::new(),
             stage_losses: vec![0; 8 * stages],
             forward_only: false,
+            own: None,
             seconds: 0.0,
             sent_bytes: 0,
+        }
+    }
+
+    /// Every stage's values of the parameters it finishes into `values` (each stage's
+    /// own are right in its `values` beforehand): one all-gather.
+    pub(super) fn gather_finished(&mut self, values: &mut [T]) {
+        let slot = self.packed.len();
+        let mut at = 0;
+        for r in &self.finished[self.stage] {
+            self.packed[at..at + r.len()].copy_from_slice(&values[r.clone()]);
+            at += r.len();
+        }
+        let started = std::time::Instant::now();
+        (self.exchange).all_gather(bytes_of(&self.packed), bytes_of_mut(&mut self.gathered));
+        self.seconds += started.elapsed().as_secs_f64();
+        self.sent_bytes += ((self.plan.stages - 1) * slot * std::mem::size_of::<T>()) as u64;
+        for (s, ranges) in (self.finished.iter().enumerate()).filter(|&(s, _)| s != self.stage) {
+            let mut at = s * slot;
+            for r in ranges {
+                values[r.clone()].copy_from_slice(&self.gathered[at..at + r.len()]);
+                at += r.len();
+            }
+        }
+    }
+
+    /// Every stage's own chunks' Σ g² into `squares` (each stage's own are there
+    /// beforehand): one small all-gather.
+    fn gather_squares(&mut self, squares: &mut [f64]) {
+        let own = self.own.as_mut().expect("own chunks");
+        let most = own.squares_out.len();
+        for (k, &c) in own.chunks[self.stage].iter().enumerate() {
+            own.squares_out[k] = squares[c];
+        }
+        let started = std::time::Instant::now();
+        (self.exchange).all_gather(
+            bytes_of(&own.squares_out),
+            bytes_of_mut(&mut own.squares_in),
+        );
+        self.seconds += started.elapsed().as_secs_f64();
+        for (s, list) in own.chunks.iter().enumerate() {
+            for (k, &c) in list.iter().enumerate() {
+                squares[c] = own.squares_in[s * most + k];
+            }
         }
     }
 

@@ -107,7 +107,15 @@ impl<T: Real> Machine<T> {
         // ROOT whole (it receives every stage's part after the passes), the others only
         // the parameters this stage's kernels write; its own arena (only the tensors its
         // kernels touch and its messages carry) for each pass in flight.
-        let held = plan.held(&self.plan, stage, own.clone(), self.m.len() + self.v.len());
+        // Without replicas each stage updates only the chunks it finishes and keeps
+        // their moments alone (with replicas, the stage's data-parallel owners do).
+        let owners = (replicas == 1).then(|| {
+            let params = self.chunk_params();
+            let stage_of = |c: usize| plan.param_stage[params[c]];
+            super::pipeline::OwnChunks::new(&self.plan.param_chunks, stages, stage_of)
+        });
+        let replica_moments = owners.is_none().then(|| self.m.len() + self.v.len());
+        let held = plan.held(&self.plan, stage, own.clone(), replica_moments);
         if held.total() > self.plan.memory_budget {
             let human = crate::plan::human_bytes;
             return Err(StageError::OverBudget {
@@ -145,8 +153,28 @@ impl<T: Real> Machine<T> {
         self.compact = Some(self.compact_grads(&touched, compact_len));
         let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
         self.workers = (0..slots).map(with_arena).collect();
-        self.stages = Some(Stages::new(exchange, plan, stage, |i| self.param_range(i)));
+        let mut stage_of = Stages::new(exchange, plan, stage, |i| self.param_range(i));
+        if let Some(owners) = owners {
+            let floats = (owners.chunks[stage].iter())
+                .map(|&c| self.plan.param_chunks[c].len)
+                .sum();
+            (self.m, self.v) = (vec![T::default(); floats], vec![T::default(); floats]);
+            stage_of.own = Some(owners);
+        }
+        self.stages = Some(stage_of);
         Ok(())
+    }
+
+    /// The parameter each chunk is part of (chunks never straddle two).
+    fn chunk_params(&self) -> Vec<usize> {
+        let params = self.graph().params.len();
+        (self.plan.param_chunks.iter())
+            .map(|chunk| {
+                (0..params)
+                    .find(|&i| self.param_range(i).contains(&chunk.offset))
+                    .expect("every chunk is in a parameter")
+            })
+            .collect()
     }
 
     /// Where a stage's compact gradient buffers hold the `touched` parameters' gradients
@@ -167,13 +195,8 @@ impl<T: Real> Machine<T> {
             }
         }
         // Chunks never straddle two parameters: each moves with its own.
-        let shifts = (self.plan.param_chunks.iter())
-            .map(|chunk| {
-                let i = (0..touched.len())
-                    .find(|&i| self.param_range(i).contains(&chunk.offset))
-                    .expect("every chunk is in a parameter");
-                at[i].map(|a| a as isize - self.param_offsets[i] as isize)
-            })
+        let shifts = (self.chunk_params().into_iter())
+            .map(|i| at[i].map(|a| a as isize - self.param_offsets[i] as isize))
             .collect();
         CompactGrads {
             places,

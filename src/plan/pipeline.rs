@@ -237,18 +237,24 @@ impl StagePlan {
         (self.stages - s).min(passes).max(1)
     }
 
-    /// What stage `stage` holds as built, running the shards `block` with
-    /// `moment_floats` of AdamW moments (2N alone; a replica holds its own chunks'):
-    /// the parameters, the moments, gradient buffer ROOT whole and the others only the
-    /// parameters its kernels write, and its arenas in flight.
+    /// What stage `stage` holds as built, running the shards `block`: the parameters,
+    /// the AdamW moments (of the parameters it finishes; with replicas, `replica_moments`
+    /// floats, the stage's data-parallel owners' split), gradient buffer ROOT whole and
+    /// the others only the parameters its kernels write, and its arenas in flight.
     pub fn held(
         &self,
         plan: &Plan,
         stage: usize,
         block: std::ops::Range<usize>,
-        moment_floats: usize,
+        replica_moments: Option<usize>,
     ) -> Held {
         let params: usize = plan.param_chunks.iter().map(|c| c.len).sum();
+        let graph = &plan.graph;
+        let own: usize = (0..graph.params.len())
+            .filter(|&i| self.param_stage[i] == stage)
+            .map(|i| graph.tensor(graph.params[i].tensor).len())
+            .sum();
+        let moment_floats = replica_moments.unwrap_or(2 * own);
         let touched = self.touched_params(plan, stage);
         let compact: usize = (0..touched.len())
             .filter(|&i| touched[i])

@@ -16,11 +16,11 @@
 //! (what the busiest stage sends per micro-batch, α per message + bytes/β: the
 //! boundary's activations forward — two B·T·C tensors with a fused residual +
 //! LayerNorm at the cut — its gradient back, and a tied head's `wte` gradient,
-//! V·C floats, from the last stage to the first); then, as built, every stage's
-//! finished gradients go to every stage (an all-gather) and each runs AdamW on the
-//! whole model (seven streams of 4 bytes per parameter):
+//! V·C floats, from the last stage to the first); then, as built, each stage runs
+//! AdamW on the parameters it finishes (seven streams of 4 bytes per parameter) and
+//! the updated parameters go to every stage (an all-gather):
 //!
-//!   step(P)   = (m + P − 1) · (max_s t_s + max_s send_s) + gather + adamw(N)
+//!   step(P)   = (m + P − 1) · (max_s t_s + max_s send_s) + max_s adamw_s + gather
 //!   bubble    = (P − 1) / (m + P − 1)
 //!   efficiency = step(1) / (P · step(P))
 //!
@@ -181,7 +181,7 @@ pub struct Stage {
 pub struct Pipeline {
     pub stages: Vec<Stage>,
     pub bubble: f64,
-    /// The all-gather of the stages' finished gradients after the passes.
+    /// The all-gather of the stages' updated parameters after AdamW.
     pub gather_s: f64,
     pub step_s: f64,
     /// The same step on one process.
@@ -202,7 +202,6 @@ pub fn predict(
     // The run's own cut and what crosses it (fixed rates: every rank cuts alike).
     let division = super::pipeline::StagePlan::new(plan, stages)?;
     let ranges = division.blocks.clone();
-    let floats = plan.param_chunks.iter().map(|c| c.len).sum::<usize>();
     let adamw = |params: usize| 28.0 * params as f64 / bytes_per_s;
     let stages: Vec<Stage> = ranges
         .iter()
@@ -217,7 +216,7 @@ pub fn predict(
             }
             let sent = division.first.iter().filter(|m| m.from == s);
             let in_flight = (ranges.len() - s).min(micro_batches);
-            let held = division.held(plan, s, 0..plan.shards, 2 * floats);
+            let held = division.held(plan, s, 0..plan.shards, None);
             Stage {
                 holds_bytes: held.state_bytes + in_flight as u64 * held.arena_bytes,
                 sent_floats: sent.clone().map(|m| m.floats).sum(),
@@ -237,12 +236,14 @@ pub fn predict(
         .map(|s| s.messages as f64 * net.latency_s + 4.0 * s.sent_floats as f64 / net.bytes_per_s)
         .fold(0.0, f64::max);
     let slowest = stages.iter().map(|s| s.seconds).fold(0.0, f64::max);
-    // After the passes, as built: each stage's finished gradients to every stage (an
-    // all-gather: P − 1 slots of the largest stage's), then AdamW on the whole model.
+    // After the passes, as built (no replicas): each stage runs AdamW on the chunks it
+    // finishes, then the updated parameters go to every stage (an all-gather: P − 1
+    // slots of the largest stage's).
     let total_params = stages.iter().map(|s| s.params).sum();
     let largest = stages.iter().map(|s| s.params).max().unwrap_or(0);
     let gather_s = (p - 1.0) * (net.latency_s + 4.0 * largest as f64 / net.bytes_per_s);
-    let step_s = (m + p - 1.0) * (slowest + transfer) + gather_s + adamw(total_params);
+    let adamw_s = stages.iter().map(|s| adamw(s.params)).fold(0.0, f64::max);
+    let step_s = (m + p - 1.0) * (slowest + transfer) + adamw_s + gather_s;
     let single_s = m * stages.iter().map(|s| s.seconds).sum::<f64>() + adamw(total_params);
     Some(Pipeline {
         gather_s,
