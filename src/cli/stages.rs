@@ -86,18 +86,17 @@ pub fn report(
     let dims = plan.graph.dims;
     let _ = writeln!(
         out,
-        "B·T·C = {:.2} MB; bubble (P − 1)/(m + P − 1) = {:.0}%; the stages' gradients gathered \
-         after the passes {:.1} ms",
+        "B·T·C = {:.2} MB; bubble (P − 1)/(m + P − 1) = {:.0}%; the updated parameters \
+         gathered after AdamW {:.1} ms",
         4.0 * (dims.rows() * dims.c) as f64 / MB,
         100.0 * pipeline.bubble,
         1e3 * pipeline.gather_s
     );
     let _ = writeln!(
         out,
-        "memory as built: each stage's arenas are its own, and its gradient buffers but one \
-         hold only what its kernels write; every stage holds the whole model's parameters, \
-         moments and one whole gradient (not yet only its own: \"their 16 B each\" is what a \
-         stage would hold then)"
+        "memory as built: each stage's arenas, AdamW moments and gradient buffers but one are \
+         its own; every stage holds the whole model's parameters and one whole gradient (not \
+         yet only its own: \"their 16 B each\" is what a stage would hold then)"
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
         let finals = cllm::plan::overlap::final_kernels(plan);
