@@ -159,8 +159,9 @@ fn a_stage_over_the_memory_budget_is_refused_by_name() {
     let (spec, budget) = [2, 3, 4]
         .into_iter()
         .find_map(|stages| {
-            // One shard of 32 sequences: activations outweigh the parameters.
-            let mut spec = tiny(stages, 4);
+            // One shard of 64 sequences: activations outweigh the parameters.
+            let mut spec = tiny(stages, 1);
+            spec.train.batch = 64;
             spec.plan.shards = 1;
             let plan = cllm::plan::plan(&spec).unwrap();
             let division = StagePlan::new(&plan, stages).unwrap();

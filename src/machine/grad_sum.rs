@@ -38,10 +38,10 @@ unsafe fn merge<T: Real>(chunks: Chunks<'_>, i: usize, m: &Merge, grads: &[SyncP
         _ => ChunkStep::Group,
     };
     // A pipeline stage's compact buffers (all but ROOT) hold only its chunks.
-    let shift = match chunks.shifts.map(|s| s[i]) {
-        None => 0,
-        Some(Some(shift)) => shift,
-        Some(None) => return 0.0, // a chunk this stage never writes
+    let (shift, root) = match chunks.shifts.map(|(s, root)| (s[i], root)) {
+        None => (0, false),
+        Some((Some(shift), root)) => (shift, root),
+        Some((None, _)) => return 0.0, // a chunk this stage never writes
     };
     let at = |slice: &StateSlice| {
         let buffer = match slice.state {
@@ -49,9 +49,9 @@ unsafe fn merge<T: Real>(chunks: Chunks<'_>, i: usize, m: &Merge, grads: &[SyncP
             State::Addend(k) => m.addends[k],
             state => unreachable!("a gradient sum reads no {state:?}"),
         };
-        let offset = match buffer {
-            ROOT => slice.offset,
-            _ => slice.offset.wrapping_add_signed(shift),
+        let offset = match buffer == ROOT && !root {
+            true => slice.offset,
+            false => slice.offset.wrapping_add_signed(shift),
         };
         grads[buffer].0.wrapping_add(offset)
     };

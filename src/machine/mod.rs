@@ -319,7 +319,20 @@ impl<T: Real> Machine<T> {
     /// single-shard [`Machine::backward`], shard 0's. Over ranks, only the floats of
     /// this rank's own run are the sum: each owner alone finishes its run.
     pub fn grad(&self, i: usize) -> &[T] {
-        &self.grads[ROOT][self.param_range(i)]
+        match self.compact.as_ref().filter(|c| c.root) {
+            // A pipeline stage's compact ROOT: its own parameters' gradients, or none.
+            Some(compact) => {
+                let graph = self.graph();
+                let tensor = (graph
+                    .tensors
+                    .iter()
+                    .position(|t| t.role == Role::ParamGrad(i)))
+                .expect("every parameter has a gradient");
+                let place = compact.places[tensor];
+                &self.grads[ROOT][place.offset..place.offset + place.len]
+            }
+            None => &self.grads[ROOT][self.param_range(i)],
+        }
     }
 
     /// Parameter `i`'s AdamW moments (m, v). Over ranks, each rank holds its own span
@@ -430,10 +443,10 @@ impl<T: Real> Machine<T> {
             mask,
             grads: grad_ptrs,
             grads_len: params.len(),
-            compact: compact.as_ref().map(|c| (&c.places[..], c.len)),
+            compact: compact.as_ref().map(|c| (&c.places[..], c.len, c.root)),
             schedule,
             chunks: chunks::Chunks {
-                shifts: compact.as_ref().map(|c| &c.shifts[..]),
+                shifts: compact.as_ref().map(|c| (&c.shifts[..], c.root)),
                 ..chunks::Chunks::of(plan, program)
             },
             kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),

@@ -228,6 +228,8 @@ impl<T: Real> Machine<T> {
             (list, &r.owners.local)
         });
         let own = own.or(stage_own);
+        // A stage's compact ROOT holds its chunks elsewhere than the parameters do.
+        let root_shifts = (self.compact.as_ref()).and_then(|c| c.root.then_some(&c.shifts));
         let update = |i: usize| {
             // The whole pointers are captured (they are Sync), not their raw fields.
             let (params, m, v, returns) = (&params, &m, &v, &returns);
@@ -235,7 +237,13 @@ impl<T: Real> Machine<T> {
             let at = |slice: &crate::plan::optimizer::StateSlice| {
                 let base = match slice.state {
                     State::Params => params.0,
-                    State::Sum => grads.0,
+                    State::Sum => match root_shifts {
+                        Some(shifts) => {
+                            let shift = shifts[i].expect("a stage writes the chunks it finishes");
+                            grads.0.wrapping_offset(shift)
+                        }
+                        None => grads.0,
+                    },
                     State::M => m.0.wrapping_add(held).wrapping_sub(starts[i].offset),
                     State::V => v.0.wrapping_add(held).wrapping_sub(starts[i].offset),
                     State::Addend(_) => unreachable!("AdamW reads one gradient"),

@@ -38,6 +38,7 @@ use rayon::prelude::*;
 
 use cllm_kernels::Real;
 
+use super::chunks::ChunkStep;
 use super::ranks::{Exchange, bytes_of, bytes_of_mut};
 use super::{Machine, Region};
 use crate::data::Batch;
@@ -192,7 +193,7 @@ impl<T: Real> Machine<T> {
         let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
         let (last, grads) = (&self.schedule.last, &self.grad_ptrs);
         if !last.is_empty() {
-            let shifts = self.compact.as_ref().map(|c| &c.shifts[..]);
+            let shifts = self.compact.as_ref().map(|c| (&c.shifts[..], c.root));
             let chunks = super::chunks::Chunks { shifts, ..chunks };
             pool.install(|| {
                 (0..self.chunk_squares.len()).into_par_iter().for_each(|i| {
@@ -206,15 +207,23 @@ impl<T: Real> Machine<T> {
             // Each stage updates its own chunks: their Σ g² to every stage, no gradient.
             let own = st.own.as_ref().expect("checked");
             let mine = &own.chunks[st.stage];
-            let grads = &self.grad_ptrs;
+            let root = &self.grad_ptrs[ROOT];
+            let shifts = &self
+                .compact
+                .as_ref()
+                .expect("a stage's compact gradients")
+                .shifts;
             let squares = SyncF64(self.chunk_squares.as_mut_ptr());
             pool.install(|| {
                 mine.par_iter().for_each(|&i| {
                     let squares = &squares;
-                    // SAFETY: each task takes one chunk of buffer ROOT and its own slot.
-                    unsafe {
-                        *squares.0.add(i) = super::grad_sum::chunk_tree(chunks, i, &[], grads)
+                    // ROOT is compact: the chunk where this stage's gradients hold it.
+                    let shift = shifts[i].expect("a stage writes the chunks it finishes");
+                    let at = |slice: &crate::plan::optimizer::StateSlice| {
+                        root.0.wrapping_add(slice.offset.wrapping_add_signed(shift))
                     };
+                    // SAFETY: each task takes one chunk of buffer ROOT and its own slot.
+                    unsafe { *squares.0.add(i) = chunks.run(ChunkStep::Squares, i, at) };
                 })
             });
             return st.gather_squares(&mut self.chunk_squares);

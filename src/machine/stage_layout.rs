@@ -58,6 +58,8 @@ pub(super) struct CompactGrads {
     pub places: Vec<super::Place>,
     pub len: usize,
     pub shifts: Vec<Option<isize>>,
+    /// Whether ROOT is compact too (no replicas: no stage needs another's gradient).
+    pub root: bool,
 }
 
 impl<T: Real> Machine<T> {
@@ -130,17 +132,14 @@ impl<T: Real> Machine<T> {
         let compact_len = held.compact_floats;
         let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
         self.schedule = schedule;
+        // Without replicas no stage needs another's gradient: ROOT is compact too.
+        let root = owners.is_some();
+        let floats = |b| match b == ROOT && !root {
+            true => self.params.len(),
+            false => compact_len,
+        };
         self.grads = (0..self.schedule.buffers)
-            .map(|b| {
-                vec![
-                    T::default();
-                    if b == ROOT {
-                        self.params.len()
-                    } else {
-                        compact_len
-                    }
-                ]
-            })
+            .map(|b| vec![T::default(); floats(b)])
             .collect();
         self.grad_ptrs = (self.grads.iter_mut())
             .map(|g| super::SyncPtr(g.as_mut_ptr()))
@@ -150,7 +149,7 @@ impl<T: Real> Machine<T> {
                 (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
             }
         }
-        self.compact = Some(self.compact_grads(&touched, compact_len));
+        self.compact = Some(self.compact_grads(&touched, compact_len, root));
         let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
         self.workers = (0..slots).map(with_arena).collect();
         let mut stage_of = Stages::new(exchange, plan, stage, |i| self.param_range(i));
@@ -179,7 +178,7 @@ impl<T: Real> Machine<T> {
 
     /// Where a stage's compact gradient buffers hold the `touched` parameters' gradients
     /// (packed in parameter order) and how far each chunk moved.
-    fn compact_grads(&self, touched: &[bool], len: usize) -> CompactGrads {
+    fn compact_grads(&self, touched: &[bool], len: usize, root: bool) -> CompactGrads {
         let mut at = vec![None; touched.len()];
         let mut next = 0;
         for (i, &t) in touched.iter().enumerate().filter(|&(_, &t)| t) {
@@ -202,6 +201,7 @@ impl<T: Real> Machine<T> {
             places,
             len,
             shifts,
+            root,
         }
     }
 }

@@ -33,9 +33,10 @@ pub(super) struct Shared<'a, T: Real> {
     /// Base of each gradient buffer (each written by one worker at a time).
     pub grads: &'a [SyncPtr<T>],
     pub grads_len: usize,
-    /// A pipeline stage's compact gradient buffers (all but ROOT): where each tensor
-    /// lives in them (parameter gradients moved), and their length.
-    pub compact: Option<(&'a [Place], usize)>,
+    /// A pipeline stage's compact gradient buffers (all but ROOT, or all): where each
+    /// tensor lives in them (parameter gradients moved), their length, and whether ROOT
+    /// is compact too.
+    pub compact: Option<(&'a [Place], usize, bool)>,
     /// Which shards each worker runs, into which buffers, and the tree's additions.
     pub schedule: &'a crate::plan::grads::GradSchedule,
     /// The optimizer's chunk steps (for the gradient tree's additions).
@@ -49,7 +50,9 @@ impl<T: Real> Shared<'_, T> {
     /// Where tensors live when gradient buffer `buffer` is the shard's, and its length.
     pub(super) fn view(&self, buffer: usize) -> (&[Place], usize) {
         match self.compact {
-            Some(compact) if buffer != crate::plan::grads::ROOT => compact,
+            Some((places, len, root)) if buffer != crate::plan::grads::ROOT || root => {
+                (places, len)
+            }
             _ => (self.places, self.grads_len),
         }
     }

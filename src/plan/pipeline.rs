@@ -239,8 +239,9 @@ impl StagePlan {
 
     /// What stage `stage` holds as built, running the shards `block`: the parameters,
     /// the AdamW moments (of the parameters it finishes; with replicas, `replica_moments`
-    /// floats, the stage's data-parallel owners' split), gradient buffer ROOT whole and
-    /// the others only the parameters its kernels write, and its arenas in flight.
+    /// floats, the stage's data-parallel owners' split), gradient buffers holding only
+    /// the parameters its kernels write (with replicas, ROOT whole), and its arenas in
+    /// flight.
     pub fn held(
         &self,
         plan: &Plan,
@@ -263,7 +264,13 @@ impl StagePlan {
         let buffers = super::grads::schedule(plan.shards, block, 1).buffers;
         let (_, arena) = self.arena(plan, stage);
         let arenas = self.stages - stage;
-        let floats = params + moment_floats + params + (buffers - 1) * compact;
+        // With replicas ROOT is whole (it receives the other stages' parts); alone, no
+        // stage needs another's gradient and every buffer is compact.
+        let grads = match replica_moments {
+            Some(_) => params + (buffers - 1) * compact,
+            None => buffers * compact,
+        };
+        let floats = params + moment_floats + grads;
         Held {
             state_bytes: 4 * floats as u64,
             compact_floats: compact,
