@@ -94,9 +94,9 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "memory as built: each stage's arenas, AdamW moments and gradient buffers but one are \
-         its own; every stage holds the whole model's parameters and one whole gradient (not \
-         yet only its own: \"their 16 B each\" is what a stage would hold then)"
+        "memory as built (no replicas): each stage's arenas, gradient buffers and AdamW \
+         moments are its own; every stage holds the whole model's parameters (not yet only \
+         its own: \"their 16 B each\" is what a stage would hold then)"
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
         let finals = cllm::plan::overlap::final_kernels(plan);

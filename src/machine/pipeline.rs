@@ -29,7 +29,7 @@
 //! a stage's replicas sum their blocks and update as data-parallel ranks do
 //! (`ranks.rs`). Setting a stage up (its place, memory, arenas and compact gradient
 //! buffers) is `stage_layout.rs`. Not built: each stage holding only its own
-//! parameters and total gradient (it holds the whole model's).
+//! parameters (it holds the whole model's).
 
 use std::ops::Range;
 use std::sync::Arc;

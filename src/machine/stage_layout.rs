@@ -105,10 +105,10 @@ impl<T: Real> Machine<T> {
         let schedule = crate::plan::grads::schedule(shards, own.clone(), 1);
         // At most P − s passes in flight (fewer when a step has fewer passes).
         let slots = stages - stage;
-        // What this stage will hold, refused before it is allocated: gradient buffer
-        // ROOT whole (it receives every stage's part after the passes), the others only
-        // the parameters this stage's kernels write; its own arena (only the tensors its
-        // kernels touch and its messages carry) for each pass in flight.
+        // What this stage will hold, refused before it is allocated: gradient buffers of
+        // only the parameters this stage's kernels write (with replicas, ROOT whole: it
+        // receives every stage's part after the passes); its own arena (only the tensors
+        // its kernels touch and its messages carry) for each pass in flight.
         // Without replicas each stage updates only the chunks it finishes and keeps
         // their moments alone (with replicas, the stage's data-parallel owners do).
         let owners = (replicas == 1).then(|| {

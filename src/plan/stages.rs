@@ -163,9 +163,9 @@ pub struct Stage {
     /// Floats of the stage's own arena, one per micro-batch in flight
     /// (`pipeline.rs`: the tensors its kernels touch and its messages carry).
     pub activations: usize,
-    /// Bytes the stage holds as built (`pipeline.rs::StagePlan::held`): the whole
-    /// model's parameters and moments, gradient buffers (ROOT whole, the others only
-    /// what its kernels write), and its arenas in flight.
+    /// Bytes the stage holds as built without replicas (`pipeline.rs::StagePlan::held`):
+    /// the whole model's parameters, its own parameters' moments, gradient buffers of
+    /// only what its kernels write, and its arenas in flight.
     pub holds_bytes: u64,
     /// Micro-batches in flight at once under 1F1B.
     pub in_flight: usize,
