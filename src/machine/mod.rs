@@ -251,6 +251,17 @@ impl<T: Real> Machine<T> {
         self.stages.as_ref().map(|s| s.plan.stages)
     }
 
+    /// Bytes of one worker's arena (a pipeline stage's own, smaller than the plan's).
+    pub fn arena_bytes(&self) -> u64 {
+        let floats = self.workers.first().map_or(0, |w| w.arena.len());
+        (floats * std::mem::size_of::<T>()) as u64
+    }
+
+    /// How many arenas this process holds (workers, or a stage's passes in flight).
+    pub fn arena_count(&self) -> usize {
+        self.workers.len()
+    }
+
     /// Bytes of the gradient buffers this process holds.
     pub fn gradient_bytes(&self) -> u64 {
         let floats: usize = self.grads.iter().map(Vec::len).sum();

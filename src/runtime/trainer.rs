@@ -78,7 +78,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
     let total = spec.train.steps;
     report.say(&format!(
-        "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; arena {} per worker); {}; MFU against the measured {} of {:.0} GFLOP/s; run folder {}",
+        "training {} parameters, {:.3} GFLOP a step, for {} steps of {} sequences × {} tokens ({} shards on {} thread(s); {}; {}); {}; MFU against the measured {} of {:.0} GFLOP/s; run folder {}",
         spec.model.parameter_count(),
         speed.step_flops / 1e9,
         total,
@@ -94,7 +94,15 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
             Some(seconds) => format!("JIT compiled in {:.0} ms", 1e3 * seconds),
             None => "reference interpreter".to_string(),
         },
-        plan::human_bytes(state.machine.plan().arena.peak_bytes),
+        match state.machine.pipeline_stages() {
+            // Rank 0 speaks for the run: stage 0's own arenas.
+            Some(_) => format!(
+                "stage 0's own arena {} × {} passes in flight",
+                plan::human_bytes(state.machine.arena_bytes()),
+                state.machine.arena_count()
+            ),
+            None => format!("arena {} per worker", plan::human_bytes(state.machine.arena_bytes())),
+        },
         products(state.machine.plan().precision),
         speed.peak_name,
         speed.peak_gflops,
