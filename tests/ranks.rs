@@ -52,18 +52,8 @@ fn run_spec_on_ranks(
     dir: &Path,
     how: impl Fn(&mut RunOptions),
 ) -> Vec<runtime::RunSummary> {
-    let handles: Vec<_> = ThreadRanks::group(ranks)
-        .into_iter()
-        .map(|exchange| {
-            let mut options = RunOptions::new(dir, ".");
-            options.quiet = true;
-            options.ranks = Some(exchange);
-            how(&mut options);
-            let spec = spec.clone();
-            std::thread::spawn(move || runtime::train(&spec, &options).unwrap())
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let results = common::on_thread_ranks(spec, ranks, dir, how);
+    results.into_iter().map(Result::unwrap).collect()
 }
 
 #[test]

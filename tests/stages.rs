@@ -7,7 +7,6 @@
 
 use std::path::Path;
 
-use cllm::machine::ThreadRanks;
 use cllm::runtime::{self, RunOptions};
 use cllm::spec::{self, Spec};
 
@@ -41,34 +40,17 @@ fn on_stages(
     dir: &Path,
     how: impl Fn(&mut RunOptions),
 ) -> Vec<runtime::RunSummary> {
-    let handles: Vec<_> = ThreadRanks::group(spec.plan.stages as usize * replicas)
-        .into_iter()
-        .map(|exchange| {
-            let mut options = RunOptions::new(dir, ".");
-            options.quiet = true;
-            options.ranks = Some(exchange);
-            how(&mut options);
-            let spec = spec.clone();
-            std::thread::spawn(move || runtime::train(&spec, &options).unwrap())
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let ranks = spec.plan.stages as usize * replicas;
+    let results = common::on_thread_ranks(spec, ranks, dir, how);
+    results.into_iter().map(Result::unwrap).collect()
 }
 
 /// `spec` on `ranks` threads, each of which must fail: their errors.
 fn errors_on(spec: &Spec, ranks: usize, dir: &Path) -> Vec<runtime::RunError> {
-    let handles: Vec<_> = ThreadRanks::group(ranks)
+    let results = common::on_thread_ranks(spec, ranks, dir, |_| {});
+    results
         .into_iter()
-        .map(|exchange| {
-            let mut options = RunOptions::new(dir, ".");
-            options.quiet = true;
-            options.ranks = Some(exchange);
-            let spec = spec.clone();
-            std::thread::spawn(move || runtime::train(&spec, &options).map(|_| ()))
-        })
-        .collect();
-    (handles.into_iter())
-        .map(|h| h.join().unwrap().unwrap_err())
+        .map(|r| r.map(|_| ()).unwrap_err())
         .collect()
 }
 

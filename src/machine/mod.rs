@@ -410,11 +410,16 @@ impl<T: Real> Machine<T> {
     /// A tensor's current contents in worker 0's view; an arena tensor's are valid
     /// only while it is live.
     pub fn tensor(&self, id: TensorId) -> &[T] {
+        // A pipeline stage's compact ROOT holds its gradients elsewhere.
+        let places = match &self.compact {
+            Some(c) if c.root => &c.places,
+            _ => &self.places,
+        };
         let Place {
             region,
             offset,
             len,
-        } = self.places[id.0];
+        } = places[id.0];
         match region {
             Region::Arena => &self.workers[0].arena[offset..offset + len],
             Region::Params => &self.params[offset..offset + len],

@@ -52,3 +52,26 @@ pub fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// `spec` on `ranks` ranks as threads of this process (`ThreadRanks`), each with its
+/// options set by `how`; each rank's result, in rank order.
+#[allow(dead_code)] // not every test file that shares this module runs ranks
+pub fn on_thread_ranks(
+    spec: &cllm::spec::Spec,
+    ranks: usize,
+    dir: &std::path::Path,
+    how: impl Fn(&mut cllm::runtime::RunOptions),
+) -> Vec<Result<cllm::runtime::RunSummary, cllm::runtime::RunError>> {
+    let handles: Vec<_> = cllm::machine::ThreadRanks::group(ranks)
+        .into_iter()
+        .map(|exchange| {
+            let mut options = cllm::runtime::RunOptions::new(dir, ".");
+            options.quiet = true;
+            options.ranks = Some(exchange);
+            how(&mut options);
+            let spec = spec.clone();
+            std::thread::spawn(move || cllm::runtime::train(&spec, &options))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
