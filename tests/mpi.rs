@@ -311,6 +311,16 @@ fn kill_a_rank(extra: &[&str]) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained while the job runs: a full pipe would stall the launcher.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe.unwrap(), &mut text);
+            text
+        })
+    };
+    let out = drain(job.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(job.stderr.take().map(|p| Box::new(p) as _));
     let started = Instant::now();
     while !dir.join(checkpoint::FILE_NAME).exists() {
         assert!(
@@ -343,9 +353,7 @@ fn kill_a_rank(extra: &[&str]) {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success(), "the job reports the dead rank");
-    let mut said = String::new();
-    std::io::Read::read_to_string(&mut job.stdout.take().unwrap(), &mut said).unwrap();
-    std::io::Read::read_to_string(&mut job.stderr.take().unwrap(), &mut said).unwrap();
+    let said = out.join().unwrap() + &err.join().unwrap();
     // The launcher names the death (MPICH: "Killed (signal 9)"; Open MPI: "exited on
     // signal 9 (Killed)").
     assert!(said.contains("signal 9"), "{said}");
