@@ -65,6 +65,13 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
+    /// Moves on as `n` calls of [`Rng::normal`] would, without drawing them.
+    pub fn skip_normals(&mut self, n: usize) {
+        for _ in 0..2 * n {
+            self.uniform();
+        }
+    }
+
     /// The raw state, for checkpoints.
     pub fn state(&self) -> [u64; 4] {
         self.state
@@ -82,6 +89,14 @@ mod tests {
             assert_eq!(a.next_u64(), b.next_u64());
         }
         assert_ne!(Rng::new(7).next_u64(), Rng::new(8).next_u64());
+    }
+
+    #[test]
+    fn skipping_normals_moves_as_drawing_them() {
+        let (mut a, mut b) = (Rng::new(3), Rng::new(3));
+        (0..5).for_each(|_| _ = a.normal());
+        b.skip_normals(5);
+        assert_eq!(a.state(), b.state());
     }
 
     #[test]

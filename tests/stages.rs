@@ -183,3 +183,85 @@ fn the_interpreter_as_stages_gives_its_own_single_process_bits() {
     on_stages(&tiny(2, 2), 1, &split, interp);
     assert_eq!(state(&split), state(&alone));
 }
+
+/// Without replicas each stage holds only the parameters its kernels touch: its own
+/// blocks', the first the embeddings, the last the final LayerNorm — and the tied `wte`
+/// both (the embeddings read it, the head multiplies by it); together the whole model
+/// once, `wte` twice.
+#[test]
+fn each_stage_holds_only_the_parameters_its_kernels_touch() {
+    use cllm::machine::{Machine, ThreadRanks};
+    let spec = tiny(4, 1);
+    let plan = cllm::plan::plan(&spec).unwrap();
+    let graph = plan.graph.clone();
+    let len = |i: usize| 4 * graph.tensor(graph.params[i].tensor).len() as u64;
+    let whole: u64 = (0..graph.params.len()).map(len).sum();
+    let held: Vec<(u64, Vec<String>)> = std::thread::scope(|scope| {
+        let stages: Vec<_> = (ThreadRanks::group(4).into_iter())
+            .map(|exchange| {
+                let plan = plan.clone();
+                scope.spawn(move || {
+                    let mut machine = Machine::<f32>::new(plan);
+                    machine.set_stages(exchange, 4).unwrap();
+                    let names = (0..machine.graph().params.len())
+                        .filter(|&i| machine.holds_param(i))
+                        .map(|i| machine.graph().params[i].name.clone())
+                        .collect();
+                    (machine.param_bytes(), names)
+                })
+            })
+            .collect();
+        stages.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let wte = graph.param_index("wte").unwrap();
+    let total: u64 = held.iter().map(|(bytes, _)| bytes).sum();
+    assert_eq!(total, whole + len(wte), "the whole model once, wte twice");
+    for (s, (bytes, names)) in held.iter().enumerate() {
+        assert!(*bytes < whole, "stage {s} holds {bytes} of {whole} B");
+        let block = format!("h.{s}.");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with(&block) || !n.starts_with("h.")),
+            "stage {s}: {names:?}"
+        );
+        assert_eq!(
+            names.contains(&"wte".to_string()),
+            s == 0 || s == 3,
+            "stage {s}: {names:?}"
+        );
+        assert_eq!(
+            names.contains(&"wpe".to_string()),
+            s == 0,
+            "stage {s}: {names:?}"
+        );
+    }
+}
+
+/// In bf16 each stage rounds only the weights it holds into its own panels: the same
+/// bits as one process in bf16.
+#[test]
+fn stages_in_bf16_give_the_single_process_bits() {
+    let bf16 = |stages| {
+        let mut spec = tiny(stages, 2);
+        spec.train.precision = cllm_kernels::Precision::Bf16;
+        spec
+    };
+    let root = tempfile::tempdir().unwrap();
+    let one = single(&bf16(1), &root.path().join("one"));
+    let expected = state(&root.path().join("one"));
+    for stages in [2, 4] {
+        let dir = root.path().join(format!("p{stages}"));
+        let summaries = on_stages(&bf16(stages), 1, &dir, |_| {});
+        let got = state(&dir);
+        let differ: Vec<&String> = (got.iter().zip(&expected))
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| &a.0)
+            .collect();
+        assert!(differ.is_empty(), "{stages} stages: {differ:?} differ");
+        assert!(
+            summaries.iter().all(|s| same_losses(s, &one)),
+            "{stages} stages: losses"
+        );
+    }
+}

@@ -58,12 +58,15 @@ impl Machine<f32> {
                 })
                 .collect();
         }
-        // The weight-panel kernels' tables: a weight (parameters) and its two panels.
+        // The weight-panel kernels' tables: a weight (parameters) and its two panels; none
+        // for a weight this process does not hold (a pipeline stage's others).
         let panel_tables = (self.plan.panels.iter())
             .map(|step| {
                 let mut pointers = Vec::new();
+                let mut held = true;
                 step.visit(|_, id| {
                     let place = self.places[id.0];
+                    held &= place.len > 0;
                     let base = match place.region {
                         super::Region::Params => params,
                         super::Region::Panels => panels,
@@ -71,7 +74,7 @@ impl Machine<f32> {
                     };
                     pointers.push(base.wrapping_add(place.offset).cast());
                 });
-                Table(pointers)
+                held.then_some(Table(pointers))
             })
             .collect();
         self.panels_stale = true; // made by this program's kernels before their first read

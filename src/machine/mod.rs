@@ -27,6 +27,7 @@ mod places;
 mod ranks;
 mod reference;
 mod stage_layout;
+mod stage_state;
 mod thread_ranks;
 mod worker;
 
@@ -48,7 +49,14 @@ use worker::{Shared, Worker};
 /// A plan's buffers and the means to run it.
 pub struct Machine<T: Real> {
     plan: Plan,
+    /// The parameters, flat in parameter order — a pipeline stage without replicas
+    /// holds only those its kernels touch, packed (`stage_layout.rs`).
     params: Vec<T>,
+    /// Floats of the whole model's parameters (of one gradient buffer holding all).
+    param_floats: usize,
+    /// A pipeline stage's parameters gathered whole on the first stage for a
+    /// checkpoint ([`Machine::gather_moments`]), until the next AdamW step.
+    whole_params: Option<Vec<T>>,
     /// The gradient buffers of `schedule`; after a step, buffer [`ROOT`] holds the
     /// step's gradient. Not resized once a program is attached, so `grad_ptrs` stay
     /// valid.
@@ -94,7 +102,7 @@ pub struct Machine<T: Real> {
 /// weight (the chunk steps' tables are made on the stack: `chunks.rs`).
 struct Bound {
     program: Program,
-    panel_tables: Vec<Table>,
+    panel_tables: Vec<Option<Table>>,
 }
 
 impl<T: Real> Machine<T> {
@@ -115,21 +123,7 @@ impl<T: Real> Machine<T> {
             .iter()
             .map(|p| graph.tensor(p.tensor).len())
             .sum();
-        // The panels, each from a cache line (64 bytes of the element type).
-        let line = 64 / std::mem::size_of::<T>();
-        let mut panel_floats = 0;
-        let panel_offsets: Vec<usize> = (graph.tensors.iter())
-            .map(|t| match t.role {
-                Role::Panels(_) => {
-                    let at = panel_floats;
-                    panel_floats += t.len().next_multiple_of(line);
-                    at
-                }
-                _ => 0,
-            })
-            .collect();
-        let panels = vec![T::default(); panel_floats + line];
-        let panels_start = panels.as_ptr().align_offset(64).min(line);
+        let (panels, panel_offsets) = panel_layout(graph, |_| true);
         let places = graph
             .tensors
             .iter()
@@ -138,7 +132,7 @@ impl<T: Real> Machine<T> {
                 let (region, offset) = match t.role {
                     Role::Tokens => (Region::Tokens, 0),
                     Role::Mask => (Region::Mask, 0),
-                    Role::Panels(_) => (Region::Panels, panels_start + panel_offsets[id]),
+                    Role::Panels(_) => (Region::Panels, panel_offsets[id]),
                     Role::Targets => (Region::Targets, 0),
                     Role::Param(i) => (Region::Params, param_offsets[i]),
                     Role::ParamGrad(i) => (Region::Grads, param_offsets[i]),
@@ -171,6 +165,8 @@ impl<T: Real> Machine<T> {
             .build()?;
         Ok(Machine {
             params: vec![T::default(); total],
+            param_floats: total,
+            whole_params: None,
             grads,
             grad_ptrs,
             schedule,
@@ -217,7 +213,7 @@ impl<T: Real> Machine<T> {
         if overlap {
             ranks.order = ranks.owners.sending_order();
         }
-        (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.params.len());
+        (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.param_floats);
         // The moments of this rank's own chunks only: their owner alone updates them.
         let own = ranks.own_len();
         (self.m, self.v) = (vec![T::default(); own], vec![T::default(); own]);
@@ -260,6 +256,12 @@ impl<T: Real> Machine<T> {
     /// How many arenas this process holds (workers, or a stage's passes in flight).
     pub fn arena_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Bytes of the parameters this process holds (a pipeline stage without replicas:
+    /// those its kernels touch).
+    pub fn param_bytes(&self) -> u64 {
+        (self.params.len() * std::mem::size_of::<T>()) as u64
     }
 
     /// Bytes of the gradient buffers this process holds.
@@ -315,14 +317,44 @@ impl<T: Real> Machine<T> {
         start..start + self.graph().tensor(self.graph().params[i].tensor).len()
     }
 
-    /// Parameter `i`'s values.
-    pub fn param(&self, i: usize) -> &[T] {
-        &self.params[self.param_range(i)]
+    /// Where this process holds parameter `i` in `params` (a pipeline stage that does
+    /// not touch it: nowhere, an empty range).
+    fn held_range(&self, i: usize) -> std::ops::Range<usize> {
+        let place = self.places[self.graph().params[i].tensor.0];
+        place.offset..place.offset + place.len
     }
 
+    /// Whether this process holds parameter `i` (every process does, but a pipeline
+    /// stage without replicas holds only the parameters its kernels touch).
+    pub fn holds_param(&self, i: usize) -> bool {
+        self.held_range(i).len() == self.param_range(i).len()
+    }
+
+    /// Parameter `i`'s values.
+    ///
+    /// # Panics
+    /// On a pipeline stage that does not hold it ([`Machine::holds_param`]), unless the
+    /// state was gathered to this (the first) stage by [`Machine::gather_moments`].
+    pub fn param(&self, i: usize) -> &[T] {
+        if self.holds_param(i) {
+            return &self.params[self.held_range(i)];
+        }
+        let whole = (self.whole_params.as_ref()).expect("a stage holds this parameter");
+        &whole[self.param_range(i)]
+    }
+
+    /// Parameter `i`'s values, to set.
+    ///
+    /// # Panics
+    /// On a pipeline stage that does not hold it ([`Machine::holds_param`]).
     pub fn param_mut(&mut self, i: usize) -> &mut [T] {
+        assert!(
+            self.holds_param(i),
+            "this stage does not hold parameter {i}"
+        );
         self.panels_stale = true;
-        let range = self.param_range(i);
+        self.state_changed();
+        let range = self.held_range(i);
         &mut self.params[range]
     }
 
@@ -365,7 +397,7 @@ impl<T: Real> Machine<T> {
     /// Sets parameter `i`'s AdamW moments (over ranks, keeps the part in this rank's span).
     pub fn set_moments(&mut self, i: usize, m: &[T], v: &[T]) {
         let range = self.param_range(i);
-        self.whole_moments = None;
+        self.state_changed();
         if let Some(own) = self
             .stages
             .as_ref()
@@ -400,6 +432,14 @@ impl<T: Real> Machine<T> {
             }
         }
         self.whole_moments = None;
+    }
+
+    /// The parameters or moments changed: what was gathered of them is stale.
+    fn state_changed(&mut self) {
+        (self.whole_moments, self.whole_params) = (None, None);
+        if let Some(stage) = &mut self.stages {
+            stage.state_gathered = false;
+        }
     }
 
     /// Σ g² of the step's gradient (from the last tree sum), added in chunk order.
@@ -443,6 +483,7 @@ impl<T: Real> Machine<T> {
             plan,
             places,
             params,
+            param_floats,
             mask,
             grad_ptrs,
             schedule,
@@ -458,7 +499,7 @@ impl<T: Real> Machine<T> {
             params,
             mask,
             grads: grad_ptrs,
-            grads_len: params.len(),
+            grads_len: *param_floats,
             compact: compact.as_ref().map(|c| (&c.places[..], c.len, c.root)),
             schedule,
             chunks: chunks::Chunks {
@@ -504,6 +545,32 @@ impl<T: Real> Machine<T> {
             &mut |_| {},
         );
     }
+}
+
+/// The weights' bf16 panels of the weights `held(i)`, each from a cache line (64 bytes
+/// of the element type): the zeroed buffer, and each panel tensor's offset in it (by
+/// tensor id; 0 for any other tensor).
+fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Vec<T>, Vec<usize>) {
+    let line = 64 / std::mem::size_of::<T>();
+    let mut floats = 0;
+    let mut offsets: Vec<usize> = (graph.tensors.iter())
+        .map(|t| match t.role {
+            Role::Panels(i) if held(i) => {
+                let at = floats;
+                floats += t.len().next_multiple_of(line);
+                at
+            }
+            _ => 0,
+        })
+        .collect();
+    let panels = vec![T::default(); floats + line];
+    let start = panels.as_ptr().align_offset(64).min(line);
+    for (at, t) in offsets.iter_mut().zip(&graph.tensors) {
+        if matches!(t.role, Role::Panels(i) if held(i)) {
+            *at += start;
+        }
+    }
+    (panels, offsets)
 }
 
 /// `count` zeroed gradient buffers of `len` floats, and their base pointers.

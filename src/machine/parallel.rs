@@ -193,7 +193,8 @@ impl<T: Real> Machine<T> {
         }
         let kernels = &bound.program.panels;
         self.pool.install(|| {
-            for (kernel, table) in kernels.iter().zip(&bound.panel_tables) {
+            let tables = kernels.iter().zip(&bound.panel_tables);
+            for (kernel, table) in tables.filter_map(|(k, t)| Some((k, t.as_ref()?))) {
                 // SAFETY: the table points at a weight and its two panel tensors, sized
                 // by the plan the kernel was compiled from; no step runs meanwhile.
                 unsafe { kernel(table.0.as_ptr(), [0.0].as_ptr()) };
@@ -211,7 +212,7 @@ impl<T: Real> Machine<T> {
     /// the moments of its own run only ([`Machine::gather_moments`] gathers them).
     pub fn adamw(&mut self, h: AdamWStep) {
         self.panels_stale = true;
-        self.whole_moments = None; // stale now (only ever set by a checkpoint)
+        self.state_changed(); // what a checkpoint gathered is stale now
         let pool = std::sync::Arc::clone(&self.pool);
         let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
         let [params, m, v] =
@@ -235,15 +236,16 @@ impl<T: Real> Machine<T> {
             let (params, m, v, returns) = (&params, &m, &v, &returns);
             let held = own.map_or(starts[i].offset, |(_, local)| local[i]);
             let at = |slice: &crate::plan::optimizer::StateSlice| {
+                // A stage without replicas packs its parameters as its ROOT.
+                let shift = || {
+                    let shifts = root_shifts.expect("checked");
+                    shifts[i].expect("a stage writes the chunks it finishes")
+                };
                 let base = match slice.state {
+                    State::Params if root_shifts.is_some() => params.0.wrapping_offset(shift()),
                     State::Params => params.0,
-                    State::Sum => match root_shifts {
-                        Some(shifts) => {
-                            let shift = shifts[i].expect("a stage writes the chunks it finishes");
-                            grads.0.wrapping_offset(shift)
-                        }
-                        None => grads.0,
-                    },
+                    State::Sum if root_shifts.is_some() => grads.0.wrapping_offset(shift()),
+                    State::Sum => grads.0,
                     State::M => m.0.wrapping_add(held).wrapping_sub(starts[i].offset),
                     State::V => v.0.wrapping_add(held).wrapping_sub(starts[i].offset),
                     State::Addend(_) => unreachable!("AdamW reads one gradient"),
@@ -261,7 +263,7 @@ impl<T: Real> Machine<T> {
         if let Some(ranks) = &mut self.ranks {
             ranks.gather_owned(&mut self.params, None);
         } else if let Some(stage) = self.stages.as_mut().filter(|s| s.own.is_some()) {
-            stage.gather_finished(&mut self.params);
+            stage.share_params(&mut self.params);
         }
     }
 
@@ -269,31 +271,22 @@ impl<T: Real> Machine<T> {
     /// span only) for [`Machine::moments`], until the next AdamW step: 8P bytes for the
     /// length of a checkpoint. Every rank calls it at the same point.
     pub fn gather_moments(&mut self) {
-        if self.whole_moments.is_some() {
+        if let Some(stage) = self.stages.as_mut().filter(|s| s.own.is_some()) {
+            // Without replicas, to the first stage alone (every stage knows whether
+            // it has been since the last update).
+            if !std::mem::replace(&mut stage.state_gathered, true) {
+                self.gather_to_first_stage();
+            }
             return;
         }
-        if let Some(stage) = self.stages.as_mut().filter(|s| s.own.is_some()) {
-            let own = stage.own.as_ref().expect("checked");
-            let whole = |packed: &[T]| {
-                let mut all = vec![T::default(); self.params.len()];
-                for &c in &own.chunks[stage.stage] {
-                    let chunk = self.plan.param_chunks[c];
-                    let to = chunk.offset..chunk.offset + chunk.len;
-                    all[to].copy_from_slice(&packed[own.local[c]..][..chunk.len]);
-                }
-                all
-            };
-            let (mut m, mut v) = (whole(&self.m), whole(&self.v));
-            stage.gather_finished(&mut m);
-            stage.gather_finished(&mut v);
-            self.whole_moments = Some((m, v));
+        if self.whole_moments.is_some() {
             return;
         }
         let Some(ranks) = self.ranks.as_mut() else {
             return;
         };
         let whole = |own: &[T], ranks: &mut super::ranks::Ranks<T>| {
-            let mut all = vec![T::default(); self.params.len()];
+            let mut all = vec![T::default(); self.param_floats];
             ranks.gather_owned(&mut all, Some(own));
             all
         };

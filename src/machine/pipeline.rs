@@ -13,8 +13,8 @@
 //!        additions once its last micro-batch is done
 //!  then: the tree above (none on one worker); each stage's Σ g² of the chunks it
 //!        finishes to every stage (the clipping norm), AdamW on those chunks (their
-//!        moments are the stage's alone), the updated parameters to every stage — so
-//!        every stage holds the whole model's parameters after a step
+//!        moments are the stage's alone), each parameter two stages touch (the tied
+//!        `wte`) from the one that updated it to the other (`stage_state.rs`)
 //! ```
 //!
 //! Sends never wait (each pass's values are copied to its own outbox and posted); a
@@ -28,8 +28,9 @@
 //! shards; each stage's finished gradients then go to every stage of its pipeline and
 //! a stage's replicas sum their blocks and update as data-parallel ranks do
 //! (`ranks.rs`). Setting a stage up (its place, memory, arenas and compact gradient
-//! buffers) is `stage_layout.rs`. Not built: each stage holding only its own
-//! parameters (it holds the whole model's).
+//! buffers) is `stage_layout.rs`. Without replicas a stage holds only the parameters
+//! its kernels touch; with replicas every stage holds the whole model's parameters and
+//! sums the whole gradient with its replicas (each stage's part is not yet split out).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use cllm_kernels::Real;
 
 use super::chunks::ChunkStep;
 use super::ranks::{Exchange, bytes_of, bytes_of_mut};
+use super::stage_state::{OwnChunks, Share};
 use super::{Machine, Region};
 use crate::data::Batch;
 use crate::plan::Phase;
@@ -63,7 +65,8 @@ pub(super) struct Stages<T: Real> {
     inbox: Vec<T>,
     /// Float ranges of the gradients each stage finishes, in parameter order.
     finished: Vec<Vec<Range<usize>>>,
-    /// Each stage's finished gradients, packed (a slot of the largest per stage).
+    /// With replicas, each stage's finished gradients, packed (a slot of the largest
+    /// per stage) and gathered; empty without.
     packed: Vec<T>,
     gathered: Vec<T>,
     /// Loss sums of the passes, in (micro-batch, shard) order.
@@ -75,6 +78,11 @@ pub(super) struct Stages<T: Real> {
     /// Without replicas: the chunks each stage updates (`None`: every stage updates
     /// every chunk from the gathered gradient).
     pub own: Option<OwnChunks>,
+    /// Without replicas, the parameters this stage shares with another.
+    pub shares: Vec<Share>,
+    /// Without replicas, whether the state was gathered to the first stage since the
+    /// last update (`stage_state.rs`).
+    pub state_gathered: bool,
     /// Seconds spent waiting for other stages' messages and in the step's gathers.
     pub seconds: f64,
     pub sent_bytes: u64,
@@ -248,49 +256,15 @@ struct SyncF64(*mut f64);
 // SAFETY: tasks write disjoint elements.
 unsafe impl Sync for SyncF64 {}
 
-/// Without replicas, each stage alone updates the chunks whose gradients it finishes
-/// (ZeRO-1 over the stages): every stage's chunks, where each sits in its stage's
-/// packed moments, and the buffers of their Σ g²'s gather.
-pub(super) struct OwnChunks {
-    pub chunks: Vec<Vec<usize>>,
-    pub local: Vec<usize>,
-    squares_out: Vec<f64>,
-    squares_in: Vec<f64>,
-}
-
-impl OwnChunks {
-    /// Chunk c belongs to the stage of `param_stage(c)`.
-    pub(super) fn new(
-        chunks: &[crate::plan::ParamChunk],
-        stages: usize,
-        stage_of: impl Fn(usize) -> usize,
-    ) -> Self {
-        let mut lists = vec![Vec::new(); stages];
-        let mut local = vec![0; chunks.len()];
-        let mut filled = vec![0; stages];
-        for (c, chunk) in chunks.iter().enumerate() {
-            let s = stage_of(c);
-            lists[s].push(c);
-            local[c] = filled[s];
-            filled[s] += chunk.len;
-        }
-        let most = lists.iter().map(Vec::len).max().unwrap_or(0);
-        OwnChunks {
-            chunks: lists,
-            local,
-            squares_out: vec![0.0; most],
-            squares_in: vec![0.0; most * stages],
-        }
-    }
-}
-
 impl<T: Real> Stages<T> {
     /// Stage `stage` of `plan` over `exchange` (its pipeline), its buffers sized once;
-    /// `param_range(i)`: parameter i's floats.
+    /// `param_range(i)`: parameter i's floats; `replicas`: whether the finished
+    /// gradients are gathered whole (for the stage's replicas to sum).
     pub(super) fn new(
         exchange: Arc<dyn Exchange>,
         plan: StagePlan,
         stage: usize,
+        replicas: bool,
         param_range: impl Fn(usize) -> Range<usize>,
     ) -> Self {
         let stages = plan.stages;
@@ -319,7 +293,8 @@ impl<T: Real> Stages<T> {
         let most = (finished.iter())
             .map(|r| r.iter().map(ExactSizeIterator::len).sum::<usize>())
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            * usize::from(replicas);
         Stages {
             exchange,
             plan,
@@ -335,6 +310,8 @@ impl<T: Real> Stages<T> {
             stage_losses: vec![0; 8 * stages],
             forward_only: false,
             own: None,
+            shares: Vec::new(),
+            state_gathered: false,
             seconds: 0.0,
             sent_bytes: 0,
         }
@@ -358,27 +335,6 @@ impl<T: Real> Stages<T> {
             for r in ranges {
                 values[r.clone()].copy_from_slice(&self.gathered[at..at + r.len()]);
                 at += r.len();
-            }
-        }
-    }
-
-    /// Every stage's own chunks' Σ g² into `squares` (each stage's own are there
-    /// beforehand): one small all-gather.
-    fn gather_squares(&mut self, squares: &mut [f64]) {
-        let own = self.own.as_mut().expect("own chunks");
-        let most = own.squares_out.len();
-        for (k, &c) in own.chunks[self.stage].iter().enumerate() {
-            own.squares_out[k] = squares[c];
-        }
-        let started = std::time::Instant::now();
-        (self.exchange).all_gather(
-            bytes_of(&own.squares_out),
-            bytes_of_mut(&mut own.squares_in),
-        );
-        self.seconds += started.elapsed().as_secs_f64();
-        for (s, list) in own.chunks.iter().enumerate() {
-            for (k, &c) in list.iter().enumerate() {
-                squares[c] = own.squares_in[s * most + k];
             }
         }
     }

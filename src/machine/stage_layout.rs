@@ -1,7 +1,8 @@
 //! Making a machine one stage of a pipeline (`plan.stages`): its place among the ranks
 //! (stage × replica, `Exchange::split`), what it holds — refused by name before it is
-//! allocated when over the budget — its own arenas and its compact gradient buffers.
-//! The step itself is `pipeline.rs`.
+//! allocated when over the budget — its own arenas, and its compact parameters and
+//! gradient buffers. The step itself is `pipeline.rs`; keeping the stages' state whole
+//! among them, `stage_state.rs`.
 
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub enum StageError {
     #[diagnostic(
         code(cllm::stages),
         help(
-            "raise plan.memory_budget, or lower the arena (fewer sequences per shard: more plan.shards); every stage holds the whole model for now"
+            "raise plan.memory_budget, more stages, or lower the arena (fewer sequences per shard: more plan.shards); with replicas every stage holds the whole model's parameters"
         )
     )]
     OverBudget {
@@ -52,8 +53,9 @@ pub enum StageError {
 }
 
 /// A stage's gradient buffers other than ROOT, holding only the parameters its
-/// kernels write: where each tensor lives in them, their length, and per parameter
-/// chunk how far it moved (`None`: not held; the tree's additions skip it).
+/// kernels touch: where each tensor lives in them, their length, and per parameter
+/// chunk how far it moved (`None`: not held; the tree's additions skip it). Without
+/// replicas ROOT and the parameters (and bf16 panels) are packed alike.
 pub(super) struct CompactGrads {
     pub places: Vec<super::Place>,
     pub len: usize,
@@ -114,7 +116,7 @@ impl<T: Real> Machine<T> {
         let owners = (replicas == 1).then(|| {
             let params = self.chunk_params();
             let stage_of = |c: usize| plan.param_stage[params[c]];
-            super::pipeline::OwnChunks::new(&self.plan.param_chunks, stages, stage_of)
+            super::stage_state::OwnChunks::new(&self.plan.param_chunks, stages, stage_of)
         });
         let replica_moments = owners.is_none().then(|| self.m.len() + self.v.len());
         let held = plan.held(&self.plan, stage, own.clone(), replica_moments);
@@ -128,14 +130,17 @@ impl<T: Real> Machine<T> {
                 budget: human(self.plan.memory_budget),
             });
         }
-        let touched = plan.touched_params(&self.plan, stage);
+        let touched_by: Vec<Vec<bool>> = (0..stages)
+            .map(|s| plan.touched_params(&self.plan, s))
+            .collect();
+        let touched = touched_by[stage].clone();
         let compact_len = held.compact_floats;
         let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
         self.schedule = schedule;
         // Without replicas no stage needs another's gradient: ROOT is compact too.
         let root = owners.is_some();
         let floats = |b| match b == ROOT && !root {
-            true => self.params.len(),
+            true => self.param_floats,
             false => compact_len,
         };
         self.grads = (0..self.schedule.buffers)
@@ -149,10 +154,43 @@ impl<T: Real> Machine<T> {
                 (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
             }
         }
-        self.compact = Some(self.compact_grads(&touched, compact_len, root));
+        let mut compact = self.compact_grads(&touched, compact_len, root);
+        let mut shares = Vec::new();
+        if root {
+            // Without replicas the parameters and their bf16 panels are packed too.
+            self.params = vec![T::default(); compact_len];
+            let graph = &self.plan.graph;
+            let (panels, offsets) = super::panel_layout(graph, |i| touched[i]);
+            self.panels = panels;
+            for (id, t) in graph.tensors.iter().enumerate() {
+                if let crate::graph::Role::Panels(i) = t.role {
+                    let len = if touched[i] { t.len() } else { 0 };
+                    (compact.places[id].offset, compact.places[id].len) = (offsets[id], len);
+                }
+            }
+            // Every buffer is compact: one set of places for all.
+            self.places.clone_from(&compact.places);
+            // The parameters another stage touches too: sent on by their updater.
+            for (i, &owner) in plan.param_stage.iter().enumerate() {
+                let readers: Vec<usize> = (0..stages)
+                    .filter(|&s| s != owner && touched_by[s][i])
+                    .collect();
+                if touched[i] && !readers.is_empty() {
+                    let place = self.places[graph.params[i].tensor.0];
+                    shares.push(super::stage_state::Share {
+                        local: place.offset..place.offset + place.len,
+                        owner,
+                        readers,
+                    });
+                }
+            }
+        }
+        self.compact = Some(compact);
         let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
         self.workers = (0..slots).map(with_arena).collect();
-        let mut stage_of = Stages::new(exchange, plan, stage, |i| self.param_range(i));
+        let param_range = |i| self.param_range(i);
+        let mut stage_of = Stages::new(exchange, plan, stage, !root, param_range);
+        stage_of.shares = shares;
         if let Some(owners) = owners {
             let floats = (owners.chunks[stage].iter())
                 .map(|&c| self.plan.param_chunks[c].len)
@@ -177,7 +215,8 @@ impl<T: Real> Machine<T> {
     }
 
     /// Where a stage's compact gradient buffers hold the `touched` parameters' gradients
-    /// (packed in parameter order) and how far each chunk moved.
+    /// (packed in parameter order) and how far each chunk moved; with `root` (no
+    /// replicas), the parameters themselves too.
     fn compact_grads(&self, touched: &[bool], len: usize, root: bool) -> CompactGrads {
         let mut at = vec![None; touched.len()];
         let mut next = 0;
@@ -189,8 +228,14 @@ impl<T: Real> Machine<T> {
         let graph = self.graph();
         let mut places = self.places.clone();
         for (place, tensor) in places.iter_mut().zip(&graph.tensors) {
-            if let crate::graph::Role::ParamGrad(i) = tensor.role {
-                (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
+            match tensor.role {
+                crate::graph::Role::ParamGrad(i) => {
+                    (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
+                }
+                crate::graph::Role::Param(i) if root => {
+                    (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
+                }
+                _ => {}
             }
         }
         // Chunks never straddle two parameters: each moves with its own.

@@ -64,7 +64,7 @@ pub struct Message {
 /// What a stage holds as built ([`StagePlan::held`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Held {
-    /// Parameters, moments and gradient buffers.
+    /// Parameters, moments, gradient buffers and (bf16) weight panels.
     pub state_bytes: u64,
     /// Floats of each gradient buffer but ROOT.
     pub compact_floats: usize,
@@ -237,11 +237,11 @@ impl StagePlan {
         (self.stages - s).min(passes).max(1)
     }
 
-    /// What stage `stage` holds as built, running the shards `block`: the parameters,
-    /// the AdamW moments (of the parameters it finishes; with replicas, `replica_moments`
-    /// floats, the stage's data-parallel owners' split), gradient buffers holding only
-    /// the parameters its kernels write (with replicas, ROOT whole), and its arenas in
-    /// flight.
+    /// What stage `stage` holds as built, running the shards `block`: the parameters
+    /// its kernels touch (with replicas, every parameter), the AdamW moments (of the
+    /// parameters it finishes; with replicas, `replica_moments` floats, the stage's
+    /// data-parallel owners' split), gradient buffers holding only the parameters its
+    /// kernels touch (with replicas, ROOT whole), and its arenas in flight.
     pub fn held(
         &self,
         plan: &Plan,
@@ -266,11 +266,18 @@ impl StagePlan {
         let arenas = self.stages - stage;
         // With replicas ROOT is whole (it receives the other stages' parts); alone, no
         // stage needs another's gradient and every buffer is compact.
-        let grads = match replica_moments {
-            Some(_) => params + (buffers - 1) * compact,
-            None => buffers * compact,
+        let (params, grads) = match replica_moments {
+            Some(_) => (params, params + (buffers - 1) * compact),
+            None => (compact, buffers * compact),
         };
-        let floats = params + moment_floats + grads;
+        // In bf16 mode, the panels of the weights it holds.
+        let panels: usize = (graph.tensors.iter())
+            .filter_map(|t| match t.role {
+                Role::Panels(i) if replica_moments.is_some() || touched[i] => Some(t.len()),
+                _ => None,
+            })
+            .sum();
+        let floats = params + moment_floats + grads + panels;
         Held {
             state_bytes: 4 * floats as u64,
             compact_floats: compact,
@@ -279,8 +286,9 @@ impl StagePlan {
         }
     }
 
-    /// The parameters whose gradients stage `stage`'s kernels write (every one a
-    /// message of its carries is among them): the only ones its shard buffers need.
+    /// The parameters stage `stage`'s kernels read or whose gradients they write
+    /// (every one a message of its carries is among them): the only ones its
+    /// parameters and shard buffers need (a weight's bf16 panels are read as the weight).
     pub fn touched_params(&self, plan: &Plan, stage: usize) -> Vec<bool> {
         let graph = &plan.graph;
         let mut touched = vec![false; graph.params.len()];
@@ -290,7 +298,9 @@ impl StagePlan {
             }
             for step in &kernel.steps {
                 step.visit(|_, id| {
-                    if let Role::ParamGrad(i) = graph.tensor(*id).role {
+                    if let Role::Param(i) | Role::ParamGrad(i) | Role::Panels(i) =
+                        graph.tensor(*id).role
+                    {
                         touched[i] = true;
                     }
                 });

@@ -83,12 +83,21 @@ pub(crate) fn initialise(
             .collect();
         let values = checkpoint::import_gpt2(&weights.file(base_dir)?, &shapes)?;
         for (i, v) in values.into_iter().enumerate() {
-            machine.param_mut(i).copy_from_slice(&v);
+            if machine.holds_param(i) {
+                machine.param_mut(i).copy_from_slice(&v);
+            }
         }
         return Ok(());
     }
     let mut rng = Rng::derive(spec.train.seed, "parameter init");
     for (i, p) in params.iter().enumerate() {
+        if !machine.holds_param(i) {
+            // Another pipeline stage's: drawn all the same, so the stream stays in step.
+            if let Init::Normal { .. } = p.init {
+                rng.skip_normals(p.shape.iter().product());
+            }
+            continue;
+        }
         let values = machine.param_mut(i);
         match p.init {
             Init::Normal { std } => values
@@ -126,7 +135,9 @@ pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<Restore
     let params = machine.graph().params.clone();
     for (i, p) in params.iter().enumerate() {
         let values = stored.take(path, &p.name, &p.shape)?;
-        machine.param_mut(i).copy_from_slice(&values);
+        if machine.holds_param(i) {
+            machine.param_mut(i).copy_from_slice(&values);
+        }
         let [m_name, v_name] = checkpoint::moment_names(&p.name);
         let m = stored.take(path, &m_name, &p.shape)?;
         let v = stored.take(path, &v_name, &p.shape)?;

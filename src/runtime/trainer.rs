@@ -97,9 +97,11 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         match state.machine.pipeline_stages() {
             // Rank 0 speaks for the run: stage 0's own arenas.
             Some(_) => format!(
-                "stage 0's own arena {} × {} passes in flight",
+                "stage 0's own arena {} × {} passes in flight, its parameters {} of the model's {}",
                 plan::human_bytes(state.machine.arena_bytes()),
-                state.machine.arena_count()
+                state.machine.arena_count(),
+                plan::human_bytes(state.machine.param_bytes()),
+                plan::human_bytes(4 * spec.model.parameter_count() as u64),
             ),
             None => format!("arena {} per worker", plan::human_bytes(state.machine.arena_bytes())),
         },
@@ -370,7 +372,11 @@ fn evaluate(
         spec.eval.batches as usize,
         scratch,
     );
+    if state.machine.state_on_first_stage() {
+        state.machine.gather_moments(); // the parameters whole on the first stage
+    }
     let accuracy = (data.addition())
+        .filter(|_| state.machine.holds_whole_state())
         .map(|task| {
             machine_accuracy(&state.machine, task, |done, total| {
                 report.evaluating(done, total)
@@ -387,9 +393,19 @@ fn save(
     data: &Dataset,
     options: &RunOptions,
 ) -> Result<(), RunError> {
-    // Over ranks each owner updated its run of the moments: every rank gathers them.
+    // Over ranks each owner updated its run of the moments: every rank gathers them
+    // (pipeline stages without replicas: to the first stage alone).
     state.machine.gather_moments();
-    if let Some(tensor) = non_finite(&state.machine) {
+    let mut bad = (state.machine.holds_whole_state())
+        .then(|| non_finite(&state.machine))
+        .flatten();
+    let split = state.machine.state_on_first_stage();
+    if let Some(ranks) = options.ranks.as_ref().filter(|_| split) {
+        // The first stage alone looked: every stage learns its verdict (rank 0 names it).
+        let found = crate::machine::any_rank(ranks.as_ref(), bad.is_some());
+        bad = bad.or(found.then(|| "a tensor (named by rank 0)".to_string()));
+    }
+    if let Some(tensor) = bad {
         return Err(RunError::NonFiniteState {
             step: state.step,
             tensor,

@@ -1,0 +1,192 @@
+//! What a pipeline stage without replicas holds of the model's state, and how the
+//! stages keep it whole among them. Each stage holds the parameters its kernels touch
+//! (packed by `stage_layout.rs`) and the AdamW moments of the chunks it finishes
+//! (ZeRO-1 over the stages). After a step each stage learns every chunk's Σ g² (one
+//! small all-gather, for the clipping norm), updates its own chunks, and sends each
+//! parameter another stage also touches — the tied `wte`: the embeddings' and the
+//! head's — to that stage. For a checkpoint the whole state is gathered to the first
+//! stage (rank 0), which alone writes it.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use cllm_kernels::Real;
+
+use super::Machine;
+use super::pipeline::Stages;
+use super::ranks::{bytes_of, bytes_of_mut};
+
+/// Tag of the state's messages (the shared parameters after AdamW, a checkpoint's
+/// gather): above the pipeline's pass tags, within MPI's least upper bound (32 767).
+/// Each pair of stages sends them in one fixed order, so one tag serves them all.
+const STATE_TAG: usize = 32_000;
+
+/// Without replicas, each stage alone updates the chunks whose gradients it finishes
+/// (ZeRO-1 over the stages): every stage's chunks, where each sits in its stage's
+/// packed moments, and the buffers of their Σ g²'s gather.
+pub(super) struct OwnChunks {
+    pub chunks: Vec<Vec<usize>>,
+    pub local: Vec<usize>,
+    squares_out: Vec<f64>,
+    squares_in: Vec<f64>,
+}
+
+impl OwnChunks {
+    /// Chunk c belongs to the stage of `param_stage(c)`.
+    pub(super) fn new(
+        chunks: &[crate::plan::ParamChunk],
+        stages: usize,
+        stage_of: impl Fn(usize) -> usize,
+    ) -> Self {
+        let mut lists = vec![Vec::new(); stages];
+        let mut local = vec![0; chunks.len()];
+        let mut filled = vec![0; stages];
+        for (c, chunk) in chunks.iter().enumerate() {
+            let s = stage_of(c);
+            lists[s].push(c);
+            local[c] = filled[s];
+            filled[s] += chunk.len;
+        }
+        let most = lists.iter().map(Vec::len).max().unwrap_or(0);
+        OwnChunks {
+            chunks: lists,
+            local,
+            squares_out: vec![0.0; most],
+            squares_in: vec![0.0; most * stages],
+        }
+    }
+}
+
+/// A parameter more than one stage holds: where this stage holds it, the stage that
+/// updates it (its gradient's finisher) and the other stages that read it.
+pub(super) struct Share {
+    pub local: Range<usize>,
+    pub owner: usize,
+    pub readers: Vec<usize>,
+}
+
+impl<T: Real> Stages<T> {
+    /// Every stage's own chunks' Σ g² into `squares` (each stage's own are there
+    /// beforehand): one small all-gather.
+    pub(super) fn gather_squares(&mut self, squares: &mut [f64]) {
+        let own = self.own.as_mut().expect("own chunks");
+        let most = own.squares_out.len();
+        for (k, &c) in own.chunks[self.stage].iter().enumerate() {
+            own.squares_out[k] = squares[c];
+        }
+        let started = std::time::Instant::now();
+        (self.exchange).all_gather(
+            bytes_of(&own.squares_out),
+            bytes_of_mut(&mut own.squares_in),
+        );
+        self.seconds += started.elapsed().as_secs_f64();
+        for (s, list) in own.chunks.iter().enumerate() {
+            for (k, &c) in list.iter().enumerate() {
+                squares[c] = own.squares_in[s * most + k];
+            }
+        }
+    }
+
+    /// After AdamW: each shared parameter from the stage that updated it to the other
+    /// stages that hold it (every send posted before any receive: no stage waits on
+    /// one that waits on it).
+    pub(super) fn share_params(&mut self, params: &mut [T]) {
+        let started = Instant::now();
+        for share in self.shares.iter().filter(|s| s.owner == self.stage) {
+            let bytes = bytes_of(&params[share.local.clone()]);
+            for &to in &share.readers {
+                // SAFETY: these parameters are not written before `finish_sends` below.
+                unsafe { (self.exchange).post_send(to, STATE_TAG, bytes.as_ptr(), bytes.len()) };
+                self.sent_bytes += bytes.len() as u64;
+            }
+        }
+        for share in self.shares.iter().filter(|s| s.owner != self.stage) {
+            let to = bytes_of_mut(&mut params[share.local.clone()]);
+            self.exchange.recv(share.owner, STATE_TAG, to);
+        }
+        self.exchange.finish_sends();
+        self.seconds += started.elapsed().as_secs_f64();
+    }
+}
+
+impl<T: Real> Machine<T> {
+    /// Whether the model's state is split over pipeline stages without replicas and
+    /// [`Machine::gather_moments`] gathers it to the first stage alone.
+    pub fn state_on_first_stage(&self) -> bool {
+        (self.stages.as_ref()).is_some_and(|s| s.own.is_some())
+    }
+
+    /// Whether this process holds the whole model's state once
+    /// [`Machine::gather_moments`] has run: every process but a pipeline stage
+    /// without replicas other than the first.
+    pub fn holds_whole_state(&self) -> bool {
+        (self.stages.as_ref()).is_none_or(|s| s.own.is_none() || s.stage == 0)
+    }
+
+    /// Without replicas: every stage's parameters and moments gathered whole to the
+    /// first stage (`whole_params`, `whole_moments`), for a checkpoint. Every stage
+    /// calls it at the same point; only the first holds the whole state afterwards.
+    pub(super) fn gather_to_first_stage(&mut self) {
+        let params = self.graph().params.len();
+        let held: Vec<Range<usize>> = (0..params).map(|i| self.held_range(i)).collect();
+        let whole: Vec<Range<usize>> = (0..params).map(|i| self.param_range(i)).collect();
+        let floats = self.param_floats;
+        let chunks = &self.plan.param_chunks;
+        let st = self.stages.as_mut().expect("a pipeline stage");
+        let own = st.own.take().expect("a stage without replicas");
+        let param_stage = st.plan.param_stage.clone();
+        let param_stage = &param_stage;
+        let stage_params = |s: usize| (0..params).filter(move |&i| param_stage[i] == s);
+        let started = Instant::now();
+        if st.stage != 0 {
+            let mut sends = vec![bytes_of(&self.m), bytes_of(&self.v)];
+            sends.extend(stage_params(st.stage).map(|i| bytes_of(&self.params[held[i].clone()])));
+            for bytes in sends {
+                // SAFETY: the moments and parameters are not written before
+                // `finish_sends` below.
+                unsafe { (st.exchange).post_send(0, STATE_TAG, bytes.as_ptr(), bytes.len()) };
+                st.sent_bytes += bytes.len() as u64;
+            }
+            st.exchange.finish_sends();
+            st.seconds += started.elapsed().as_secs_f64();
+            st.own = Some(own);
+            return;
+        }
+        let (mut m, mut v, mut p) = (
+            vec![T::default(); floats],
+            vec![T::default(); floats],
+            vec![T::default(); floats],
+        );
+        let mut scratch = Vec::new();
+        for s in 0..st.plan.stages {
+            let list = &own.chunks[s];
+            for (whole_moment, mine) in [(&mut m, &self.m), (&mut v, &self.v)] {
+                let packed: &[T] = match s {
+                    0 => mine,
+                    _ => {
+                        let len = list.iter().map(|&c| chunks[c].len).sum();
+                        scratch.resize(len, T::default());
+                        st.exchange.recv(s, STATE_TAG, bytes_of_mut(&mut scratch));
+                        &scratch
+                    }
+                };
+                for &c in list {
+                    let chunk = chunks[c];
+                    whole_moment[chunk.offset..chunk.offset + chunk.len]
+                        .copy_from_slice(&packed[own.local[c]..][..chunk.len]);
+                }
+            }
+            for i in stage_params(s) {
+                let to = &mut p[whole[i].clone()];
+                match s {
+                    0 => to.copy_from_slice(&self.params[held[i].clone()]),
+                    _ => st.exchange.recv(s, STATE_TAG, bytes_of_mut(to)),
+                }
+            }
+        }
+        st.seconds += started.elapsed().as_secs_f64();
+        st.own = Some(own);
+        self.whole_moments = Some((m, v));
+        self.whole_params = Some(p);
+    }
+}
