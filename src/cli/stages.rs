@@ -48,11 +48,10 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "  {:>5}  {:<24} {:>9}  {:>16}  {:>24}  {:>14}  {:>9}  {:>12}",
+        "  {:>5}  {:<24} {:>9}  {:>24}  {:>14}  {:>9}  {:>12}",
         "stage",
         "blocks",
         "params",
-        "their 16 B each",
         "own arena × in flight",
         "holds (built)",
         "ms/micro",
@@ -72,9 +71,8 @@ pub fn report(
         let activation_mb = 4.0 * stage.activations as f64 / MB;
         let _ = writeln!(
             out,
-            "  {s:>5}  {blocks:<24} {:>8.2}M  {:>13.1} MB  {:>3} × {:>7.1} MB = {:>6.0} MB  {:>11.0} MB  {:>9.2}  {:>9.2} MB",
+            "  {s:>5}  {blocks:<24} {:>8.2}M  {:>3} × {:>7.1} MB = {:>6.0} MB  {:>11.0} MB  {:>9.2}  {:>9.2} MB",
             stage.params as f64 / 1e6,
-            16.0 * stage.params as f64 / MB,
             stage.in_flight,
             activation_mb,
             stage.in_flight as f64 * activation_mb,
@@ -86,17 +84,18 @@ pub fn report(
     let dims = plan.graph.dims;
     let _ = writeln!(
         out,
-        "B·T·C = {:.2} MB; bubble (P − 1)/(m + P − 1) = {:.0}%; the updated parameters \
-         gathered after AdamW {:.1} ms",
+        "B·T·C = {:.2} MB; bubble (P − 1)/(m + P − 1) = {:.0}%; the parameters two stages \
+         touch (the tied wte) sent after AdamW {:.1} ms",
         4.0 * (dims.rows() * dims.c) as f64 / MB,
         100.0 * pipeline.bubble,
-        1e3 * pipeline.gather_s
+        1e3 * pipeline.share_s
     );
     let _ = writeln!(
         out,
-        "memory as built (no replicas): each stage's arenas, gradient buffers and AdamW \
-         moments are its own; every stage holds the whole model's parameters (not yet only \
-         its own: \"their 16 B each\" is what a stage would hold then)"
+        "memory as built (no replicas): each stage holds only the parameters its kernels \
+         touch (the tied wte on the first and the last), their gradient buffers, the AdamW \
+         moments of the chunks it finishes and its arenas; with replicas, every stage holds \
+         the whole model's parameters and gradient"
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
         let finals = cllm::plan::overlap::final_kernels(plan);

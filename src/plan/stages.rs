@@ -181,8 +181,8 @@ pub struct Stage {
 pub struct Pipeline {
     pub stages: Vec<Stage>,
     pub bubble: f64,
-    /// The all-gather of the stages' updated parameters after AdamW.
-    pub gather_s: f64,
+    /// The parameters two stages touch, sent by their updater after AdamW.
+    pub share_s: f64,
     pub step_s: f64,
     /// The same step on one process.
     pub single_s: f64,
@@ -237,16 +237,25 @@ pub fn predict(
         .fold(0.0, f64::max);
     let slowest = stages.iter().map(|s| s.seconds).fold(0.0, f64::max);
     // After the passes, as built (no replicas): each stage runs AdamW on the chunks it
-    // finishes, then the updated parameters go to every stage (an all-gather: P − 1
-    // slots of the largest stage's).
+    // finishes, then sends each parameter another stage also touches (the tied `wte`)
+    // to it; the busiest sender sets the time.
     let total_params = stages.iter().map(|s| s.params).sum();
-    let largest = stages.iter().map(|s| s.params).max().unwrap_or(0);
-    let gather_s = (p - 1.0) * (net.latency_s + 4.0 * largest as f64 / net.bytes_per_s);
+    let touched: Vec<Vec<bool>> = (0..stages.len())
+        .map(|s| division.touched_params(plan, s))
+        .collect();
+    let mut share_s = vec![0.0; stages.len()];
+    for (i, &owner) in division.param_stage.iter().enumerate() {
+        let floats = plan.graph.tensor(plan.graph.params[i].tensor).len();
+        let readers = (0..stages.len()).filter(|&s| s != owner && touched[s][i]);
+        share_s[owner] +=
+            readers.count() as f64 * (net.latency_s + 4.0 * floats as f64 / net.bytes_per_s);
+    }
+    let share_s = share_s.into_iter().fold(0.0, f64::max);
     let adamw_s = stages.iter().map(|s| adamw(s.params)).fold(0.0, f64::max);
-    let step_s = (m + p - 1.0) * (slowest + transfer) + adamw_s + gather_s;
+    let step_s = (m + p - 1.0) * (slowest + transfer) + adamw_s + share_s;
     let single_s = m * stages.iter().map(|s| s.seconds).sum::<f64>() + adamw(total_params);
     Some(Pipeline {
-        gather_s,
+        share_s,
         bubble: (p - 1.0) / (m + p - 1.0),
         efficiency: single_s / (p * step_s),
         step_s,
