@@ -113,7 +113,15 @@ impl std::ops::Deref for Mapped {
 /// (rename replaces a link at `path` itself, never its target). The folder is created.
 /// A failed write removes its temporary file and leaves `path` untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes (through a buffer), so a large file need
+/// not be whole in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir {
         std::fs::create_dir_all(dir)?;
@@ -125,8 +133,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let written = (|| {
-        let mut file = create_new(&temporary)?;
-        file.write_all(bytes)?;
+        let mut file = std::io::BufWriter::new(create_new(&temporary)?);
+        write(&mut file)?;
+        let file = file
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&temporary, path)?;

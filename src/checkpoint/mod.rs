@@ -9,7 +9,7 @@ pub mod hf_tokenizer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::data::Cursor;
 
@@ -137,24 +137,6 @@ pub fn locate(path: &Path) -> PathBuf {
     }
 }
 
-/// The same file with its JSON header rewritten with sorted keys: `safetensors` writes
-/// the metadata map in hash order, so two equal runs wrote different bytes. The header
-/// stays padded with spaces to a multiple of 8 bytes, as the format requires; the
-/// tensor data (addressed relative to the header's end) is untouched.
-fn in_fixed_order(encoded: Vec<u8>) -> Vec<u8> {
-    let n = u64::from_le_bytes(encoded[..8].try_into().expect("8-byte length")) as usize;
-    let header: serde_json::Value =
-        serde_json::from_slice(&encoded[8..8 + n]).expect("safetensors wrote JSON");
-    // serde_json's map is a BTreeMap (no `preserve_order`): keys come out sorted.
-    let mut text = serde_json::to_vec(&header).expect("JSON serializes");
-    text.resize(text.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + text.len() + encoded.len() - 8 - n);
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&encoded[8 + n..]);
-    out
-}
-
 /// Writes `snapshot` to `path` atomically (temporary file, fsync, rename).
 pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError> {
     let fail = |source| CheckpointError::Write {
@@ -175,32 +157,62 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
         "layout".to_string(),
         "matrices are (out, in), as in llm.c".to_string(),
     );
-    let bytes: Vec<Vec<u8>> = snapshot
-        .tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let sums: std::collections::BTreeMap<&str, String> = (snapshot.tensors.iter())
-        .zip(&bytes)
-        .map(|((name, _, _), data)| (name.as_str(), format!("{:08x}", crc32fast::hash(data))))
-        .collect();
+    // The safetensors layout, streamed: the data in name order (as the `safetensors`
+    // crate lays it out), the header's keys sorted (serde_json's map is a BTreeMap), so
+    // two equal runs write the same bytes; nothing is copied whole into memory first.
+    let mut order: Vec<&(String, Vec<usize>, &[f32])> = snapshot.tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    let mut sums = serde_json::Map::new();
+    let mut offset = 0;
+    for (name, shape, values) in &order {
+        let mut crc = crc32fast::Hasher::new();
+        each_le_chunk(values, |bytes| {
+            crc.update(bytes);
+            Ok(())
+        })
+        .expect("hashing does not fail");
+        sums.insert(name.clone(), format!("{:08x}", crc.finalize()).into());
+        let end = offset + 4 * values.len();
+        let entry =
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]});
+        header.insert(name.clone(), entry);
+        offset = end;
+    }
     metadata.insert(
         CHECKSUMS.to_string(),
         serde_json::to_string(&sums).expect("strings serialize"),
     );
-    let views = snapshot
-        .tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), data)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), data).expect("shape matches data"),
-            )
-        });
-    let encoded = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
-    crate::files::write_atomic(path, &in_fixed_order(encoded)).map_err(fail)
+    let metadata: serde_json::Map<String, serde_json::Value> =
+        metadata.into_iter().map(|(k, v)| (k, v.into())).collect();
+    header.insert("__metadata__".to_string(), metadata.into());
+    let mut text = serde_json::to_vec(&header).expect("JSON serializes");
+    // Padded with spaces to a multiple of 8 bytes, as the format requires.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    crate::files::write_atomic_with(path, |file| {
+        file.write_all(&(text.len() as u64).to_le_bytes())?;
+        file.write_all(&text)?;
+        for (_, _, values) in &order {
+            each_le_chunk(values, |bytes| file.write_all(bytes))?;
+        }
+        Ok(())
+    })
+    .map_err(fail)
+}
+
+/// `values` as little-endian bytes, a few KiB at a time.
+fn each_le_chunk(
+    values: &[f32],
+    mut take: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut bytes = [0u8; 4 * 1024];
+    for part in values.chunks(bytes.len() / 4) {
+        for (to, x) in bytes.chunks_exact_mut(4).zip(part) {
+            to.copy_from_slice(&x.to_le_bytes());
+        }
+        take(&bytes[..4 * part.len()])?;
+    }
+    Ok(())
 }
 
 /// Reads every f32 tensor and the metadata of a safetensors file.
