@@ -184,10 +184,11 @@ fn the_interpreter_as_stages_gives_its_own_single_process_bits() {
     assert_eq!(state(&split), state(&alone));
 }
 
-/// Without replicas each stage holds only the parameters its kernels touch: its own
-/// blocks', the first the embeddings, the last the final LayerNorm — and the tied `wte`
-/// both (the embeddings read it, the head multiplies by it); together the whole model
-/// once, `wte` twice.
+/// Each stage holds only the parameters its kernels touch — with replicas too, and its
+/// gradient buffers and moments only theirs: its own blocks', the first the
+/// embeddings, the last the final LayerNorm, and the tied `wte` both (the embeddings
+/// read it, the head multiplies by it). Over one replica's stages, the whole model once,
+/// `wte` twice.
 #[test]
 fn each_stage_holds_only_the_parameters_its_kernels_touch() {
     use cllm::machine::{Machine, ThreadRanks};
@@ -196,45 +197,68 @@ fn each_stage_holds_only_the_parameters_its_kernels_touch() {
     let graph = plan.graph.clone();
     let len = |i: usize| 4 * graph.tensor(graph.params[i].tensor).len() as u64;
     let whole: u64 = (0..graph.params.len()).map(len).sum();
-    let held: Vec<(u64, Vec<String>)> = std::thread::scope(|scope| {
-        let stages: Vec<_> = (ThreadRanks::group(4).into_iter())
-            .map(|exchange| {
-                let plan = plan.clone();
-                scope.spawn(move || {
-                    let mut machine = Machine::<f32>::new(plan);
-                    machine.set_stages(exchange, 4).unwrap();
-                    let names = (0..machine.graph().params.len())
-                        .filter(|&i| machine.holds_param(i))
-                        .map(|i| machine.graph().params[i].name.clone())
-                        .collect();
-                    (machine.param_bytes(), names)
-                })
-            })
-            .collect();
-        stages.into_iter().map(|s| s.join().unwrap()).collect()
-    });
     let wte = graph.param_index("wte").unwrap();
-    let total: u64 = held.iter().map(|(bytes, _)| bytes).sum();
-    assert_eq!(total, whole + len(wte), "the whole model once, wte twice");
-    for (s, (bytes, names)) in held.iter().enumerate() {
-        assert!(*bytes < whole, "stage {s} holds {bytes} of {whole} B");
-        let block = format!("h.{s}.");
-        assert!(
-            names
-                .iter()
-                .all(|n| n.starts_with(&block) || !n.starts_with("h.")),
-            "stage {s}: {names:?}"
-        );
+    for (stages, replicas) in [(4, 1), (2, 2)] {
+        // Per rank: parameter, gradient and moment bytes, and the parameters held.
+        let held: Vec<(u64, u64, u64, Vec<String>)> = std::thread::scope(|scope| {
+            let ranks: Vec<_> = (ThreadRanks::group(stages * replicas).into_iter())
+                .map(|exchange| {
+                    let plan = plan.clone();
+                    scope.spawn(move || {
+                        let mut machine = Machine::<f32>::new(plan);
+                        machine.set_stages(exchange, stages).unwrap();
+                        let names = (0..machine.graph().params.len())
+                            .filter(|&i| machine.holds_param(i))
+                            .map(|i| machine.graph().params[i].name.clone())
+                            .collect();
+                        let (params, grads) = (machine.param_bytes(), machine.gradient_bytes());
+                        (params, grads, machine.moment_bytes(), names)
+                    })
+                })
+                .collect();
+            ranks.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        let layout = format!("{stages} stages × {replicas}");
+        let first_replica = held.iter().step_by(replicas);
+        let total: u64 = first_replica.map(|h| h.0).sum();
         assert_eq!(
-            names.contains(&"wte".to_string()),
-            s == 0 || s == 3,
-            "stage {s}: {names:?}"
+            total,
+            whole + len(wte),
+            "{layout}: the whole model once, wte twice"
         );
+        let moments: u64 = held.iter().map(|h| h.2).sum();
         assert_eq!(
-            names.contains(&"wpe".to_string()),
-            s == 0,
-            "stage {s}: {names:?}"
+            moments,
+            2 * whole,
+            "{layout}: each moment once over all ranks"
         );
+        for (r, (params, grads, _, names)) in held.iter().enumerate() {
+            let s = r / replicas;
+            assert!(*params < whole, "{layout}, rank {r}: {params} of {whole} B");
+            assert_eq!(
+                grads % params,
+                0,
+                "{layout}, rank {r}: gradient buffers of its own"
+            );
+            let blocks = 4 / stages;
+            let mine = |n: &String| {
+                let block = n.strip_prefix("h.").and_then(|b| b.split('.').next());
+                block.is_none_or(|b| b.parse::<usize>().unwrap() / blocks == s)
+            };
+            assert!(names.iter().all(mine), "{layout}, stage {s}: {names:?}");
+            let has = |n: &str| names.iter().any(|m| m == n);
+            assert_eq!(
+                has("wte"),
+                s == 0 || s == stages - 1,
+                "{layout}, stage {s}: {names:?}"
+            );
+            assert_eq!(has("wpe"), s == 0, "{layout}, stage {s}: {names:?}");
+            assert_eq!(
+                has("ln_f.weight"),
+                s == stages - 1,
+                "{layout}, stage {s}: {names:?}"
+            );
+        }
     }
 }
 

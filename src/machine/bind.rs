@@ -34,12 +34,7 @@ impl Machine<f32> {
             worker.tables = (buffers.iter())
                 .map(|&b| {
                     let grads = self.grads[b].as_mut_ptr();
-                    // A pipeline stage's buffers (but ROOT, with replicas) hold only its own
-                    // gradients.
-                    let places = match &self.compact {
-                        Some(c) if b != crate::plan::grads::ROOT || c.root => &c.places,
-                        _ => &self.places,
-                    };
+                    let places = &self.places;
                     program
                         .kernels
                         .iter()

@@ -29,11 +29,11 @@ pub(super) enum ChunkStep {
 pub(super) struct Chunks<'a> {
     pub steps: &'a [ChunkSteps],
     pub program: Option<&'a Program>,
-    /// A pipeline stage's compact gradient buffers (all but buffer 0 — or all, when the
-    /// flag is set): per chunk, how far (in floats) it sits from its place in the
-    /// parameters, or `None` for a chunk the stage never writes (the tree's additions
-    /// skip it). `None`: every buffer is laid out as the parameters.
-    pub shifts: Option<(&'a [Option<isize>], bool)>,
+    /// A pipeline stage's packed gradient buffers: per chunk, how far (in floats) it
+    /// sits from its place in the whole model's parameters, or `None` for a chunk the
+    /// stage never writes (the tree's additions skip it). `None`: every buffer is laid
+    /// out as the whole model's parameters.
+    pub shifts: Option<&'a [Option<isize>]>,
 }
 
 impl<'a> Chunks<'a> {

@@ -37,11 +37,11 @@ unsafe fn merge<T: Real>(chunks: Chunks<'_>, i: usize, m: &Merge, grads: &[SyncP
         1 => ChunkStep::Pair,
         _ => ChunkStep::Group,
     };
-    // A pipeline stage's compact buffers (all but ROOT) hold only its chunks.
-    let (shift, root) = match chunks.shifts.map(|(s, root)| (s[i], root)) {
-        None => (0, false),
-        Some((Some(shift), root)) => (shift, root),
-        Some((None, _)) => return 0.0, // a chunk this stage never writes
+    // A pipeline stage's packed buffers hold only its chunks.
+    let shift = match chunks.shifts.map(|s| s[i]) {
+        None => 0,
+        Some(Some(shift)) => shift,
+        Some(None) => return 0.0, // a chunk this stage never writes
     };
     let at = |slice: &StateSlice| {
         let buffer = match slice.state {
@@ -49,11 +49,9 @@ unsafe fn merge<T: Real>(chunks: Chunks<'_>, i: usize, m: &Merge, grads: &[SyncP
             State::Addend(k) => m.addends[k],
             state => unreachable!("a gradient sum reads no {state:?}"),
         };
-        let offset = match buffer == ROOT && !root {
-            true => slice.offset,
-            false => slice.offset.wrapping_add_signed(shift),
-        };
-        grads[buffer].0.wrapping_add(offset)
+        grads[buffer]
+            .0
+            .wrapping_add(slice.offset.wrapping_add_signed(shift))
     };
     // SAFETY: distinct buffers (the schedule's) at one chunk; forwarded to the caller.
     unsafe { chunks.run(which, i, at) }
@@ -160,12 +158,12 @@ impl<T: Real> Machine<T> {
         }
         ranks.all_to_all_seconds += started.elapsed().as_secs_f64();
         let own = &ranks.owners.chunks[rank];
-        let (local, floats) = (&ranks.owners.local, &ranks.chunk_floats);
+        let (local, starts) = (&ranks.owners.local, &ranks.chunk_starts);
         let mine = SyncPtr(ranks.mine.as_mut_ptr());
         pool.install(|| {
             (ranks.squares_out[..own.len()].par_iter_mut().zip(own)).for_each(|(squares, &i)| {
                 // Rank r's block sum of chunk i is in piece r of `mine`, at local[i].
-                let at = (local[i], floats[i].start);
+                let at = (local[i], starts[i]);
                 // SAFETY: each task takes one chunk of every piece.
                 *squares = unsafe { owners_tree(chunks, i, &mine, piece, at, count) };
             })

@@ -95,7 +95,7 @@ pub struct Machine<T: Real> {
     stages: Option<pipeline::Stages<T>>,
     /// A pipeline stage's gradient buffers other than ROOT hold only the parameters
     /// its kernels write.
-    compact: Option<stage_layout::CompactGrads>,
+    compact: Option<stage_layout::Packed>,
 }
 
 /// A compiled program and the argument tables of its weight-panel kernels, per
@@ -264,6 +264,11 @@ impl<T: Real> Machine<T> {
         (self.params.len() * std::mem::size_of::<T>()) as u64
     }
 
+    /// Bytes of the AdamW moments this process holds (over ranks or stages, its share).
+    pub fn moment_bytes(&self) -> u64 {
+        ((self.m.len() + self.v.len()) * std::mem::size_of::<T>()) as u64
+    }
+
     /// Bytes of the gradient buffers this process holds.
     pub fn gradient_bytes(&self) -> u64 {
         let floats: usize = self.grads.iter().map(Vec::len).sum();
@@ -362,7 +367,7 @@ impl<T: Real> Machine<T> {
     /// single-shard [`Machine::backward`], shard 0's. Over ranks, only the floats of
     /// this rank's own run are the sum: each owner alone finishes its run.
     pub fn grad(&self, i: usize) -> &[T] {
-        match self.compact.as_ref().filter(|c| c.root) {
+        match self.compact.as_ref() {
             // A pipeline stage's compact ROOT: its own parameters' gradients, or none.
             Some(compact) => {
                 let graph = self.graph();
@@ -398,6 +403,19 @@ impl<T: Real> Machine<T> {
     pub fn set_moments(&mut self, i: usize, m: &[T], v: &[T]) {
         let range = self.param_range(i);
         self.state_changed();
+        if let Some(ranks) = &self.ranks {
+            // Over ranks: this rank's chunks of the parameter, each to its place in the
+            // piece (chunks never straddle two parameters).
+            for &c in &ranks.owners.chunks[ranks.exchange.rank()] {
+                let (start, len) = (ranks.chunk_starts[c], ranks.chunk_floats[c].len());
+                if start >= range.start && start + len <= range.end {
+                    let (from, at) = (start - range.start, ranks.owners.local[c]);
+                    self.m[at..at + len].copy_from_slice(&m[from..from + len]);
+                    self.v[at..at + len].copy_from_slice(&v[from..from + len]);
+                }
+            }
+            return;
+        }
         if let Some(own) = self
             .stages
             .as_ref()
@@ -415,23 +433,8 @@ impl<T: Real> Machine<T> {
             }
             return;
         }
-        let Some(ranks) = &self.ranks else {
-            self.m[range.clone()].copy_from_slice(m);
-            self.v[range].copy_from_slice(v);
-            return;
-        };
-        // Over ranks: this rank's chunks of the parameter, each to its place in the piece
-        // (chunks never straddle two parameters).
-        for &c in &ranks.owners.chunks[ranks.exchange.rank()] {
-            let floats = ranks.chunk_floats[c].clone();
-            if floats.start >= range.start && floats.end <= range.end {
-                let (from, at) = (floats.start - range.start, ranks.owners.local[c]);
-                let to = at..at + floats.len();
-                self.m[to.clone()].copy_from_slice(&m[from..from + floats.len()]);
-                self.v[to].copy_from_slice(&v[from..from + floats.len()]);
-            }
-        }
-        self.whole_moments = None;
+        self.m[range.clone()].copy_from_slice(m);
+        self.v[range].copy_from_slice(v);
     }
 
     /// The parameters or moments changed: what was gathered of them is stale.
@@ -450,16 +453,11 @@ impl<T: Real> Machine<T> {
     /// A tensor's current contents in worker 0's view; an arena tensor's are valid
     /// only while it is live.
     pub fn tensor(&self, id: TensorId) -> &[T] {
-        // A pipeline stage's compact ROOT holds its gradients elsewhere.
-        let places = match &self.compact {
-            Some(c) if c.root => &c.places,
-            _ => &self.places,
-        };
         let Place {
             region,
             offset,
             len,
-        } = places[id.0];
+        } = self.places[id.0];
         match region {
             Region::Arena => &self.workers[0].arena[offset..offset + len],
             Region::Params => &self.params[offset..offset + len],
@@ -499,11 +497,11 @@ impl<T: Real> Machine<T> {
             params,
             mask,
             grads: grad_ptrs,
-            grads_len: *param_floats,
-            compact: compact.as_ref().map(|c| (&c.places[..], c.len, c.root)),
+            // A pipeline stage's buffers hold only its parameters' gradients.
+            grads_len: compact.as_ref().map_or(*param_floats, |c| c.len),
             schedule,
             chunks: chunks::Chunks {
-                shifts: compact.as_ref().map(|c| (&c.shifts[..], c.root)),
+                shifts: compact.as_ref().map(|c| &c.shifts[..]),
                 ..chunks::Chunks::of(plan, program)
             },
             kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),

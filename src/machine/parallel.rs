@@ -230,7 +230,7 @@ impl<T: Real> Machine<T> {
         });
         let own = own.or(stage_own);
         // A stage's compact ROOT holds its chunks elsewhere than the parameters do.
-        let root_shifts = (self.compact.as_ref()).and_then(|c| c.root.then_some(&c.shifts));
+        let root_shifts = self.compact.as_ref().map(|c| &c.shifts);
         let update = |i: usize| {
             // The whole pointers are captured (they are Sync), not their raw fields.
             let (params, m, v, returns) = (&params, &m, &v, &returns);
@@ -262,7 +262,8 @@ impl<T: Real> Machine<T> {
         });
         if let Some(ranks) = &mut self.ranks {
             ranks.gather_owned(&mut self.params, None);
-        } else if let Some(stage) = self.stages.as_mut().filter(|s| s.own.is_some()) {
+        }
+        if let Some(stage) = &mut self.stages {
             stage.share_params(&mut self.params);
         }
     }

@@ -32,7 +32,6 @@
 //! its kernels touch; with replicas every stage holds the whole model's parameters and
 //! sums the whole gradient with its replicas (each stage's part is not yet split out).
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -56,6 +55,8 @@ pub(super) struct Stages<T: Real> {
     pub exchange: Arc<dyn Exchange>,
     pub plan: StagePlan,
     pub stage: usize,
+    /// Which replica's pipeline this is (0 without replicas).
+    pub replica: usize,
     /// Per pass, the values this stage sends in it, each message at its offset:
     /// untouched until the step's sends have left.
     outbox: Vec<Vec<T>>,
@@ -63,12 +64,6 @@ pub(super) struct Stages<T: Real> {
     /// Offsets in an outbox of the `first` and the `later` messages.
     out_at: [Vec<usize>; 2],
     inbox: Vec<T>,
-    /// Float ranges of the gradients each stage finishes, in parameter order.
-    finished: Vec<Vec<Range<usize>>>,
-    /// With replicas, each stage's finished gradients, packed (a slot of the largest
-    /// per stage) and gathered; empty without.
-    packed: Vec<T>,
-    gathered: Vec<T>,
     /// Loss sums of the passes, in (micro-batch, shard) order.
     losses: Vec<f64>,
     /// Each stage's Σ loss, as bytes (all-gathered).
@@ -139,9 +134,8 @@ impl<T: Real> Machine<T> {
                 let worker = &mut workers[i % slots];
                 let buffer = part.buffer[s];
                 if a == 0 {
-                    let (_, len) = shared.view(buffer);
                     // SAFETY: the schedule gives this buffer to this shard alone.
-                    unsafe { shared.grads[buffer].slice(len) }.fill(T::default());
+                    unsafe { shared.grads[buffer].slice(shared.grads_len) }.fill(T::default());
                 }
                 st.receive(&shared, worker, buffer, i, a, Half::Backward);
                 let mine = |k, p| p != Phase::Forward && kernel_stage[k] == stage;
@@ -201,7 +195,7 @@ impl<T: Real> Machine<T> {
         let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
         let (last, grads) = (&self.schedule.last, &self.grad_ptrs);
         if !last.is_empty() {
-            let shifts = self.compact.as_ref().map(|c| (&c.shifts[..], c.root));
+            let shifts = self.compact.as_ref().map(|c| &c.shifts[..]);
             let chunks = super::chunks::Chunks { shifts, ..chunks };
             pool.install(|| {
                 (0..self.chunk_squares.len()).into_par_iter().for_each(|i| {
@@ -210,22 +204,21 @@ impl<T: Real> Machine<T> {
                 })
             });
         }
-        let st = self.stages.as_mut().expect("a pipeline stage");
-        if st.own.is_some() {
-            // Each stage updates its own chunks: their Σ g² to every stage, no gradient.
-            let own = st.own.as_ref().expect("checked");
-            let mine = &own.chunks[st.stage];
+        if self.ranks.is_some() {
+            // The stage's replicas sum their blocks of the chunks it finishes: each owner
+            // gets its chunks' totals, every replica their Σ g² (`grad_sum.rs`).
+            self.sum_over_ranks();
+        } else {
+            // Alone, the stage holds its chunks' totals: their Σ g².
+            let st = self.stages.as_ref().expect("a pipeline stage");
+            let mine = &st.own.as_ref().expect("a stage's chunks").chunks[st.stage];
             let root = &self.grad_ptrs[ROOT];
-            let shifts = &self
-                .compact
-                .as_ref()
-                .expect("a stage's compact gradients")
-                .shifts;
+            let shifts = &self.compact.as_ref().expect("a stage's packing").shifts;
             let squares = SyncF64(self.chunk_squares.as_mut_ptr());
             pool.install(|| {
                 mine.par_iter().for_each(|&i| {
                     let squares = &squares;
-                    // ROOT is compact: the chunk where this stage's gradients hold it.
+                    // The chunk where this stage's packed gradients hold it.
                     let shift = shifts[i].expect("a stage writes the chunks it finishes");
                     let at = |slice: &crate::plan::optimizer::StateSlice| {
                         root.0.wrapping_add(slice.offset.wrapping_add_signed(shift))
@@ -234,20 +227,10 @@ impl<T: Real> Machine<T> {
                     unsafe { *squares.0.add(i) = chunks.run(ChunkStep::Squares, i, at) };
                 })
             });
-            return st.gather_squares(&mut self.chunk_squares);
         }
-        st.gather_finished(&mut self.grads[ROOT]);
-        if self.ranks.is_some() {
-            // Each replica's block sum, whole: the replicas of a stage sum them.
-            return self.sum_over_ranks();
-        }
-        let grads = &self.grad_ptrs;
-        pool.install(|| {
-            (self.chunk_squares.par_iter_mut().enumerate()).for_each(|(i, squares)| {
-                // SAFETY: each task takes one chunk of buffer ROOT.
-                *squares = unsafe { super::grad_sum::chunk_tree(chunks, i, &[], grads) };
-            })
-        });
+        // Every stage's chunks' Σ g² to every stage: the clipping norm.
+        let st = self.stages.as_mut().expect("a pipeline stage");
+        st.gather_squares(&mut self.chunk_squares);
     }
 }
 
@@ -257,15 +240,13 @@ struct SyncF64(*mut f64);
 unsafe impl Sync for SyncF64 {}
 
 impl<T: Real> Stages<T> {
-    /// Stage `stage` of `plan` over `exchange` (its pipeline), its buffers sized once;
-    /// `param_range(i)`: parameter i's floats; `replicas`: whether the finished
-    /// gradients are gathered whole (for the stage's replicas to sum).
+    /// Stage `stage` of `plan` over `exchange` (replica `replica`'s pipeline), its
+    /// buffers sized once.
     pub(super) fn new(
         exchange: Arc<dyn Exchange>,
         plan: StagePlan,
         stage: usize,
-        replicas: bool,
-        param_range: impl Fn(usize) -> Range<usize>,
+        replica: usize,
     ) -> Self {
         let stages = plan.stages;
         for list in [&plan.first, &plan.later] {
@@ -286,26 +267,15 @@ impl<T: Real> Stages<T> {
         }
         let inbox = [&plan.first, &plan.later].into_iter().flatten();
         let inbox = inbox.filter(|m| m.to == stage).map(|m| m.floats).max();
-        let mut finished = vec![Vec::new(); stages];
-        for (i, &s) in plan.param_stage.iter().enumerate() {
-            finished[s].push(param_range(i));
-        }
-        let most = (finished.iter())
-            .map(|r| r.iter().map(ExactSizeIterator::len).sum::<usize>())
-            .max()
-            .unwrap_or(0)
-            * usize::from(replicas);
         Stages {
             exchange,
             plan,
             stage,
+            replica,
             outbox: Vec::new(),
             out_floats,
             out_at,
             inbox: vec![T::default(); inbox.unwrap_or(0)],
-            finished,
-            packed: vec![T::default(); most],
-            gathered: vec![T::default(); most * stages],
             losses: Vec::new(),
             stage_losses: vec![0; 8 * stages],
             forward_only: false,
@@ -314,28 +284,6 @@ impl<T: Real> Stages<T> {
             state_gathered: false,
             seconds: 0.0,
             sent_bytes: 0,
-        }
-    }
-
-    /// Every stage's values of the parameters it finishes into `values` (each stage's
-    /// own are right in its `values` beforehand): one all-gather.
-    pub(super) fn gather_finished(&mut self, values: &mut [T]) {
-        let slot = self.packed.len();
-        let mut at = 0;
-        for r in &self.finished[self.stage] {
-            self.packed[at..at + r.len()].copy_from_slice(&values[r.clone()]);
-            at += r.len();
-        }
-        let started = std::time::Instant::now();
-        (self.exchange).all_gather(bytes_of(&self.packed), bytes_of_mut(&mut self.gathered));
-        self.seconds += started.elapsed().as_secs_f64();
-        self.sent_bytes += ((self.plan.stages - 1) * slot * std::mem::size_of::<T>()) as u64;
-        for (s, ranges) in (self.finished.iter().enumerate()).filter(|&(s, _)| s != self.stage) {
-            let mut at = s * slot;
-            for r in ranges {
-                values[r.clone()].copy_from_slice(&self.gathered[at..at + r.len()]);
-                at += r.len();
-            }
         }
     }
 
@@ -430,8 +378,7 @@ fn place_of<'a, T: Real>(
     buffer: usize,
     id: crate::graph::TensorId,
 ) -> &'a mut [T] {
-    let (places, len) = shared.view(buffer);
-    let place = places[id.0];
+    let (place, len) = (shared.places[id.0], shared.grads_len);
     let range = place.offset..place.offset + place.len;
     match place.region {
         Region::Arena => &mut worker.arena[range],

@@ -208,8 +208,12 @@ pub(super) struct Ranks<T> {
     /// The parameter chunks each rank owns, where each is in its owner's piece, and
     /// the pieces' parts (`plan/owners.rs`).
     pub owners: Owners,
-    /// Every chunk's offset and length in the parameters (the plan's chunks).
+    /// Where each chunk is held in the parameters and gradient buffers (the plan's
+    /// chunks; a pipeline stage's packed ones, `Ranks::of_stage`).
     pub chunk_floats: Vec<Range<usize>>,
+    /// Each chunk's offset in the whole model's parameters (where its chunk steps
+    /// address it).
+    pub chunk_starts: Vec<usize>,
     /// Floats of the largest piece: the length of every piece exchanged.
     pub piece: usize,
     /// This rank's subtree sum cut into the R owners' pieces (R × piece).
@@ -278,12 +282,26 @@ impl<T: cllm_kernels::Real> Ranks<T> {
         chunks: &[ParamChunk],
         final_kernels: &[usize],
     ) -> Result<Self, RankError> {
+        Ranks::of_stage(exchange, shards, chunks, final_kernels, None)
+    }
+
+    /// [`Ranks::new`] for the replicas of a pipeline stage, given `held`: per chunk,
+    /// how far the stage's packed parameters and gradients moved it (`None`: another
+    /// stage finishes it). The replicas own and exchange only the chunks it finishes.
+    pub fn of_stage(
+        exchange: Arc<dyn Exchange>,
+        shards: usize,
+        chunks: &[ParamChunk],
+        final_kernels: &[usize],
+        held: Option<&[Option<isize>]>,
+    ) -> Result<Self, RankError> {
         let (rank, ranks) = (exchange.rank(), exchange.ranks());
         if !rank_counts(shards).contains(&ranks) {
             return Err(RankError::new(ranks, shards));
         }
         let block = shards / ranks;
-        let owners = Owners::new(chunks, final_kernels, ranks);
+        let shift = |i: usize| held.map_or(Some(0), |h| h[i]);
+        let owners = Owners::of_some(chunks, final_kernels, ranks, |i| shift(i).is_some());
         let total_parts = owners.parts.iter().map(Vec::len).sum();
         let piece = owners.piece(chunks);
         let most = owners.chunks.iter().map(Vec::len).max().unwrap_or(0);
@@ -298,7 +316,13 @@ impl<T: cllm_kernels::Real> Ranks<T> {
             own: rank * block..(rank + 1) * block,
             block,
             owners,
-            chunk_floats: chunks.iter().map(|c| c.offset..c.offset + c.len).collect(),
+            chunk_floats: (chunks.iter().enumerate())
+                .map(|(i, c)| {
+                    let at = c.offset.wrapping_add_signed(shift(i).unwrap_or(0));
+                    at..at + c.len
+                })
+                .collect(),
+            chunk_starts: chunks.iter().map(|c| c.offset).collect(),
             piece,
             scatter: pieces(),
             mine: pieces(),

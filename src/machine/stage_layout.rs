@@ -11,7 +11,7 @@ use cllm_kernels::Real;
 use super::pipeline::Stages;
 use super::ranks::Exchange;
 use super::{Machine, Region};
-use crate::plan::grads::ROOT;
+use crate::plan::owners::Owners;
 use crate::plan::pipeline::StagePlan;
 
 /// Why a machine cannot run as a pipeline stage on these ranks.
@@ -52,16 +52,14 @@ pub enum StageError {
     Layers { stages: usize },
 }
 
-/// A stage's gradient buffers other than ROOT, holding only the parameters its
-/// kernels touch: where each tensor lives in them, their length, and per parameter
-/// chunk how far it moved (`None`: not held; the tree's additions skip it). Without
-/// replicas ROOT and the parameters (and bf16 panels) are packed alike.
-pub(super) struct CompactGrads {
+/// A stage's parameters and gradient buffers, holding only the parameters its kernels
+/// touch, packed in parameter order: where each tensor lives (its bf16 panels too),
+/// their length, and per parameter chunk how far it moved (`None`: not held; the tree's
+/// additions skip it).
+pub(super) struct Packed {
     pub places: Vec<super::Place>,
     pub len: usize,
     pub shifts: Vec<Option<isize>>,
-    /// Whether ROOT is compact too (no replicas: no stage needs another's gradient).
-    pub root: bool,
 }
 
 impl<T: Real> Machine<T> {
@@ -91,35 +89,36 @@ impl<T: Real> Machine<T> {
         }
         let plan = StagePlan::new(&self.plan, stages).ok_or(StageError::Layers { stages })?;
         let (stage, replica) = (world.rank() / replicas, world.rank() % replicas);
-        let exchange = match replicas {
-            1 => world,
-            _ => {
-                // Every rank splits twice, in this order: its pipeline, then its stage.
-                let pipeline = world.split(replica, stage);
-                let peers = world.split(stage, replica);
-                self.set_ranks(peers, false)
-                    .expect("the replicas split the shards");
-                pipeline
-            }
+        let (exchange, peers) = match replicas {
+            1 => (world, None),
+            // Every rank splits twice, in this order: its pipeline, then its stage.
+            _ => (
+                world.split(replica, stage),
+                Some(world.split(stage, replica)),
+            ),
         };
-        let own = self.ranks.as_ref().map_or(0..shards, |r| r.own.clone());
+        let block = shards / replicas;
+        let own = replica * block..(replica + 1) * block;
         // One worker runs every shard, each pass of those in flight in its own arena.
         let schedule = crate::plan::grads::schedule(shards, own.clone(), 1);
         // At most P − s passes in flight (fewer when a step has fewer passes).
         let slots = stages - stage;
-        // What this stage will hold, refused before it is allocated: gradient buffers of
-        // only the parameters this stage's kernels write (with replicas, ROOT whole: it
-        // receives every stage's part after the passes); its own arena (only the tensors
-        // its kernels touch and its messages carry) for each pass in flight.
-        // Without replicas each stage updates only the chunks it finishes and keeps
-        // their moments alone (with replicas, the stage's data-parallel owners do).
-        let owners = (replicas == 1).then(|| {
-            let params = self.chunk_params();
-            let stage_of = |c: usize| plan.param_stage[params[c]];
-            super::stage_state::OwnChunks::new(&self.plan.param_chunks, stages, stage_of)
-        });
-        let replica_moments = owners.is_none().then(|| self.m.len() + self.v.len());
-        let held = plan.held(&self.plan, stage, own.clone(), replica_moments);
+        // Each stage updates only the chunks it finishes: alone, it keeps their moments;
+        // with replicas, the stage's data-parallel owners split them (`ranks.rs`).
+        let chunks = &self.plan.param_chunks;
+        let params = self.chunk_params();
+        let stage_of = |c: usize| plan.param_stage[params[c]];
+        let owners = super::stage_state::OwnChunks::new(chunks, stages, stage_of);
+        let finals = crate::plan::overlap::final_kernels(&self.plan);
+        let dealt = Owners::of_some(chunks, &finals, replicas, |c| stage_of(c) == stage);
+        // With replicas: their share of the moments and the exchange's two buffers.
+        let replica_floats = (replicas > 1)
+            .then(|| 2 * dealt.len(replica, chunks) + 2 * replicas * dealt.piece(chunks));
+        // What this stage will hold, refused before it is allocated: the parameters its
+        // kernels touch and gradient buffers of only those; the moments of its chunks
+        // (or the replicas' share); its own arena (only the tensors its kernels touch
+        // and its messages carry) for each pass in flight.
+        let held = plan.held(&self.plan, stage, own.clone(), replica_floats);
         if held.total() > self.plan.memory_budget {
             let human = crate::plan::human_bytes;
             return Err(StageError::OverBudget {
@@ -137,14 +136,8 @@ impl<T: Real> Machine<T> {
         let compact_len = held.compact_floats;
         let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
         self.schedule = schedule;
-        // Without replicas no stage needs another's gradient: ROOT is compact too.
-        let root = owners.is_some();
-        let floats = |b| match b == ROOT && !root {
-            true => self.param_floats,
-            false => compact_len,
-        };
         self.grads = (0..self.schedule.buffers)
-            .map(|b| vec![T::default(); floats(b)])
+            .map(|_| vec![T::default(); compact_len])
             .collect();
         self.grad_ptrs = (self.grads.iter_mut())
             .map(|g| super::SyncPtr(g.as_mut_ptr()))
@@ -154,50 +147,57 @@ impl<T: Real> Machine<T> {
                 (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
             }
         }
-        let mut compact = self.compact_grads(&touched, compact_len, root);
-        let mut shares = Vec::new();
-        if root {
-            // Without replicas the parameters and their bf16 panels are packed too.
-            self.params = vec![T::default(); compact_len];
-            let graph = &self.plan.graph;
-            let (panels, offsets) = super::panel_layout(graph, |i| touched[i]);
-            self.panels = panels;
-            for (id, t) in graph.tensors.iter().enumerate() {
-                if let crate::graph::Role::Panels(i) = t.role {
-                    let len = if touched[i] { t.len() } else { 0 };
-                    (compact.places[id].offset, compact.places[id].len) = (offsets[id], len);
-                }
-            }
-            // Every buffer is compact: one set of places for all.
-            self.places.clone_from(&compact.places);
-            // The parameters another stage touches too: sent on by their updater.
-            for (i, &owner) in plan.param_stage.iter().enumerate() {
-                let readers: Vec<usize> = (0..stages)
-                    .filter(|&s| s != owner && touched_by[s][i])
-                    .collect();
-                if touched[i] && !readers.is_empty() {
-                    let place = self.places[graph.params[i].tensor.0];
-                    shares.push(super::stage_state::Share {
-                        local: place.offset..place.offset + place.len,
-                        owner,
-                        readers,
-                    });
-                }
+        let mut compact = self.packed(&touched, compact_len);
+        // The parameters and their bf16 panels are packed as the gradients are.
+        self.params = vec![T::default(); compact_len];
+        let graph = &self.plan.graph;
+        let (panels, offsets) = super::panel_layout(graph, |i| touched[i]);
+        self.panels = panels;
+        for (id, t) in graph.tensors.iter().enumerate() {
+            if let crate::graph::Role::Panels(i) = t.role {
+                let len = if touched[i] { t.len() } else { 0 };
+                (compact.places[id].offset, compact.places[id].len) = (offsets[id], len);
             }
         }
+        // Every buffer is compact: one set of places for all.
+        self.places.clone_from(&compact.places);
+        // The parameters another stage touches too: sent on by their updater.
+        let mut shares = Vec::new();
+        for (i, &owner) in plan.param_stage.iter().enumerate() {
+            let readers: Vec<usize> = (0..stages)
+                .filter(|&s| s != owner && touched_by[s][i])
+                .collect();
+            if touched[i] && !readers.is_empty() {
+                let place = self.places[graph.params[i].tensor.0];
+                shares.push(super::stage_state::Share {
+                    local: place.offset..place.offset + place.len,
+                    owner,
+                    readers,
+                });
+            }
+        }
+        let moments = match peers {
+            Some(peers) => {
+                // The stage's replicas: data-parallel owners of the chunks it finishes.
+                let held: Vec<Option<isize>> = (compact.shifts.iter().enumerate())
+                    .map(|(c, shift)| shift.filter(|_| stage_of(c) == stage))
+                    .collect();
+                let ranks =
+                    super::ranks::Ranks::of_stage(peers, shards, chunks, &finals, Some(&held))
+                        .expect("the replicas split the shards");
+                let floats = ranks.own_len();
+                self.ranks = Some(ranks);
+                floats
+            }
+            None => (owners.chunks[stage].iter()).map(|&c| chunks[c].len).sum(),
+        };
+        (self.m, self.v) = (vec![T::default(); moments], vec![T::default(); moments]);
         self.compact = Some(compact);
         let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
         self.workers = (0..slots).map(with_arena).collect();
-        let param_range = |i| self.param_range(i);
-        let mut stage_of = Stages::new(exchange, plan, stage, !root, param_range);
+        let mut stage_of = Stages::new(exchange, plan, stage, replica);
         stage_of.shares = shares;
-        if let Some(owners) = owners {
-            let floats = (owners.chunks[stage].iter())
-                .map(|&c| self.plan.param_chunks[c].len)
-                .sum();
-            (self.m, self.v) = (vec![T::default(); floats], vec![T::default(); floats]);
-            stage_of.own = Some(owners);
-        }
+        stage_of.own = Some(owners);
         self.stages = Some(stage_of);
         Ok(())
     }
@@ -214,10 +214,9 @@ impl<T: Real> Machine<T> {
             .collect()
     }
 
-    /// Where a stage's compact gradient buffers hold the `touched` parameters' gradients
-    /// (packed in parameter order) and how far each chunk moved; with `root` (no
-    /// replicas), the parameters themselves too.
-    fn compact_grads(&self, touched: &[bool], len: usize, root: bool) -> CompactGrads {
+    /// Where a stage's parameters and gradient buffers hold the `touched` parameters
+    /// (packed in parameter order) and how far each chunk moved.
+    fn packed(&self, touched: &[bool], len: usize) -> Packed {
         let mut at = vec![None; touched.len()];
         let mut next = 0;
         for (i, &t) in touched.iter().enumerate().filter(|&(_, &t)| t) {
@@ -232,7 +231,7 @@ impl<T: Real> Machine<T> {
                 crate::graph::Role::ParamGrad(i) => {
                     (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
                 }
-                crate::graph::Role::Param(i) if root => {
+                crate::graph::Role::Param(i) => {
                     (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
                 }
                 _ => {}
@@ -242,11 +241,10 @@ impl<T: Real> Machine<T> {
         let shifts = (self.chunk_params().into_iter())
             .map(|i| at[i].map(|a| a as isize - self.param_offsets[i] as isize))
             .collect();
-        CompactGrads {
+        Packed {
             places,
             len,
             shifts,
-            root,
         }
     }
 }

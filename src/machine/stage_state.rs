@@ -110,36 +110,47 @@ impl<T: Real> Stages<T> {
 }
 
 impl<T: Real> Machine<T> {
-    /// Whether the model's state is split over pipeline stages without replicas and
-    /// [`Machine::gather_moments`] gathers it to the first stage alone.
+    /// Whether the model's state is split over pipeline stages and
+    /// [`Machine::gather_moments`] gathers it to the first stage of the first replica
+    /// (rank 0) alone.
     pub fn state_on_first_stage(&self) -> bool {
-        (self.stages.as_ref()).is_some_and(|s| s.own.is_some())
+        self.stages.is_some()
     }
 
     /// Whether this process holds the whole model's state once
-    /// [`Machine::gather_moments`] has run: every process but a pipeline stage
-    /// without replicas other than the first.
+    /// [`Machine::gather_moments`] has run: every process but a pipeline stage other
+    /// than rank 0.
     pub fn holds_whole_state(&self) -> bool {
-        (self.stages.as_ref()).is_none_or(|s| s.own.is_none() || s.stage == 0)
+        (self.stages.as_ref()).is_none_or(|s| s.stage == 0 && s.replica == 0)
     }
 
-    /// Without replicas: every stage's parameters and moments gathered whole to the
-    /// first stage (`whole_params`, `whole_moments`), for a checkpoint. Every stage
-    /// calls it at the same point; only the first holds the whole state afterwards.
+    /// Every stage's parameters and moments gathered whole to rank 0 (`whole_params`,
+    /// `whole_moments`), for a checkpoint: with replicas, each stage's moments first
+    /// among its replicas, then the first replica's pipeline to its first stage. Every
+    /// rank calls it at the same point; only rank 0 holds the whole state afterwards.
     pub(super) fn gather_to_first_stage(&mut self) {
         let params = self.graph().params.len();
+        // With replicas, the stage's moments packed as its chunks alone are packed.
+        let stage_moments = self.stage_moments();
         let held: Vec<Range<usize>> = (0..params).map(|i| self.held_range(i)).collect();
         let whole: Vec<Range<usize>> = (0..params).map(|i| self.param_range(i)).collect();
         let floats = self.param_floats;
         let chunks = &self.plan.param_chunks;
         let st = self.stages.as_mut().expect("a pipeline stage");
-        let own = st.own.take().expect("a stage without replicas");
+        if st.replica != 0 {
+            return; // the first replica's pipeline holds the same state
+        }
+        let (my_m, my_v) = match &stage_moments {
+            Some((m, v)) => (&m[..], &v[..]),
+            None => (&self.m[..], &self.v[..]),
+        };
+        let own = st.own.take().expect("a stage's chunks");
         let param_stage = st.plan.param_stage.clone();
         let param_stage = &param_stage;
         let stage_params = |s: usize| (0..params).filter(move |&i| param_stage[i] == s);
         let started = Instant::now();
         if st.stage != 0 {
-            let mut sends = vec![bytes_of(&self.m), bytes_of(&self.v)];
+            let mut sends = vec![bytes_of(my_m), bytes_of(my_v)];
             sends.extend(stage_params(st.stage).map(|i| bytes_of(&self.params[held[i].clone()])));
             for bytes in sends {
                 // SAFETY: the moments and parameters are not written before
@@ -160,7 +171,7 @@ impl<T: Real> Machine<T> {
         let mut scratch = Vec::new();
         for s in 0..st.plan.stages {
             let list = &own.chunks[s];
-            for (whole_moment, mine) in [(&mut m, &self.m), (&mut v, &self.v)] {
+            for (whole_moment, mine) in [(&mut m, my_m), (&mut v, my_v)] {
                 let packed: &[T] = match s {
                     0 => mine,
                     _ => {
@@ -188,5 +199,28 @@ impl<T: Real> Machine<T> {
         st.own = Some(own);
         self.whole_moments = Some((m, v));
         self.whole_params = Some(p);
+    }
+
+    /// With replicas: the stage's moments gathered among its replicas (each holds its
+    /// owners' share), packed as its chunks are when it runs alone; `None` without.
+    fn stage_moments(&mut self) -> Option<(Vec<T>, Vec<T>)> {
+        let ranks = self.ranks.as_mut()?;
+        let st = self.stages.as_ref().expect("a pipeline stage");
+        let own = st.own.as_ref().expect("a stage's chunks");
+        let list = &own.chunks[st.stage];
+        let chunks = &self.plan.param_chunks;
+        let floats = list.iter().map(|&c| chunks[c].len).sum();
+        let mut packed = |mine: &[T]| {
+            // Every owner's chunks where the stage holds them, then packed.
+            let mut held = vec![T::default(); self.params.len()];
+            ranks.gather_owned(&mut held, Some(mine));
+            let mut out = vec![T::default(); floats];
+            for &c in list {
+                let from = ranks.chunk_floats[c].clone();
+                out[own.local[c]..][..from.len()].copy_from_slice(&held[from]);
+            }
+            out
+        };
+        Some((packed(&self.m), packed(&self.v)))
     }
 }

@@ -32,11 +32,8 @@ pub(super) struct Shared<'a, T: Real> {
     pub mask: &'a [T],
     /// Base of each gradient buffer (each written by one worker at a time).
     pub grads: &'a [SyncPtr<T>],
+    /// Floats of each gradient buffer.
     pub grads_len: usize,
-    /// A pipeline stage's compact gradient buffers (all but ROOT, or all): where each
-    /// tensor lives in them (parameter gradients moved), their length, and whether ROOT
-    /// is compact too.
-    pub compact: Option<(&'a [Place], usize, bool)>,
     /// Which shards each worker runs, into which buffers, and the tree's additions.
     pub schedule: &'a crate::plan::grads::GradSchedule,
     /// The optimizer's chunk steps (for the gradient tree's additions).
@@ -44,18 +41,6 @@ pub(super) struct Shared<'a, T: Real> {
     /// The compiled plan kernels (none: run the reference kernels).
     pub kernels: Option<&'a [CompiledKernel]>,
     pub poison: bool,
-}
-
-impl<T: Real> Shared<'_, T> {
-    /// Where tensors live when gradient buffer `buffer` is the shard's, and its length.
-    pub(super) fn view(&self, buffer: usize) -> (&[Place], usize) {
-        match self.compact {
-            Some((places, len, root)) if buffer != crate::plan::grads::ROOT || root => {
-                (places, len)
-            }
-            _ => (self.places, self.grads_len),
-        }
-    }
 }
 
 impl<T: Real> Worker<T> {
@@ -112,10 +97,9 @@ impl<T: Real> Worker<T> {
                 None => {
                     // SAFETY: the schedule gives this buffer to this worker's shard
                     // alone, so it is ours for the duration of the kernel.
-                    let (places, len) = shared.view(grads);
-                    let grads = unsafe { shared.grads[grads].slice(len) };
+                    let grads = unsafe { shared.grads[grads].slice(shared.grads_len) };
                     let mut context = StepContext {
-                        places,
+                        places: shared.places,
                         arena: &mut self.arena,
                         params: shared.params,
                         mask: shared.mask,

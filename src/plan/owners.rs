@@ -54,11 +54,22 @@ impl Owners {
     /// The cut of `chunks` over `ranks` owners; `final_kernel[i]` is the kernel after
     /// which chunk i is final (all equal: the cut is by size alone).
     pub fn new(chunks: &[ParamChunk], final_kernel: &[usize], ranks: usize) -> Owners {
+        Owners::of_some(chunks, final_kernel, ranks, |_| true)
+    }
+
+    /// [`Owners::new`] of the chunks `dealt(i)` only (a pipeline stage's replicas own
+    /// the chunks their stage finishes); the others have no owner.
+    pub fn of_some(
+        chunks: &[ParamChunk],
+        final_kernel: &[usize],
+        ranks: usize,
+        dealt: impl Fn(usize) -> bool,
+    ) -> Owners {
         let kernel = |i: usize| final_kernel.get(i).copied().unwrap_or(0);
         // The largest chunks first (each to the least-loaded owner: pieces within one
         // small chunk of each other), chunks of one size in finishing order: dealt round
         // the owners, so each holds its share of what every kernel finishes.
-        let mut order: Vec<usize> = (0..chunks.len()).collect();
+        let mut order: Vec<usize> = (0..chunks.len()).filter(|&i| dealt(i)).collect();
         order.sort_by_key(|&i| (std::cmp::Reverse(chunks[i].len), kernel(i), i));
         let mut owned = vec![Vec::new(); ranks];
         let mut floats = vec![0usize; ranks];

@@ -238,24 +238,23 @@ impl StagePlan {
     }
 
     /// What stage `stage` holds as built, running the shards `block`: the parameters
-    /// its kernels touch (with replicas, every parameter), the AdamW moments (of the
-    /// parameters it finishes; with replicas, `replica_moments` floats, the stage's
-    /// data-parallel owners' split), gradient buffers holding only the parameters its
-    /// kernels touch (with replicas, ROOT whole), and its arenas in flight.
+    /// its kernels touch (and in bf16 their panels), gradient buffers holding only
+    /// those, the AdamW moments of the parameters it finishes (with replicas,
+    /// `replica_floats`: the replica's share of them and its exchange buffers), and its
+    /// arenas in flight.
     pub fn held(
         &self,
         plan: &Plan,
         stage: usize,
         block: std::ops::Range<usize>,
-        replica_moments: Option<usize>,
+        replica_floats: Option<usize>,
     ) -> Held {
-        let params: usize = plan.param_chunks.iter().map(|c| c.len).sum();
         let graph = &plan.graph;
         let own: usize = (0..graph.params.len())
             .filter(|&i| self.param_stage[i] == stage)
             .map(|i| graph.tensor(graph.params[i].tensor).len())
             .sum();
-        let moment_floats = replica_moments.unwrap_or(2 * own);
+        let moment_floats = replica_floats.unwrap_or(2 * own);
         let touched = self.touched_params(plan, stage);
         let compact: usize = (0..touched.len())
             .filter(|&i| touched[i])
@@ -264,20 +263,14 @@ impl StagePlan {
         let buffers = super::grads::schedule(plan.shards, block, 1).buffers;
         let (_, arena) = self.arena(plan, stage);
         let arenas = self.stages - stage;
-        // With replicas ROOT is whole (it receives the other stages' parts); alone, no
-        // stage needs another's gradient and every buffer is compact.
-        let (params, grads) = match replica_moments {
-            Some(_) => (params, params + (buffers - 1) * compact),
-            None => (compact, buffers * compact),
-        };
         // In bf16 mode, the panels of the weights it holds.
         let panels: usize = (graph.tensors.iter())
             .filter_map(|t| match t.role {
-                Role::Panels(i) if replica_moments.is_some() || touched[i] => Some(t.len()),
+                Role::Panels(i) if touched[i] => Some(t.len()),
                 _ => None,
             })
             .sum();
-        let floats = params + moment_floats + grads + panels;
+        let floats = compact + moment_floats + buffers * compact + panels;
         Held {
             state_bytes: 4 * floats as u64,
             compact_floats: compact,
