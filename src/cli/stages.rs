@@ -92,10 +92,11 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "memory as built (no replicas): each stage holds only the parameters its kernels \
-         touch (the tied wte on the first and the last), their gradient buffers, the AdamW \
-         moments of the chunks it finishes and its arenas; with replicas, every stage holds \
-         the whole model's parameters and gradient"
+        "memory as built: each stage holds only the parameters its kernels touch (the tied \
+         wte on the first and the last), gradient buffers of those, the AdamW moments of the \
+         chunks it finishes (with replicas, each replica its share) and its arenas in flight; \
+         \"holds\" adds what a checkpoint gathers: the whole model's parameters and moments \
+         on the first stage, which writes it"
     );
     let dp = if rank_counts(plan.shards).contains(&stages) {
         let finals = cllm::plan::overlap::final_kernels(plan);

@@ -32,12 +32,12 @@ pub enum StageError {
         counts: String,
     },
     #[error(
-        "stage {stage} needs {needs} (the model's parameters, moments and gradient buffers, and {arenas} arena(s) of {arena} for its passes in flight), over plan.memory_budget = {budget}"
+        "stage {stage} needs {needs} (its parameters, moments and gradient buffers, what a checkpoint gathers on it, and {arenas} arena(s) of {arena} for its passes in flight), over plan.memory_budget = {budget}"
     )]
     #[diagnostic(
         code(cllm::stages),
         help(
-            "raise plan.memory_budget, more stages, or lower the arena (fewer sequences per shard: more plan.shards); with replicas every stage holds the whole model's parameters"
+            "raise plan.memory_budget, cut into more stages, or lower the arena (fewer sequences per shard: more plan.shards); the first stage also gathers the whole model's parameters and moments to write a checkpoint"
         )
     )]
     OverBudget {

@@ -66,7 +66,11 @@ pub struct Message {
 pub struct Held {
     /// Parameters, moments, gradient buffers and (bf16) weight panels.
     pub state_bytes: u64,
-    /// Floats of each gradient buffer but ROOT.
+    /// What a checkpoint gathers on top, while it is written: on the first stage the
+    /// whole model's parameters and moments (it writes them), with replicas each
+    /// stage's moments among its replicas.
+    pub checkpoint_bytes: u64,
+    /// Floats of each (packed) gradient buffer and of the parameters.
     pub compact_floats: usize,
     /// One arena, and how many are in flight.
     pub arena_bytes: u64,
@@ -75,7 +79,7 @@ pub struct Held {
 
 impl Held {
     pub fn total(&self) -> u64 {
-        self.state_bytes + self.arenas as u64 * self.arena_bytes
+        self.state_bytes + self.checkpoint_bytes + self.arenas as u64 * self.arena_bytes
     }
 }
 
@@ -271,8 +275,15 @@ impl StagePlan {
             })
             .sum();
         let floats = compact + moment_floats + buffers * compact + panels;
+        // A checkpoint: the whole state to the first stage (of the first replica, but
+        // every replica's first stage is priced alike); with replicas, the stage's
+        // moments gathered (one packed temporary, both moments packed).
+        let whole: usize = plan.param_chunks.iter().map(|c| c.len).sum();
+        let first = if stage == 0 { 3 * whole } else { 0 };
+        let gathered = replica_floats.map_or(0, |_| compact + 2 * own);
         Held {
             state_bytes: 4 * floats as u64,
+            checkpoint_bytes: 4 * (first + gathered) as u64,
             compact_floats: compact,
             arena_bytes: 4 * arena as u64,
             arenas,

@@ -218,7 +218,9 @@ pub fn predict(
             let in_flight = (ranges.len() - s).min(micro_batches);
             let held = division.held(plan, s, 0..plan.shards, None);
             Stage {
-                holds_bytes: held.state_bytes + in_flight as u64 * held.arena_bytes,
+                holds_bytes: held.state_bytes
+                    + held.checkpoint_bytes
+                    + in_flight as u64 * held.arena_bytes,
                 sent_floats: sent.clone().map(|m| m.floats).sum(),
                 messages: sent.count(),
                 blocks: range.clone(),
