@@ -93,9 +93,9 @@ pub struct Machine<T: Real> {
     ranks: Option<ranks::Ranks<T>>,
     /// This process's stage when the model is cut into pipeline stages over ranks.
     stages: Option<pipeline::Stages<T>>,
-    /// A pipeline stage's gradient buffers other than ROOT hold only the parameters
-    /// its kernels write.
-    compact: Option<stage_layout::Packed>,
+    /// A pipeline stage's parameters and gradient buffers hold only the parameters its
+    /// kernels touch, packed (`places` say where).
+    packed: Option<stage_layout::Packed>,
 }
 
 /// A compiled program and the argument tables of its weight-panel kernels, per
@@ -191,7 +191,7 @@ impl<T: Real> Machine<T> {
             poison: false,
             ranks: None,
             stages: None,
-            compact: None,
+            packed: None,
             plan,
         })
     }
@@ -367,20 +367,13 @@ impl<T: Real> Machine<T> {
     /// single-shard [`Machine::backward`], shard 0's. Over ranks, only the floats of
     /// this rank's own run are the sum: each owner alone finishes its run.
     pub fn grad(&self, i: usize) -> &[T] {
-        match self.compact.as_ref() {
-            // A pipeline stage's compact ROOT: its own parameters' gradients, or none.
-            Some(compact) => {
-                let graph = self.graph();
-                let tensor = (graph
-                    .tensors
-                    .iter()
-                    .position(|t| t.role == Role::ParamGrad(i)))
-                .expect("every parameter has a gradient");
-                let place = compact.places[tensor];
-                &self.grads[ROOT][place.offset..place.offset + place.len]
-            }
-            None => &self.grads[ROOT][self.param_range(i)],
-        }
+        // (A pipeline stage holds only its own parameters' gradients, packed.)
+        let graph = self.graph();
+        let tensor = (graph.tensors.iter())
+            .position(|t| t.role == Role::ParamGrad(i))
+            .expect("every parameter has a gradient");
+        let place = self.places[tensor];
+        &self.grads[ROOT][place.offset..place.offset + place.len]
     }
 
     /// Parameter `i`'s AdamW moments (m, v). Over ranks, each rank holds its own span
@@ -488,7 +481,7 @@ impl<T: Real> Machine<T> {
             program,
             poison,
             workers,
-            compact,
+            packed,
             ..
         } = self;
         let shared = Shared {
@@ -498,10 +491,10 @@ impl<T: Real> Machine<T> {
             mask,
             grads: grad_ptrs,
             // A pipeline stage's buffers hold only its parameters' gradients.
-            grads_len: compact.as_ref().map_or(*param_floats, |c| c.len),
+            grads_len: packed.as_ref().map_or(*param_floats, |c| c.len),
             schedule,
             chunks: chunks::Chunks {
-                shifts: compact.as_ref().map(|c| &c.shifts[..]),
+                shifts: packed.as_ref().map(|c| &c.shifts[..]),
                 ..chunks::Chunks::of(plan, program)
             },
             kernels: program.as_ref().map(|b| b.program.kernels.as_slice()),

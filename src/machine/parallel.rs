@@ -230,7 +230,7 @@ impl<T: Real> Machine<T> {
         });
         let own = own.or(stage_own);
         // A stage's compact ROOT holds its chunks elsewhere than the parameters do.
-        let root_shifts = self.compact.as_ref().map(|c| &c.shifts);
+        let root_shifts = self.packed.as_ref().map(|c| &c.shifts);
         let update = |i: usize| {
             // The whole pointers are captured (they are Sync), not their raw fields.
             let (params, m, v, returns) = (&params, &m, &v, &returns);

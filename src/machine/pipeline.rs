@@ -195,7 +195,7 @@ impl<T: Real> Machine<T> {
         let chunks = super::chunks::Chunks::of(&self.plan, &self.program);
         let (last, grads) = (&self.schedule.last, &self.grad_ptrs);
         if !last.is_empty() {
-            let shifts = self.compact.as_ref().map(|c| &c.shifts[..]);
+            let shifts = self.packed.as_ref().map(|c| &c.shifts[..]);
             let chunks = super::chunks::Chunks { shifts, ..chunks };
             pool.install(|| {
                 (0..self.chunk_squares.len()).into_par_iter().for_each(|i| {
@@ -213,7 +213,7 @@ impl<T: Real> Machine<T> {
             let st = self.stages.as_ref().expect("a pipeline stage");
             let mine = &st.own.as_ref().expect("a stage's chunks").chunks[st.stage];
             let root = &self.grad_ptrs[ROOT];
-            let shifts = &self.compact.as_ref().expect("a stage's packing").shifts;
+            let shifts = &self.packed.as_ref().expect("a stage's packing").shifts;
             let squares = SyncF64(self.chunk_squares.as_mut_ptr());
             pool.install(|| {
                 mine.par_iter().for_each(|&i| {

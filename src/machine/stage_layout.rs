@@ -11,6 +11,7 @@ use cllm_kernels::Real;
 use super::pipeline::Stages;
 use super::ranks::Exchange;
 use super::{Machine, Region};
+use crate::graph::Role;
 use crate::plan::owners::Owners;
 use crate::plan::pipeline::StagePlan;
 
@@ -52,12 +53,11 @@ pub enum StageError {
     Layers { stages: usize },
 }
 
-/// A stage's parameters and gradient buffers, holding only the parameters its kernels
-/// touch, packed in parameter order: where each tensor lives (its bf16 panels too),
-/// their length, and per parameter chunk how far it moved (`None`: not held; the tree's
-/// additions skip it).
+/// How a stage packs the parameters its kernels touch (and their gradients, in every
+/// buffer): the packed length, and per parameter chunk how far it moved from its place
+/// in the whole model (`None`: not held; the tree's additions skip it). Where each
+/// tensor now lives is in the machine's places (the bf16 panels' too).
 pub(super) struct Packed {
-    pub places: Vec<super::Place>,
     pub len: usize,
     pub shifts: Vec<Option<isize>>,
 }
@@ -105,7 +105,7 @@ impl<T: Real> Machine<T> {
         let slots = stages - stage;
         // Each stage updates only the chunks it finishes: alone, it keeps their moments;
         // with replicas, the stage's data-parallel owners split them (`ranks.rs`).
-        let chunks = &self.plan.param_chunks;
+        let chunks = &self.plan.param_chunks.clone();
         let params = self.chunk_params();
         let stage_of = |c: usize| plan.param_stage[params[c]];
         let owners = super::stage_state::OwnChunks::new(chunks, stages, stage_of);
@@ -147,20 +147,18 @@ impl<T: Real> Machine<T> {
                 (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
             }
         }
-        let mut compact = self.packed(&touched, compact_len);
+        let packed = self.pack(&touched, compact_len);
         // The parameters and their bf16 panels are packed as the gradients are.
         self.params = vec![T::default(); compact_len];
         let graph = &self.plan.graph;
         let (panels, offsets) = super::panel_layout(graph, |i| touched[i]);
         self.panels = panels;
         for (id, t) in graph.tensors.iter().enumerate() {
-            if let crate::graph::Role::Panels(i) = t.role {
+            if let Role::Panels(i) = t.role {
                 let len = if touched[i] { t.len() } else { 0 };
-                (compact.places[id].offset, compact.places[id].len) = (offsets[id], len);
+                (self.places[id].offset, self.places[id].len) = (offsets[id], len);
             }
         }
-        // Every buffer is compact: one set of places for all.
-        self.places.clone_from(&compact.places);
         // The parameters another stage touches too: sent on by their updater.
         let mut shares = Vec::new();
         for (i, &owner) in plan.param_stage.iter().enumerate() {
@@ -179,7 +177,7 @@ impl<T: Real> Machine<T> {
         let moments = match peers {
             Some(peers) => {
                 // The stage's replicas: data-parallel owners of the chunks it finishes.
-                let held: Vec<Option<isize>> = (compact.shifts.iter().enumerate())
+                let held: Vec<Option<isize>> = (packed.shifts.iter().enumerate())
                     .map(|(c, shift)| shift.filter(|_| stage_of(c) == stage))
                     .collect();
                 let ranks =
@@ -192,7 +190,7 @@ impl<T: Real> Machine<T> {
             None => (owners.chunks[stage].iter()).map(|&c| chunks[c].len).sum(),
         };
         (self.m, self.v) = (vec![T::default(); moments], vec![T::default(); moments]);
-        self.compact = Some(compact);
+        self.packed = Some(packed);
         let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
         self.workers = (0..slots).map(with_arena).collect();
         let mut stage_of = Stages::new(exchange, plan, stage, replica);
@@ -214,9 +212,9 @@ impl<T: Real> Machine<T> {
             .collect()
     }
 
-    /// Where a stage's parameters and gradient buffers hold the `touched` parameters
-    /// (packed in parameter order) and how far each chunk moved.
-    fn packed(&self, touched: &[bool], len: usize) -> Packed {
+    /// Packs the `touched` parameters and their gradients in parameter order (their
+    /// places in `self.places`); returns the packing.
+    fn pack(&mut self, touched: &[bool], len: usize) -> Packed {
         let mut at = vec![None; touched.len()];
         let mut next = 0;
         for (i, &t) in touched.iter().enumerate().filter(|&(_, &t)| t) {
@@ -224,27 +222,15 @@ impl<T: Real> Machine<T> {
             at[i] = Some(next);
             next += self.param_range(i).len();
         }
-        let graph = self.graph();
-        let mut places = self.places.clone();
-        for (place, tensor) in places.iter_mut().zip(&graph.tensors) {
-            match tensor.role {
-                crate::graph::Role::ParamGrad(i) => {
-                    (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
-                }
-                crate::graph::Role::Param(i) => {
-                    (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
-                }
-                _ => {}
+        for (place, tensor) in self.places.iter_mut().zip(&self.plan.graph.tensors) {
+            if let Role::Param(i) | Role::ParamGrad(i) = tensor.role {
+                (place.offset, place.len) = at[i].map_or((0, 0), |a| (a, place.len));
             }
         }
         // Chunks never straddle two parameters: each moves with its own.
         let shifts = (self.chunk_params().into_iter())
             .map(|i| at[i].map(|a| a as isize - self.param_offsets[i] as isize))
             .collect();
-        Packed {
-            places,
-            len,
-            shifts,
-        }
+        Packed { len, shifts }
     }
 }
