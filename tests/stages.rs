@@ -141,13 +141,14 @@ fn a_stage_over_the_memory_budget_is_refused_by_name() {
     let (spec, budget) = [2, 3, 4]
         .into_iter()
         .find_map(|stages| {
-            // One shard of 64 sequences: activations outweigh the parameters.
-            let mut spec = tiny(stages, 1);
-            spec.train.batch = 64;
+            // One shard of 64 sequences: activations outweigh the parameters; 4
+            // micro-batches a step, so stage 0 keeps P passes in flight.
+            let mut spec = tiny(stages, 4);
+            spec.train.batch = 4 * 64;
             spec.plan.shards = 1;
             let plan = cllm::plan::plan(&spec).unwrap();
             let division = StagePlan::new(&plan, stages).unwrap();
-            let stage_0 = division.held(&plan, 0, 0..plan.shards, None).total();
+            let stage_0 = division.held(&plan, 0, 0..plan.shards, 4, None).total();
             let alone = plan.total_bytes();
             eprintln!("{stages} stages: stage 0 holds {stage_0} B, one process {alone} B");
             (stage_0 > alone).then(|| (spec, (stage_0 + alone) / 2))
@@ -206,7 +207,7 @@ fn each_stage_holds_only_the_parameters_its_kernels_touch() {
                     let plan = plan.clone();
                     scope.spawn(move || {
                         let mut machine = Machine::<f32>::new(plan);
-                        machine.set_stages(exchange, stages).unwrap();
+                        machine.set_stages(exchange, stages, 1).unwrap();
                         let names = (0..machine.graph().params.len())
                             .filter(|&i| machine.holds_param(i))
                             .map(|i| machine.graph().params[i].name.clone())

@@ -67,11 +67,13 @@ impl<T: Real> Machine<T> {
     /// `world`: R = stages × Q ranks, rank r is stage r / Q of replica r % Q. Each
     /// replica's pipeline runs its block of the shards; the Q ranks of a stage are
     /// data-parallel ranks among themselves (`ranks.rs`, exchanged after the step).
-    /// Call before `attach_jit`.
+    /// `accumulate`: micro-batches a step (with the block, how many passes a step has
+    /// to keep in flight). Call before `attach_jit`.
     pub fn set_stages(
         &mut self,
         world: Arc<dyn Exchange>,
         stages: usize,
+        accumulate: usize,
     ) -> Result<(), StageError> {
         assert!(self.program.is_none(), "set_stages goes before attach_jit");
         let (ranks, shards) = (world.ranks(), self.plan.shards);
@@ -101,8 +103,6 @@ impl<T: Real> Machine<T> {
         let own = replica * block..(replica + 1) * block;
         // One worker runs every shard, each pass of those in flight in its own arena.
         let schedule = crate::plan::grads::schedule(shards, own.clone(), 1);
-        // At most P − s passes in flight (fewer when a step has fewer passes).
-        let slots = stages - stage;
         // Each stage updates only the chunks it finishes: alone, it keeps their moments;
         // with replicas, the stage's data-parallel owners split them (`ranks.rs`).
         let chunks = &self.plan.param_chunks.clone();
@@ -118,7 +118,9 @@ impl<T: Real> Machine<T> {
         // kernels touch and gradient buffers of only those; the moments of its chunks
         // (or the replicas' share); its own arena (only the tensors its kernels touch
         // and its messages carry) for each pass in flight.
-        let held = plan.held(&self.plan, stage, own.clone(), replica_floats);
+        let held = plan.held(&self.plan, stage, own.clone(), accumulate, replica_floats);
+        // At most P − s passes in flight (fewer when a step has fewer passes).
+        let slots = held.arenas;
         if held.total() > self.plan.memory_budget {
             let human = crate::plan::human_bytes;
             return Err(StageError::OverBudget {

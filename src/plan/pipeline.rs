@@ -241,7 +241,8 @@ impl StagePlan {
         (self.stages - s).min(passes).max(1)
     }
 
-    /// What stage `stage` holds as built, running the shards `block`: the parameters
+    /// What stage `stage` holds as built, running the shards `block` with `accumulate`
+    /// micro-batches a step: the parameters
     /// its kernels touch (and in bf16 their panels), gradient buffers holding only
     /// those, the AdamW moments of the parameters it finishes (with replicas,
     /// `replica_floats`: the replica's share of them and its exchange buffers), and its
@@ -251,6 +252,7 @@ impl StagePlan {
         plan: &Plan,
         stage: usize,
         block: std::ops::Range<usize>,
+        accumulate: usize,
         replica_floats: Option<usize>,
     ) -> Held {
         let graph = &plan.graph;
@@ -264,9 +266,10 @@ impl StagePlan {
             .filter(|&i| touched[i])
             .map(|i| plan.graph.tensor(plan.graph.params[i].tensor).len())
             .sum();
-        let buffers = super::grads::schedule(plan.shards, block, 1).buffers;
+        let buffers = super::grads::schedule(plan.shards, block.clone(), 1).buffers;
         let (_, arena) = self.arena(plan, stage);
-        let arenas = self.stages - stage;
+        // At most P − s passes in flight, and never more than a step has.
+        let arenas = (self.stages - stage).min(block.len() * accumulate);
         // In bf16 mode, the panels of the weights it holds.
         let panels: usize = (graph.tensors.iter())
             .filter_map(|t| match t.role {

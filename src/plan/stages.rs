@@ -216,7 +216,8 @@ pub fn predict(
             }
             let sent = division.first.iter().filter(|m| m.from == s);
             let in_flight = (ranges.len() - s).min(micro_batches);
-            let held = division.held(plan, s, 0..plan.shards, None);
+            let accumulate = micro_batches / plan.shards;
+            let held = division.held(plan, s, 0..plan.shards, accumulate, None);
             Stage {
                 holds_bytes: held.state_bytes
                     + held.checkpoint_bytes

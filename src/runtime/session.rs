@@ -51,7 +51,8 @@ pub(crate) fn assemble(
     // pipeline's stages run as one process (the same numbers).
     match ranks {
         Some(ranks) if spec.plan.stages > 1 => {
-            machine.set_stages(ranks.clone(), spec.plan.stages as usize)?
+            let accumulate = spec.train.accumulate as usize;
+            machine.set_stages(ranks.clone(), spec.plan.stages as usize, accumulate)?
         }
         Some(ranks) => machine.set_ranks(ranks.clone(), spec.plan.overlap)?,
         None => {}
