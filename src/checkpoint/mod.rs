@@ -139,6 +139,50 @@ pub fn locate(path: &Path) -> PathBuf {
 
 /// Writes `snapshot` to `path` atomically (temporary file, fsync, rename).
 pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError> {
+    let entries: Vec<Entry> = (snapshot.tensors.iter())
+        .map(|(name, shape, values)| Entry {
+            name: name.clone(),
+            shape: shape.clone(),
+            crc: crc_of(values),
+        })
+        .collect();
+    save_streamed(path, snapshot, &entries, |k, sink| {
+        sink(snapshot.tensors[k].2)
+    })
+}
+
+/// A tensor of a checkpoint written by [`save_streamed`]: its name, shape and the
+/// CRC-32 of its little-endian bytes ([`crc_of`]).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub crc: u32,
+}
+
+/// The CRC-32 a checkpoint records for `values`.
+pub fn crc_of(values: &[f32]) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    each_le_chunk(values, |bytes| {
+        crc.update(bytes);
+        Ok(())
+    })
+    .expect("hashing does not fail");
+    crc.finalize()
+}
+
+/// Writes a checkpoint of `entries` (and `snapshot`'s metadata; its tensors are not
+/// read) to `path` atomically, the tensors' values streamed: `data(k, sink)` gives
+/// entry k's values to `sink`, in one or more pieces. It is asked for every entry
+/// exactly once, in name order, whatever happens to the file — so values that arrive
+/// from elsewhere (a pipeline's other stages) are always taken — and nothing is copied
+/// whole into memory.
+pub fn save_streamed(
+    path: &Path,
+    snapshot: &Snapshot<'_>,
+    entries: &[Entry],
+    mut data: impl FnMut(usize, &mut dyn FnMut(&[f32]) -> std::io::Result<()>) -> std::io::Result<()>,
+) -> Result<(), CheckpointError> {
     let fail = |source| CheckpointError::Write {
         path: path.to_path_buf(),
         source,
@@ -157,23 +201,18 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
         "layout".to_string(),
         "matrices are (out, in), as in llm.c".to_string(),
     );
-    // The safetensors layout, streamed: the data in name order (as the `safetensors`
-    // crate lays it out), the header's keys sorted (serde_json's map is a BTreeMap), so
-    // two equal runs write the same bytes; nothing is copied whole into memory first.
-    let mut order: Vec<&(String, Vec<usize>, &[f32])> = snapshot.tensors.iter().collect();
-    order.sort_by(|a, b| a.0.cmp(&b.0));
+    // The safetensors layout: the data in name order (as the `safetensors` crate lays
+    // it out), the header's keys sorted (serde_json's map is a BTreeMap), so two equal
+    // runs write the same bytes.
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| entries[a].name.cmp(&entries[b].name));
     let mut header = serde_json::Map::new();
     let mut sums = serde_json::Map::new();
     let mut offset = 0;
-    for (name, shape, values) in &order {
-        let mut crc = crc32fast::Hasher::new();
-        each_le_chunk(values, |bytes| {
-            crc.update(bytes);
-            Ok(())
-        })
-        .expect("hashing does not fail");
-        sums.insert(name.clone(), format!("{:08x}", crc.finalize()).into());
-        let end = offset + 4 * values.len();
+    for &k in &order {
+        let Entry { name, shape, crc } = &entries[k];
+        sums.insert(name.clone(), format!("{crc:08x}").into());
+        let end = offset + 4 * shape.iter().product::<usize>();
         let entry =
             serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]});
         header.insert(name.clone(), entry);
@@ -189,15 +228,23 @@ pub fn save(path: &Path, snapshot: &Snapshot<'_>) -> Result<(), CheckpointError>
     let mut text = serde_json::to_vec(&header).expect("JSON serializes");
     // Padded with spaces to a multiple of 8 bytes, as the format requires.
     text.resize(text.len().next_multiple_of(8), b' ');
-    crate::files::write_atomic_with(path, |file| {
+    let mut asked = 0;
+    let written = crate::files::write_atomic_with(path, |file| {
         file.write_all(&(text.len() as u64).to_le_bytes())?;
         file.write_all(&text)?;
-        for (_, _, values) in &order {
-            each_le_chunk(values, |bytes| file.write_all(bytes))?;
+        for &k in &order {
+            asked += 1;
+            data(k, &mut |values| {
+                each_le_chunk(values, |bytes| file.write_all(bytes))
+            })?;
         }
         Ok(())
-    })
-    .map_err(fail)
+    });
+    // The file failed part way (or never opened): the rest of the values still come.
+    for &k in &order[asked..] {
+        let _ = data(k, &mut |_| Ok(()));
+    }
+    written.map_err(fail)
 }
 
 /// `values` as little-endian bytes, a few KiB at a time.

@@ -75,8 +75,11 @@ pub(super) struct Stages<T: Real> {
     pub own: Option<OwnChunks>,
     /// Without replicas, the parameters this stage shares with another.
     pub shares: Vec<Share>,
-    /// Without replicas, whether the state was gathered to the first stage since the
-    /// last update (`stage_state.rs`).
+    /// With replicas, the stage's moments gathered among them for a checkpoint
+    /// (`stage_state.rs`).
+    pub checkpoint_moments: Option<(Vec<T>, Vec<T>)>,
+    /// Whether the state was gathered to the first stage since the last update
+    /// (`stage_state.rs`).
     pub state_gathered: bool,
     /// Seconds spent waiting for other stages' messages and in the step's gathers.
     pub seconds: f64,
@@ -282,6 +285,7 @@ impl<T: Real> Stages<T> {
             own: None,
             shares: Vec::new(),
             state_gathered: false,
+            checkpoint_moments: None,
             seconds: 0.0,
             sent_bytes: 0,
         }

@@ -224,3 +224,134 @@ impl<T: Real> Machine<T> {
         Some((packed(&self.m), packed(&self.v)))
     }
 }
+
+/// A checkpoint streamed from the stages to rank 0 (the runtime writes it with
+/// `checkpoint::save_streamed`): the checkpoint's tensor k is parameter k for k < N,
+/// then each parameter's two AdamW moments (m, v) in turn. Each tensor comes from the
+/// stage that finishes its parameter's gradient (the first replica's), so rank 0 never
+/// holds more than its own stage's state and one tensor in flight. Every rank calls
+/// [`Machine::checkpoint_table`] at the same point; then rank 0 takes every tensor in
+/// name order ([`Machine::checkpoint_values`] or [`Machine::checkpoint_recv`]) while the
+/// first replica's other stages send theirs in that order ([`Machine::checkpoint_send`]).
+impl Machine<f32> {
+    /// The parameter and moment (0: the parameter, 1: m, 2: v) of tensor k.
+    fn checkpoint_part(&self, k: usize) -> (usize, usize) {
+        let n = self.graph().params.len();
+        match k < n {
+            true => (k, 0),
+            false => ((k - n) / 2, 1 + (k - n) % 2),
+        }
+    }
+
+    /// Every tensor's CRC-32 and whether it is finite, learned by every rank: with
+    /// replicas each stage's moments are first gathered among them (kept until
+    /// [`Machine::checkpoint_done`]); each stage computes its own tensors'; one small
+    /// all-gather along each pipeline.
+    pub fn checkpoint_table(&mut self) -> Vec<(u32, bool)> {
+        let moments = self.stage_moments();
+        let st = self.stages.as_mut().expect("a pipeline stage");
+        st.checkpoint_moments = moments;
+        let count = 3 * self.graph().params.len();
+        let mut mine = vec![0u64; count];
+        for (k, word) in mine.iter_mut().enumerate() {
+            if let Some(values) = self.checkpoint_values(k) {
+                let finite = values.iter().all(|x| x.is_finite());
+                let crc = crate::checkpoint::crc_of(values);
+                *word = 1 << 34 | u64::from(finite) << 32 | u64::from(crc);
+            }
+        }
+        let st = self.stages.as_mut().expect("a pipeline stage");
+        let mut all = vec![0u64; count * st.plan.stages];
+        let started = Instant::now();
+        (st.exchange).all_gather(bytes_of_u64(&mine), bytes_of_u64_mut(&mut all));
+        st.seconds += started.elapsed().as_secs_f64();
+        (0..count)
+            .map(|k| {
+                let word = (0..st.plan.stages)
+                    .map(|s| all[s * count + k])
+                    .find(|w| w >> 34 == 1)
+                    .expect("a stage finishes every parameter");
+                (word as u32, word >> 32 & 1 == 1)
+            })
+            .collect()
+    }
+
+    /// Tensor k's values, if this stage is the one that sends them.
+    pub fn checkpoint_values(&self, k: usize) -> Option<&[f32]> {
+        let (i, part) = self.checkpoint_part(k);
+        let st = self.stages.as_ref().expect("a pipeline stage");
+        if st.plan.param_stage[i] != st.stage {
+            return None;
+        }
+        if part == 0 {
+            return Some(&self.params[self.held_range(i)]);
+        }
+        // The moments packed as the stage's chunks are (with replicas, gathered).
+        let own = st.own.as_ref().expect("a stage's chunks");
+        let (m, v) = match &st.checkpoint_moments {
+            Some((m, v)) => (&m[..], &v[..]),
+            None => (&self.m[..], &self.v[..]),
+        };
+        let range = self.param_range(i);
+        let first = (own.chunks[st.stage].iter())
+            .find(|&&c| self.plan.param_chunks[c].offset == range.start)
+            .expect("a parameter's chunks are its stage's");
+        let at = own.local[*first];
+        let packed = if part == 1 { m } else { v };
+        Some(&packed[at..at + range.len()])
+    }
+
+    /// On rank 0: tensor k from the stage that holds it, into `buffer`.
+    pub fn checkpoint_recv<'a>(&mut self, k: usize, buffer: &'a mut Vec<f32>) -> &'a [f32] {
+        let (i, _) = self.checkpoint_part(k);
+        buffer.resize(self.param_range(i).len(), 0.0);
+        let st = self.stages.as_mut().expect("a pipeline stage");
+        let started = Instant::now();
+        let from = st.plan.param_stage[i];
+        st.exchange
+            .recv(from, STATE_TAG, bytes_of_mut(&mut buffer[..]));
+        st.seconds += started.elapsed().as_secs_f64();
+        buffer
+    }
+
+    /// On the first replica's other stages: this stage's tensors to rank 0, in the
+    /// `order` rank 0 takes them (a rank of another replica sends nothing).
+    pub fn checkpoint_send(&mut self, order: &[usize]) {
+        let st = self.stages.as_ref().expect("a pipeline stage");
+        if st.replica != 0 || st.stage == 0 {
+            return;
+        }
+        let mut sent = 0;
+        for &k in order {
+            if let Some(values) = self.checkpoint_values(k) {
+                let bytes = bytes_of(values);
+                // SAFETY: nothing is written before `finish_sends` below.
+                unsafe { (st.exchange).post_send(0, STATE_TAG, bytes.as_ptr(), bytes.len()) };
+                sent += bytes.len() as u64;
+            }
+        }
+        let st = self.stages.as_mut().expect("a pipeline stage");
+        let started = Instant::now();
+        st.exchange.finish_sends();
+        st.seconds += started.elapsed().as_secs_f64();
+        st.sent_bytes += sent;
+    }
+
+    /// Drops what [`Machine::checkpoint_table`] gathered.
+    pub fn checkpoint_done(&mut self) {
+        if let Some(st) = self.stages.as_mut() {
+            st.checkpoint_moments = None;
+        }
+    }
+}
+
+fn bytes_of_u64(values: &[u64]) -> &[u8] {
+    // SAFETY: u64 is plain data; the slice covers exactly the values' bytes.
+    unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), std::mem::size_of_val(values)) }
+}
+
+fn bytes_of_u64_mut(values: &mut [u64]) -> &mut [u8] {
+    let len = std::mem::size_of_val(values);
+    // SAFETY: u64 is plain data: every byte pattern is a value.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast(), len) }
+}

@@ -66,9 +66,9 @@ pub struct Message {
 pub struct Held {
     /// Parameters, moments, gradient buffers and (bf16) weight panels.
     pub state_bytes: u64,
-    /// What a checkpoint gathers on top, while it is written: on the first stage the
-    /// whole model's parameters and moments (it writes them), with replicas each
-    /// stage's moments among its replicas.
+    /// What a checkpoint takes on top, while it is written: on the first stage (which
+    /// writes the file) one tensor received from another stage at a time; with
+    /// replicas, each stage's moments gathered among them.
     pub checkpoint_bytes: u64,
     /// Floats of each (packed) gradient buffer and of the parameters.
     pub compact_floats: usize,
@@ -278,11 +278,14 @@ impl StagePlan {
             })
             .sum();
         let floats = compact + moment_floats + buffers * compact + panels;
-        // A checkpoint: the whole state to the first stage (of the first replica, but
-        // every replica's first stage is priced alike); with replicas, the stage's
-        // moments gathered (one packed temporary, both moments packed).
-        let whole: usize = plan.param_chunks.iter().map(|c| c.len).sum();
-        let first = if stage == 0 { 3 * whole } else { 0 };
+        // A checkpoint: the first stage receives the others' tensors one at a time (the
+        // largest parameter's worth); with replicas, the stage's moments gathered (one
+        // packed temporary, both moments packed).
+        let largest = (graph.params.iter())
+            .map(|p| graph.tensor(p.tensor).len())
+            .max()
+            .unwrap_or(0);
+        let first = if stage == 0 { largest } else { 0 };
         let gathered = replica_floats.map_or(0, |_| compact + 2 * own);
         Held {
             state_bytes: 4 * floats as u64,

@@ -8,6 +8,7 @@ mod eval;
 mod optimizer;
 mod report;
 pub mod sampler;
+mod saving;
 mod session;
 mod trainer;
 

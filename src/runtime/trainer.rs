@@ -1,15 +1,16 @@
 //! One training run: initialise (or resume), then step, log, evaluate and checkpoint.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-use crate::checkpoint::{self, Snapshot};
+use crate::checkpoint;
 use crate::data::{Batch, Cursor, Dataset};
 use crate::machine::Machine;
 use crate::plan;
 use crate::runtime::eval::{machine_accuracy, validation_loss};
 use crate::runtime::optimizer;
 use crate::runtime::report::{Averages, Reporter, Speed};
+use crate::runtime::saving;
 use crate::runtime::session::{self, Session};
 use crate::runtime::{RunError, RunOptions};
 use crate::spec::Spec;
@@ -40,10 +41,11 @@ pub struct RunSummary {
     pub all_to_all_wait: Option<(f64, bool)>,
 }
 
-struct State {
-    machine: Machine<f32>,
-    step: u64,
-    cursor: Cursor,
+/// A run's machine and where it stands.
+pub(super) struct State {
+    pub machine: Machine<f32>,
+    pub step: u64,
+    pub cursor: Cursor,
 }
 
 /// Everything a run sets up before its first step.
@@ -208,12 +210,12 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
                 report.eval(state.step, val_loss, accuracy);
             }
             if state.step.is_multiple_of(spec.checkpoint.every) && state.step < total {
-                save(&mut state, &checkpoint_path, spec, &data, options)?;
+                saving::save(&mut state, &checkpoint_path, spec, &data, options)?;
             }
         }
         Ok(())
     })?;
-    save(&mut state, &checkpoint_path, spec, &data, options)?;
+    saving::save(&mut state, &checkpoint_path, spec, &data, options)?;
     report.finish();
     let averages = report.averages();
     if stopped_early {
@@ -384,94 +386,6 @@ fn evaluate(
         })
         .transpose()?;
     Ok((val_loss, accuracy))
-}
-
-fn save(
-    state: &mut State,
-    path: &Path,
-    spec: &Spec,
-    data: &Dataset,
-    options: &RunOptions,
-) -> Result<(), RunError> {
-    // Over ranks each owner updated its run of the moments: every rank gathers them
-    // (pipeline stages without replicas: to the first stage alone).
-    state.machine.gather_moments();
-    let mut bad = (state.machine.holds_whole_state())
-        .then(|| non_finite(&state.machine))
-        .flatten();
-    let split = state.machine.state_on_first_stage();
-    if let Some(ranks) = options.ranks.as_ref().filter(|_| split) {
-        // The first stage alone looked: every stage learns its verdict (rank 0 names it).
-        let found = crate::machine::any_rank(ranks.as_ref(), bad.is_some());
-        bad = bad.or(found.then(|| "a tensor (named by rank 0)".to_string()));
-    }
-    if let Some(tensor) = bad {
-        return Err(RunError::NonFiniteState {
-            step: state.step,
-            tensor,
-        });
-    }
-    if options.ranks.as_ref().is_some_and(|r| r.rank() != 0) {
-        return Ok(()); // every rank holds the same state; rank 0 writes it
-    }
-    let graph = state.machine.graph();
-    let mut tensors = Vec::new();
-    for (i, p) in graph.params.iter().enumerate() {
-        tensors.push((p.name.clone(), p.shape.clone(), state.machine.param(i)));
-    }
-    for (i, p) in graph.params.iter().enumerate() {
-        let (m, v) = state.machine.moments(i);
-        let [m_name, v_name] = checkpoint::moment_names(&p.name);
-        tensors.push((m_name, p.shape.clone(), m));
-        tensors.push((v_name, p.shape.clone(), v));
-    }
-    let spec_json = serde_json::to_string(spec).expect("a Spec serializes");
-    let words = data.tokenizer.words().map(|w| {
-        (
-            "words".to_string(),
-            serde_json::to_string(&w).expect("strings serialize"),
-        )
-    });
-    // Where the spec's relative paths start, so `cllm run --resume DIR` needs no spec.
-    let base_dir = std::path::absolute(&options.base_dir)
-        .unwrap_or_else(|_| options.base_dir.clone())
-        .to_string_lossy()
-        .into_owned();
-    let fingerprint = data
-        .fingerprint()
-        .map(|f| (checkpoint::DATA.to_string(), f));
-    let extra = words
-        .into_iter()
-        .chain(fingerprint)
-        .chain([(checkpoint::BASE_DIR.to_string(), base_dir)]);
-    let snapshot = Snapshot {
-        step: state.step,
-        cursor: &state.cursor,
-        spec_text: &options.spec_text,
-        spec_json,
-        extra: extra.collect(),
-        tensors,
-    };
-    Ok(checkpoint::save(path, &snapshot)?)
-}
-
-/// The first parameter or AdamW moment holding a NaN or an infinity, by its checkpoint
-/// name: checked before every save, so a diverged state never replaces a good
-/// checkpoint (one pass over 3 × the parameters, only when saving).
-fn non_finite(machine: &Machine<f32>) -> Option<String> {
-    let bad = |x: &[f32]| !x.iter().all(|v| v.is_finite());
-    let params = &machine.graph().params;
-    for (i, p) in params.iter().enumerate() {
-        let (m, v) = machine.moments(i);
-        if bad(machine.param(i)) {
-            return Some(p.name.clone());
-        }
-        let [m_name, v_name] = checkpoint::moment_names(&p.name);
-        if bad(m) || bad(v) {
-            return Some(if bad(m) { m_name } else { v_name });
-        }
-    }
-    None
 }
 
 /// Losses this many times the run's first are divergence, not training: a model that
