@@ -374,8 +374,9 @@ fn evaluate(
         spec.eval.batches as usize,
         scratch,
     );
-    if state.machine.state_on_first_stage() {
-        state.machine.gather_moments(); // the parameters whole on the first stage
+    if data.addition().is_some() && state.machine.state_on_first_stage() {
+        // Decoding needs every parameter: gathered whole to rank 0, which decodes.
+        state.machine.gather_moments();
     }
     let accuracy = (data.addition())
         .filter(|_| state.machine.holds_whole_state())
