@@ -1,11 +1,13 @@
-//! What a pipeline stage without replicas holds of the model's state, and how the
-//! stages keep it whole among them. Each stage holds the parameters its kernels touch
-//! (packed by `stage_layout.rs`) and the AdamW moments of the chunks it finishes
-//! (ZeRO-1 over the stages). After a step each stage learns every chunk's Σ g² (one
-//! small all-gather, for the clipping norm), updates its own chunks, and sends each
-//! parameter another stage also touches — the tied `wte`: the embeddings' and the
-//! head's — to that stage. For a checkpoint the whole state is gathered to the first
-//! stage (rank 0), which alone writes it.
+//! What a pipeline stage holds of the model's state, and how the stages keep it whole
+//! among them. Each stage holds the parameters its kernels touch (packed by
+//! `stage_layout.rs`) and the AdamW moments of the chunks it finishes (ZeRO-1 over the
+//! stages; with replicas, split again among them). After a step each stage learns every
+//! chunk's Σ g² (one small all-gather, for the clipping norm), updates its own chunks,
+//! and sends each parameter another stage also touches — the tied `wte`: the
+//! embeddings' and the head's — to that stage. A checkpoint is streamed tensor by tensor
+//! from the stage that holds each to rank 0, which writes it; the whole state is
+//! gathered to rank 0 only when asked for ([`Machine::gather_moments`]: decoding the
+//! addition task).
 
 use std::ops::Range;
 use std::time::Instant;
@@ -125,7 +127,7 @@ impl<T: Real> Machine<T> {
     }
 
     /// Every stage's parameters and moments gathered whole to rank 0 (`whole_params`,
-    /// `whole_moments`), for a checkpoint: with replicas, each stage's moments first
+    /// `whole_moments`): with replicas, each stage's moments first
     /// among its replicas, then the first replica's pipeline to its first stage. Every
     /// rank calls it at the same point; only rank 0 holds the whole state afterwards.
     pub(super) fn gather_to_first_stage(&mut self) {
