@@ -409,3 +409,6 @@ impl Stored {
             })
     }
 }
+
+#[cfg(test)]
+mod streamed_tests;
