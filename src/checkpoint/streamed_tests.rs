@@ -58,7 +58,7 @@ fn streamed_in_pieces_writes_what_save_writes() {
         &entries,
         |k, sink| {
             asked.push(k);
-            owned[k].2.chunks(7).try_for_each(|piece| sink(piece))
+            owned[k].2.chunks(7).try_for_each(sink)
         },
     )
     .unwrap();
