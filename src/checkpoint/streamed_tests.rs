@@ -29,6 +29,16 @@ fn values() -> Vec<(String, Vec<usize>, Vec<f32>)> {
     ]
 }
 
+fn entries(owned: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<Entry> {
+    (owned.iter())
+        .map(|(name, shape, v)| Entry {
+            name: name.clone(),
+            shape: shape.clone(),
+            crc: crc_of(v),
+        })
+        .collect()
+}
+
 #[test]
 fn streamed_in_pieces_writes_what_save_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,13 +53,7 @@ fn streamed_in_pieces_writes_what_save_writes() {
         .collect();
     let whole = dir.path().join("whole.safetensors");
     save(&whole, &snapshot(&cursor, tensors)).unwrap();
-    let entries: Vec<Entry> = (owned.iter())
-        .map(|(name, shape, v)| Entry {
-            name: name.clone(),
-            shape: shape.clone(),
-            crc: crc_of(v),
-        })
-        .collect();
+    let entries = entries(&owned);
     let streamed = dir.path().join("streamed.safetensors");
     let mut asked = Vec::new();
     save_streamed(
@@ -83,13 +87,7 @@ fn every_entry_is_asked_for_when_the_file_cannot_be_written() {
         windows: 0,
     };
     let owned = values();
-    let entries: Vec<Entry> = (owned.iter())
-        .map(|(name, shape, v)| Entry {
-            name: name.clone(),
-            shape: shape.clone(),
-            crc: crc_of(v),
-        })
-        .collect();
+    let entries = entries(&owned);
     let mut asked = Vec::new();
     // Its folder is a file: the temporary file is never created.
     let path = file.join("checkpoint.safetensors");
