@@ -229,14 +229,13 @@ impl<T: Real> Machine<T> {
             (list, &r.owners.local)
         });
         let own = own.or(stage_own);
-        // A stage's compact ROOT holds its chunks elsewhere than the parameters do.
+        // A pipeline stage packs its parameters and gradients alike: each chunk moved.
         let root_shifts = self.packed.as_ref().map(|c| &c.shifts);
         let update = |i: usize| {
             // The whole pointers are captured (they are Sync), not their raw fields.
             let (params, m, v, returns) = (&params, &m, &v, &returns);
             let held = own.map_or(starts[i].offset, |(_, local)| local[i]);
             let at = |slice: &crate::plan::optimizer::StateSlice| {
-                // A stage without replicas packs its parameters as its ROOT.
                 let shift = || {
                     let shifts = root_shifts.expect("checked");
                     shifts[i].expect("a stage writes the chunks it finishes")

@@ -25,12 +25,11 @@
 //! losses are added in its order: the parameters after a step are the same bits.
 //!
 //! With Q replicas (R = P × Q ranks) each replica's pipeline runs its block of the
-//! shards; each stage's finished gradients then go to every stage of its pipeline and
-//! a stage's replicas sum their blocks and update as data-parallel ranks do
-//! (`ranks.rs`). Setting a stage up (its place, memory, arenas and compact gradient
-//! buffers) is `stage_layout.rs`. Without replicas a stage holds only the parameters
-//! its kernels touch; with replicas every stage holds the whole model's parameters and
-//! sums the whole gradient with its replicas (each stage's part is not yet split out).
+//! shards, and a stage's replicas sum their blocks of the chunks it finishes and update
+//! them as data-parallel ranks do (`ranks.rs`, over the stage's chunks alone). Setting a
+//! stage up (its place, memory, arenas, and its parameters and gradient buffers packed
+//! to what its kernels touch) is `stage_layout.rs`; keeping the stages' state whole
+//! among them (the shared `wte`, checkpoints) is `stage_state.rs`.
 
 use std::sync::Arc;
 
