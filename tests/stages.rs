@@ -290,3 +290,41 @@ fn stages_in_bf16_give_the_single_process_bits() {
         );
     }
 }
+
+/// A cut whose stage would be over the budget is repaired: blocks move off it to its
+/// lighter neighbour until every stage fits — and the run keeps one process's bits.
+#[test]
+fn a_stage_over_the_budget_sheds_blocks_to_its_neighbour() {
+    use cllm::plan::pipeline::StagePlan;
+    // Activations outweigh the parameters (4 shards of 16 sequences), and stage 0 keeps
+    // two passes in flight to stage 1's one: the fastest cut leaves stage 0 heavier.
+    let mut spec = tiny(2, 1);
+    spec.train.batch = 64;
+    spec.train.steps = 3;
+    let holds = |spec: &Spec| {
+        let plan = cllm::plan::plan(spec).unwrap();
+        let division = StagePlan::new(&plan, 2).unwrap();
+        let held = |s| division.held(&plan, s, 0..4, 1, None).total();
+        (division.blocks.clone(), [held(0), held(1)])
+    };
+    let (fastest, at) = holds(&spec);
+    spec.plan.memory_budget = at[0].max(at[1]) - 1;
+    let (repaired, now) = holds(&spec);
+    eprintln!("{fastest:?} {at:?} → {repaired:?} {now:?}");
+    assert_ne!(repaired, fastest, "a block moved");
+    assert!(now.iter().all(|&h| h <= spec.plan.memory_budget), "{now:?}");
+    let root = tempfile::tempdir().unwrap();
+    // One process needs more than a stage's budget (the budget changes no number).
+    let mut alone = tiny(1, 1);
+    (alone.train.batch, alone.train.steps) = (64, 3);
+    let one = single(&alone, &root.path().join("one"));
+    let dir = root.path().join("two");
+    let summaries = on_stages(&spec, 1, &dir, |_| {});
+    assert_eq!(state(&dir), state(&root.path().join("one")));
+    assert!(summaries.iter().all(|s| same_losses(s, &one)));
+    // The same spec alone would run the whole model in one stage's budget: refused.
+    let mut options = RunOptions::new(root.path().join("alone"), ".");
+    options.quiet = true;
+    let error = runtime::train(&spec, &options).unwrap_err().to_string();
+    assert!(error.contains("runs alone"), "{error}");
+}

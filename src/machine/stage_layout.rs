@@ -48,6 +48,20 @@ pub enum StageError {
         arena: String,
         budget: String,
     },
+    #[error(
+        "plan.stages = {stages}, but this process runs alone: the whole model needs {needs}, over plan.memory_budget = {budget} (a budget a stage)"
+    )]
+    #[diagnostic(
+        code(cllm::stages),
+        help(
+            "run the stages on {stages} ranks (`mpiexec -n {stages}` with an `mpi` build), or raise plan.memory_budget"
+        )
+    )]
+    Alone {
+        stages: usize,
+        needs: String,
+        budget: String,
+    },
     #[error("plan.stages = {stages}: this model has fewer layers to cut")]
     #[diagnostic(code(cllm::stages), help("choose at most one stage per layer"))]
     Layers { stages: usize },

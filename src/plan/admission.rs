@@ -55,7 +55,8 @@ pub fn admit(spec: &Spec, workers: u64) -> Result<(), PlanError> {
         + 8 * blocks * (blocks + 1) / 2
         + mask;
     let machine = crate::peak::machine_memory().unwrap_or(u64::MAX);
-    let limit = budget(spec);
+    // Cut into pipeline stages, the model may use a budget a stage.
+    let limit = budget(spec).saturating_mul(spec.plan.stages.max(1));
     if needed > limit as u128 {
         return Err(PlanError::ModelOverBudget {
             layers: m.layers,

@@ -156,7 +156,13 @@ pub struct Plan {
     /// Bytes of parameters, AdamW's two moments and the gradient buffers (the fixed
     /// region).
     pub fixed_bytes: u64,
+    /// What one process may hold (`plan.memory_budget`, or the machine's memory).
     pub memory_budget: u64,
+    /// The pipeline stages the plan is cut into (`plan.stages`): the whole model may
+    /// use that many budgets, each stage one (checked per stage when the run starts:
+    /// `machine/stage_layout.rs`).
+    #[serde(skip)]
+    pub stages: usize,
     pub recomputed: Vec<String>,
     pub passes: Vec<&'static str>,
     /// Who multiplies matrices (from `plan.gemm`).
@@ -327,6 +333,7 @@ fn schedule(spec: &Spec) -> Result<Plan, PlanError> {
         arena: ArenaStats::default(),
         fixed_bytes: admission::fixed_bytes(spec, grad_buffers as u64),
         memory_budget: admission::budget(spec),
+        stages,
         recomputed: Vec::new(),
         passes: vec!["schedule"],
         gemm: spec.plan.gemm,

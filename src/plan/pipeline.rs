@@ -101,15 +101,65 @@ pub struct StagePlan {
 
 impl StagePlan {
     /// The division of `plan` into `stages`; `None` when the model has fewer blocks.
+    /// The cut balances time (the slowest stage, [`cut`]); when a stage of it would
+    /// hold more than `plan.memory_budget` ([`StagePlan::held`], one process's shards),
+    /// blocks move off the over-budget stage, one at a time, to a neighbour that stays
+    /// within the budget (the lighter first), until every stage fits. When no such move
+    /// is left, the fastest cut stands (and the run refuses its stage by name).
     pub fn new(plan: &Plan, stages: usize) -> Option<StagePlan> {
-        let graph = &plan.graph;
-        let layers = graph.dims.layers;
         let (embeddings, blocks, head) = unit_costs(plan, CUT_FLOP_RATE, CUT_BYTES_PER_S);
         let mut costs: Vec<f64> = blocks.iter().map(|b| b.seconds).collect();
         let last = costs.len().checked_sub(1)?;
         costs[0] += embeddings.seconds;
         costs[last] += head.seconds;
-        let ranges = cut(&costs, stages)?;
+        let fastest = StagePlan::of_ranges(plan, cut(&costs, stages)?);
+        let holds = |division: &StagePlan| -> Vec<u64> {
+            (0..stages)
+                .map(|s| division.held(plan, s, 0..plan.shards, 1, None).total())
+                .collect()
+        };
+        let mut division = fastest.clone();
+        // A bounded walk: each accepted move leaves its receiver within the budget.
+        for _ in 0..costs.len() * stages {
+            let held = holds(&division);
+            let Some(over) = (0..stages).find(|&s| held[s] > plan.memory_budget) else {
+                return Some(division);
+            };
+            let ranges = &division.blocks;
+            if ranges[over].len() < 2 {
+                break;
+            }
+            let mut neighbours: Vec<usize> = [over.checked_sub(1), Some(over + 1)]
+                .into_iter()
+                .flatten()
+                .filter(|&s| s < stages)
+                .collect();
+            neighbours.sort_by_key(|&s| held[s]);
+            let moved = neighbours.into_iter().find_map(|to| {
+                let mut ranges = ranges.clone();
+                if to < over {
+                    ranges[over].start += 1;
+                    ranges[to].end += 1;
+                } else {
+                    ranges[over].end -= 1;
+                    ranges[to].start -= 1;
+                }
+                let trial = StagePlan::of_ranges(plan, ranges);
+                (holds(&trial)[to] <= plan.memory_budget).then_some(trial)
+            });
+            match moved {
+                Some(trial) => division = trial,
+                None => break,
+            }
+        }
+        Some(fastest)
+    }
+
+    /// The division of `plan` into the stages of the blocks `ranges`.
+    fn of_ranges(plan: &Plan, ranges: Vec<std::ops::Range<usize>>) -> StagePlan {
+        let stages = ranges.len();
+        let graph = &plan.graph;
+        let layers = graph.dims.layers;
         let stage_of_unit = |unit: usize| match unit {
             0 => 0,
             u if u > layers => stages - 1,
@@ -166,7 +216,7 @@ impl StagePlan {
             }
         }
         plan_of.later = plan_of.replay(plan, &mut writers, true);
-        Some(plan_of)
+        plan_of
     }
 
     /// One pass's kernels in order from the last writers `writers` (stage, half; the

@@ -178,7 +178,10 @@ pub fn needed_bytes(plan: &Plan) -> u64 {
 /// expensive ones that bring [`needed_bytes`] under the budget); refuses a plan that
 /// cannot fit.
 pub fn recompute(mut plan: Plan, policy: Recompute) -> Result<Plan, PlanError> {
-    let fits = |plan: &Plan| needed_bytes(plan) <= plan.memory_budget;
+    // Cut into pipeline stages, the whole may use a budget a stage (each stage is
+    // checked against one when the run starts).
+    let budget = plan.memory_budget.saturating_mul(plan.stages.max(1) as u64);
+    let fits = |plan: &Plan| needed_bytes(plan) <= budget;
     let pending = candidates(&plan);
     let ops = |c: &[Candidate]| c.iter().map(|c| c.op.clone()).collect::<Vec<Op>>();
     match policy {
@@ -188,20 +191,20 @@ pub fn recompute(mut plan: Plan, policy: Recompute) -> Result<Plan, PlanError> {
             let (cheap, expensive): (Vec<Candidate>, Vec<Candidate>) =
                 pending.into_iter().partition(|c| c.saved_per_flop >= CHEAP);
             recompute_ops(&mut plan, &ops(&cheap));
-            if !fits(&plan) && plan.fixed_bytes <= plan.memory_budget {
+            if !fits(&plan) && plan.fixed_bytes <= budget {
                 plan = fewest_expensive(plan, &expensive, fits);
             }
         }
     }
     plan.passes.push("recompute");
     let needed = needed_bytes(&plan);
-    if needed > plan.memory_budget {
+    if needed > budget {
         return Err(PlanError::OverBudget {
             needed,
             fixed: plan.fixed_bytes,
             arena: memory::layout(&plan).arena.peak_bytes,
             workers: plan.workers as u64,
-            budget: plan.memory_budget,
+            budget,
             // The planner's budget is the smaller of `plan.memory_budget` and the machine.
             by_machine: crate::peak::machine_memory() == Some(plan.memory_budget),
         });

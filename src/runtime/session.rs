@@ -37,6 +37,16 @@ pub(crate) fn assemble(
     let started = Instant::now();
     let plan = plan::plan_with(spec, passes)?;
     let plan_ms = 1e3 * started.elapsed().as_secs_f64();
+    // A stages plan fits a budget a stage; one process alone runs it whole.
+    if ranks.is_none() && plan.stages > 1 && plan.total_bytes() > plan.memory_budget {
+        let human = plan::human_bytes;
+        return Err(crate::machine::StageError::Alone {
+            stages: plan.stages,
+            needs: human(plan.total_bytes()),
+            budget: human(plan.memory_budget),
+        }
+        .into());
+    }
     let data = Dataset::load(spec, base_dir)?;
     let started = Instant::now();
     let program = match backend {
