@@ -8,6 +8,12 @@
 //! the fraction of the best peak, best run, at the micro-kernel's own width and at
 //! the widest width the CPU has.
 //!
+//! On a matrix unit that reads panels (AVX512-BF16, AMX), the shapes whose right
+//! operand is a weight run twice: packing it in the call, as the fp32 kernels do, and
+//! reading its panels packed ahead ("weight packed once"), as a training step does
+//! (each weight is rounded and packed once per step, after AdamW, and every shard's
+//! forward and backward reads those panels).
+//!
 //!     cargo bench --bench gemm
 //!     ONLY=GELU cargo bench --bench gemm      # the shapes whose name contains GELU
 
@@ -16,7 +22,7 @@ use std::time::Instant;
 
 use cllm::peak;
 use cllm_kernels::cpu::{self, Bf16Unit, Isa};
-use cllm_kernels::gemm::packed::{Bf16, Epilogue, View, gemm};
+use cllm_kernels::gemm::packed::{Bf16, Epilogue, View, gemm, pack_panels, reads_panels};
 
 /// (name, m, k, n, lhs transposed, rhs transposed); a name ending in "+ bias + GELU"
 /// runs the fused epilogue.
@@ -45,9 +51,17 @@ fn view(data: &[f32], rows: usize, cols: usize, transposed: bool) -> View {
     }
 }
 
+/// Whether a shape's right operand is a weight (a training step packs its panels once
+/// per step); the weight gradients' is an activation, packed by every product.
+fn weight_rhs(name: &str) -> bool {
+    !name.contains("dW")
+}
+
 struct Case {
     isa: Isa,
     bf16: Option<Bf16Unit>,
+    /// The right operand's panels, packed ahead (empty: the call packs it).
+    panels: Vec<u16>,
     shape: usize,
     a: Vec<f32>,
     b: Vec<f32>,
@@ -89,7 +103,11 @@ impl Case {
                     rhs,
                     self.bf16.map(|unit| Bf16 {
                         unit,
-                        panels: null(),
+                        panels: if self.panels.is_empty() {
+                            null()
+                        } else {
+                            self.panels.as_ptr()
+                        },
                     }),
                 ),
                 false,
@@ -107,30 +125,48 @@ fn main() {
         .filter(|i| *i >= Isa::Avx2)
         .collect();
     // Every fp32 micro-kernel, then every bf16 unit (on the widest fp32 level).
-    let mut kernels: Vec<(Isa, Option<Bf16Unit>)> = isas.iter().map(|&isa| (isa, None)).collect();
+    let mut kernels: Vec<(Isa, Option<Bf16Unit>, bool)> =
+        isas.iter().map(|&isa| (isa, None, false)).collect();
     for unit in cpu::bf16_supported() {
-        kernels.push((widest, Some(unit)));
+        kernels.push((widest, Some(unit), false));
+        if reads_panels(unit) {
+            kernels.push((widest, Some(unit), true));
+        }
     }
     let kernels = &kernels;
     let mut cases: Vec<Case> = (0..SHAPES.len())
         .filter(|s| std::env::var("ONLY").map_or(true, |o| SHAPES[*s].0.contains(o.as_str())))
         .flat_map(|shape| {
-            let (_, m, k, n, _, _) = SHAPES[shape];
-            kernels.iter().map(move |&(isa, bf16)| Case {
-                isa,
-                bf16,
-                shape,
-                a: (0..m * k)
-                    .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
-                    .collect(),
-                b: (0..k * n)
-                    .map(|i| ((i % 83) as f32 - 41.0) * 0.01)
-                    .collect(),
-                c: vec![0.0; m * n],
-                bias: vec![0.01; n],
-                gelu: vec![0.0; m * n],
-                times: Vec::new(),
-            })
+            kernels
+                .iter()
+                .filter(move |k| !k.2 || weight_rhs(SHAPES[shape].0))
+                .map(move |&(isa, bf16, ahead)| {
+                    let (_, m, k, n, _, rt) = SHAPES[shape];
+                    let b: Vec<f32> = (0..k * n)
+                        .map(|i| ((i % 83) as f32 - 41.0) * 0.01)
+                        .collect();
+                    let mut panels = Vec::new();
+                    if ahead {
+                        panels = vec![0u16; cllm_kernels::gemm::panels_len(k, n)];
+                        // SAFETY: this unit reads panels, so the CPU has AVX512-BF16;
+                        // `panels` holds the panels of the k × n matrix `b`.
+                        unsafe { pack_panels(panels.as_mut_ptr(), view(&b, k, n, rt), k, n, 0..n) };
+                    }
+                    Case {
+                        isa,
+                        bf16,
+                        panels,
+                        shape,
+                        a: (0..m * k)
+                            .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
+                            .collect(),
+                        b,
+                        c: vec![0.0; m * n],
+                        bias: vec![0.01; n],
+                        gelu: vec![0.0; m * n],
+                        times: Vec::new(),
+                    }
+                })
         })
         .collect();
     // The peaks are measured in every round too, and the best kept: a ratio of two
@@ -179,6 +215,9 @@ fn main() {
             None => fp32_own,
         };
         let kernel = match case.bf16 {
+            Some(unit) if !case.panels.is_empty() => {
+                format!("bf16 {}, weight packed once", unit.name())
+            }
             Some(unit) => format!("bf16 {}", unit.name()),
             None => case.isa.name().to_string(),
         };
