@@ -131,7 +131,7 @@ spec_block! {
         schedule: Schedule = Schedule::default(),
         /// clip gradients to this global L2 norm, or none
         clip_grad: Option<f64> = Some(1.0),
-        /// fp32 | bf16: bf16 rounds the operands of the linear layers' products (forward, backward, tied head) to bf16 (nearest, ties to even) and sums in fp32; attention and the rest stay fp32
+        /// fp32 | bf16: bf16 rounds the operands of every matrix product (linear layers forward and backward, tied head, attention's QKᵀ and P·V and their backward) to bf16 (nearest, ties to even) and sums in fp32; LayerNorm, softmax, GELU, the loss, AdamW and the weights stay fp32
         precision: Precision = Precision::Fp32,
         /// seed for initialisation, data order and dropout-free sampling
         seed: u64 = 1337,
