@@ -77,6 +77,17 @@ fn main() -> ExitCode {
         }
     };
     cllm::files::exit_cleanly_on_sigbus();
+    // `CLLM_ISA` (the kernel level to cap at, for tests and measurements) is read by
+    // the kernels, which ignore a name they do not know: refuse it here instead, and
+    // say when a level it names is above what this CPU runs.
+    match cllm_kernels::cpu::isa_request() {
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+        Ok(Some(note)) => eprintln!("warning: {note}"),
+        Ok(None) => {}
+    }
     // Every subcommand returns `miette::Result<ExitCode>`: its own code (0, or 130 after
     // Ctrl-C, or 1 when `check` has printed several specs' diagnostics), or an error,
     // rendered here the one way and exit 1.

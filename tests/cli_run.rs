@@ -276,3 +276,31 @@ fn a_missing_file_suggests_the_closest_name_in_its_folder() {
         text(&out.stderr)
     );
 }
+
+/// `CLLM_ISA` with a name no kernel level has is refused before any work (the kernels
+/// would ignore it and run the widest path under the name asked for); a level this CPU
+/// runs is taken without a word.
+#[test]
+fn an_unknown_kernel_level_in_cllm_isa_is_refused() {
+    let run = |isa: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
+            .args(["check", "specs/add.cllm"])
+            .env("CLLM_ISA", isa)
+            .output()
+            .unwrap()
+    };
+    let typo = run("avx512-bf16");
+    let stderr = text(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CLLM_ISA=`avx512-bf16` names no kernel level")
+            && stderr.contains("avx512bf16, amx"),
+        "{stderr}"
+    );
+    for known in ["portable", " Portable ", ""] {
+        let out = run(known);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{known:?}: {stderr}");
+        assert!(!stderr.contains("CLLM_ISA"), "{known:?}: {stderr}");
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! `CLLM_ISA=avx2` (or `portable`) caps the choice below what the CPU has, to measure
 //! or test a narrower path on a wider machine; a cap the CPU cannot honour upward is
-//! ignored (asking for `avx512` on an AVX2 CPU gives AVX2). bf16 products have their own
+//! capped at what it has (asking for `avx512` on an AVX2 CPU gives AVX2), and a name no
+//! level has is ignored here — the command line refuses it ([`isa_request`]). bf16 products have their own
 //! ladder ([`Bf16Unit`]: emulated < AVX512-BF16 < AMX) on the same variable: `amx`,
 //! `avx512bf16`, or an fp32 level (bf16 emulated on its fp32 micro-kernels).
 
@@ -203,6 +204,44 @@ pub fn isa() -> Isa {
             None => widest,
         }
     })
+}
+
+/// Every name `CLLM_ISA` takes, narrowest first.
+pub const ISA_NAMES: [&str; 5] = ["portable", "avx2", "avx512", "avx512bf16", "amx"];
+
+/// `CLLM_ISA` checked against this CPU, for the command line to say before any work:
+/// `Err` for a name no level has (which [`isa`] and [`bf16_unit`] ignore: a typo would
+/// otherwise measure the widest path under another name), `Ok(Some(note))` for a level
+/// this CPU (or, for AMX, Linux) cannot run, which they cap at what it has, `Ok(None)`
+/// when unset or honoured as asked.
+pub fn isa_request() -> Result<Option<String>, String> {
+    let Ok(raw) = std::env::var("CLLM_ISA") else {
+        return Ok(None);
+    };
+    let name = raw.trim().to_ascii_lowercase();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if !ISA_NAMES.contains(&name.as_str()) {
+        return Err(format!(
+            "CLLM_ISA=`{raw}` names no kernel level: it takes {} (or unset: the widest this CPU runs)",
+            ISA_NAMES.join(", ")
+        ));
+    }
+    let units = bf16_supported();
+    let missing = match name.as_str() {
+        "amx" => !units.contains(&Bf16Unit::Amx),
+        "avx512bf16" => !units.contains(&Bf16Unit::Avx512Bf16),
+        _ => Isa::from_name(&name).is_some_and(|level| !supports(level)),
+    };
+    Ok(missing.then(|| {
+        format!(
+            "CLLM_ISA={name}: this CPU{} cannot run it; the kernels use {} and bf16 products {}",
+            if name == "amx" { " (or Linux)" } else { "" },
+            isa().name(),
+            bf16_unit().name()
+        )
+    }))
 }
 
 /// Whether this CPU runs `level` (the tests' guard before calling a micro-kernel).
