@@ -41,7 +41,7 @@ pub enum RunFolderError {
         help("continue it with `cllm run --resume {}`, start over in it with `--overwrite` (its checkpoint, metrics and plots are deleted), or give this run another `--out`", path.display())
     )]
     HoldsRun { path: PathBuf, found: String },
-    #[error("cannot use `{path}` as a run folder: {source}")]
+    #[error("cannot use `{path}` as a run folder")]
     #[diagnostic(
         code(cllm::run_folder),
         help("give `--out` a folder this user can create and write")
@@ -82,6 +82,19 @@ pub fn claim(dir: &Path, claim: Claim) -> Result<RunFolderLock, RunFolderError> 
         return Err(io(std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             "it is a file, not a folder",
+        )));
+    }
+    // A link to a folder is followed (runs kept on another disk); a link to nothing
+    // would otherwise fail below as "File exists".
+    if std::fs::metadata(dir).is_err()
+        && let Ok(target) = std::fs::read_link(dir)
+    {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "it is a symbolic link to `{}`, which does not exist",
+                target.display()
+            ),
         )));
     }
     std::fs::create_dir_all(dir).map_err(io)?;

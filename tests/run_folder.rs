@@ -323,3 +323,38 @@ fn a_damaged_or_non_finite_checkpoint_is_refused_naming_the_tensor() {
         "{stdout}{stderr}"
     );
 }
+
+/// `--out` as a file or as a link to nothing is refused saying which (the link's
+/// target named), not with the system's "File exists"; a link to a folder is followed.
+#[test]
+fn an_out_that_is_a_file_or_a_dangling_link_is_refused_saying_which() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let dangling = root.path().join("dangling");
+    std::os::unix::fs::symlink(root.path().join("gone"), &dangling).unwrap();
+    for (out, says) in [
+        (&file, "it is a file, not a folder".to_string()),
+        (
+            &dangling,
+            format!("symbolic link to `{}`", root.path().join("gone").display()),
+        ),
+    ] {
+        let (code, _, stderr) = short_run(out, &[]);
+        assert_eq!(code, Some(1), "{stderr}");
+        let stderr = flat(&stderr);
+        assert!(stderr.contains(&flat(&says)), "{stderr}");
+        assert!(!stderr.contains("File exists"), "{stderr}");
+    }
+    assert!(
+        !root.path().join("gone").exists(),
+        "nothing created through the link"
+    );
+    let folder = root.path().join("elsewhere");
+    std::fs::create_dir(&folder).unwrap();
+    let linked = root.path().join("linked");
+    std::os::unix::fs::symlink(&folder, &linked).unwrap();
+    let (code, _, stderr) = short_run(&linked, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(folder.join("checkpoint.safetensors").is_file());
+}
