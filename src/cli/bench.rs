@@ -114,7 +114,7 @@ pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
     if let Some(rss) = rss {
         println!("  peak RSS  {:.1} MiB", rss as f64 / (1 << 20) as f64);
     }
-    println!("  kernel time by family (summed over threads; GFLOP/s per thread):");
+    println!("  kernel time by family (summed over workers; GFLOP/s per thread):");
     for (name, share, gflops) in &report.kernels {
         println!(
             "    {name:<32} {:>5.1}%  {gflops:>7.1} GFLOP/s",

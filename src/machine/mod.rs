@@ -259,6 +259,12 @@ impl<T: Real> Machine<T> {
         self.workers.len()
     }
 
+    /// Threads each worker's kernels split over (more than one when there are fewer
+    /// shards than threads: the GEMMs, row passes and heads of one shard share them).
+    pub fn gemm_threads(&self) -> usize {
+        (self.plan.threads / self.schedule.workers.len()).max(1)
+    }
+
     /// Bytes of the parameters this process holds (a pipeline stage without replicas:
     /// those its kernels touch).
     pub fn param_bytes(&self) -> u64 {

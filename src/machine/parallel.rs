@@ -58,7 +58,7 @@ impl<T: Real> Machine<T> {
     fn run_shards(&mut self, batches: &[Batch], loss_scale: f64, backward: bool) -> f64 {
         self.refresh_panels();
         let shards = self.plan.shards;
-        let gemm_threads = (self.plan.threads / self.schedule.workers.len()).max(1);
+        let gemm_threads = self.gemm_threads();
         let shard_len = self.plan.graph.dims.rows();
         let passes = batches.len() * shards;
         let pool = std::sync::Arc::clone(&self.pool);
