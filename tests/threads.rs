@@ -130,3 +130,21 @@ fn one_shard_gives_the_same_bits_with_its_rows_split_over_every_thread_count() {
         "16 threads on one shard changed the bf16 bits"
     );
 }
+
+/// Threads a worker's kernels split over: all of them for one shard, one per worker
+/// once there are as many shards as threads (what `cllm bench` divides a worker's
+/// kernel time by for a per-thread rate).
+#[test]
+fn a_worker_splits_its_kernels_over_the_threads_the_shards_leave() {
+    for (threads, shards, split) in [(2, 1, 2), (16, 1, 16), (4, 2, 2), (2, 8, 1), (3, 8, 1)] {
+        let text = format!(
+            "cllm 0.1\ndata {{ source = addition(digits = 2, held_out = 100) }}\n\
+             model gpt {{ context = 10 tokens  width = 16  layers = 1  heads = 2 }}\n\
+             train {{ batch = 8 seqs }}\nplan {{ threads = {threads}  shards = {shards} }}\n"
+        );
+        let spec = spec::parse(&text, "split", Path::new("specs"), &[]).unwrap();
+        let machine = cllm::machine::Machine::<f32>::new(cllm::plan::plan(&spec).unwrap());
+        let what = format!("{shards} shard(s) on {threads} threads");
+        assert_eq!(machine.gemm_threads(), split, "{what}");
+    }
+}
