@@ -206,9 +206,6 @@ pub fn isa() -> Isa {
     })
 }
 
-/// Every name `CLLM_ISA` takes, narrowest first.
-pub const ISA_NAMES: [&str; 5] = ["portable", "avx2", "avx512", "avx512bf16", "amx"];
-
 /// `CLLM_ISA` checked against this CPU, for the command line to say before any work:
 /// `Err` for a name no level has (which [`isa`] and [`bf16_unit`] ignore: a typo would
 /// otherwise measure the widest path under another name), `Ok(Some(note))` for a level
@@ -222,10 +219,14 @@ pub fn isa_request() -> Result<Option<String>, String> {
     if name.is_empty() {
         return Ok(None);
     }
-    if !ISA_NAMES.contains(&name.as_str()) {
+    if Isa::from_name(&name).is_none() {
+        // The names `from_name` takes: the fp32 levels, then the matrix units.
+        let fp32 = [Isa::Portable, Isa::Avx2, Isa::Avx512].map(Isa::name);
+        let units = [Bf16Unit::Avx512Bf16, Bf16Unit::Amx].map(Bf16Unit::name);
         return Err(format!(
-            "CLLM_ISA=`{raw}` names no kernel level: it takes {} (or unset: the widest this CPU runs)",
-            ISA_NAMES.join(", ")
+            "CLLM_ISA=`{raw}` names no kernel level: it takes {}, {} (or unset: the widest this CPU runs)",
+            fp32.join(", "),
+            units.join(", ")
         ));
     }
     let units = bf16_supported();

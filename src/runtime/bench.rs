@@ -143,11 +143,11 @@ pub fn bench(
             None => families.push((names[k].clone(), *seconds, flops)),
         }
     }
-    // A worker's kernel time is wall time of all the threads its kernels split over.
-    let thread_seconds = machine.gemm_threads() as f64;
+    // A worker's kernel time is wall time of every thread its kernels split over.
+    let threads_per_worker = machine.gemm_threads() as f64;
     let mut kernels: Vec<(String, f64, f64)> = families
         .into_iter()
-        .map(|(n, s, f)| (n, s / total, f / (s * thread_seconds).max(1e-12) / 1e9))
+        .map(|(n, s, f)| (n, s / total, f / (s * threads_per_worker).max(1e-12) / 1e9))
         .collect();
     kernels.sort_by(|a, b| b.1.total_cmp(&a.1));
     let tokens = (spec.train.batch * spec.model.context) as f64;
