@@ -11,6 +11,8 @@
 //!   (`parallel.rs`), so the step's gradient is the same bits whichever worker ran
 //!   which shard, on any number of threads.
 //!
+//! Each of these is zeroed and offered to the kernel's 2 MiB pages (`buffers.rs`).
+//!
 //! Kernels run either JIT-compiled (a [`Program`]) or with the reference kernels of
 //! `cllm-kernels` (the interpreter: plain loops, f64 accumulation; the correctness
 //! baseline). Storage is generic: `f32` for training, `f64` for the end-to-end
@@ -18,6 +20,7 @@
 //! every argument table is built once, when the program is attached.
 
 mod bind;
+mod buffers;
 mod chunks;
 mod grad_sum;
 mod overlap;
@@ -165,14 +168,14 @@ impl<T: Real> Machine<T> {
             .thread_name(|i| format!("cllm-worker-{i}"))
             .build()?;
         Ok(Machine {
-            params: vec![T::default(); total],
+            params: buffers::zeroed(total),
             param_floats: total,
             whole_params: None,
             grads,
             grad_ptrs,
             schedule,
-            m: vec![T::default(); total],
-            v: vec![T::default(); total],
+            m: buffers::zeroed(total),
+            v: buffers::zeroed(total),
             whole_moments: None,
             mask: plan.pattern.as_ref().map_or(Vec::new(), |p| {
                 p.mask()
@@ -217,7 +220,7 @@ impl<T: Real> Machine<T> {
         (self.grads, self.grad_ptrs) = grad_buffers(self.schedule.buffers, self.param_floats);
         // The moments of this rank's own chunks only: their owner alone updates them.
         let own = ranks.own_len();
-        (self.m, self.v) = (vec![T::default(); own], vec![T::default(); own]);
+        (self.m, self.v) = (buffers::zeroed(own), buffers::zeroed(own));
         // A block of fewer shards than workers leaves the rest idle: their arenas go.
         self.workers.truncate(self.schedule.workers.len());
         self.ranks = Some(ranks);
@@ -440,7 +443,7 @@ fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Vec<T>
             _ => 0,
         })
         .collect();
-    let panels = vec![T::default(); floats + line];
+    let panels: Vec<T> = buffers::zeroed(floats + line);
     let start = panels.as_ptr().align_offset(64).min(line);
     for (at, t) in offsets.iter_mut().zip(&graph.tensors) {
         if matches!(t.role, Role::Panels(i) if held(i)) {
@@ -452,7 +455,7 @@ fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Vec<T>
 
 /// `count` zeroed gradient buffers of `len` floats, and their base pointers.
 fn grad_buffers<T: Real>(count: usize, len: usize) -> (Vec<Vec<T>>, Vec<SyncPtr<T>>) {
-    let mut buffers: Vec<Vec<T>> = (0..count).map(|_| vec![T::default(); len]).collect();
+    let mut buffers: Vec<Vec<T>> = (0..count).map(|_| buffers::zeroed(len)).collect();
     let pointers = buffers
         .iter_mut()
         .map(|g| SyncPtr(g.as_mut_ptr()))

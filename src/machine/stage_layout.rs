@@ -153,7 +153,7 @@ impl<T: Real> Machine<T> {
         let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
         self.schedule = schedule;
         self.grads = (0..self.schedule.buffers)
-            .map(|_| vec![T::default(); compact_len])
+            .map(|_| super::buffers::zeroed(compact_len))
             .collect();
         self.grad_ptrs = (self.grads.iter_mut())
             .map(|g| super::SyncPtr(g.as_mut_ptr()))
@@ -165,7 +165,7 @@ impl<T: Real> Machine<T> {
         }
         let packed = self.pack(&touched, compact_len);
         // The parameters and their bf16 panels are packed as the gradients are.
-        self.params = vec![T::default(); compact_len];
+        self.params = super::buffers::zeroed(compact_len);
         let graph = &self.plan.graph;
         let (panels, offsets) = super::panel_layout(graph, |i| touched[i]);
         self.panels = panels;
@@ -205,7 +205,10 @@ impl<T: Real> Machine<T> {
             }
             None => (owners.chunks[stage].iter()).map(|&c| chunks[c].len).sum(),
         };
-        (self.m, self.v) = (vec![T::default(); moments], vec![T::default(); moments]);
+        (self.m, self.v) = (
+            super::buffers::zeroed(moments),
+            super::buffers::zeroed(moments),
+        );
         self.packed = Some(packed);
         let with_arena = |_| super::Worker::with_arena(&self.plan, arena_floats);
         self.workers = (0..slots).map(with_arena).collect();

@@ -52,7 +52,7 @@ impl<T: Real> Worker<T> {
     pub(super) fn with_arena(plan: &Plan, floats: usize) -> Worker<T> {
         let n = plan.graph.dims.rows();
         Worker {
-            arena: vec![T::default(); floats],
+            arena: super::buffers::zeroed(floats),
             tokens: vec![0; n],
             targets: vec![0; n],
             losses: Vec::new(),
