@@ -131,6 +131,29 @@ fn ranks_give_the_single_process_bits() {
     }
 }
 
+/// In bf16 (each rank rounds the gathered weights into its own panels): 2 and 4 ranks
+/// end with one process's bf16 bits, which are not fp32's.
+#[test]
+fn ranks_in_bf16_give_the_single_process_bits() {
+    let _job = one_job();
+    let root = tempfile::tempdir().unwrap();
+    let dir = |name: &str| root.path().join(name);
+    let bf16 = ["--set", "train.precision=bf16"];
+    train(None, 1, &dir("p1"), &bf16);
+    train(None, 1, &dir("fp32"), &[]);
+    let expected = state(&dir("p1"));
+    assert_ne!(
+        state(&dir("fp32")),
+        expected,
+        "bf16 products left fp32's bits"
+    );
+    for ranks in [2, 4] {
+        let name = format!("r{ranks}");
+        train(Some(ranks), 1, &dir(&name), &bf16);
+        assert_eq!(state(&dir(&name)), expected, "{ranks} ranks in bf16");
+    }
+}
+
 /// Pipeline stages over MPI ranks (`plan.stages`, 1F1B): 2 and 4 stages (4 processes
 /// oversubscribed), 2 stages of 2 threads each, and 2 stages × 2 replicas give the
 /// single process's parameters and moments; a 2-stage checkpoint resumes on 1 process

@@ -229,3 +229,44 @@ fn the_exchange_overlapped_with_backward_keeps_the_bits() {
         );
     }
 }
+
+/// In bf16 every rank rounds the same updated weights into its own panels, and the
+/// shards' products do not depend on which rank runs them: 2 and 4 ranks (one worker
+/// each, and 2 ranks of 2 threads) end with one process's bf16 bits, which are not
+/// fp32's.
+#[test]
+fn ranks_in_bf16_give_the_single_process_bits() {
+    let bf16 = |threads: u64| {
+        let mut spec = tiny(threads);
+        spec.train.precision = cllm_kernels::Precision::Bf16;
+        spec
+    };
+    let root = tempfile::tempdir().unwrap();
+    let single = |spec: &Spec, name: &str| {
+        let dir = root.path().join(name);
+        let mut options = RunOptions::new(&dir, ".");
+        options.quiet = true;
+        let summary = runtime::train(spec, &options).unwrap();
+        (summary, state(&dir))
+    };
+    let (one, expected) = single(&bf16(1), "bf16");
+    let (_, fp32) = single(&tiny(1), "fp32");
+    assert_ne!(expected, fp32, "bf16 products left fp32's bits");
+    for (ranks, threads) in [(2, 1), (4, 1), (2, 2)] {
+        let dir = root.path().join(format!("r{ranks}t{threads}"));
+        let summaries = run_spec_on_ranks(&bf16(threads), ranks, &dir, |_| {});
+        let got = state(&dir);
+        let differ: Vec<&str> = (got.iter().zip(&expected))
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.0.as_str())
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{ranks} ranks of {threads} threads in bf16: {differ:?} differ"
+        );
+        for s in &summaries {
+            let same = (s.losses.iter().zip(&one.losses)).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{ranks} ranks of {threads} threads in bf16: losses");
+        }
+    }
+}
