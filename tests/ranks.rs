@@ -191,10 +191,7 @@ fn ranks_of_several_workers_give_the_single_process_bits() {
         let dir = root.path().join(format!("r{ranks}t{threads}"));
         run_spec_on_ranks(&tiny(threads), ranks, &dir, |_| {});
         let got = state(&dir);
-        let differ: Vec<&str> = (got.iter().zip(&expected))
-            .filter(|(a, b)| a != b)
-            .map(|(a, _)| a.0.as_str())
-            .collect();
+        let differ = common::differing(&got, &expected);
         assert!(
             differ.is_empty(),
             "{ranks} ranks of {threads} threads: {differ:?} differ"
@@ -256,10 +253,7 @@ fn ranks_in_bf16_give_the_single_process_bits() {
         let dir = root.path().join(format!("r{ranks}t{threads}"));
         let summaries = run_spec_on_ranks(&bf16(threads), ranks, &dir, |_| {});
         let got = state(&dir);
-        let differ: Vec<&str> = (got.iter().zip(&expected))
-            .filter(|(a, b)| a != b)
-            .map(|(a, _)| a.0.as_str())
-            .collect();
+        let differ = common::differing(&got, &expected);
         assert!(
             differ.is_empty(),
             "{ranks} ranks of {threads} threads in bf16: {differ:?} differ"

@@ -279,10 +279,7 @@ fn stages_in_bf16_give_the_single_process_bits() {
         let dir = root.path().join(format!("p{stages}"));
         let summaries = on_stages(&bf16(stages), 1, &dir, |_| {});
         let got = state(&dir);
-        let differ: Vec<&String> = (got.iter().zip(&expected))
-            .filter(|(a, b)| a != b)
-            .map(|(a, _)| &a.0)
-            .collect();
+        let differ = common::differing(&got, &expected);
         assert!(differ.is_empty(), "{stages} stages: {differ:?} differ");
         assert!(
             summaries.iter().all(|s| same_losses(s, &one)),

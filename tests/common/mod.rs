@@ -41,6 +41,18 @@ pub fn checkpoint_bits(dir: &std::path::Path) -> Vec<(String, Vec<u32>)> {
     tensors
 }
 
+/// The names of the tensors whose bits differ between two [`checkpoint_bits`].
+#[allow(dead_code)] // not every test that includes this module compares checkpoints
+pub fn differing<'a>(
+    got: &'a [(String, Vec<u32>)],
+    expected: &[(String, Vec<u32>)],
+) -> Vec<&'a str> {
+    (got.iter().zip(expected))
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0.as_str())
+        .collect()
+}
+
 /// Copies the files of a run folder (no subfolders).
 #[allow(dead_code)] // not every test file that shares this module copies folders
 pub fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
