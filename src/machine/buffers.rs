@@ -24,8 +24,10 @@ pub(super) fn zeroed<T: Real>(len: usize) -> Vec<T> {
 
 /// Asks for huge pages over the whole 4 KiB pages of `bytes` bytes at `start`: advice
 /// only, so a kernel without transparent huge pages (or another OS) changes nothing.
-/// The buffer is fresh from `calloc` (its own mapping, untouched), so its first
-/// touches fault in 2 MiB pages wherever a whole aligned 2 MiB lies inside it.
+/// A buffer this large is usually a fresh mapping from `calloc`, untouched, so its
+/// first touches fault in 2 MiB pages wherever a whole aligned 2 MiB lies inside it;
+/// pages already touched (a buffer the allocator reused) keep their 4 KiB.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 fn advise_huge_pages(start: *const u8, bytes: usize) {
     if bytes < ADVISE_FROM {
         return;
