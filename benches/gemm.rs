@@ -14,6 +14,10 @@
 //! (each weight is rounded and packed once per step, after AdamW, and every shard's
 //! forward and backward reads those panels).
 //!
+//! On such a unit each shape runs once more with both operands packed ahead and no
+//! epilogue ("micro-tiles alone"): the micro-tile's own rate over a product, which
+//! the rows above lose to packing, epilogues and stores.
+//!
 //!     cargo bench --bench gemm
 //!     ONLY=GELU cargo bench --bench gemm      # the shapes whose name contains GELU
 
@@ -22,6 +26,7 @@ use std::time::Instant;
 
 use cllm::peak;
 use cllm_kernels::cpu::{self, Bf16Unit, Isa};
+use cllm_kernels::gemm::packed::panels::{self, Bf16Panels};
 use cllm_kernels::gemm::packed::{Bf16, Epilogue, View, gemm, pack_panels, reads_panels};
 
 /// (name, m, k, n, lhs transposed, rhs transposed); a name ending in "+ bias + GELU"
@@ -57,11 +62,25 @@ fn weight_rhs(name: &str) -> bool {
     !name.contains("dW")
 }
 
+/// What a bf16 product on a panel-reading unit packs in the call.
+#[derive(Clone, Copy, PartialEq)]
+enum Ahead {
+    /// Both operands (as the fp32 kernels do).
+    Nothing,
+    /// The left operand only: the weight's panels are packed ahead, as a step does.
+    Weight,
+    /// Neither, and no epilogue: the micro-tiles alone.
+    Both,
+}
+
 struct Case {
     isa: Isa,
     bf16: Option<Bf16Unit>,
+    ahead: Ahead,
     /// The right operand's panels, packed ahead (empty: the call packs it).
     panels: Vec<u16>,
+    /// The left operand's panels, packed ahead ([`Ahead::Both`]; else empty).
+    a_panels: Vec<u16>,
     shape: usize,
     a: Vec<f32>,
     b: Vec<f32>,
@@ -90,6 +109,20 @@ impl Case {
             cs: 1,
         };
         let started = Instant::now();
+        if self.ahead == Ahead::Both {
+            let steps = k.div_ceil(panels::BF16_TILE);
+            let [a, b] = [&self.a_panels, &self.panels].map(|p| Bf16Panels {
+                ptr: p.as_ptr(),
+                steps,
+                from: 0,
+            });
+            let unit = self.bf16.expect("a bf16 unit");
+            // SAFETY: the unit reads panels (the CPU has it); the panels hold the m
+            // rows of A and the n columns of B, k deep; dst is m × n.
+            unsafe { panels::multiply_bf16(unit, [m, n, k], dst, a, b, false) };
+            self.times.push(started.elapsed().as_secs_f64());
+            return;
+        }
         // SAFETY: the buffers hold these shapes; the ISA is supported.
         unsafe {
             gemm(
@@ -125,41 +158,60 @@ fn main() {
         .filter(|i| *i >= Isa::Avx2)
         .collect();
     // Every fp32 micro-kernel, then every bf16 unit (on the widest fp32 level).
-    let mut kernels: Vec<(Isa, Option<Bf16Unit>, bool)> =
-        isas.iter().map(|&isa| (isa, None, false)).collect();
+    let mut kernels: Vec<(Isa, Option<Bf16Unit>, Ahead)> = isas
+        .iter()
+        .map(|&isa| (isa, None, Ahead::Nothing))
+        .collect();
     for unit in cpu::bf16_supported() {
-        kernels.push((widest, Some(unit), false));
+        kernels.push((widest, Some(unit), Ahead::Nothing));
         if reads_panels(unit) {
-            kernels.push((widest, Some(unit), true));
+            kernels.push((widest, Some(unit), Ahead::Weight));
         }
     }
+    let alone: Vec<_> = (cpu::bf16_supported().into_iter())
+        .filter(|u| reads_panels(*u))
+        .map(|unit| (widest, Some(unit), Ahead::Both))
+        .collect();
+    kernels.extend(alone);
     let kernels = &kernels;
     let mut cases: Vec<Case> = (0..SHAPES.len())
         .filter(|s| std::env::var("ONLY").map_or(true, |o| SHAPES[*s].0.contains(o.as_str())))
         .flat_map(|shape| {
             kernels
                 .iter()
-                .filter(move |k| !k.2 || weight_rhs(SHAPES[shape].0))
+                .filter(move |k| match k.2 {
+                    Ahead::Nothing => true,
+                    Ahead::Weight => weight_rhs(SHAPES[shape].0),
+                    Ahead::Both => !SHAPES[shape].0.ends_with("GELU"),
+                })
                 .map(move |&(isa, bf16, ahead)| {
-                    let (_, m, k, n, _, rt) = SHAPES[shape];
+                    let (_, m, k, n, lt, rt) = SHAPES[shape];
                     let b: Vec<f32> = (0..k * n)
                         .map(|i| ((i % 83) as f32 - 41.0) * 0.01)
                         .collect();
-                    let mut panels = Vec::new();
-                    if ahead {
+                    let a: Vec<f32> = (0..m * k)
+                        .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
+                        .collect();
+                    let (mut panels, mut a_panels) = (Vec::new(), Vec::new());
+                    if ahead != Ahead::Nothing {
                         panels = vec![0u16; cllm_kernels::gemm::panels_len(k, n)];
                         // SAFETY: this unit reads panels, so the CPU has AVX512-BF16;
                         // `panels` holds the panels of the k × n matrix `b`.
                         unsafe { pack_panels(panels.as_mut_ptr(), view(&b, k, n, rt), k, n, 0..n) };
                     }
+                    if ahead == Ahead::Both {
+                        a_panels = vec![0u16; panels::bf16_len(m, k)];
+                        // SAFETY: as above; `a_panels` holds the panels of the m × k `a`.
+                        unsafe { panels::pack_a_bf16(&mut a_panels, view(&a, m, k, lt), m, k) };
+                    }
                     Case {
                         isa,
                         bf16,
+                        ahead,
                         panels,
+                        a_panels,
                         shape,
-                        a: (0..m * k)
-                            .map(|i| ((i % 89) as f32 - 44.0) * 0.01)
-                            .collect(),
+                        a,
                         b,
                         c: vec![0.0; m * n],
                         bias: vec![0.01; n],
@@ -214,12 +266,14 @@ fn main() {
                 .map_or(fp32_own, |p| p.1),
             None => fp32_own,
         };
-        let kernel = match case.bf16 {
-            Some(unit) if !case.panels.is_empty() => {
-                format!("bf16 {}, weight packed once", unit.name())
-            }
-            Some(unit) => format!("bf16 {}", unit.name()),
-            None => case.isa.name().to_string(),
+        let kernel = match (case.bf16, case.ahead) {
+            (Some(unit), Ahead::Weight) => format!("bf16 {}, weight packed once", unit.name()),
+            (Some(unit), Ahead::Both) => format!(
+                "bf16 {}, micro-tiles alone (both packed once, no epilogue)",
+                unit.name()
+            ),
+            (Some(unit), Ahead::Nothing) => format!("bf16 {}", unit.name()),
+            (None, _) => case.isa.name().to_string(),
         };
         println!(
             "| {name} {m}×{k}×{n} | {kernel} | {best:.1} ({median:.1}) | {:.0}% | {:.0}% |",
