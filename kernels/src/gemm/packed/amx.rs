@@ -21,7 +21,7 @@
 use std::arch::asm;
 use std::cell::RefCell;
 
-use super::amx_pack::{STEP_ELEMS, pack_a, pack_b, panel_step};
+use super::amx_pack::{STEP_ELEMS, pack_a, pack_b, panel_step, prefetch_share};
 use super::{Epilogue, Line, MicroKernel, Tile, View, avx512};
 use crate::cpu::Bf16Unit;
 
@@ -120,12 +120,18 @@ pub(super) unsafe fn gemm(
                         let mc = MC.min(m - ic);
                         pack_a(a_pack, lhs, ic, mc, pc, kc);
                         let last = pc + kc >= k;
+                        let b_at = |jr: usize| match panels.is_null() {
+                            true => b_pack.as_ptr().add(jr / TILE * steps * STEP_ELEMS),
+                            false => panels.add(panel_step(k, jc + jr, pc)),
+                        };
+                        let tiles = mc.div_ceil(TILE);
                         for jr in (0..nc).step_by(TILE) {
-                            let b = match panels.is_null() {
-                                true => b_pack.as_ptr().add(jr / TILE * steps * STEP_ELEMS),
-                                false => panels.add(panel_step(k, jc + jr, pc)),
-                            };
+                            let b = b_at(jr);
+                            let next = (jr + TILE < nc).then(|| b_at(jr + TILE));
                             for ir in (0..mc).step_by(TILE) {
+                                if let Some(next) = next {
+                                    prefetch_share(next, steps, ir / TILE, tiles);
+                                }
                                 let a = a_pack.as_ptr().add(ir / TILE * steps * STEP_ELEMS);
                                 let tile = Tile {
                                     dst,

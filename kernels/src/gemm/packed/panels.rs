@@ -198,8 +198,13 @@ pub unsafe fn multiply_bf16(
         p.ptr
             .wrapping_add((i / BF16_TILE * p.steps + p.from / BF16_TILE) * STEP_ELEMS)
     };
+    let tiles = m.div_ceil(BF16_TILE);
     for jr in (0..n).step_by(BF16_TILE) {
+        let next = (jr + BF16_TILE < n).then(|| start(b, jr + BF16_TILE));
         for ir in (0..m).step_by(BF16_TILE) {
+            if let Some(next) = next {
+                amx_pack::prefetch_share(next, steps, ir / BF16_TILE, tiles);
+            }
             let tile = Tile {
                 dst,
                 row: ir,
