@@ -152,12 +152,7 @@ impl<T: Real> Machine<T> {
         let compact_len = held.compact_floats;
         let (arena_slots, arena_floats) = plan.arena(&self.plan, stage);
         self.schedule = schedule;
-        self.grads = (0..self.schedule.buffers)
-            .map(|_| super::buffers::zeroed(compact_len))
-            .collect();
-        self.grad_ptrs = (self.grads.iter_mut())
-            .map(|g| super::SyncPtr(g.as_mut_ptr()))
-            .collect();
+        (self.grads, self.grad_ptrs) = super::grad_buffers(self.schedule.buffers, compact_len);
         for (place, slot) in self.places.iter_mut().zip(&arena_slots) {
             if place.region == Region::Arena {
                 (place.offset, place.len) = slot.map_or((0, 0), |s| (s.offset, s.len));
