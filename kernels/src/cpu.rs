@@ -80,6 +80,20 @@ impl Bf16Unit {
             Bf16Unit::Amx => "amx",
         }
     }
+
+    /// The unit for a run's header: its name, and for the emulated one what a user
+    /// should know before choosing bf16 on this CPU.
+    pub fn describe(self) -> String {
+        match self {
+            Bf16Unit::Emulated => format!(
+                "{} (no AMX or AVX512-BF16 in use: the operands are rounded as a matrix \
+                 unit rounds them but multiplied on the fp32 FMA units, so bf16 runs \
+                 slower than fp32 here)",
+                self.name()
+            ),
+            unit => unit.name().to_string(),
+        }
+    }
 }
 
 /// Every bf16 unit this CPU (and, for AMX, Linux) lets this process use, narrowest

@@ -407,7 +407,10 @@ fn products(precision: cllm_kernels::Precision) -> String {
     match precision {
         cllm_kernels::Precision::Fp32 => format!("fp32 products on {}", cpu::isa().name()),
         cllm_kernels::Precision::Bf16 => {
-            format!("bf16 products (fp32 sums) on {}", cpu::bf16_unit().name())
+            format!(
+                "bf16 products (fp32 sums) on {}",
+                cpu::bf16_unit().describe()
+            )
         }
     }
 }
