@@ -40,9 +40,7 @@ pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile
             for i in 0..part.rows {
                 // SAFETY: the row is inside dst (and a prefetch never faults).
                 let row = unsafe { tile.dst.at(part.row + i, tile.col) } as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(row);
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(124));
+                super::epilogue::prefetch_lines(row, 4 * part.cols);
             }
         }
         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
