@@ -146,6 +146,40 @@ pub(crate) fn exp_shifted(x: &mut [f32], keep: Option<&[f32]>, shift: f32) -> f3
     }
 }
 
+/// [`exp_shifted`] without a mask on `row[..valid]`, the same bits: when the row holds
+/// the whole chunk of 16 around the last `valid % 16` elements, that tail runs as one
+/// vector (the lanes past `valid` get values the caller then zeroes) instead of up to
+/// 15 scalar exps, and is summed after the lanes in the same order.
+#[inline(always)]
+pub(crate) fn exp_shifted_row(row: &mut [f32], valid: usize, shift: f32) -> f32 {
+    const L: usize = 16;
+    let mut s = [0.0f32; L];
+    let whole = valid / L * L;
+    for chunk in row[..whole].chunks_exact_mut(L) {
+        for j in 0..L {
+            let e = exp_f32(chunk[j] - shift);
+            chunk[j] = e;
+            s[j] += e;
+        }
+    }
+    let mut sum: f32 = s.iter().sum();
+    if valid > whole && whole + L <= row.len() {
+        let chunk = &mut row[whole..whole + L];
+        for v in chunk.iter_mut() {
+            *v = exp_f32(*v - shift);
+        }
+        for &v in &chunk[..valid - whole] {
+            sum += v;
+        }
+    } else {
+        for v in row[whole..valid].iter_mut() {
+            *v = exp_f32(*v - shift);
+            sum += *v;
+        }
+    }
+    sum
+}
+
 /// The online softmax of one chunk: the tile `s` (rows × n at stride `ld`, query rows
 /// from r0, key columns from c0) becomes probabilities against the running maxima `m`
 /// and sums `l`; `alpha[i]` is the factor row i's earlier output must be scaled by.
@@ -165,12 +199,14 @@ fn online_softmax(
         for i in 0..m.len() {
             let valid = (r0 + i + 1 - c0).min(n);
             let row = &mut s[i * ld..i * ld + n];
-            let (x, past) = row.split_at_mut(valid);
             let keep = keep.map(|(k, k_ld)| &k[i * k_ld..i * k_ld + valid]);
-            let max = scaled_scores(x, keep, scale).max(m[i]);
+            let max = scaled_scores(&mut row[..valid], keep, scale).max(m[i]);
             let a = exp_f32(m[i] - max);
-            let sum = exp_shifted(x, keep, max);
-            past.fill(0.0);
+            let sum = match keep {
+                None => exp_shifted_row(row, valid, max),
+                Some(_) => exp_shifted(&mut row[..valid], keep, max),
+            };
+            row[valid..].fill(0.0);
             l[i] = l[i] * a + sum;
             m[i] = max;
             alpha[i] = a;

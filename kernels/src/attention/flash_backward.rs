@@ -41,7 +41,21 @@ fn probabilities_and_gradients(
                     }
                 }
                 None => {
-                    for j in 0..valid {
+                    // Whole vectors up to the one holding the row's last valid element
+                    // where the row has room for it (the lanes past `valid` are zeroed
+                    // below), instead of a scalar tail of up to 15 exps.
+                    const L: usize = 16;
+                    let whole = valid / L * L;
+                    let cover = if valid > whole && whole + L <= n { whole + L } else { whole };
+                    let (p_body, ds_body) = (&mut p_row[..cover], &mut ds_row[..cover]);
+                    for (pc, dc) in p_body.chunks_exact_mut(L).zip(ds_body.chunks_exact_mut(L)) {
+                        for j in 0..L {
+                            let a = exp_f32(pc[j].mul_add(scale, -li));
+                            pc[j] = a;
+                            dc[j] = a * (dc[j] - di) * scale;
+                        }
+                    }
+                    for j in cover..valid {
                         let a = exp_f32(p_row[j].mul_add(scale, -li));
                         p_row[j] = a;
                         ds_row[j] = a * (ds_row[j] - di) * scale;
