@@ -141,16 +141,10 @@ pub(super) unsafe fn gemm(
                                     cols: TILE.min(nc - jr),
                                     add: accumulate || pc > 0,
                                 };
-                                if last && !epilogue.is_none() {
-                                    // The epilogue's own rows arrive during the products
-                                    // (as in the fp32 loops: without it the fused GELU
-                                    // epilogues cost 4× their fp32 time here).
-                                    super::epilogue::prefetch(tile, epilogue);
-                                }
-                                micro(steps, a, b, tile);
-                                if last && !epilogue.is_none() {
-                                    avx512::Kernel::epilogue(tile, epilogue);
-                                }
+                                // After the last block of k the micro-tile applies
+                                // the epilogue.
+                                let finish = if last { epilogue } else { Epilogue::NONE };
+                                micro(steps, a, b, tile, finish);
                             }
                         }
                         ic += mc;
@@ -166,12 +160,17 @@ pub(super) unsafe fn gemm(
     });
 }
 
+/// A 32 × 32 micro-tile: `tile (+)= a · b` over `steps` steps of 32 k from packed
+/// panels, then `epilogue` on the finished tile (nothing for [`Epilogue::NONE`]; any
+/// other needs C's columns contiguous).
+pub(super) type MicroTile = unsafe fn(usize, *const u16, *const u16, Tile, Epilogue);
+
 /// The 32 × 32 micro-tile of `unit`, ready to run on this thread (for AMX: the tile
 /// configuration loaded).
 ///
 /// # Panics
 /// If `unit` is the emulated one, or AMX and the process may not use it.
-pub(super) fn micro_tiles(unit: Bf16Unit) -> unsafe fn(usize, *const u16, *const u16, Tile) {
+pub(super) fn micro_tiles(unit: Bf16Unit) -> MicroTile {
     match unit {
         Bf16Unit::Amx => {
             assert!(
@@ -190,7 +189,12 @@ pub(super) fn micro_tiles(unit: Bf16Unit) -> unsafe fn(usize, *const u16, *const
 /// One 32 × 32 tile: `tile (+)= a · b` over `steps` steps of 32 k. A whole tile of a
 /// destination with contiguous columns is loaded and stored in place; any other
 /// (ragged, strided) goes through a local 32 × 32 buffer.
-unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile: Tile) {
+unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile: Tile, epilogue: Epilogue) {
+    if !epilogue.is_none() {
+        // The epilogue's own rows arrive during the products (as in the fp32 loops:
+        // without it the fused GELU epilogues cost 4× their fp32 time here).
+        super::epilogue::prefetch(tile, epilogue);
+    }
     let direct = tile.dst.cs == 1 && tile.rows == TILE && tile.cols == TILE;
     // Only a tile that is not stored in place needs the (zeroed) buffer: 4 KiB of
     // zeroing per tile measured 14% of a product.
@@ -275,6 +279,10 @@ unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile: Tile) {
                 };
             }
         }
+    }
+    if !epilogue.is_none() {
+        // SAFETY: the tile is finished and inside dst (the caller's contract).
+        unsafe { avx512::Kernel::epilogue(tile, epilogue) };
     }
 }
 

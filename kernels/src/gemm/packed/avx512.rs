@@ -96,14 +96,18 @@ unsafe fn rows<const R: usize>(kc: usize, a: *const f32, b: *const f32, tile: Ti
             ap = ap.add(MR);
             bp = bp.add(NR);
         }
-        store(&acc, tile);
+        store(&acc, tile, std::ptr::null());
     }
 }
 
 /// Adds (or stores) the accumulators into the tile: full vectors, masked vectors for
-/// ragged columns, lane by lane when dst's columns are not contiguous.
+/// ragged columns, lane by lane when dst's columns are not contiguous. Unless `bias` is
+/// null (it then points at the bias of the tile's first column; dst's columns must be
+/// contiguous), each row is `(C + acc) + bias`, or `acc + bias`: the bias epilogue's
+/// addition, made before the store instead of after it (the same two roundings).
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: Tile) {
+pub(super) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: Tile, bias: *const f32) {
+    debug_assert!(bias.is_null() || tile.dst.cs == 1);
     // SAFETY: the tile is inside dst.
     unsafe {
         if tile.dst.cs != 1 {
@@ -121,17 +125,27 @@ pub(super) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: Tile) {
         };
         let masks = [mask(0), mask(16)];
         let full = tile.cols == 32;
+        let biases = match bias.is_null() {
+            true => None,
+            false => {
+                Some([0, 1].map(|half| _mm512_maskz_loadu_ps(masks[half], bias.add(16 * half))))
+            }
+        };
         for (i, row) in acc.iter().enumerate() {
             let out = tile.dst.at(tile.row + i, tile.col) as *mut f32;
             for (half, v) in row.iter().enumerate() {
                 let at = out.add(16 * half);
+                let plus_bias = |v| match biases {
+                    Some(b) => _mm512_add_ps(v, b[half]),
+                    None => v,
+                };
                 if full {
                     let v = if tile.add {
                         _mm512_add_ps(_mm512_loadu_ps(at), *v)
                     } else {
                         *v
                     };
-                    _mm512_storeu_ps(at, v);
+                    _mm512_storeu_ps(at, plus_bias(v));
                 } else {
                     let m = masks[half];
                     let v = if tile.add {
@@ -139,7 +153,7 @@ pub(super) unsafe fn store<const R: usize>(acc: &[[__m512; 2]; R], tile: Tile) {
                     } else {
                         *v
                     };
-                    _mm512_mask_storeu_ps(at, m, v);
+                    _mm512_mask_storeu_ps(at, m, plus_bias(v));
                 }
             }
         }

@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::amx_pack::STEP_ELEMS;
-use super::{Tile, avx512};
+use super::{Epilogue, MicroKernel, Tile, avx512};
 
 /// Rows of one block of the tile.
 const ROWS: usize = 8;
@@ -22,7 +22,27 @@ const ROWS: usize = 8;
 /// The CPU has AVX512-BF16; `a` and `b` hold `steps` steps of a 32-row and a 32-column
 /// panel; the tile lies inside its destination.
 #[target_feature(enable = "avx512f,avx512bf16")]
-pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile: Tile) {
+pub(super) unsafe fn micro_tile(
+    steps: usize,
+    a: *const u16,
+    b: *const u16,
+    tile: Tile,
+    epilogue: Epilogue,
+) {
+    // The bias is added as each block is stored (the bias epilogue's addition, made
+    // before the store: no second pass over C's rows, the same bits); GELU and its
+    // gradient run over the finished tile after it.
+    let bias = match epilogue.bias.is_null() {
+        true => std::ptr::null(),
+        false => epilogue.bias.wrapping_add(tile.col),
+    };
+    let rest = Epilogue {
+        bias: std::ptr::null(),
+        ..epilogue
+    };
+    if !rest.is_none() {
+        super::epilogue::prefetch(tile, rest);
+    }
     for block in 0..tile.rows.div_ceil(ROWS) {
         let r0 = block * ROWS;
         // A rows r0.. live in tile r0 / 16, rows of 32 bf16 (64 bytes).
@@ -67,7 +87,7 @@ pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile
         // SAFETY: the block lies inside the tile.
         unsafe {
             match part.rows {
-                8 => avx512::store(&acc, part),
+                8 => avx512::store(&acc, part, bias),
                 rows => {
                     // A ragged last block: the rows past the tile are not stored.
                     for (i, row) in acc.iter().enumerate().take(rows) {
@@ -76,11 +96,15 @@ pub(super) unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile
                             rows: 1,
                             ..part
                         };
-                        avx512::store::<1>(std::array::from_ref(row), one);
+                        avx512::store::<1>(std::array::from_ref(row), one, bias);
                     }
                 }
             }
         }
+    }
+    if !rest.is_none() {
+        // SAFETY: the tile is finished and inside dst (the caller's contract).
+        unsafe { avx512::Kernel::epilogue(tile, rest) };
     }
 }
 

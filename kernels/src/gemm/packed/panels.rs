@@ -13,7 +13,7 @@
 //! rounded while packed): [`pack_a_bf16`], [`pack_b_bf16`], [`multiply_bf16`].
 
 use super::amx_pack::{self, STEP_ELEMS};
-use super::{MicroKernel, Tile, View, avx2, avx512, pack};
+use super::{Epilogue, MicroKernel, Tile, View, avx2, avx512, pack};
 use crate::cpu::{Bf16Unit, Isa};
 
 /// Packed panels of one operand: panel `i` (rows `i·MR..` of A, or columns `i·NR..`
@@ -214,7 +214,7 @@ pub unsafe fn multiply_bf16(
                 add: accumulate,
             };
             // SAFETY: the caller's contract covers every panel step read and tile stored.
-            unsafe { micro(steps, start(a, ir), start(b, jr), tile) };
+            unsafe { micro(steps, start(a, ir), start(b, jr), tile, Epilogue::NONE) };
         }
     }
 }
