@@ -6,7 +6,9 @@
 //! A 32 × 32 tile runs as four blocks of 8 rows × 32 columns: 16 zmm accumulators; per
 //! pair of k, two loads of B (one tile row of each B tile: 16 columns × one pair) and
 //! eight broadcasts of an A pair (32 bits of an A tile row), sixteen VDPBF16PS. Each
-//! lane sums its pairs in k order, so the bits do not depend on the thread split.
+//! lane sums its pairs in k order, so the bits do not depend on the thread split. The
+//! bias is added to each block as it is stored; GELU and its gradient run over the
+//! finished tile.
 
 use std::arch::x86_64::*;
 
@@ -16,11 +18,13 @@ use super::{Epilogue, MicroKernel, Tile, avx512};
 /// Rows of one block of the tile.
 const ROWS: usize = 8;
 
-/// `tile (+)= a · b` over `steps` steps of 32 k, `a` and `b` packed as for AMX.
+/// `tile (+)= a · b` over `steps` steps of 32 k, `a` and `b` packed as for AMX, then
+/// `epilogue` ([`super::amx::MicroTile`]).
 ///
 /// # Safety
 /// The CPU has AVX512-BF16; `a` and `b` hold `steps` steps of a 32-row and a 32-column
-/// panel; the tile lies inside its destination.
+/// panel; the tile lies inside its destination, whose columns are contiguous unless
+/// `epilogue` is [`Epilogue::NONE`].
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(super) unsafe fn micro_tile(
     steps: usize,
