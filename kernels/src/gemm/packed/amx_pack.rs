@@ -85,18 +85,6 @@ fn transpose16(rows: [__m512i; 16]) -> [__m512i; 16] {
     out
 }
 
-/// Asks for the two lines holding the 32 floats from `p` (a prefetch never faults).
-/// Row-major A is packed a row's step of 32 k at a time, row after row of the panel:
-/// asking for the same k of the row four ahead took 1.8% off a bench-s bf16 step
-/// (`perf` had put the packing's time on its conversions, waiting for their loads).
-/// The same for the transposed A and for B's pairs of rows: not resolvable.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bf16")]
-fn prefetch_128(p: *const f32) {
-    _mm_prefetch::<_MM_HINT_T0>(p.cast());
-    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16).cast());
-}
-
 /// `n` (≤ 16) contiguous floats at `p` (zero past n), as 16 bf16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bf16")]
@@ -130,12 +118,16 @@ pub(super) unsafe fn pack_a(
         if lhs.cs == 1 {
             for r in 0..TILE {
                 for s in 0..steps {
-                    // The same k of the row four ahead.
+                    // Row-major A is packed a row's step of 32 k at a time, row after
+                    // row of the panel: asking for the same k of the row four ahead
+                    // took 1.8% off a bench-s bf16 step (`perf` had put the packing's
+                    // time on its conversions, waiting for their loads). The same for
+                    // the transposed A and for B's pairs of rows: not resolvable.
                     let row = (ic + ir + (r + 4).min(rows - 1)) as isize;
                     let ahead = lhs
                         .ptr
                         .wrapping_offset(row * lhs.rs + (pc + s * TILE) as isize);
-                    prefetch_128(ahead);
+                    super::prefetch_lines(ahead.cast(), 4 * TILE);
                     for half in 0..2 {
                         let k0 = s * TILE + half * 16;
                         let out = panel[at(r, k0)..].as_mut_ptr().cast::<__m256i>();

@@ -39,7 +39,7 @@ unsafe fn kernel_6x16(kc: usize, a: View, b: *const f32, tile: Tile) {
         // lines now so they arrive while the FMAs run.
         for i in 0..tile.rows {
             let row = tile.dst.at(tile.row + i, tile.col) as *const i8;
-            super::epilogue::prefetch_lines(row, 4 * NR);
+            super::prefetch_lines(row, 4 * NR);
         }
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         let rows: [*const f32; MR] = std::array::from_fn(|i| a.at(i, 0));

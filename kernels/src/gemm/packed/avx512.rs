@@ -68,7 +68,7 @@ unsafe fn rows<const R: usize>(kc: usize, a: *const f32, b: *const f32, tile: Ti
         // lines (128 bytes a row, three lines when unaligned) while the FMAs run.
         for i in 0..R {
             let row = tile.dst.at(tile.row + i, tile.col) as *const i8;
-            super::epilogue::prefetch_lines(row, 4 * NR);
+            super::prefetch_lines(row, 4 * NR);
         }
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let (mut ap, mut bp) = (a, b);

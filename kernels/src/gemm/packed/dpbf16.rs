@@ -64,7 +64,7 @@ pub(super) unsafe fn micro_tile(
             for i in 0..part.rows {
                 // SAFETY: the row is inside dst (and a prefetch never faults).
                 let row = unsafe { tile.dst.at(part.row + i, tile.col) } as *const i8;
-                super::epilogue::prefetch_lines(row, 4 * part.cols);
+                super::prefetch_lines(row, 4 * part.cols);
             }
         }
         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];

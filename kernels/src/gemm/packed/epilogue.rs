@@ -11,21 +11,6 @@ use super::Tile;
 use crate::gelu::{gelu_f32 as gelu, gelu_grad_f32 as gelu_grad};
 pub use crate::gemm::epilogue::Epilogue;
 
-/// Asks for every cache line of the `bytes` bytes from `p` (a prefetch never faults):
-/// two for a 64-byte-aligned row of 32 floats, three for one that straddles.
-#[inline(always)]
-pub(super) fn prefetch_lines(p: *const i8, bytes: usize) {
-    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-    let first = p as usize & !63;
-    let last = (p as usize + bytes.max(1) - 1) & !63;
-    let mut line = first;
-    while line <= last {
-        // SAFETY: prefetches do not fault.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
-        line += 64;
-    }
-}
-
 /// Asks for the lines of the epilogue's own matrices that `tile` will touch (GELU's
 /// output; GELU's input and its gradient), so they arrive while the micro-kernel's
 /// FMAs of the last k block run: the epilogue reads and writes them tile by tile, an
@@ -38,7 +23,7 @@ pub(super) fn prefetch(tile: Tile, epilogue: Epilogue) {
     for m in matrices.into_iter().filter(|m| !m.is_null()) {
         for i in 0..tile.rows {
             let offset = (tile.row + i) as isize * tile.dst.rs + tile.col as isize;
-            prefetch_lines(m.wrapping_offset(offset) as *const i8, 4 * tile.cols);
+            super::prefetch_lines(m.wrapping_offset(offset) as *const i8, 4 * tile.cols);
         }
     }
 }

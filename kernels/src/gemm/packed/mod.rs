@@ -90,6 +90,23 @@ struct Tile {
     add: bool,
 }
 
+/// Asks for every cache line of the `bytes` bytes from `p` into L1 (a prefetch never
+/// faults): two for a 64-byte-aligned row of 32 floats, three for one that straddles.
+/// Each line once: asking for an aligned row's second line twice cost 0.8% of a
+/// bench-s bf16 step and 1.6% of an fp32 one (Zen 4).
+#[inline(always)]
+fn prefetch_lines(p: *const i8, bytes: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let first = p as usize & !63;
+    let last = (p as usize + bytes.max(1) - 1) & !63;
+    let mut line = first;
+    while line <= last {
+        // SAFETY: prefetches do not fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
+        line += 64;
+    }
+}
+
 /// A register-blocked micro-kernel and the cache blocking derived for it.
 trait MicroKernel {
     /// Rows of the tile.
