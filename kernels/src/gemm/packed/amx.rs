@@ -104,8 +104,9 @@ pub(super) unsafe fn gemm(
         }
         let (a_pack, b_pack) = (halves(a_lines), halves(b_lines));
         let mut jc = cols.start;
+        let block = columns_per_block(k, !panels.is_null());
         while jc < cols.end {
-            let nc = NC.min(cols.end - jc);
+            let nc = block.min(cols.end - jc);
             let mut pc = 0;
             while pc < k || (k == 0 && pc == 0) {
                 let kc = KC.min(k - pc);
@@ -158,6 +159,21 @@ pub(super) unsafe fn gemm(
             jc += nc;
         }
     });
+}
+
+/// Columns of one block of B (the `jc` loop): every column when B's panels are packed
+/// ahead (nothing of B is packed in the call, and each further block would pack A
+/// again: 14% of a bench-s step's A packing was such repeats), else as many as fill
+/// the KC × NC bf16 of a packed block at this product's depth (a weight gradient's
+/// k = 256 takes 2 048 columns, all of a 1 536-wide product in one block).
+fn columns_per_block(k: usize, packed_ahead: bool) -> usize {
+    match packed_ahead {
+        true => usize::MAX,
+        false => {
+            let depth = KC.min(k).next_multiple_of(KSTEP).max(KSTEP);
+            (KC * NC / depth) / TILE * TILE
+        }
+    }
 }
 
 /// A 32 × 32 micro-tile: `tile (+)= a · b` over `steps` steps of 32 k from packed
