@@ -24,10 +24,12 @@ pub fn all() -> Vec<Helper> {
     gemm.extend([i64, i64, None]);
     // cllm_sgemm_bias_gelu(m, n, k, dst, dst_rs, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs,
     //                      bias, gelu_out, precision, panels); cllm_sgemm_gelu_backward(…,
-    //                      pre, dpre, precision, panels) alike
+    //                      pre, dpre, accumulate, precision, panels) alike
     let fused = vec![
         i64, i64, i64, None, i64, None, i64, i64, None, i64, i64, None, None, i64, None,
     ];
+    let mut gelu_backward = fused.clone();
+    gelu_backward.insert(13, i64);
     vec![
         (
             "cllm_sgemm",
@@ -44,7 +46,7 @@ pub fn all() -> Vec<Helper> {
         (
             "cllm_sgemm_gelu_backward",
             crate::gemm::sgemm::cllm_sgemm_gelu_backward as *const u8,
-            fused.clone(),
+            gelu_backward,
             vec![],
         ),
         (

@@ -272,8 +272,18 @@ steps! {
     /// and its input's gradient follows in the dx product's epilogue:
     /// `dpre += dinp ⊙ gelu'(pre)` (the fused GELU backward). Both products in
     /// `precision`; `panels` (`WeightPanels`' `backward`) as for `Matmul`, read by the
-    /// input gradient's product.
-    MatmulBackward { rows: usize, c: usize, oc: usize, precision: Precision }
+    /// input gradient's product. `stores_dweight`: the step is its weight gradient's
+    /// only writer, so in a shard's first pass of a step (the scalar at
+    /// [`crate::jit::FIRST_PASS`] is 1) it writes `dweight` instead of adding to it, and
+    /// the machine does not zero that gradient before the pass; in a later pass (a
+    /// further micro-batch), or with that scalar 0, it adds as always. `stores_dinp`:
+    /// the step is the first to write `dinp` (and `dpre`, when fused) in its kernel,
+    /// which therefore does not zero them first (`Kernel::zero_first`): the input
+    /// gradient's product stores, and `dpre = dinp ⊙ gelu'(pre) + 0`.
+    MatmulBackward {
+        rows: usize, c: usize, oc: usize, precision: Precision, stores_dweight: bool,
+        stores_dinp: bool
+    }
         [dinp: W, dweight: W, dbias: Option<W>, dout: R, inp: R, weight: R,
          dpre: Option<W>, pre: Option<R>, panels: Option<R>]
     /// A weight (oc, c) rounded to bf16 once, in the layouts the matrix units read it

@@ -88,6 +88,47 @@ use crate::bf16::Precision;
 use crate::jit::Emitter;
 use cranelift_codegen::ir::{InstBuilder, Value};
 
+/// Whether a product adds to its destination or overwrites it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accumulate {
+    No,
+    Yes,
+    /// Overwrites in a shard's first pass of a step ([`Emitter::first_pass`]), adds in
+    /// any other.
+    AfterFirstPass,
+}
+
+/// Zeroes the contiguous `rows × cols` matrix `dst` when this is a shard's first pass
+/// (the Cranelift GEMM only adds; the native one stores instead).
+fn zero_in_first_pass(
+    e: &mut Emitter<'_>,
+    (dst, rs, cs): (Value, usize, usize),
+    [rows, cols]: [usize; 2],
+) {
+    assert!(
+        cs == 1 && rs == cols,
+        "a weight gradient is one contiguous matrix"
+    );
+    let first = e.first_pass();
+    zero_where(e, dst, rows * cols, Some(first));
+}
+
+/// Zeroes the `n` floats at `dst`, when `condition` (a Cranelift boolean) holds if
+/// one is given.
+fn zero_where(e: &mut Emitter<'_>, dst: Value, n: usize, condition: Option<Value>) {
+    let (vectors, all, none) = (e.int((n / 4 * 4) as i64), e.int(n as i64), e.int(0));
+    // The loops run to their bound when the condition holds and not at all otherwise.
+    let (mut end_vectors, mut end_all) = (vectors, all);
+    if let Some(c) = condition {
+        end_vectors = e.b.ins().select(c, vectors, none);
+        end_all = e.b.ins().select(c, all, vectors);
+    }
+    let zero = e.b.ins().f32const(0.0);
+    let zeros = e.b.ins().splat(crate::jit::Lanes::Four.ty(), zero);
+    e.for_range(none, end_vectors, 4, |e, i| e.store(zeros, dst, i, 0));
+    e.for_range(vectors, end_all, 1, |e, i| e.store(zero, dst, i, 0));
+}
+
 /// Emits a call of `cllm_sgemm`; each matrix is (pointer, row stride, column stride).
 /// A bf16 product always calls the native GEMM (Cranelift's 128-bit GEMM is fp32 only).
 pub(crate) fn call_gemm(
@@ -98,11 +139,15 @@ pub(crate) fn call_gemm(
     lhs: (Value, usize, usize),
     rhs: (Value, usize, usize),
     panels: Option<Value>,
-    accumulate: bool,
+    accumulate: Accumulate,
 ) {
     if !native_gemm(e, precision) {
         assert!(panels.is_none(), "the Cranelift GEMM reads no panels");
-        crate::gemm::cranelift::emit_gemm(e, m, n, k, dst, lhs, rhs, accumulate);
+        if accumulate == Accumulate::AfterFirstPass {
+            zero_in_first_pass(e, dst, [m, n]);
+        }
+        let add = accumulate != Accumulate::No;
+        crate::gemm::cranelift::emit_gemm(e, m, n, k, dst, lhs, rhs, add);
         return;
     }
     let mut args = vec![e.int(m as i64), e.int(n as i64), e.int(k as i64)];
@@ -110,7 +155,15 @@ pub(crate) fn call_gemm(
         let (rs, cs) = (e.int(rs as i64), e.int(cs as i64));
         args.extend([p, rs, cs]);
     }
-    args.push(e.int(accumulate as i64));
+    args.push(match accumulate {
+        Accumulate::No => e.int(0),
+        Accumulate::Yes => e.int(1),
+        Accumulate::AfterFirstPass => {
+            let first = e.first_pass();
+            let (zero, one) = (e.int(0), e.int(1));
+            e.b.ins().select(first, zero, one)
+        }
+    });
     args.push(e.int(precision.code()));
     args.push(panels.unwrap_or_else(|| e.int(0)));
     e.call("cllm_sgemm", &args);
@@ -174,7 +227,7 @@ pub fn emit_matmul_forward(
         (inp, c, 1),
         (weight, 1, c),
         panels,
-        false,
+        Accumulate::No,
     );
     if bias.is_none() && gelu_out.is_none() {
         return;
@@ -200,6 +253,9 @@ pub fn emit_matmul_forward(
 /// `dinp += dout · weight`, `dweight += doutᵀ · inp`, `dbias += Σ_rows dout`; with
 /// `gelu = (dpre, pre)`, then `dpre += dinp ⊙ gelu'(pre)`: with the native GEMM in the
 /// epilogue of dinp's product (each tile while it is in L1), else a pass after it.
+/// With `stores_dinp`, `dinp = dout · weight` (and `dpre = dinp ⊙ gelu'(pre) + 0`:
+/// both are first written here); with `stores_dweight`, `dweight = doutᵀ · inp` in a
+/// shard's first pass of a step.
 pub fn emit_matmul_backward(
     e: &mut Emitter<'_>,
     precision: Precision,
@@ -208,15 +264,16 @@ pub fn emit_matmul_backward(
     [dout, inp, weight]: [Value; 3],
     gelu: Option<(Value, Value)>,
     panels: Option<Value>,
-    n: usize,
-    c: usize,
-    oc: usize,
+    [n, c, oc]: [usize; 3],
+    [stores_dinp, stores_dweight]: [bool; 2],
 ) {
+    let dinp_accumulates = !stores_dinp;
     match gelu {
         Some((dpre, pre)) if native_gemm(e, precision) => {
             let mut args = vec![e.int(n as i64), e.int(c as i64), e.int(oc as i64)];
             let (oc_, c_, one) = (e.int(oc as i64), e.int(c as i64), e.int(1));
             args.extend([dinp, c_, dout, oc_, one, weight, c_, one, pre, dpre]);
+            args.push(e.int(dinp_accumulates as i64));
             args.push(e.int(precision.code()));
             args.push(panels.unwrap_or_else(|| e.int(0)));
             e.call("cllm_sgemm_gelu_backward", &args);
@@ -230,9 +287,15 @@ pub fn emit_matmul_backward(
                 (dout, oc, 1),
                 (weight, c, 1),
                 panels,
-                true,
+                match dinp_accumulates {
+                    true => Accumulate::Yes,
+                    false => Accumulate::No,
+                },
             );
             if let Some((dpre, pre)) = gelu {
+                if stores_dinp {
+                    zero_where(e, dpre, n * c, None);
+                }
                 crate::gelu::emit_gelu_backward(e, dpre, dinp, pre, n * c);
             }
         }
@@ -245,7 +308,10 @@ pub fn emit_matmul_backward(
         (dout, 1, oc),
         (inp, c, 1),
         None,
-        true,
+        match stores_dweight {
+            true => Accumulate::AfterFirstPass,
+            false => Accumulate::Yes,
+        },
     );
     if let Some(db) = dbias {
         e.for_n(0, n as i64, 1, |e, row| {

@@ -109,6 +109,8 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
             c,
             oc,
             precision,
+            stores_dweight,
+            stores_dinp,
             dinp,
             dweight,
             dbias,
@@ -133,9 +135,8 @@ fn emit_step(e: &mut Emitter<'_>, step: Step<Value>) {
                 inputs,
                 gelu,
                 panels,
-                rows,
-                c,
-                oc,
+                [rows, c, oc],
+                [stores_dinp, stores_dweight],
             )
         }
         Step::WeightPanels {

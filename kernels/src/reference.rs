@@ -69,6 +69,9 @@ impl<'a, T> Buf<'a, T> {
 pub struct Scalars {
     /// The backward of the loss multiplies by it (1/scored targets).
     pub loss_scale: f64,
+    /// A shard's first pass of the step ([`crate::jit::FIRST_PASS`]): a
+    /// `MatmulBackward` with `stores_dweight` overwrites its weight gradient.
+    pub first_pass: bool,
     /// The optimizer's step, for `AdamW`.
     pub adamw: Option<AdamWStep>,
 }
@@ -166,6 +169,8 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
             c,
             oc,
             precision,
+            stores_dweight,
+            stores_dinp,
             dinp,
             dweight,
             dbias,
@@ -177,15 +182,24 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
             ..
         } => {
             let dinp = dinp.write();
+            if stores_dinp {
+                // Not zeroed by the kernel: the JIT's product stores.
+                dinp.fill(T::default());
+            }
             let dout = dout.read();
             // The bias gradient sums dout itself (not a matrix product): fp32.
             if let Some(dbias) = dbias {
                 crate::matmul::bias_backward(dbias.write(), dout, oc);
             }
             let rounded = operand(dout, precision);
+            let dweight = dweight.write();
+            if stores_dweight && scalars.first_pass {
+                // The JIT's product stores; zero, then the same sums added.
+                dweight.fill(T::default());
+            }
             matmul_backward(
                 &mut *dinp,
-                dweight.write(),
+                dweight,
                 None,
                 &rounded,
                 &operand(inp.read(), precision),
@@ -194,7 +208,14 @@ pub fn run_step<T: Real>(step: Step<Buf<'_, T>>, scalars: &Scalars) -> f64 {
                 oc,
             );
             match (dpre, pre) {
-                (Some(dpre), Some(pre)) => gelu_backward(dpre.write(), dinp, pre.read()),
+                (Some(dpre), Some(pre)) => {
+                    let dpre = dpre.write();
+                    if stores_dinp {
+                        // First written here too (`Step::MatmulBackward`).
+                        dpre.fill(T::default());
+                    }
+                    gelu_backward(dpre, dinp, pre.read())
+                }
                 (None, None) => {}
                 _ => panic!("a fused GELU backward needs both dpre and pre"),
             }

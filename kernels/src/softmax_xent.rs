@@ -315,7 +315,7 @@ pub fn emit_softmax_xent_backward(
     rows: usize,
     v: usize,
 ) {
-    let scale64 = e.scalar(0);
+    let scale64 = e.scalar(crate::jit::LOSS_SCALE);
     let scale = e.b.ins().fdemote(types::F32, scale64);
     if e.native() {
         let (r, n) = (e.int(rows as i64), e.int(v as i64));

@@ -80,8 +80,8 @@ fn steps_match_through_both_back_ends() {
             grad_scale: 0.5,
         };
         let adamw = Scalars {
-            loss_scale: 0.0,
             adamw: Some(h),
+            ..Scalars::default()
         };
         let step = Step::AdamW {
             segments: vec![(0, len / 2, true), (len / 2, len - len / 2, false)],

@@ -83,6 +83,7 @@ fn native_gemm_gives_the_same_bits_on_any_thread_count() {
                             cs as i64,
                             pre.as_ptr(),
                             side.as_mut_ptr(),
+                            1,
                             precision,
                             none,
                         ),

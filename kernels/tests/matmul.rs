@@ -71,7 +71,17 @@ fn matmul_kernels_match_once() {
                 let fused = gelu.then(|| (p[6], p[7]));
                 let (d, x) = ([p[0], p[1]], [p[3], p[4], p[5]]);
                 let db = Some(p[2]);
-                emit_matmul_backward(e, Precision::Fp32, d, db, x, fused, None, n, c, oc)
+                emit_matmul_backward(
+                    e,
+                    Precision::Fp32,
+                    d,
+                    db,
+                    x,
+                    fused,
+                    None,
+                    [n, c, oc],
+                    [false; 2],
+                )
             });
             let (mut dinp, mut dweight, mut dbias) =
                 (dinp0.clone(), dweight0.clone(), dbias0.clone());
@@ -187,23 +197,41 @@ fn steps_match_once(precision: Precision) {
                     panels: None,
                 };
                 assert_step_matches(&name("matmul"), step, 1, &none, c, rng);
-                let step = Step::MatmulBackward {
-                    rows,
-                    c,
-                    oc,
-                    precision,
-                    dinp: rows * c,
-                    dweight: oc * c,
-                    dbias: bias.then_some(oc),
-                    dout: rows * oc,
-                    inp: rows * c,
-                    weight: oc * c,
-                    dpre: gelu.then_some(rows * c),
-                    pre: gelu.then_some(rows * c),
-                    panels: None,
-                };
-                let reduction = rows.max(oc);
-                assert_step_matches(&name("matmul_backward"), step, 1, &none, reduction, rng);
+                // The gradients added to (their buffers hold random values), and
+                // stored over them: the input's when the step writes it first, the
+                // weight's in a shard's first pass.
+                let cases = [
+                    (false, false, false),
+                    (true, true, true),
+                    (false, true, false),
+                    (true, false, true),
+                ];
+                for (stores_dinp, stores_dweight, first_pass) in cases {
+                    let step = Step::MatmulBackward {
+                        rows,
+                        c,
+                        oc,
+                        precision,
+                        stores_dweight,
+                        stores_dinp,
+                        dinp: rows * c,
+                        dweight: oc * c,
+                        dbias: bias.then_some(oc),
+                        dout: rows * oc,
+                        inp: rows * c,
+                        weight: oc * c,
+                        dpre: gelu.then_some(rows * c),
+                        pre: gelu.then_some(rows * c),
+                        panels: None,
+                    };
+                    let scalars = Scalars {
+                        first_pass,
+                        ..Scalars::default()
+                    };
+                    let reduction = rows.max(oc);
+                    let name = name("matmul_backward");
+                    assert_step_matches(&name, step, 1, &scalars, reduction, rng);
+                }
             }
         }
     });
@@ -248,6 +276,8 @@ fn bf16_products_read_the_weight_panels_bit_for_bit() {
                 c,
                 oc,
                 precision: Precision::Bf16,
+                stores_dweight: false,
+                stores_dinp: false,
                 dinp: 6,
                 dweight: 7,
                 dbias: None,

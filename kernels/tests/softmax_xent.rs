@@ -134,7 +134,7 @@ fn steps_match_through_both_back_ends() {
         assert_step_matches(&name("softmax_xent"), step, vocab as u32, &none, vocab, rng);
         let scaled = Scalars {
             loss_scale: 1.0 / rows as f64,
-            adamw: None,
+            ..Scalars::default()
         };
         let step = Step::SoftmaxXentBackward {
             rows,

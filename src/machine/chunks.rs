@@ -115,8 +115,8 @@ unsafe fn reference<T: Real>(
         }
     });
     let scalars = Scalars {
-        loss_scale: 0.0,
         adamw,
+        ..Scalars::default()
     };
     run_step(bufs, &scalars)
 }

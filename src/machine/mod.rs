@@ -48,7 +48,7 @@ use crate::graph::{Graph, Role, TensorId};
 use crate::plan::grads::{self, GradSchedule, ROOT};
 use crate::plan::{Phase, Plan};
 use places::{Place, Region, SyncPtr, Table};
-use worker::{Shared, Worker};
+use worker::{Pass, Shared, Worker};
 
 /// A plan's buffers and the means to run it.
 pub struct Machine<T: Real> {
@@ -84,6 +84,9 @@ pub struct Machine<T: Real> {
     /// Offset of each parameter in `params` (and of its gradient in every gradient buffer).
     param_offsets: Vec<usize>,
     places: Vec<Place>,
+    /// What a shard's first pass of a step zeroes in its gradient buffer
+    /// ([`places::first_pass_zeroes`]).
+    first_pass_zeroes: Vec<std::ops::Range<usize>>,
     workers: Vec<Worker<T>>,
     /// Σ g² of each parameter chunk of the last gradient sum.
     chunk_squares: Vec<f64>,
@@ -160,7 +163,8 @@ impl<T: Real> Machine<T> {
                     len: t.len(),
                 }
             })
-            .collect();
+            .collect::<Vec<Place>>();
+        let first_pass_zeroes = places::first_pass_zeroes(&plan, &places, total);
         let schedule = grads::schedule(plan.shards, 0..plan.shards, plan.workers);
         let (grads, grad_ptrs) = grad_buffers(schedule.buffers, total);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -187,6 +191,7 @@ impl<T: Real> Machine<T> {
             panels_stale: true,
             param_offsets,
             places,
+            first_pass_zeroes,
             workers: (0..plan.workers).map(|_| Worker::new(&plan)).collect(),
             chunk_squares: vec![0.0; plan.param_chunks.len()],
             chunk_returns: vec![0.0; plan.param_chunks.len()],
@@ -362,6 +367,7 @@ impl<T: Real> Machine<T> {
         let Machine {
             plan,
             places,
+            first_pass_zeroes,
             params,
             param_floats,
             mask,
@@ -381,6 +387,7 @@ impl<T: Real> Machine<T> {
             grads: grad_ptrs,
             // A pipeline stage's buffers hold only its parameters' gradients.
             grads_len: packed.as_ref().map_or(*param_floats, |c| c.len),
+            first_pass_zeroes,
             schedule,
             chunks: chunks::Chunks {
                 shifts: packed.as_ref().map(|c| &c.shifts[..]),
@@ -407,7 +414,7 @@ impl<T: Real> Machine<T> {
             ROOT,
             0,
             |_, p| p == Phase::Forward,
-            loss_scale,
+            Pass::adding(loss_scale),
             &mut |_| {},
         )
     }
@@ -421,7 +428,7 @@ impl<T: Real> Machine<T> {
             ROOT,
             0,
             |_, p| p != Phase::Forward,
-            loss_scale,
+            Pass::adding(loss_scale),
             &mut |_| {},
         );
     }

@@ -3,8 +3,9 @@
 //! ```text
 //!  panels ──▶ (bf16) each weight rounded into its panels, if the parameters changed
 //!  shards ──▶ worker w runs its contiguous block of shards: per shard, zero its
-//!             gradient buffer, forward + backward of that shard of every micro-batch,
-//!             accumulating into it, then the tree's additions that shard completes
+//!             gradient buffer but the weight gradients its first pass stores,
+//!             forward + backward of that shard of every micro-batch, accumulating
+//!             into it, then the tree's additions that shard completes
 //!  sum    ──▶ per parameter chunk (in parallel): the tree above the workers' blocks,
 //!             and the chunk's Σ g²; the norm adds chunks in order (`grad_sum.rs`)
 //!  chunks ──▶ per parameter chunk (in parallel): AdamW
@@ -26,6 +27,7 @@ use cllm_kernels::Real;
 use cllm_kernels::adamw::AdamWStep;
 
 use super::chunks::ChunkStep;
+use super::worker::Pass;
 use super::{Machine, SyncPtr};
 use crate::data::Batch;
 use crate::plan::Phase;
@@ -105,8 +107,12 @@ impl<T: Real> Machine<T> {
                 for (local, s) in part.shards.clone().enumerate() {
                     let buffer = part.buffer[local];
                     if backward {
+                        // The first pass stores the rest (`Pass::first`).
                         // SAFETY: the schedule gives this buffer to this shard alone.
-                        unsafe { shared.grads[buffer].slice(shared.grads_len) }.fill(T::default());
+                        let grads = unsafe { shared.grads[buffer].slice(shared.grads_len) };
+                        for range in shared.first_pass_zeroes {
+                            grads[range.clone()].fill(T::default());
+                        }
                     }
                     for (a, batch) in batches.iter().enumerate() {
                         let rows = s * shard_len..(s + 1) * shard_len;
@@ -114,7 +120,11 @@ impl<T: Real> Machine<T> {
                         worker.targets.copy_from_slice(&batch.targets[rows]);
                         let forward = |_, p| p == Phase::Forward;
                         let none = &mut |_| {};
-                        let loss = worker.run(&shared, buffer, local, forward, loss_scale, none);
+                        let pass = Pass {
+                            loss_scale,
+                            first: a == 0,
+                        };
+                        let loss = worker.run(&shared, buffer, local, forward, pass, none);
                         let last = local + 1 == part.shards.len() && a + 1 == batches.len();
                         if backward {
                             // Over ranks with overlap, the last pass sends parts as its
@@ -129,14 +139,7 @@ impl<T: Real> Machine<T> {
                                     unsafe { sender.after_kernel(k, &mut next, merges) }
                                 }
                             };
-                            worker.run(
-                                &shared,
-                                buffer,
-                                local,
-                                |k, p| !forward(k, p),
-                                loss_scale,
-                                send,
-                            );
+                            worker.run(&shared, buffer, local, |k, p| !forward(k, p), pass, send);
                             if let Some(sender) = sending {
                                 assert_eq!(next, sender.order.len(), "every part was sent");
                             }

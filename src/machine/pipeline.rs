@@ -40,6 +40,7 @@ use cllm_kernels::Real;
 use super::chunks::ChunkStep;
 use super::ranks::{Exchange, bytes_of, bytes_of_mut};
 use super::stage_state::{OwnChunks, Share};
+use super::worker::Pass;
 use super::{Machine, Region};
 use crate::data::Batch;
 use crate::plan::Phase;
@@ -127,7 +128,14 @@ impl<T: Real> Machine<T> {
                 let buffer = part.buffer[s];
                 st.receive(&shared, worker, buffer, i, a, Half::Forward);
                 let mine = |k, p| p == Phase::Forward && kernel_stage[k] == stage;
-                let loss = worker.run(&shared, buffer, s, mine, loss_scale, &mut |_| {});
+                let loss = worker.run(
+                    &shared,
+                    buffer,
+                    s,
+                    mine,
+                    Pass::adding(loss_scale),
+                    &mut |_| {},
+                );
                 st.losses[a * block + s] = loss;
                 st.send(&shared, worker, buffer, i, a, micro, Half::Forward);
             };
@@ -141,7 +149,14 @@ impl<T: Real> Machine<T> {
                 }
                 st.receive(&shared, worker, buffer, i, a, Half::Backward);
                 let mine = |k, p| p != Phase::Forward && kernel_stage[k] == stage;
-                worker.run(&shared, buffer, s, mine, loss_scale, &mut |_| {});
+                worker.run(
+                    &shared,
+                    buffer,
+                    s,
+                    mine,
+                    Pass::adding(loss_scale),
+                    &mut |_| {},
+                );
                 st.send(&shared, worker, buffer, i, a, micro, Half::Backward);
                 if a + 1 == micro {
                     // SAFETY: the additions read and write finished shards' buffers.

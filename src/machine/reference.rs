@@ -7,6 +7,7 @@
 use cllm_kernels::Real;
 use cllm_kernels::reference::{Buf, Scalars, run_step};
 
+use super::worker::Pass;
 use super::{Place, Region};
 use crate::plan::ir::StepCall;
 
@@ -47,7 +48,7 @@ fn split_disjoint<'a, T>(mut buffer: &'a mut [T], ranges: &[(usize, usize)]) -> 
 }
 
 /// Runs one step; returns the loss sum for `SoftmaxXent`, else 0.
-pub(super) fn run<T: Real>(it: &mut StepContext<'_, T>, call: &StepCall, loss_scale: f64) -> f64 {
+pub(super) fn run<T: Real>(it: &mut StepContext<'_, T>, call: &StepCall, pass: Pass) -> f64 {
     let mut places = Vec::new();
     call.visit(|_, tensor| places.push(it.places[tensor.0]));
     let ranges = |region: Region| -> Vec<(usize, usize)> {
@@ -80,7 +81,8 @@ pub(super) fn run<T: Real>(it: &mut StepContext<'_, T>, call: &StepCall, loss_sc
         }
     });
     let scalars = Scalars {
-        loss_scale,
+        loss_scale: pass.loss_scale,
+        first_pass: pass.first,
         adamw: None,
     };
     run_step(bufs, &scalars)

@@ -23,6 +23,27 @@ pub(super) struct Worker<T: Real> {
     pub(super) profile: Option<Vec<f64>>,
 }
 
+/// The run-time scalars of one pass of a shard's kernels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pass {
+    /// 1 / scored targets of the step: the loss kernel's gradient scale.
+    pub loss_scale: f64,
+    /// The shard's first pass of the step into its gradient buffer, which was zeroed
+    /// only where no product stores ([`Shared::first_pass_zeroes`]).
+    pub first: bool,
+}
+
+impl Pass {
+    /// A pass into a gradient buffer zeroed whole, or holding earlier passes' sums:
+    /// every product adds.
+    pub fn adding(loss_scale: f64) -> Pass {
+        Pass {
+            loss_scale,
+            first: false,
+        }
+    }
+}
+
 /// What every worker shares, read-only, while a step runs.
 pub(super) struct Shared<'a, T: Real> {
     pub plan: &'a Plan,
@@ -34,6 +55,10 @@ pub(super) struct Shared<'a, T: Real> {
     pub grads: &'a [SyncPtr<T>],
     /// Floats of each gradient buffer.
     pub grads_len: usize,
+    /// What a shard's first pass of a step needs zeroed in its gradient buffer: all of
+    /// it but the weight gradients that products store in that pass
+    /// (`Step::MatmulBackward`'s `stores_dweight`).
+    pub first_pass_zeroes: &'a [std::ops::Range<usize>],
     /// Which shards each worker runs, into which buffers, and the tree's additions.
     pub schedule: &'a crate::plan::grads::GradSchedule,
     /// The optimizer's chunk steps (for the gradient tree's additions).
@@ -70,7 +95,7 @@ impl<T: Real> Worker<T> {
         grads: usize,
         local: usize,
         select: impl Fn(usize, Phase) -> bool,
-        loss_scale: f64,
+        pass: Pass,
         after: &mut dyn FnMut(usize),
     ) -> f64 {
         let plan = shared.plan;
@@ -86,7 +111,9 @@ impl<T: Real> Worker<T> {
             }
             match shared.kernels {
                 Some(compiled) => {
-                    let scalars = [loss_scale];
+                    let mut scalars = [0.0; cllm_kernels::jit::PASS_SCALARS];
+                    scalars[cllm_kernels::jit::LOSS_SCALE] = pass.loss_scale;
+                    scalars[cllm_kernels::jit::FIRST_PASS] = f64::from(u8::from(pass.first));
                     // SAFETY: the table points at this worker's arena and inputs, the
                     // shared parameters and this shard's gradients, sized by the plan
                     // the kernel was compiled from; none of them moves.
@@ -108,7 +135,7 @@ impl<T: Real> Worker<T> {
                         targets: &self.targets,
                     };
                     for call in &kernel.steps {
-                        loss_sum += reference::run(&mut context, call, loss_scale);
+                        loss_sum += reference::run(&mut context, call, pass);
                     }
                 }
             }

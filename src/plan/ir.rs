@@ -31,8 +31,59 @@ pub fn lower_kernels(mut plan: Plan) -> Plan {
         super::panels::point_products(&plan.panels, &mut kernel.steps);
         (kernel.flops, kernel.bytes) = super::cost::kernel_cost(&plan.graph, &kernel.steps);
     }
+    mark_stored_weight_grads(&mut plan);
     plan.passes.push("lower");
     plan
+}
+
+/// Sets `stores_dinp` on each input-gradient product that writes its gradient (and a
+/// fused GELU's dpre) first (the allocate pass listed them among its kernel's
+/// `zero_first`), and takes them off the list: the product stores instead of adding
+/// to zeros (bench-s zeroed ~4 MiB of these a layer and shard, which the products
+/// and the GELU epilogue then read back).
+pub(super) fn mark_stored_input_grads(plan: &mut Plan) {
+    for kernel in &mut plan.kernels {
+        for i in 0..kernel.steps.len() {
+            let Step::MatmulBackward { dinp, dpre, .. } = kernel.steps[i] else {
+                continue;
+            };
+            // dinp, and a fused GELU's dpre, both written first by this step.
+            let written = [Some(dinp), dpre];
+            let mut touched_before = false;
+            for step in &kernel.steps[..i] {
+                step.visit(|_, id| touched_before |= written.contains(&Some(*id)));
+            }
+            let zeroed = |id: TensorId| kernel.zero_first.contains(&id);
+            if touched_before || !written.into_iter().flatten().all(zeroed) {
+                continue;
+            }
+            kernel.zero_first.retain(|id| !written.contains(&Some(*id)));
+            if let Step::MatmulBackward { stores_dinp, .. } = &mut kernel.steps[i] {
+                *stores_dinp = true;
+            }
+        }
+    }
+}
+
+/// Sets `stores_dweight` on each weight-gradient product that is its gradient's only
+/// writer in a pass (every linear layer's; not a tied weight's, which a second kernel
+/// adds to): in a shard's first pass of a step it stores, and the machine leaves that
+/// gradient unzeroed (`Machine::first_pass_zeroes`).
+fn mark_stored_weight_grads(plan: &mut Plan) {
+    let mut writers = vec![0usize; plan.graph.tensors.len()];
+    for step in plan.kernels.iter().flat_map(|k| &k.steps) {
+        step.visit(|slot, id| writers[id.0] += usize::from(slot.writes));
+    }
+    for step in plan.kernels.iter_mut().flat_map(|k| &mut k.steps) {
+        if let Step::MatmulBackward {
+            dweight,
+            stores_dweight,
+            ..
+        } = step
+        {
+            *stores_dweight = writers[dweight.0] == 1;
+        }
+    }
 }
 
 /// The steps of a fusion group: each op one step, except a matmul whose output feeds
@@ -175,6 +226,10 @@ pub fn lower_op(
                 c: cin,
                 oc: len(i[2]) / cin,
                 precision,
+                // Set once every kernel is lowered (`mark_stored_weight_grads`).
+                stores_dweight: false,
+                // Set once the arena is planned (`mark_stored_input_grads`).
+                stores_dinp: false,
                 dinp: o[0],
                 dweight: o[1],
                 dbias: bias.then(|| o[2]),

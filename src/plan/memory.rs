@@ -51,6 +51,7 @@ pub fn allocate(mut plan: Plan) -> Plan {
     for (kernel, zero) in plan.kernels.iter_mut().zip(zero_first) {
         kernel.zero_first = zero;
     }
+    super::ir::mark_stored_input_grads(&mut plan);
     plan.slots = slots;
     plan.arena = arena;
     plan.passes.push("allocate");

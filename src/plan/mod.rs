@@ -75,7 +75,8 @@ pub struct Kernel {
     pub flops: u64,
     /// Bytes read and written, counting each tensor the group touches once.
     pub bytes: u64,
-    /// Activation gradients this kernel writes first: zeroed just before it runs.
+    /// Activation gradients this kernel writes first and adds to: zeroed just before
+    /// it runs (one its product stores is not listed: `ir::mark_stored_input_grads`).
     pub zero_first: Vec<TensorId>,
 }
 

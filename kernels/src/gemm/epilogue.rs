@@ -1,7 +1,8 @@
 //! What happens to a product's output after its last block of k: `C += bias` (a row
 //! vector), `G = gelu(C)` into a second matrix of C's layout (the fused forward of a
 //! linear layer and its GELU), and `dpre += C ⊙ gelu'(pre)` (the GELU's backward
-//! fused into the product that computes its output's gradient). The native GEMM
+//! fused into the product that computes its output's gradient; or `=`, where dpre is
+//! first written there). The native GEMM
 //! applies it to each tile while the tile is in L1 (`packed/epilogue.rs`); on CPUs
 //! without it, [`pass`] runs it as a second pass over the output. Either way the math
 //! is the JIT's, operation for operation.
@@ -17,6 +18,9 @@ pub struct Epilogue {
     pub gelu: *mut f32,
     /// `(pre, dpre)`: `dpre += C ⊙ gelu'(pre)`, both matrices with C's strides.
     pub gelu_backward: (*const f32, *mut f32),
+    /// `dpre = C ⊙ gelu'(pre) + 0` instead (the same rounding as added to zeros):
+    /// dpre is first written here, so neither zeroed before nor read.
+    pub stores_dpre: bool,
 }
 
 // SAFETY: addresses only; the GEMM's contract says who writes where (threads of one
@@ -29,6 +33,7 @@ impl Epilogue {
         bias: std::ptr::null(),
         gelu: std::ptr::null_mut(),
         gelu_backward: (std::ptr::null(), std::ptr::null_mut()),
+        stores_dpre: false,
     };
 
     pub fn is_none(&self) -> bool {
@@ -49,6 +54,7 @@ impl Epilogue {
                 down(self.gelu_backward.0 as *mut f32),
                 down(self.gelu_backward.1),
             ),
+            stores_dpre: self.stores_dpre,
         }
     }
 }
@@ -73,7 +79,8 @@ pub(crate) unsafe fn element(epilogue: &Epilogue, x: f32, j: usize, at: isize) -
         let (pre, dpre) = epilogue.gelu_backward;
         if !dpre.is_null() {
             let d = dpre.offset(at);
-            *d = x.mul_add(gelu_grad_f32(*pre.offset(at)), *d);
+            let before = if epilogue.stores_dpre { 0.0 } else { *d };
+            *d = x.mul_add(gelu_grad_f32(*pre.offset(at)), before);
         }
         x
     }

@@ -92,9 +92,11 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
     unsafe { fused([m, n, k], (dst, dst_rs), operands, false, epilogue) }
 }
 
-/// `dst += lhs · rhs`, then `dpre += dst ⊙ gelu'(pre)` (pre and dpre of dst's layout,
-/// dst's rows contiguous): the backward of a linear layer whose input is a GELU's
-/// output, with the GELU's backward applied to each finished tile of dst.
+/// `dst (+)= lhs · rhs`, then `dpre (+)= dst ⊙ gelu'(pre)` (both adding when
+/// `accumulate` is not 0, both storing when it is; pre and dpre of dst's layout, dst's
+/// rows contiguous):
+/// the backward of a linear layer whose input is a GELU's output, with the GELU's
+/// backward applied to each finished tile of dst.
 ///
 /// # Safety
 /// As [`cllm_sgemm`]; `pre` and `dpre` hold m rows of dst's row stride, `dpre`
@@ -113,17 +115,27 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
     rhs_cs: i64,
     pre: *const f32,
     dpre: *mut f32,
+    accumulate: i64,
     precision: i64,
     panels: *const u16,
 ) {
     let epilogue = Epilogue {
         gelu_backward: (pre, dpre),
+        stores_dpre: accumulate == 0,
         ..Epilogue::NONE
     };
     let (lhs, rhs) = (operand(lhs, lhs_rs, lhs_cs), operand(rhs, rhs_rs, rhs_cs));
     let operands = (lhs, rhs, Precision::from_code(precision), panels);
     // SAFETY: forwarded from the caller's contract.
-    unsafe { fused([m, n, k], (dst, dst_rs), operands, true, epilogue) }
+    unsafe {
+        fused(
+            [m, n, k],
+            (dst, dst_rs),
+            operands,
+            accumulate != 0,
+            epilogue,
+        )
+    }
 }
 
 /// Packs `matrix` (k × n, strides `rs`, `cs`) into its bf16 panels at `panels` when

@@ -4,7 +4,7 @@
 //! folds the loads into the arithmetic, which it misses in a loop tested at the bottom
 //! (measured on the kernels' machine code).
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{FuncRef, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -113,6 +113,14 @@ impl<'a> Emitter<'a> {
         self.b
             .ins()
             .load(types::F64, flags, self.scalars, (8 * i) as i32)
+    }
+
+    /// Whether this is a shard's first pass of the step (the scalar at
+    /// [`super::FIRST_PASS`] is not 0), as a Cranelift boolean.
+    pub fn first_pass(&mut self) -> Value {
+        let flag = self.scalar(super::FIRST_PASS);
+        let zero = self.b.ins().f64const(0.0);
+        self.b.ins().fcmp(FloatCC::NotEqual, flag, zero)
     }
 
     /// Calls a Rust helper registered in `jit::helpers`; returns its result, if any.

@@ -6,7 +6,8 @@
 //! Every kernel has one signature, `fn(args, scalars) -> f64`: `args` points at the
 //! kernel's tensor base pointers (each distinct tensor once, numbered in the order its
 //! steps' slots first name it — a step lists what it writes first), `scalars` at
-//! its run-time scalars (the loss scale; AdamW's learning rate), and the return value
+//! its run-time scalars (the loss scale and the first-pass flag, [`LOSS_SCALE`] and
+//! [`FIRST_PASS`]; AdamW's learning rate), and the return value
 //! is the loss sum of a loss kernel, else 0. Shapes are constants in the code.
 
 mod emitter;
@@ -21,6 +22,17 @@ use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 
 pub use emitter::{Emitter, Lanes, V4};
 pub use math::{exp_max_relative_error, tanh_max_abs_error};
+
+/// Index of the loss scale (1 / scored targets) in a kernel's scalars.
+pub const LOSS_SCALE: usize = 0;
+/// Index of the first-pass flag in a kernel's scalars: 1 in the first pass of a step
+/// into a shard's gradient buffer, whose weight gradients the machine left unzeroed
+/// for the products that store them (`Step::MatmulBackward`'s `stores_dweight`); 0
+/// in any other pass.
+pub const FIRST_PASS: usize = 1;
+/// How many scalars a shard's pass hands its kernels (AdamW's kernels read their own
+/// array).
+pub const PASS_SCALARS: usize = 2;
 
 /// A compiled kernel: `args` are the tensors' base pointers, `scalars` run-time scalars.
 pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, scalars: *const f64) -> f64;

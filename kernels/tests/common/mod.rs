@@ -215,7 +215,12 @@ pub fn assert_step_matches(
         .collect();
     let jit_scalars: Vec<f64> = match (&step, scalars.adamw) {
         (Step::AdamW { .. }, Some(h)) => h.scalars().as_array().to_vec(),
-        _ => vec![scalars.loss_scale],
+        _ => {
+            let mut pass = vec![0.0; cllm_kernels::jit::PASS_SCALARS];
+            pass[cllm_kernels::jit::LOSS_SCALE] = scalars.loss_scale;
+            pass[cllm_kernels::jit::FIRST_PASS] = f64::from(u8::from(scalars.first_pass));
+            pass
+        }
     };
     let jit_returned = call(&compiled, &mut pointers, &jit_scalars);
 

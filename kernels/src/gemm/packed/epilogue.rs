@@ -79,7 +79,10 @@ pub(super) unsafe fn apply(tile: Tile, epilogue: Epilogue) {
                 if !dpre.is_null() {
                     let v = pre_row.add(start).cast::<[f32; CHUNK]>().read_unaligned();
                     let d_at = dpre_row.add(start).cast::<[f32; CHUNK]>();
-                    let mut d = d_at.read_unaligned();
+                    let mut d = match epilogue.stores_dpre {
+                        true => [0.0; CHUNK],
+                        false => d_at.read_unaligned(),
+                    };
                     for j in 0..CHUNK {
                         d[j] = x[j].mul_add(gelu_grad(v[j]), d[j]);
                     }
