@@ -94,9 +94,8 @@ pub unsafe extern "C" fn cllm_sgemm_bias_gelu(
 
 /// `dst (+)= lhs · rhs`, then `dpre (+)= dst ⊙ gelu'(pre)` (both adding when
 /// `accumulate` is not 0, both storing when it is; pre and dpre of dst's layout, dst's
-/// rows contiguous):
-/// the backward of a linear layer whose input is a GELU's output, with the GELU's
-/// backward applied to each finished tile of dst.
+/// rows contiguous): the backward of a linear layer whose input is a GELU's output,
+/// with the GELU's backward applied to each finished tile of dst.
 ///
 /// # Safety
 /// As [`cllm_sgemm`]; `pre` and `dpre` hold m rows of dst's row stride, `dpre`
