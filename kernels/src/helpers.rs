@@ -50,9 +50,9 @@ pub fn all() -> Vec<Helper> {
             vec![],
         ),
         (
-            "cllm_bf16_panels",
-            crate::gemm::sgemm::cllm_bf16_panels as *const u8,
-            vec![None, None, i64, i64, i64, i64],
+            "cllm_bf16_weight_panels",
+            crate::gemm::sgemm::cllm_bf16_weight_panels as *const u8,
+            vec![None, None, None, i64, i64],
             vec![],
         ),
         (

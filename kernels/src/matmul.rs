@@ -171,7 +171,7 @@ pub(crate) fn call_gemm(
 
 /// `forward` = the panels of weightᵀ (k = c, n = oc), `backward` = of weight (k = oc,
 /// n = c): the weight (oc, c) rounded to bf16 once for every product that reads it
-/// (`gemm::sgemm::cllm_bf16_panels`, which writes nothing when the CPU's bf16 unit
+/// (`gemm::sgemm::cllm_bf16_weight_panels`, which writes nothing when the CPU's bf16 unit
 /// reads no panels).
 pub fn emit_weight_panels(
     e: &mut Emitter<'_>,
@@ -180,13 +180,11 @@ pub fn emit_weight_panels(
     c: usize,
     oc: usize,
 ) {
-    for (panels, k, n, rs, cs) in [(forward, c, oc, 1, c), (backward, oc, c, c, 1)] {
-        let args = [panels, weight]
-            .into_iter()
-            .chain([k, n, rs, cs].map(|x| e.int(x as i64)));
-        let args: Vec<Value> = args.collect();
-        e.call("cllm_bf16_panels", &args);
-    }
+    let (c, oc) = (e.int(c as i64), e.int(oc as i64));
+    e.call(
+        "cllm_bf16_weight_panels",
+        &[forward, backward, weight, c, oc],
+    );
 }
 
 /// Whether a product in `precision` calls the native GEMM.

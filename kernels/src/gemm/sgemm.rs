@@ -26,7 +26,7 @@ pub fn set_gemm_threads(threads: usize) {
 
 /// `dst (+)= lhs · rhs`; `accumulate ≠ 0` adds to `dst`; `precision` is a
 /// [`Precision`]'s code (bf16: operands rounded to bf16, sums in fp32); `panels` is
-/// null or rhs's bf16 panels, packed ahead by [`cllm_bf16_panels`] (read instead of rhs
+/// null or rhs's bf16 panels, packed ahead by [`cllm_bf16_weight_panels`] (read instead of rhs
 /// by the matrix units).
 ///
 /// # Safety
@@ -137,48 +137,47 @@ pub unsafe extern "C" fn cllm_sgemm_gelu_backward(
     }
 }
 
-/// Packs `matrix` (k × n, strides `rs`, `cs`) into its bf16 panels at `panels` when
-/// this CPU's bf16 unit reads them ([`crate::gemm::packed::reads_panels`]; else it
-/// writes nothing): the weights of a bf16 step, rounded and laid out once per step
-/// rather than in every product. The panels are split over the calling pool's threads.
+/// Packs the weight `weight` (oc × c, row-major) into its two bf16 panel layouts —
+/// `forward`, Wᵀ's (k = c, n = oc) for the forward product, and `backward`, W's (k = oc,
+/// n = c) for the input gradient's — when this CPU's bf16 unit reads panels
+/// ([`crate::gemm::packed::reads_panels`]; else it writes nothing): the weights of a
+/// bf16 step, rounded and laid out once per step rather than in every product, each
+/// read once for both layouts. W's 32-row groups are split over the calling pool's
+/// threads.
 ///
 /// # Safety
-/// `matrix` is a valid f32 matrix of these strides; `panels` holds
-/// `panels_len(k, n)` bf16 elements that no one else touches meanwhile.
-pub unsafe extern "C" fn cllm_bf16_panels(
-    panels: *mut u16,
-    matrix: *const f32,
-    k: i64,
-    n: i64,
-    rs: i64,
-    cs: i64,
+/// `weight` holds oc × c floats; `forward` and `backward` hold `panels_len(c, oc)` and
+/// `panels_len(oc, c)` bf16 elements that no one else touches meanwhile.
+pub unsafe extern "C" fn cllm_bf16_weight_panels(
+    forward: *mut u16,
+    backward: *mut u16,
+    weight: *const f32,
+    c: i64,
+    oc: i64,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use crate::gemm::packed::{PANEL_COLUMNS, View, pack_panels, reads_panels};
+        use crate::gemm::packed::{PANEL_COLUMNS, pack_weight_panels, reads_panels};
         if !(crate::gemm::packed::available() && reads_panels(crate::cpu::bf16_unit())) {
             return;
         }
-        let (k, n) = (k as usize, n as usize);
-        let rhs = View {
-            ptr: matrix,
-            rs: rs as isize,
-            cs: cs as isize,
-        };
-        let threads = rayon::current_num_threads();
-        let width = n
-            .div_ceil(threads)
-            .next_multiple_of(PANEL_COLUMNS)
-            .max(PANEL_COLUMNS);
-        let panels = panels as usize; // an address, shared by the parts
+        let (c, oc) = (c as usize, oc as usize);
+        let groups = oc.div_ceil(PANEL_COLUMNS);
+        let per = groups.div_ceil(rayon::current_num_threads()).max(1);
+        // Addresses, shared by the parts.
+        let [forward, backward, weight] = [forward as usize, backward as usize, weight as usize];
         let part = |t: usize| {
-            let cols = t * width..n.min((t + 1) * width);
-            // SAFETY: forwarded from the caller's contract; parts write disjoint panels;
-            // the unit is AMX or AVX512-BF16, so the CPU has AVX-512F.
-            unsafe { pack_panels(panels as *mut u16, rhs, k, n, cols) }
+            let mine = t * per..groups.min((t + 1) * per);
+            let (panels, weight) = (
+                [forward as *mut u16, backward as *mut u16],
+                weight as *const f32,
+            );
+            // SAFETY: forwarded from the caller's contract; parts write disjoint groups'
+            // panels; the unit is AMX or AVX512-BF16, so the CPU has AVX-512F.
+            unsafe { pack_weight_panels(panels, weight, [c, oc], mine) }
         };
         use rayon::prelude::*;
-        (0..n.div_ceil(width)).into_par_iter().for_each(part);
+        (0..groups.div_ceil(per)).into_par_iter().for_each(part);
     }
 }
 

@@ -256,6 +256,49 @@ pub(super) unsafe fn pack_panels(
     }
 }
 
+/// Packs the row groups `groups` (32 rows each) of a weight W (oc × c, row-major) into
+/// both layouts the products read, in one pass over them: `forward` holds Wᵀ's panels
+/// (k = c, n = oc: panel g is W's rows 32g..) and `backward` W's (k = oc, n = c: the
+/// step of k from 32g of every panel is the same rows). Each group is read from memory
+/// once and packed twice while it is in cache (packed apart, the weights were read
+/// twice a step: 2 × 41 MiB on bench-s). The same elements as [`pack_panels`] of
+/// either layout.
+///
+/// # Safety
+/// `weight` holds oc × c floats; `forward` and `backward` hold the panels of k × n =
+/// c × oc and oc × c ([`crate::gemm::panels_len`]), these groups' parts of them written
+/// by no one else.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn pack_weight_panels(
+    [forward, backward]: [*mut u16; 2],
+    weight: *const f32,
+    [c, oc]: [usize; 2],
+    groups: std::ops::Range<usize>,
+) {
+    let w = View {
+        ptr: weight,
+        rs: c as isize,
+        cs: 1,
+    };
+    let wt = View {
+        ptr: weight,
+        rs: 1,
+        cs: c as isize,
+    };
+    for g in groups {
+        let r0 = g * TILE;
+        // SAFETY (both): inside the caller's matrices and panels.
+        unsafe { pack_panels(forward, wt, c, oc, r0..(r0 + TILE).min(oc)) };
+        for j in (0..c).step_by(TILE) {
+            unsafe {
+                let step = backward.add(panel_step(oc, j, r0));
+                let out = std::slice::from_raw_parts_mut(step, STEP_ELEMS);
+                pack_b(out, w, r0, TILE.min(oc - r0), j, TILE.min(c - j));
+            }
+        }
+    }
+}
+
 /// Packs B[pc..pc+kc, jc..jc+nc] into 32-column VNNI-2 panels.
 ///
 /// # Safety

@@ -165,6 +165,24 @@ pub unsafe fn pack_panels(
     unsafe { amx_pack::pack_panels(panels, rhs, k, n, cols) }
 }
 
+/// Packs W's rows in groups `groups` of [`PANEL_COLUMNS`] into both of a weight's
+/// panel layouts at once: Wᵀ's (`forward`, k = c, n = oc) and W's (`backward`, k = oc,
+/// n = c) — each group read once for both.
+///
+/// # Safety
+/// As [`pack_panels`]; `weight` is an oc × c row-major matrix; `forward` and `backward`
+/// hold [`crate::gemm::panels_len`]`(c, oc)` and `(oc, c)` elements, these groups'
+/// parts written by no one else.
+pub unsafe fn pack_weight_panels(
+    panels: [*mut u16; 2],
+    weight: *const f32,
+    [c, oc]: [usize; 2],
+    groups: std::ops::Range<usize>,
+) {
+    // SAFETY: forwarded.
+    unsafe { amx_pack::pack_weight_panels(panels, weight, [c, oc], groups) }
+}
+
 /// Columns of one panel ([`pack_panels`]'s unit of work).
 pub const PANEL_COLUMNS: usize = crate::gemm::PANEL;
 
