@@ -47,6 +47,7 @@ use crate::codegen::Program;
 use crate::graph::{Graph, Role, TensorId};
 use crate::plan::grads::{self, GradSchedule, ROOT};
 use crate::plan::{Phase, Plan};
+use buffers::Buffer;
 use places::{Place, Region, SyncPtr, Table};
 use worker::{Pass, Shared, Worker};
 
@@ -55,7 +56,7 @@ pub struct Machine<T: Real> {
     plan: Plan,
     /// The parameters, flat in parameter order — a pipeline stage without replicas
     /// holds only those its kernels touch, packed (`stage_layout.rs`).
-    params: Vec<T>,
+    params: Buffer<T>,
     /// Floats of the whole model's parameters (of one gradient buffer holding all).
     param_floats: usize,
     /// A pipeline stage's parameters gathered whole on the first stage for a
@@ -64,21 +65,21 @@ pub struct Machine<T: Real> {
     /// The gradient buffers of `schedule`; after a step, buffer [`ROOT`] holds the
     /// step's gradient. Not resized once a program is attached, so `grad_ptrs` stay
     /// valid.
-    grads: Vec<Vec<T>>,
+    grads: Vec<Buffer<T>>,
     grad_ptrs: Vec<SyncPtr<T>>,
     /// Which shards each worker runs, into which buffer, and the tree's additions.
     schedule: GradSchedule,
     /// AdamW's first and second moments, flat like `params` — over ranks, only this
     /// rank's own chunks of them, packed as its piece (ZeRO-1: 8P/R bytes).
-    m: Vec<T>,
-    v: Vec<T>,
+    m: Buffer<T>,
+    v: Buffer<T>,
     /// Over ranks, both moments gathered whole for a checkpoint
     /// ([`Machine::gather_moments`]), until the next AdamW step.
     whole_moments: Option<(Vec<T>, Vec<T>)>,
     /// The attention pattern's (T,T) mask (empty for dense attention).
     mask: Vec<T>,
     /// The weights' bf16 panels (bf16 mode), each from a cache line.
-    panels: Vec<T>,
+    panels: Buffer<T>,
     /// Whether the parameters changed since the panels were last made from them.
     panels_stale: bool,
     /// Offset of each parameter in `params` (and of its gradient in every gradient buffer).
@@ -286,7 +287,7 @@ impl<T: Real> Machine<T> {
 
     /// Bytes of the gradient buffers this process holds.
     pub fn gradient_bytes(&self) -> u64 {
-        let floats: usize = self.grads.iter().map(Vec::len).sum();
+        let floats: usize = self.grads.iter().map(|g| g.len()).sum();
         (floats * std::mem::size_of::<T>()) as u64
     }
 
@@ -437,7 +438,7 @@ impl<T: Real> Machine<T> {
 /// The weights' bf16 panels of the weights `held(i)`, each from a cache line (64 bytes
 /// of the element type): the zeroed buffer, and each panel tensor's offset in it (by
 /// tensor id; 0 for any other tensor).
-fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Vec<T>, Vec<usize>) {
+fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Buffer<T>, Vec<usize>) {
     let line = 64 / std::mem::size_of::<T>();
     let mut floats = 0;
     let mut offsets: Vec<usize> = (graph.tensors.iter())
@@ -450,7 +451,7 @@ fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Vec<T>
             _ => 0,
         })
         .collect();
-    let panels: Vec<T> = buffers::zeroed(floats + line);
+    let panels: Buffer<T> = buffers::zeroed(floats + line);
     let start = panels.as_ptr().align_offset(64).min(line);
     for (at, t) in offsets.iter_mut().zip(&graph.tensors) {
         if matches!(t.role, Role::Panels(i) if held(i)) {
@@ -461,8 +462,8 @@ fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Vec<T>
 }
 
 /// `count` zeroed gradient buffers of `len` floats, and their base pointers.
-fn grad_buffers<T: Real>(count: usize, len: usize) -> (Vec<Vec<T>>, Vec<SyncPtr<T>>) {
-    let mut buffers: Vec<Vec<T>> = (0..count).map(|_| buffers::zeroed(len)).collect();
+fn grad_buffers<T: Real>(count: usize, len: usize) -> (Vec<Buffer<T>>, Vec<SyncPtr<T>>) {
+    let mut buffers: Vec<Buffer<T>> = (0..count).map(|_| buffers::zeroed(len)).collect();
     let pointers = buffers
         .iter_mut()
         .map(|g| SyncPtr(g.as_mut_ptr()))

@@ -76,7 +76,7 @@ impl<T: Real> Machine<T> {
     pub fn moments(&self, i: usize) -> (&[T], &[T]) {
         let range = self.param_range(i);
         let split = self.ranks.is_some() || self.stages.as_ref().is_some_and(|s| s.own.is_some());
-        let (m, v) = match (split, &self.whole_moments) {
+        let (m, v): (&[T], &[T]) = match (split, &self.whole_moments) {
             (false, _) => (&self.m, &self.v),
             (true, Some((m, v))) => (m, v),
             (true, None) => panic!("over ranks, gather_moments before reading the moments"),

@@ -11,7 +11,7 @@ use crate::codegen::CompiledKernel;
 use crate::plan::{Phase, Plan};
 
 pub(super) struct Worker<T: Real> {
-    pub(super) arena: Vec<T>,
+    pub(super) arena: super::buffers::Buffer<T>,
     pub(super) tokens: Vec<u32>,
     pub(super) targets: Vec<u32>,
     /// Loss sum of each (micro-batch, shard) pass this worker ran in the last step,
