@@ -78,6 +78,42 @@ pub(crate) fn for_each_head(shape: AttentionShape, head: impl Fn(usize, usize) +
     }
 }
 
+/// The head after (b, h) in [`for_each_head`]'s order, if any.
+pub(crate) fn next_head(shape: AttentionShape, b: usize, h: usize) -> Option<(usize, usize)> {
+    match (h + 1 < shape.heads, b + 1 < shape.batch) {
+        (true, _) => Some((b, h + 1)),
+        (false, true) => Some((b + 1, 0)),
+        (false, false) => None,
+    }
+}
+
+/// Asks for rows `r0..r0 + rows` of `floats` columns of each matrix (its first row's
+/// pointer and its row stride in floats) into L2, one query block of the next head
+/// per query block of this one: a head's rows sit 3C or C floats apart, a stride the
+/// hardware prefetcher did not follow. In a bench-s bf16 step, whose activations come
+/// from memory, the backward ran at ~105 GFLOP/s a thread against 126 with its
+/// operands in cache; asked for ahead, the backward gained ~4% and the forward ~3%.
+pub(crate) fn prefetch_rows(
+    matrices: &[(*const f32, usize)],
+    (r0, rows): (usize, usize),
+    floats: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    for &(base, ld) in matrices {
+        for r in r0..r0 + rows {
+            let row = base.wrapping_add(r * ld) as usize;
+            let (first, last) = (row & !63, (row + 4 * floats - 1) & !63);
+            for line in (first..=last).step_by(64) {
+                use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+                // SAFETY: a prefetch never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(line as *const i8) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (matrices, r0, rows, floats);
+}
+
 /// `s·x` for the first `valid` keys (the rest are past the diagonal), pushed down by
 /// 2^100 where `keep` drops them; returns the row's new maximum.
 #[inline(always)]
@@ -294,8 +330,19 @@ unsafe fn forward_head(raw: Raw, [out, lse, qkv]: [usize; 3], table: &[u32], b: 
             let [tile, stats, kt_pack, v_pack, q_pack, p_pack] = carve(scratch, lens);
             let kt = products.b(kt_pack, (k0, 1, ld_qkv), [hs, t_len]);
             let v = products.b(v_pack, (v0, ld_qkv, 1), [t_len, hs]);
+            let next = next_head(raw.shape, b, h).map(|(nb, nh)| {
+                let q = (qkv as *const f32).wrapping_add(nb * t_len * 3 * c + nh * hs);
+                [
+                    (q, 3 * c),
+                    (q.wrapping_add(c), 3 * c),
+                    (q.wrapping_add(2 * c), 3 * c),
+                ]
+            });
             for qb in blocks {
                 let (r0, rows) = (qb.r0, qb.rows);
+                if let Some(next) = &next {
+                    prefetch_rows(next, (r0, rows), hs);
+                }
                 let (m, rest) = stats.split_at_mut(block);
                 let (l, alpha) = rest.split_at_mut(block);
                 let (m, l, alpha) = (&mut m[..rows], &mut l[..rows], &mut alpha[..rows]);

@@ -4,7 +4,7 @@
 //! `S = Q·Kᵀ`, `dP = dO·Vᵀ`, `dQ += dS·K`, `dK += dSᵀ·Q`, `dV += Pᵀ·dO`.
 //! Every gradient is accumulated (`+=`) in one fixed order per head.
 
-use super::flash::{Raw, for_each_head, with_scratch};
+use super::flash::{Raw, for_each_head, next_head, prefetch_rows, with_scratch};
 use super::products::{Products, carve, carved_len};
 use super::shape::AttentionShape;
 use super::tiles::{CHUNK, query_blocks, table_len};
@@ -227,8 +227,34 @@ unsafe fn backward_head(
             let k = products.b(k_pack, (k0, ld_qkv, 1), [t_len, hs]);
             let ld_t = ld as isize;
             let (p_tile, ds_tile) = ((p.as_ptr(), ld_t, 1), (ds.as_ptr(), ld_t, 1));
+            let next = next_head(raw.shape, b, h).map(|(nb, nh)| {
+                let at = nb * t_len * 3 * c + nh * hs;
+                let (q, dq) = (
+                    (qkv as *const f32).wrapping_add(at),
+                    (dqkv as *const f32).wrapping_add(at),
+                );
+                let o_at = nb * t_len * c + nh * hs;
+                let (o, d_o) = (
+                    (out as *const f32).wrapping_add(o_at),
+                    (dout as *const f32).wrapping_add(o_at),
+                );
+                let ld = 3 * c;
+                [
+                    (q, ld),
+                    (q.wrapping_add(c), ld),
+                    (q.wrapping_add(2 * c), ld),
+                    (dq, ld),
+                    (dq.wrapping_add(c), ld),
+                    (dq.wrapping_add(2 * c), ld),
+                    (o, c),
+                    (d_o, c),
+                ]
+            });
             for qb in blocks {
                 let (r0, rows) = (qb.r0, qb.rows);
+                if let Some(next) = &next {
+                    prefetch_rows(next, (r0, rows), hs);
+                }
                 let d = &mut d[..rows];
                 let (q_rows, dq) = ((q0.add(r0 * 3 * c), ld_qkv, 1), dq0.add(r0 * 3 * c));
                 let d_out = (do0.add(r0 * c), ld_o, 1);
