@@ -84,7 +84,7 @@ impl<T: Real> Buffer<T> {
     /// its first whole 2 MiB page, advised to huge pages before anything touches it.
     #[cfg(target_os = "linux")]
     fn mapped(len: usize, bytes: usize) -> Buffer<T> {
-        let span = bytes + HUGE_PAGE;
+        let span = bytes.saturating_add(HUGE_PAGE);
         // SAFETY: an anonymous private mapping of `span` bytes; nothing else refers to it.
         let base = unsafe {
             libc::mmap(
