@@ -145,5 +145,11 @@ pub fn all() -> Vec<Helper> {
             vec![Some(types::F64)],
             vec![types::F64],
         ),
+        (
+            "cllm_bias_backward",
+            crate::matmul::cllm_bias_backward as *const u8,
+            vec![None, None, i64, i64],
+            vec![],
+        ),
     ]
 }

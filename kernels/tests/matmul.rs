@@ -126,6 +126,60 @@ fn matmul_kernels_match_once() {
     }
 }
 
+/// The bias gradient's native pass (`cllm_bias_backward`, with native kernels) gives
+/// the bits of the JIT's own loop (each column's rows added in order, one rounding
+/// each), on widths around its strip of 128 columns; values spread over seven decades
+/// make any other order of the sums show (tested: summing the rows backwards fails).
+#[test]
+fn native_bias_gradient_has_the_jit_loops_bits() {
+    let c = 3;
+    for (n, oc) in [(1, 1), (7, 127), (33, 128), (19, 300), (64, 1536)] {
+        let mut rng = Lcg((n * oc) as u64 + 11);
+        let dout: Vec<f32> = (0..n * oc)
+            .map(|i| rng.next() * 10f32.powi((i % 7) as i32 - 3))
+            .collect();
+        let (inp, weight, dbias0) = (rng.vec(n * c, 1.0), rng.vec(oc * c, 1.0), rng.vec(oc, 1.0));
+        let results = std::cell::RefCell::new(Vec::new());
+        with_both_gemms(|| {
+            let compiled = compile(6, |e, p| {
+                let (d, x) = ([p[0], p[1]], [p[3], p[4], p[5]]);
+                let dims = [n, c, oc];
+                emit_matmul_backward(
+                    e,
+                    Precision::Fp32,
+                    d,
+                    Some(p[2]),
+                    x,
+                    None,
+                    None,
+                    dims,
+                    [false; 2],
+                )
+            });
+            let (mut dinp, mut dweight, mut dbias) =
+                (vec![0.0; n * c], vec![0.0; oc * c], dbias0.clone());
+            let (mut dout, mut inp, mut weight) = (dout.clone(), inp.clone(), weight.clone());
+            let buffers = [
+                &mut dinp,
+                &mut dweight,
+                &mut dbias,
+                &mut dout,
+                &mut inp,
+                &mut weight,
+            ];
+            call(&compiled, &mut buffers.map(|b| ptr(b)), &[]);
+            results
+                .borrow_mut()
+                .push(dbias.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        });
+        let results = results.into_inner();
+        assert!(
+            results[0] == results[1],
+            "dbias of {n} × {oc}: the native pass changed bits"
+        );
+    }
+}
+
 #[test]
 fn matmul_gradients() {
     for (n, c, oc) in [(3, 5, 7), (4, 8, 4), (1, 3, 2)] {

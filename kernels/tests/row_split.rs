@@ -1,4 +1,4 @@
-//! The native row passes split over a worker's spare threads (`rows.rs`) without
+//! The native row passes (and the bias gradient) split over a worker's spare threads (`rows.rs`) without
 //! changing a bit: each kernel, called directly on ragged shapes big enough to split,
 //! gives the same output bits with 1, 2, 3, 7 and 16 GEMM threads (oversubscribed on a
 //! 2-core machine; the split is checked to happen). That they compute the right thing
@@ -207,4 +207,26 @@ fn embedding_splits_without_changing_bits() {
     };
     same_bits_on_every_thread_count("embedding", positions, c, run);
     same_bits_on_every_thread_count("embedding_backward columns", c, positions, run);
+}
+
+#[test]
+fn bias_gradient_splits_without_changing_bits() {
+    // Strips of 128 columns: 1 000 columns are 8 strips, the last ragged.
+    let (rows, oc) = (40, 1000);
+    let mut rng = Lcg(5);
+    let (dout, dbias0) = (rng.vec(rows * oc, 1.0), rng.vec(oc, 1.0));
+    let run = || {
+        let mut dbias = dbias0.clone();
+        // SAFETY: dbias holds oc floats, dout rows · oc.
+        unsafe {
+            cllm_kernels::matmul::cllm_bias_backward(
+                dbias.as_mut_ptr(),
+                dout.as_ptr(),
+                rows as i64,
+                oc as i64,
+            )
+        };
+        vec![dbias]
+    };
+    same_bits_on_every_thread_count("bias gradient", oc.div_ceil(128), rows * 128, run);
 }
