@@ -209,7 +209,7 @@ unsafe fn micro_tile(steps: usize, a: *const u16, b: *const u16, tile: Tile, epi
     if !epilogue.is_none() {
         // The epilogue's own rows arrive during the products (as in the fp32 loops:
         // without it the fused GELU epilogues cost 4× their fp32 time here).
-        super::epilogue::prefetch(tile, epilogue);
+        super::epilogue::prefetch::<{ super::epilogue::INTO_L2 }>(tile, epilogue);
     }
     let direct = tile.dst.cs == 1 && tile.rows == TILE && tile.cols == TILE;
     // Only a tile that is not stored in place needs the (zeroed) buffer: 4 KiB of

@@ -45,7 +45,7 @@ pub(super) unsafe fn micro_tile(
         ..epilogue
     };
     if !rest.is_none() {
-        super::epilogue::prefetch(tile, rest);
+        super::epilogue::prefetch::<{ super::epilogue::INTO_L2 }>(tile, rest);
     }
     for block in 0..tile.rows.div_ceil(ROWS) {
         let r0 = block * ROWS;
