@@ -114,86 +114,85 @@ pub(crate) fn prefetch_rows(
     let _ = (matrices, r0, rows, floats);
 }
 
-/// `s·x` for the first `valid` keys (the rest are past the diagonal), pushed down by
-/// 2^100 where `keep` drops them; returns the row's new maximum.
+/// A score as the softmax sees it: `s·x`, pushed down by 2^100 where `k` (the key's
+/// keep mask) drops it.
 #[inline(always)]
-pub(crate) fn scaled_scores(x: &mut [f32], keep: Option<&[f32]>, scale: f32) -> f32 {
-    const L: usize = 16;
-    match keep {
-        Some(k) => {
-            for (v, k) in x.iter_mut().zip(k) {
-                *v = (*k - 1.0).mul_add(DROPPED, *v * scale);
-            }
-        }
-        None => x.iter_mut().for_each(|v| *v *= scale),
+fn scaled(x: f32, k: Option<f32>, scale: f32) -> f32 {
+    match k {
+        Some(k) => (k - 1.0).mul_add(DROPPED, x * scale),
+        None => x * scale,
     }
+}
+
+/// The maximum of [`scaled`] over the row's first `x.len()` keys (the rest are past the
+/// diagonal); nothing is written: [`exp_scaled`] and [`exp_scaled_row`] scale again
+/// as they go (one pass over the row fewer than writing the scaled scores; the same
+/// values, so the same bits).
+#[inline(always)]
+pub(crate) fn scaled_max(x: &[f32], keep: Option<&[f32]>, scale: f32) -> f32 {
+    const L: usize = 16;
     let mut m = [f32::NEG_INFINITY; L];
     let whole = x.len() / L * L;
-    for chunk in x[..whole].chunks_exact(L) {
-        for j in 0..L {
-            m[j] = if chunk[j] > m[j] { chunk[j] } else { m[j] };
+    // One loop per case, each over whole chunks, so that both are vectorised.
+    match keep {
+        Some(k) => {
+            for (chunk, k) in x[..whole].chunks_exact(L).zip(k[..whole].chunks_exact(L)) {
+                for j in 0..L {
+                    let v = scaled(chunk[j], Some(k[j]), scale);
+                    m[j] = if v > m[j] { v } else { m[j] };
+                }
+            }
+        }
+        None => {
+            for chunk in x[..whole].chunks_exact(L) {
+                for j in 0..L {
+                    let v = scaled(chunk[j], None, scale);
+                    m[j] = if v > m[j] { v } else { m[j] };
+                }
+            }
         }
     }
     let max = m.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    x[whole..].iter().copied().fold(max, f32::max)
+    (whole..x.len())
+        .map(|j| scaled(x[j], keep.map(|k| k[j]), scale))
+        .fold(max, f32::max)
 }
 
-/// `x ← exp(x − shift)·keep` in place; returns Σ x (16 partial sums).
+/// `x ← exp(scaled(x) − shift)·keep` in place; returns Σ x (16 partial sums).
 #[inline(always)]
-pub(crate) fn exp_shifted(x: &mut [f32], keep: Option<&[f32]>, shift: f32) -> f32 {
+pub(crate) fn exp_scaled(x: &mut [f32], keep: &[f32], scale: f32, shift: f32) -> f32 {
     const L: usize = 16;
     let mut s = [0.0f32; L];
     let (n, whole) = (x.len(), x.len() / L * L);
     let (body, tail) = x.split_at_mut(whole);
-    // One loop per case, each over whole chunks with nothing to check per element, so
-    // that both are vectorised (a per-element `Option` test kept the masked one scalar).
-    match keep {
-        Some(k) => {
-            let (k_body, k_tail) = k[..n].split_at(whole);
-            for (chunk, k) in body.chunks_exact_mut(L).zip(k_body.chunks_exact(L)) {
-                for j in 0..L {
-                    let e = exp_f32(chunk[j] - shift) * k[j];
-                    chunk[j] = e;
-                    s[j] += e;
-                }
-            }
-            let mut sum: f32 = s.iter().sum();
-            for (v, k) in tail.iter_mut().zip(k_tail) {
-                *v = exp_f32(*v - shift) * k;
-                sum += *v;
-            }
-            sum
-        }
-        None => {
-            for chunk in body.chunks_exact_mut(L) {
-                for j in 0..L {
-                    let e = exp_f32(chunk[j] - shift);
-                    chunk[j] = e;
-                    s[j] += e;
-                }
-            }
-            let mut sum: f32 = s.iter().sum();
-            for v in tail.iter_mut() {
-                *v = exp_f32(*v - shift);
-                sum += *v;
-            }
-            sum
+    let (k_body, k_tail) = keep[..n].split_at(whole);
+    for (chunk, k) in body.chunks_exact_mut(L).zip(k_body.chunks_exact(L)) {
+        for j in 0..L {
+            let e = exp_f32(scaled(chunk[j], Some(k[j]), scale) - shift) * k[j];
+            chunk[j] = e;
+            s[j] += e;
         }
     }
+    let mut sum: f32 = s.iter().sum();
+    for (v, k) in tail.iter_mut().zip(k_tail) {
+        *v = exp_f32(scaled(*v, Some(*k), scale) - shift) * k;
+        sum += *v;
+    }
+    sum
 }
 
-/// [`exp_shifted`] without a mask on `row[..valid]`, the same bits: when the row holds
-/// the whole chunk of 16 around the last `valid % 16` elements, that tail runs as one
-/// vector (the lanes past `valid` get values the caller then zeroes) instead of up to
-/// 15 scalar exps, and is summed after the lanes in the same order.
+/// [`exp_scaled`] without a mask on `row[..valid]`: when the row holds the whole chunk
+/// of 16 around the last `valid % 16` elements, that tail runs as one vector (the
+/// lanes past `valid` get values the caller then zeroes) instead of up to 15 scalar
+/// exps, and is summed after the lanes in the same order.
 #[inline(always)]
-pub(crate) fn exp_shifted_row(row: &mut [f32], valid: usize, shift: f32) -> f32 {
+pub(crate) fn exp_scaled_row(row: &mut [f32], valid: usize, scale: f32, shift: f32) -> f32 {
     const L: usize = 16;
     let mut s = [0.0f32; L];
     let whole = valid / L * L;
     for chunk in row[..whole].chunks_exact_mut(L) {
         for j in 0..L {
-            let e = exp_f32(chunk[j] - shift);
+            let e = exp_f32(scaled(chunk[j], None, scale) - shift);
             chunk[j] = e;
             s[j] += e;
         }
@@ -202,14 +201,14 @@ pub(crate) fn exp_shifted_row(row: &mut [f32], valid: usize, shift: f32) -> f32 
     if valid > whole && whole + L <= row.len() {
         let chunk = &mut row[whole..whole + L];
         for v in chunk.iter_mut() {
-            *v = exp_f32(*v - shift);
+            *v = exp_f32(scaled(*v, None, scale) - shift);
         }
         for &v in &chunk[..valid - whole] {
             sum += v;
         }
     } else {
         for v in row[whole..valid].iter_mut() {
-            *v = exp_f32(*v - shift);
+            *v = exp_f32(scaled(*v, None, scale) - shift);
             sum += *v;
         }
     }
@@ -236,11 +235,11 @@ fn online_softmax(
             let valid = (r0 + i + 1 - c0).min(n);
             let row = &mut s[i * ld..i * ld + n];
             let keep = keep.map(|(k, k_ld)| &k[i * k_ld..i * k_ld + valid]);
-            let max = scaled_scores(&mut row[..valid], keep, scale).max(m[i]);
+            let max = scaled_max(&row[..valid], keep, scale).max(m[i]);
             let a = exp_f32(m[i] - max);
             let sum = match keep {
-                None => exp_shifted_row(row, valid, max),
-                Some(_) => exp_shifted(&mut row[..valid], keep, max),
+                None => exp_scaled_row(row, valid, scale, max),
+                Some(k) => exp_scaled(&mut row[..valid], k, scale, max),
             };
             row[valid..].fill(0.0);
             l[i] = l[i] * a + sum;
