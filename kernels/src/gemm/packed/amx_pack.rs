@@ -313,17 +313,20 @@ pub(super) unsafe fn pack_b(
     nc: usize,
 ) {
     let steps = kc.div_ceil(TILE);
-    for jr in (0..nc).step_by(TILE) {
-        let panel = &mut pack[jr / TILE * steps * STEP_ELEMS..][..steps * STEP_ELEMS];
-        let cols = TILE.min(nc - jr);
-        // Index of pair q (k = 2q, 2q + 1) of column j.
-        let at = |q: usize, j: usize| {
-            (2 * q / TILE) * STEP_ELEMS + (j / 16) * 512 + (q % 16) * TILE + (j % 16) * 2
-        };
-        if rhs.cs == 1 {
-            // Rows are contiguous: two rows (a pair of k) of 16 columns give one tile
-            // row: the even k in each lane's low half, the odd k in its high half.
-            for q in 0..steps * 16 {
+    // Index of pair q (k = 2q, 2q + 1) of column j of a panel.
+    let at = |q: usize, j: usize| {
+        (2 * q / TILE) * STEP_ELEMS + (j / 16) * 512 + (q % 16) * TILE + (j % 16) * 2
+    };
+    if rhs.cs == 1 {
+        // Rows are contiguous: two rows (a pair of k) of 16 columns give one tile row:
+        // the even k in each lane's low half, the odd k in its high half. Each pair of
+        // rows is read once, left to right across every panel: a panel at a time walked
+        // down the rows at their stride (6 KiB for the MLP's activations, a new page a
+        // row), which the hardware prefetchers do not follow.
+        for q in 0..steps * 16 {
+            for jr in (0..nc).step_by(TILE) {
+                let panel = jr / TILE * steps * STEP_ELEMS;
+                let cols = TILE.min(nc - jr);
                 for half in 0..2 {
                     let j0 = half * 16;
                     let n = cols.saturating_sub(j0).min(16);
@@ -337,12 +340,18 @@ pub(super) unsafe fn pack_b(
                         }
                     };
                     let pair = pair(row(2 * q), row(2 * q + 1));
-                    let out = panel[at(q, j0)..].as_mut_ptr().cast::<__m512i>();
+                    let out = pack[panel + at(q, j0)..].as_mut_ptr().cast::<__m512i>();
                     // SAFETY: the panel holds this tile row.
                     unsafe { _mm512_storeu_si512(out, pair) };
                 }
             }
-        } else if rhs.rs == 1 {
+        }
+        return;
+    }
+    for jr in (0..nc).step_by(TILE) {
+        let panel = &mut pack[jr / TILE * steps * STEP_ELEMS..][..steps * STEP_ELEMS];
+        let cols = TILE.min(nc - jr);
+        if rhs.rs == 1 {
             // Columns are contiguous (Wᵀ of a forward product): 32 k of a column rounded
             // are 16 pairs in 32-bit lanes; 16 columns' lanes transposed give the tile's
             // 16 rows of pairs.
