@@ -109,12 +109,69 @@ pub(super) unsafe fn pack_a(
     kc: usize,
 ) {
     let steps = kc.div_ceil(TILE);
+    // Index of row r, k = p of a panel.
+    let at =
+        |r: usize, p: usize| (p / TILE) * STEP_ELEMS + (r / 16) * 512 + (r % 16) * TILE + p % TILE;
+    if lhs.cs != 1 && lhs.rs == 1 {
+        // Columns are contiguous (doutᵀ of a weight gradient): per 16 rows and 32 k,
+        // pairs of columns rounded into 32-bit lanes (row r's pair of k), then a 16 × 16
+        // transpose of those lanes gives the tile's 16 rows. A step of 32 k (32 rows of
+        // dout) is packed into every panel before the next step: each of those rows is
+        // read once, left to right (a panel at a time walked down dout's rows at their
+        // stride, a new page a row for the MLP's gradients).
+        for s in 0..steps {
+            for ir in (0..mc).step_by(TILE) {
+                let panel = ir / TILE * steps * STEP_ELEMS;
+                let rows = TILE.min(mc - ir);
+                for half in 0..2 {
+                    let r0 = half * 16;
+                    let n = rows.saturating_sub(r0).min(16);
+                    let mask = ((1u32 << n) - 1) as __mmask16;
+                    let column = |p: usize| {
+                        if p < kc && n > 0 {
+                            // SAFETY: column pc + p holds rows ic + ir + r0 .. + n.
+                            unsafe { _mm512_maskz_loadu_ps(mask, lhs.at(ic + ir + r0, pc + p)) }
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    };
+                    // The same 32 k of the next panel's 16 rows (or the next step's
+                    // first panel) are asked for meanwhile: each is a new line of dout.
+                    let next = match (ir + TILE < mc, s + 1 < steps) {
+                        (true, _) => Some((ir + TILE + r0, s * TILE)),
+                        (false, true) => Some((r0, (s + 1) * TILE)),
+                        (false, false) => None,
+                    };
+                    let mut lanes = [_mm512_setzero_si512(); 16];
+                    for (q, lane) in lanes.iter_mut().enumerate() {
+                        let p = s * TILE + 2 * q;
+                        if let Some((row, from)) = next {
+                            for p in [from + 2 * q, from + 2 * q + 1]
+                                .into_iter()
+                                .filter(|p| *p < kc)
+                            {
+                                let at = lhs.ptr.wrapping_offset(
+                                    (ic + row) as isize + (pc + p) as isize * lhs.cs,
+                                );
+                                super::prefetch_lines(at.cast(), 64);
+                            }
+                        }
+                        *lane = pair(column(p), column(p + 1));
+                    }
+                    let rows16 = transpose16(lanes);
+                    for (r, row) in rows16.iter().enumerate() {
+                        let out = pack[panel + at(r0 + r, s * TILE)..].as_mut_ptr();
+                        // SAFETY: the panel holds this tile row (64 bytes).
+                        unsafe { _mm512_storeu_si512(out.cast::<__m512i>(), *row) };
+                    }
+                }
+            }
+        }
+        return;
+    }
     for ir in (0..mc).step_by(TILE) {
         let panel = &mut pack[ir / TILE * steps * STEP_ELEMS..][..steps * STEP_ELEMS];
         let rows = TILE.min(mc - ir);
-        let at = |r: usize, p: usize| {
-            (p / TILE) * STEP_ELEMS + (r / 16) * 512 + (r % 16) * TILE + p % TILE
-        };
         if lhs.cs == 1 {
             for r in 0..TILE {
                 for s in 0..steps {
@@ -138,56 +195,6 @@ pub(super) unsafe fn pack_a(
                             let src = lhs.at(ic + ir + r.min(rows - 1), pc + k0.min(kc));
                             _mm256_storeu_si256(out, sixteen(src, n))
                         };
-                    }
-                }
-            }
-        } else if lhs.rs == 1 {
-            // Columns are contiguous (doutᵀ of a weight gradient): per 16 rows and 32 k,
-            // pairs of columns rounded into 32-bit lanes (row r's pair of k), then a
-            // 16 × 16 transpose of those lanes gives the tile's 16 rows.
-            for s in 0..steps {
-                for half in 0..2 {
-                    let r0 = half * 16;
-                    let n = rows.saturating_sub(r0).min(16);
-                    let mask = ((1u32 << n) - 1) as __mmask16;
-                    let column = |p: usize| {
-                        if p < kc && n > 0 {
-                            // SAFETY: column pc + p holds rows ic + ir + r0 .. + n.
-                            unsafe { _mm512_maskz_loadu_ps(mask, lhs.at(ic + ir + r0, pc + p)) }
-                        } else {
-                            _mm512_setzero_ps()
-                        }
-                    };
-                    // The same 16 rows of the next step's 32 columns (or of the next
-                    // panel's first step) are asked for meanwhile: each column's line
-                    // is a new line of dout, and `perf` put a third of this packing's
-                    // time on waiting for them.
-                    let next = match (s + 1 < steps, ir + TILE < mc) {
-                        (true, _) => Some((ir + r0, (s + 1) * TILE)),
-                        (false, true) => Some((ir + TILE + r0, 0)),
-                        (false, false) => None,
-                    };
-                    let mut lanes = [_mm512_setzero_si512(); 16];
-                    for (q, lane) in lanes.iter_mut().enumerate() {
-                        let p = s * TILE + 2 * q;
-                        if let Some((row, from)) = next {
-                            for p in [from + 2 * q, from + 2 * q + 1]
-                                .into_iter()
-                                .filter(|p| *p < kc)
-                            {
-                                let at = lhs.ptr.wrapping_offset(
-                                    (ic + row) as isize + (pc + p) as isize * lhs.cs,
-                                );
-                                super::prefetch_lines(at.cast(), 64);
-                            }
-                        }
-                        *lane = pair(column(p), column(p + 1));
-                    }
-                    let rows16 = transpose16(lanes);
-                    for (r, row) in rows16.iter().enumerate() {
-                        let out = panel[at(r0 + r, s * TILE)..].as_mut_ptr().cast::<__m512i>();
-                        // SAFETY: the panel holds this tile row (64 bytes).
-                        unsafe { _mm512_storeu_si512(out, *row) };
                     }
                 }
             }
