@@ -436,12 +436,12 @@ impl<T: Real> Machine<T> {
 }
 
 /// The weights' bf16 panels of the weights `held(i)`, each from a cache line (64 bytes
-/// of the element type): the zeroed buffer, and each panel tensor's offset in it (by
-/// tensor id; 0 for any other tensor).
+/// of the element type; a [`Buffer`] starts on one): the zeroed buffer, and each panel
+/// tensor's offset in it (by tensor id; 0 for any other tensor).
 fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Buffer<T>, Vec<usize>) {
     let line = 64 / std::mem::size_of::<T>();
     let mut floats = 0;
-    let mut offsets: Vec<usize> = (graph.tensors.iter())
+    let offsets: Vec<usize> = (graph.tensors.iter())
         .map(|t| match t.role {
             Role::Panels(i) if held(i) => {
                 let at = floats;
@@ -451,14 +451,7 @@ fn panel_layout<T: Real>(graph: &Graph, held: impl Fn(usize) -> bool) -> (Buffer
             _ => 0,
         })
         .collect();
-    let panels: Buffer<T> = buffers::zeroed(floats + line);
-    let start = panels.as_ptr().align_offset(64).min(line);
-    for (at, t) in offsets.iter_mut().zip(&graph.tensors) {
-        if matches!(t.role, Role::Panels(i) if held(i)) {
-            *at += start;
-        }
-    }
-    (panels, offsets)
+    (buffers::zeroed(floats), offsets)
 }
 
 /// `count` zeroed gradient buffers of `len` floats, and their base pointers.

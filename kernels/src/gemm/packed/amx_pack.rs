@@ -150,10 +150,10 @@ pub(super) unsafe fn pack_a(
                                 .into_iter()
                                 .filter(|p| *p < kc)
                             {
-                                let at = lhs.ptr.wrapping_offset(
+                                let ahead = lhs.ptr.wrapping_offset(
                                     (ic + row) as isize + (pc + p) as isize * lhs.cs,
                                 );
-                                super::prefetch_lines(at.cast(), 64);
+                                super::prefetch_lines(ahead.cast(), 64);
                             }
                         }
                         *lane = pair(column(p), column(p + 1));
