@@ -18,12 +18,13 @@
 //! | runtime | [`runtime`] | [`runtime::train`] → [`runtime::RunSummary`] |
 //!
 //! Beside them: [`data`] (tokenizers, corpora, the addition task), [`checkpoint`]
-//! (safetensors), [`rng`] (the one PRNG).
+//! (safetensors), [`rng`] (the one PRNG), [`console`] (printing that never stops the work).
 //!
 //! See `docs/ARCHITECTURE.md` for what each module owns.
 
 pub mod checkpoint;
 pub mod codegen;
+pub mod console;
 pub mod data;
 pub mod files;
 pub mod graph;

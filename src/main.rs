@@ -82,10 +82,10 @@ fn main() -> ExitCode {
     // say when a level it names is above what this CPU runs.
     match cllm_kernels::cpu::isa_request() {
         Err(message) => {
-            eprintln!("error: {message}");
+            cllm::errln!("error: {message}");
             return ExitCode::FAILURE;
         }
-        Ok(Some(note)) => eprintln!("warning: {note}"),
+        Ok(Some(note)) => cllm::errln!("warning: {note}"),
         Ok(None) => {}
     }
     // Every subcommand returns `miette::Result<ExitCode>`: its own code (0, or 130 after
@@ -108,8 +108,17 @@ fn main() -> ExitCode {
         Command::Ir(args) => cli::ir::ir(args),
         Command::Bench(args) => cli::bench::bench(args),
     };
-    outcome.unwrap_or_else(|error| {
-        eprintln!("{error:?}");
+    let code = outcome.unwrap_or_else(|error| {
+        cllm::errln!("{error:?}");
         ExitCode::FAILURE
-    })
+    });
+    // Output lost to a full disk (not to a reader that went away) fails the command
+    // once its work is done: a run has saved its checkpoint by now.
+    match cllm::console::lost_output() {
+        Some(loss) if code == ExitCode::SUCCESS => {
+            cllm::errln!("error: {loss}");
+            ExitCode::FAILURE
+        }
+        _ => code,
+    }
 }

@@ -64,25 +64,27 @@ pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
     let rss = peak_rss();
     if args.json {
         let value = serde_json::json!({ "spec": args.spec, "backend": args.backend, "threads": threads, "report": report, "fma_peak_gflops": peak, "fma_peak_vector_bits": bits, "gemm_isa": kernels.name(), "precision": precision.name(), "bf16_unit": bf16.then(|| unit.name()), "matrix_peak": matrix_peak_name, "matrix_peak_gflops": matrix_peak, "peak_rss_bytes": rss });
-        println!(
+        cllm::outln!(
             "{}",
             serde_json::to_string_pretty(&value).expect("serializes")
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    cllm::outln!(
         "{} ({} backend, {threads} thread(s)), {} timed steps after {} warm-up:",
         args.spec.display(),
         args.backend,
         report.steps,
         args.warmup
     );
-    println!(
+    cllm::outln!(
         "  step      {:.1} ms median ({:.1}–{:.1})",
-        report.step_ms_median, report.step_ms_min, report.step_ms_max
+        report.step_ms_median,
+        report.step_ms_min,
+        report.step_ms_max
     );
-    println!("  tokens/s  {:.0}", report.tokens_per_s);
-    println!(
+    cllm::outln!("  tokens/s  {:.0}", report.tokens_per_s);
+    cllm::outln!(
         "  GFLOP/s   {:.1} of {:.2} GFLOP per step = {:.0}% of the measured {threads}-thread {bits}-bit FMA peak ({:.1} GFLOP/s)",
         report.gflops,
         report.step_gflop,
@@ -92,34 +94,35 @@ pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
     if bf16 {
         // Emulated bf16 runs on the FMA units: its peak is the line above.
         if unit != cllm_kernels::cpu::Bf16Unit::Emulated {
-            println!(
+            cllm::outln!(
                 "            = {:.0}% of the measured {threads}-thread {matrix_peak_name} ({matrix_peak:.1} GFLOP/s)",
                 100.0 * report.gflops / matrix_peak.max(1e-9)
             );
         }
-        println!(
+        cllm::outln!(
             "  kernels   bf16 products (fp32 sums) on {}, {}-bit native GEMM micro-kernels and row passes ({}) in fp32, Cranelift JIT around them",
             unit.describe(),
             kernels.vector_bits(),
             kernels.name()
         );
     } else {
-        println!(
+        cllm::outln!(
             "  kernels   {}-bit native GEMM micro-kernels and row passes ({}), Cranelift JIT around them",
             kernels.vector_bits(),
             kernels.name()
         );
     }
-    println!(
+    cllm::outln!(
         "  plan      {:.1} ms, JIT {:.1} ms",
-        report.plan_ms, report.jit_ms
+        report.plan_ms,
+        report.jit_ms
     );
     if let Some(rss) = rss {
-        println!("  peak RSS  {:.1} MiB", rss as f64 / (1 << 20) as f64);
+        cllm::outln!("  peak RSS  {:.1} MiB", rss as f64 / (1 << 20) as f64);
     }
-    println!("  kernel time by family (summed over workers; GFLOP/s per thread):");
+    cllm::outln!("  kernel time by family (summed over workers; GFLOP/s per thread):");
     for (name, share, gflops) in &report.kernels {
-        println!(
+        cllm::outln!(
             "    {name:<32} {:>5.1}%  {gflops:>7.1} GFLOP/s",
             100.0 * share
         );

@@ -25,28 +25,28 @@ pub fn check(
     for (path, spec) in &specs {
         if json {
             let text = serde_json::to_string_pretty(spec).expect("a Spec always serializes");
-            println!("{text}");
+            cllm::outln!("{text}");
         } else if resolved {
             if specs.len() > 1 {
-                println!("# {}", path.display());
+                cllm::outln!("# {}", path.display());
             }
-            print!("{}", spec::to_cllm(spec, true));
+            cllm::out!("{}", spec::to_cllm(spec, true));
             // The split as a run would cut it (a text source is tokenized to count it).
             let base_dir = path.parent().unwrap_or(std::path::Path::new("."));
             match cllm::data::Dataset::load(spec, base_dir) {
-                Ok(data) => println!("\n# data: {}", data.split()),
+                Ok(data) => cllm::outln!("\n# data: {}", data.split()),
                 Err(error) => {
                     failed += 1;
                     super::report(error);
                 }
             }
         } else {
-            println!("{}: ok ({})", path.display(), summary(spec));
+            cllm::outln!("{}: ok ({})", path.display(), summary(spec));
         }
     }
     if failed > 0 {
         // Each spec's diagnostic is printed above; this line sums them up.
-        eprintln!("{failed} of {} spec(s) failed to check", paths.len());
+        cllm::errln!("{failed} of {} spec(s) failed to check", paths.len());
         Ok(ExitCode::FAILURE)
     } else {
         Ok(ExitCode::SUCCESS)

@@ -42,6 +42,6 @@ pub fn eval(args: EvalArgs) -> miette::Result<ExitCode> {
             100.0 * right as f64 / n.max(1) as f64
         );
     }
-    println!("{line}");
+    cllm::outln!("{line}");
     Ok(ExitCode::SUCCESS)
 }

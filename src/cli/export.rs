@@ -53,7 +53,7 @@ pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
     let names: Vec<String> = (written.iter())
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    eprintln!(
+    cllm::errln!(
         "wrote {} into {} (step {step} of {})",
         names.join(", "),
         args.hf.display(),
@@ -70,7 +70,7 @@ pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
             "its word vocabulary is cllm's own, which no Hugging Face tokenizer expresses: cllm_words.json holds the word list and the rule"
         }
     };
-    eprintln!(
+    cllm::errln!(
         "load with: GPT2LMHeadModel.from_pretrained(\"{}\"); {tokenizer}",
         args.hf.display()
     );

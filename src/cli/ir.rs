@@ -40,7 +40,7 @@ pub fn ir(args: IrArgs) -> miette::Result<ExitCode> {
             continue;
         }
         let ms = 1e3 * program.kernel_seconds()[index];
-        println!("; kernel {index}: {name} (compiled in {ms:.1} ms)\n{ir}");
+        cllm::outln!("; kernel {index}: {name} (compiled in {ms:.1} ms)\n{ir}");
         shown += 1;
         if let Some(dir) = &args.code {
             let path = dir.join(format!("{index:03}_{name}.bin"));
@@ -58,7 +58,7 @@ pub fn ir(args: IrArgs) -> miette::Result<ExitCode> {
             names.join(", ")
         );
     }
-    eprintln!(
+    cllm::errln!(
         "{shown} kernel(s); compiled in {:.0} ms",
         1e3 * program.compile_seconds
     );

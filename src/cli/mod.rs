@@ -17,5 +17,5 @@ mod stored;
 
 /// Prints a diagnostic the way every subcommand does.
 pub fn report(error: impl miette::Diagnostic + Send + Sync + 'static) {
-    eprintln!("{:?}", miette::Report::new(error));
+    cllm::errln!("{:?}", miette::Report::new(error));
 }

@@ -59,7 +59,7 @@ pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
     if let Some(path) = &args.svg {
         std::fs::write(path, plan::lifetimes_svg(&plan))
             .map_err(|error| miette::miette!("cannot write {}: {error}", path.display()))?;
-        eprintln!("wrote the arena's buffer lifetimes to {}", path.display());
+        cllm::errln!("wrote the arena's buffer lifetimes to {}", path.display());
     }
     if let Some(path) = &args.mask_svg {
         let picture = match &plan.pattern {
@@ -73,39 +73,39 @@ pub fn plan(args: PlanArgs) -> miette::Result<ExitCode> {
         };
         std::fs::write(path, picture)
             .map_err(|error| miette::miette!("cannot write {}: {error}", path.display()))?;
-        eprintln!("wrote the attention mask to {}", path.display());
+        cllm::errln!("wrote the attention mask to {}", path.display());
     }
     if let Some(ranks) = args.ranks {
-        print!(
+        cllm::out!(
             "{}",
             super::scaling::report(&spec, &plan, ranks, &args.network, args.gflops)?
         );
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(stages) = args.stages {
-        print!(
+        cllm::out!(
             "{}",
             super::stages::report(&spec, &plan, stages, &args.network, args.gflops)?
         );
         return Ok(ExitCode::SUCCESS);
     }
     if args.kernels {
-        print!("{}", plan::kernel_listing(&plan));
+        cllm::out!("{}", plan::kernel_listing(&plan));
         return Ok(ExitCode::SUCCESS);
     }
     if args.json {
-        println!(
+        cllm::outln!(
             "{}",
             serde_json::to_string_pretty(&plan).expect("a Plan serializes")
         );
     } else {
-        print!(
+        cllm::out!(
             "{}",
             plan::describe(&args.spec.display().to_string(), &spec, &plan)
         );
     }
     if args.threads.is_some() {
-        print!(
+        cllm::out!(
             "{}",
             super::scaling::threads_report(&spec, &plan, args.gflops)?
         );

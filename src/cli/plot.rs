@@ -32,7 +32,7 @@ pub fn plot(args: PlotArgs) -> miette::Result<ExitCode> {
         });
     for run in &runs {
         if run.clipped > 0 {
-            eprintln!(
+            cllm::errln!(
                 "warning: {}: {} value(s) beyond ±{:e} are not drawn",
                 run.name,
                 run.clipped,
@@ -46,6 +46,6 @@ pub fn plot(args: PlotArgs) -> miette::Result<ExitCode> {
         LossAxis::Linear
     };
     let [svg, png] = draw(&runs, &stem, axis)?;
-    eprintln!("wrote {} and {}", svg.display(), png.display());
+    cllm::errln!("wrote {} and {}", svg.display(), png.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -90,7 +90,7 @@ pub fn prepare_shards(args: PrepareArgs) -> miette::Result<ExitCode> {
     let prepared = prepared?;
     let seconds = started.elapsed().as_secs_f64();
     let threads = rayon::current_num_threads();
-    println!(
+    cllm::outln!(
         "tokenized {:.1} MB in {seconds:.1} s ({:.1} MB/s on {threads} thread(s)): {} training tokens, {} validation tokens (the last {}%), {} file(s) in {}",
         prepared.bytes as f64 / 1e6,
         prepared.bytes as f64 / 1e6 / seconds.max(1e-9),
@@ -104,7 +104,7 @@ pub fn prepare_shards(args: PrepareArgs) -> miette::Result<ExitCode> {
         "bytes" => "  model gpt { vocab = bytes }",
         _ => "  model gpt { vocab = gpt2 }",
     };
-    println!(
+    cllm::outln!(
         "train on them with: data {{ source = tokens(\"{}\") }}{vocab}",
         args.out.display()
     );

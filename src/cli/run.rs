@@ -105,7 +105,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     if summary.losses.is_empty() {
         // Stopped before its first step (`--stop-at` at or below the checkpoint's step):
         // no loss, no speed to report.
-        println!(
+        cllm::outln!(
             "no step trained in this invocation: the run stands at step {}; checkpoint {}",
             summary.steps,
             summary.checkpoint.display()
@@ -126,25 +126,35 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
                 100.0 * right as f64 / n as f64
             );
         }
-        println!("{line}; checkpoint {}", summary.checkpoint.display());
+        cllm::outln!("{line}; checkpoint {}", summary.checkpoint.display());
         let a = summary.averages;
-        println!(
+        cllm::outln!(
             "wall {:.1} s; training at {:.0} tok/s, MFU {:.1}% (averaged over this invocation's steps)",
-            a.wall_seconds, a.tokens_per_s, a.mfu
+            a.wall_seconds,
+            a.tokens_per_s,
+            a.mfu
         );
+        if a.mfu > 100.0 {
+            // The peak is measured at the start: another process on the cores then
+            // lowers it, and the ratio above means nothing.
+            cllm::errln!(
+                "warning: an MFU above 100% means this machine's peak was measured while \
+                 something else used its cores; measure on a quiet machine to compare"
+            );
+        }
     }
     if let (Some(seconds), Some(ranks)) = (summary.exchange_seconds, &ranks) {
         let sent = summary.exchange_bytes.unwrap_or(0) as f64 / (1u64 << 20) as f64;
         let steps = summary.losses.len().max(1) as f64;
         let share = 100.0 * seconds / summary.averages.wall_seconds.max(1e-9);
         match spec.plan.stages {
-            1 => println!(
+            1 => cllm::outln!(
                 "{} ranks: {seconds:.2} s in the exchange (waiting for the slowest rank included), \
                  {share:.1}% of the wall time; this rank sent {sent:.1} MiB, {:.2} MiB per step",
                 ranks.ranks(),
                 sent / steps
             ),
-            stages => println!(
+            stages => cllm::outln!(
                 "{stages} pipeline stages: this stage waited {seconds:.2} s for the others' \
                  activations, gradients and the step's gathers (the bubble included), \
                  {share:.1}% of the wall time; it sent {sent:.1} MiB, {:.2} MiB per step",
@@ -156,7 +166,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
                 true => "sent piece by piece while backward ran (plan.overlap)",
                 false => "after the step",
             };
-            println!(
+            cllm::outln!(
                 "  of which the gradient all-to-all kept this rank waiting {:.1} ms a step: {how}",
                 1e3 * wait / steps
             );
@@ -166,7 +176,7 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
     if summary.stopped_early {
         // The checkpoint holds the resolved spec with every override: the
         // folder alone continues this run.
-        println!("resume with: cllm run --resume {}", run_dir.display());
+        cllm::outln!("resume with: cllm run --resume {}", run_dir.display());
     }
     if interrupt.load(Ordering::Relaxed) {
         return Ok(ExitCode::from(130));
@@ -181,13 +191,13 @@ pub fn run(args: RunArgs) -> miette::Result<ExitCode> {
 fn stop_on_signals(interrupt: Arc<AtomicBool>) {
     let _ = ctrlc::set_handler(move || {
         if !interrupt.swap(true, Ordering::SeqCst) {
-            eprintln!(
+            cllm::errln!(
                 "\ninterrupted: finishing this step and saving a checkpoint (again to quit without saving)"
             );
         } else {
             let words = "\nstopped without saving: the run folder keeps the last checkpoint written, if any\n";
             if !cllm::files::exit_between_writes(1, words) {
-                eprintln!("a checkpoint is being written: stopping once it is on disk");
+                cllm::errln!("a checkpoint is being written: stopping once it is on disk");
             }
         }
     });
@@ -200,15 +210,15 @@ fn draw_curves(run_dir: &std::path::Path) {
     let curves = match cllm::plot::read_curves(run_dir) {
         Ok(curves) => curves,
         Err(cllm::plot::PlotError::Empty { .. }) => return,
-        Err(e) => return eprintln!("warning: no loss plot: {e}"),
+        Err(e) => return cllm::errln!("warning: no loss plot: {e}"),
     };
     match cllm::plot::draw(
         &[curves],
         &run_dir.join("loss"),
         cllm::plot::LossAxis::Linear,
     ) {
-        Ok([svg, _]) => println!("loss curves: {} (and .png)", svg.display()),
-        Err(e) => eprintln!("warning: no loss plot: {e}"),
+        Ok([svg, _]) => cllm::outln!("loss curves: {} (and .png)", svg.display()),
+        Err(e) => cllm::errln!("warning: no loss plot: {e}"),
     }
 }
 
@@ -302,7 +312,7 @@ fn ranks() -> miette::Result<Option<Arc<dyn cllm::machine::Exchange>>> {
 fn ranks() -> miette::Result<Option<Arc<dyn cllm::machine::Exchange>>> {
     const LAUNCHED: [&str; 3] = ["PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK"];
     if LAUNCHED.iter().any(|v| std::env::var_os(v).is_some()) {
-        eprintln!(
+        cllm::errln!(
             "warning: started by an MPI launcher, but this cllm was built without the `mpi` \
              feature: every process trains the whole model alone (cargo build --release --features mpi)"
         );

@@ -1,6 +1,6 @@
 //! `cllm sample`: generate text from a checkpoint, with a key/value cache.
 
-use std::io::Write;
+use cllm::console::{Stream, write_bytes};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -123,20 +123,18 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
     .with_mask(mask);
     // The text streams out token by token (each token's bytes follow the last's, so
     // the concatenation is the decoding of the whole).
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(prompt_text.as_bytes());
+    write_bytes(Stream::Stdout, prompt_text.as_bytes());
     let started = std::time::Instant::now();
     let end = tokenizer.end_of_text().filter(|_| !args.no_stop);
     let out = sampler.generate(&prompt, count, sampling, &mut rng, |token| {
         // The end of the text stops generating, unprinted; so does a closed pipe
         // (`| head`).
-        Some(token) == end || stdout.write_all(&tokenizer.decode(&[token])).is_err()
+        Some(token) == end || !write_bytes(Stream::Stdout, &tokenizer.decode(&[token]))
     });
     let seconds = started.elapsed().as_secs_f64();
-    let _ = stdout.write_all(b"\n");
-    let _ = stdout.flush();
+    write_bytes(Stream::Stdout, b"\n");
     if end.is_some() && out.last().copied() == end {
-        eprintln!(
+        cllm::errln!(
             "(the end of the text after {} token(s); --no-stop samples past it)",
             out.len() - 1
         );
@@ -153,7 +151,7 @@ fn generate(args: &SampleArgs) -> miette::Result<()> {
         let read = cllm::peak::sweep_gbps(&slices);
         let bound = read * 1e9 / weight_bytes as f64;
         let rate = positions as f64 / seconds;
-        eprintln!(
+        cllm::errln!(
             "decoded {positions} positions in {:.2} s: {rate:.1} per second, {:.2} ms each; \
              weights {:.1} MB a position, read at {read:.1} GB/s on {} thread(s) (a sweep of \
              the weights, as decoding reads them) → bound {bound:.1} per second; {:.0}% of it",

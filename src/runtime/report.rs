@@ -130,7 +130,7 @@ impl Reporter {
     /// A warning, on stderr (unless quiet), kept clear of the progress bar.
     pub fn warn(&self, line: &str) {
         if !self.quiet {
-            self.bar.suspend(|| eprintln!("warning: {line}"));
+            self.bar.suspend(|| crate::errln!("warning: {line}"));
         }
     }
 
@@ -143,7 +143,7 @@ impl Reporter {
     /// A line for the user (stdout), kept clear of the progress bar.
     pub fn say(&self, line: &str) {
         if !self.quiet {
-            self.bar.suspend(|| println!("{line}"));
+            self.bar.suspend(|| crate::outln!("{line}"));
         }
     }
 
