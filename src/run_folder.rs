@@ -50,6 +50,66 @@ pub enum RunFolderError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the disk holding `{path}` has {} free; this run needs {} for its checkpoints, metrics and plots",
+        crate::plan::human_bytes(*free),
+        crate::plan::human_bytes(*needed)
+    )]
+    #[diagnostic(
+        code(cllm::run_folder),
+        help(
+            "a checkpoint is {} (the weights and AdamW's two moments, in fp32) and is written whole beside the last one before it replaces it: free space on that disk, or give `--out` a folder on another",
+            crate::plan::human_bytes(*checkpoint)
+        )
+    )]
+    NoRoom {
+        path: PathBuf,
+        free: u64,
+        needed: u64,
+        checkpoint: u64,
+    },
+}
+
+/// Room kept beyond the checkpoints: the header, `metrics.jsonl` and the loss plots.
+const SLACK_BYTES: u64 = 1 << 20;
+
+/// Refuses a run, before its first step, that could not save its checkpoints on the
+/// disk holding `dir`: each save writes `checkpoint` bytes to a temporary file beside
+/// the last checkpoint before replacing it, so `copies` is 1 for a run whose folder
+/// holds its last checkpoint already (a resume) or that saves only once, else 2.
+/// Hours of training must not end in "no space left" at the first save.
+pub fn ensure_room(dir: &Path, checkpoint: u64, copies: u64) -> Result<(), RunFolderError> {
+    let Some(free) = free_bytes(dir) else {
+        return Ok(()); // a file system that does not say: the save reports any failure
+    };
+    let needed = checkpoint
+        .saturating_mul(copies)
+        .saturating_add(SLACK_BYTES);
+    match free >= needed {
+        true => Ok(()),
+        false => Err(RunFolderError::NoRoom {
+            path: dir.to_path_buf(),
+            free,
+            needed,
+            checkpoint,
+        }),
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string; `stat` is written by statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    // Their widths are the platform's (u32 on some): the casts are no-ops here.
+    #[allow(clippy::unnecessary_cast)]
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 /// The lock on a run folder, held until dropped (or the process ends).

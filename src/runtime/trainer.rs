@@ -303,15 +303,27 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
     let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
     let lock = match follower {
         true => None,
-        false => Some(crate::run_folder::claim(
-            &options.run_dir,
-            match options.resume {
-                Some(_) => crate::run_folder::Claim::Resume,
-                None => crate::run_folder::Claim::Fresh {
-                    overwrite: options.overwrite,
+        false => {
+            let lock = crate::run_folder::claim(
+                &options.run_dir,
+                match options.resume {
+                    Some(_) => crate::run_folder::Claim::Resume,
+                    None => crate::run_folder::Claim::Fresh {
+                        overwrite: options.overwrite,
+                    },
                 },
-            },
-        )?),
+            )?;
+            // Two checkpoints at once when a save replaces one this run has made.
+            let every = spec.checkpoint.every;
+            let saves_twice = (state.step / every + 1) * every < total;
+            let copies = match options.run_dir.join(checkpoint::FILE_NAME).exists() {
+                true => 1,
+                false => 1 + u64::from(saves_twice),
+            };
+            let bytes = 12 * spec.model.parameter_count() as u64;
+            crate::run_folder::ensure_room(&options.run_dir, bytes, copies)?;
+            Some(lock)
+        }
     };
     let report = if follower {
         Reporter::silent(total, speed)
