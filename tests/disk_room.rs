@@ -2,8 +2,8 @@
 //! the free and the needed space — not hours later with "no space left on device".
 //!
 //! The small disk is a 4 MiB tmpfs mounted in a mount namespace of the test's own
-//! (`unshare -rm`, or `unshare -m` as root: CI runs as root); where neither is allowed
-//! the test says so and does nothing.
+//! (`unshare -rm`: user namespaces, or root as CI is); where that is not allowed the
+//! test says so and does nothing.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,20 +26,29 @@ fn run_on_small_disk(dir: &Path, spec: &Path, extra: &[&str]) -> (Option<i32>, S
     (out.status.code(), stderr)
 }
 
-fn namespaces_allowed() -> bool {
+/// Whether this process may mount a tmpfs on `dir` in a namespace of its own.
+fn small_disks_allowed(dir: &Path) -> bool {
     Command::new("unshare")
-        .args(["-rm", "true"])
+        .args([
+            "-rm",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs -o size=1m tmpfs "$1""#,
+            "sh",
+        ])
+        .arg(dir)
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
 #[test]
 fn a_run_whose_checkpoints_cannot_fit_is_refused_before_training() {
-    if !namespaces_allowed() {
-        eprintln!("skipped: `unshare -rm` is not allowed here (CI runs it as root)");
+    let root = tempfile::tempdir().unwrap();
+    if !small_disks_allowed(root.path()) {
+        eprintln!("skipped: no tmpfs in a namespace of our own here (`unshare -rm`)");
         return;
     }
-    let root = tempfile::tempdir().unwrap();
     std::fs::write(
         root.path().join("corpus.txt"),
         "to be or not to be. ".repeat(400),
