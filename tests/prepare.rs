@@ -216,3 +216,34 @@ fn a_missing_or_irregular_source_writes_nothing() {
         assert!(!out.exists(), "nothing is written for {}", source.display());
     }
 }
+
+#[test]
+fn a_folder_another_prepare_is_writing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shards");
+    std::fs::create_dir(&out).unwrap();
+    let corpus = corpus();
+    let args = [
+        corpus.to_str().unwrap(),
+        "--vocab",
+        "bytes",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    // Two at once both found the folder empty and mixed their shards, each saying it
+    // had written its own. The folder is what a `prepare` locks (flock): hold it here.
+    let held = std::fs::File::open(&out).unwrap();
+    held.lock().unwrap();
+    let second = prepare(1, &args);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another `cllm prepare`"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    drop(held);
+    let first = prepare(1, &args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+}

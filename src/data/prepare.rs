@@ -58,6 +58,14 @@ pub enum PrepareError {
         )
     )]
     HasShards { dir: PathBuf, first: String },
+    #[error("another `cllm prepare` is writing shards into `{}`", dir.display())]
+    #[diagnostic(
+        code(cllm::prepare),
+        help(
+            "one folder takes one corpus: wait for that one to finish, or give --out another folder"
+        )
+    )]
+    InUse { dir: PathBuf },
     #[error("cannot write `{}`", path.display())]
     #[diagnostic(
         code(cllm::prepare),
@@ -70,25 +78,48 @@ pub enum PrepareError {
     },
 }
 
+/// Refuses a folder that already holds shards (`.bin` files).
+fn refuse_shards(dir: &Path) -> Result<(), PrepareError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut shards: Vec<String> = (entries.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bin"))
+        .collect();
+    shards.sort();
+    match shards.into_iter().next() {
+        Some(first) => Err(PrepareError::HasShards {
+            dir: dir.to_path_buf(),
+            first,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// An exclusive `flock` on the folder `dir` itself, released when dropped.
+fn lock_folder(dir: &Path) -> Result<std::fs::File, PrepareError> {
+    let failed = |source| PrepareError::Write {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let folder = std::fs::File::open(dir).map_err(failed)?;
+    match folder.try_lock() {
+        Ok(()) => Ok(folder),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PrepareError::InUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
+    }
+}
+
 /// Tokenizes `job.source` into shards in `job.out`; `read` is told the bytes read so far.
 pub fn prepare(job: &Prepare<'_>, read: &mut dyn FnMut(u64)) -> Result<Prepared, PrepareError> {
     let write_error = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PrepareError::Write { path, source }
     };
-    if let Ok(entries) = std::fs::read_dir(job.out) {
-        let mut shards: Vec<String> = (entries.flatten())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".bin"))
-            .collect();
-        shards.sort();
-        if let Some(first) = shards.first() {
-            return Err(PrepareError::HasShards {
-                dir: job.out.to_path_buf(),
-                first: first.clone(),
-            });
-        }
-    }
+    refuse_shards(job.out)?;
     let ext = if job.jsonl_key.is_some() {
         "jsonl"
     } else {
@@ -104,6 +135,11 @@ pub fn prepare(job: &Prepare<'_>, read: &mut dyn FnMut(u64)) -> Result<Prepared,
         }
     }
     std::fs::create_dir_all(job.out).map_err(write_error(job.out))?;
+    // One writer at a time: two `prepare`s into one folder would both find it empty
+    // and mix their shards. The lock is on the folder itself (no file left in it),
+    // held to the end, and the folder is looked at again under it.
+    let _lock = lock_folder(job.out)?;
+    refuse_shards(job.out)?;
     let bytes = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
