@@ -106,6 +106,19 @@ impl std::ops::Deref for Mapped {
     }
 }
 
+/// An exclusive `flock` on the folder `dir` itself, for a command that writes several
+/// files into it (`prepare`'s shards, `export`'s model and config): two at once would
+/// leave a mix, each reporting its own. No file is left in the folder; the lock goes
+/// with the returned handle (or the process). `Ok(None)`: another process holds it.
+pub fn try_lock_folder(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let folder = std::fs::File::open(dir)?;
+    match folder.try_lock() {
+        Ok(()) => Ok(Some(folder)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Bytes written to `path` so that a reader, a crash or a second writer only ever sees
 /// the old file or the new one: they go to a temporary file beside it, created new
 /// (`O_CREAT | O_EXCL | O_NOFOLLOW`, so a planted file or link there is never written

@@ -285,3 +285,33 @@ fn a_word_vocabulary_is_exported_as_its_list_and_rule() {
     assert!(ids.iter().any(|&id| id >= 256), "some words are listed");
     assert_eq!(ids, cllm::data::Tokenizer::from_words(words).encode(text));
 }
+
+#[test]
+fn a_folder_another_export_is_writing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train(dir.path(), &["train.steps=2"]);
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    let args = [
+        "export",
+        run.to_str().unwrap(),
+        "--hf",
+        hf.to_str().unwrap(),
+    ];
+    // Two at once left one model's weights beside the other's config.json, both
+    // exiting 0. An export locks the folder itself (flock): hold it here.
+    let held = std::fs::File::open(&hf).unwrap();
+    held.lock().unwrap();
+    let second = cllm(&args);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another `cllm export`"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&hf).unwrap().count(), 0);
+    drop(held);
+    let first = cllm(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+}

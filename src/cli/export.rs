@@ -38,6 +38,18 @@ pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
         let values = stored.take(&file, &p.name, &p.shape)?;
         params.push((p.name.clone(), p.shape.clone(), values));
     }
+    // One export a folder at a time: two at once left one model's weights beside the
+    // other's config.json.
+    let in_folder =
+        |e: std::io::Error| miette::miette!("cannot write into `{}`: {e}", args.hf.display());
+    std::fs::create_dir_all(&args.hf).map_err(in_folder)?;
+    let Some(_lock) = cllm::files::try_lock_folder(&args.hf).map_err(in_folder)? else {
+        miette::bail!(
+            help = "wait for it to finish, or give --hf another folder",
+            "another `cllm export` is writing into `{}`",
+            args.hf.display()
+        );
+    };
     let mut written = export_hf(&spec, &params, &args.hf)?;
     if let Some(words) = stored.metadata.get("words") {
         let words: Vec<String> = serde_json::from_str(words).map_err(|e| {

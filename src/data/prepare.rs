@@ -97,22 +97,6 @@ fn refuse_shards(dir: &Path) -> Result<(), PrepareError> {
     }
 }
 
-/// An exclusive `flock` on the folder `dir` itself, released when dropped.
-fn lock_folder(dir: &Path) -> Result<std::fs::File, PrepareError> {
-    let failed = |source| PrepareError::Write {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let folder = std::fs::File::open(dir).map_err(failed)?;
-    match folder.try_lock() {
-        Ok(()) => Ok(folder),
-        Err(std::fs::TryLockError::WouldBlock) => Err(PrepareError::InUse {
-            dir: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
-    }
-}
-
 /// Tokenizes `job.source` into shards in `job.out`; `read` is told the bytes read so far.
 pub fn prepare(job: &Prepare<'_>, read: &mut dyn FnMut(u64)) -> Result<Prepared, PrepareError> {
     let write_error = |path: &Path| {
@@ -135,10 +119,17 @@ pub fn prepare(job: &Prepare<'_>, read: &mut dyn FnMut(u64)) -> Result<Prepared,
         }
     }
     std::fs::create_dir_all(job.out).map_err(write_error(job.out))?;
-    // One writer at a time: two `prepare`s into one folder would both find it empty
-    // and mix their shards. The lock is on the folder itself (no file left in it),
-    // held to the end, and the folder is looked at again under it.
-    let _lock = lock_folder(job.out)?;
+    // One writer at a time (two `prepare`s would both find the folder empty), and the
+    // folder looked at again under the lock.
+    let _lock = match crate::files::try_lock_folder(job.out) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return Err(PrepareError::InUse {
+                dir: job.out.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(write_error(job.out)(e)),
+    };
     refuse_shards(job.out)?;
     let bytes = files
         .iter()
