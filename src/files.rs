@@ -195,6 +195,27 @@ pub fn temporary_prefix(name: &std::ffi::OsStr) -> std::ffi::OsString {
     prefix
 }
 
+/// Deletes the temporary files a process that died mid-write left in `dir` (SIGKILL,
+/// or a signal a command does not catch): hidden names `.NAME.tmp.…`, as
+/// [`temporary_prefix`] makes them, whose NAME `ours` accepts. Only the link or file
+/// itself is removed, never what a link points to. Call it holding the folder's lock,
+/// so that no live writer's file is among them.
+pub fn remove_stale_temporaries(dir: &Path, ours: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let stale = (name.to_str())
+            .and_then(|n| n.strip_prefix('.'))
+            .and_then(|n| n.rsplit_once(".tmp."))
+            .is_some_and(|(of, _)| ours(of));
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A temporary name beside `path` that no other process or call uses: the process id
 /// and a counter.
 fn temporary_beside(path: &Path) -> std::path::PathBuf {

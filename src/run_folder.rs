@@ -226,24 +226,11 @@ fn open_lock(path: &Path) -> std::io::Result<std::fs::File> {
 /// and the fixed `.tmp` names older versions used. Only the link or file itself is
 /// removed, never what a link points to.
 fn remove_stale_temporaries(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let prefixes: Vec<_> = RUN_FILES
-        .iter()
-        .map(|name| crate::files::temporary_prefix(name.as_ref()))
-        .collect();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let bytes = name.as_encoded_bytes();
-        let ours = prefixes
-            .iter()
-            .any(|p| bytes.starts_with(p.as_encoded_bytes()))
-            || RUN_FILES
-                .iter()
-                .any(|f| bytes == format!("{f}.tmp").as_bytes());
-        if ours {
-            let _ = std::fs::remove_file(entry.path());
+    crate::files::remove_stale_temporaries(dir, |name| RUN_FILES.contains(&name));
+    for name in RUN_FILES {
+        let old = dir.join(format!("{name}.tmp"));
+        if std::fs::symlink_metadata(&old).is_ok() {
+            let _ = std::fs::remove_file(old);
         }
     }
 }

@@ -247,3 +247,36 @@ fn a_folder_another_prepare_is_writing_is_refused() {
         String::from_utf8_lossy(&first.stderr)
     );
 }
+
+#[test]
+fn what_a_killed_prepare_left_is_removed_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shards");
+    std::fs::create_dir(&out).unwrap();
+    // A SIGTERM mid-way left its hidden token stream (gigabytes, for a big corpus).
+    let left = [".tokens.tmp.4242", ".train_000003.bin.tmp.4242.7"];
+    let foreign = [".notes.tmp.1", "notes.txt"];
+    for name in left.iter().chain(&foreign) {
+        std::fs::write(out.join(name), b"x").unwrap();
+    }
+    let corpus = corpus();
+    let args = [
+        corpus.to_str().unwrap(),
+        "--vocab",
+        "bytes",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = prepare(1, &args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for name in left {
+        assert!(!out.join(name).exists(), "{name} is left");
+    }
+    for name in foreign {
+        assert!(out.join(name).exists(), "{name} was removed");
+    }
+}

@@ -358,3 +358,21 @@ fn an_out_that_is_a_file_or_a_dangling_link_is_refused_saying_which() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(folder.join("checkpoint.safetensors").is_file());
 }
+
+#[test]
+fn what_a_killed_writer_left_is_removed_and_nothing_else() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let (code, _, stderr) = short_run(&dir, &["--stop-at", "3"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    // A SIGKILL mid-save leaves write_atomic's hidden temporary; a user's own stays.
+    let left = ".checkpoint.safetensors.tmp.4242.0";
+    let foreign = ".notes.txt.tmp.4242.0";
+    for name in [left, foreign] {
+        std::fs::write(dir.join(name), b"x").unwrap();
+    }
+    let (code, _, stderr) = cllm(&["run", "--resume", dir.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!dir.join(left).exists());
+    assert!(dir.join(foreign).exists());
+}

@@ -131,6 +131,11 @@ pub fn prepare(job: &Prepare<'_>, read: &mut dyn FnMut(u64)) -> Result<Prepared,
         Err(e) => return Err(write_error(job.out)(e)),
     };
     refuse_shards(job.out)?;
+    // What a `prepare` killed mid-way left: its token stream, a shard half written.
+    crate::files::remove_stale_temporaries(job.out, |name| {
+        name == "tokens"
+            || (name.ends_with(".bin") && (name.starts_with("train_") || name.starts_with("val_")))
+    });
     let bytes = files
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
