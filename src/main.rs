@@ -88,6 +88,10 @@ fn main() -> ExitCode {
         Ok(Some(note)) => cllm::errln!("warning: {note}"),
         Ok(None) => {}
     }
+    if let Err(message) = cli::rayon_threads_request() {
+        cllm::errln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     // Every subcommand returns `miette::Result<ExitCode>`: its own code (0, or 130 after
     // Ctrl-C, or 1 when `check` has printed several specs' diagnostics), or an error,
     // rendered here the one way and exit 1.

@@ -304,3 +304,34 @@ fn an_unknown_kernel_level_in_cllm_isa_is_refused() {
         assert!(!stderr.contains("CLLM_ISA"), "{known:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_rayon_thread_count_past_the_limit_is_refused_at_once() {
+    let run = |threads: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
+            .args(args)
+            .env("RAYON_NUM_THREADS", threads)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // 100 000 spun for eleven minutes starting threads, then aborted; 5 000 (past the
+    // limit, yet quick to start) keeps this test fast should the check go.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = ["run", "specs/add.cllm", "--steps", "2", "--quiet", "--out"];
+    let args = [&args[..], &[out.to_str().unwrap()]].concat();
+    let refused = run("5000", &args);
+    let stderr = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("RAYON_NUM_THREADS=5000: cllm runs at most 1024"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "refused before the run folder");
+    // Rayon's own meanings stay: 0 and a non-number are its default.
+    for threads in ["1024", "0", "many"] {
+        let ok = run(threads, &["check", "specs/add.cllm"]);
+        assert!(ok.status.success(), "{threads}: {}", text(&ok.stderr));
+    }
+}

@@ -29,6 +29,7 @@ pub use print::to_cllm;
 pub use resume::{Change, SAFE_ON_RESUME, resume_changes};
 pub use run_choices::{Gemm, Optimizer, Schedule, Threads};
 pub use types::{BLOCKS, Checkpoint, Data, Eval, Model, Plan, Sample, Spec, Train};
+pub use validate::MAX_THREADS;
 pub use weights::Weights;
 
 /// The spec language version this build reads and writes.
