@@ -11,8 +11,8 @@ use cllm::{peak, spec};
 pub struct BenchArgs {
     /// The spec whose training step to time.
     spec: PathBuf,
-    /// Timed steps (after the warm-up).
-    #[arg(long, default_value_t = 5)]
+    /// Timed steps (after the warm-up), at least 1.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     steps: usize,
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
@@ -51,7 +51,7 @@ pub fn bench(args: BenchArgs) -> miette::Result<ExitCode> {
     } else {
         Backend::Interp
     };
-    let report = run_bench(&spec, base_dir, backend, args.warmup, args.steps.max(1))?;
+    let report = run_bench(&spec, base_dir, backend, args.warmup, args.steps)?;
     let threads = report.threads;
     let widest = peak::widest();
     let bits = widest.vector_bits();
