@@ -163,3 +163,39 @@ fn a_constant_schedule_may_train_further() {
         "20 steps then 10 more under a constant schedule are 30 steps"
     );
 }
+
+/// A run resumed on other kernels (another CPU, or another `CLLM_ISA`) goes on, and
+/// says that its bits now differ from the uninterrupted run's on the first route;
+/// resumed on the same route it says nothing.
+#[test]
+fn a_resume_on_other_kernels_says_its_bits_differ() {
+    use cllm_kernels::cpu::{Isa, supported};
+    let Some(wide) = supported().last().copied().filter(|&w| w != Isa::Portable) else {
+        eprintln!("skipped: this CPU has the portable kernels only");
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("run");
+    let on = |isa: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cllm"))
+            .args(args)
+            .env("CLLM_ISA", isa)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dir_arg = dir.to_str().unwrap();
+    let start = [
+        &["run", "specs/add.cllm", "--out", dir_arg, "--steps", "6"][..],
+        &SMALL,
+    ]
+    .concat();
+    on("portable", &[&start[..], &["--stop-at", "2"]].concat());
+    let said = on("portable", &["run", "--resume", dir_arg, "--stop-at", "4"]);
+    assert!(!said.contains("note: the steps up to"), "{said}");
+    let said = on(wide.name(), &["run", "--resume", dir_arg]);
+    let note = format!("ran on portable, these run on {}", wide.name());
+    assert!(said.contains(&note), "{said}");
+}

@@ -220,6 +220,18 @@ pub fn isa() -> Isa {
     })
 }
 
+/// The kernels a run's numbers depend on, as its checkpoint records them: the fp32
+/// level, and in bf16 the matrix unit too (`"avx512"`, `"avx512bf16 + avx512"`). The
+/// same run on two routes gives different bits (their products sum in other orders),
+/// so a resume on another route is told that its continuation is not the
+/// uninterrupted run's bits.
+pub fn route(precision: crate::Precision) -> String {
+    match precision {
+        crate::Precision::Fp32 => isa().name().to_string(),
+        crate::Precision::Bf16 => format!("{} + {}", bf16_unit().name(), isa().name()),
+    }
+}
+
 /// `CLLM_ISA` checked against this CPU, for the command line to say before any work:
 /// `Err` for a name no level has (which [`isa`] and [`bf16_unit`] ignore: a typo would
 /// otherwise measure the widest path under another name), `Ok(Some(note))` for a level

@@ -120,6 +120,9 @@ const CHECKSUMS: &str = "crc32";
 /// The metadata key of the fingerprint of the data a run trained on.
 pub const DATA: &str = "data";
 
+/// The metadata key of the kernels the run's numbers came from (`cpu::route`).
+pub const KERNELS: &str = "kernels";
+
 /// The metadata key of the folder a run's spec was in (its relative paths start there).
 pub const BASE_DIR: &str = "base_dir";
 

@@ -48,6 +48,35 @@ pub(super) fn save(
     Ok(checkpoint::save(path, &snapshot)?)
 }
 
+/// Rank 0's hold on the run folder ([`crate::run_folder::claim`]), once its disk is
+/// known to hold the checkpoints a run starting at `step` will write: 12 bytes a
+/// parameter, twice at once when a save replaces a checkpoint this run has made.
+pub(super) fn claim_run_folder(
+    spec: &Spec,
+    options: &RunOptions,
+    step: u64,
+) -> Result<crate::run_folder::RunFolderLock, RunError> {
+    use crate::run_folder::{Claim, claim, ensure_room};
+    let lock = claim(
+        &options.run_dir,
+        match options.resume {
+            Some(_) => Claim::Resume,
+            None => Claim::Fresh {
+                overwrite: options.overwrite,
+            },
+        },
+    )?;
+    let every = spec.checkpoint.every;
+    let saves_twice = (step / every + 1) * every < spec.train.steps;
+    let copies = match options.run_dir.join(checkpoint::FILE_NAME).exists() {
+        true => 1,
+        false => 1 + u64::from(saves_twice),
+    };
+    let bytes = 12 * spec.model.parameter_count() as u64;
+    ensure_room(&options.run_dir, bytes, copies)?;
+    Ok(lock)
+}
+
 /// The checkpoint's metadata (and `tensors`) for the run's state.
 fn snapshot<'a>(
     (step, cursor): (u64, &'a crate::data::Cursor),
@@ -74,7 +103,11 @@ fn snapshot<'a>(
     let extra = words
         .into_iter()
         .chain(fingerprint)
-        .chain([(checkpoint::BASE_DIR.to_string(), base_dir)]);
+        .chain([(checkpoint::BASE_DIR.to_string(), base_dir)])
+        .chain([(
+            checkpoint::KERNELS.to_string(),
+            cllm_kernels::cpu::route(spec.train.precision),
+        )]);
     Snapshot {
         step,
         cursor,

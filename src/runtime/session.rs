@@ -127,6 +127,8 @@ pub(crate) struct Restored {
     pub cursor: Cursor,
     /// The fingerprint of the data it trained on (`Dataset::fingerprint`), if recorded.
     pub data: Option<String>,
+    /// The kernels its numbers came from (`cpu::route`), if recorded.
+    pub kernels: Option<String>,
 }
 
 /// A checkpoint's parameters and AdamW moments into `machine`; returns its step, data
@@ -158,7 +160,20 @@ pub(crate) fn restore(machine: &mut Machine<f32>, path: &Path) -> Result<Restore
         step,
         cursor,
         data: stored.metadata.get(checkpoint::DATA).cloned(),
+        kernels: stored.metadata.get(checkpoint::KERNELS).cloned(),
     })
+}
+
+/// What a resume says when its kernels are not those the checkpoint's steps ran on
+/// (`was`, as the checkpoint records `cpu::route`): the run goes on, in other bits.
+pub(crate) fn route_note(was: Option<&str>, precision: cllm_kernels::Precision) -> Option<String> {
+    let here = cllm_kernels::cpu::route(precision);
+    let was = was.filter(|was| *was != here)?;
+    Some(format!(
+        "the steps up to this checkpoint ran on {was}, these run on {here}: from here the \
+         run's bits differ from those it would have on {was} (`CLLM_ISA` picks a route this \
+         CPU has)"
+    ))
 }
 
 /// The set-up, agreed among the ranks (see [`crate::machine::agree`]): every rank

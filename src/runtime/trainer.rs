@@ -56,6 +56,8 @@ struct Setup {
     data: Dataset,
     report: Reporter,
     speed: Speed,
+    /// Said after the header when a resume runs on other kernels than the run did.
+    route_note: Option<String>,
 }
 
 /// Trains the model `spec` describes; see [`RunOptions`] for the how.
@@ -75,6 +77,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         data,
         mut report,
         speed,
+        route_note,
     } = setup;
     let micro_batch = spec.train.micro_batch() as usize;
     let checkpoint_path = options.run_dir.join(checkpoint::FILE_NAME);
@@ -113,7 +116,7 @@ pub fn train(spec: &Spec, options: &RunOptions) -> Result<RunSummary, RunError> 
         options.run_dir.display()
     ));
     report.say(&format!("data: {}", data.split()));
-    if let Some(note) = data.tokenize_note() {
+    for note in (data.tokenize_note().map(str::to_string).into_iter()).chain(route_note) {
         report.say(&format!("note: {note}"));
     }
     if state.step == 0
@@ -251,6 +254,7 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
         options.backend,
         options.ranks.as_ref(),
     )?;
+    let mut route_note = None;
     let (done, cursor) = match &options.resume {
         Some(from) => {
             let path = checkpoint::locate(from);
@@ -266,6 +270,7 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
                     now: now.unwrap_or_else(|| "none".into()),
                 });
             }
+            route_note = session::route_note(restored.kernels.as_deref(), spec.train.precision);
             (restored.step, restored.cursor)
         }
         None => {
@@ -303,27 +308,7 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
     let follower = options.ranks.as_ref().is_some_and(|r| r.rank() != 0);
     let lock = match follower {
         true => None,
-        false => {
-            let lock = crate::run_folder::claim(
-                &options.run_dir,
-                match options.resume {
-                    Some(_) => crate::run_folder::Claim::Resume,
-                    None => crate::run_folder::Claim::Fresh {
-                        overwrite: options.overwrite,
-                    },
-                },
-            )?;
-            // Two checkpoints at once when a save replaces one this run has made.
-            let every = spec.checkpoint.every;
-            let saves_twice = (state.step / every + 1) * every < total;
-            let copies = match options.run_dir.join(checkpoint::FILE_NAME).exists() {
-                true => 1,
-                false => 1 + u64::from(saves_twice),
-            };
-            let bytes = 12 * spec.model.parameter_count() as u64;
-            crate::run_folder::ensure_room(&options.run_dir, bytes, copies)?;
-            Some(lock)
-        }
+        false => Some(saving::claim_run_folder(spec, options, state.step)?),
     };
     let report = if follower {
         Reporter::silent(total, speed)
@@ -347,6 +332,7 @@ fn set_up(spec: &Spec, options: &RunOptions) -> Result<Setup, RunError> {
         data,
         report,
         speed,
+        route_note,
     })
 }
 
