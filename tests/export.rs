@@ -308,10 +308,16 @@ fn a_folder_another_export_is_writing_is_refused() {
     assert!(stderr.contains("another `cllm export`"), "{stderr}");
     assert_eq!(std::fs::read_dir(&hf).unwrap().count(), 0);
     drop(held);
+    // What an export killed mid-write left goes; a file of the user's own stays.
+    let (left, foreign) = (".model.safetensors.tmp.4242.0", ".notes.txt.tmp.4242.0");
+    for name in [left, foreign] {
+        std::fs::write(hf.join(name), b"x").unwrap();
+    }
     let first = cllm(&args);
     assert!(
         first.status.success(),
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
+    assert!(!hf.join(left).exists() && hf.join(foreign).exists());
 }

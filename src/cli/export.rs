@@ -65,6 +65,8 @@ pub fn export(args: ExportArgs) -> miette::Result<ExitCode> {
     let names: Vec<String> = (written.iter())
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
+    // What an export of these files killed mid-write left (still under the lock).
+    cllm::files::remove_stale_temporaries(&args.hf, |name| names.iter().any(|n| n == name));
     cllm::errln!(
         "wrote {} into {} (step {step} of {})",
         names.join(", "),
