@@ -217,30 +217,32 @@ fn a_missing_or_irregular_source_writes_nothing() {
     }
 }
 
+/// `cllm prepare` of the corpus as bytes into `out`, on one thread.
+fn bytes_into(out: &Path) -> Output {
+    let corpus = corpus();
+    let out = out.to_str().unwrap();
+    prepare(
+        1,
+        &[corpus.to_str().unwrap(), "--vocab", "bytes", "--out", out],
+    )
+}
+
 #[test]
 fn a_folder_another_prepare_is_writing_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("shards");
     std::fs::create_dir(&out).unwrap();
-    let corpus = corpus();
-    let args = [
-        corpus.to_str().unwrap(),
-        "--vocab",
-        "bytes",
-        "--out",
-        out.to_str().unwrap(),
-    ];
     // Two at once both found the folder empty and mixed their shards, each saying it
     // had written its own. The folder is what a `prepare` locks (flock): hold it here.
     let held = std::fs::File::open(&out).unwrap();
     held.lock().unwrap();
-    let second = prepare(1, &args);
+    let second = bytes_into(&out);
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("another `cllm prepare`"), "{stderr}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
     drop(held);
-    let first = prepare(1, &args);
+    let first = bytes_into(&out);
     assert!(
         first.status.success(),
         "{}",
@@ -259,15 +261,7 @@ fn what_a_killed_prepare_left_is_removed_and_nothing_else() {
     for name in left.iter().chain(&foreign) {
         std::fs::write(out.join(name), b"x").unwrap();
     }
-    let corpus = corpus();
-    let args = [
-        corpus.to_str().unwrap(),
-        "--vocab",
-        "bytes",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let run = prepare(1, &args);
+    let run = bytes_into(&out);
     assert!(
         run.status.success(),
         "{}",
