@@ -21,7 +21,7 @@ It prints one line per case that is not clean, then the table.
 import hashlib, os, shutil, signal, struct, subprocess, sys, tempfile, time, json
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLLM = os.path.join(REPO, "target", "release", "cllm")
+CLLM = os.environ.get("CLLM_BIN") or os.path.join(REPO, "target", "release", "cllm")
 LIMIT_KIB = 4 * 1024 * 1024
 TIMEOUT = 60
 
@@ -39,13 +39,25 @@ def spec(d, source='addition(digits = 2)', vocab="bytes", layers=1, steps=4, ext
     return path
 
 
-def run(args, cwd, timeout=TIMEOUT, signal_after=None):
-    """(returncode or 'hang', stderr) of cllm args under the address-space limit."""
+def run(args, cwd, timeout=TIMEOUT, signal_after=None, env=None, stdout="pipe"):
+    """(returncode or 'hang', stdout, stderr) of cllm args under the address-space limit;
+    `env` adds variables; stdout "closed" is a pipe whose reader has gone, "full" is
+    /dev/full."""
     def limit():
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (LIMIT_KIB * 1024, LIMIT_KIB * 1024))
+    sink, close = subprocess.PIPE, None
+    if stdout == "closed":
+        reader, sink = os.pipe()
+        os.close(reader)
+        close = sink
+    elif stdout == "full":
+        sink = close = os.open("/dev/full", os.O_WRONLY)
     p = subprocess.Popen([CLLM] + args, cwd=cwd, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit)
+                         stdout=sink, stderr=subprocess.PIPE, preexec_fn=limit,
+                         env=dict(os.environ, **(env or {})))
+    if close is not None:
+        os.close(close)
     try:
         if signal_after:
             delay, sigs = signal_after
@@ -54,7 +66,7 @@ def run(args, cwd, timeout=TIMEOUT, signal_after=None):
                 p.send_signal(s)
                 time.sleep(0.05)
         out, err = p.communicate(timeout=timeout)
-        return p.returncode, out.decode("utf8", "replace"), err.decode("utf8", "replace")
+        return p.returncode, (out or b"").decode("utf8", "replace"), err.decode("utf8", "replace")
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
@@ -391,6 +403,26 @@ for name, sigs in [("sigterm", [signal.SIGTERM]), ("sighup", [signal.SIGHUP]), (
         return (["run", s, "--quiet", "--out", os.path.join(d, "out")], (2.0, sigs))
 
 
+# ---- output nobody reads, and the environment -------------------------------------------
+# A reader that went away stops the printing, never the work (exit 0, the run saved); a
+# full disk under stdout fails the command after the work, saying so; a thread count
+# rayon would try to start is refused before anything.
+for i, (args, expect, options) in enumerate([
+    (["run", "S", "--out", "o"], "ok", {"stdout": "closed"}),
+    (["run", "S", "--out", "o"], "refuse", {"stdout": "full"}),
+    (["ir", "S"], "ok", {"stdout": "closed"}),
+    (["check", "--resolved", "S"], "ok", {"stdout": "closed"}),
+    (["plan", "S"], "refuse", {"stdout": "full"}),
+    (["run", "S", "--quiet", "--out", "o"], "refuse", {"env": {"RAYON_NUM_THREADS": "100000"}}),
+    (["prepare", "S", "--out", "p"], "refuse", {"env": {"RAYON_NUM_THREADS": "100000"}}),
+    (["check", "S"], "ok", {"env": {"RAYON_NUM_THREADS": "many"}}),
+]):
+    @case(f"out-{i:02d} {' '.join(args)[:40]} {options}", expect)
+    def _(d, args=args, options=options):
+        s = spec(d)
+        return ([s if a == "S" else a for a in args], None, options)
+
+
 def victims_state(root):
     """Hashes of every file outside the case folders (the planted links' targets)."""
     state = {}
@@ -420,8 +452,9 @@ def main():
             made = make(d)
         except AssertionError as e:
             print(f"SETUP FAILED {name}: {e}"); continue
-        args, sig = made if isinstance(made, tuple) else (made, None)
-        rc, out, err = run(args, d, signal_after=sig)
+        made = made if isinstance(made, tuple) else (made, None)
+        args, sig, options = (made + ({},))[:3]
+        rc, out, err = run(args, d, signal_after=sig, **options)
         outcome = "clean"
         if rc == "hang":
             outcome = "hang"
