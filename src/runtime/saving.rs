@@ -67,7 +67,7 @@ pub(super) fn claim_run_folder(
         },
     )?;
     let every = spec.checkpoint.every;
-    let saves_twice = (step / every + 1) * every < spec.train.steps;
+    let saves_twice = (step / every + 1).saturating_mul(every) < spec.train.steps;
     let copies = match options.run_dir.join(checkpoint::FILE_NAME).exists() {
         true => 1,
         false => 1 + u64::from(saves_twice),
