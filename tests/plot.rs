@@ -78,6 +78,19 @@ fn runs_are_drawn_overlaid_with_a_legend() {
         labels.len() >= 3,
         "loss labels (≈ 2–6 nats), not log10s: {labels:?}"
     );
+
+    // `--out` a folder (existing, or written with a trailing slash) puts loss.svg in it.
+    std::fs::create_dir(dir.path().join("figures")).unwrap();
+    for out in [d("figures"), format!("{}/", d("new"))] {
+        let plotted = cllm(&["plot", &d("dense"), "--out", &out]);
+        assert!(
+            plotted.status.success(),
+            "{}",
+            String::from_utf8_lossy(&plotted.stderr)
+        );
+        let folder = std::path::Path::new(out.trim_end_matches('/'));
+        assert!(folder.join("loss.svg").is_file() && folder.join("loss.png").is_file());
+    }
 }
 
 #[test]
