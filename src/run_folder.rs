@@ -234,3 +234,21 @@ fn remove_stale_temporaries(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Held without a small disk (`tests/disk_room.rs` mounts one where it may).
+    #[test]
+    fn room_is_refused_past_the_free_space_and_granted_within_it() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ensure_room(dir.path(), 0, 2).is_ok());
+        let error = ensure_room(dir.path(), u64::MAX / 4, 2).unwrap_err();
+        assert!(matches!(error, RunFolderError::NoRoom { .. }), "{error}");
+        assert!(
+            error.to_string().contains("free; this run needs"),
+            "{error}"
+        );
+    }
+}
